@@ -1,0 +1,116 @@
+//! Command-line types only: clap parses, and plain values go to the commands.
+//! Nothing here touches the disk or the network.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Build reproducible OCI images for Spark clusters, ship them to hosts, and launch them",
+    after_help = "Examples:\n  ferry lock images/busybox/image.toml\n  ferry build images/busybox/image.toml --docker-archive out/busybox.tar\n  ferry verify out/busybox"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Pin every input of an image definition (sha256, size) in its image.lock
+    #[command(after_help = "Examples:\n  ferry lock images/spark/image.toml\n  ferry lock images/spark/image.toml --update numpy\n  ferry lock images/spark/image.toml --check   # exit 1 if the lock is out of date")]
+    Lock(LockArgs),
+    /// Build an OCI image layout (and optionally a docker-archive) from a definition and its lock
+    #[command(after_help = "Examples:\n  ferry build images/busybox/image.toml\n  ferry build images/busybox/image.toml --out out/busybox --docker-archive out/busybox.tar\n  ferry build images/busybox/image.toml --offline --mirror bundle/")]
+    Build(BuildArgs),
+    /// Check every digest, size, diff_id and media type of an OCI image layout
+    #[command(after_help = "Example:\n  ferry verify out/busybox")]
+    Verify(VerifyArgs),
+    /// Show the layers, config and labels of an OCI image layout
+    #[command(after_help = "Examples:\n  ferry inspect out/busybox\n  ferry inspect out/busybox --json | jq .layers")]
+    Inspect(InspectArgs),
+    /// Copy every locked input of a definition into one folder or .tar, for air-gapped builds
+    #[command(after_help = "Examples:\n  ferry vendor images/spark/image.toml --to bundle/\n  ferry vendor images/spark/image.toml --to spark-inputs.tar\n  # then, on the air-gapped side:\n  ferry build images/spark/image.toml --offline --mirror bundle/")]
+    Vendor(VendorArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CacheArgs {
+    /// Cache folder for downloads and built layers [default: $XDG_CACHE_HOME/ferry or ~/.cache/ferry]
+    #[arg(long, env = "FERRY_CACHE", value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    /// The image definition (image.toml)
+    pub definition: PathBuf,
+    /// Re-resolve all sources, or only the named ones
+    #[arg(long, num_args = 0.., value_name = "SOURCE")]
+    pub update: Option<Vec<String>>,
+    /// Do not write: exit 1 if the lock is missing or out of date
+    #[arg(long, conflicts_with = "update")]
+    pub check: bool,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// The image definition (image.toml)
+    pub definition: PathBuf,
+    /// Where to write the OCI image layout [default: out/<name>]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also write the image as a `docker load`-able archive
+    #[arg(long, value_name = "FILE")]
+    pub docker_archive: Option<PathBuf>,
+    /// Never use the network: take inputs from the cache or the --mirror bundle only
+    #[arg(long)]
+    pub offline: bool,
+    /// A bundle made by `ferry vendor` (folder or .tar) to take inputs from
+    #[arg(long, value_name = "BUNDLE")]
+    pub mirror: Option<PathBuf>,
+    /// Threads for compression [default: the number of cores]
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// An OCI image layout folder
+    pub layout: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// An OCI image layout folder
+    pub layout: PathBuf,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VendorArgs {
+    /// The image definition (image.toml)
+    pub definition: PathBuf,
+    /// A folder, or a file ending in .tar
+    #[arg(long, value_name = "BUNDLE")]
+    pub to: PathBuf,
+    /// Never use the network: copy from the cache only
+    #[arg(long)]
+    pub offline: bool,
+    /// Another bundle to take inputs from
+    #[arg(long, value_name = "BUNDLE")]
+    pub mirror: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}

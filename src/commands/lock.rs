@@ -1,0 +1,186 @@
+//! `ferry lock`: resolve every source of a definition and pin it.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use super::{Term, human};
+use crate::cli::LockArgs;
+use crate::fetch::{self, Cache};
+use crate::inputs::deb;
+use crate::lock::{Artifact, ArtifactKind, Lock, lock_path, split_req};
+use crate::spec::{Definition, SourceKind, SourceSpec, url_file_name};
+
+pub fn run(a: LockArgs) -> Result<ExitCode> {
+    let term = Term::new(a.check);
+    let def = Definition::load(&a.definition)?;
+    let lp = lock_path(&def.path);
+    let old = Lock::read(&lp)?;
+    let cache = Cache::new(a.cache.cache);
+
+    if a.check {
+        let Some(old) = old else {
+            eprintln!("error: `{}` is missing: run `ferry lock {}`", lp.display(), def.path.display());
+            return Ok(ExitCode::FAILURE);
+        };
+        let mut missing = Vec::new();
+        let mut used = BTreeSet::new();
+        for layer in &def.spec.layers {
+            for src in &layer.sources {
+                match old.resolve(src) {
+                    Ok(arts) => used.extend(arts.into_iter().cloned()),
+                    Err(what) => missing.push(what),
+                }
+            }
+        }
+        let unused: Vec<_> = old.artifacts.iter().filter(|x| !used.contains(*x)).map(|x| format!("{} `{}`", kind_name(x.kind), x.file)).collect();
+        if missing.is_empty() && unused.is_empty() {
+            println!("ok: `{}` is up to date", lp.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut parts = Vec::new();
+        if !missing.is_empty() {
+            parts.push(format!("not locked: {}", missing.join(", ")));
+        }
+        if !unused.is_empty() {
+            parts.push(format!("no longer used: {}", unused.join(", ")));
+        }
+        eprintln!("error: `{}` is out of date ({}): run `ferry lock {}`", lp.display(), parts.join("; "), def.path.display());
+        return Ok(ExitCode::FAILURE);
+    }
+
+    let update_all = a.update.as_ref().is_some_and(|u| u.is_empty());
+    let named: BTreeSet<String> = a.update.clone().unwrap_or_default().into_iter().collect();
+    let mut matched = BTreeSet::new();
+    let mut new = Lock { version: crate::lock::LOCK_VERSION, artifacts: Vec::new() };
+    let old = old.unwrap_or_default();
+    for layer in &def.spec.layers {
+        for src in &layer.sources {
+            if src.kind() == SourceKind::Path {
+                continue;
+            }
+            let wanted = update_all || source_names(src).iter().any(|n| named.contains(n) && matched.insert(n.clone()));
+            if !wanted {
+                if let Ok(arts) = old.resolve(src) {
+                    new.artifacts.extend(arts.into_iter().cloned());
+                    continue;
+                }
+            }
+            let arts = resolve(&cache, src, &term).with_context(|| format!("locking layer `{}`", layer.name))?;
+            new.artifacts.extend(arts);
+        }
+    }
+    for n in &named {
+        if !matched.contains(n) && !def.spec.layers.iter().flat_map(|l| &l.sources).any(|s| source_names(s).contains(n)) {
+            bail!("`--update {n}`: no source of `{}` is named `{n}`", def.path.display());
+        }
+    }
+    let text = new.to_text();
+    let before = std::fs::read_to_string(&lp).unwrap_or_default();
+    if before == text {
+        term.line(&format!("`{}` is up to date ({} artifacts)", lp.display(), new.artifacts.len()));
+    } else {
+        new.write(&lp).with_context(|| format!("writing `{}`", lp.display()))?;
+        term.line(&format!("wrote `{}` ({} artifacts)", lp.display(), new.artifacts.len()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn kind_name(k: ArtifactKind) -> &'static str {
+    match k {
+        ArtifactKind::Deb => "deb",
+        ArtifactKind::Pypi => "pypi",
+        ArtifactKind::Url => "url",
+    }
+}
+
+/// The names `--update` matches a source by: its name and its package names.
+fn source_names(src: &SourceSpec) -> Vec<String> {
+    let mut v = vec![src.display_name()];
+    v.extend(src.deb.iter().map(|d| split_req(d, "=").0.to_string()));
+    v.extend(src.pypi.iter().map(|p| split_req(p, "==").0.to_string()));
+    v
+}
+
+fn resolve(cache: &Cache, src: &SourceSpec, term: &Term) -> Result<Vec<Artifact>> {
+    let progress = |w: &str, n: u64, t: Option<u64>| term.download(w, n, t);
+    match src.kind() {
+        SourceKind::Path => Ok(vec![]),
+        SourceKind::Url => {
+            let url = src.url.as_deref().unwrap_or_default();
+            let file = url_file_name(url);
+            let (mut r, len) = fetch::open_url(url)?;
+            let (_, sha, size) = fetch::cache_reader(cache, &mut r, &file, len, &progress)?;
+            if let Some(want) = &src.sha256 {
+                if !want.eq_ignore_ascii_case(&sha) {
+                    bail!(fetch::FetchError::Mismatch { file, name: src.display_name(), expected: want.to_lowercase(), found: sha });
+                }
+            }
+            term.line(&format!("locked {file} ({}) sha256 {}", human(size), &sha[..12]));
+            Ok(vec![Artifact { kind: ArtifactKind::Url, name: src.display_name(), version: String::new(), arch: String::new(), file, size, sha256: sha }])
+        }
+        SourceKind::Deb => {
+            let arch = src.arch.as_deref().unwrap_or("amd64");
+            let mut out = Vec::new();
+            for d in &src.deb {
+                let (name, version) = split_req(d, "=");
+                let spec = match version {
+                    Some(v) => format!("{name}:{arch}={v}"),
+                    None => format!("{name}:{arch}"),
+                };
+                let (file, _guard) = fetch::apt_download(cache, &spec).or_else(|e| {
+                    // packages of architecture `all` are not found under `name:amd64`
+                    let plain = match version {
+                        Some(v) => format!("{name}={v}"),
+                        None => name.to_string(),
+                    };
+                    fetch::apt_download(cache, &plain).map_err(|_| e)
+                })?;
+                let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let c = deb::control_of(&file, &file_name)?;
+                let mut f = std::fs::File::open(&file)?;
+                let (_, sha, size) = fetch::cache_reader(cache, &mut f, &file_name, None, &progress)?;
+                term.line(&format!("locked {} {} ({})", c.package, c.version, human(size)));
+                out.push(Artifact { kind: ArtifactKind::Deb, name: c.package, version: c.version, arch: c.arch, file: file_name, size, sha256: sha });
+            }
+            Ok(out)
+        }
+        SourceKind::Pypi => {
+            let mut out = Vec::new();
+            for p in &src.pypi {
+                let (name, _) = split_req(p, "==");
+                let file = fetch::pip_download(cache, p, src, None).or_else(|e| fetch::pip_download(cache, p, src, Some("sdist.tar.gz")).map_err(|_| e))?;
+                let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let version = version_from_file(&file_name).with_context(|| format!("`{file_name}`: cannot read the version from the file name"))?;
+                let mut f = std::fs::File::open(&file)?;
+                let (_, sha, size) = fetch::cache_reader(cache, &mut f, &file_name, None, &progress)?;
+                let _ = std::fs::remove_file(&file);
+                term.line(&format!("locked {name} {version} ({})", human(size)));
+                out.push(Artifact { kind: ArtifactKind::Pypi, name: name.to_string(), version, arch: String::new(), file: file_name, size, sha256: sha });
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// `numpy-1.26.4-cp311-...whl` → 1.26.4; `pyspark-3.5.2.tar.gz` → 3.5.2.
+fn version_from_file(f: &str) -> Option<String> {
+    if let Some(stem) = f.strip_suffix(".whl") {
+        return stem.split('-').nth(1).map(str::to_string);
+    }
+    let stem = f.strip_suffix(".tar.gz").or_else(|| f.strip_suffix(".zip"))?;
+    stem.rsplit_once('-').map(|(_, v)| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_file_names() {
+        assert_eq!(version_from_file("numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl").as_deref(), Some("1.26.4"));
+        assert_eq!(version_from_file("pyspark-3.5.2.tar.gz").as_deref(), Some("3.5.2"));
+        assert_eq!(version_from_file("x.exe"), None);
+    }
+}

@@ -1,0 +1,69 @@
+//! One file per subcommand: glue between the parsed arguments, the library
+//! modules and the terminal. No core logic lives here.
+
+mod build;
+mod inspect;
+mod lock;
+mod vendor;
+mod verify;
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Lock(a) => lock::run(a),
+        Command::Build(a) => build::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Vendor(a) => vendor::run(a),
+    }
+}
+
+/// Human sizes for progress lines and tables.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// Progress lines on stderr, one per event; quiet when `quiet`.
+pub struct Term {
+    pub start: std::time::Instant,
+    pub quiet: bool,
+    pub last_download: std::sync::Mutex<(String, std::time::Instant)>,
+}
+
+impl Term {
+    pub fn new(quiet: bool) -> Term {
+        Term {
+            start: std::time::Instant::now(),
+            quiet,
+            last_download: std::sync::Mutex::new((String::new(), std::time::Instant::now())),
+        }
+    }
+    pub fn line(&self, s: &str) {
+        if !self.quiet {
+            eprintln!("{:>6.1}s  {s}", self.start.elapsed().as_secs_f64());
+        }
+    }
+    pub fn download(&self, what: &str, done: u64, total: Option<u64>) {
+        if self.quiet {
+            return;
+        }
+        let mut last = self.last_download.lock().expect("progress lock");
+        let finished = total == Some(done);
+        if last.0 == what && last.1.elapsed().as_millis() < 1000 && !finished {
+            return;
+        }
+        *last = (what.to_string(), std::time::Instant::now());
+        let pct = total.filter(|t| *t > 0).map(|t| format!(" {:>3}%", done * 100 / t)).unwrap_or_default();
+        self.line(&format!("fetch {what}: {}{pct}", human(done)));
+    }
+}

@@ -1,0 +1,402 @@
+//! The content-addressed download cache and the ways an input gets into it:
+//! a `ferry vendor` bundle (folder or .tar), an http(s) or file URL, Debian's
+//! `apt-get download`, or `pip download`. Every byte is hashed while it
+//! streams and checked against the lock before it is renamed into the cache.
+//! Registries are reached only through their ordinary clients, so no host
+//! name lives here.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::lock::{Artifact, ArtifactKind};
+use crate::spec::SourceSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("sha256 mismatch for `{file}` (expected {expected}, found {found}): the file changed upstream or in transit; run `ferry lock --update {name}` if the change is expected")]
+    Mismatch {
+        file: String,
+        name: String,
+        expected: String,
+        found: String,
+    },
+    #[error("`{file}` (sha256 {sha256}) is not in the cache{}, and --offline forbids downloading: run `ferry vendor` where the network is, and build with `--mirror BUNDLE`", if *mirror { " or the mirror" } else { "" })]
+    Offline { file: String, sha256: String, mirror: bool },
+    #[error("cannot download `{url}`: {reason}")]
+    Http { url: String, reason: String },
+    #[error("`{tool}` failed for `{what}`: {reason}")]
+    Tool { tool: String, what: String, reason: String },
+    #[error("`{}`", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
+    move |source| FetchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The cache folder: downloads, built layer blobs and the layer index.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    pub root: PathBuf,
+}
+
+impl Cache {
+    pub fn new(explicit: Option<PathBuf>) -> Cache {
+        let root = explicit.unwrap_or_else(|| {
+            if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+                PathBuf::from(x).join("ferry")
+            } else if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+                PathBuf::from(h).join(".cache/ferry")
+            } else {
+                PathBuf::from(".ferry-cache")
+            }
+        });
+        Cache { root }
+    }
+
+    pub fn download(&self, sha256: &str) -> PathBuf {
+        self.root.join("downloads/sha256").join(sha256)
+    }
+    pub fn blob(&self, digest: &str) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+    }
+    pub fn layer_record(&self, key: &str) -> PathBuf {
+        self.root.join("layers").join(format!("{key}.json"))
+    }
+    pub fn tmp(&self) -> Result<PathBuf, FetchError> {
+        let p = self.root.join("tmp");
+        std::fs::create_dir_all(&p).map_err(io_err(&p))?;
+        Ok(p)
+    }
+}
+
+/// Reports download progress: (what, bytes so far, total if known).
+pub type Progress<'a> = &'a (dyn Fn(&str, u64, Option<u64>) + Sync);
+
+/// Hashes a reader into a temp file in the cache; returns (temp path, sha256, size).
+fn stream_to_temp(cache: &Cache, r: &mut dyn Read, label: &str, total: Option<u64>, progress: Progress) -> Result<(tempfile::TempPath, String, u64), FetchError> {
+    let dir = cache.tmp()?;
+    let tmp = tempfile::Builder::new().prefix("dl-").tempfile_in(&dir).map_err(io_err(&dir))?;
+    let (file, path) = tmp.into_parts();
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n: u64 = 0;
+    let mut last = 0u64;
+    loop {
+        let k = r.read(&mut buf).map_err(|e| FetchError::Http {
+            url: label.to_string(),
+            reason: e.to_string(),
+        })?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        w.write_all(&buf[..k]).map_err(io_err(&path))?;
+        n += k as u64;
+        if n - last >= 8 << 20 {
+            progress(label, n, total);
+            last = n;
+        }
+    }
+    let file = w.into_inner().map_err(|e| FetchError::Io {
+        path: path.to_path_buf(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(io_err(&path))?;
+    progress(label, n, total);
+    Ok((path, hex::encode(h.finalize()), n))
+}
+
+/// Moves a verified temp file into the cache under its sha256.
+fn commit(cache: &Cache, tmp: tempfile::TempPath, sha256: &str) -> Result<PathBuf, FetchError> {
+    let dest = cache.download(sha256);
+    let dir = dest.parent().expect("cache path has a parent");
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    tmp.persist(&dest).map_err(|e| FetchError::Io {
+        path: dest.clone(),
+        source: e.error,
+    })?;
+    Ok(dest)
+}
+
+/// Puts the bytes of `r` into the cache; returns (path, sha256, size).
+pub fn cache_reader(cache: &Cache, r: &mut dyn Read, label: &str, total: Option<u64>, progress: Progress) -> Result<(PathBuf, String, u64), FetchError> {
+    let (tmp, sha, size) = stream_to_temp(cache, r, label, total, progress)?;
+    let p = commit(cache, tmp, &sha)?;
+    Ok((p, sha, size))
+}
+
+/// Opens a URL (http, https or file) as a reader with its length when known.
+pub fn open_url(url: &str) -> Result<(Box<dyn Read>, Option<u64>), FetchError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        let f = File::open(path).map_err(|e| FetchError::Http {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        let len = f.metadata().ok().map(|m| m.len());
+        return Ok((Box::new(BufReader::new(f)), len));
+    }
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(20))
+        .timeout(None)
+        .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| FetchError::Http {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+    let mut last = String::new();
+    for attempt in 0..4u32 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(500 << attempt));
+        }
+        match client.get(url).send() {
+            Ok(resp) if resp.status().is_success() => {
+                let len = resp.content_length();
+                return Ok((Box::new(resp), len));
+            }
+            Ok(resp) if resp.status().is_server_error() => last = format!("server answered {}", resp.status()),
+            Ok(resp) => {
+                return Err(FetchError::Http {
+                    url: url.to_string(),
+                    reason: format!("server answered {}", resp.status()),
+                });
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(FetchError::Http {
+        url: url.to_string(),
+        reason: format!("{last} (after 4 attempts)"),
+    })
+}
+
+/// Where inputs may come from besides the network.
+pub struct Sources<'a> {
+    pub cache: &'a Cache,
+    pub offline: bool,
+    pub mirror: Option<&'a Path>,
+    pub progress: Progress<'a>,
+}
+
+impl Sources<'_> {
+    /// Makes sure the locked artifact is in the cache and returns its path.
+    pub fn ensure(&self, a: &Artifact, src: &SourceSpec) -> Result<PathBuf, FetchError> {
+        let path = self.cache.download(&a.sha256);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == a.size) {
+            return Ok(path);
+        }
+        if let Some(m) = self.mirror {
+            if let Some(p) = self.from_mirror(m, a)? {
+                return Ok(p);
+            }
+        }
+        if self.offline {
+            return Err(FetchError::Offline {
+                file: a.file.clone(),
+                sha256: a.sha256.clone(),
+                mirror: self.mirror.is_some(),
+            });
+        }
+        let (tmp, sha, _) = match a.kind {
+            ArtifactKind::Url => {
+                let url = src.url.as_deref().unwrap_or_default();
+                let (mut r, len) = open_url(url)?;
+                stream_to_temp(self.cache, &mut r, &a.file, len, self.progress)?
+            }
+            ArtifactKind::Deb => {
+                let (file, _) = apt_download(self.cache, &format!("{}:{}={}", a.name, a.arch, a.version).replace(":all=", "="))?;
+                let mut f = File::open(&file).map_err(io_err(&file))?;
+                stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?
+            }
+            ArtifactKind::Pypi => {
+                let file = pip_download(self.cache, &format!("{}=={}", a.name, a.version), src, Some(&a.file))?;
+                let mut f = File::open(&file).map_err(io_err(&file))?;
+                stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?
+            }
+        };
+        if sha != a.sha256 {
+            return Err(FetchError::Mismatch {
+                file: a.file.clone(),
+                name: a.name.clone(),
+                expected: a.sha256.clone(),
+                found: sha,
+            });
+        }
+        commit(self.cache, tmp, &sha)
+    }
+
+    fn from_mirror(&self, mirror: &Path, a: &Artifact) -> Result<Option<PathBuf>, FetchError> {
+        if mirror.is_dir() {
+            let p = mirror.join("sha256").join(&a.sha256);
+            let Ok(mut f) = File::open(&p) else {
+                return Ok(None);
+            };
+            let (tmp, sha, _) = stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?;
+            if sha != a.sha256 {
+                return Err(FetchError::Mismatch {
+                    file: p.display().to_string(),
+                    name: a.name.clone(),
+                    expected: a.sha256.clone(),
+                    found: sha,
+                });
+            }
+            return commit(self.cache, tmp, &sha).map(Some);
+        }
+        // a .tar bundle: take every member into the cache once, verifying each
+        let f = File::open(mirror).map_err(io_err(mirror))?;
+        let mut ar = tar::Archive::new(BufReader::new(f));
+        let bad = |e: std::io::Error| FetchError::Io {
+            path: mirror.to_path_buf(),
+            source: e,
+        };
+        for entry in ar.entries().map_err(bad)? {
+            let mut entry = entry.map_err(bad)?;
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let Some(hex) = name.trim_start_matches("./").strip_prefix("sha256/") else {
+                continue;
+            };
+            if hex.len() != 64 || self.cache.download(hex).exists() {
+                continue;
+            }
+            let expected = hex.to_string();
+            let (tmp, sha, _) = stream_to_temp(self.cache, &mut entry, &name, None, self.progress)?;
+            if sha != expected {
+                return Err(FetchError::Mismatch {
+                    file: format!("{}:{name}", mirror.display()),
+                    name: a.name.clone(),
+                    expected,
+                    found: sha,
+                });
+            }
+            commit(self.cache, tmp, &sha)?;
+        }
+        let p = self.cache.download(&a.sha256);
+        Ok(p.exists().then_some(p))
+    }
+}
+
+/// Runs `apt-get download SPEC` in a temp folder; returns the .deb and the folder guard.
+pub fn apt_download(cache: &Cache, spec: &str) -> Result<(PathBuf, tempfile::TempDir), FetchError> {
+    let base = cache.tmp()?;
+    let dir = tempfile::Builder::new().prefix("apt-").tempdir_in(&base).map_err(io_err(&base))?;
+    let out = Command::new("apt-get")
+        .args(["download", "-q", "-o", "APT::Sandbox::User=root", spec])
+        .current_dir(dir.path())
+        .output()
+        .map_err(|e| FetchError::Tool {
+            tool: "apt-get download".into(),
+            what: spec.to_string(),
+            reason: format!("{e} (is this a Debian or Ubuntu machine?)"),
+        })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err.lines().filter(|l| l.starts_with("E:")).collect::<Vec<_>>().join(" ");
+        let hint = if line.contains("Can't find a source") || line.contains("Version") {
+            " (this version is no longer served by the configured Debian archive: use a snapshot mirror in apt's sources, a `ferry vendor` bundle, or `ferry lock --update`)"
+        } else if line.contains("Unable to locate") {
+            " (run `apt-get update`?)"
+        } else {
+            ""
+        };
+        return Err(FetchError::Tool {
+            tool: "apt-get download".into(),
+            what: spec.to_string(),
+            reason: format!("{}{hint}", if line.is_empty() { err.trim().to_string() } else { line }),
+        });
+    }
+    let deb = std::fs::read_dir(dir.path())
+        .map_err(io_err(dir.path()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .ok_or_else(|| FetchError::Tool {
+            tool: "apt-get download".into(),
+            what: spec.to_string(),
+            reason: "no .deb was written".into(),
+        })?;
+    Ok((deb, dir))
+}
+
+/// Runs `pip download` for one requirement, for the image's platform when
+/// the source names one; returns the downloaded file (kept in the cache's tmp).
+pub fn pip_download(cache: &Cache, req: &str, src: &SourceSpec, want_file: Option<&str>) -> Result<PathBuf, FetchError> {
+    let base = cache.tmp()?;
+    let dir = tempfile::Builder::new().prefix("pip-").tempdir_in(&base).map_err(io_err(&base))?.keep();
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d"]);
+    cmd.arg(&dir);
+    let sdist = want_file.is_some_and(|f| !f.ends_with(".whl"));
+    if sdist {
+        cmd.args(["--no-binary", ":all:", "--no-build-isolation"]);
+    } else {
+        cmd.args(["--only-binary", ":all:"]);
+        for p in &src.platform {
+            cmd.args(["--platform", p]);
+        }
+        if let Some(v) = &src.python_version {
+            cmd.args(["--python-version", v, "--implementation", "cp"]);
+        }
+    }
+    cmd.arg(req);
+    let out = cmd.output().map_err(|e| FetchError::Tool {
+        tool: "pip download".into(),
+        what: req.to_string(),
+        reason: e.to_string(),
+    })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(FetchError::Tool {
+            tool: "pip download".into(),
+            what: req.to_string(),
+            reason: err.lines().filter(|l| l.starts_with("ERROR")).collect::<Vec<_>>().join(" "),
+        });
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(io_err(&dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    if let Some(w) = want_file {
+        if let Some(f) = files.iter().find(|f| f.file_name().is_some_and(|n| n == w)) {
+            return Ok(f.clone());
+        }
+    }
+    files.into_iter().next().ok_or_else(|| FetchError::Tool {
+        tool: "pip download".into(),
+        what: req.to_string(),
+        reason: "no file was written".into(),
+    })
+}
+
+/// sha256 and size of a file.
+pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = File::open(path)?;
+    let mut h = HashWriter(Sha256::new());
+    let n = std::io::copy(&mut f, &mut h)?;
+    Ok((hex::encode(h.0.finalize()), n))
+}
+
+/// A `Write` that only hashes.
+pub struct HashWriter(pub Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,490 @@
+//! Tar (plain, gzip, xz, zstd) and zip archives as layer sources.
+//!
+//! Archives are read once, front to back; regular files are copied into a
+//! flat staging folder under numbered names (never under their archive
+//! names, so no archive path can reach the build machine's file system) and
+//! their metadata goes into the [`Tree`].
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use super::{Data, Entry, InputError, Kind, Origin, Tree, image_path, strip};
+
+/// An entry larger than this is refused as absurd rather than staged.
+pub const MAX_ENTRY_SIZE: u64 = 64 << 30;
+
+/// Numbered files holding the bytes of archive members until the layer is written.
+pub struct Stage {
+    dir: PathBuf,
+    next: u64,
+}
+
+impl Stage {
+    pub fn new(dir: PathBuf) -> Stage {
+        Stage { dir, next: 0 }
+    }
+
+    /// Copies exactly `size` bytes from `r` into a new staged file.
+    pub fn put(&mut self, r: &mut dyn Read, size: u64, source: &str, entry: &str) -> Result<PathBuf, InputError> {
+        self.next += 1;
+        let path = self.dir.join(self.next.to_string());
+        let mut f = File::create(&path).map_err(|e| InputError::io(&path, e))?;
+        let n = std::io::copy(&mut r.take(size), &mut f).map_err(|e| InputError::Corrupt {
+            source_name: source.to_string(),
+            reason: format!("entry `{entry}`: {e} (truncated or corrupt archive?)"),
+        })?;
+        if n != size {
+            return Err(InputError::Corrupt {
+                source_name: source.to_string(),
+                reason: format!("entry `{entry}` is truncated: {n} of {size} bytes"),
+            });
+        }
+        Ok(path)
+    }
+}
+
+/// Where and how an archive's content lands in the image.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// The name used in messages (file name of the archive, or the package).
+    pub source: String,
+    pub strip_prefix: Option<String>,
+    pub dest: String,
+    /// Forces owner/group of every entry (used for .debs, whose data tars say root anyway).
+    pub root_owned: bool,
+}
+
+impl Placement {
+    fn map(&self, name: &str, origin: &Origin) -> Result<Option<String>, InputError> {
+        let Some(rel) = strip(name, self.strip_prefix.as_deref()) else {
+            return Ok(None);
+        };
+        image_path(&self.dest, &rel)
+            .map(Some)
+            .map_err(|r| InputError::refused(origin, r))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Tar,
+    TarGz,
+    TarXz,
+    TarZst,
+    Zip,
+    Deb,
+    /// Not an archive: the file itself.
+    Plain,
+}
+
+impl Format {
+    pub fn from_name(name: &str) -> Format {
+        let n = name.to_ascii_lowercase();
+        if n.ends_with(".tar") {
+            Format::Tar
+        } else if n.ends_with(".tar.gz") || n.ends_with(".tgz") {
+            Format::TarGz
+        } else if n.ends_with(".tar.xz") || n.ends_with(".txz") {
+            Format::TarXz
+        } else if n.ends_with(".tar.zst") || n.ends_with(".tzst") {
+            Format::TarZst
+        } else if n.ends_with(".zip") || n.ends_with(".whl") || n.ends_with(".jar") {
+            Format::Zip
+        } else if n.ends_with(".deb") {
+            Format::Deb
+        } else {
+            Format::Plain
+        }
+    }
+}
+
+fn corrupt(source: &str, e: impl std::fmt::Display) -> InputError {
+    InputError::Corrupt {
+        source_name: source.to_string(),
+        reason: format!("{e} (truncated or corrupt archive?)"),
+    }
+}
+
+/// Wraps `r` in the decompressor `format` calls for.
+pub fn decompressor<'a>(r: impl Read + 'a, format: Format, source: &str) -> Result<Box<dyn Read + 'a>, InputError> {
+    Ok(match format {
+        Format::Tar => Box::new(r),
+        Format::TarGz => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        Format::TarXz => Box::new(xz2::read::XzDecoder::new_multi_decoder(r)),
+        Format::TarZst => Box::new(zstd::stream::read::Decoder::new(r).map_err(|e| corrupt(source, e))?),
+        _ => unreachable!("not a tar format"),
+    })
+}
+
+/// Adds an archive file (any [`Format`] but `Plain` and `Deb`) to the tree.
+pub fn add_file(tree: &mut Tree, stage: &mut Stage, file: &Path, format: Format, place: &Placement) -> Result<(), InputError> {
+    match format {
+        Format::Zip => add_zip(tree, stage, file, place),
+        Format::Tar | Format::TarGz | Format::TarXz | Format::TarZst => {
+            let f = File::open(file).map_err(|e| InputError::io(file, e))?;
+            let r = decompressor(BufReader::with_capacity(1 << 20, f), format, &place.source)?;
+            add_tar(tree, stage, r, place)
+        }
+        Format::Deb | Format::Plain => unreachable!("handled by the caller"),
+    }
+}
+
+/// Adds every member of a tar stream.
+pub fn add_tar(tree: &mut Tree, stage: &mut Stage, r: impl Read, place: &Placement) -> Result<(), InputError> {
+    let mut ar = tar::Archive::new(r);
+    let entries = ar.entries().map_err(|e| corrupt(&place.source, e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| corrupt(&place.source, e))?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let origin = Origin {
+            source: place.source.clone(),
+            entry: name.clone(),
+        };
+        let Some(path) = place.map(&name, &origin)? else {
+            continue;
+        };
+        let h = entry.header();
+        let mode = h.mode().map_err(|e| corrupt(&place.source, e))?;
+        let (uid, gid) = if place.root_owned {
+            (0, 0)
+        } else {
+            let uid = h.uid().map_err(|e| corrupt(&place.source, e))?;
+            let gid = h.gid().map_err(|e| corrupt(&place.source, e))?;
+            (
+                u32::try_from(uid).map_err(|_| InputError::refused(&origin, "uid out of range"))?,
+                u32::try_from(gid).map_err(|_| InputError::refused(&origin, "gid out of range"))?,
+            )
+        };
+        let mtime = h.mtime().unwrap_or(0);
+        let size = entry.size();
+        let kind = h.entry_type();
+        use tar::EntryType as T;
+        match kind {
+            T::Regular | T::Continuous => {
+                if size > MAX_ENTRY_SIZE {
+                    return Err(InputError::refused(&origin, format!("declared size {size} is absurd")));
+                }
+                let data = stage.put(&mut entry, size, &place.source, &name)?;
+                let group = tree.new_group();
+                tree.insert(
+                    &path,
+                    Entry {
+                        kind: Kind::File {
+                            data: Data::Path(data),
+                            size,
+                            group,
+                        },
+                        mode,
+                        uid,
+                        gid,
+                        mtime,
+                    },
+                    &origin,
+                )?;
+            }
+            T::Directory => {
+                tree.insert(
+                    &path,
+                    Entry {
+                        kind: Kind::Dir,
+                        mode,
+                        uid,
+                        gid,
+                        mtime,
+                    },
+                    &origin,
+                )?;
+            }
+            T::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .ok_or_else(|| InputError::refused(&origin, "symlink without a target"))?;
+                if target.is_empty() || target.len() > super::MAX_PATH || target.contains('\0') {
+                    return Err(InputError::refused(&origin, "bad symlink target"));
+                }
+                tree.insert(
+                    &path,
+                    Entry {
+                        kind: Kind::Symlink(target),
+                        mode: 0o777,
+                        uid,
+                        gid,
+                        mtime,
+                    },
+                    &origin,
+                )?;
+            }
+            T::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .ok_or_else(|| InputError::refused(&origin, "hard link without a target"))?;
+                let Some(target_path) = place.map(&target, &origin)? else {
+                    return Err(InputError::refused(
+                        &origin,
+                        format!("hard link to `{target}`, outside the selected folder"),
+                    ));
+                };
+                tree.insert_hardlink(&path, &target_path, mtime, &origin)?;
+            }
+            T::Char | T::Block | T::Fifo => {
+                return Err(InputError::refused(&origin, "device nodes and FIFOs are not allowed in images"));
+            }
+            T::XGlobalHeader => {}
+            other => {
+                return Err(InputError::refused(&origin, format!("unsupported tar entry type {:?}", other)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds every member of a zip archive (wheels use [`super::wheel`], which maps names first).
+pub fn add_zip(tree: &mut Tree, stage: &mut Stage, file: &Path, place: &Placement) -> Result<(), InputError> {
+    for_each_zip_entry(file, &place.source, |name, kind, mode, reader, size| {
+        let origin = Origin {
+            source: place.source.clone(),
+            entry: name.to_string(),
+        };
+        let Some(path) = place.map(name, &origin)? else {
+            return Ok(());
+        };
+        add_zip_entry(tree, stage, &path, &origin, kind, mode, reader, size)
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZipKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn add_zip_entry(
+    tree: &mut Tree,
+    stage: &mut Stage,
+    path: &str,
+    origin: &Origin,
+    kind: ZipKind,
+    mode: u32,
+    reader: &mut dyn Read,
+    size: u64,
+) -> Result<(), InputError> {
+    let mtime = tree.created();
+    match kind {
+        ZipKind::Dir => tree.insert(
+            path,
+            Entry {
+                kind: Kind::Dir,
+                mode,
+                uid: 0,
+                gid: 0,
+                mtime,
+            },
+            origin,
+        ),
+        ZipKind::Symlink => {
+            let mut target = String::new();
+            reader
+                .take(super::MAX_PATH as u64 + 1)
+                .read_to_string(&mut target)
+                .map_err(|e| corrupt(&origin.source, e))?;
+            if target.is_empty() || target.len() > super::MAX_PATH || target.contains('\0') {
+                return Err(InputError::refused(origin, "bad symlink target"));
+            }
+            tree.insert(
+                path,
+                Entry {
+                    kind: Kind::Symlink(target),
+                    mode: 0o777,
+                    uid: 0,
+                    gid: 0,
+                    mtime,
+                },
+                origin,
+            )
+        }
+        ZipKind::File => {
+            let data = stage.put(reader, size, &origin.source, &origin.entry)?;
+            let group = tree.new_group();
+            tree.insert(
+                path,
+                Entry {
+                    kind: Kind::File {
+                        data: Data::Path(data),
+                        size,
+                        group,
+                    },
+                    mode,
+                    uid: 0,
+                    gid: 0,
+                    mtime,
+                },
+                origin,
+            )
+        }
+    }
+}
+
+/// Calls `f(name, kind, mode, reader, size)` for each zip member, in archive order.
+pub fn for_each_zip_entry(
+    file: &Path,
+    source: &str,
+    mut f: impl FnMut(&str, ZipKind, u32, &mut dyn Read, u64) -> Result<(), InputError>,
+) -> Result<(), InputError> {
+    let fh = File::open(file).map_err(|e| InputError::io(file, e))?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(fh)).map_err(|e| InputError::Corrupt {
+        source_name: source.to_string(),
+        reason: format!("not a readable zip archive: {e}"),
+    })?;
+    for i in 0..zip.len() {
+        let mut zf = zip.by_index(i).map_err(|e| corrupt(source, e))?;
+        let name = String::from_utf8_lossy(zf.name_raw()).into_owned();
+        let origin = Origin {
+            source: source.to_string(),
+            entry: name.clone(),
+        };
+        let unix = zf.unix_mode();
+        let fmt = unix.map(|m| m & 0o170000).unwrap_or(0);
+        let kind = if zf.is_dir() || fmt == 0o040000 {
+            ZipKind::Dir
+        } else if fmt == 0o120000 {
+            ZipKind::Symlink
+        } else if fmt == 0 || fmt == 0o100000 {
+            ZipKind::File
+        } else {
+            return Err(InputError::refused(&origin, "device nodes and FIFOs are not allowed in images"));
+        };
+        let mode = match (unix, kind) {
+            (Some(m), _) if m & 0o7777 != 0 => m & 0o7777,
+            (_, ZipKind::Dir) => 0o755,
+            _ => 0o644,
+        };
+        let size = zf.size();
+        if size > MAX_ENTRY_SIZE {
+            return Err(InputError::refused(&origin, format!("declared size {size} is absurd")));
+        }
+        f(&name, kind, mode, &mut zf, size)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inputs::Skeleton;
+
+    fn tar_with(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, ty, data, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            // write the raw name so hostile names reach the reader unchanged
+            let bytes = name.as_bytes();
+            h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            h.set_entry_type(*ty);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            if !link.is_empty() {
+                h.set_link_name(link).unwrap();
+            }
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn load(bytes: &[u8]) -> Result<Tree, InputError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tree = Tree::new(0, Skeleton::default());
+        let mut stage = Stage::new(dir.path().to_path_buf());
+        let place = Placement {
+            source: "evil.tar".into(),
+            dest: "/opt".into(),
+            ..Default::default()
+        };
+        add_tar(&mut tree, &mut stage, bytes, &place)?;
+        Ok(tree)
+    }
+
+    #[test]
+    fn dotdot_entry_is_refused_with_its_name() {
+        let t = tar_with(&[("../../etc/passwd", tar::EntryType::Regular, b"x", "")]);
+        let err = load(&t).unwrap_err().to_string();
+        assert!(err.contains("evil.tar") && err.contains("../../etc/passwd"), "{err}");
+    }
+
+    #[test]
+    fn device_nodes_are_refused() {
+        let t = tar_with(&[("dev/sda", tar::EntryType::Block, b"", "")]);
+        assert!(load(&t).unwrap_err().to_string().contains("device"));
+    }
+
+    #[test]
+    fn hardlink_to_outside_or_later_entry_is_refused() {
+        let t = tar_with(&[("a", tar::EntryType::Link, b"", "/etc/shadow")]);
+        assert!(load(&t).is_err());
+        let t = tar_with(&[
+            ("a", tar::EntryType::Link, b"", "b"),
+            ("b", tar::EntryType::Regular, b"x", ""),
+        ]);
+        assert!(load(&t).is_err());
+    }
+
+    #[test]
+    fn file_beneath_symlink_lands_inside_the_image() {
+        let t = tar_with(&[
+            ("up", tar::EntryType::Symlink, b"", "../../../../.."),
+            ("up/etc/cron.d/x", tar::EntryType::Regular, b"pwn", ""),
+        ]);
+        let tree = load(&t).unwrap();
+        // `/opt/up` points above the root, which resolves to the root itself
+        assert!(tree.entries().contains_key("etc/cron.d/x"), "{:?}", tree.entries().keys());
+    }
+
+    #[test]
+    fn truncated_archive_is_an_error() {
+        let t = tar_with(&[("big", tar::EntryType::Regular, &[7u8; 5000], "")]);
+        let err = load(&t[..2048]).unwrap_err().to_string();
+        assert!(err.contains("evil.tar"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_gzip_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.tar.gz");
+        std::fs::write(&p, b"\x1f\x8b\x08\x00garbage-not-deflate").unwrap();
+        let mut tree = Tree::new(0, Skeleton::default());
+        let mut stage = Stage::new(dir.path().to_path_buf());
+        let place = Placement {
+            source: "x.tar.gz".into(),
+            ..Default::default()
+        };
+        let err = add_file(&mut tree, &mut stage, &p, Format::TarGz, &place).unwrap_err();
+        assert!(err.to_string().contains("x.tar.gz"), "{err}");
+    }
+
+    #[test]
+    fn zip_slip_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.zip");
+        let mut w = zip::ZipWriter::new(File::create(&p).unwrap());
+        w.start_file("../../evil.sh", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut w, b"x").unwrap();
+        w.finish().unwrap();
+        let mut tree = Tree::new(0, Skeleton::default());
+        let mut stage = Stage::new(dir.path().to_path_buf());
+        let place = Placement {
+            source: "x.zip".into(),
+            ..Default::default()
+        };
+        let err = add_file(&mut tree, &mut stage, &p, Format::Zip, &place).unwrap_err();
+        assert!(err.to_string().contains("../../evil.sh"), "{err}");
+    }
+}

@@ -1,0 +1,211 @@
+//! Python wheels as layer sources: installed the way an installer would
+//! (purelib/platlib into `site_packages`, scripts into `bin_dir` with their
+//! `#!python` line rewritten, console-script entry points generated),
+//! keeping the exec bits the archive records. No Python runs at build time.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::archive::{self, Stage, ZipKind};
+use super::{Data, Entry, InputError, Kind, Origin, Tree, image_path};
+
+#[derive(Debug, Clone)]
+pub struct WheelTarget {
+    pub site_packages: String,
+    pub bin_dir: String,
+    pub python: String,
+}
+
+/// PEP 503 normalisation, for comparing distribution names.
+pub fn normalize_name(n: &str) -> String {
+    let mut out = String::new();
+    let mut sep = false;
+    for c in n.chars() {
+        if c == '-' || c == '_' || c == '.' {
+            sep = true;
+        } else {
+            if sep && !out.is_empty() {
+                out.push('-');
+            }
+            sep = false;
+            out.extend(c.to_lowercase());
+        }
+    }
+    out
+}
+
+/// Installs the wheel into `tree`; returns its (name, version) from METADATA.
+pub fn add_wheel(tree: &mut Tree, stage: &mut Stage, file: &Path, source: &str, t: &WheelTarget) -> Result<(String, String), InputError> {
+    let corrupt = |reason: String| InputError::Corrupt {
+        source_name: source.to_string(),
+        reason,
+    };
+    let prefix = t.bin_dir.trim_end_matches('/').rsplit_once('/').map(|(p, _)| p.to_string()).unwrap_or_default();
+    let mut metadata: Option<String> = None;
+    let mut entry_points: Option<String> = None;
+    let mut saw_wheel = false;
+    archive::for_each_zip_entry(file, source, |name, kind, mode, reader, size| {
+        let origin = Origin {
+            source: source.to_string(),
+            entry: name.to_string(),
+        };
+        let mut parts = name.splitn(2, '/');
+        let top = parts.next().unwrap_or_default();
+        let rest = parts.next().unwrap_or_default();
+        if top.ends_with(".dist-info") && kind == ZipKind::File {
+            match rest {
+                "METADATA" | "entry_points.txt" => {
+                    let mut text = String::new();
+                    reader.take(16 << 20).read_to_string(&mut text).map_err(|e| corrupt(format!("{name}: {e}")))?;
+                    let bytes: Arc<[u8]> = text.as_bytes().into();
+                    if rest == "METADATA" {
+                        metadata = Some(text);
+                    } else {
+                        entry_points = Some(text);
+                    }
+                    let path = image_path(&t.site_packages, name).map_err(|r| InputError::refused(&origin, r))?;
+                    return insert_bytes(tree, &path, bytes, mode, &origin);
+                }
+                "WHEEL" => saw_wheel = true,
+                _ => {}
+            }
+        }
+        let (dest, rel, script) = if let Some(data_rest) = top.strip_suffix(".data").map(|_| rest) {
+            let mut p = data_rest.splitn(2, '/');
+            let scheme = p.next().unwrap_or_default();
+            let rel = p.next().unwrap_or_default();
+            match scheme {
+                "purelib" | "platlib" => (t.site_packages.as_str(), rel, false),
+                "scripts" => (t.bin_dir.as_str(), rel, true),
+                "data" => (prefix.as_str(), rel, false),
+                "headers" => return Ok(()),
+                other => return Err(InputError::refused(&origin, format!("unknown wheel scheme `{other}`"))),
+            }
+        } else {
+            (t.site_packages.as_str(), name, false)
+        };
+        if rel.is_empty() {
+            return Ok(());
+        }
+        let path = image_path(dest, rel).map_err(|r| InputError::refused(&origin, r))?;
+        if script && kind == ZipKind::File {
+            let mut body = Vec::new();
+            reader.take(size.min(64 << 20)).read_to_end(&mut body).map_err(|e| corrupt(format!("{name}: {e}")))?;
+            let body = rewrite_shebang(&body, &t.python);
+            return insert_bytes(tree, &path, body.into(), 0o755, &origin);
+        }
+        archive::add_zip_entry(tree, stage, &path, &origin, kind, mode, reader, size)
+    })?;
+    if !saw_wheel {
+        return Err(corrupt("not a wheel: no `*.dist-info/WHEEL`".into()));
+    }
+    let metadata = metadata.ok_or_else(|| corrupt("not a wheel: no `*.dist-info/METADATA`".into()))?;
+    let field = |k: &str| {
+        metadata
+            .lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix(':')).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let (name, version) = (field("Name"), field("Version"));
+    if let Some(ep) = entry_points {
+        for (script, module, attr) in console_scripts(&ep) {
+            let origin = Origin {
+                source: source.to_string(),
+                entry: format!("entry point `{script}`"),
+            };
+            let path = image_path(&t.bin_dir, &script).map_err(|r| InputError::refused(&origin, r))?;
+            let import = match attr.split('.').next() {
+                Some(first) => format!("from {module} import {first}"),
+                None => format!("import {module}"),
+            };
+            let body = format!(
+                "#!{python}\n# -*- coding: utf-8 -*-\nimport re\nimport sys\n{import}\nif __name__ == \"__main__\":\n    sys.argv[0] = re.sub(r\"(-script\\.pyw|\\.exe)?$\", \"\", sys.argv[0])\n    sys.exit({attr}())\n",
+                python = t.python
+            );
+            insert_bytes(tree, &path, body.into_bytes().into(), 0o755, &origin)?;
+        }
+    }
+    Ok((name, version))
+}
+
+fn insert_bytes(tree: &mut Tree, path: &str, bytes: Arc<[u8]>, mode: u32, origin: &Origin) -> Result<(), InputError> {
+    let group = tree.new_group();
+    let size = bytes.len() as u64;
+    let mtime = tree.created();
+    tree.insert(
+        path,
+        Entry {
+            kind: Kind::File {
+                data: Data::Bytes(bytes),
+                size,
+                group,
+            },
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+        },
+        origin,
+    )
+}
+
+fn rewrite_shebang(body: &[u8], python: &str) -> Vec<u8> {
+    let first_end = body.iter().position(|b| *b == b'\n').unwrap_or(body.len());
+    let first = &body[..first_end];
+    if first.starts_with(b"#!python") || first == b"#!/usr/bin/env python" {
+        let mut out = format!("#!{python}").into_bytes();
+        out.extend_from_slice(&body[first_end..]);
+        out
+    } else {
+        body.to_vec()
+    }
+}
+
+/// `(script, module, attribute)` for each console or GUI script.
+fn console_scripts(text: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut in_section = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_section = line == "[console_scripts]" || line == "[gui_scripts]";
+            continue;
+        }
+        if !in_section || line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some((name, target)) = line.split_once('=') {
+            let target = target.split('[').next().unwrap_or_default().trim();
+            if let Some((module, attr)) = target.split_once(':') {
+                out.push((name.trim().to_string(), module.trim().to_string(), attr.trim().to_string()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_normalise() {
+        assert_eq!(normalize_name("Py4J"), "py4j");
+        assert_eq!(normalize_name("typing_extensions"), "typing-extensions");
+        assert_eq!(normalize_name("a.-_b"), "a-b");
+    }
+
+    #[test]
+    fn entry_points_parse() {
+        let ep = "[console_scripts]\nf2py = numpy.f2py.f2py2e:main\n\n[other]\nx = y:z\n";
+        assert_eq!(console_scripts(ep), vec![("f2py".into(), "numpy.f2py.f2py2e".into(), "main".into())]);
+    }
+
+    #[test]
+    fn shebang_is_rewritten() {
+        assert_eq!(rewrite_shebang(b"#!python\nprint(1)\n", "/usr/bin/python3"), b"#!/usr/bin/python3\nprint(1)\n");
+        assert_eq!(rewrite_shebang(b"#!/bin/sh\n", "/p"), b"#!/bin/sh\n");
+    }
+}

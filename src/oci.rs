@@ -1,0 +1,424 @@
+//! OCI image layouts and docker-archives: writing them atomically from built
+//! blobs, and reading them back (as a base image, for `verify` and for
+//! `inspect`). JSON blobs are written canonically: compact, keys sorted.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::fsutil;
+use crate::layer::{self, TarHeader};
+
+pub const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const DOCKER_MT_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MT_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("`{}`", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{}`: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OciError + '_ {
+    move |source| OciError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Serialises JSON canonically: serde_json's map is a BTreeMap (the
+/// `preserve_order` feature is never enabled), so keys come out sorted.
+pub fn canonical(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).expect("JSON values serialise")
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A blob of the image and where its bytes are.
+#[derive(Debug, Clone)]
+pub enum BlobSource {
+    File(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub digest: String,
+    pub size: u64,
+    pub source: BlobSource,
+}
+
+/// A finished image: its blobs and the names it goes by.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub blobs: Vec<Blob>,
+    pub manifest_digest: String,
+    pub manifest_size: u64,
+    pub config_digest: String,
+    pub layer_digests: Vec<String>,
+    /// `name:tag`, as a runtime names the image.
+    pub reference: String,
+    pub tag: String,
+    pub created: u64,
+}
+
+impl Image {
+    pub fn index_json(&self) -> Vec<u8> {
+        canonical(&json!({
+            "schemaVersion": 2,
+            "mediaType": MT_INDEX,
+            "manifests": [{
+                "mediaType": MT_MANIFEST,
+                "digest": self.manifest_digest,
+                "size": self.manifest_size,
+                "annotations": {
+                    "org.opencontainers.image.ref.name": self.tag,
+                    "io.containerd.image.name": self.reference,
+                },
+            }],
+        }))
+    }
+}
+
+fn blob_name(digest: &str) -> String {
+    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+}
+
+fn write_blob(dir: &Path, b: &Blob) -> Result<(), OciError> {
+    let dest = dir.join(blob_name(&b.digest));
+    match &b.source {
+        BlobSource::File(p) => fsutil::link_or_copy(p, &dest).map_err(io_err(&dest)),
+        BlobSource::Bytes(bytes) => {
+            let mut f = File::create(&dest).map_err(io_err(&dest))?;
+            f.write_all(bytes).map_err(io_err(&dest))?;
+            f.sync_all().map_err(io_err(&dest))
+        }
+    }
+}
+
+/// Writes an OCI image layout at `out`, replacing an earlier layout there.
+/// The layout is assembled in a temp folder beside `out` and renamed into
+/// place, so `out` never holds a half-written image.
+pub fn write_layout(img: &Image, out: &Path) -> Result<(), OciError> {
+    if out.exists() && !out.join("oci-layout").exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Err(OciError::Invalid {
+            path: out.to_path_buf(),
+            message: "exists and is not an OCI image layout; refusing to replace it (choose another --out)".into(),
+        });
+    }
+    let parent = fsutil::parent_dir(out);
+    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let tmp = tempfile::Builder::new().prefix(".ferry-layout-").tempdir_in(parent).map_err(io_err(parent))?;
+    let blobs = tmp.path().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
+    for b in &img.blobs {
+        write_blob(tmp.path(), b)?;
+    }
+    let put = |name: &str, bytes: &[u8]| -> Result<(), OciError> {
+        let p = tmp.path().join(name);
+        let mut f = File::create(&p).map_err(io_err(&p))?;
+        f.write_all(bytes).map_err(io_err(&p))?;
+        f.sync_all().map_err(io_err(&p))
+    };
+    put("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    put("index.json", &img.index_json())?;
+    fsutil::sync_dir(&blobs);
+    fsutil::sync_dir(tmp.path());
+    let tmp_path = tmp.keep();
+    if out.exists() {
+        let old = tempfile::Builder::new().prefix(".ferry-old-").tempdir_in(parent).map_err(io_err(parent))?;
+        let old_path = old.path().join("layout");
+        std::fs::rename(out, &old_path).map_err(io_err(out))?;
+        std::fs::rename(&tmp_path, out).map_err(io_err(out))?;
+        drop(old);
+    } else {
+        std::fs::rename(&tmp_path, out).map_err(io_err(out))?;
+    }
+    fsutil::sync_dir(parent);
+    Ok(())
+}
+
+/// Writes a `docker load`-able archive that is also an OCI layout (the
+/// format `docker save` writes since Docker 25): blobs, index.json,
+/// oci-layout, plus manifest.json for older Docker.
+pub fn write_docker_archive(img: &Image, out: &Path) -> Result<(), OciError> {
+    let parent = fsutil::parent_dir(out);
+    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let tmp = tempfile::Builder::new().prefix(".ferry-").suffix(".tar.part").tempfile_in(parent).map_err(io_err(parent))?;
+    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let t = img.created;
+    let werr = io_err(out);
+    let manifest_json = canonical(&json!([{
+        "Config": blob_name(&img.config_digest),
+        "RepoTags": [img.reference],
+        "Layers": img.layer_digests.iter().map(|d| blob_name(d)).collect::<Vec<_>>(),
+    }]));
+    let dir = |w: &mut BufWriter<&File>, p: &str| {
+        layer::write_header(
+            w,
+            &TarHeader {
+                path: p,
+                kind: b'5',
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                mtime: t,
+                link: "",
+            },
+        )
+    };
+    let file = |w: &mut BufWriter<&File>, p: &str, size: u64, r: &mut dyn Read| -> std::io::Result<()> {
+        layer::write_header(
+            w,
+            &TarHeader {
+                path: p,
+                kind: b'0',
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                size,
+                mtime: t,
+                link: "",
+            },
+        )?;
+        let n = std::io::copy(&mut r.take(size), w)?;
+        if n != size {
+            return Err(std::io::Error::other(format!("`{p}` is shorter than recorded")));
+        }
+        layer::pad(w, size)
+    };
+    (|| -> std::io::Result<()> {
+        dir(&mut w, "blobs/")?;
+        dir(&mut w, "blobs/sha256/")?;
+        let mut blobs: Vec<&Blob> = img.blobs.iter().collect();
+        blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+        blobs.dedup_by(|a, b| a.digest == b.digest);
+        for b in blobs {
+            let name = blob_name(&b.digest);
+            match &b.source {
+                BlobSource::File(p) => file(&mut w, &name, b.size, &mut BufReader::new(File::open(p)?))?,
+                BlobSource::Bytes(bytes) => file(&mut w, &name, b.size, &mut &bytes[..])?,
+            }
+        }
+        let index = img.index_json();
+        file(&mut w, "index.json", index.len() as u64, &mut &index[..])?;
+        file(&mut w, "manifest.json", manifest_json.len() as u64, &mut &manifest_json[..])?;
+        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+        file(&mut w, "oci-layout", layout.len() as u64, &mut &layout[..])?;
+        w.write_all(&[0u8; 1024])?;
+        w.flush()
+    })()
+    .map_err(werr)?;
+    drop(w);
+    tmp.as_file().sync_all().map_err(io_err(out))?;
+    tmp.persist(out).map_err(|e| OciError::Io {
+        path: out.to_path_buf(),
+        source: e.error,
+    })?;
+    fsutil::sync_dir(parent);
+    Ok(())
+}
+
+/// A descriptor as read from a manifest or index.
+#[derive(Debug, Clone)]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    pub annotations: serde_json::Map<String, Value>,
+}
+
+fn descriptor(v: &Value, at: &str, path: &Path) -> Result<Descriptor, OciError> {
+    let invalid = |m: String| OciError::Invalid {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    let digest = v["digest"].as_str().ok_or_else(|| invalid(format!("{at}: no `digest`")))?.to_string();
+    let hex = digest.strip_prefix("sha256:").ok_or_else(|| invalid(format!("{at}: digest `{digest}` is not sha256")))?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        return Err(invalid(format!("{at}: digest `{digest}` is malformed")));
+    }
+    Ok(Descriptor {
+        media_type: v["mediaType"].as_str().unwrap_or_default().to_string(),
+        digest,
+        size: v["size"].as_u64().ok_or_else(|| invalid(format!("{at}: no `size`")))?,
+        annotations: v["annotations"].as_object().cloned().unwrap_or_default(),
+    })
+}
+
+/// An image read from a layout folder.
+#[derive(Debug, Clone)]
+pub struct LayoutImage {
+    pub dir: PathBuf,
+    pub manifest: Descriptor,
+    pub config: Descriptor,
+    pub config_json: Value,
+    pub layers: Vec<Descriptor>,
+}
+
+impl LayoutImage {
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.dir.join(blob_name(digest))
+    }
+    pub fn diff_ids(&self) -> Vec<String> {
+        self.config_json["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn read_json(path: &Path, limit: u64) -> Result<Value, OciError> {
+    let f = File::open(path).map_err(io_err(path))?;
+    let mut bytes = Vec::new();
+    f.take(limit).read_to_end(&mut bytes).map_err(io_err(path))?;
+    serde_json::from_slice(&bytes).map_err(|e| OciError::Invalid {
+        path: path.to_path_buf(),
+        message: format!("not valid JSON: {e}"),
+    })
+}
+
+/// Reads and checks a small JSON blob against its descriptor.
+fn read_blob_json(dir: &Path, d: &Descriptor) -> Result<Value, OciError> {
+    let p = dir.join(blob_name(&d.digest));
+    let bytes = std::fs::read(&p).map_err(io_err(&p))?;
+    if bytes.len() as u64 != d.size {
+        return Err(OciError::Invalid {
+            path: p,
+            message: format!("size is {} bytes, the descriptor says {}", bytes.len(), d.size),
+        });
+    }
+    let found = format!("sha256:{}", sha256_hex(&bytes));
+    if found != d.digest {
+        return Err(OciError::Invalid {
+            path: p,
+            message: format!("digest mismatch (expected {}, found {found})", d.digest),
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| OciError::Invalid {
+        path: p,
+        message: format!("not valid JSON: {e}"),
+    })
+}
+
+/// Opens the (first) image of an OCI layout, checking the JSON blobs' digests.
+pub fn open_layout(dir: &Path) -> Result<LayoutImage, OciError> {
+    let invalid = |p: PathBuf, m: String| OciError::Invalid { path: p, message: m };
+    let layout = read_json(&dir.join("oci-layout"), 1 << 16)?;
+    if layout["imageLayoutVersion"].as_str() != Some("1.0.0") {
+        return Err(invalid(dir.join("oci-layout"), "imageLayoutVersion is not 1.0.0".into()));
+    }
+    let index_path = dir.join("index.json");
+    let index = read_json(&index_path, 16 << 20)?;
+    let manifests = index["manifests"].as_array().ok_or_else(|| invalid(index_path.clone(), "no `manifests`".into()))?;
+    let first = manifests.first().ok_or_else(|| invalid(index_path.clone(), "`manifests` is empty".into()))?;
+    let manifest = descriptor(first, "manifests[0]", &index_path)?;
+    if manifest.media_type != MT_MANIFEST && manifest.media_type != DOCKER_MT_MANIFEST {
+        return Err(invalid(index_path, format!("manifests[0]: media type `{}` is not an image manifest", manifest.media_type)));
+    }
+    let manifest_json = read_blob_json(dir, &manifest)?;
+    let mpath = dir.join(blob_name(&manifest.digest));
+    if manifest_json["schemaVersion"].as_u64() != Some(2) {
+        return Err(invalid(mpath, "schemaVersion is not 2".into()));
+    }
+    let config = descriptor(&manifest_json["config"], "config", &mpath)?;
+    if config.media_type != MT_CONFIG && config.media_type != DOCKER_MT_CONFIG {
+        return Err(invalid(mpath, format!("config media type `{}` is not an image config", config.media_type)));
+    }
+    let config_json = read_blob_json(dir, &config)?;
+    let layers = manifest_json["layers"]
+        .as_array()
+        .ok_or_else(|| invalid(mpath.clone(), "no `layers`".into()))?
+        .iter()
+        .enumerate()
+        .map(|(i, l)| descriptor(l, &format!("layers[{i}]"), &mpath))
+        .collect::<Result<Vec<_>, _>>()?;
+    // oci-spec checks the config's schema as a second reader would
+    serde_json::from_value::<oci_spec::image::ImageConfiguration>(config_json.clone()).map_err(|e| OciError::Invalid {
+        path: dir.join(blob_name(&config.digest)),
+        message: format!("not an OCI image config: {e}"),
+    })?;
+    Ok(LayoutImage {
+        dir: dir.to_path_buf(),
+        manifest,
+        config,
+        config_json,
+        layers,
+    })
+}
+
+/// Opens a layer blob as an uncompressed tar stream, by its media type.
+pub fn open_layer(path: &Path, media_type: &str) -> Result<Box<dyn Read>, OciError> {
+    let f = BufReader::with_capacity(1 << 20, File::open(path).map_err(io_err(path))?);
+    Ok(if media_type.ends_with("+gzip") || media_type.ends_with(".tar.gzip") || media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip" {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    } else if media_type.ends_with("+zstd") {
+        Box::new(zstd::stream::read::Decoder::new(f).map_err(io_err(path))?)
+    } else if media_type.ends_with(".tar") || media_type == "application/vnd.docker.image.rootfs.diff.tar" {
+        Box::new(f)
+    } else {
+        return Err(OciError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("unknown layer media type `{media_type}`"),
+        });
+    })
+}
+
+/// Hashes a file: (sha256:<hex>, size).
+pub fn digest_file(path: &Path) -> Result<(String, u64), OciError> {
+    let (h, n) = crate::fetch::hash_file(path).map_err(io_err(path))?;
+    Ok((format!("sha256:{h}"), n))
+}
+
+/// Checks every digest, size, diff_id and media type; the first fault is the error.
+pub fn verify(dir: &Path, progress: &dyn Fn(usize, usize)) -> Result<LayoutImage, OciError> {
+    let img = open_layout(dir)?;
+    let diff_ids = img.diff_ids();
+    let cpath = img.blob_path(&img.config.digest);
+    if img.config_json["rootfs"]["type"].as_str() != Some("layers") {
+        return Err(OciError::Invalid {
+            path: cpath,
+            message: "rootfs.type is not `layers`".into(),
+        });
+    }
+    if diff_ids.len() != img.layers.len() {
+        return Err(OciError::Invalid {
+            path: cpath,
+            message: format!("{} diff_ids for {} layers", diff_ids.len(), img.layers.len()),
+        });
+    }
+    for (i, (l, want)) in img.layers.iter().zip(&diff_ids).enumerate() {
+        progress(i, img.layers.len());
+        let p = img.blob_path(&l.digest);
+        let (digest, size) = digest_file(&p)?;
+        let bad = |m: String| OciError::Invalid { path: p.clone(), message: format!("layer {i}: {m}") };
+        if size != l.size {
+            return Err(bad(format!("size is {size} bytes, the manifest says {}", l.size)));
+        }
+        if digest != l.digest {
+            return Err(bad(format!("digest mismatch (expected {}, found {digest})", l.digest)));
+        }
+        let mut r = open_layer(&p, &l.media_type)?;
+        let mut h = crate::fetch::HashWriter(Sha256::new());
+        std::io::copy(&mut r, &mut h).map_err(|e| bad(format!("cannot decompress: {e}")))?;
+        let found = format!("sha256:{}", hex::encode(h.0.finalize()));
+        if &found != want {
+            return Err(bad(format!("diff_id mismatch (config says {want}, content is {found})")));
+        }
+    }
+    Ok(img)
+}

@@ -1,0 +1,569 @@
+//! The image definition (`images/<name>/image.toml`): its schema and the
+//! checks that make a bad definition a one-line error naming the file, the
+//! key and the line. It knows nothing of downloads or layers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::clock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read `{path}`")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    pub name: String,
+    pub tag: String,
+    #[serde(default)]
+    pub created: Option<Created>,
+    #[serde(default)]
+    pub compression: Compression,
+    /// The image's CPU architecture as OCI names it (default `amd64`).
+    pub architecture: Option<String>,
+    #[serde(default)]
+    pub base: Base,
+    #[serde(default)]
+    pub config: ImageConfig,
+    #[serde(default, rename = "layer")]
+    pub layers: Vec<LayerSpec>,
+}
+
+/// `created` as an RFC 3339 UTC time (`2024-01-01T00:00:00Z`) or seconds since the epoch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Created {
+    Epoch(u64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(untagged)]
+pub enum Base {
+    #[default]
+    Scratch,
+    Named(String),
+    Table(BaseTable),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseTable {
+    pub oci: Option<String>,
+    pub docker_archive: Option<String>,
+    pub registry: Option<String>,
+}
+
+/// The base image after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseImage {
+    Scratch,
+    OciLayout(PathBuf),
+    DockerArchive(PathBuf),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub exposed_ports: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSpec {
+    pub name: String,
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceSpec>,
+    #[serde(default, rename = "file")]
+    pub files: Vec<FileItem>,
+    #[serde(default, rename = "symlink")]
+    pub symlinks: Vec<SymlinkItem>,
+    #[serde(default, rename = "dir")]
+    pub dirs: Vec<DirItem>,
+    #[serde(default, rename = "mode")]
+    pub modes: Vec<ModeItem>,
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserItem>,
+    #[serde(default, rename = "group")]
+    pub groups: Vec<GroupItem>,
+}
+
+/// One input of a layer. Exactly one of `url`, `path`, `deb`, `pypi` is set.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// A name to refer to this source by (`ferry lock --update NAME`); defaults to the file name.
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub sha256: Option<String>,
+    pub path: Option<String>,
+    #[serde(default)]
+    pub deb: Vec<String>,
+    #[serde(default)]
+    pub pypi: Vec<String>,
+    /// Only the part of the archive under this folder is taken, with the folder removed.
+    pub strip_prefix: Option<String>,
+    /// Where the content lands in the image (default `/`).
+    pub dest: Option<String>,
+    /// Unpack archives (default true); when false the file is placed at `dest` as is.
+    pub unpack: Option<bool>,
+    /// Glob patterns (paths in the image) to leave out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// For `path` sources: the mode of every regular file (octal string, e.g. "0755").
+    pub mode: Option<String>,
+    /// For `pypi`: the folder wheels are installed into.
+    pub site_packages: Option<String>,
+    /// For `pypi`: where console scripts go (default `/usr/local/bin`).
+    pub bin_dir: Option<String>,
+    /// For `pypi`: the interpreter named in console scripts (default `/usr/bin/python3`).
+    pub python: Option<String>,
+    /// For `pypi`: the image's Python version, e.g. "3.11".
+    pub python_version: Option<String>,
+    /// For `pypi`: the image's platform tags, e.g. ["manylinux2014_x86_64"].
+    #[serde(default)]
+    pub platform: Vec<String>,
+    /// For `deb`: the architecture (default amd64).
+    pub arch: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Url,
+    Path,
+    Deb,
+    Pypi,
+}
+
+impl SourceSpec {
+    pub fn kind(&self) -> SourceKind {
+        if self.url.is_some() {
+            SourceKind::Url
+        } else if self.path.is_some() {
+            SourceKind::Path
+        } else if !self.deb.is_empty() {
+            SourceKind::Deb
+        } else {
+            SourceKind::Pypi
+        }
+    }
+
+    /// The name `ferry lock --update` and messages use for this source.
+    pub fn display_name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        match self.kind() {
+            SourceKind::Url => url_file_name(self.url.as_deref().unwrap_or_default()),
+            SourceKind::Path => self.path.clone().unwrap_or_default(),
+            SourceKind::Deb => self.deb.join(","),
+            SourceKind::Pypi => self.pypi.join(","),
+        }
+    }
+}
+
+pub fn url_file_name(url: &str) -> String {
+    let no_query = url.split(['?', '#']).next().unwrap_or(url);
+    no_query.rsplit('/').next().unwrap_or(no_query).to_string()
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileItem {
+    pub path: String,
+    pub content: String,
+    pub mode: Option<String>,
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SymlinkItem {
+    pub path: String,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirItem {
+    pub path: String,
+    pub mode: Option<String>,
+    pub owner: Option<String>,
+}
+
+/// Owner and mode overrides for every path matching `pattern` (`*` within a
+/// path segment, `**` across segments).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeItem {
+    pub pattern: String,
+    pub mode: Option<String>,
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserItem {
+    pub name: String,
+    pub uid: u32,
+    pub gid: Option<u32>,
+    pub home: Option<String>,
+    pub shell: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupItem {
+    pub name: String,
+    pub gid: u32,
+}
+
+/// A parsed, checked definition together with where it was read from.
+#[derive(Debug, Clone)]
+pub struct Definition {
+    pub path: PathBuf,
+    /// The folder relative `path` sources and base files are resolved against.
+    pub dir: PathBuf,
+    pub spec: ImageSpec,
+    pub base: BaseImage,
+    pub created: u64,
+}
+
+impl Definition {
+    pub fn load(path: &Path) -> Result<Definition, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Definition, SpecError> {
+        let spec: ImageSpec = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1);
+            SpecError::Parse {
+                path: path.to_path_buf(),
+                line,
+                message: e.message().trim().replace('\n', " "),
+            }
+        })?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let invalid = |message: String| SpecError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let base = match &spec.base {
+            Base::Scratch => BaseImage::Scratch,
+            Base::Named(s) if s == "scratch" || s.is_empty() => BaseImage::Scratch,
+            Base::Named(s) => {
+                return Err(invalid(format!(
+                    "`base = \"{s}\"`: write `base = \"scratch\"`, `base = {{ oci = \"path\" }}`, `base = {{ docker_archive = \"file.tar\" }}` or `base = {{ registry = \"name@sha256:...\" }}`"
+                )));
+            }
+            Base::Table(t) => match (&t.oci, &t.docker_archive, &t.registry) {
+                (Some(p), None, None) => BaseImage::OciLayout(dir.join(p)),
+                (None, Some(p), None) => BaseImage::DockerArchive(dir.join(p)),
+                (None, None, Some(r)) => {
+                    let pinned = r.contains("@sha256:");
+                    return Err(invalid(format!(
+                        "`base.registry = \"{r}\"`: pulling a base from a registry is not supported yet{}; run `docker pull` and `docker save -o base.tar` and use `base = {{ docker_archive = \"base.tar\" }}`",
+                        if pinned { "" } else { " (and a registry base must be pinned by digest, `name@sha256:...`)" }
+                    )));
+                }
+                _ => {
+                    return Err(invalid(
+                        "`base` takes exactly one of `oci`, `docker_archive`, `registry`".into(),
+                    ));
+                }
+            },
+        };
+        let created = match &spec.created {
+            None => match std::env::var("SOURCE_DATE_EPOCH") {
+                Ok(v) if !v.trim().is_empty() => v.trim().parse::<u64>().map_err(|_| {
+                    invalid(format!(
+                        "SOURCE_DATE_EPOCH=`{v}` is not a whole number of seconds"
+                    ))
+                })?,
+                _ => 0,
+            },
+            Some(Created::Epoch(n)) => *n,
+            Some(Created::Text(t)) => clock::parse_rfc3339(t).ok_or_else(|| {
+                invalid(format!(
+                    "`created = \"{t}\"` is not an RFC 3339 UTC time like `2024-01-01T00:00:00Z`"
+                ))
+            })?,
+        };
+        let def = Definition {
+            path: path.to_path_buf(),
+            dir,
+            spec,
+            base,
+            created,
+        };
+        def.check().map_err(invalid)?;
+        Ok(def)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let s = &self.spec;
+        if s.name.is_empty() || !s.name.chars().all(valid_name_char) {
+            return Err(format!(
+                "`name = \"{}\"`: use lower-case letters, digits, `.`, `_`, `-` and `/`",
+                s.name
+            ));
+        }
+        if s.tag.is_empty()
+            || s.tag.len() > 128
+            || !s
+                .tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(format!(
+                "`tag = \"{}\"`: use letters, digits, `.`, `_` and `-` (at most 128)",
+                s.tag
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, layer) in s.layers.iter().enumerate() {
+            let at = format!("layer[{i}] (`{}`)", layer.name);
+            if !names.insert(layer.name.clone()) {
+                return Err(format!("{at}: two layers are named `{}`", layer.name));
+            }
+            for (j, src) in layer.sources.iter().enumerate() {
+                let at = format!("{at}.source[{j}]");
+                let set = [
+                    src.url.is_some(),
+                    src.path.is_some(),
+                    !src.deb.is_empty(),
+                    !src.pypi.is_empty(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count();
+                if set != 1 {
+                    return Err(format!(
+                        "{at}: set exactly one of `url`, `path`, `deb`, `pypi`"
+                    ));
+                }
+                if let Some(h) = &src.sha256 {
+                    if src.url.is_none() {
+                        return Err(format!("{at}: `sha256` goes with `url`"));
+                    }
+                    if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                        return Err(format!("{at}: `sha256 = \"{h}\"` is not 64 hex digits"));
+                    }
+                }
+                if let Some(u) = &src.url {
+                    if !(u.starts_with("https://")
+                        || u.starts_with("http://")
+                        || u.starts_with("file://"))
+                    {
+                        return Err(format!(
+                            "{at}: `url = \"{u}\"`: only https://, http:// and file:// are supported"
+                        ));
+                    }
+                }
+                if let Some(m) = &src.mode {
+                    parse_mode(m).ok_or_else(|| format!("{at}: `mode = \"{m}\"` is not octal"))?;
+                }
+                if src.kind() == SourceKind::Pypi && src.site_packages.is_none() {
+                    return Err(format!(
+                        "{at}: `pypi` needs `site_packages`, the folder wheels go into"
+                    ));
+                }
+                for d in &src.deb {
+                    if d.is_empty() || d.contains(char::is_whitespace) {
+                        return Err(format!("{at}: `deb` entry `{d}` is not `name` or `name=version`"));
+                    }
+                }
+                for p in &src.pypi {
+                    if p.is_empty() || p.contains(char::is_whitespace) {
+                        return Err(format!(
+                            "{at}: `pypi` entry `{p}` is not `name` or `name==version`"
+                        ));
+                    }
+                }
+            }
+            for f in &layer.files {
+                if let Some(m) = &f.mode {
+                    parse_mode(m)
+                        .ok_or_else(|| format!("{at}: file `{}`: `mode = \"{m}\"` is not octal", f.path))?;
+                }
+            }
+            for d in &layer.dirs {
+                if let Some(m) = &d.mode {
+                    parse_mode(m)
+                        .ok_or_else(|| format!("{at}: dir `{}`: `mode = \"{m}\"` is not octal", d.path))?;
+                }
+            }
+            for m in &layer.modes {
+                if let Some(v) = &m.mode {
+                    parse_mode(v).ok_or_else(|| {
+                        format!("{at}: mode `{}`: `mode = \"{v}\"` is not octal", m.pattern)
+                    })?;
+                }
+            }
+        }
+        for p in &s.config.exposed_ports {
+            let (num, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
+            if num.parse::<u16>().is_err() || !matches!(proto, "tcp" | "udp" | "sctp") {
+                return Err(format!(
+                    "`config.exposed_ports`: `{p}` is not like `7077/tcp`"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every user declared by any layer, by name.
+    pub fn users(&self) -> BTreeMap<String, (u32, u32)> {
+        let mut out = BTreeMap::new();
+        out.insert("root".to_string(), (0, 0));
+        for l in &self.spec.layers {
+            for u in &l.users {
+                out.insert(u.name.clone(), (u.uid, u.gid.unwrap_or(u.uid)));
+            }
+        }
+        out
+    }
+
+    /// Every group declared by any layer, by name.
+    pub fn groups(&self) -> BTreeMap<String, u32> {
+        let mut out = BTreeMap::new();
+        out.insert("root".to_string(), 0);
+        for l in &self.spec.layers {
+            for g in &l.groups {
+                out.insert(g.name.clone(), g.gid);
+            }
+        }
+        out
+    }
+}
+
+fn valid_name_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c)
+}
+
+/// Parses an octal mode such as "0755" or "4755".
+pub fn parse_mode(s: &str) -> Option<u32> {
+    let v = u32::from_str_radix(s.trim_start_matches("0o"), 8).ok()?;
+    (v <= 0o7777).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Definition, SpecError> {
+        Definition::parse(Path::new("images/x/image.toml"), text)
+    }
+
+    #[test]
+    fn minimal_definition_parses() {
+        let d = parse("name = \"x\"\ntag = \"1\"\ncreated = 5\n").unwrap();
+        assert_eq!(d.base, BaseImage::Scratch);
+        assert_eq!(d.created, 5);
+        assert_eq!(d.spec.compression, Compression::Gzip);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let err = parse("name = \"x\"\ntag = \"1\"\n\n[[layer]]\nname = \"a\"\ncolour = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("images/x/image.toml:6:"), "{err}");
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let err = parse("name = \"x\"\ntag = 1\n").unwrap_err().to_string();
+        assert!(err.starts_with("images/x/image.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn registry_base_is_a_clear_error() {
+        let err = parse("name = \"x\"\ntag = \"1\"\nbase = { registry = \"debian@sha256:00\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not supported yet"), "{err}");
+        assert!(err.contains("docker_archive"), "{err}");
+    }
+
+    #[test]
+    fn source_needs_exactly_one_kind() {
+        let err = parse(
+            "name = \"x\"\ntag = \"1\"\n[[layer]]\nname = \"a\"\n[[layer.source]]\nurl = \"https://e/x.tgz\"\npath = \"f\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("layer[0] (`a`).source[0]"), "{err}");
+    }
+
+    #[test]
+    fn bad_sha256_and_created_are_refused() {
+        let err = parse(
+            "name = \"x\"\ntag = \"1\"\n[[layer]]\nname = \"a\"\n[[layer.source]]\nurl = \"https://e/x.tgz\"\nsha256 = \"abc\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("64 hex digits"), "{err}");
+        let err = parse("name = \"x\"\ntag = \"1\"\ncreated = \"yesterday\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn created_text_is_parsed() {
+        let d = parse("name = \"x\"\ntag = \"1\"\ncreated = \"2024-01-01T00:00:00Z\"\n").unwrap();
+        assert_eq!(d.created, 1_704_067_200);
+    }
+}
