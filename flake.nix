@@ -27,10 +27,15 @@
       );
 
       apps = forAllSystems (
-        pkgs: system: {
+        pkgs: system:
+        let
+          inherit (self.packages.${system}) ferry;
+        in
+        {
           default = {
             type = "app";
-            program = nixpkgs.lib.getExe self.packages.${system}.ferry;
+            program = nixpkgs.lib.getExe ferry;
+            meta.description = ferry.meta.description;
           };
         }
       );

@@ -1,5 +1,7 @@
-# What `nix flake check` builds (called with callPackages: a set of derivations): the package (with its unit tests), clippy
-# with warnings as errors, and rustfmt in check mode.
+# What `nix flake check` builds: the package (with its unit tests), clippy
+# with warnings as errors, and rustfmt in check mode. A set of derivations,
+# so flake.nix calls it with callPackages (callPackage would add `override`
+# to the set, which `nix flake check` rejects).
 {
   ferry,
   runCommand,
@@ -36,7 +38,7 @@
       }
       ''
         cd ${ferry.src}
-        HOME=$TMPDIR cargo fmt --check
+        cargo fmt --check
         touch $out
       '';
 }

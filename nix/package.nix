@@ -15,9 +15,10 @@ rustPlatform.buildRustPackage {
   pname = manifest.name;
   inherit (manifest) version;
 
-  # Only what cargo reads: editing the README, CI scripts or nix/ must not
-  # rebuild ferry. A new top-level file that cargo reads (a build.rs, an
-  # include_str! target) has to be added here.
+  # Only what cargo reads (tests/ for clippy's --all-targets and the test
+  # fixtures): editing the README, CI scripts or nix/ must not rebuild ferry.
+  # A new top-level file that cargo reads (a build.rs, an include_str!
+  # target) has to be added here.
   src = lib.fileset.toSource {
     root = ../.;
     fileset = lib.fileset.unions [
@@ -34,7 +35,8 @@ rustPlatform.buildRustPackage {
   nativeBuildInputs = [ pkg-config ];
   buildInputs = [ openssl ];
 
-  # Unit tests and plan snapshot tests live beside the code in the binary.
+  # Unit tests and plan snapshot tests live beside the code, in the binary
+  # (and in the library, should one appear).
   # The integration and end-to-end tests under tests/ need root, daemons and
   # hosts, which the build sandbox does not have.
   cargoTestFlags = [ "--bins" ] ++ lib.optional (builtins.pathExists ../src/lib.rs) "--lib";

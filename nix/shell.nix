@@ -1,9 +1,10 @@
-# The development shell: ferry's own build inputs (cargo, rustc, pkg-config,
-# OpenSSL, through inputsFrom) plus the linters and the tools its integration
-# and end-to-end tests drive.
+# The development shell: ferry's own build inputs (pkg-config, OpenSSL),
+# the Rust toolchain, and the tools its integration and end-to-end tests drive.
 {
   mkShell,
   ferry,
+  cargo,
+  rustc,
   clippy,
   rustfmt,
   skopeo,
@@ -17,6 +18,10 @@ mkShell {
   inputsFrom = [ ferry ];
 
   packages = [
+    # listed, not left to inputsFrom: whether the package's cargo reaches the
+    # shell depends on nixpkgs' internals (its hooks used to propagate it)
+    cargo
+    rustc
     clippy
     rustfmt
     # tests compare ferry's images with what these tools read and write

@@ -151,11 +151,14 @@ expect "nix build gives bin/$name" "$name $version (nixpkgs stand-in build)" "$w
 expect "nix run runs ferry" "$name $version (nixpkgs stand-in build)" nx run "path:$flake"
 
 # The shell's tools, each of which must come from the store, not the host.
-expect "nix develop puts ferry's inputs and the test tools on PATH" "" \
+expect "nix develop puts the toolchain and the test tools on PATH" "" \
   nx develop "path:$flake" -c bash -c '
-    for tool in cargo rustc pkg-config openssl cargo-clippy rustfmt skopeo umoci docker ssh rclone; do
+    for tool in cargo rustc cargo-clippy rustfmt pkg-config skopeo umoci docker ssh rclone; do
       case $(command -v "$tool") in /nix/store/*) ;; *) echo "missing $tool" ;; esac
     done'
+expect "the dev shell has ferry's OpenSSL among its build inputs" "true" \
+  nx eval --raw "path:$flake#devShells.x86_64-linux.default.buildInputs" \
+  --apply 'inputs: if builtins.any (p: (builtins.parseDrvName p.name).name == "openssl") inputs then "true" else "false"'
 
 expect "the overlay adds ferry to a package set" "$name-$version" \
   nx eval --impure --raw --expr "

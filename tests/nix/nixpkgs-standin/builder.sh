@@ -15,7 +15,8 @@ else
   fi
   eval "${installPhase:-}"
 fi
-# Nix 2.8 (no sandbox) kills the builder once its output pipe closes; had bash
-# exec'd a last coreutils command, whose exit closes stdout early, the build
-# would randomly fail with signal 9. Ending on a builtin keeps bash in charge.
+# Seen with Nix 2.8 (no sandbox): a builder whose last command is a coreutils
+# program (bash execs it in place; it closes stdout before it exits) fails
+# about one time in two with "signal 9 (Killed)", as Nix kills the builder
+# when the output pipe closes. Ending on a builtin avoids that race.
 exit 0

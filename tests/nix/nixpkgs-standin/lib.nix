@@ -35,7 +35,7 @@ let
     };
   };
 in
-rec {
+{
   inherit licenses;
 
   fix =

@@ -151,8 +151,7 @@ let
         };
     in
     {
-      inherit lib system;
-      stdenv.hostPlatform.system = system;
+      inherit lib;
 
       # As nixpkgs: fill a function's named arguments from the package set.
       callPackage =
