@@ -93,12 +93,13 @@ fn mode_of(s: &Option<String>, default: u32) -> u32 {
     s.as_deref().and_then(parse_mode).unwrap_or(default)
 }
 
-fn bytes_entry(tree: &Tree, content: &[u8], mode: u32, (uid, gid): (u32, u32)) -> Entry {
+/// A generated file; each gets its own link group (it is no hard link).
+fn bytes_entry(tree: &mut Tree, content: &[u8], mode: u32, (uid, gid): (u32, u32)) -> Entry {
     Entry {
         kind: Kind::File {
             data: Data::Bytes(Arc::from(content)),
             size: content.len() as u64,
-            group: 0,
+            group: tree.new_group(),
         },
         mode,
         uid,
@@ -229,14 +230,14 @@ fn assemble(def: &Definition, spec: &LayerSpec, lock: &Lock, sources: &Sources, 
     }
     for f in &spec.files {
         let own = f.owner.as_deref().map(|o| owner(def, o)).transpose()?.unwrap_or((0, 0));
-        let e = bytes_entry(&tree, f.content.as_bytes(), mode_of(&f.mode, 0o644), own);
+        let e = bytes_entry(&mut tree, f.content.as_bytes(), mode_of(&f.mode, 0o644), own);
         tree.insert(&f.path, e, &declared)?;
     }
     if !spec.users.is_empty() || !spec.groups.is_empty() {
         let (passwd, group) = passwd_files(spec);
-        let e = bytes_entry(&tree, passwd.as_bytes(), 0o644, (0, 0));
+        let e = bytes_entry(&mut tree, passwd.as_bytes(), 0o644, (0, 0));
         tree.insert("etc/passwd", e, &declared)?;
-        let e = bytes_entry(&tree, group.as_bytes(), 0o644, (0, 0));
+        let e = bytes_entry(&mut tree, group.as_bytes(), 0o644, (0, 0));
         tree.insert("etc/group", e, &declared)?;
     }
     // declared folders win over what archives said about the same folder

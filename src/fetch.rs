@@ -217,7 +217,7 @@ impl Sources<'_> {
                 stream_to_temp(self.cache, &mut r, &a.file, len, self.progress)?
             }
             ArtifactKind::Deb => {
-                let (file, _) = apt_download(self.cache, &format!("{}:{}={}", a.name, a.arch, a.version).replace(":all=", "="))?;
+                let (file, _guard) = apt_download(self.cache, &format!("{}:{}={}", a.name, a.arch, a.version).replace(":all=", "="))?;
                 let mut f = File::open(&file).map_err(io_err(&file))?;
                 stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?
             }
