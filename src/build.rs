@@ -77,13 +77,18 @@ fn owner(def: &Definition, s: &str) -> Result<(u32, u32)> {
     };
     let (uid, primary) = match u.parse::<u32>() {
         Ok(n) => (n, n),
-        Err(_) => *users.get(u).ok_or_else(|| anyhow!("owner `{s}`: no user `{u}` is declared (add a `[[layer.user]]`)"))?,
+        Err(_) => *users.get(u).ok_or_else(|| {
+            anyhow!("owner `{s}`: no user `{u}` is declared (add a `[[layer.user]]`)")
+        })?,
     };
     let gid = match g {
         None => primary,
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => *groups.get(g).or_else(|| users.get(g).map(|x| &x.1)).ok_or_else(|| anyhow!("owner `{s}`: no group `{g}` is declared"))?,
+            Err(_) => *groups
+                .get(g)
+                .or_else(|| users.get(g).map(|x| &x.1))
+                .ok_or_else(|| anyhow!("owner `{s}`: no group `{g}` is declared"))?,
         },
     };
     Ok((uid, gid))
@@ -109,7 +114,12 @@ fn bytes_entry(tree: &mut Tree, content: &[u8], mode: u32, (uid, gid): (u32, u32
 }
 
 /// The layer cache key: everything the layer's bytes depend on.
-fn layer_key(def: &Definition, spec: &LayerSpec, artifacts: &[&Artifact], below: &Skeleton) -> Result<String> {
+fn layer_key(
+    def: &Definition,
+    spec: &LayerSpec,
+    artifacts: &[&Artifact],
+    below: &Skeleton,
+) -> Result<String> {
     let mut paths = Vec::new();
     for src in &spec.sources {
         if let Some(p) = &src.path {
@@ -138,9 +148,24 @@ fn fingerprint(root: &Path) -> Result<String> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
         let m = std::fs::symlink_metadata(&p).with_context(|| format!("`{}`", p.display()))?;
-        h.extend_from_slice(format!("{}\0{}\0{}\0{}\0{}\0{}\0{}\n", p.display(), m.mode(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime_nsec(), m.ino()).as_bytes());
+        h.extend_from_slice(
+            format!(
+                "{}\0{}\0{}\0{}\0{}\0{}\0{}\n",
+                p.display(),
+                m.mode(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime_nsec(),
+                m.ino()
+            )
+            .as_bytes(),
+        );
         if m.is_dir() {
-            let mut kids: Vec<_> = std::fs::read_dir(&p).with_context(|| format!("`{}`", p.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            let mut kids: Vec<_> = std::fs::read_dir(&p)
+                .with_context(|| format!("`{}`", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
             kids.sort();
             kids.reverse();
             stack.extend(kids);
@@ -149,7 +174,14 @@ fn fingerprint(root: &Path) -> Result<String> {
     Ok(oci::sha256_hex(&h))
 }
 
-fn assemble(def: &Definition, spec: &LayerSpec, lock: &Lock, sources: &Sources, stage: &mut Stage, below: Skeleton) -> Result<Tree> {
+fn assemble(
+    def: &Definition,
+    spec: &LayerSpec,
+    lock: &Lock,
+    sources: &Sources,
+    stage: &mut Stage,
+    below: Skeleton,
+) -> Result<Tree> {
     let mut tree = Tree::new(def.created, below);
     let declared = Origin {
         source: def.path.display().to_string(),
@@ -157,9 +189,24 @@ fn assemble(def: &Definition, spec: &LayerSpec, lock: &Lock, sources: &Sources, 
     };
     let declare_dirs = |tree: &mut Tree| -> Result<()> {
         for d in &spec.dirs {
-            let own = d.owner.as_deref().map(|o| owner(def, o)).transpose()?.unwrap_or((0, 0));
+            let own = d
+                .owner
+                .as_deref()
+                .map(|o| owner(def, o))
+                .transpose()?
+                .unwrap_or((0, 0));
             let mtime = tree.created();
-            tree.insert(&d.path, Entry { kind: Kind::Dir, mode: mode_of(&d.mode, 0o755), uid: own.0, gid: own.1, mtime }, &declared)?;
+            tree.insert(
+                &d.path,
+                Entry {
+                    kind: Kind::Dir,
+                    mode: mode_of(&d.mode, 0o755),
+                    uid: own.0,
+                    gid: own.1,
+                    mtime,
+                },
+                &declared,
+            )?;
         }
         Ok(())
     };
@@ -167,29 +214,75 @@ fn assemble(def: &Definition, spec: &LayerSpec, lock: &Lock, sources: &Sources, 
     declare_dirs(&mut tree)?;
     for l in &spec.symlinks {
         let mtime = tree.created();
-        tree.insert(&l.path, Entry { kind: Kind::Symlink(l.target.clone()), mode: 0o777, uid: 0, gid: 0, mtime }, &declared)?;
+        tree.insert(
+            &l.path,
+            Entry {
+                kind: Kind::Symlink(l.target.clone()),
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+                mtime,
+            },
+            &declared,
+        )?;
     }
     for src in &spec.sources {
         let dest = src.dest.clone().unwrap_or_else(|| "/".into());
-        let artifacts = lock.resolve(src).map_err(|what| anyhow!("the lock has no entry for {what}: run `ferry lock {}`", def.path.display()))?;
+        let artifacts = lock.resolve(src).map_err(|what| {
+            anyhow!(
+                "the lock has no entry for {what}: run `ferry lock {}`",
+                def.path.display()
+            )
+        })?;
         match src.kind() {
             SourceKind::Path => {
                 let p = def.dir.join(src.path.as_deref().unwrap_or_default());
-                local::add_path(&mut tree, &p, &dest, src.mode.as_deref().and_then(parse_mode))?;
+                local::add_path(
+                    &mut tree,
+                    &p,
+                    &dest,
+                    src.mode.as_deref().and_then(parse_mode),
+                )?;
             }
             SourceKind::Url => {
                 let a = artifacts[0];
                 let file = sources.ensure(a, src)?;
                 let fmt = Format::from_name(&a.file);
-                let place = Placement { source: a.file.clone(), strip_prefix: src.strip_prefix.clone(), dest: dest.clone(), root_owned: false };
+                let place = Placement {
+                    source: a.file.clone(),
+                    strip_prefix: src.strip_prefix.clone(),
+                    dest: dest.clone(),
+                    root_owned: false,
+                };
                 if src.unpack == Some(false) || fmt == Format::Plain {
-                    let target = if dest.ends_with('/') { format!("{dest}{}", a.file) } else { dest.clone() };
+                    let target = if dest.ends_with('/') {
+                        format!("{dest}{}", a.file)
+                    } else {
+                        dest.clone()
+                    };
                     let mut f = std::fs::File::open(&file)?;
                     let data = stage.put(&mut f, a.size, &a.file, &a.file)?;
                     let group = tree.new_group();
                     let mtime = tree.created();
-                    let origin = Origin { source: a.file.clone(), entry: a.file.clone() };
-                    tree.insert(&target, Entry { kind: Kind::File { data: Data::Path(data), size: a.size, group }, mode: mode_of(&src.mode, 0o644), uid: 0, gid: 0, mtime }, &origin)?;
+                    let origin = Origin {
+                        source: a.file.clone(),
+                        entry: a.file.clone(),
+                    };
+                    tree.insert(
+                        &target,
+                        Entry {
+                            kind: Kind::File {
+                                data: Data::Path(data),
+                                size: a.size,
+                                group,
+                            },
+                            mode: mode_of(&src.mode, 0o644),
+                            uid: 0,
+                            gid: 0,
+                            mtime,
+                        },
+                        &origin,
+                    )?;
                 } else if fmt == Format::Deb {
                     deb::add_deb(&mut tree, stage, &file, &place)?;
                 } else {
@@ -199,10 +292,22 @@ fn assemble(def: &Definition, spec: &LayerSpec, lock: &Lock, sources: &Sources, 
             SourceKind::Deb => {
                 for a in artifacts {
                     let file = sources.ensure(a, src)?;
-                    let place = Placement { source: a.file.clone(), strip_prefix: None, dest: dest.clone(), root_owned: false };
+                    let place = Placement {
+                        source: a.file.clone(),
+                        strip_prefix: None,
+                        dest: dest.clone(),
+                        root_owned: false,
+                    };
                     let c = deb::add_deb(&mut tree, stage, &file, &place)?;
                     if c.package != a.name || c.version != a.version {
-                        bail!("`{}` is not what the lock says: it holds {} {} instead of {} {}", a.file, c.package, c.version, a.name, a.version);
+                        bail!(
+                            "`{}` is not what the lock says: it holds {} {} instead of {} {}",
+                            a.file,
+                            c.package,
+                            c.version,
+                            a.name,
+                            a.version
+                        );
                     }
                 }
             }
@@ -212,16 +317,41 @@ fn assemble(def: &Definition, spec: &LayerSpec, lock: &Lock, sources: &Sources, 
                     if a.file.ends_with(".whl") {
                         let target = wheel::WheelTarget {
                             site_packages: src.site_packages.clone().unwrap_or_default(),
-                            bin_dir: src.bin_dir.clone().unwrap_or_else(|| "/usr/local/bin".into()),
-                            python: src.python.clone().unwrap_or_else(|| "/usr/bin/python3".into()),
+                            bin_dir: src
+                                .bin_dir
+                                .clone()
+                                .unwrap_or_else(|| "/usr/local/bin".into()),
+                            python: src
+                                .python
+                                .clone()
+                                .unwrap_or_else(|| "/usr/bin/python3".into()),
                         };
-                        let (name, version) = wheel::add_wheel(&mut tree, stage, &file, &a.file, &target)?;
-                        if wheel::normalize_name(&name) != wheel::normalize_name(&a.name) || version != a.version {
-                            bail!("`{}` is not what the lock says: it holds {name} {version} instead of {} {}", a.file, a.name, a.version);
+                        let (name, version) =
+                            wheel::add_wheel(&mut tree, stage, &file, &a.file, &target)?;
+                        if wheel::normalize_name(&name) != wheel::normalize_name(&a.name)
+                            || version != a.version
+                        {
+                            bail!(
+                                "`{}` is not what the lock says: it holds {name} {version} instead of {} {}",
+                                a.file,
+                                a.name,
+                                a.version
+                            );
                         }
                     } else {
-                        let place = Placement { source: a.file.clone(), strip_prefix: src.strip_prefix.clone(), dest: dest.clone(), root_owned: false };
-                        archive::add_file(&mut tree, stage, &file, Format::from_name(&a.file), &place)?;
+                        let place = Placement {
+                            source: a.file.clone(),
+                            strip_prefix: src.strip_prefix.clone(),
+                            dest: dest.clone(),
+                            root_owned: false,
+                        };
+                        archive::add_file(
+                            &mut tree,
+                            stage,
+                            &file,
+                            Format::from_name(&a.file),
+                            &place,
+                        )?;
                     }
                 }
             }
@@ -229,8 +359,18 @@ fn assemble(def: &Definition, spec: &LayerSpec, lock: &Lock, sources: &Sources, 
         tree.exclude(&src.exclude);
     }
     for f in &spec.files {
-        let own = f.owner.as_deref().map(|o| owner(def, o)).transpose()?.unwrap_or((0, 0));
-        let e = bytes_entry(&mut tree, f.content.as_bytes(), mode_of(&f.mode, 0o644), own);
+        let own = f
+            .owner
+            .as_deref()
+            .map(|o| owner(def, o))
+            .transpose()?
+            .unwrap_or((0, 0));
+        let e = bytes_entry(
+            &mut tree,
+            f.content.as_bytes(),
+            mode_of(&f.mode, 0o644),
+            own,
+        );
         tree.insert(&f.path, e, &declared)?;
     }
     if !spec.users.is_empty() || !spec.groups.is_empty() {
@@ -246,7 +386,12 @@ fn assemble(def: &Definition, spec: &LayerSpec, lock: &Lock, sources: &Sources, 
         let own = m.owner.as_deref().map(|o| owner(def, o)).transpose()?;
         let n = tree.set_meta(&m.pattern, m.mode.as_deref().and_then(parse_mode), own);
         if n == 0 {
-            bail!("{}: layer `{}`: mode pattern `{}` matches nothing in the layer", def.path.display(), spec.name, m.pattern);
+            bail!(
+                "{}: layer `{}`: mode pattern `{}` matches nothing in the layer",
+                def.path.display(),
+                spec.name,
+                m.pattern
+            );
         }
     }
     Ok(tree)
@@ -263,10 +408,18 @@ fn passwd_files(spec: &LayerSpec) -> (String, String) {
     }
     for u in &spec.users {
         let gid = u.gid.unwrap_or(u.uid);
-        let home = u.home.clone().unwrap_or_else(|| format!("/home/{}", u.name));
+        let home = u
+            .home
+            .clone()
+            .unwrap_or_else(|| format!("/home/{}", u.name));
         let shell = u.shell.clone().unwrap_or_else(|| "/bin/sh".into());
-        users.insert(u.uid, format!("{}:x:{}:{gid}::{home}:{shell}", u.name, u.uid));
-        groups.entry(gid).or_insert_with(|| format!("{}:x:{gid}:", u.name));
+        users.insert(
+            u.uid,
+            format!("{}:x:{}:{gid}::{home}:{shell}", u.name, u.uid),
+        );
+        groups
+            .entry(gid)
+            .or_insert_with(|| format!("{}:x:{gid}:", u.name));
     }
     let join = |m: BTreeMap<u32, String>| m.into_values().map(|l| l + "\n").collect::<String>();
     (join(users), join(groups))
@@ -275,7 +428,8 @@ fn passwd_files(spec: &LayerSpec) -> (String, String) {
 fn read_record(cache: &Cache, key: &str) -> Option<LayerRecord> {
     let bytes = std::fs::read(cache.layer_record(key)).ok()?;
     let rec: LayerRecord = serde_json::from_slice(&bytes).ok()?;
-    let ok = std::fs::metadata(cache.blob(&rec.blob.digest)).is_ok_and(|m| m.len() == rec.blob.size);
+    let ok =
+        std::fs::metadata(cache.blob(&rec.blob.digest)).is_ok_and(|m| m.len() == rec.blob.size);
     ok.then_some(rec)
 }
 
@@ -284,7 +438,12 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
     let lock_path = crate::lock::lock_path(&def.path);
     lock.for_definition(def, &lock_path)?;
     let dl = |what: &str, n: u64, t: Option<u64>| rep.download(what, n, t);
-    let sources = Sources { cache: opts.cache, offline: opts.offline, mirror: opts.mirror, progress: &dl };
+    let sources = Sources {
+        cache: opts.cache,
+        offline: opts.offline,
+        mirror: opts.mirror,
+        progress: &dl,
+    };
     let base = load_base(def, opts.cache)?;
     let compression = def.spec.compression;
     let pool = Pool::new(opts.jobs);
@@ -292,9 +451,22 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
     let n = def.spec.layers.len();
     let mut results: Vec<Option<BuiltLayer>> = vec![None; n];
     std::thread::scope(|s| -> Result<()> {
-        let mut running: std::collections::VecDeque<(usize, std::thread::ScopedJoinHandle<Result<BuiltLayer>>)> = Default::default();
+        let mut running: std::collections::VecDeque<(
+            usize,
+            std::thread::ScopedJoinHandle<Result<BuiltLayer>>,
+        )> = Default::default();
         for (i, spec) in def.spec.layers.iter().enumerate() {
-            let artifacts: Vec<&Artifact> = spec.sources.iter().map(|s| lock.resolve(s).map_err(|w| anyhow!("the lock has no entry for {w}"))).collect::<Result<Vec<_>>>()?.into_iter().flatten().collect();
+            let artifacts: Vec<&Artifact> = spec
+                .sources
+                .iter()
+                .map(|s| {
+                    lock.resolve(s)
+                        .map_err(|w| anyhow!("the lock has no entry for {w}"))
+                })
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect();
             let key = layer_key(def, spec, &artifacts, &skeleton)?;
             if let Some(rec) = read_record(opts.cache, &key) {
                 skeleton.extend(&rec.skeleton);
@@ -304,9 +476,12 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
                 continue;
             }
             rep.layer_started(i, &spec.name);
-            let stage_dir = tempfile::Builder::new().prefix("stage-").tempdir_in(opts.cache.tmp()?)?;
+            let stage_dir = tempfile::Builder::new()
+                .prefix("stage-")
+                .tempdir_in(opts.cache.tmp()?)?;
             let mut stage = Stage::new(stage_dir.path().to_path_buf());
-            let tree = assemble(def, spec, lock, &sources, &mut stage, skeleton.clone()).with_context(|| format!("layer `{}`", spec.name))?;
+            let tree = assemble(def, spec, lock, &sources, &mut stage, skeleton.clone())
+                .with_context(|| format!("layer `{}`", spec.name))?;
             let layer_skeleton = tree.skeleton();
             skeleton.extend(&layer_skeleton);
             // at most two layers are written at once: they share the pool, and each holds its tree
@@ -317,19 +492,35 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
             let pool = &pool;
             let cache = opts.cache;
             let name = spec.name.clone();
-            running.push_back((i, s.spawn(move || -> Result<BuiltLayer> {
-                let tmp = tempfile::Builder::new().prefix("blob-").tempfile_in(cache.tmp()?)?.into_temp_path();
-                let info = layer::build_blob(&tree, pool, compression, &tmp)?;
-                drop(tree);
-                drop(stage_dir);
-                let dest = cache.blob(&info.digest);
-                std::fs::create_dir_all(dest.parent().expect("blob path has a parent"))?;
-                tmp.persist(&dest).map_err(|e| e.error).with_context(|| format!("`{}`", dest.display()))?;
-                let rec = LayerRecord { name: name.clone(), blob: info.clone(), media_type: layer::media_type(compression).into(), skeleton: layer_skeleton };
-                crate::fsutil::write_atomic(&cache.layer_record(&key), &serde_json::to_vec(&rec)?)?;
-                rep.layer_done(i, &name, &info, false);
-                Ok(built_layer(spec, rec, dest, false, compression))
-            })));
+            running.push_back((
+                i,
+                s.spawn(move || -> Result<BuiltLayer> {
+                    let tmp = tempfile::Builder::new()
+                        .prefix("blob-")
+                        .tempfile_in(cache.tmp()?)?
+                        .into_temp_path();
+                    let info = layer::build_blob(&tree, pool, compression, &tmp)?;
+                    drop(tree);
+                    drop(stage_dir);
+                    let dest = cache.blob(&info.digest);
+                    std::fs::create_dir_all(dest.parent().expect("blob path has a parent"))?;
+                    tmp.persist(&dest)
+                        .map_err(|e| e.error)
+                        .with_context(|| format!("`{}`", dest.display()))?;
+                    let rec = LayerRecord {
+                        name: name.clone(),
+                        blob: info.clone(),
+                        media_type: layer::media_type(compression).into(),
+                        skeleton: layer_skeleton,
+                    };
+                    crate::fsutil::write_atomic(
+                        &cache.layer_record(&key),
+                        &serde_json::to_vec(&rec)?,
+                    )?;
+                    rep.layer_done(i, &name, &info, false);
+                    Ok(built_layer(spec, rec, dest, false, compression))
+                }),
+            ));
         }
         for (j, h) in running {
             results[j] = Some(h.join().map_err(|_| anyhow!("layer writer panicked"))??);
@@ -358,10 +549,25 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
     });
     let manifest_bytes = oci::canonical(&manifest);
     let manifest_digest = format!("sha256:{}", oci::sha256_hex(&manifest_bytes));
-    let mut blobs: Vec<Blob> = layers.iter().map(|l| Blob { digest: l.blob.digest.clone(), size: l.blob.size, source: BlobSource::File(l.path.clone()) }).collect();
-    blobs.push(Blob { digest: config_digest.clone(), size: config_bytes.len() as u64, source: BlobSource::Bytes(config_bytes) });
+    let mut blobs: Vec<Blob> = layers
+        .iter()
+        .map(|l| Blob {
+            digest: l.blob.digest.clone(),
+            size: l.blob.size,
+            source: BlobSource::File(l.path.clone()),
+        })
+        .collect();
+    blobs.push(Blob {
+        digest: config_digest.clone(),
+        size: config_bytes.len() as u64,
+        source: BlobSource::Bytes(config_bytes),
+    });
     let manifest_size = manifest_bytes.len() as u64;
-    blobs.push(Blob { digest: manifest_digest.clone(), size: manifest_size, source: BlobSource::Bytes(manifest_bytes) });
+    blobs.push(Blob {
+        digest: manifest_digest.clone(),
+        size: manifest_size,
+        source: BlobSource::Bytes(manifest_bytes),
+    });
     let image = Image {
         blobs,
         manifest_digest,
@@ -375,21 +581,47 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
     Ok(Built { image, layers })
 }
 
-fn built_layer(spec: &LayerSpec, rec: LayerRecord, path: PathBuf, cached: bool, c: Compression) -> BuiltLayer {
+fn built_layer(
+    spec: &LayerSpec,
+    rec: LayerRecord,
+    path: PathBuf,
+    cached: bool,
+    c: Compression,
+) -> BuiltLayer {
     let mut annotations = BTreeMap::new();
     annotations.insert("io.ferry.layer".to_string(), spec.name.clone());
     annotations.insert("io.ferry.compressor".to_string(), layer::compressor_id(c));
-    annotations.insert("io.ferry.uncompressed-size".to_string(), rec.blob.uncompressed_size.to_string());
-    BuiltLayer { name: spec.name.clone(), blob: rec.blob, media_type: rec.media_type, path, cached, annotations }
+    annotations.insert(
+        "io.ferry.uncompressed-size".to_string(),
+        rec.blob.uncompressed_size.to_string(),
+    );
+    BuiltLayer {
+        name: spec.name.clone(),
+        blob: rec.blob,
+        media_type: rec.media_type,
+        path,
+        cached,
+        annotations,
+    }
 }
 
 fn make_config(def: &Definition, base: &Value, layers: &[BuiltLayer]) -> Value {
     let c = &def.spec.config;
     let bc = &base["config"];
-    let mut env: Vec<String> = bc["Env"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let mut env: Vec<String> = bc["Env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
     for (k, v) in &c.env {
         let kv = format!("{k}={v}");
-        match env.iter_mut().find(|e| e.split('=').next() == Some(k.as_str())) {
+        match env
+            .iter_mut()
+            .find(|e| e.split('=').next() == Some(k.as_str()))
+        {
             Some(slot) => *slot = kv,
             None => env.push(kv),
         }
@@ -398,11 +630,19 @@ fn make_config(def: &Definition, base: &Value, layers: &[BuiltLayer]) -> Value {
     if !env.is_empty() {
         cfg.insert("Env".into(), json!(env));
     }
-    let pick = |mine: Option<Value>, key: &str| mine.or_else(|| bc.get(key).filter(|v| !v.is_null()).cloned());
+    let pick = |mine: Option<Value>, key: &str| {
+        mine.or_else(|| bc.get(key).filter(|v| !v.is_null()).cloned())
+    };
     let fields = [
-        ("Entrypoint", pick(c.entrypoint.as_ref().map(|v| json!(v)), "Entrypoint")),
+        (
+            "Entrypoint",
+            pick(c.entrypoint.as_ref().map(|v| json!(v)), "Entrypoint"),
+        ),
         ("Cmd", pick(c.cmd.as_ref().map(|v| json!(v)), "Cmd")),
-        ("WorkingDir", pick(c.workdir.as_ref().map(|v| json!(v)), "WorkingDir")),
+        (
+            "WorkingDir",
+            pick(c.workdir.as_ref().map(|v| json!(v)), "WorkingDir"),
+        ),
         ("User", pick(c.user.as_ref().map(|v| json!(v)), "User")),
     ];
     for (k, v) in fields {
@@ -419,7 +659,11 @@ fn make_config(def: &Definition, base: &Value, layers: &[BuiltLayer]) -> Value {
     }
     let mut ports = bc["ExposedPorts"].as_object().cloned().unwrap_or_default();
     for p in &c.exposed_ports {
-        let p = if p.contains('/') { p.clone() } else { format!("{p}/tcp") };
+        let p = if p.contains('/') {
+            p.clone()
+        } else {
+            format!("{p}/tcp")
+        };
         ports.insert(p, json!({}));
     }
     if !ports.is_empty() {
@@ -444,14 +688,21 @@ fn make_config(def: &Definition, base: &Value, layers: &[BuiltLayer]) -> Value {
 fn load_base(def: &Definition, cache: &Cache) -> Result<Base> {
     let dir_guard;
     let dir: PathBuf = match &def.base {
-        BaseImage::Scratch => return Ok(Base { layers: vec![], config: json!({}), skeleton: Skeleton::default() }),
+        BaseImage::Scratch => {
+            return Ok(Base {
+                layers: vec![],
+                config: json!({}),
+                skeleton: Skeleton::default(),
+            });
+        }
         BaseImage::OciLayout(p) => p.clone(),
         BaseImage::DockerArchive(p) => {
             dir_guard = unpack_docker_archive(p, cache)?;
             dir_guard.path().to_path_buf()
         }
     };
-    let img = oci::open_layout(&dir).with_context(|| format!("base image of `{}`", def.path.display()))?;
+    let img = oci::open_layout(&dir)
+        .with_context(|| format!("base image of `{}`", def.path.display()))?;
     let diff_ids = img.diff_ids();
     let mut layers = Vec::new();
     let mut skeleton = Skeleton::default();
@@ -461,21 +712,39 @@ fn load_base(def: &Definition, cache: &Cache) -> Result<Base> {
         if !dest.exists() {
             let (digest, _) = oci::digest_file(&src)?;
             if digest != l.digest {
-                bail!("base layer `{}`: digest mismatch (found {digest})", src.display());
+                bail!(
+                    "base layer `{}`: digest mismatch (found {digest})",
+                    src.display()
+                );
             }
             std::fs::create_dir_all(dest.parent().expect("parent"))?;
             crate::fsutil::link_or_copy(&src, &dest)?;
         }
-        let diff_id = diff_ids.get(i).cloned().ok_or_else(|| anyhow!("base config lacks diff_id {i}"))?;
+        let diff_id = diff_ids
+            .get(i)
+            .cloned()
+            .ok_or_else(|| anyhow!("base config lacks diff_id {i}"))?;
         let (size, sk) = base_layer_skeleton(cache, &dest, &l.media_type, &l.digest)?;
         skeleton.extend(&sk);
         let mut annotations = BTreeMap::new();
         annotations.insert("io.ferry.layer".to_string(), format!("base-{i}"));
         layers.push(BuiltLayer {
             name: format!("base-{i}"),
-            blob: BlobInfo { diff_id, digest: l.digest.clone(), size: l.size, uncompressed_size: size },
-            media_type: if l.media_type.starts_with("application/vnd.docker.image.rootfs.diff.tar") {
-                if l.media_type.ends_with("gzip") { "application/vnd.oci.image.layer.v1.tar+gzip".into() } else { "application/vnd.oci.image.layer.v1.tar".into() }
+            blob: BlobInfo {
+                diff_id,
+                digest: l.digest.clone(),
+                size: l.size,
+                uncompressed_size: size,
+            },
+            media_type: if l
+                .media_type
+                .starts_with("application/vnd.docker.image.rootfs.diff.tar")
+            {
+                if l.media_type.ends_with("gzip") {
+                    "application/vnd.oci.image.layer.v1.tar+gzip".into()
+                } else {
+                    "application/vnd.oci.image.layer.v1.tar".into()
+                }
             } else {
                 l.media_type.clone()
             },
@@ -484,11 +753,20 @@ fn load_base(def: &Definition, cache: &Cache) -> Result<Base> {
             annotations,
         });
     }
-    Ok(Base { layers, config: img.config_json, skeleton })
+    Ok(Base {
+        layers,
+        config: img.config_json,
+        skeleton,
+    })
 }
 
 /// The folders and symlinks of a base layer, cached by its digest.
-fn base_layer_skeleton(cache: &Cache, blob: &Path, media_type: &str, digest: &str) -> Result<(u64, Skeleton)> {
+fn base_layer_skeleton(
+    cache: &Cache,
+    blob: &Path,
+    media_type: &str,
+    digest: &str,
+) -> Result<(u64, Skeleton)> {
     let rec_path = cache.layer_record(&format!("base-{}", digest.trim_start_matches("sha256:")));
     if let Ok(bytes) = std::fs::read(&rec_path) {
         if let Ok(v) = serde_json::from_slice::<(u64, Skeleton)>(&bytes) {
@@ -502,15 +780,26 @@ fn base_layer_skeleton(cache: &Cache, blob: &Path, media_type: &str, digest: &st
         let mut ar = tar::Archive::new(&mut counted);
         for e in ar.entries()? {
             let e = e?;
-            let name = String::from_utf8_lossy(&e.path_bytes()).trim_start_matches("./").trim_end_matches('/').to_string();
+            let name = String::from_utf8_lossy(&e.path_bytes())
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_string();
             let h = e.header();
             match h.entry_type() {
                 tar::EntryType::Directory => {
-                    sk.dirs.insert(name, (h.mode().unwrap_or(0o755), h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32));
+                    sk.dirs.insert(
+                        name,
+                        (
+                            h.mode().unwrap_or(0o755),
+                            h.uid().unwrap_or(0) as u32,
+                            h.gid().unwrap_or(0) as u32,
+                        ),
+                    );
                 }
                 tar::EntryType::Symlink => {
                     if let Some(t) = e.link_name_bytes() {
-                        sk.symlinks.insert(name, String::from_utf8_lossy(&t).into_owned());
+                        sk.symlinks
+                            .insert(name, String::from_utf8_lossy(&t).into_owned());
                     }
                 }
                 _ => {}
@@ -540,17 +829,26 @@ impl<R: std::io::Read> std::io::Read for CountingReader<R> {
 /// are checked (no `..`, no links), and old-style archives (manifest.json
 /// only) are turned into a layout.
 fn unpack_docker_archive(path: &Path, cache: &Cache) -> Result<tempfile::TempDir> {
-    let dir = tempfile::Builder::new().prefix("base-").tempdir_in(cache.tmp()?)?;
-    let f = std::fs::File::open(path).with_context(|| format!("base image `{}`", path.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix("base-")
+        .tempdir_in(cache.tmp()?)?;
+    let f =
+        std::fs::File::open(path).with_context(|| format!("base image `{}`", path.display()))?;
     let mut ar = tar::Archive::new(std::io::BufReader::new(f));
     let mut names = Vec::new();
-    for e in ar.entries().with_context(|| format!("base image `{}`", path.display()))? {
+    for e in ar
+        .entries()
+        .with_context(|| format!("base image `{}`", path.display()))?
+    {
         let mut e = e.with_context(|| format!("base image `{}`", path.display()))?;
-        let name = String::from_utf8_lossy(&e.path_bytes()).trim_start_matches("./").to_string();
+        let name = String::from_utf8_lossy(&e.path_bytes())
+            .trim_start_matches("./")
+            .to_string();
         if e.header().entry_type() != tar::EntryType::Regular {
             continue;
         }
-        let parts = crate::inputs::clean_components(&name).map_err(|r| anyhow!("base image `{}`: entry `{name}`: {r}", path.display()))?;
+        let parts = crate::inputs::clean_components(&name)
+            .map_err(|r| anyhow!("base image `{}`: entry `{name}`: {r}", path.display()))?;
         let dest = dir.path().join(parts.join("/"));
         std::fs::create_dir_all(dest.parent().expect("parent"))?;
         let mut out = std::fs::File::create(&dest)?;
@@ -561,9 +859,21 @@ fn unpack_docker_archive(path: &Path, cache: &Cache) -> Result<tempfile::TempDir
         return Ok(dir);
     }
     // old docker: manifest.json + <id>.json + <id>/layer.tar
-    let manifest: Value = serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).with_context(|| format!("base image `{}`: no manifest.json or index.json", path.display()))?)?;
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("manifest.json")).with_context(|| {
+            format!(
+                "base image `{}`: no manifest.json or index.json",
+                path.display()
+            )
+        })?,
+    )?;
     let m = &manifest[0];
-    let cfg_name = m["Config"].as_str().ok_or_else(|| anyhow!("base image `{}`: manifest.json has no Config", path.display()))?;
+    let cfg_name = m["Config"].as_str().ok_or_else(|| {
+        anyhow!(
+            "base image `{}`: manifest.json has no Config",
+            path.display()
+        )
+    })?;
     let cfg_bytes = std::fs::read(dir.path().join(cfg_name))?;
     let blobs = dir.path().join("blobs/sha256");
     std::fs::create_dir_all(&blobs)?;
@@ -596,8 +906,16 @@ fn unpack_docker_archive(path: &Path, cache: &Cache) -> Result<tempfile::TempDir
     }));
     let md = oci::sha256_hex(&manifest);
     std::fs::write(blobs.join(&md), &manifest)?;
-    std::fs::write(dir.path().join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    std::fs::write(dir.path().join("index.json"), oci::canonical(&json!({"schemaVersion": 2, "manifests": [{"mediaType": oci::MT_MANIFEST, "digest": format!("sha256:{md}"), "size": manifest.len()}]})))?;
+    std::fs::write(
+        dir.path().join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    std::fs::write(
+        dir.path().join("index.json"),
+        oci::canonical(
+            &json!({"schemaVersion": 2, "manifests": [{"mediaType": oci::MT_MANIFEST, "digest": format!("sha256:{md}"), "size": manifest.len()}]}),
+        ),
+    )?;
     Ok(dir)
 }
 
@@ -612,7 +930,10 @@ mod tests {
         )
         .unwrap();
         let (passwd, group) = passwd_files(&spec);
-        assert_eq!(passwd, "root:x:0:0:root:/root:/bin/sh\nspark:x:185:185::/opt/spark:/bin/sh\nzookeeper:x:186:186::/home/zookeeper:/bin/sh\n");
+        assert_eq!(
+            passwd,
+            "root:x:0:0:root:/root:/bin/sh\nspark:x:185:185::/opt/spark:/bin/sh\nzookeeper:x:186:186::/home/zookeeper:/bin/sh\n"
+        );
         assert_eq!(group, "root:x:0:\nspark:x:185:\nzookeeper:x:186:\n");
     }
 }

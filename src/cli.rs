@@ -20,19 +20,27 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Pin every input of an image definition (sha256, size) in its image.lock
-    #[command(after_help = "Examples:\n  ferry lock images/spark/image.toml\n  ferry lock images/spark/image.toml --update numpy\n  ferry lock images/spark/image.toml --check   # exit 1 if the lock is out of date")]
+    #[command(
+        after_help = "Examples:\n  ferry lock images/spark/image.toml\n  ferry lock images/spark/image.toml --update numpy\n  ferry lock images/spark/image.toml --check   # exit 1 if the lock is out of date"
+    )]
     Lock(LockArgs),
     /// Build an OCI image layout (and optionally a docker-archive) from a definition and its lock
-    #[command(after_help = "Examples:\n  ferry build images/busybox/image.toml\n  ferry build images/busybox/image.toml --out out/busybox --docker-archive out/busybox.tar\n  ferry build images/busybox/image.toml --offline --mirror bundle/")]
+    #[command(
+        after_help = "Examples:\n  ferry build images/busybox/image.toml\n  ferry build images/busybox/image.toml --out out/busybox --docker-archive out/busybox.tar\n  ferry build images/busybox/image.toml --offline --mirror bundle/"
+    )]
     Build(BuildArgs),
     /// Check every digest, size, diff_id and media type of an OCI image layout
     #[command(after_help = "Example:\n  ferry verify out/busybox")]
     Verify(VerifyArgs),
     /// Show the layers, config and labels of an OCI image layout
-    #[command(after_help = "Examples:\n  ferry inspect out/busybox\n  ferry inspect out/busybox --json | jq .layers")]
+    #[command(
+        after_help = "Examples:\n  ferry inspect out/busybox\n  ferry inspect out/busybox --json | jq .layers"
+    )]
     Inspect(InspectArgs),
     /// Copy every locked input of a definition into one folder or .tar, for air-gapped builds
-    #[command(after_help = "Examples:\n  ferry vendor images/spark/image.toml --to bundle/\n  ferry vendor images/spark/image.toml --to spark-inputs.tar\n  # then, on the air-gapped side:\n  ferry build images/spark/image.toml --offline --mirror bundle/")]
+    #[command(
+        after_help = "Examples:\n  ferry vendor images/spark/image.toml --to bundle/\n  ferry vendor images/spark/image.toml --to spark-inputs.tar\n  # then, on the air-gapped side:\n  ferry build images/spark/image.toml --offline --mirror bundle/"
+    )]
     Vendor(VendorArgs),
 }
 

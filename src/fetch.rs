@@ -17,7 +17,9 @@ use crate::spec::SourceSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("sha256 mismatch for `{file}` (expected {expected}, found {found}): the file changed upstream or in transit; run `ferry lock --update {name}` if the change is expected")]
+    #[error(
+        "sha256 mismatch for `{file}` (expected {expected}, found {found}): the file changed upstream or in transit; run `ferry lock --update {name}` if the change is expected"
+    )]
     Mismatch {
         file: String,
         name: String,
@@ -25,11 +27,19 @@ pub enum FetchError {
         found: String,
     },
     #[error("`{file}` (sha256 {sha256}) is not in the cache{}, and --offline forbids downloading: run `ferry vendor` where the network is, and build with `--mirror BUNDLE`", if *mirror { " or the mirror" } else { "" })]
-    Offline { file: String, sha256: String, mirror: bool },
+    Offline {
+        file: String,
+        sha256: String,
+        mirror: bool,
+    },
     #[error("cannot download `{url}`: {reason}")]
     Http { url: String, reason: String },
     #[error("`{tool}` failed for `{what}`: {reason}")]
-    Tool { tool: String, what: String, reason: String },
+    Tool {
+        tool: String,
+        what: String,
+        reason: String,
+    },
     #[error("`{}`", path.display())]
     Io {
         path: PathBuf,
@@ -69,7 +79,9 @@ impl Cache {
         self.root.join("downloads/sha256").join(sha256)
     }
     pub fn blob(&self, digest: &str) -> PathBuf {
-        self.root.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+        self.root
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
     }
     pub fn layer_record(&self, key: &str) -> PathBuf {
         self.root.join("layers").join(format!("{key}.json"))
@@ -85,9 +97,18 @@ impl Cache {
 pub type Progress<'a> = &'a (dyn Fn(&str, u64, Option<u64>) + Sync);
 
 /// Hashes a reader into a temp file in the cache; returns (temp path, sha256, size).
-fn stream_to_temp(cache: &Cache, r: &mut dyn Read, label: &str, total: Option<u64>, progress: Progress) -> Result<(tempfile::TempPath, String, u64), FetchError> {
+fn stream_to_temp(
+    cache: &Cache,
+    r: &mut dyn Read,
+    label: &str,
+    total: Option<u64>,
+    progress: Progress,
+) -> Result<(tempfile::TempPath, String, u64), FetchError> {
     let dir = cache.tmp()?;
-    let tmp = tempfile::Builder::new().prefix("dl-").tempfile_in(&dir).map_err(io_err(&dir))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("dl-")
+        .tempfile_in(&dir)
+        .map_err(io_err(&dir))?;
     let (file, path) = tmp.into_parts();
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut h = Sha256::new();
@@ -132,7 +153,13 @@ fn commit(cache: &Cache, tmp: tempfile::TempPath, sha256: &str) -> Result<PathBu
 }
 
 /// Puts the bytes of `r` into the cache; returns (path, sha256, size).
-pub fn cache_reader(cache: &Cache, r: &mut dyn Read, label: &str, total: Option<u64>, progress: Progress) -> Result<(PathBuf, String, u64), FetchError> {
+pub fn cache_reader(
+    cache: &Cache,
+    r: &mut dyn Read,
+    label: &str,
+    total: Option<u64>,
+    progress: Progress,
+) -> Result<(PathBuf, String, u64), FetchError> {
     let (tmp, sha, size) = stream_to_temp(cache, r, label, total, progress)?;
     let p = commit(cache, tmp, &sha)?;
     Ok((p, sha, size))
@@ -167,7 +194,9 @@ pub fn open_url(url: &str) -> Result<(Box<dyn Read>, Option<u64>), FetchError> {
                 let len = resp.content_length();
                 return Ok((Box::new(resp), len));
             }
-            Ok(resp) if resp.status().is_server_error() => last = format!("server answered {}", resp.status()),
+            Ok(resp) if resp.status().is_server_error() => {
+                last = format!("server answered {}", resp.status())
+            }
             Ok(resp) => {
                 return Err(FetchError::Http {
                     url: url.to_string(),
@@ -199,7 +228,7 @@ impl Sources<'_> {
             return Ok(path);
         }
         if let Some(m) = self.mirror {
-            if let Some(p) = self.from_mirror(m, a)? {
+            if let Some(p) = self.take_from_mirror(m, a)? {
                 return Ok(p);
             }
         }
@@ -217,12 +246,20 @@ impl Sources<'_> {
                 stream_to_temp(self.cache, &mut r, &a.file, len, self.progress)?
             }
             ArtifactKind::Deb => {
-                let (file, _guard) = apt_download(self.cache, &format!("{}:{}={}", a.name, a.arch, a.version).replace(":all=", "="))?;
+                let (file, _guard) = apt_download(
+                    self.cache,
+                    &format!("{}:{}={}", a.name, a.arch, a.version).replace(":all=", "="),
+                )?;
                 let mut f = File::open(&file).map_err(io_err(&file))?;
                 stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?
             }
             ArtifactKind::Pypi => {
-                let file = pip_download(self.cache, &format!("{}=={}", a.name, a.version), src, Some(&a.file))?;
+                let file = pip_download(
+                    self.cache,
+                    &format!("{}=={}", a.name, a.version),
+                    src,
+                    Some(&a.file),
+                )?;
                 let mut f = File::open(&file).map_err(io_err(&file))?;
                 stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?
             }
@@ -238,13 +275,14 @@ impl Sources<'_> {
         commit(self.cache, tmp, &sha)
     }
 
-    fn from_mirror(&self, mirror: &Path, a: &Artifact) -> Result<Option<PathBuf>, FetchError> {
+    fn take_from_mirror(&self, mirror: &Path, a: &Artifact) -> Result<Option<PathBuf>, FetchError> {
         if mirror.is_dir() {
             let p = mirror.join("sha256").join(&a.sha256);
             let Ok(mut f) = File::open(&p) else {
                 return Ok(None);
             };
-            let (tmp, sha, _) = stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?;
+            let (tmp, sha, _) =
+                stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?;
             if sha != a.sha256 {
                 return Err(FetchError::Mismatch {
                     file: p.display().to_string(),
@@ -291,7 +329,10 @@ impl Sources<'_> {
 /// Runs `apt-get download SPEC` in a temp folder; returns the .deb and the folder guard.
 pub fn apt_download(cache: &Cache, spec: &str) -> Result<(PathBuf, tempfile::TempDir), FetchError> {
     let base = cache.tmp()?;
-    let dir = tempfile::Builder::new().prefix("apt-").tempdir_in(&base).map_err(io_err(&base))?;
+    let dir = tempfile::Builder::new()
+        .prefix("apt-")
+        .tempdir_in(&base)
+        .map_err(io_err(&base))?;
     let out = Command::new("apt-get")
         .args(["download", "-q", "-o", "APT::Sandbox::User=root", spec])
         .current_dir(dir.path())
@@ -303,7 +344,11 @@ pub fn apt_download(cache: &Cache, spec: &str) -> Result<(PathBuf, tempfile::Tem
         })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let line = err.lines().filter(|l| l.starts_with("E:")).collect::<Vec<_>>().join(" ");
+        let line = err
+            .lines()
+            .filter(|l| l.starts_with("E:"))
+            .collect::<Vec<_>>()
+            .join(" ");
         let hint = if line.contains("Can't find a source") || line.contains("Version") {
             " (this version is no longer served by the configured Debian archive: use a snapshot mirror in apt's sources, a `ferry vendor` bundle, or `ferry lock --update`)"
         } else if line.contains("Unable to locate") {
@@ -314,7 +359,14 @@ pub fn apt_download(cache: &Cache, spec: &str) -> Result<(PathBuf, tempfile::Tem
         return Err(FetchError::Tool {
             tool: "apt-get download".into(),
             what: spec.to_string(),
-            reason: format!("{}{hint}", if line.is_empty() { err.trim().to_string() } else { line }),
+            reason: format!(
+                "{}{hint}",
+                if line.is_empty() {
+                    err.trim().to_string()
+                } else {
+                    line
+                }
+            ),
         });
     }
     let deb = std::fs::read_dir(dir.path())
@@ -331,11 +383,28 @@ pub fn apt_download(cache: &Cache, spec: &str) -> Result<(PathBuf, tempfile::Tem
 
 /// Runs `pip download` for one requirement, for the image's platform when
 /// the source names one; returns the downloaded file (kept in the cache's tmp).
-pub fn pip_download(cache: &Cache, req: &str, src: &SourceSpec, want_file: Option<&str>) -> Result<PathBuf, FetchError> {
+pub fn pip_download(
+    cache: &Cache,
+    req: &str,
+    src: &SourceSpec,
+    want_file: Option<&str>,
+) -> Result<PathBuf, FetchError> {
     let base = cache.tmp()?;
-    let dir = tempfile::Builder::new().prefix("pip-").tempdir_in(&base).map_err(io_err(&base))?.keep();
+    let dir = tempfile::Builder::new()
+        .prefix("pip-")
+        .tempdir_in(&base)
+        .map_err(io_err(&base))?
+        .keep();
     let mut cmd = Command::new("python3");
-    cmd.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d"]);
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+    ]);
     cmd.arg(&dir);
     let sdist = want_file.is_some_and(|f| !f.ends_with(".whl"));
     if sdist {
@@ -360,7 +429,11 @@ pub fn pip_download(cache: &Cache, req: &str, src: &SourceSpec, want_file: Optio
         return Err(FetchError::Tool {
             tool: "pip download".into(),
             what: req.to_string(),
-            reason: err.lines().filter(|l| l.starts_with("ERROR")).collect::<Vec<_>>().join(" "),
+            reason: err
+                .lines()
+                .filter(|l| l.starts_with("ERROR"))
+                .collect::<Vec<_>>()
+                .join(" "),
         });
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)

@@ -29,7 +29,10 @@ const ZSTD_LEVEL: i32 = 3;
 pub fn compressor_id(c: Compression) -> String {
     match c {
         Compression::Gzip => format!("flate2-zlib-rs/gzip-{GZIP_LEVEL}/members-4MiB"),
-        Compression::Zstd => format!("zstd-{}/level-{ZSTD_LEVEL}/frames-4MiB", zstd::zstd_safe::version_number()),
+        Compression::Zstd => format!(
+            "zstd-{}/level-{ZSTD_LEVEL}/frames-4MiB",
+            zstd::zstd_safe::version_number()
+        ),
         Compression::None => "none".into(),
     }
 }
@@ -109,7 +112,10 @@ pub fn compress_chunk(data: &[u8], codec: Compression) -> io::Result<Vec<u8>> {
             let mut enc = flate2::GzBuilder::new()
                 .mtime(0)
                 .operating_system(255)
-                .write(Vec::with_capacity(data.len() / 2), flate2::Compression::new(GZIP_LEVEL));
+                .write(
+                    Vec::with_capacity(data.len() / 2),
+                    flate2::Compression::new(GZIP_LEVEL),
+                );
             enc.write_all(data)?;
             enc.finish()
         }
@@ -145,7 +151,11 @@ pub struct BlobWriter<'p> {
 }
 
 impl<'p> BlobWriter<'p> {
-    pub fn create(pool: &'p Pool, codec: Compression, out_path: &Path) -> io::Result<BlobWriter<'p>> {
+    pub fn create(
+        pool: &'p Pool,
+        codec: Compression,
+        out_path: &Path,
+    ) -> io::Result<BlobWriter<'p>> {
         Ok(BlobWriter {
             pool,
             codec,
@@ -262,7 +272,17 @@ fn pax_record(out: &mut Vec<u8>, key: &str, value: &str) {
     out.extend_from_slice(format!("{len}{body}").as_bytes());
 }
 
-fn raw_header(path: &[u8], kind: u8, mode: u32, uid: u64, gid: u64, size: u64, mtime: u64, link: &[u8]) -> [u8; 512] {
+#[allow(clippy::too_many_arguments)] // the fields of a tar header
+fn raw_header(
+    path: &[u8],
+    kind: u8,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    size: u64,
+    mtime: u64,
+    link: &[u8],
+) -> [u8; 512] {
     let mut h = [0u8; 512];
     let n = path.len().min(100);
     h[..n].copy_from_slice(&path[..n]);
@@ -301,8 +321,20 @@ pub fn write_header(w: &mut impl Write, t: &TarHeader) -> io::Result<()> {
         pax_record(&mut pax, "gid", &t.gid.to_string());
     }
     if !pax.is_empty() {
-        let name = format!("PaxHeaders/{}", t.path.rsplit('/').find(|s| !s.is_empty()).unwrap_or(""));
-        let h = raw_header(name.as_bytes(), b'x', 0o644, 0, 0, pax.len() as u64, t.mtime, b"");
+        let name = format!(
+            "PaxHeaders/{}",
+            t.path.rsplit('/').find(|s| !s.is_empty()).unwrap_or("")
+        );
+        let h = raw_header(
+            name.as_bytes(),
+            b'x',
+            0o644,
+            0,
+            0,
+            pax.len() as u64,
+            t.mtime,
+            b"",
+        );
         w.write_all(&h)?;
         w.write_all(&pax)?;
         pad(w, pax.len() as u64)?;
@@ -338,7 +370,11 @@ pub enum LayerError {
         source: io::Error,
     },
     #[error("`{}` changed while the layer was written (expected {expected} bytes, found {found}); build again", path.display())]
-    Changed { path: PathBuf, expected: u64, found: u64 },
+    Changed {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
     #[error("cannot read `{}`", path.display())]
     Read {
         path: PathBuf,
@@ -433,7 +469,13 @@ pub fn write_tree(tree: &Tree, w: &mut impl Write, out: &Path) -> Result<(), Lay
     w.write_all(&[0u8; 1024]).map_err(werr)
 }
 
-fn copy_exact(p: &Path, size: u64, w: &mut impl Write, buf: &mut [u8], out: &Path) -> Result<(), LayerError> {
+fn copy_exact(
+    p: &Path,
+    size: u64,
+    w: &mut impl Write,
+    buf: &mut [u8],
+    out: &Path,
+) -> Result<(), LayerError> {
     let rerr = |source| LayerError::Read {
         path: p.to_path_buf(),
         source,
@@ -468,7 +510,12 @@ fn copy_exact(p: &Path, size: u64, w: &mut impl Write, buf: &mut [u8], out: &Pat
 }
 
 /// Builds `tree` into a compressed blob at `out`.
-pub fn build_blob(tree: &Tree, pool: &Pool, codec: Compression, out: &Path) -> Result<BlobInfo, LayerError> {
+pub fn build_blob(
+    tree: &Tree,
+    pool: &Pool,
+    codec: Compression,
+    out: &Path,
+) -> Result<BlobInfo, LayerError> {
     let werr = |source| LayerError::Write {
         path: out.to_path_buf(),
         source,
@@ -545,8 +592,14 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted, "entries must be sorted");
-        assert!(names.contains(&"etc/".to_string()), "parents are emitted: {names:?}");
-        assert!(names.iter().any(|n| n.len() > 150), "long name via PAX: {names:?}");
+        assert!(
+            names.contains(&"etc/".to_string()),
+            "parents are emitted: {names:?}"
+        );
+        assert!(
+            names.iter().any(|n| n.len() > 150),
+            "long name via PAX: {names:?}"
+        );
         let su = seen.iter().find(|s| s.0 == "usr/bin/su").unwrap();
         assert_eq!(su.1, 0o4755);
         assert_eq!(su.2, 1_700_000_000, "mtime clamped to created");
@@ -584,7 +637,9 @@ mod tests {
                 (
                     String::from_utf8_lossy(&e.path_bytes()).into_owned(),
                     e.header().entry_type(),
-                    e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned()),
+                    e.link_name()
+                        .unwrap()
+                        .map(|l| l.to_string_lossy().into_owned()),
                 )
             })
             .collect();
@@ -595,7 +650,9 @@ mod tests {
 
     #[test]
     fn chunked_gzip_is_independent_of_thread_count_and_readable() {
-        let data: Vec<u8> = (0..(CHUNK * 2 + 12345)).map(|i| (i % 251) as u8 ^ (i / 7919) as u8).collect();
+        let data: Vec<u8> = (0..(CHUNK * 2 + 12345))
+            .map(|i| (i % 251) as u8 ^ (i / 7919) as u8)
+            .collect();
         let dir = tempfile::tempdir().unwrap();
         let mut infos = Vec::new();
         for threads in [1, 2, 3] {
@@ -619,9 +676,16 @@ mod tests {
     /// digests of every image would change with it.
     #[test]
     fn golden_gzip_digest() {
-        let data: Vec<u8> = (0..100_000u32).flat_map(|i| format!("line {i} of the golden input\n").into_bytes()).collect();
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| format!("line {i} of the golden input\n").into_bytes())
+            .collect();
         let gz = compress_chunk(&data, Compression::Gzip).unwrap();
         let digest = hex::encode(Sha256::digest(&gz));
-        assert_eq!(digest, "0b5db5deca90f0272ee0c6f00931f9064ddf7613c8a9e30660ff946749348835", "gzip bytes changed: {} bytes", gz.len());
+        assert_eq!(
+            digest,
+            "0b5db5deca90f0272ee0c6f00931f9064ddf7613c8a9e30660ff946749348835",
+            "gzip bytes changed: {} bytes",
+            gz.len()
+        );
     }
 }

@@ -6,6 +6,7 @@
 mod build;
 mod cli;
 mod clock;
+mod commands;
 mod fetch;
 mod fsutil;
 mod inputs;
@@ -13,7 +14,6 @@ mod layer;
 mod lock;
 mod oci;
 mod spec;
-mod commands;
 
 use std::process::ExitCode;
 

@@ -113,7 +113,12 @@ fn write_blob(dir: &Path, b: &Blob) -> Result<(), OciError> {
 /// The layout is assembled in a temp folder beside `out` and renamed into
 /// place, so `out` never holds a half-written image.
 pub fn write_layout(img: &Image, out: &Path) -> Result<(), OciError> {
-    if out.exists() && !out.join("oci-layout").exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
+    if out.exists()
+        && !out.join("oci-layout").exists()
+        && std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
         return Err(OciError::Invalid {
             path: out.to_path_buf(),
             message: "exists and is not an OCI image layout; refusing to replace it (choose another --out)".into(),
@@ -121,7 +126,10 @@ pub fn write_layout(img: &Image, out: &Path) -> Result<(), OciError> {
     }
     let parent = fsutil::parent_dir(out);
     std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let tmp = tempfile::Builder::new().prefix(".ferry-layout-").tempdir_in(parent).map_err(io_err(parent))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".ferry-layout-")
+        .tempdir_in(parent)
+        .map_err(io_err(parent))?;
     let blobs = tmp.path().join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
     for b in &img.blobs {
@@ -139,7 +147,10 @@ pub fn write_layout(img: &Image, out: &Path) -> Result<(), OciError> {
     fsutil::sync_dir(tmp.path());
     let tmp_path = tmp.keep();
     if out.exists() {
-        let old = tempfile::Builder::new().prefix(".ferry-old-").tempdir_in(parent).map_err(io_err(parent))?;
+        let old = tempfile::Builder::new()
+            .prefix(".ferry-old-")
+            .tempdir_in(parent)
+            .map_err(io_err(parent))?;
         let old_path = old.path().join("layout");
         std::fs::rename(out, &old_path).map_err(io_err(out))?;
         std::fs::rename(&tmp_path, out).map_err(io_err(out))?;
@@ -157,7 +168,11 @@ pub fn write_layout(img: &Image, out: &Path) -> Result<(), OciError> {
 pub fn write_docker_archive(img: &Image, out: &Path) -> Result<(), OciError> {
     let parent = fsutil::parent_dir(out);
     std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let tmp = tempfile::Builder::new().prefix(".ferry-").suffix(".tar.part").tempfile_in(parent).map_err(io_err(parent))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".ferry-")
+        .suffix(".tar.part")
+        .tempfile_in(parent)
+        .map_err(io_err(parent))?;
     let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
     let t = img.created;
     let werr = io_err(out);
@@ -181,26 +196,29 @@ pub fn write_docker_archive(img: &Image, out: &Path) -> Result<(), OciError> {
             },
         )
     };
-    let file = |w: &mut BufWriter<&File>, p: &str, size: u64, r: &mut dyn Read| -> std::io::Result<()> {
-        layer::write_header(
-            w,
-            &TarHeader {
-                path: p,
-                kind: b'0',
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                size,
-                mtime: t,
-                link: "",
-            },
-        )?;
-        let n = std::io::copy(&mut r.take(size), w)?;
-        if n != size {
-            return Err(std::io::Error::other(format!("`{p}` is shorter than recorded")));
-        }
-        layer::pad(w, size)
-    };
+    let file =
+        |w: &mut BufWriter<&File>, p: &str, size: u64, r: &mut dyn Read| -> std::io::Result<()> {
+            layer::write_header(
+                w,
+                &TarHeader {
+                    path: p,
+                    kind: b'0',
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    size,
+                    mtime: t,
+                    link: "",
+                },
+            )?;
+            let n = std::io::copy(&mut r.take(size), w)?;
+            if n != size {
+                return Err(std::io::Error::other(format!(
+                    "`{p}` is shorter than recorded"
+                )));
+            }
+            layer::pad(w, size)
+        };
     (|| -> std::io::Result<()> {
         dir(&mut w, "blobs/")?;
         dir(&mut w, "blobs/sha256/")?;
@@ -210,13 +228,20 @@ pub fn write_docker_archive(img: &Image, out: &Path) -> Result<(), OciError> {
         for b in blobs {
             let name = blob_name(&b.digest);
             match &b.source {
-                BlobSource::File(p) => file(&mut w, &name, b.size, &mut BufReader::new(File::open(p)?))?,
+                BlobSource::File(p) => {
+                    file(&mut w, &name, b.size, &mut BufReader::new(File::open(p)?))?
+                }
                 BlobSource::Bytes(bytes) => file(&mut w, &name, b.size, &mut &bytes[..])?,
             }
         }
         let index = img.index_json();
         file(&mut w, "index.json", index.len() as u64, &mut &index[..])?;
-        file(&mut w, "manifest.json", manifest_json.len() as u64, &mut &manifest_json[..])?;
+        file(
+            &mut w,
+            "manifest.json",
+            manifest_json.len() as u64,
+            &mut &manifest_json[..],
+        )?;
         let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
         file(&mut w, "oci-layout", layout.len() as u64, &mut &layout[..])?;
         w.write_all(&[0u8; 1024])?;
@@ -247,15 +272,26 @@ fn descriptor(v: &Value, at: &str, path: &Path) -> Result<Descriptor, OciError> 
         path: path.to_path_buf(),
         message: m,
     };
-    let digest = v["digest"].as_str().ok_or_else(|| invalid(format!("{at}: no `digest`")))?.to_string();
-    let hex = digest.strip_prefix("sha256:").ok_or_else(|| invalid(format!("{at}: digest `{digest}` is not sha256")))?;
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    let digest = v["digest"]
+        .as_str()
+        .ok_or_else(|| invalid(format!("{at}: no `digest`")))?
+        .to_string();
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| invalid(format!("{at}: digest `{digest}` is not sha256")))?;
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         return Err(invalid(format!("{at}: digest `{digest}` is malformed")));
     }
     Ok(Descriptor {
         media_type: v["mediaType"].as_str().unwrap_or_default().to_string(),
         digest,
-        size: v["size"].as_u64().ok_or_else(|| invalid(format!("{at}: no `size`")))?,
+        size: v["size"]
+            .as_u64()
+            .ok_or_else(|| invalid(format!("{at}: no `size`")))?,
         annotations: v["annotations"].as_object().cloned().unwrap_or_default(),
     })
 }
@@ -277,7 +313,11 @@ impl LayoutImage {
     pub fn diff_ids(&self) -> Vec<String> {
         self.config_json["rootfs"]["diff_ids"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -285,7 +325,9 @@ impl LayoutImage {
 fn read_json(path: &Path, limit: u64) -> Result<Value, OciError> {
     let f = File::open(path).map_err(io_err(path))?;
     let mut bytes = Vec::new();
-    f.take(limit).read_to_end(&mut bytes).map_err(io_err(path))?;
+    f.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(path))?;
     serde_json::from_slice(&bytes).map_err(|e| OciError::Invalid {
         path: path.to_path_buf(),
         message: format!("not valid JSON: {e}"),
@@ -299,7 +341,11 @@ fn read_blob_json(dir: &Path, d: &Descriptor) -> Result<Value, OciError> {
     if bytes.len() as u64 != d.size {
         return Err(OciError::Invalid {
             path: p,
-            message: format!("size is {} bytes, the descriptor says {}", bytes.len(), d.size),
+            message: format!(
+                "size is {} bytes, the descriptor says {}",
+                bytes.len(),
+                d.size
+            ),
         });
     }
     let found = format!("sha256:{}", sha256_hex(&bytes));
@@ -317,18 +363,34 @@ fn read_blob_json(dir: &Path, d: &Descriptor) -> Result<Value, OciError> {
 
 /// Opens the (first) image of an OCI layout, checking the JSON blobs' digests.
 pub fn open_layout(dir: &Path) -> Result<LayoutImage, OciError> {
-    let invalid = |p: PathBuf, m: String| OciError::Invalid { path: p, message: m };
+    let invalid = |p: PathBuf, m: String| OciError::Invalid {
+        path: p,
+        message: m,
+    };
     let layout = read_json(&dir.join("oci-layout"), 1 << 16)?;
     if layout["imageLayoutVersion"].as_str() != Some("1.0.0") {
-        return Err(invalid(dir.join("oci-layout"), "imageLayoutVersion is not 1.0.0".into()));
+        return Err(invalid(
+            dir.join("oci-layout"),
+            "imageLayoutVersion is not 1.0.0".into(),
+        ));
     }
     let index_path = dir.join("index.json");
     let index = read_json(&index_path, 16 << 20)?;
-    let manifests = index["manifests"].as_array().ok_or_else(|| invalid(index_path.clone(), "no `manifests`".into()))?;
-    let first = manifests.first().ok_or_else(|| invalid(index_path.clone(), "`manifests` is empty".into()))?;
+    let manifests = index["manifests"]
+        .as_array()
+        .ok_or_else(|| invalid(index_path.clone(), "no `manifests`".into()))?;
+    let first = manifests
+        .first()
+        .ok_or_else(|| invalid(index_path.clone(), "`manifests` is empty".into()))?;
     let manifest = descriptor(first, "manifests[0]", &index_path)?;
     if manifest.media_type != MT_MANIFEST && manifest.media_type != DOCKER_MT_MANIFEST {
-        return Err(invalid(index_path, format!("manifests[0]: media type `{}` is not an image manifest", manifest.media_type)));
+        return Err(invalid(
+            index_path,
+            format!(
+                "manifests[0]: media type `{}` is not an image manifest",
+                manifest.media_type
+            ),
+        ));
     }
     let manifest_json = read_blob_json(dir, &manifest)?;
     let mpath = dir.join(blob_name(&manifest.digest));
@@ -337,7 +399,13 @@ pub fn open_layout(dir: &Path) -> Result<LayoutImage, OciError> {
     }
     let config = descriptor(&manifest_json["config"], "config", &mpath)?;
     if config.media_type != MT_CONFIG && config.media_type != DOCKER_MT_CONFIG {
-        return Err(invalid(mpath, format!("config media type `{}` is not an image config", config.media_type)));
+        return Err(invalid(
+            mpath,
+            format!(
+                "config media type `{}` is not an image config",
+                config.media_type
+            ),
+        ));
     }
     let config_json = read_blob_json(dir, &config)?;
     let layers = manifest_json["layers"]
@@ -348,10 +416,12 @@ pub fn open_layout(dir: &Path) -> Result<LayoutImage, OciError> {
         .map(|(i, l)| descriptor(l, &format!("layers[{i}]"), &mpath))
         .collect::<Result<Vec<_>, _>>()?;
     // oci-spec checks the config's schema as a second reader would
-    serde_json::from_value::<oci_spec::image::ImageConfiguration>(config_json.clone()).map_err(|e| OciError::Invalid {
-        path: dir.join(blob_name(&config.digest)),
-        message: format!("not an OCI image config: {e}"),
-    })?;
+    serde_json::from_value::<oci_spec::image::ImageConfiguration>(config_json.clone()).map_err(
+        |e| OciError::Invalid {
+            path: dir.join(blob_name(&config.digest)),
+            message: format!("not an OCI image config: {e}"),
+        },
+    )?;
     Ok(LayoutImage {
         dir: dir.to_path_buf(),
         manifest,
@@ -364,18 +434,25 @@ pub fn open_layout(dir: &Path) -> Result<LayoutImage, OciError> {
 /// Opens a layer blob as an uncompressed tar stream, by its media type.
 pub fn open_layer(path: &Path, media_type: &str) -> Result<Box<dyn Read>, OciError> {
     let f = BufReader::with_capacity(1 << 20, File::open(path).map_err(io_err(path))?);
-    Ok(if media_type.ends_with("+gzip") || media_type.ends_with(".tar.gzip") || media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip" {
-        Box::new(flate2::read::MultiGzDecoder::new(f))
-    } else if media_type.ends_with("+zstd") {
-        Box::new(zstd::stream::read::Decoder::new(f).map_err(io_err(path))?)
-    } else if media_type.ends_with(".tar") || media_type == "application/vnd.docker.image.rootfs.diff.tar" {
-        Box::new(f)
-    } else {
-        return Err(OciError::Invalid {
-            path: path.to_path_buf(),
-            message: format!("unknown layer media type `{media_type}`"),
-        });
-    })
+    Ok(
+        if media_type.ends_with("+gzip")
+            || media_type.ends_with(".tar.gzip")
+            || media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        {
+            Box::new(flate2::read::MultiGzDecoder::new(f))
+        } else if media_type.ends_with("+zstd") {
+            Box::new(zstd::stream::read::Decoder::new(f).map_err(io_err(path))?)
+        } else if media_type.ends_with(".tar")
+            || media_type == "application/vnd.docker.image.rootfs.diff.tar"
+        {
+            Box::new(f)
+        } else {
+            return Err(OciError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("unknown layer media type `{media_type}`"),
+            });
+        },
+    )
 }
 
 /// Hashes a file: (sha256:<hex>, size).
@@ -398,26 +475,41 @@ pub fn verify(dir: &Path, progress: &dyn Fn(usize, usize)) -> Result<LayoutImage
     if diff_ids.len() != img.layers.len() {
         return Err(OciError::Invalid {
             path: cpath,
-            message: format!("{} diff_ids for {} layers", diff_ids.len(), img.layers.len()),
+            message: format!(
+                "{} diff_ids for {} layers",
+                diff_ids.len(),
+                img.layers.len()
+            ),
         });
     }
     for (i, (l, want)) in img.layers.iter().zip(&diff_ids).enumerate() {
         progress(i, img.layers.len());
         let p = img.blob_path(&l.digest);
         let (digest, size) = digest_file(&p)?;
-        let bad = |m: String| OciError::Invalid { path: p.clone(), message: format!("layer {i}: {m}") };
+        let bad = |m: String| OciError::Invalid {
+            path: p.clone(),
+            message: format!("layer {i}: {m}"),
+        };
         if size != l.size {
-            return Err(bad(format!("size is {size} bytes, the manifest says {}", l.size)));
+            return Err(bad(format!(
+                "size is {size} bytes, the manifest says {}",
+                l.size
+            )));
         }
         if digest != l.digest {
-            return Err(bad(format!("digest mismatch (expected {}, found {digest})", l.digest)));
+            return Err(bad(format!(
+                "digest mismatch (expected {}, found {digest})",
+                l.digest
+            )));
         }
         let mut r = open_layer(&p, &l.media_type)?;
         let mut h = crate::fetch::HashWriter(Sha256::new());
         std::io::copy(&mut r, &mut h).map_err(|e| bad(format!("cannot decompress: {e}")))?;
         let found = format!("sha256:{}", hex::encode(h.0.finalize()));
         if &found != want {
-            return Err(bad(format!("diff_id mismatch (config says {want}, content is {found})")));
+            return Err(bad(format!(
+                "diff_id mismatch (config says {want}, content is {found})"
+            )));
         }
     }
     Ok(img)

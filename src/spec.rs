@@ -313,7 +313,11 @@ impl Definition {
                     let pinned = r.contains("@sha256:");
                     return Err(invalid(format!(
                         "`base.registry = \"{r}\"`: pulling a base from a registry is not supported yet{}; run `docker pull` and `docker save -o base.tar` and use `base = {{ docker_archive = \"base.tar\" }}`",
-                        if pinned { "" } else { " (and a registry base must be pinned by digest, `name@sha256:...`)" }
+                        if pinned {
+                            ""
+                        } else {
+                            " (and a registry base must be pinned by digest, `name@sha256:...`)"
+                        }
                     )));
                 }
                 _ => {
@@ -420,7 +424,9 @@ impl Definition {
                 }
                 for d in &src.deb {
                     if d.is_empty() || d.contains(char::is_whitespace) {
-                        return Err(format!("{at}: `deb` entry `{d}` is not `name` or `name=version`"));
+                        return Err(format!(
+                            "{at}: `deb` entry `{d}` is not `name` or `name=version`"
+                        ));
                     }
                 }
                 for p in &src.pypi {
@@ -433,14 +439,16 @@ impl Definition {
             }
             for f in &layer.files {
                 if let Some(m) = &f.mode {
-                    parse_mode(m)
-                        .ok_or_else(|| format!("{at}: file `{}`: `mode = \"{m}\"` is not octal", f.path))?;
+                    parse_mode(m).ok_or_else(|| {
+                        format!("{at}: file `{}`: `mode = \"{m}\"` is not octal", f.path)
+                    })?;
                 }
             }
             for d in &layer.dirs {
                 if let Some(m) = &d.mode {
-                    parse_mode(m)
-                        .ok_or_else(|| format!("{at}: dir `{}`: `mode = \"{m}\"` is not octal", d.path))?;
+                    parse_mode(m).ok_or_else(|| {
+                        format!("{at}: dir `{}`: `mode = \"{m}\"` is not octal", d.path)
+                    })?;
                 }
             }
             for m in &layer.modes {

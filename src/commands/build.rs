@@ -38,16 +38,36 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
     let term = Term::new(false);
     let def = Definition::load(&a.definition)?;
     let lp = lock_path(&def.path);
-    let lock = Lock::read(&lp)?.ok_or_else(|| LockError::Missing { path: lp.clone(), def: def.path.clone() })?;
+    let lock = Lock::read(&lp)?.ok_or_else(|| LockError::Missing {
+        path: lp.clone(),
+        def: def.path.clone(),
+    })?;
     let cache = Cache::new(a.cache.cache);
-    let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let opts = build::Options { cache: &cache, offline: a.offline, mirror: a.mirror.as_deref(), jobs };
+    let jobs = a.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let opts = build::Options {
+        cache: &cache,
+        offline: a.offline,
+        mirror: a.mirror.as_deref(),
+        jobs,
+    };
     let built = build::build(&def, &lock, &opts, &term)?;
-    let short = def.spec.name.rsplit('/').next().unwrap_or(&def.spec.name).to_string();
+    let short = def
+        .spec
+        .name
+        .rsplit('/')
+        .next()
+        .unwrap_or(&def.spec.name)
+        .to_string();
     let out = a.out.unwrap_or_else(|| PathBuf::from("out").join(&short));
-    oci::write_layout(&built.image, &out).with_context(|| format!("writing the layout `{}`", out.display()))?;
+    oci::write_layout(&built.image, &out)
+        .with_context(|| format!("writing the layout `{}`", out.display()))?;
     if let Some(tar) = &a.docker_archive {
-        oci::write_docker_archive(&built.image, tar).with_context(|| format!("writing the docker-archive `{}`", tar.display()))?;
+        oci::write_docker_archive(&built.image, tar)
+            .with_context(|| format!("writing the docker-archive `{}`", tar.display()))?;
     }
     let total: u64 = built.layers.iter().map(|l| l.blob.size).sum();
     if a.json {
@@ -72,7 +92,9 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
         built.layers.len(),
         human(total),
         out.display(),
-        a.docker_archive.map(|t| format!(" and {}", t.display())).unwrap_or_default()
+        a.docker_archive
+            .map(|t| format!(" and {}", t.display()))
+            .unwrap_or_default()
     ));
     Ok(ExitCode::SUCCESS)
 }

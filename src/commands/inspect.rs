@@ -46,9 +46,17 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
     }
     println!("manifest  {}", img.manifest.digest);
     println!("config    {}", img.config.digest);
-    println!("created   {}   {}/{}", img.config_json["created"].as_str().unwrap_or("?"), img.config_json["os"].as_str().unwrap_or("?"), img.config_json["architecture"].as_str().unwrap_or("?"));
+    println!(
+        "created   {}   {}/{}",
+        img.config_json["created"].as_str().unwrap_or("?"),
+        img.config_json["os"].as_str().unwrap_or("?"),
+        img.config_json["architecture"].as_str().unwrap_or("?")
+    );
     println!();
-    println!("{:>3}  {:<20} {:>10} {:>10}  {}", "#", "layer", "size", "unpacked", "digest");
+    println!(
+        "  #  {:<20} {:>10} {:>10}  digest",
+        "layer", "size", "unpacked"
+    );
     let mut total = 0;
     for (i, l) in layers.iter().enumerate() {
         let size = l["size"].as_u64().unwrap_or(0);
@@ -58,7 +66,10 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
             i + 1,
             l["name"].as_str().unwrap_or(""),
             human(size),
-            l["uncompressed_size"].as_u64().map(human).unwrap_or_else(|| "?".into()),
+            l["uncompressed_size"]
+                .as_u64()
+                .map(human)
+                .unwrap_or_else(|| "?".into()),
             &l["digest"].as_str().unwrap_or("")[..19.min(l["digest"].as_str().unwrap_or("").len())]
         );
     }
@@ -66,7 +77,14 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
     println!();
     let show = |k: &str, v: &Value| {
         if !v.is_null() {
-            println!("{k:<11} {}", if let Some(s) = v.as_str() { s.to_string() } else { v.to_string() });
+            println!(
+                "{k:<11} {}",
+                if let Some(s) = v.as_str() {
+                    s.to_string()
+                } else {
+                    v.to_string()
+                }
+            );
         }
     };
     show("entrypoint", &c["Entrypoint"]);
@@ -80,7 +98,10 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
         }
     }
     if let Some(p) = c["ExposedPorts"].as_object() {
-        println!("ports       {}", p.keys().cloned().collect::<Vec<_>>().join(" "));
+        println!(
+            "ports       {}",
+            p.keys().cloned().collect::<Vec<_>>().join(" ")
+        );
     }
     if let Some(labels) = c["Labels"].as_object() {
         println!("labels");

@@ -21,7 +21,11 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
 
     if a.check {
         let Some(old) = old else {
-            eprintln!("error: `{}` is missing: run `ferry lock {}`", lp.display(), def.path.display());
+            eprintln!(
+                "error: `{}` is missing: run `ferry lock {}`",
+                lp.display(),
+                def.path.display()
+            );
             return Ok(ExitCode::FAILURE);
         };
         let mut missing = Vec::new();
@@ -34,7 +38,12 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
                 }
             }
         }
-        let unused: Vec<_> = old.artifacts.iter().filter(|x| !used.contains(*x)).map(|x| format!("{} `{}`", kind_name(x.kind), x.file)).collect();
+        let unused: Vec<_> = old
+            .artifacts
+            .iter()
+            .filter(|x| !used.contains(*x))
+            .map(|x| format!("{} `{}`", kind_name(x.kind), x.file))
+            .collect();
         if missing.is_empty() && unused.is_empty() {
             println!("ok: `{}` is up to date", lp.display());
             return Ok(ExitCode::SUCCESS);
@@ -46,43 +55,74 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
         if !unused.is_empty() {
             parts.push(format!("no longer used: {}", unused.join(", ")));
         }
-        eprintln!("error: `{}` is out of date ({}): run `ferry lock {}`", lp.display(), parts.join("; "), def.path.display());
+        eprintln!(
+            "error: `{}` is out of date ({}): run `ferry lock {}`",
+            lp.display(),
+            parts.join("; "),
+            def.path.display()
+        );
         return Ok(ExitCode::FAILURE);
     }
 
     let update_all = a.update.as_ref().is_some_and(|u| u.is_empty());
     let named: BTreeSet<String> = a.update.clone().unwrap_or_default().into_iter().collect();
     let mut matched = BTreeSet::new();
-    let mut new = Lock { version: crate::lock::LOCK_VERSION, artifacts: Vec::new() };
+    let mut new = Lock {
+        version: crate::lock::LOCK_VERSION,
+        artifacts: Vec::new(),
+    };
     let old = old.unwrap_or_default();
     for layer in &def.spec.layers {
         for src in &layer.sources {
             if src.kind() == SourceKind::Path {
                 continue;
             }
-            let wanted = update_all || source_names(src).iter().any(|n| named.contains(n) && matched.insert(n.clone()));
+            let wanted = update_all
+                || source_names(src)
+                    .iter()
+                    .any(|n| named.contains(n) && matched.insert(n.clone()));
             if !wanted {
                 if let Ok(arts) = old.resolve(src) {
                     new.artifacts.extend(arts.into_iter().cloned());
                     continue;
                 }
             }
-            let arts = resolve(&cache, src, &term).with_context(|| format!("locking layer `{}`", layer.name))?;
+            let arts = resolve(&cache, src, &term)
+                .with_context(|| format!("locking layer `{}`", layer.name))?;
             new.artifacts.extend(arts);
         }
     }
     for n in &named {
-        if !matched.contains(n) && !def.spec.layers.iter().flat_map(|l| &l.sources).any(|s| source_names(s).contains(n)) {
-            bail!("`--update {n}`: no source of `{}` is named `{n}`", def.path.display());
+        if !matched.contains(n)
+            && !def
+                .spec
+                .layers
+                .iter()
+                .flat_map(|l| &l.sources)
+                .any(|s| source_names(s).contains(n))
+        {
+            bail!(
+                "`--update {n}`: no source of `{}` is named `{n}`",
+                def.path.display()
+            );
         }
     }
     let text = new.to_text();
     let before = std::fs::read_to_string(&lp).unwrap_or_default();
     if before == text {
-        term.line(&format!("`{}` is up to date ({} artifacts)", lp.display(), new.artifacts.len()));
+        term.line(&format!(
+            "`{}` is up to date ({} artifacts)",
+            lp.display(),
+            new.artifacts.len()
+        ));
     } else {
-        new.write(&lp).with_context(|| format!("writing `{}`", lp.display()))?;
-        term.line(&format!("wrote `{}` ({} artifacts)", lp.display(), new.artifacts.len()));
+        new.write(&lp)
+            .with_context(|| format!("writing `{}`", lp.display()))?;
+        term.line(&format!(
+            "wrote `{}` ({} artifacts)",
+            lp.display(),
+            new.artifacts.len()
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -114,11 +154,28 @@ fn resolve(cache: &Cache, src: &SourceSpec, term: &Term) -> Result<Vec<Artifact>
             let (_, sha, size) = fetch::cache_reader(cache, &mut r, &file, len, &progress)?;
             if let Some(want) = &src.sha256 {
                 if !want.eq_ignore_ascii_case(&sha) {
-                    bail!(fetch::FetchError::Mismatch { file, name: src.display_name(), expected: want.to_lowercase(), found: sha });
+                    bail!(fetch::FetchError::Mismatch {
+                        file,
+                        name: src.display_name(),
+                        expected: want.to_lowercase(),
+                        found: sha
+                    });
                 }
             }
-            term.line(&format!("locked {file} ({}) sha256 {}", human(size), &sha[..12]));
-            Ok(vec![Artifact { kind: ArtifactKind::Url, name: src.display_name(), version: String::new(), arch: String::new(), file, size, sha256: sha }])
+            term.line(&format!(
+                "locked {file} ({}) sha256 {}",
+                human(size),
+                &sha[..12]
+            ));
+            Ok(vec![Artifact {
+                kind: ArtifactKind::Url,
+                name: src.display_name(),
+                version: String::new(),
+                arch: String::new(),
+                file,
+                size,
+                sha256: sha,
+            }])
         }
         SourceKind::Deb => {
             let arch = src.arch.as_deref().unwrap_or("amd64");
@@ -137,12 +194,29 @@ fn resolve(cache: &Cache, src: &SourceSpec, term: &Term) -> Result<Vec<Artifact>
                     };
                     fetch::apt_download(cache, &plain).map_err(|_| e)
                 })?;
-                let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let file_name = file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let c = deb::control_of(&file, &file_name)?;
                 let mut f = std::fs::File::open(&file)?;
-                let (_, sha, size) = fetch::cache_reader(cache, &mut f, &file_name, None, &progress)?;
-                term.line(&format!("locked {} {} ({})", c.package, c.version, human(size)));
-                out.push(Artifact { kind: ArtifactKind::Deb, name: c.package, version: c.version, arch: c.arch, file: file_name, size, sha256: sha });
+                let (_, sha, size) =
+                    fetch::cache_reader(cache, &mut f, &file_name, None, &progress)?;
+                term.line(&format!(
+                    "locked {} {} ({})",
+                    c.package,
+                    c.version,
+                    human(size)
+                ));
+                out.push(Artifact {
+                    kind: ArtifactKind::Deb,
+                    name: c.package,
+                    version: c.version,
+                    arch: c.arch,
+                    file: file_name,
+                    size,
+                    sha256: sha,
+                });
             }
             Ok(out)
         }
@@ -150,14 +224,30 @@ fn resolve(cache: &Cache, src: &SourceSpec, term: &Term) -> Result<Vec<Artifact>
             let mut out = Vec::new();
             for p in &src.pypi {
                 let (name, _) = split_req(p, "==");
-                let file = fetch::pip_download(cache, p, src, None).or_else(|e| fetch::pip_download(cache, p, src, Some("sdist.tar.gz")).map_err(|_| e))?;
-                let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let version = version_from_file(&file_name).with_context(|| format!("`{file_name}`: cannot read the version from the file name"))?;
+                let file = fetch::pip_download(cache, p, src, None).or_else(|e| {
+                    fetch::pip_download(cache, p, src, Some("sdist.tar.gz")).map_err(|_| e)
+                })?;
+                let file_name = file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let version = version_from_file(&file_name).with_context(|| {
+                    format!("`{file_name}`: cannot read the version from the file name")
+                })?;
                 let mut f = std::fs::File::open(&file)?;
-                let (_, sha, size) = fetch::cache_reader(cache, &mut f, &file_name, None, &progress)?;
+                let (_, sha, size) =
+                    fetch::cache_reader(cache, &mut f, &file_name, None, &progress)?;
                 let _ = std::fs::remove_file(&file);
                 term.line(&format!("locked {name} {version} ({})", human(size)));
-                out.push(Artifact { kind: ArtifactKind::Pypi, name: name.to_string(), version, arch: String::new(), file: file_name, size, sha256: sha });
+                out.push(Artifact {
+                    kind: ArtifactKind::Pypi,
+                    name: name.to_string(),
+                    version,
+                    arch: String::new(),
+                    file: file_name,
+                    size,
+                    sha256: sha,
+                });
             }
             Ok(out)
         }
@@ -169,7 +259,9 @@ fn version_from_file(f: &str) -> Option<String> {
     if let Some(stem) = f.strip_suffix(".whl") {
         return stem.split('-').nth(1).map(str::to_string);
     }
-    let stem = f.strip_suffix(".tar.gz").or_else(|| f.strip_suffix(".zip"))?;
+    let stem = f
+        .strip_suffix(".tar.gz")
+        .or_else(|| f.strip_suffix(".zip"))?;
     stem.rsplit_once('-').map(|(_, v)| v.to_string())
 }
 
@@ -179,8 +271,14 @@ mod tests {
 
     #[test]
     fn versions_from_file_names() {
-        assert_eq!(version_from_file("numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl").as_deref(), Some("1.26.4"));
-        assert_eq!(version_from_file("pyspark-3.5.2.tar.gz").as_deref(), Some("3.5.2"));
+        assert_eq!(
+            version_from_file("numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl").as_deref(),
+            Some("1.26.4")
+        );
+        assert_eq!(
+            version_from_file("pyspark-3.5.2.tar.gz").as_deref(),
+            Some("3.5.2")
+        );
         assert_eq!(version_from_file("x.exe"), None);
     }
 }

@@ -30,7 +30,11 @@ pub fn human(n: u64) -> String {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// Progress lines on stderr, one per event; quiet when `quiet`.
@@ -63,7 +67,10 @@ impl Term {
             return;
         }
         *last = (what.to_string(), std::time::Instant::now());
-        let pct = total.filter(|t| *t > 0).map(|t| format!(" {:>3}%", done * 100 / t)).unwrap_or_default();
+        let pct = total
+            .filter(|t| *t > 0)
+            .map(|t| format!(" {:>3}%", done * 100 / t))
+            .unwrap_or_default();
         self.line(&format!("fetch {what}: {}{pct}", human(done)));
     }
 }

@@ -17,14 +17,26 @@ pub fn run(a: VendorArgs) -> Result<ExitCode> {
     let term = Term::new(false);
     let def = Definition::load(&a.definition)?;
     let lp = lock_path(&def.path);
-    let lock = Lock::read(&lp)?.ok_or_else(|| LockError::Missing { path: lp.clone(), def: def.path.clone() })?;
+    let lock = Lock::read(&lp)?.ok_or_else(|| LockError::Missing {
+        path: lp.clone(),
+        def: def.path.clone(),
+    })?;
     let cache = Cache::new(a.cache.cache);
     let progress = |w: &str, n: u64, t: Option<u64>| term.download(w, n, t);
-    let sources = Sources { cache: &cache, offline: a.offline, mirror: a.mirror.as_deref(), progress: &progress };
+    let sources = Sources {
+        cache: &cache,
+        offline: a.offline,
+        mirror: a.mirror.as_deref(),
+        progress: &progress,
+    };
     let mut files = Vec::new();
     for layer in &def.spec.layers {
         for src in &layer.sources {
-            for art in lock.resolve(src).map_err(|w| LockError::Stale { path: lp.clone(), def: def.path.clone(), what: w })? {
+            for art in lock.resolve(src).map_err(|w| LockError::Stale {
+                path: lp.clone(),
+                def: def.path.clone(),
+                what: w,
+            })? {
                 let p = sources.ensure(art, src)?;
                 files.push((art.clone(), p));
             }
@@ -33,28 +45,53 @@ pub fn run(a: VendorArgs) -> Result<ExitCode> {
     files.sort_by(|x, y| x.0.cmp(&y.0));
     files.dedup_by(|x, y| x.0 == y.0);
     let total: u64 = files.iter().map(|f| f.0.size).sum();
-    let listing: String = files.iter().map(|(a, _)| format!("{}  {}\n", a.sha256, a.file)).collect();
+    let listing: String = files
+        .iter()
+        .map(|(a, _)| format!("{}  {}\n", a.sha256, a.file))
+        .collect();
     let is_tar = a.to.extension().is_some_and(|e| e == "tar");
     if is_tar {
         let parent = crate::fsutil::parent_dir(&a.to);
         std::fs::create_dir_all(parent)?;
-        let tmp = tempfile::Builder::new().prefix(".ferry-").suffix(".tar.part").tempfile_in(parent)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".ferry-")
+            .suffix(".tar.part")
+            .tempfile_in(parent)?;
         {
             let mut w = std::io::BufWriter::new(tmp.as_file());
-            let mut put = |name: &str, size: u64, r: &mut dyn std::io::Read| -> std::io::Result<()> {
-                layer::write_header(&mut w, &TarHeader { path: name, kind: b'0', mode: 0o644, uid: 0, gid: 0, size, mtime: def.created, link: "" })?;
-                std::io::copy(&mut std::io::Read::take(r, size), &mut w)?;
-                layer::pad(&mut w, size)
-            };
+            let mut put =
+                |name: &str, size: u64, r: &mut dyn std::io::Read| -> std::io::Result<()> {
+                    layer::write_header(
+                        &mut w,
+                        &TarHeader {
+                            path: name,
+                            kind: b'0',
+                            mode: 0o644,
+                            uid: 0,
+                            gid: 0,
+                            size,
+                            mtime: def.created,
+                            link: "",
+                        },
+                    )?;
+                    std::io::copy(&mut std::io::Read::take(r, size), &mut w)?;
+                    layer::pad(&mut w, size)
+                };
             put("SHA256SUMS", listing.len() as u64, &mut listing.as_bytes())?;
             for (art, p) in &files {
-                put(&format!("sha256/{}", art.sha256), art.size, &mut std::fs::File::open(p)?)?;
+                put(
+                    &format!("sha256/{}", art.sha256),
+                    art.size,
+                    &mut std::fs::File::open(p)?,
+                )?;
             }
             w.write_all(&[0u8; 1024])?;
             w.flush()?;
         }
         tmp.as_file().sync_all()?;
-        tmp.persist(&a.to).map_err(|e| e.error).with_context(|| format!("`{}`", a.to.display()))?;
+        tmp.persist(&a.to)
+            .map_err(|e| e.error)
+            .with_context(|| format!("`{}`", a.to.display()))?;
     } else {
         let dir = a.to.join("sha256");
         std::fs::create_dir_all(&dir).with_context(|| format!("`{}`", dir.display()))?;
@@ -70,11 +107,21 @@ pub fn run(a: VendorArgs) -> Result<ExitCode> {
         }
         // the listing is merged with what other images already vendored here
         let sums = a.to.join("SHA256SUMS");
-        let mut lines: std::collections::BTreeSet<String> = std::fs::read_to_string(&sums).unwrap_or_default().lines().map(str::to_string).collect();
+        let mut lines: std::collections::BTreeSet<String> = std::fs::read_to_string(&sums)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
         lines.extend(listing.lines().map(str::to_string));
         let text: String = lines.into_iter().map(|l| l + "\n").collect();
         crate::fsutil::write_atomic(&sums, text.as_bytes())?;
     }
-    term.line(&format!("vendored {} inputs ({}) of `{}` into `{}`", files.len(), human(total), def.path.display(), a.to.display()));
+    term.line(&format!(
+        "vendored {} inputs ({}) of `{}` into `{}`",
+        files.len(),
+        human(total),
+        def.path.display(),
+        a.to.display()
+    ));
     Ok(ExitCode::SUCCESS)
 }

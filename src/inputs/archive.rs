@@ -26,7 +26,13 @@ impl Stage {
     }
 
     /// Copies exactly `size` bytes from `r` into a new staged file.
-    pub fn put(&mut self, r: &mut dyn Read, size: u64, source: &str, entry: &str) -> Result<PathBuf, InputError> {
+    pub fn put(
+        &mut self,
+        r: &mut dyn Read,
+        size: u64,
+        source: &str,
+        entry: &str,
+    ) -> Result<PathBuf, InputError> {
         self.next += 1;
         let path = self.dir.join(self.next.to_string());
         let mut f = File::create(&path).map_err(|e| InputError::io(&path, e))?;
@@ -107,18 +113,30 @@ fn corrupt(source: &str, e: impl std::fmt::Display) -> InputError {
 }
 
 /// Wraps `r` in the decompressor `format` calls for.
-pub fn decompressor<'a>(r: impl Read + 'a, format: Format, source: &str) -> Result<Box<dyn Read + 'a>, InputError> {
+pub fn decompressor<'a>(
+    r: impl Read + 'a,
+    format: Format,
+    source: &str,
+) -> Result<Box<dyn Read + 'a>, InputError> {
     Ok(match format {
         Format::Tar => Box::new(r),
         Format::TarGz => Box::new(flate2::read::MultiGzDecoder::new(r)),
         Format::TarXz => Box::new(xz2::read::XzDecoder::new_multi_decoder(r)),
-        Format::TarZst => Box::new(zstd::stream::read::Decoder::new(r).map_err(|e| corrupt(source, e))?),
+        Format::TarZst => {
+            Box::new(zstd::stream::read::Decoder::new(r).map_err(|e| corrupt(source, e))?)
+        }
         _ => unreachable!("not a tar format"),
     })
 }
 
 /// Adds an archive file (any [`Format`] but `Plain` and `Deb`) to the tree.
-pub fn add_file(tree: &mut Tree, stage: &mut Stage, file: &Path, format: Format, place: &Placement) -> Result<(), InputError> {
+pub fn add_file(
+    tree: &mut Tree,
+    stage: &mut Stage,
+    file: &Path,
+    format: Format,
+    place: &Placement,
+) -> Result<(), InputError> {
     match format {
         Format::Zip => add_zip(tree, stage, file, place),
         Format::Tar | Format::TarGz | Format::TarXz | Format::TarZst => {
@@ -131,7 +149,12 @@ pub fn add_file(tree: &mut Tree, stage: &mut Stage, file: &Path, format: Format,
 }
 
 /// Adds every member of a tar stream.
-pub fn add_tar(tree: &mut Tree, stage: &mut Stage, r: impl Read, place: &Placement) -> Result<(), InputError> {
+pub fn add_tar(
+    tree: &mut Tree,
+    stage: &mut Stage,
+    r: impl Read,
+    place: &Placement,
+) -> Result<(), InputError> {
     let mut ar = tar::Archive::new(r);
     let entries = ar.entries().map_err(|e| corrupt(&place.source, e))?;
     for entry in entries {
@@ -163,7 +186,10 @@ pub fn add_tar(tree: &mut Tree, stage: &mut Stage, r: impl Read, place: &Placeme
         match kind {
             T::Regular | T::Continuous => {
                 if size > MAX_ENTRY_SIZE {
-                    return Err(InputError::refused(&origin, format!("declared size {size} is absurd")));
+                    return Err(InputError::refused(
+                        &origin,
+                        format!("declared size {size} is absurd"),
+                    ));
                 }
                 let data = stage.put(&mut entry, size, &place.source, &name)?;
                 let group = tree.new_group();
@@ -230,11 +256,17 @@ pub fn add_tar(tree: &mut Tree, stage: &mut Stage, r: impl Read, place: &Placeme
                 tree.insert_hardlink(&path, &target_path, mtime, &origin)?;
             }
             T::Char | T::Block | T::Fifo => {
-                return Err(InputError::refused(&origin, "device nodes and FIFOs are not allowed in images"));
+                return Err(InputError::refused(
+                    &origin,
+                    "device nodes and FIFOs are not allowed in images",
+                ));
             }
             T::XGlobalHeader => {}
             other => {
-                return Err(InputError::refused(&origin, format!("unsupported tar entry type {:?}", other)));
+                return Err(InputError::refused(
+                    &origin,
+                    format!("unsupported tar entry type {:?}", other),
+                ));
             }
         }
     }
@@ -242,7 +274,12 @@ pub fn add_tar(tree: &mut Tree, stage: &mut Stage, r: impl Read, place: &Placeme
 }
 
 /// Adds every member of a zip archive (wheels use [`super::wheel`], which maps names first).
-pub fn add_zip(tree: &mut Tree, stage: &mut Stage, file: &Path, place: &Placement) -> Result<(), InputError> {
+pub fn add_zip(
+    tree: &mut Tree,
+    stage: &mut Stage,
+    file: &Path,
+    place: &Placement,
+) -> Result<(), InputError> {
     for_each_zip_entry(file, &place.source, |name, kind, mode, reader, size| {
         let origin = Origin {
             source: place.source.clone(),
@@ -356,7 +393,10 @@ pub fn for_each_zip_entry(
         } else if fmt == 0 || fmt == 0o100000 {
             ZipKind::File
         } else {
-            return Err(InputError::refused(&origin, "device nodes and FIFOs are not allowed in images"));
+            return Err(InputError::refused(
+                &origin,
+                "device nodes and FIFOs are not allowed in images",
+            ));
         };
         let mode = match (unix, kind) {
             (Some(m), _) if m & 0o7777 != 0 => m & 0o7777,
@@ -365,7 +405,10 @@ pub fn for_each_zip_entry(
         };
         let size = zf.size();
         if size > MAX_ENTRY_SIZE {
-            return Err(InputError::refused(&origin, format!("declared size {size} is absurd")));
+            return Err(InputError::refused(
+                &origin,
+                format!("declared size {size} is absurd"),
+            ));
         }
         f(&name, kind, mode, &mut zf, size)?;
     }
@@ -416,7 +459,10 @@ mod tests {
     fn dotdot_entry_is_refused_with_its_name() {
         let t = tar_with(&[("../../etc/passwd", tar::EntryType::Regular, b"x", "")]);
         let err = load(&t).unwrap_err().to_string();
-        assert!(err.contains("evil.tar") && err.contains("../../etc/passwd"), "{err}");
+        assert!(
+            err.contains("evil.tar") && err.contains("../../etc/passwd"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -444,7 +490,11 @@ mod tests {
         ]);
         let tree = load(&t).unwrap();
         // `/opt/up` points above the root, which resolves to the root itself
-        assert!(tree.entries().contains_key("etc/cron.d/x"), "{:?}", tree.entries().keys());
+        assert!(
+            tree.entries().contains_key("etc/cron.d/x"),
+            "{:?}",
+            tree.entries().keys()
+        );
     }
 
     #[test]

@@ -26,7 +26,12 @@ pub struct Control {
 }
 
 /// Adds the package's files to `tree` and returns its control fields.
-pub fn add_deb(tree: &mut Tree, stage: &mut Stage, file: &Path, place: &Placement) -> Result<Control, InputError> {
+pub fn add_deb(
+    tree: &mut Tree,
+    stage: &mut Stage,
+    file: &Path,
+    place: &Placement,
+) -> Result<Control, InputError> {
     let src = place.source.as_str();
     let f = File::open(file).map_err(|e| InputError::io(file, e))?;
     let mut r = BufReader::with_capacity(1 << 20, f);
@@ -46,31 +51,50 @@ pub fn add_deb(tree: &mut Tree, stage: &mut Stage, file: &Path, place: &Placemen
             Err(e) => return Err(not_a_deb(src, e)),
         }
         if &h[58..60] != b"`\n" {
-            return Err(not_a_deb(src, format!("bad member header at byte {offset}")));
+            return Err(not_a_deb(
+                src,
+                format!("bad member header at byte {offset}"),
+            ));
         }
-        let name = String::from_utf8_lossy(&h[0..16]).trim_end().trim_end_matches('/').to_string();
+        let name = String::from_utf8_lossy(&h[0..16])
+            .trim_end()
+            .trim_end_matches('/')
+            .to_string();
         let size: u64 = String::from_utf8_lossy(&h[48..58])
             .trim()
             .parse()
             .map_err(|_| not_a_deb(src, format!("bad size in member `{name}`")))?;
         if size > archive::MAX_ENTRY_SIZE {
-            return Err(not_a_deb(src, format!("member `{name}` declares an absurd size")));
+            return Err(not_a_deb(
+                src,
+                format!("member `{name}` declares an absurd size"),
+            ));
         }
         let mut member = (&mut r).take(size);
         if name == "debian-binary" {
             let mut v = String::new();
-            member.read_to_string(&mut v).map_err(|e| not_a_deb(src, e))?;
+            member
+                .read_to_string(&mut v)
+                .map_err(|e| not_a_deb(src, e))?;
             if !v.starts_with("2.") {
                 return Err(not_a_deb(src, format!("format `{}`", v.trim())));
             }
         } else if let Some(ext) = name.strip_prefix("control.tar") {
             let fmt = tar_format(ext).ok_or_else(|| not_a_deb(src, format!("member `{name}`")))?;
-            control = Some(read_control(archive::decompressor(&mut member, fmt, src)?, src)?);
+            control = Some(read_control(
+                archive::decompressor(&mut member, fmt, src)?,
+                src,
+            )?);
         } else if let Some(ext) = name.strip_prefix("data.tar") {
             let fmt = tar_format(ext).ok_or_else(|| not_a_deb(src, format!("member `{name}`")))?;
             let mut place = place.clone();
             place.root_owned = false;
-            archive::add_tar(tree, stage, archive::decompressor(&mut member, fmt, src)?, &place)?;
+            archive::add_tar(
+                tree,
+                stage,
+                archive::decompressor(&mut member, fmt, src)?,
+                &place,
+            )?;
             seen_data = true;
         }
         // skip what is left of the member, and the padding byte for odd sizes
@@ -98,12 +122,20 @@ pub fn control_of(file: &Path, source: &str) -> Result<Control, InputError> {
     }
     loop {
         let mut h = [0u8; 60];
-        r.read_exact(&mut h).map_err(|_| not_a_deb(source, "no control.tar member"))?;
-        let name = String::from_utf8_lossy(&h[0..16]).trim_end().trim_end_matches('/').to_string();
-        let size: u64 = String::from_utf8_lossy(&h[48..58]).trim().parse().map_err(|_| not_a_deb(source, "bad member size"))?;
+        r.read_exact(&mut h)
+            .map_err(|_| not_a_deb(source, "no control.tar member"))?;
+        let name = String::from_utf8_lossy(&h[0..16])
+            .trim_end()
+            .trim_end_matches('/')
+            .to_string();
+        let size: u64 = String::from_utf8_lossy(&h[48..58])
+            .trim()
+            .parse()
+            .map_err(|_| not_a_deb(source, "bad member size"))?;
         let mut member = (&mut r).take(size);
         if let Some(ext) = name.strip_prefix("control.tar") {
-            let fmt = tar_format(ext).ok_or_else(|| not_a_deb(source, format!("member `{name}`")))?;
+            let fmt =
+                tar_format(ext).ok_or_else(|| not_a_deb(source, format!("member `{name}`")))?;
             return read_control(archive::decompressor(&mut member, fmt, source)?, source);
         }
         std::io::copy(&mut member, &mut std::io::sink()).map_err(|e| not_a_deb(source, e))?;
@@ -169,7 +201,12 @@ mod tests {
             source: "fake.deb".into(),
             ..Default::default()
         };
-        let err = add_deb(&mut tree, &mut stage, &p, &place).unwrap_err().to_string();
-        assert!(err.contains("fake.deb") && err.contains("not a Debian package"), "{err}");
+        let err = add_deb(&mut tree, &mut stage, &p, &place)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fake.deb") && err.contains("not a Debian package"),
+            "{err}"
+        );
     }
 }

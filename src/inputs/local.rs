@@ -13,13 +13,21 @@ pub fn git_mode(mode: u32) -> u32 {
 
 /// Adds `path` (a file or a folder) at image path `dest`. A folder's content
 /// goes under `dest`; a file lands at `dest`, or inside it when `dest` ends in `/`.
-pub fn add_path(tree: &mut Tree, path: &Path, dest: &str, mode: Option<u32>) -> Result<(), InputError> {
+pub fn add_path(
+    tree: &mut Tree,
+    path: &Path,
+    dest: &str,
+    mode: Option<u32>,
+) -> Result<(), InputError> {
     let meta = std::fs::symlink_metadata(path).map_err(|e| InputError::io(path, e))?;
     let source = path.display().to_string();
     if meta.is_dir() {
         walk(tree, path, dest.trim_end_matches('/'), mode, &source)
     } else {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let target = if dest.is_empty() || dest.ends_with('/') {
             format!("{dest}{name}")
         } else {
@@ -29,7 +37,13 @@ pub fn add_path(tree: &mut Tree, path: &Path, dest: &str, mode: Option<u32>) -> 
     }
 }
 
-fn walk(tree: &mut Tree, dir: &Path, dest: &str, mode: Option<u32>, source: &str) -> Result<(), InputError> {
+fn walk(
+    tree: &mut Tree,
+    dir: &Path,
+    dest: &str,
+    mode: Option<u32>,
+    source: &str,
+) -> Result<(), InputError> {
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| InputError::io(dir, e))?
         .map(|e| e.map(|e| e.file_name()))
@@ -78,7 +92,10 @@ fn add_one(
             group,
         }
     } else {
-        return Err(InputError::refused(&origin, "only files, folders and symlinks can go into an image"));
+        return Err(InputError::refused(
+            &origin,
+            "only files, folders and symlinks can go into an image",
+        ));
     };
     let mode = match kind {
         Kind::Dir => 0o755,

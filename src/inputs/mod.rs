@@ -67,7 +67,11 @@ pub enum Data {
 pub enum Kind {
     Dir,
     /// `group` ties hard links together: entries sharing a group are one inode.
-    File { data: Data, size: u64, group: u64 },
+    File {
+        data: Data,
+        size: u64,
+        group: u64,
+    },
     Symlink(String),
 }
 
@@ -147,7 +151,7 @@ pub fn image_path(dest: &str, rel: &str) -> Result<String, String> {
 }
 
 /// Applies `strip_prefix`: `None` when the entry lies outside the prefix.
-pub fn strip<'a>(name: &'a str, prefix: Option<&str>) -> Option<String> {
+pub fn strip(name: &str, prefix: Option<&str>) -> Option<String> {
     let name = name.trim_start_matches("./").trim_start_matches('/');
     match prefix {
         None => Some(name.to_string()),
@@ -219,7 +223,12 @@ impl Tree {
 
     /// Resolves every component but the last through symlinks, inside the
     /// image root. With `follow_last`, the last component is resolved too.
-    fn resolve(&self, path: &str, follow_last: bool, origin: &Origin) -> Result<String, InputError> {
+    fn resolve(
+        &self,
+        path: &str,
+        follow_last: bool,
+        origin: &Origin,
+    ) -> Result<String, InputError> {
         let mut pending: Vec<String> = clean_components(path)
             .map_err(|r| InputError::refused(origin, r))?
             .into_iter()
@@ -269,7 +278,9 @@ impl Tree {
             let parent = &path[..end + i];
             end += i + 1;
             match self.entries.get(parent) {
-                Some(Entry { kind: Kind::Dir, .. }) => continue,
+                Some(Entry {
+                    kind: Kind::Dir, ..
+                }) => continue,
                 Some(_) => {
                     return Err(InputError::refused(
                         origin,
@@ -277,8 +288,12 @@ impl Tree {
                     ));
                 }
                 None => {
-                    let (mode, uid, gid) =
-                        self.below.dirs.get(parent).copied().unwrap_or((0o755, 0, 0));
+                    let (mode, uid, gid) = self
+                        .below
+                        .dirs
+                        .get(parent)
+                        .copied()
+                        .unwrap_or((0o755, 0, 0));
                     self.entries.insert(
                         parent.to_string(),
                         Entry {
@@ -299,13 +314,25 @@ impl Tree {
     /// earlier one at the same path; a folder entry over a symlink to a folder
     /// keeps the link (as dpkg does), and a non-folder entry cannot replace a
     /// folder that still has content.
-    pub fn insert(&mut self, path: &str, mut entry: Entry, origin: &Origin) -> Result<(), InputError> {
+    pub fn insert(
+        &mut self,
+        path: &str,
+        mut entry: Entry,
+        origin: &Origin,
+    ) -> Result<(), InputError> {
         entry.mode &= 0o7777;
         entry.mtime = entry.mtime.min(self.created);
         let is_dir = matches!(entry.kind, Kind::Dir);
-        if path.rsplit('/').next().is_some_and(|n| n.starts_with(".wh.")) {
+        if path
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with(".wh."))
+        {
             // An overlay whiteout would delete files of lower layers at run time.
-            return Err(InputError::refused(origin, "`.wh.` names are overlay whiteouts"));
+            return Err(InputError::refused(
+                origin,
+                "`.wh.` names are overlay whiteouts",
+            ));
         }
         let resolved = self.resolve(path, is_dir, origin)?;
         if resolved.is_empty() {
@@ -356,7 +383,9 @@ impl Tree {
         else {
             return Err(InputError::refused(
                 origin,
-                format!("hard link to `{target}`, which is not an earlier regular file of this layer"),
+                format!(
+                    "hard link to `{target}`, which is not an earlier regular file of this layer"
+                ),
             ));
         };
         self.insert(
@@ -382,7 +411,12 @@ impl Tree {
     }
 
     /// Sets mode and owner of every entry matching `pattern`.
-    pub fn set_meta(&mut self, pattern: &str, mode: Option<u32>, owner: Option<(u32, u32)>) -> usize {
+    pub fn set_meta(
+        &mut self,
+        pattern: &str,
+        mode: Option<u32>,
+        owner: Option<(u32, u32)>,
+    ) -> usize {
         let mut n = 0;
         for (p, e) in self.entries.iter_mut() {
             if glob_match(pattern, p) {
@@ -398,7 +432,6 @@ impl Tree {
         }
         n
     }
-
 }
 
 /// True when `pattern` matches `path` or one of its parents.
@@ -429,7 +462,9 @@ fn match_segments(pat: &[&str], segs: &[&str]) -> bool {
         None => segs.is_empty(),
         Some(&"**") => (0..=segs.len()).any(|i| match_segments(&pat[1..], &segs[i..])),
         Some(p) => {
-            !segs.is_empty() && match_one(p.as_bytes(), segs[0].as_bytes()) && match_segments(&pat[1..], &segs[1..])
+            !segs.is_empty()
+                && match_one(p.as_bytes(), segs[0].as_bytes())
+                && match_segments(&pat[1..], &segs[1..])
         }
     }
 }
@@ -498,7 +533,8 @@ mod tests {
     fn paths_beneath_symlinks_resolve_inside_the_root() {
         let mut t = Tree::new(0, Skeleton::default());
         t.insert("bin", link("usr/bin"), &origin()).unwrap();
-        t.insert("evil", link("/../../../../tmp"), &origin()).unwrap();
+        t.insert("evil", link("/../../../../tmp"), &origin())
+            .unwrap();
         t.insert("bin/bash", file(b"x"), &origin()).unwrap();
         t.insert("evil/owned", file(b"x"), &origin()).unwrap();
         assert!(t.entries().contains_key("usr/bin/bash"));
@@ -545,7 +581,10 @@ mod tests {
     fn hardlink_needs_earlier_file() {
         let mut t = Tree::new(0, Skeleton::default());
         let err = t.insert_hardlink("a", "nope", 0, &origin()).unwrap_err();
-        assert!(err.to_string().contains("not an earlier regular file"), "{err}");
+        assert!(
+            err.to_string().contains("not an earlier regular file"),
+            "{err}"
+        );
         t.insert("f", file(b"x"), &origin()).unwrap();
         t.insert_hardlink("g", "f", 0, &origin()).unwrap();
         assert!(matches!(t.entries()["g"].kind, Kind::File { .. }));
@@ -565,8 +604,14 @@ mod tests {
         assert!(glob_match("usr/*/doc", "usr/share/doc"));
         assert!(!glob_match("usr/*/doc", "usr/share/x/doc"));
         assert!(glob_match("**/*.pyc", "a/b/c.pyc"));
-        assert!(glob_match_or_parent("usr/share/man", "usr/share/man/man1/ls.1.gz"));
-        assert_eq!(strip("./spark-3/bin/x", Some("spark-3/")), Some("bin/x".into()));
+        assert!(glob_match_or_parent(
+            "usr/share/man",
+            "usr/share/man/man1/ls.1.gz"
+        ));
+        assert_eq!(
+            strip("./spark-3/bin/x", Some("spark-3/")),
+            Some("bin/x".into())
+        );
         assert_eq!(strip("other/x", Some("spark-3")), None);
         assert_eq!(strip("spark-3x/y", Some("spark-3")), None);
     }

@@ -36,12 +36,23 @@ pub fn normalize_name(n: &str) -> String {
 }
 
 /// Installs the wheel into `tree`; returns its (name, version) from METADATA.
-pub fn add_wheel(tree: &mut Tree, stage: &mut Stage, file: &Path, source: &str, t: &WheelTarget) -> Result<(String, String), InputError> {
+pub fn add_wheel(
+    tree: &mut Tree,
+    stage: &mut Stage,
+    file: &Path,
+    source: &str,
+    t: &WheelTarget,
+) -> Result<(String, String), InputError> {
     let corrupt = |reason: String| InputError::Corrupt {
         source_name: source.to_string(),
         reason,
     };
-    let prefix = t.bin_dir.trim_end_matches('/').rsplit_once('/').map(|(p, _)| p.to_string()).unwrap_or_default();
+    let prefix = t
+        .bin_dir
+        .trim_end_matches('/')
+        .rsplit_once('/')
+        .map(|(p, _)| p.to_string())
+        .unwrap_or_default();
     let mut metadata: Option<String> = None;
     let mut entry_points: Option<String> = None;
     let mut saw_wheel = false;
@@ -57,14 +68,18 @@ pub fn add_wheel(tree: &mut Tree, stage: &mut Stage, file: &Path, source: &str, 
             match rest {
                 "METADATA" | "entry_points.txt" => {
                     let mut text = String::new();
-                    reader.take(16 << 20).read_to_string(&mut text).map_err(|e| corrupt(format!("{name}: {e}")))?;
+                    reader
+                        .take(16 << 20)
+                        .read_to_string(&mut text)
+                        .map_err(|e| corrupt(format!("{name}: {e}")))?;
                     let bytes: Arc<[u8]> = text.as_bytes().into();
                     if rest == "METADATA" {
                         metadata = Some(text);
                     } else {
                         entry_points = Some(text);
                     }
-                    let path = image_path(&t.site_packages, name).map_err(|r| InputError::refused(&origin, r))?;
+                    let path = image_path(&t.site_packages, name)
+                        .map_err(|r| InputError::refused(&origin, r))?;
                     return insert_bytes(tree, &path, bytes, mode, &origin);
                 }
                 "WHEEL" => saw_wheel = true,
@@ -80,7 +95,12 @@ pub fn add_wheel(tree: &mut Tree, stage: &mut Stage, file: &Path, source: &str, 
                 "scripts" => (t.bin_dir.as_str(), rel, true),
                 "data" => (prefix.as_str(), rel, false),
                 "headers" => return Ok(()),
-                other => return Err(InputError::refused(&origin, format!("unknown wheel scheme `{other}`"))),
+                other => {
+                    return Err(InputError::refused(
+                        &origin,
+                        format!("unknown wheel scheme `{other}`"),
+                    ));
+                }
             }
         } else {
             (t.site_packages.as_str(), name, false)
@@ -91,7 +111,10 @@ pub fn add_wheel(tree: &mut Tree, stage: &mut Stage, file: &Path, source: &str, 
         let path = image_path(dest, rel).map_err(|r| InputError::refused(&origin, r))?;
         if script && kind == ZipKind::File {
             let mut body = Vec::new();
-            reader.take(size.min(64 << 20)).read_to_end(&mut body).map_err(|e| corrupt(format!("{name}: {e}")))?;
+            reader
+                .take(size.min(64 << 20))
+                .read_to_end(&mut body)
+                .map_err(|e| corrupt(format!("{name}: {e}")))?;
             let body = rewrite_shebang(&body, &t.python);
             return insert_bytes(tree, &path, body.into(), 0o755, &origin);
         }
@@ -100,11 +123,16 @@ pub fn add_wheel(tree: &mut Tree, stage: &mut Stage, file: &Path, source: &str, 
     if !saw_wheel {
         return Err(corrupt("not a wheel: no `*.dist-info/WHEEL`".into()));
     }
-    let metadata = metadata.ok_or_else(|| corrupt("not a wheel: no `*.dist-info/METADATA`".into()))?;
+    let metadata =
+        metadata.ok_or_else(|| corrupt("not a wheel: no `*.dist-info/METADATA`".into()))?;
     let field = |k: &str| {
         metadata
             .lines()
-            .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix(':')).map(|v| v.trim().to_string()))
+            .find_map(|l| {
+                l.strip_prefix(k)
+                    .and_then(|v| v.strip_prefix(':'))
+                    .map(|v| v.trim().to_string())
+            })
             .unwrap_or_default()
     };
     let (name, version) = (field("Name"), field("Version"));
@@ -114,7 +142,8 @@ pub fn add_wheel(tree: &mut Tree, stage: &mut Stage, file: &Path, source: &str, 
                 source: source.to_string(),
                 entry: format!("entry point `{script}`"),
             };
-            let path = image_path(&t.bin_dir, &script).map_err(|r| InputError::refused(&origin, r))?;
+            let path =
+                image_path(&t.bin_dir, &script).map_err(|r| InputError::refused(&origin, r))?;
             let import = match attr.split('.').next() {
                 Some(first) => format!("from {module} import {first}"),
                 None => format!("import {module}"),
@@ -129,7 +158,13 @@ pub fn add_wheel(tree: &mut Tree, stage: &mut Stage, file: &Path, source: &str, 
     Ok((name, version))
 }
 
-fn insert_bytes(tree: &mut Tree, path: &str, bytes: Arc<[u8]>, mode: u32, origin: &Origin) -> Result<(), InputError> {
+fn insert_bytes(
+    tree: &mut Tree,
+    path: &str,
+    bytes: Arc<[u8]>,
+    mode: u32,
+    origin: &Origin,
+) -> Result<(), InputError> {
     let group = tree.new_group();
     let size = bytes.len() as u64;
     let mtime = tree.created();
@@ -178,7 +213,11 @@ fn console_scripts(text: &str) -> Vec<(String, String, String)> {
         if let Some((name, target)) = line.split_once('=') {
             let target = target.split('[').next().unwrap_or_default().trim();
             if let Some((module, attr)) = target.split_once(':') {
-                out.push((name.trim().to_string(), module.trim().to_string(), attr.trim().to_string()));
+                out.push((
+                    name.trim().to_string(),
+                    module.trim().to_string(),
+                    attr.trim().to_string(),
+                ));
             }
         }
     }
@@ -200,12 +239,18 @@ mod tests {
     #[test]
     fn entry_points_parse() {
         let ep = "[console_scripts]\nf2py = numpy.f2py.f2py2e:main\n\n[other]\nx = y:z\n";
-        assert_eq!(console_scripts(ep), vec![("f2py".into(), "numpy.f2py.f2py2e".into(), "main".into())]);
+        assert_eq!(
+            console_scripts(ep),
+            vec![("f2py".into(), "numpy.f2py.f2py2e".into(), "main".into())]
+        );
     }
 
     #[test]
     fn shebang_is_rewritten() {
-        assert_eq!(rewrite_shebang(b"#!python\nprint(1)\n", "/usr/bin/python3"), b"#!/usr/bin/python3\nprint(1)\n");
+        assert_eq!(
+            rewrite_shebang(b"#!python\nprint(1)\n", "/usr/bin/python3"),
+            b"#!/usr/bin/python3\nprint(1)\n"
+        );
         assert_eq!(rewrite_shebang(b"#!/bin/sh\n", "/p"), b"#!/bin/sh\n");
     }
 }

@@ -1,0 +1,497 @@
+//! The integration tests: each drives the real `ferry` executable, the way a
+//! user does, against real inputs (Debian's busybox-static package) and real
+//! consumers (skopeo, umoci, a Docker daemon). Where a consumer is missing on
+//! a developer's machine the test says so loudly; under CI (`CI=true`) a
+//! missing tool is a failure, since the test runner installs them all.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn ferry() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("command runs")
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr_of(cmd: &mut Command) -> (i32, String) {
+    let out = run(cmd);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Skips (loudly) on a developer box, fails under CI.
+fn require(tool: &str, works: bool) -> bool {
+    if works {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "`{tool}` is required under CI: run the tests through `bash tests/run.sh`, which installs it"
+        );
+    }
+    eprintln!(
+        "\n*** SKIPPED: `{tool}` is not available; run `bash tests/run.sh` to install it ***\n"
+    );
+    false
+}
+
+fn has(tool: &str, arg: &str) -> bool {
+    Command::new(tool)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// A vendored bundle of the busybox image's inputs, made once per test run.
+/// When the committed lock names a package version the Debian archive no
+/// longer serves, the bundle is made from a fresh lock of a copy instead,
+/// with a loud notice (the committed lock is never rewritten by tests).
+struct Fixture {
+    _dir: tempfile::TempDir,
+    /// A copy of images/busybox with a lock whose inputs are in `bundle`.
+    image: PathBuf,
+    bundle: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("busybox");
+        copy_dir(&repo().join("images/busybox"), &image);
+        let cache = dir.path().join("cache");
+        let bundle = dir.path().join("bundle");
+        let def = image.join("image.toml");
+        let (code, err) = stderr_of(ferry().arg("vendor").arg(&def).arg("--to").arg(&bundle).arg("--cache").arg(&cache));
+        if code != 0 {
+            eprintln!("\n*** NOTICE: the committed images/busybox/image.lock cannot be fetched ({err}); testing with a fresh lock of a copy ***\n");
+            ok(ferry().arg("lock").arg(&def).arg("--update").arg("--cache").arg(&cache));
+            ok(ferry().arg("vendor").arg(&def).arg("--to").arg(&bundle).arg("--cache").arg(&cache));
+        }
+        Fixture { _dir: dir, image, bundle }
+    })
+}
+
+/// Builds the fixture image (from the bundle, offline) into `out` with its own cache.
+fn build_fixture(image: &Path, cache: &Path, out: &Path, extra: &[&str]) -> Value {
+    let json = ok(ferry()
+        .arg("build")
+        .arg(image.join("image.toml"))
+        .arg("--out")
+        .arg(out)
+        .arg("--cache")
+        .arg(cache)
+        .args(["--offline", "--mirror"])
+        .arg(&fixture().bundle)
+        .arg("--json")
+        .args(extra));
+    serde_json::from_str(&json).unwrap()
+}
+
+fn blobs(layout: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn help_shows_examples_for_every_command() {
+    for cmd in ["lock", "build", "verify", "inspect", "vendor"] {
+        let out = ok(ferry().args([cmd, "--help"]));
+        assert!(
+            out.contains("Example"),
+            "`ferry {cmd} --help` has no example:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn same_inputs_give_the_same_bytes_whatever_the_checkout() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    // two checkouts: different permissions, times and environment
+    let a = tmp.path().join("a/busybox");
+    let b = tmp.path().join("b/busybox");
+    copy_dir(&f.image, &a);
+    copy_dir(&f.image, &b);
+    let motd = b.join("files/motd");
+    std::fs::set_permissions(&motd, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(b.join("files"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(86_400 * 400);
+    std::fs::File::options()
+        .append(true)
+        .open(&motd)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let ja = build_fixture(
+        &a,
+        &tmp.path().join("cache-a"),
+        &tmp.path().join("out-a"),
+        &["-j", "1"],
+    );
+    let jb = {
+        let json = ok(ferry()
+            .arg("build")
+            .arg(b.join("image.toml"))
+            .arg("--out")
+            .arg(tmp.path().join("out-b"))
+            .arg("--cache")
+            .arg(tmp.path().join("cache-b"))
+            .args(["--offline", "--mirror"])
+            .arg(&f.bundle)
+            .args(["--json", "-j", "3"])
+            .env("TZ", "Asia/Kathmandu")
+            .env("LC_ALL", "C.UTF-8")
+            .env("SOURCE_DATE_EPOCH", "12345"));
+        serde_json::from_str::<Value>(&json).unwrap()
+    };
+    assert_eq!(ja["manifest_digest"], jb["manifest_digest"]);
+    let (ba, bb) = (
+        blobs(&tmp.path().join("out-a")),
+        blobs(&tmp.path().join("out-b")),
+    );
+    assert_eq!(ba.len(), bb.len());
+    for (x, y) in ba.iter().zip(&bb) {
+        assert_eq!(x.0, y.0);
+        assert!(x.1 == y.1, "blob {} differs", x.0);
+    }
+    ok(ferry().arg("verify").arg(tmp.path().join("out-a")));
+}
+
+#[test]
+fn unchanged_layers_come_from_the_cache_and_an_edit_is_noticed() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("busybox");
+    copy_dir(&f.image, &img);
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("out");
+    let first = build_fixture(&img, &cache, &out, &[]);
+    assert!(
+        first["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["cached"] == false)
+    );
+    let again = build_fixture(&img, &cache, &out, &[]);
+    assert!(
+        again["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["cached"] == true)
+    );
+    assert_eq!(first["manifest_digest"], again["manifest_digest"]);
+    std::fs::write(img.join("files/motd"), "edited\n").unwrap();
+    let edited = build_fixture(&img, &cache, &out, &[]);
+    let cached: Vec<bool> = edited["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["cached"].as_bool().unwrap())
+        .collect();
+    assert_eq!(cached, [true, false], "only the files layer is rebuilt");
+    assert_ne!(first["manifest_digest"], edited["manifest_digest"]);
+    assert_eq!(first["layers"][0]["digest"], edited["layers"][0]["digest"]);
+}
+
+#[test]
+fn the_image_works_in_skopeo_umoci_and_docker() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("busybox");
+    let tar = tmp.path().join("busybox.tar");
+    let j = build_fixture(
+        &f.image,
+        &tmp.path().join("cache"),
+        &out,
+        &["--docker-archive", tar.to_str().unwrap()],
+    );
+    let reference = j["reference"].as_str().unwrap().to_string();
+    let tag = reference.rsplit(':').next().unwrap();
+    let inspect = ferry()
+        .arg("inspect")
+        .arg(&out)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let inspect: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(inspect["layers"][0]["name"], "busybox");
+    assert_eq!(inspect["entrypoint"][0], "/bin/busybox");
+
+    if require("skopeo", has("skopeo", "--version")) {
+        let s = ok(Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:{tag}", out.display())));
+        let v: Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["Digest"], j["manifest_digest"]);
+    }
+    if require("umoci", has("umoci", "--version")) {
+        let bundle = tmp.path().join("unpacked");
+        ok(Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:{tag}", out.display()))
+            .arg(&bundle));
+        let motd = std::fs::read_to_string(bundle.join("rootfs/etc/motd")).unwrap();
+        assert_eq!(motd, "hello from ferry\n");
+        let sh = std::fs::read_link(bundle.join("rootfs/bin/sh")).unwrap();
+        assert_eq!(sh, Path::new("busybox"));
+    }
+    if require("docker", has("docker", "info")) {
+        ok(Command::new("docker").arg("load").arg("-i").arg(&tar));
+        let said = ok(Command::new("docker").args(["run", "--rm", &reference]));
+        assert_eq!(said, "hello from ferry\n");
+        let who = ok(Command::new("docker").args([
+            "run",
+            "--rm",
+            "--user",
+            "app",
+            &reference,
+            "sh",
+            "-c",
+            "id -un; stat -c %U:%a /home/app",
+        ]));
+        assert_eq!(who, "app\napp:750\n");
+    }
+}
+
+#[test]
+fn offline_build_in_a_network_namespace_gives_the_same_digest() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let online = build_fixture(
+        &f.image,
+        &tmp.path().join("c1"),
+        &tmp.path().join("o1"),
+        &[],
+    );
+    // the same bundle as one .tar, as an operator would carry it
+    let bundle_tar = tmp.path().join("bundle.tar");
+    ok(ferry()
+        .arg("vendor")
+        .arg(f.image.join("image.toml"))
+        .arg("--to")
+        .arg(&bundle_tar)
+        .args(["--offline", "--mirror"])
+        .arg(&f.bundle)
+        .arg("--cache")
+        .arg(tmp.path().join("c1")));
+    let unshare_works = Command::new("unshare")
+        .args(["-n", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require("unshare -n (root)", unshare_works) {
+        return;
+    }
+    let empty_cache = tmp.path().join("empty-cache");
+    let out = ok(Command::new("unshare")
+        .arg("-n")
+        .arg(env!("CARGO_BIN_EXE_ferry"))
+        .arg("build")
+        .arg(f.image.join("image.toml"))
+        .arg("--out")
+        .arg(tmp.path().join("o2"))
+        .arg("--cache")
+        .arg(&empty_cache)
+        .args(["--offline", "--mirror"])
+        .arg(&bundle_tar)
+        .arg("--json"));
+    let offline: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(online["manifest_digest"], offline["manifest_digest"]);
+    // and without the bundle, offline says exactly what is missing
+    let (code, err) = stderr_of(
+        ferry()
+            .arg("build")
+            .arg(f.image.join("image.toml"))
+            .arg("--out")
+            .arg(tmp.path().join("o3"))
+            .arg("--cache")
+            .arg(tmp.path().join("another-empty-cache"))
+            .arg("--offline"),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--offline forbids downloading") && err.contains("busybox-static"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("o3").exists(), "no partial output");
+}
+
+#[test]
+fn verify_finds_a_corrupt_blob() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("img");
+    let j = build_fixture(&f.image, &tmp.path().join("cache"), &out, &[]);
+    ok(ferry().arg("verify").arg(&out));
+    let layer = j["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let p = out.join("blobs/sha256").join(&layer);
+    // the blob is a hard link into the cache: replace it, do not edit in place
+    let mut bytes = std::fs::read(&p).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::remove_file(&p).unwrap();
+    std::fs::write(&p, &bytes).unwrap();
+    let (code, err) = stderr_of(ferry().arg("verify").arg(&out));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("digest mismatch") && err.contains(&layer),
+        "{err}"
+    );
+    std::fs::remove_file(&p).unwrap();
+    let (code, err) = stderr_of(ferry().arg("verify").arg(&out));
+    assert_eq!(code, 1);
+    assert!(err.contains(&layer), "{err}");
+}
+
+#[test]
+fn bad_inputs_get_one_line_errors_naming_the_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let def = tmp.path().join("image.toml");
+    std::fs::write(
+        &def,
+        "name = \"x\"\ntag = \"1\"\n[[layer]]\nname = \"a\"\nsoruce = 1\n",
+    )
+    .unwrap();
+    let (code, err) = stderr_of(ferry().arg("build").arg(&def));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("image.toml:5:") && err.contains("soruce"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    std::fs::write(&def, "name = \"x\"\ntag = \"1\"\n[[layer]]\nname = \"a\"\n[[layer.source]]\nurl = \"file:///nonexistent/x.tar\"\n").unwrap();
+    let (code, err) = stderr_of(ferry().arg("build").arg(&def));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("image.lock") && err.contains("ferry lock"),
+        "{err}"
+    );
+    let (code, err) = stderr_of(
+        ferry()
+            .arg("lock")
+            .arg(&def)
+            .arg("--cache")
+            .arg(tmp.path().join("c")),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("file:///nonexistent/x.tar"), "{err}");
+    let (code, _) = stderr_of(ferry().arg("lock").arg(&def).arg("--check"));
+    assert_eq!(code, 1);
+}
+
+/// Writes a tar whose second member climbs out of its folder.
+fn evil_tar(path: &Path) {
+    let mut out = Vec::new();
+    for (name, body) in [
+        ("ok.txt", &b"fine\n"[..]),
+        ("../../../tmp/ferry-pwned", &b"pwned\n"[..]),
+    ] {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        let field = |h: &mut [u8; 512], at: usize, len: usize, v: u64| {
+            let s = format!("{:0w$o}\0", v, w = len - 1);
+            h[at..at + len].copy_from_slice(s.as_bytes());
+        };
+        field(&mut h, 100, 8, 0o644);
+        field(&mut h, 108, 8, 0);
+        field(&mut h, 116, 8, 0);
+        field(&mut h, 124, 12, body.len() as u64);
+        field(&mut h, 136, 12, 0);
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| *b as u32).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(body);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn a_hostile_archive_is_refused_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = tmp.path().join("evil.tar");
+    evil_tar(&tar);
+    let def = tmp.path().join("image.toml");
+    std::fs::write(
+        &def,
+        format!("name = \"evil\"\ntag = \"1\"\n[[layer]]\nname = \"a\"\n[[layer.source]]\nurl = \"file://{}\"\ndest = \"/opt\"\n", tar.display()),
+    )
+    .unwrap();
+    let cache = tmp.path().join("cache");
+    ok(ferry().arg("lock").arg(&def).arg("--cache").arg(&cache));
+    let out = tmp.path().join("out");
+    let (code, err) = stderr_of(
+        ferry()
+            .arg("build")
+            .arg(&def)
+            .arg("--out")
+            .arg(&out)
+            .arg("--cache")
+            .arg(&cache),
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("evil.tar") && err.contains("../../../tmp/ferry-pwned") && err.contains(".."),
+        "{err}"
+    );
+    assert!(!out.exists(), "no layout may appear");
+    assert!(!Path::new("/tmp/ferry-pwned").exists());
+}

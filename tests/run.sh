@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (`.ci/run` calls exactly this):
+# installs what the tests need from Debian's packages, starts a Docker daemon
+# when none answers (and stops it afterwards), then runs formatting and lint
+# checks, the unit and integration tests, and the Nix packaging checks.
+#
+#   bash tests/run.sh            # everything
+#   bash tests/run.sh --quick    # skip fmt/clippy and the Nix checks
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+say() { printf '\n== %s\n' "$*"; }
+state=$(mktemp -d /tmp/ferry-tests.XXXXXX)
+started_dockerd=""
+cleanup() {
+  if [ -n "$started_dockerd" ]; then
+    kill "$started_dockerd" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$started_dockerd" 2>/dev/null || break; sleep 0.2; done
+  fi
+  rm -rf "$state" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- tools from Debian's packages ------------------------------------------
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v skopeo >/dev/null || missing+=(skopeo)
+command -v umoci >/dev/null || missing+=(umoci)
+command -v unshare >/dev/null || missing+=(util-linux)
+command -v xz >/dev/null || missing+=(xz-utils)
+if [ ${#missing[@]} -gt 0 ] || ! apt-cache show busybox-static >/dev/null 2>&1; then
+  say "installing: ${missing[*]:-(package lists only)}"
+  as_root apt-get update -qq
+  [ ${#missing[@]} -gt 0 ] && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# --- a Docker daemon --------------------------------------------------------
+if ! docker info >/dev/null 2>&1; then
+  say "starting dockerd (state in $state/docker)"
+  as_root dockerd --data-root "$state/docker" --exec-root "$state/docker-exec" \
+    --pidfile "$state/docker.pid" -H unix:///var/run/docker.sock >"$state/dockerd.log" 2>&1 &
+  started_dockerd=$!
+  for _ in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { tail -20 "$state/dockerd.log"; echo "dockerd did not start"; exit 1; }
+fi
+
+if [ $quick = 0 ]; then
+  say "cargo fmt --check"
+  cargo fmt --check
+  say "cargo clippy"
+  cargo clippy --all-targets --quiet -- -D warnings
+fi
+
+say "cargo test"
+cargo test --all-targets 2>&1 | tee "$state/cargo-test.log"
+[ "${PIPESTATUS[0]}" = 0 ] || exit 1
+
+if [ $quick = 0 ]; then
+  say "nix packaging checks"
+  bash tests/nix/check.sh
+fi
