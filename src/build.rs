@@ -228,7 +228,7 @@ fn assemble(
     }
     for src in &spec.sources {
         let dest = src.dest.clone().unwrap_or_else(|| "/".into());
-        let artifacts = lock.resolve(src).map_err(|what| {
+        let artifacts = lock.resolve(&spec.name, src).map_err(|what| {
             anyhow!(
                 "the lock has no entry for {what}: run `ferry lock {}`",
                 def.path.display()
@@ -460,7 +460,7 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
                 .sources
                 .iter()
                 .map(|s| {
-                    lock.resolve(s)
+                    lock.resolve(&spec.name, s)
                         .map_err(|w| anyhow!("the lock has no entry for {w}"))
                 })
                 .collect::<Result<Vec<_>>>()?

@@ -58,8 +58,21 @@ pub struct Artifact {
 #[serde(deny_unknown_fields)]
 pub struct Lock {
     pub version: u32,
+    /// The Debian packages a `closure = true` source resolved to.
+    #[serde(default, rename = "closure")]
+    pub closures: Vec<Closure>,
     #[serde(default, rename = "artifact")]
     pub artifacts: Vec<Artifact>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Closure {
+    pub layer: String,
+    /// The source's `deb` list, as written.
+    pub requested: Vec<String>,
+    /// Every package of the closure, sorted.
+    pub packages: Vec<String>,
 }
 
 pub fn lock_path(def: &Path) -> PathBuf {
@@ -105,6 +118,8 @@ impl Lock {
         sorted.version = LOCK_VERSION;
         sorted.artifacts.sort();
         sorted.artifacts.dedup();
+        sorted.closures.sort();
+        sorted.closures.dedup();
         format!(
             "{HEADER}{}",
             toml::to_string(&sorted).expect("lock serialises")
@@ -117,7 +132,7 @@ impl Lock {
     }
 
     /// The artifacts one source needs, or a description of what is missing.
-    pub fn resolve(&self, src: &SourceSpec) -> Result<Vec<&Artifact>, String> {
+    pub fn resolve(&self, layer: &str, src: &SourceSpec) -> Result<Vec<&Artifact>, String> {
         match src.kind() {
             SourceKind::Path => Ok(vec![]),
             SourceKind::Url => {
@@ -136,6 +151,32 @@ impl Lock {
                     })
                     .map(|a| vec![a])
                     .ok_or_else(|| format!("url source `{name}`"))
+            }
+            SourceKind::Deb if src.closure => {
+                let arch = src.arch.as_deref().unwrap_or("amd64");
+                let c = self
+                    .closures
+                    .iter()
+                    .find(|c| c.layer == layer && c.requested == src.deb)
+                    .ok_or_else(|| {
+                        format!(
+                            "the closure of deb `{}` in layer `{layer}`",
+                            src.deb.join(", ")
+                        )
+                    })?;
+                c.packages
+                    .iter()
+                    .map(|p| {
+                        self.artifacts
+                            .iter()
+                            .find(|a| {
+                                a.kind == ArtifactKind::Deb
+                                    && &a.name == p
+                                    && (a.arch == arch || a.arch == "all")
+                            })
+                            .ok_or_else(|| format!("deb `{p}`"))
+                    })
+                    .collect()
             }
             SourceKind::Deb => {
                 let arch = src.arch.as_deref().unwrap_or("amd64");
@@ -183,11 +224,13 @@ impl Lock {
         let mut out = Vec::new();
         for layer in &def.spec.layers {
             for src in &layer.sources {
-                let found = self.resolve(src).map_err(|what| LockError::Stale {
-                    path: path.to_path_buf(),
-                    def: def.path.clone(),
-                    what,
-                })?;
+                let found = self
+                    .resolve(&layer.name, src)
+                    .map_err(|what| LockError::Stale {
+                        path: path.to_path_buf(),
+                        def: def.path.clone(),
+                        what,
+                    })?;
                 out.extend(found.into_iter().cloned());
             }
         }
@@ -229,6 +272,7 @@ mod tests {
     fn text_is_sorted_stamped_and_round_trips() {
         let lock = Lock {
             version: 1,
+            closures: vec![],
             artifacts: vec![
                 art(ArtifactKind::Url, "z", ""),
                 art(ArtifactKind::Deb, "b", "2"),
@@ -249,6 +293,7 @@ mod tests {
     fn resolve_matches_versions_and_normalised_names() {
         let lock = Lock {
             version: 1,
+            closures: vec![],
             artifacts: vec![
                 art(ArtifactKind::Deb, "tini", "0.19.0-1"),
                 art(ArtifactKind::Pypi, "py4j", "0.10.9.7"),
@@ -258,17 +303,17 @@ mod tests {
             deb: vec!["tini=0.19.0-1".into()],
             ..Default::default()
         };
-        assert_eq!(lock.resolve(&deb).unwrap().len(), 1);
+        assert_eq!(lock.resolve("l", &deb).unwrap().len(), 1);
         let stale = SourceSpec {
             deb: vec!["tini=0.20".into()],
             ..Default::default()
         };
-        assert_eq!(lock.resolve(&stale).unwrap_err(), "deb `tini=0.20`");
+        assert_eq!(lock.resolve("l", &stale).unwrap_err(), "deb `tini=0.20`");
         let py = SourceSpec {
             pypi: vec!["Py4J==0.10.9.7".into()],
             site_packages: Some("/x".into()),
             ..Default::default()
         };
-        assert_eq!(lock.resolve(&py).unwrap().len(), 1);
+        assert_eq!(lock.resolve("l", &py).unwrap().len(), 1);
     }
 }

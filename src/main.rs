@@ -3,6 +3,7 @@
 //! `main` only parses arguments, runs the command and turns an error into one
 //! line on stderr and an exit code.
 
+mod apt;
 mod build;
 mod cli;
 mod clock;

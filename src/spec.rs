@@ -160,6 +160,13 @@ pub struct SourceSpec {
     pub platform: Vec<String>,
     /// For `deb`: the architecture (default amd64).
     pub arch: Option<String>,
+    /// For `deb`: also take every dependency (resolved by `ferry lock`), less
+    /// what earlier sources and layers already have.
+    #[serde(default)]
+    pub closure: bool,
+    /// For `deb` with `closure`: packages never to take (e.g. unneeded `Depends`).
+    #[serde(default)]
+    pub exclude_packages: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -502,7 +502,15 @@ fn a_base_image_is_kept_byte_for_byte_and_extended() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
     let cache = tmp.path().join("cache");
-    let b = build_fixture(&f.image, &cache, &base, &["--docker-archive", tmp.path().join("base.tar").to_str().unwrap()]);
+    let b = build_fixture(
+        &f.image,
+        &cache,
+        &base,
+        &[
+            "--docker-archive",
+            tmp.path().join("base.tar").to_str().unwrap(),
+        ],
+    );
     let def = tmp.path().join("app/image.toml");
     std::fs::create_dir_all(def.parent().unwrap()).unwrap();
     let write_def = |base_line: &str, compression: &str| {
@@ -516,30 +524,56 @@ fn a_base_image_is_kept_byte_for_byte_and_extended() {
     };
     let build = |out: &str| -> Value {
         ok(ferry().arg("lock").arg(&def).arg("--cache").arg(&cache));
-        let j = ok(ferry().arg("build").arg(&def).arg("--out").arg(tmp.path().join(out)).arg("--cache").arg(&cache).arg("--json").args([
-            "--docker-archive",
-            tmp.path().join(format!("{out}.tar")).to_str().unwrap(),
-        ]));
+        let j = ok(ferry()
+            .arg("build")
+            .arg(&def)
+            .arg("--out")
+            .arg(tmp.path().join(out))
+            .arg("--cache")
+            .arg(&cache)
+            .arg("--json")
+            .args([
+                "--docker-archive",
+                tmp.path().join(format!("{out}.tar")).to_str().unwrap(),
+            ]));
         ok(ferry().arg("verify").arg(tmp.path().join(out)));
         serde_json::from_str(&j).unwrap()
     };
     for compression in ["gzip", "zstd", "none"] {
-        write_def(&format!("base = {{ oci = \"{}\" }}", base.display()), compression);
+        write_def(
+            &format!("base = {{ oci = \"{}\" }}", base.display()),
+            compression,
+        );
         let app = build(&format!("app-oci-{compression}"));
         let layers = app["layers"].as_array().unwrap();
         assert_eq!(layers.len(), 3);
-        assert_eq!(layers[0]["digest"], b["layers"][0]["digest"], "base layers are kept as they are");
+        assert_eq!(
+            layers[0]["digest"], b["layers"][0]["digest"],
+            "base layers are kept as they are"
+        );
         assert_eq!(layers[1]["digest"], b["layers"][1]["digest"]);
     }
     if require("docker", has("docker", "info")) {
         // a base from `docker save` (Docker 20.10 writes the old manifest.json format)
-        ok(Command::new("docker").arg("load").arg("-i").arg(tmp.path().join("base.tar")));
+        ok(Command::new("docker")
+            .arg("load")
+            .arg("-i")
+            .arg(tmp.path().join("base.tar")));
         let saved = tmp.path().join("saved.tar");
-        ok(Command::new("docker").args(["save", "-o"]).arg(&saved).arg(b["reference"].as_str().unwrap()));
-        write_def(&format!("base = {{ docker_archive = \"{}\" }}", saved.display()), "gzip");
+        ok(Command::new("docker")
+            .args(["save", "-o"])
+            .arg(&saved)
+            .arg(b["reference"].as_str().unwrap()));
+        write_def(
+            &format!("base = {{ docker_archive = \"{}\" }}", saved.display()),
+            "gzip",
+        );
         let app = build("app-docker");
         assert_eq!(app["layers"][0]["diff_id"], b["layers"][0]["diff_id"]);
-        ok(Command::new("docker").arg("load").arg("-i").arg(tmp.path().join("app-docker.tar")));
+        ok(Command::new("docker")
+            .arg("load")
+            .arg("-i")
+            .arg(tmp.path().join("app-docker.tar")));
         let said = ok(Command::new("docker").args(["run", "--rm", "app:1"]));
         assert_eq!(said, "on top of busybox\n");
     }

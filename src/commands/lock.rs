@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 
 use super::{Term, human};
+use crate::apt::{self, AptCache};
 use crate::cli::LockArgs;
 use crate::fetch::{self, Cache};
 use crate::inputs::deb;
-use crate::lock::{Artifact, ArtifactKind, Lock, lock_path, split_req};
+use crate::lock::{Artifact, ArtifactKind, Closure, Lock, lock_path, split_req};
 use crate::spec::{Definition, SourceKind, SourceSpec, url_file_name};
 
 pub fn run(a: LockArgs) -> Result<ExitCode> {
@@ -32,7 +33,7 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
         let mut used = BTreeSet::new();
         for layer in &def.spec.layers {
             for src in &layer.sources {
-                match old.resolve(src) {
+                match old.resolve(&layer.name, src) {
                     Ok(arts) => used.extend(arts.into_iter().cloned()),
                     Err(what) => missing.push(what),
                 }
@@ -69,9 +70,12 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
     let mut matched = BTreeSet::new();
     let mut new = Lock {
         version: crate::lock::LOCK_VERSION,
+        closures: Vec::new(),
         artifacts: Vec::new(),
     };
     let old = old.unwrap_or_default();
+    // Debian packages earlier sources already bring: closures leave them out
+    let mut installed: BTreeSet<String> = BTreeSet::new();
     for layer in &def.spec.layers {
         for src in &layer.sources {
             if src.kind() == SourceKind::Path {
@@ -81,14 +85,38 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
                 || source_names(src)
                     .iter()
                     .any(|n| named.contains(n) && matched.insert(n.clone()));
-            if !wanted {
-                if let Ok(arts) = old.resolve(src) {
-                    new.artifacts.extend(arts.into_iter().cloned());
-                    continue;
+            let kept = if wanted {
+                Err(String::new())
+            } else {
+                old.resolve(&layer.name, src)
+            };
+            let arts = match kept {
+                Ok(arts) => {
+                    if src.closure {
+                        new.closures.extend(
+                            old.closures
+                                .iter()
+                                .find(|c| c.layer == layer.name && c.requested == src.deb)
+                                .cloned(),
+                        );
+                    }
+                    arts.into_iter().cloned().collect()
                 }
-            }
-            let arts = resolve(&cache, src, &term)
-                .with_context(|| format!("locking layer `{}`", layer.name))?;
+                Err(_) if src.closure => {
+                    let (closure, arts) =
+                        resolve_closure(&cache, &layer.name, src, &term, &old, wanted, &installed)
+                            .with_context(|| format!("locking layer `{}`", layer.name))?;
+                    new.closures.push(closure);
+                    arts
+                }
+                Err(_) => resolve(&cache, src, &term)
+                    .with_context(|| format!("locking layer `{}`", layer.name))?,
+            };
+            installed.extend(
+                arts.iter()
+                    .filter(|a| a.kind == ArtifactKind::Deb)
+                    .map(|a| a.name.clone()),
+            );
             new.artifacts.extend(arts);
         }
     }
@@ -141,6 +169,58 @@ fn source_names(src: &SourceSpec) -> Vec<String> {
     v.extend(src.deb.iter().map(|d| split_req(d, "=").0.to_string()));
     v.extend(src.pypi.iter().map(|p| split_req(p, "==").0.to_string()));
     v
+}
+
+/// Resolves a `closure = true` deb source: its packages' closure, less what
+/// is `installed` already, each package pinned (reusing the old lock's pins
+/// unless `fresh`).
+fn resolve_closure(
+    cache: &Cache,
+    layer: &str,
+    src: &SourceSpec,
+    term: &Term,
+    old: &Lock,
+    fresh: bool,
+    installed: &BTreeSet<String>,
+) -> Result<(Closure, Vec<Artifact>)> {
+    let arch = src.arch.as_deref().unwrap_or("amd64");
+    let names: Vec<String> = src
+        .deb
+        .iter()
+        .map(|d| split_req(d, "=").0.to_string())
+        .collect();
+    let mut apt = AptCache::new(arch);
+    let packages = apt::closure(&mut apt, &names, installed, &src.exclude_packages)?;
+    term.line(&format!(
+        "layer `{layer}`: {} Debian packages in the closure of {}",
+        packages.len(),
+        names.join(", ")
+    ));
+    let mut arts = Vec::new();
+    for p in &packages {
+        let pinned = old.artifacts.iter().find(|a| {
+            a.kind == ArtifactKind::Deb && &a.name == p && (a.arch == arch || a.arch == "all")
+        });
+        match pinned {
+            Some(a) if !fresh => arts.push(a.clone()),
+            _ => {
+                let one = SourceSpec {
+                    deb: vec![p.clone()],
+                    arch: src.arch.clone(),
+                    ..Default::default()
+                };
+                arts.extend(resolve(cache, &one, term)?);
+            }
+        }
+    }
+    Ok((
+        Closure {
+            layer: layer.to_string(),
+            requested: src.deb.clone(),
+            packages,
+        },
+        arts,
+    ))
 }
 
 fn resolve(cache: &Cache, src: &SourceSpec, term: &Term) -> Result<Vec<Artifact>> {

@@ -32,11 +32,14 @@ pub fn run(a: VendorArgs) -> Result<ExitCode> {
     let mut files = Vec::new();
     for layer in &def.spec.layers {
         for src in &layer.sources {
-            for art in lock.resolve(src).map_err(|w| LockError::Stale {
-                path: lp.clone(),
-                def: def.path.clone(),
-                what: w,
-            })? {
+            for art in lock
+                .resolve(&layer.name, src)
+                .map_err(|w| LockError::Stale {
+                    path: lp.clone(),
+                    def: def.path.clone(),
+                    what: w,
+                })?
+            {
                 let p = sources.ensure(art, src)?;
                 files.push((art.clone(), p));
             }
