@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
+use crate::check::{self, ImageView, LayerFacts};
 use crate::clock::format_rfc3339;
 use crate::fetch::{Cache, Sources};
 use crate::inputs::archive::{self, Format, Placement, Stage};
@@ -44,6 +45,8 @@ pub struct LayerRecord {
     pub blob: BlobInfo,
     pub media_type: String,
     pub skeleton: Skeleton,
+    #[serde(default)]
+    pub facts: LayerFacts,
 }
 
 /// One layer of the finished image.
@@ -55,6 +58,7 @@ pub struct BuiltLayer {
     pub path: PathBuf,
     pub cached: bool,
     pub annotations: BTreeMap<String, String>,
+    pub facts: LayerFacts,
 }
 
 pub struct Built {
@@ -135,6 +139,7 @@ fn layer_key(
         "paths": paths,
         "below": oci::sha256_hex(&oci::canonical(&serde_json::to_value(below)?)),
         "users": def.users(),
+        "checks": [def.spec.check.elf, def.spec.check.jar_class_path],
         "groups": def.groups(),
     });
     Ok(oci::sha256_hex(&oci::canonical(&key)))
@@ -484,6 +489,8 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
                 .with_context(|| format!("layer `{}`", spec.name))?;
             let layer_skeleton = tree.skeleton();
             skeleton.extend(&layer_skeleton);
+            let checks = &def.spec.check;
+            let facts = check::gather(&tree, checks.elf, checks.jar_class_path);
             // at most two layers are written at once: they share the pool, and each holds its tree
             while running.len() >= 2 {
                 let (j, h) = running.pop_front().expect("non-empty");
@@ -512,6 +519,7 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
                         blob: info.clone(),
                         media_type: layer::media_type(compression).into(),
                         skeleton: layer_skeleton,
+                        facts,
                     };
                     crate::fsutil::write_atomic(
                         &cache.layer_record(&key),
@@ -529,6 +537,7 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
     })?;
     let mut layers = base.layers;
     layers.extend(results.into_iter().map(|r| r.expect("every layer built")));
+    check_image(def, &layers, &skeleton)?;
     let config = make_config(def, &base.config, &layers);
     let config_bytes = oci::canonical(&config);
     let config_digest = format!("sha256:{}", oci::sha256_hex(&config_bytes));
@@ -581,6 +590,44 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
     Ok(Built { image, layers })
 }
 
+/// Runs the definition's `[check]`s over the merged image.
+fn check_image(def: &Definition, layers: &[BuiltLayer], skeleton: &Skeleton) -> Result<()> {
+    let c = &def.spec.check;
+    if !c.elf && !c.jar_class_path {
+        return Ok(());
+    }
+    let files = layers
+        .iter()
+        .flat_map(|l| l.facts.files.iter().cloned())
+        .collect();
+    let view = ImageView::new(files, skeleton.symlinks.clone());
+    let facts: Vec<&LayerFacts> = layers.iter().map(|l| &l.facts).collect();
+    let missing = check::missing(&view, &facts, &c.ignore);
+    if let Some((file, what)) = missing.first() {
+        let more = if missing.len() > 1 {
+            let rest: Vec<String> = missing
+                .iter()
+                .skip(1)
+                .take(4)
+                .map(|(f, w)| format!("{f} needs {w}"))
+                .collect();
+            format!(
+                " (and {} more: {}{})",
+                missing.len() - 1,
+                rest.join("; "),
+                if missing.len() > 5 { "; ..." } else { "" }
+            )
+        } else {
+            String::new()
+        };
+        bail!(
+            "{}: image check: `{file}` needs {what}, which is not in the image{more}: add the package that has it, exclude the file, or list it in `check.ignore`",
+            def.path.display()
+        );
+    }
+    Ok(())
+}
+
 fn built_layer(
     spec: &LayerSpec,
     rec: LayerRecord,
@@ -602,6 +649,7 @@ fn built_layer(
         path,
         cached,
         annotations,
+        facts: rec.facts,
     }
 }
 
@@ -751,6 +799,7 @@ fn load_base(def: &Definition, cache: &Cache) -> Result<Base> {
             path: dest,
             cached: true,
             annotations,
+            facts: LayerFacts::default(),
         });
     }
     Ok(Base {

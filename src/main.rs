@@ -5,6 +5,7 @@
 
 mod apt;
 mod build;
+mod check;
 mod cli;
 mod clock;
 mod commands;

@@ -42,6 +42,8 @@ pub struct ImageSpec {
     pub base: Base,
     #[serde(default)]
     pub config: ImageConfig,
+    #[serde(default)]
+    pub check: Checks,
     #[serde(default, rename = "layer")]
     pub layers: Vec<LayerSpec>,
 }
@@ -86,6 +88,21 @@ pub enum BaseImage {
     Scratch,
     OciLayout(PathBuf),
     DockerArchive(PathBuf),
+}
+
+/// Build-time checks over the finished image.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    /// Every ELF file's shared libraries must resolve inside the image.
+    #[serde(default)]
+    pub elf: bool,
+    /// Every jar's manifest Class-Path entry must exist in the image.
+    #[serde(default)]
+    pub jar_class_path: bool,
+    /// Globs of files not to check.
+    #[serde(default)]
+    pub ignore: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -424,9 +441,11 @@ impl Definition {
                 if let Some(m) = &src.mode {
                     parse_mode(m).ok_or_else(|| format!("{at}: `mode = \"{m}\"` is not octal"))?;
                 }
-                if src.kind() == SourceKind::Pypi && src.site_packages.is_none() {
+                if (src.closure || !src.exclude_packages.is_empty())
+                    && src.kind() != SourceKind::Deb
+                {
                     return Err(format!(
-                        "{at}: `pypi` needs `site_packages`, the folder wheels go into"
+                        "{at}: `closure` and `exclude_packages` go with `deb`"
                     ));
                 }
                 for d in &src.deb {
