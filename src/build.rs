@@ -602,13 +602,17 @@ fn check_image(def: &Definition, layers: &[BuiltLayer], skeleton: &Skeleton) -> 
         .collect();
     let view = ImageView::new(files, skeleton.symlinks.clone());
     let facts: Vec<&LayerFacts> = layers.iter().map(|l| &l.facts).collect();
-    let missing = check::missing(&view, &facts, &c.ignore);
+    let missing = check::missing(&view, &facts, &c.ignore, &c.library_path);
     if let Some((file, what)) = missing.first() {
         let more = if missing.len() > 1 {
             let rest: Vec<String> = missing
                 .iter()
                 .skip(1)
-                .take(4)
+                .take(if std::env::var_os("FERRY_CHECK_ALL").is_some() {
+                    usize::MAX
+                } else {
+                    4
+                })
                 .map(|(f, w)| format!("{f} needs {w}"))
                 .collect();
             format!(

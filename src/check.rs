@@ -237,6 +237,7 @@ pub fn missing(
     view: &ImageView,
     facts: &[&LayerFacts],
     ignore: &[String],
+    library_path: &[String],
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let skip = |p: &str| ignore.iter().any(|g| glob_match(g, p));
@@ -246,6 +247,18 @@ pub fn missing(
         elf.extend(f.elf.iter());
         jars.extend(f.jars.iter());
     }
+    // ld.so also takes a library another object already loaded by the same
+    // name (auditwheel's bundled libraries rely on it): every folder some
+    // object of the image has in its RUNPATH counts as searched.
+    let expand = |path: &str, r: &str| {
+        let origin = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        r.replace("$ORIGIN", &format!("/{origin}"))
+            .replace("${ORIGIN}", &format!("/{origin}"))
+    };
+    let loaded_dirs: BTreeSet<String> = elf
+        .iter()
+        .flat_map(|(p, n)| n.runpath.iter().map(|r| expand(p, r)))
+        .collect();
     for (path, needs) in elf {
         if skip(path) || !view.files.contains(path.as_str()) {
             continue;
@@ -262,6 +275,8 @@ pub fn missing(
                         r.replace("$ORIGIN", &format!("/{origin}"))
                             .replace("${ORIGIN}", &format!("/{origin}"))
                     })
+                    .chain(library_path.iter().cloned())
+                    .chain(loaded_dirs.iter().cloned())
                     .chain(LIB_DIRS.iter().map(|d| d.to_string()))
                     .any(|d| view.exists(&format!("{}/{lib}", d.trim_end_matches('/'))))
             };
@@ -336,7 +351,7 @@ mod tests {
             "usr/share/java/a.jar".into(),
             vec!["b.jar".into(), "/lib/x86_64-linux-gnu/libc.so.6".into()],
         );
-        let m = missing(&view, &[&f], &[]);
+        let m = missing(&view, &[&f], &[], &[]);
         assert_eq!(
             m,
             vec![
@@ -351,7 +366,12 @@ mod tests {
             ]
         );
         assert_eq!(
-            missing(&view, &[&f], &["/opt/app/**".into(), "**/*.jar".into()]),
+            missing(
+                &view,
+                &[&f],
+                &["/opt/app/**".into(), "**/*.jar".into()],
+                &[]
+            ),
             vec![]
         );
     }

@@ -328,18 +328,30 @@ impl Sources<'_> {
 
 /// Runs `apt-get download SPEC` in a temp folder; returns the .deb and the folder guard.
 pub fn apt_download(cache: &Cache, spec: &str) -> Result<(PathBuf, tempfile::TempDir), FetchError> {
+    let (mut debs, dir) = apt_download_many(cache, &[spec.to_string()])?;
+    Ok((debs.remove(0), dir))
+}
+
+/// Runs one `apt-get download` for several packages; returns the .debs
+/// (sorted by file name) and the folder guard.
+pub fn apt_download_many(
+    cache: &Cache,
+    specs: &[String],
+) -> Result<(Vec<PathBuf>, tempfile::TempDir), FetchError> {
+    let spec = specs.join(" ");
     let base = cache.tmp()?;
     let dir = tempfile::Builder::new()
         .prefix("apt-")
         .tempdir_in(&base)
         .map_err(io_err(&base))?;
     let out = Command::new("apt-get")
-        .args(["download", "-q", "-o", "APT::Sandbox::User=root", spec])
+        .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
+        .args(specs)
         .current_dir(dir.path())
         .output()
         .map_err(|e| FetchError::Tool {
             tool: "apt-get download".into(),
-            what: spec.to_string(),
+            what: spec.clone(),
             reason: format!("{e} (is this a Debian or Ubuntu machine?)"),
         })?;
     if !out.status.success() {
@@ -358,7 +370,7 @@ pub fn apt_download(cache: &Cache, spec: &str) -> Result<(PathBuf, tempfile::Tem
         };
         return Err(FetchError::Tool {
             tool: "apt-get download".into(),
-            what: spec.to_string(),
+            what: spec,
             reason: format!(
                 "{}{hint}",
                 if line.is_empty() {
@@ -369,16 +381,24 @@ pub fn apt_download(cache: &Cache, spec: &str) -> Result<(PathBuf, tempfile::Tem
             ),
         });
     }
-    let deb = std::fs::read_dir(dir.path())
+    let mut debs: Vec<PathBuf> = std::fs::read_dir(dir.path())
         .map_err(io_err(dir.path()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .ok_or_else(|| FetchError::Tool {
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    debs.sort();
+    if debs.len() != specs.len() {
+        return Err(FetchError::Tool {
             tool: "apt-get download".into(),
-            what: spec.to_string(),
-            reason: "no .deb was written".into(),
-        })?;
-    Ok((deb, dir))
+            what: spec,
+            reason: format!(
+                "{} .deb files were written for {} packages",
+                debs.len(),
+                specs.len()
+            ),
+        });
+    }
+    Ok((debs, dir))
 }
 
 /// Runs `pip download` for one requirement, for the image's platform when
@@ -408,7 +428,7 @@ pub fn pip_download(
     cmd.arg(&dir);
     let sdist = want_file.is_some_and(|f| !f.ends_with(".whl"));
     if sdist {
-        cmd.args(["--no-binary", ":all:", "--no-build-isolation"]);
+        cmd.args(["--no-binary", ":all:"]);
     } else {
         cmd.args(["--only-binary", ":all:"]);
         for p in &src.platform {

@@ -103,6 +103,11 @@ pub struct Checks {
     /// Globs of files not to check.
     #[serde(default)]
     pub ignore: Vec<String>,
+    /// More folders where libraries count as found, as LD_LIBRARY_PATH
+    /// would make them (e.g. the JDK's `lib/server`, whose libjvm.so the
+    /// `java` launcher loads before any library that needs it).
+    #[serde(default)]
+    pub library_path: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
