@@ -511,6 +511,7 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
                     drop(stage_dir);
                     let dest = cache.blob(&info.digest);
                     std::fs::create_dir_all(dest.parent().expect("blob path has a parent"))?;
+                    crate::fsutil::readable(&tmp)?;
                     tmp.persist(&dest)
                         .map_err(|e| e.error)
                         .with_context(|| format!("`{}`", dest.display()))?;

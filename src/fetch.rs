@@ -145,6 +145,7 @@ fn commit(cache: &Cache, tmp: tempfile::TempPath, sha256: &str) -> Result<PathBu
     let dest = cache.download(sha256);
     let dir = dest.parent().expect("cache path has a parent");
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    crate::fsutil::readable(&tmp).map_err(io_err(&tmp))?;
     tmp.persist(&dest).map_err(|e| FetchError::Io {
         path: dest.clone(),
         source: e.error,

@@ -130,6 +130,11 @@ pub fn write_layout(img: &Image, out: &Path) -> Result<(), OciError> {
         .prefix(".ferry-layout-")
         .tempdir_in(parent)
         .map_err(io_err(parent))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let p = tmp.path();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).map_err(io_err(p))?;
+    }
     let blobs = tmp.path().join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
     for b in &img.blobs {
@@ -250,6 +255,7 @@ pub fn write_docker_archive(img: &Image, out: &Path) -> Result<(), OciError> {
     .map_err(werr)?;
     drop(w);
     tmp.as_file().sync_all().map_err(io_err(out))?;
+    fsutil::readable(tmp.path()).map_err(io_err(out))?;
     tmp.persist(out).map_err(|e| OciError::Io {
         path: out.to_path_buf(),
         source: e.error,

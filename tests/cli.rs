@@ -202,6 +202,17 @@ fn same_inputs_give_the_same_bytes_whatever_the_checkout() {
         assert!(x.1 == y.1, "blob {} differs", x.0);
     }
     ok(ferry().arg("verify").arg(tmp.path().join("out-a")));
+    // what is published is readable by others, whatever the temp files were
+    use std::os::unix::fs::MetadataExt;
+    let layout = tmp.path().join("out-a");
+    assert_eq!(std::fs::metadata(&layout).unwrap().mode() & 0o777, 0o755);
+    for (name, _) in &ba {
+        let m = std::fs::metadata(layout.join("blobs/sha256").join(name))
+            .unwrap()
+            .mode()
+            & 0o777;
+        assert_eq!(m, 0o644, "blob {name}");
+    }
 }
 
 #[test]

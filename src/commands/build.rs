@@ -17,7 +17,7 @@ use crate::spec::Definition;
 
 impl Reporter for Term {
     fn layer_started(&self, index: usize, name: &str) {
-        self.line(&format!("layer {} `{name}`: building", index + 1));
+        self.line(&format!("layer {} `{name}`: reading inputs", index + 1));
     }
     fn layer_done(&self, index: usize, name: &str, info: &BlobInfo, cached: bool) {
         let how = if cached { "cached" } else { "built" };

@@ -92,6 +92,7 @@ pub fn run(a: VendorArgs) -> Result<ExitCode> {
             w.flush()?;
         }
         tmp.as_file().sync_all()?;
+        crate::fsutil::readable(tmp.path())?;
         tmp.persist(&a.to)
             .map_err(|e| e.error)
             .with_context(|| format!("`{}`", a.to.display()))?;
