@@ -44,20 +44,27 @@ install_missing() {
   fi
 }
 
-# Waits for a pid file's process to end (SIGTERM first, SIGKILL at the deadline).
-stop_pidfile() {
-  local f=$1 pid
-  [ -s "$f" ] || return 0
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 15))
-    while kill -0 "$pid" 2>/dev/null; do
+alive() { # a zombie has ended, even if nobody has reaped it yet
+  [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+
+# Stops the processes named by pid files: SIGTERM to all at once, then waits
+# (SIGKILL for any still there at the deadline).
+stop_pidfiles() {
+  local f pid pids=()
+  for f in "$@"; do
+    [ -s "$f" ] || continue
+    pid=$(cat "$f")
+    if alive "$pid"; then kill "$pid" 2>/dev/null && pids+=("$pid"); fi
+    rm -f "$f"
+  done
+  local deadline=$((SECONDS + 20))
+  for pid in "${pids[@]}"; do
+    while alive "$pid"; do
       if [ $SECONDS -ge $deadline ]; then kill -9 "$pid" 2>/dev/null || true; break; fi
       sleep 0.1
     done
-  fi
-  rm -f "$f"
+  done
 }
 
 start_sshd() {
@@ -149,12 +156,15 @@ EOF
 }
 
 down_quiet() {
-  local h i
+  local h i files=()
+  for h in "$dir"/h*; do
+    [ -d "$h" ] || continue
+    files+=("$h/sshd.pid" "$h/docker.pid")
+  done
+  stop_pidfiles "${files[@]}"
   for h in "$dir"/h*; do
     [ -d "$h" ] || continue
     i=${h##*/h}
-    stop_pidfile "$h/sshd.pid"
-    stop_pidfile "$h/docker.pid"
     rm -f "/run/ferry-h$i-docker.sock"
   done
   for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^ferry-h[0-9]+$/ {print $1}'); do
@@ -171,7 +181,7 @@ down_quiet() {
 case "${1:-}" in
   up) up "${2:-}" ;;
   down) down_quiet; say "down" ;;
-  sshd-stop) stop_pidfile "$dir/h${2:?host number}/sshd.pid" ;;
+  sshd-stop) stop_pidfiles "$dir/h${2:?host number}/sshd.pid" ;;
   sshd-start) start_sshd "${2:?host number}"; wait_sshd "$2" 20 ;;
   *) die "usage: hosts.sh up N | down | sshd-stop I | sshd-start I" ;;
 esac

@@ -46,8 +46,16 @@ struct Hosts {
 impl Hosts {
     fn open(dir: PathBuf) -> Hosts {
         let list = std::fs::read_to_string(dir.join("hosts")).unwrap();
-        let addrs = list.lines().filter_map(|l| l.split_whitespace().nth(1)).map(str::to_string).collect::<Vec<_>>();
-        assert!(addrs.len() >= 3, "the fixture has {} hosts; start it with `tests/hosts.sh up 3`", addrs.len());
+        let addrs = list
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+        assert!(
+            addrs.len() >= 3,
+            "the fixture has {} hosts; start it with `tests/hosts.sh up 3`",
+            addrs.len()
+        );
         Hosts { dir, addrs }
     }
 
@@ -61,8 +69,18 @@ impl Hosts {
             .arg("-i")
             .arg(self.dir.join("id_ed25519"))
             .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", self.dir.join("known_hosts").display()))
-            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5"])
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.dir.join("known_hosts").display()
+            ))
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ConnectTimeout=5",
+            ])
             .arg(format!("root@{}", self.addrs[i]))
             .arg(cmd)
             .output()
@@ -71,7 +89,12 @@ impl Hosts {
 
     fn ssh_ok(&self, i: usize, cmd: &str) -> String {
         let out = self.ssh(i, cmd);
-        assert!(out.status.success(), "`{cmd}` on host {} failed: {}", i + 1, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "`{cmd}` on host {} failed: {}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -81,8 +104,17 @@ impl Hosts {
     }
 
     fn fixture_script(&self, args: &[&str]) {
-        let out = Command::new("bash").arg(repo().join("tests/hosts.sh")).args(args).env("FERRY_HOSTS_DIR", &self.dir).output().unwrap();
-        assert!(out.status.success(), "hosts.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("bash")
+            .arg(repo().join("tests/hosts.sh"))
+            .args(args)
+            .env("FERRY_HOSTS_DIR", &self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "hosts.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -92,7 +124,9 @@ fn layout() -> &'static Path {
     &L.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("busybox");
-        let cache = std::env::var_os("FERRY_CACHE").map(PathBuf::from).unwrap_or_else(|| dir.path().join("cache"));
+        let cache = std::env::var_os("FERRY_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.path().join("cache"));
         let built = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .arg("build")
             .arg(repo().join("images/busybox/image.toml"))
@@ -102,7 +136,11 @@ fn layout() -> &'static Path {
             .arg(cache)
             .output()
             .unwrap();
-        assert!(built.status.success(), "building the busybox image failed: {}", String::from_utf8_lossy(&built.stderr));
+        assert!(
+            built.status.success(),
+            "building the busybox image failed: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
         (dir, out)
     })
     .1
@@ -116,9 +154,22 @@ fn read_json(p: &Path) -> Value {
 fn layer_and_config() -> ((String, u64), (String, u64)) {
     let l = layout();
     let index = read_json(&l.join("index.json"));
-    let m = index["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let m = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
     let manifest = read_json(&l.join("blobs/sha256").join(m));
-    let d = |v: &Value| (v["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string(), v["size"].as_u64().unwrap());
+    let d = |v: &Value| {
+        (
+            v["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+                .to_string(),
+            v["size"].as_u64().unwrap(),
+        )
+    };
     (d(&manifest["layers"][0]), d(&manifest["config"]))
 }
 
@@ -131,7 +182,12 @@ struct Pushed {
 impl Pushed {
     fn host(&self, h: &Hosts, i: usize) -> &Value {
         let want = format!("root@{}", h.addrs[i]);
-        self.json["hosts"].as_array().unwrap().iter().find(|v| v["host"] == want.as_str()).unwrap_or_else(|| panic!("no result for {want}: {}", self.json))
+        self.json["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["host"] == want.as_str())
+            .unwrap_or_else(|| panic!("no result for {want}: {}", self.json))
     }
 }
 
@@ -154,7 +210,8 @@ fn push_with(h: &Hosts, hosts: &[usize], known_hosts: &Path, extra: &[&str]) -> 
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("push printed no JSON ({e}): {stderr}"));
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("push printed no JSON ({e}): {stderr}"));
     Pushed {
         code: out.status.code().unwrap_or(-1),
         json,
@@ -167,34 +224,68 @@ fn assert_ok(p: &Pushed) {
 }
 
 fn sha256_on(h: &Hosts, i: usize, hex: &str) -> String {
-    h.ssh_ok(i, &format!("sha256sum /var/lib/ferry/blobs/sha256/{hex} | cut -d' ' -f1")).trim().to_string()
+    h.ssh_ok(
+        i,
+        &format!("sha256sum /var/lib/ferry/blobs/sha256/{hex} | cut -d' ' -f1"),
+    )
+    .trim()
+    .to_string()
 }
 
 #[test]
 fn push_to_three_hosts_runs_there_and_a_second_push_sends_nothing() {
     let _turn = turn();
-    let Some(dir) = hosts_dir("push_to_three_hosts_runs_there_and_a_second_push_sends_nothing") else { return };
+    let Some(dir) = hosts_dir("push_to_three_hosts_runs_there_and_a_second_push_sends_nothing")
+    else {
+        return;
+    };
     let h = Hosts::open(dir);
     (0..3).for_each(|i| h.reset(i));
 
     let p = push(&h, &[0, 1, 2], &[]);
     assert_ok(&p);
-    let blobs = std::fs::read_dir(layout().join("blobs/sha256")).unwrap().count() as u64;
+    let blobs = std::fs::read_dir(layout().join("blobs/sha256"))
+        .unwrap()
+        .count() as u64;
     for i in 0..3 {
         let r = p.host(&h, i);
-        assert_eq!((r["ok"].as_bool(), r["loaded"].as_bool(), r["blobs_sent"].as_u64()), (Some(true), Some(true), Some(blobs)), "{r}");
+        assert_eq!(
+            (
+                r["ok"].as_bool(),
+                r["loaded"].as_bool(),
+                r["blobs_sent"].as_u64()
+            ),
+            (Some(true), Some(true), Some(blobs)),
+            "{r}"
+        );
         let said = h.ssh_ok(i, &format!("docker run --rm --network none {REFERENCE}"));
         let motd = std::fs::read_to_string(repo().join("images/busybox/files/motd")).unwrap();
         assert_eq!(said, motd, "host {}", i + 1);
-        let left = h.ssh_ok(i, "ls -A /var/lib/ferry/tmp; ls /var/lib/ferry/blobs/sha256 | grep -c part || true");
-        assert_eq!(left.trim(), "0", "host {} keeps temporary files: {left}", i + 1);
+        let left = h.ssh_ok(
+            i,
+            "ls -A /var/lib/ferry/tmp; ls /var/lib/ferry/blobs/sha256 | grep -c part || true",
+        );
+        assert_eq!(
+            left.trim(),
+            "0",
+            "host {} keeps temporary files: {left}",
+            i + 1
+        );
     }
 
     let again = push(&h, &[0, 1, 2], &[]);
     assert_ok(&again);
     for i in 0..3 {
         let r = again.host(&h, i);
-        assert_eq!((r["blobs_sent"].as_u64(), r["bytes_sent"].as_u64(), r["loaded"].as_bool()), (Some(0), Some(0), Some(false)), "{r}");
+        assert_eq!(
+            (
+                r["blobs_sent"].as_u64(),
+                r["bytes_sent"].as_u64(),
+                r["loaded"].as_bool()
+            ),
+            (Some(0), Some(0), Some(false)),
+            "{r}"
+        );
     }
 
     // the table, for people
@@ -210,44 +301,81 @@ fn push_to_three_hosts_runs_there_and_a_second_push_sends_nothing() {
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(table.starts_with("HOST") && table.contains(&format!("root@{}", h.addrs[0])) && table.contains("ok, up to date"), "{table}");
+    assert!(
+        table.starts_with("HOST")
+            && table.contains(&format!("root@{}", h.addrs[0]))
+            && table.contains("ok, up to date"),
+        "{table}"
+    );
 }
 
 #[test]
 fn a_corrupt_stored_blob_is_found_and_replaced() {
     let _turn = turn();
-    let Some(dir) = hosts_dir("a_corrupt_stored_blob_is_found_and_replaced") else { return };
+    let Some(dir) = hosts_dir("a_corrupt_stored_blob_is_found_and_replaced") else {
+        return;
+    };
     let h = Hosts::open(dir);
     assert_ok(&push(&h, &[0], &[]));
     let ((layer, size), _) = layer_and_config();
-    let corrupt = format!("printf XXXX | dd of=/var/lib/ferry/blobs/sha256/{layer} bs=1 seek=1000 conv=notrunc 2>/dev/null");
+    let corrupt = format!(
+        "printf XXXX | dd of=/var/lib/ferry/blobs/sha256/{layer} bs=1 seek=1000 conv=notrunc 2>/dev/null"
+    );
 
     // same name, same size, other bytes: only a hash finds it
     h.ssh_ok(0, &corrupt);
     let plain = push(&h, &[0], &[]);
     assert_ok(&plain);
-    assert_eq!(plain.host(&h, 0)["blobs_sent"], 0, "docker has the image, so a plain push trusts the store");
+    assert_eq!(
+        plain.host(&h, 0)["blobs_sent"],
+        0,
+        "docker has the image, so a plain push trusts the store"
+    );
     let p = push(&h, &[0], &["--verify"]);
     assert_ok(&p);
     let r = p.host(&h, 0);
-    assert_eq!((r["blobs_sent"].as_u64(), r["replaced"].as_u64(), r["bytes_sent"].as_u64()), (Some(1), Some(1), Some(size)), "{r}");
-    assert!(p.stderr.contains("do not match their digest"), "{}", p.stderr);
+    assert_eq!(
+        (
+            r["blobs_sent"].as_u64(),
+            r["replaced"].as_u64(),
+            r["bytes_sent"].as_u64()
+        ),
+        (Some(1), Some(1), Some(size)),
+        "{r}"
+    );
+    assert!(
+        p.stderr.contains("do not match their digest"),
+        "{}",
+        p.stderr
+    );
     assert_eq!(sha256_on(&h, 0, &layer), layer);
 
     // when docker needs the image again, the store is checked before loading
-    h.ssh_ok(0, &format!("{corrupt}; docker rmi -f {REFERENCE} >/dev/null"));
+    h.ssh_ok(
+        0,
+        &format!("{corrupt}; docker rmi -f {REFERENCE} >/dev/null"),
+    );
     let p = push(&h, &[0], &[]);
     assert_ok(&p);
     let r = p.host(&h, 0);
-    assert_eq!((r["replaced"].as_u64(), r["loaded"].as_bool()), (Some(1), Some(true)), "{r}");
+    assert_eq!(
+        (r["replaced"].as_u64(), r["loaded"].as_bool()),
+        (Some(1), Some(true)),
+        "{r}"
+    );
     assert_eq!(sha256_on(&h, 0, &layer), layer);
-    assert!(h.ssh_ok(0, &format!("docker run --rm --network none {REFERENCE}")).contains("ferry"));
+    assert!(
+        h.ssh_ok(0, &format!("docker run --rm --network none {REFERENCE}"))
+            .contains("ferry")
+    );
 }
 
 #[test]
 fn an_interrupted_transfer_resumes_from_where_it_stopped() {
     let _turn = turn();
-    let Some(dir) = hosts_dir("an_interrupted_transfer_resumes_from_where_it_stopped") else { return };
+    let Some(dir) = hosts_dir("an_interrupted_transfer_resumes_from_where_it_stopped") else {
+        return;
+    };
     let h = Hosts::open(dir);
     h.reset(1);
     assert_ok(&push(&h, &[1], &[]));
@@ -259,54 +387,98 @@ fn an_interrupted_transfer_resumes_from_where_it_stopped() {
     assert_ok(&p);
     let r = p.host(&h, 1);
     assert_eq!(
-        (r["blobs_sent"].as_u64(), r["resumed"].as_u64(), r["bytes_sent"].as_u64()),
+        (
+            r["blobs_sent"].as_u64(),
+            r["resumed"].as_u64(),
+            r["bytes_sent"].as_u64()
+        ),
         (Some(1), Some(1), Some(size - half)),
         "only the missing half is sent: {r}"
     );
     assert_eq!(sha256_on(&h, 1, &layer), layer);
-    assert_eq!(h.ssh_ok(1, &format!("ls /var/lib/ferry/blobs/sha256/ | grep -c '{layer}.part' || true")).trim(), "0");
+    assert_eq!(
+        h.ssh_ok(
+            1,
+            &format!("ls /var/lib/ferry/blobs/sha256/ | grep -c '{layer}.part' || true")
+        )
+        .trim(),
+        "0"
+    );
 
     // a .part whose bytes are wrong is detected on the host and sent again whole
     h.ssh_ok(1, &format!("cd /var/lib/ferry/blobs/sha256 && mv {layer} {layer}.part && truncate -s {half} {layer}.part && printf XXXX | dd of={layer}.part bs=1 seek=10 conv=notrunc 2>/dev/null"));
     let p = push(&h, &[1], &[]);
     assert_ok(&p);
-    assert_eq!(p.host(&h, 1)["bytes_sent"].as_u64(), Some(size - half + size), "{}", p.json);
+    assert_eq!(
+        p.host(&h, 1)["bytes_sent"].as_u64(),
+        Some(size - half + size),
+        "{}",
+        p.json
+    );
     assert_eq!(sha256_on(&h, 1, &layer), layer);
 }
 
 #[test]
 fn host_keys_are_checked_and_new_ones_only_trusted_when_asked() {
     let _turn = turn();
-    let Some(dir) = hosts_dir("host_keys_are_checked_and_new_ones_only_trusted_when_asked") else { return };
+    let Some(dir) = hosts_dir("host_keys_are_checked_and_new_ones_only_trusted_when_asked") else {
+        return;
+    };
     let h = Hosts::open(dir);
     h.reset(2);
     let tmp = tempfile::tempdir().unwrap();
 
     // a known_hosts whose key for host 3 is another host's
     let real = std::fs::read_to_string(h.dir.join("known_hosts")).unwrap();
-    let other_key = real.lines().find(|l| l.starts_with(&format!("{} ", h.addrs[0]))).unwrap().split_once(' ').unwrap().1;
+    let other_key = real
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", h.addrs[0])))
+        .unwrap()
+        .split_once(' ')
+        .unwrap()
+        .1;
     let wrong = tmp.path().join("wrong_known_hosts");
     std::fs::write(&wrong, format!("{} {other_key}\n", h.addrs[2])).unwrap();
     let p = push_with(&h, &[2], &wrong, &[]);
     assert_eq!(p.code, 1, "{}", p.json);
     let r = p.host(&h, 2);
     let err = r["error"].as_str().unwrap();
-    assert!(err.contains(&format!("`root@{}`", h.addrs[2])) && err.contains("does not match") && err.contains("nothing was sent"), "{err}");
-    assert_eq!((r["blobs_sent"].as_u64(), r["bytes_sent"].as_u64()), (Some(0), Some(0)));
-    assert_eq!(h.ssh_ok(2, "ls -A /var/lib/ferry").trim(), "", "the host's store was touched");
+    assert!(
+        err.contains(&format!("`root@{}`", h.addrs[2]))
+            && err.contains("does not match")
+            && err.contains("nothing was sent"),
+        "{err}"
+    );
+    assert_eq!(
+        (r["blobs_sent"].as_u64(), r["bytes_sent"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(
+        h.ssh_ok(2, "ls -A /var/lib/ferry").trim(),
+        "",
+        "the host's store was touched"
+    );
 
     // an unknown host is refused, unless trust on first use is asked for
     let fresh = tmp.path().join("ssh/known_hosts");
     let p = push_with(&h, &[2], &fresh, &[]);
     assert_eq!(p.code, 1);
     let err = p.host(&h, 2)["error"].as_str().unwrap().to_string();
-    assert!(err.contains("is not in") && err.contains("--accept-new-host-keys") && err.contains("SHA256:"), "{err}");
+    assert!(
+        err.contains("is not in")
+            && err.contains("--accept-new-host-keys")
+            && err.contains("SHA256:"),
+        "{err}"
+    );
     assert!(!fresh.exists());
     let p = push_with(&h, &[0, 2], &fresh, &["--accept-new-host-keys"]);
     assert_ok(&p);
     let recorded = std::fs::read_to_string(&fresh).unwrap();
     for i in [0, 2] {
-        let key = real.lines().find(|l| l.starts_with(&format!("{} ", h.addrs[i]))).unwrap();
+        let key = real
+            .lines()
+            .find(|l| l.starts_with(&format!("{} ", h.addrs[i])))
+            .unwrap();
         assert!(recorded.lines().any(|l| l.starts_with(key)), "{recorded}");
     }
     // and from then on it is checked
@@ -317,14 +489,17 @@ fn host_keys_are_checked_and_new_ones_only_trusted_when_asked() {
 struct RestartSshd<'a>(&'a Hosts, usize);
 impl Drop for RestartSshd<'_> {
     fn drop(&mut self) {
-        self.0.fixture_script(&["sshd-start", &(self.1 + 1).to_string()]);
+        self.0
+            .fixture_script(&["sshd-start", &(self.1 + 1).to_string()]);
     }
 }
 
 #[test]
 fn a_host_without_sshd_fails_alone_and_a_rerun_converges() {
     let _turn = turn();
-    let Some(dir) = hosts_dir("a_host_without_sshd_fails_alone_and_a_rerun_converges") else { return };
+    let Some(dir) = hosts_dir("a_host_without_sshd_fails_alone_and_a_rerun_converges") else {
+        return;
+    };
     let h = Hosts::open(dir);
     (0..3).for_each(|i| h.reset(i));
     h.fixture_script(&["sshd-stop", "3"]);
@@ -335,7 +510,11 @@ fn a_host_without_sshd_fails_alone_and_a_rerun_converges() {
         assert_eq!(p.host(&h, i)["ok"], true, "{}", p.json);
     }
     let err = p.host(&h, 2)["error"].as_str().unwrap();
-    assert!(err.contains(&format!("cannot connect to `root@{}`", h.addrs[2])) && err.contains("check that sshd runs"), "{err}");
+    assert!(
+        err.contains(&format!("cannot connect to `root@{}`", h.addrs[2]))
+            && err.contains("check that sshd runs"),
+        "{err}"
+    );
     assert!(p.stderr.contains("1 of 3 host(s) failed"), "{}", p.stderr);
     drop(restart);
 

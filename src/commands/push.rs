@@ -55,22 +55,26 @@ impl Reporter for Progress {
             Event::Planned(plan) => {
                 p.started = Some(Instant::now());
                 let resumed = plan.sends.iter().filter(|s| s.offset > 0).count();
-                format!(
-                    "{host}: {} blob(s) present, sending {} ({}){}{}",
-                    plan.present,
-                    plan.sends.len(),
-                    human(plan.bytes()),
-                    if resumed > 0 {
-                        format!(", resuming {resumed}")
-                    } else {
-                        String::new()
-                    },
-                    if plan.load {
-                        ""
-                    } else {
-                        ", docker has the image"
-                    }
-                )
+                let docker = if plan.load {
+                    ""
+                } else {
+                    "; docker has the image"
+                };
+                if plan.sends.is_empty() {
+                    format!("{host}: all {} blob(s) present{docker}", plan.present)
+                } else {
+                    format!(
+                        "{host}: {} blob(s) present, sending {} ({}){}{docker}",
+                        plan.present,
+                        plan.sends.len(),
+                        human(plan.bytes()),
+                        if resumed > 0 {
+                            format!(", resuming {resumed}")
+                        } else {
+                            String::new()
+                        },
+                    )
+                }
             }
             Event::Sending { hex, done, total } => {
                 if p.last_line
