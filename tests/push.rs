@@ -523,3 +523,121 @@ fn a_host_without_sshd_fails_alone_and_a_rerun_converges() {
     assert_eq!(p.host(&h, 0)["blobs_sent"], 0);
     assert_eq!(p.host(&h, 2)["loaded"], true);
 }
+
+#[test]
+fn a_push_killed_mid_transfer_is_resumed_by_the_next() {
+    let _turn = turn();
+    let Some(dir) = hosts_dir("a_push_killed_mid_transfer_is_resumed_by_the_next") else {
+        return;
+    };
+    let h = Hosts::open(dir);
+    // an image with one big uncompressed layer, so the transfer takes a while
+    let tmp = tempfile::tempdir().unwrap();
+    let def = tmp.path().join("image.toml");
+    let mut big = vec![0u8; 150 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in big.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(tmp.path().join("big.bin"), &big).unwrap();
+    drop(big);
+    std::fs::write(
+        &def,
+        "name = \"ferry/big\"\ntag = \"1\"\ncreated = 0\ncompression = \"none\"\n[config]\ncmd = [\"/big.bin\"]\n[[layer]]\nname = \"big\"\n[[layer.source]]\npath = \"big.bin\"\ndest = \"/big.bin\"\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let ferry = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .arg("--cache")
+            .arg(tmp.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    assert!(ferry(&["lock".as_ref(), def.as_os_str()]).status.success());
+    assert!(
+        ferry(&[
+            "build".as_ref(),
+            def.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str()
+        ])
+        .status
+        .success()
+    );
+    let push_big = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        c.arg("push")
+            .arg(&out)
+            .arg(h.url(0))
+            .arg("-i")
+            .arg(h.dir.join("id_ed25519"));
+        c.arg("--known-hosts")
+            .arg(h.dir.join("known_hosts"))
+            .arg("--json");
+        c
+    };
+    let size = 150u64 << 20;
+    let mut cut = None;
+    for _attempt in 0..3 {
+        h.ssh_ok(
+            0,
+            "rm -rf /var/lib/ferry/blobs; docker rmi -f ferry/big:1 >/dev/null 2>&1; true",
+        );
+        let mut child = push_big()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // wait until the big blob is partly there, then kill the sender
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut part = 0;
+        while part == 0
+            && std::time::Instant::now() < deadline
+            && child.try_wait().unwrap().is_none()
+        {
+            let ls = h.ssh_ok(0, "cd /var/lib/ferry/blobs/sha256 2>/dev/null && for f in *.part; do [ -f \"$f\" ] && stat -c %s \"$f\"; done; true");
+            part = ls
+                .lines()
+                .filter_map(|l| l.trim().parse::<u64>().ok())
+                .find(|&n| n > (1 << 20))
+                .unwrap_or(0);
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300)); // let the host's `cat` see the end of its input
+        let left = h.ssh_ok(0, "cd /var/lib/ferry/blobs/sha256 && for f in *.part; do [ -f \"$f\" ] && stat -c %s \"$f\"; done; true");
+        if let Some(n) = left
+            .lines()
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .find(|&n| n > 0 && n < size)
+        {
+            cut = Some(n);
+            break;
+        }
+    }
+    let cut = cut.expect("the push was never caught mid-transfer (3 tries)");
+    let resumed = push_big().output().unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let v: Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    let r = &v["hosts"][0];
+    assert_eq!(r["resumed"].as_u64(), Some(1), "{r}");
+    let sent = r["bytes_sent"].as_u64().unwrap();
+    assert!(
+        sent < size + 4096 - cut + 4096 && sent > size - cut,
+        "sent {sent} after {cut} of {size} were there: {r}"
+    );
+    assert_eq!(r["loaded"], true);
+    h.ssh_ok(
+        0,
+        "docker rmi -f ferry/big:1 >/dev/null; rm -rf /var/lib/ferry/blobs",
+    );
+}

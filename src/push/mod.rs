@@ -474,9 +474,14 @@ pub const EXIT_PART_MOVED: i32 = 3;
 /// Exit status of [`upload_script`] when the received bytes do not hash to the name.
 pub const EXIT_DIGEST: i32 = 4;
 
+/// Exit status of [`upload_script`] when stdin ended early (the sender stopped):
+/// the `.part` file is kept for the next run to resume.
+pub const EXIT_SHORT: i32 = 5;
+
 /// Appends stdin to `<hex>.part` from `offset`, checks the sha256 on the
-/// host, and renames it to `<hex>` only when it matches.
-pub fn upload_script(store: &str, hex: &str, offset: u64) -> String {
+/// host, and renames it to `<hex>` only when it matches. A transfer cut short
+/// leaves the `.part` file for the next push to resume.
+pub fn upload_script(store: &str, hex: &str, offset: u64, size: u64) -> String {
     let truncate = if offset == 0 {
         r#": > "$p" || exit 2"#
     } else {
@@ -489,6 +494,8 @@ p={hex}.part
 have=$(stat -c %s "$p" 2>/dev/null || echo 0)
 [ "$have" = {offset} ] || {{ echo "$p has $have bytes, expected {offset}" >&2; exit {EXIT_PART_MOVED}; }}
 cat >> "$p" || exit 2
+have=$(stat -c %s "$p")
+[ "$have" -ge {size} ] || {{ echo "$p has $have of {size} bytes" >&2; exit {EXIT_SHORT}; }}
 echo "{hex}  $p" | sha256sum -c --status || {{ rm -f "$p"; exit {EXIT_DIGEST}; }}
 mv -f "$p" {hex}
 "#,
@@ -745,7 +752,7 @@ fn send(
     let what = format!("storing blob sha256:{}", &s.hex[..12]);
     match remote.run_checked(
         &what,
-        &upload_script(store, &s.hex, offset),
+        &upload_script(store, &s.hex, offset, s.size),
         &mut feed,
         &[0],
     ) {
@@ -962,15 +969,18 @@ mod tests {
             "c".repeat(64)
         );
         assert!(s.contains(&loop_line), "{s}");
-        let s = upload_script("/var/lib/ferry", &"a".repeat(64), 0);
+        let s = upload_script("/var/lib/ferry", &"a".repeat(64), 0, 1000);
         assert!(
             s.contains(": > \"$p\"") && s.contains("[ \"$have\" = 0 ]"),
             "{s}"
         );
-        let s = upload_script("/var/lib/ferry", &"a".repeat(64), 512);
+        let s = upload_script("/var/lib/ferry", &"a".repeat(64), 512, 1000);
         assert!(
             !s.contains(": > \"$p\"") && s.contains("[ \"$have\" = 512 ]"),
             "{s}"
         );
+        // a short transfer keeps its .part; only a full-length wrong one is removed
+        let short = s.find("-ge 1000").unwrap();
+        assert!(short < s.find("rm -f").unwrap(), "{s}");
     }
 }
