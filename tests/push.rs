@@ -6,6 +6,7 @@
 //! The hosts are shared, so the tests take turns (one lock) and each starts by
 //! putting the hosts it uses into the state it needs.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -23,7 +24,9 @@ fn hosts_dir(test: &str) -> Option<PathBuf> {
     match std::env::var_os("FERRY_E2E_HOSTS") {
         Some(d) if Path::new(&d).join("hosts").exists() => Some(PathBuf::from(d)),
         _ => {
-            eprintln!(
+            // straight to the stream: the test harness hides `eprintln!` of passing tests
+            let _ = writeln!(
+                std::io::stderr().lock(),
                 "\n*** SKIPPED {test}: FERRY_E2E_HOSTS is not set to a running fixture; run `bash tests/push-e2e.sh` (it starts the hosts with tests/hosts.sh) ***\n"
             );
             None
