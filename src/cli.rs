@@ -42,6 +42,11 @@ pub enum Command {
         after_help = "Examples:\n  ferry vendor images/spark/image.toml --to bundle/\n  ferry vendor images/spark/image.toml --to spark-inputs.tar\n  # then, on the air-gapped side:\n  ferry build images/spark/image.toml --offline --mirror bundle/"
     )]
     Vendor(VendorArgs),
+    /// Put an image into the Docker of hosts over SSH, sending only the blobs each host lacks
+    #[command(
+        after_help = "Examples:\n  ferry push out/busybox ssh://root@node1 ssh://root@node2:2222\n  ferry push out/spark ssh://spark@node{1,2,3} --identity ~/.ssh/cluster --parallel 16\n  ferry push out/spark ssh://root@node1 --verify --json   # re-hash what the host stores\n\nA password is read from FERRY_SSH_PASSWORD only, never from the command line."
+    )]
+    Push(PushArgs),
 }
 
 #[derive(Args, Debug)]
@@ -121,4 +126,43 @@ pub struct VendorArgs {
     pub mirror: Option<PathBuf>,
     #[command(flatten)]
     pub cache: CacheArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// An OCI image layout folder (as written by `ferry build`)
+    pub layout: PathBuf,
+    /// Hosts as `ssh://user@host[:port]`
+    #[arg(required = true, value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Private key to log in with [default: ssh-agent, then ~/.ssh/id_ed25519, then ~/.ssh/id_rsa]
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Known host keys to check hosts against [default: ~/.ssh/known_hosts]
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Trust and record the key of a host not yet in known_hosts (trust on first use)
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// The blob store on each host; blobs go to DIR/blobs/sha256/
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/ferry")]
+    pub store: String,
+    /// Hosts to push to at once
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: u16,
+    /// Re-hash the image's stored blobs on each host and replace damaged ones, even when Docker already has the image
+    #[arg(long)]
+    pub verify: bool,
+    /// Name the image `name:tag` in Docker [default: the layout's `io.containerd.image.name`]
+    #[arg(long, value_name = "NAME:TAG")]
+    pub tag: Option<String>,
+    /// Seconds to wait for a host to answer the connection
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
+    /// Seconds a command on a host may go without progress
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub command_timeout: u64,
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
 }

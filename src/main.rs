@@ -15,6 +15,7 @@ mod inputs;
 mod layer;
 mod lock;
 mod oci;
+mod push;
 mod spec;
 
 use std::process::ExitCode;

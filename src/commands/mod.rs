@@ -4,6 +4,7 @@
 mod build;
 mod inspect;
 mod lock;
+mod push;
 mod vendor;
 mod verify;
 
@@ -18,6 +19,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Verify(a) => verify::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Vendor(a) => vendor::run(a),
+        Command::Push(a) => push::run(a),
     }
 }
 

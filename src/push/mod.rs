@@ -1,0 +1,986 @@
+//! Pushing an image into hosts' Docker over SSH, sending only what they lack.
+//!
+//! Each host keeps a content-addressed store (`<store>/blobs/sha256/<hex>`).
+//! A push lists the store in one round trip, plans which blobs to send (pure:
+//! [`plan`]), streams each missing blob into `<hex>.part` (appending when an
+//! earlier transfer was cut), has the host check its sha256 before renaming,
+//! and finally has the host assemble a docker-archive from the stored blobs
+//! and pipe it into `docker load`, so nothing is sent twice. Hosts run in
+//! parallel; one failing does not stop the others.
+//!
+//! This module owns the store layout, the plan and the shell run on hosts; the
+//! SSH session is in [`ssh`]. It reports through [`Reporter`] and never prints.
+
+pub mod ssh;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::oci::{self, LayoutImage};
+use ssh::{Remote, SshOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("`{target}` is not an ssh address: {message}; write it as `ssh://user@host[:port]`")]
+    BadTarget { target: String, message: String },
+    #[error(
+        "the layout `{}` names no image (no `io.containerd.image.name` annotation in index.json); pass `--tag name:tag`",
+        path.display()
+    )]
+    NoReference { path: PathBuf },
+    #[error(
+        "cannot connect to `{host}`: {source}; check that sshd runs there and that the address and port are right"
+    )]
+    Connect {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "connecting to `{host}` timed out after {secs}s; check the address, or raise --connect-timeout"
+    )]
+    ConnectTimeout { host: String, secs: u64 },
+    #[error(
+        "the host key of `{host}` ({fingerprint}) is not in `{}`; check the fingerprint on the host (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`) and add it, or pass --accept-new-host-keys to trust it on first use",
+        known_hosts.display()
+    )]
+    UnknownHostKey {
+        host: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+    },
+    #[error(
+        "the host key of `{host}` ({fingerprint}) does not match `{}`: the connection may be intercepted, or the host was reinstalled; nothing was sent. If the new key is right, remove the old one with `ssh-keygen -f {} -R '{entry}'`",
+        known_hosts.display(), known_hosts.display()
+    )]
+    HostKeyMismatch {
+        host: String,
+        entry: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+    },
+    #[error("cannot record the host key of `{host}` in `{}`", path.display())]
+    KnownHostsWrite {
+        host: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot log in to `{host}` as `{user}` (tried: {tried}); load a key into ssh-agent, pass --identity FILE, or set FERRY_SSH_PASSWORD"
+    )]
+    Auth {
+        host: String,
+        user: String,
+        tried: String,
+    },
+    #[error("ssh to `{host}` failed while {what}: {source}")]
+    Ssh {
+        host: String,
+        what: String,
+        #[source]
+        source: ssh2::Error,
+    },
+    #[error("ssh to `{host}` failed while {what}: {source}")]
+    Channel {
+        host: String,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "`{host}` made no progress for {secs}s while {what}; check the host, or raise --command-timeout"
+    )]
+    Timeout {
+        host: String,
+        what: String,
+        secs: u64,
+    },
+    #[error("on `{host}`, {what} failed (exit status {status}): {stderr}")]
+    Remote {
+        host: String,
+        what: String,
+        status: i32,
+        stderr: String,
+    },
+    #[error(
+        "`docker` is not installed on `{host}` (or not on the PATH of its ssh user); install it there and push again"
+    )]
+    NoDocker { host: String },
+    #[error(
+        "`{host}` received `sha256:{hex}` but what it stored has another digest; the transfer was damaged, push again"
+    )]
+    UploadCorrupt { host: String, hex: String },
+    #[error(
+        "on `{host}`, `docker load` left `{reference}` with id `{found}` (expected `{expected}`); check `docker images` there"
+    )]
+    LoadMismatch {
+        host: String,
+        reference: String,
+        expected: String,
+        found: String,
+    },
+    #[error("cannot read `{}`", path.display())]
+    Local {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the local blob `{}` does not match its name (its content is sha256:{found}); run `ferry verify` on the layout and rebuild it",
+        path.display()
+    )]
+    LocalCorrupt { path: PathBuf, found: String },
+}
+
+/// A host as written on the command line: `ssh://user@host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    /// Parses `ssh://[user@]host[:port]`; IPv6 addresses go in brackets.
+    pub fn parse(s: &str, default_user: &str) -> Result<Target, PushError> {
+        let bad = |m: &str| PushError::BadTarget {
+            target: s.to_string(),
+            message: m.to_string(),
+        };
+        let rest = s
+            .strip_prefix("ssh://")
+            .ok_or_else(|| bad("it does not start with `ssh://`"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') {
+            return Err(bad("it has a path; only `user@host:port` is allowed"));
+        }
+        let (user, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) if !u.is_empty() => (u.to_string(), h),
+            Some(_) => return Err(bad("the user before `@` is empty")),
+            None => (default_user.to_string(), rest),
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(|| bad("`[` without `]`"))?;
+            (h, after.strip_prefix(':'))
+        } else {
+            match hostport.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("the host is empty"));
+        }
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| bad("the port is not a number from 1 to 65535"))?,
+            None => 22,
+        };
+        Ok(Target {
+            user,
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// How messages name the host: `user@host`, with `:port` when not 22.
+    pub fn label(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == 22 {
+            format!("{}@{host}", self.user)
+        } else {
+            format!("{}@{host}:{}", self.user, self.port)
+        }
+    }
+
+    /// The name known_hosts files use: `host`, or `[host]:port` when not 22.
+    pub fn known_hosts_entry(&self) -> String {
+        if self.port == 22 {
+            self.host.clone()
+        } else {
+            format!("[{}]:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One blob of the image on the local disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalBlob {
+    /// The sha256 in hex, without `sha256:`.
+    pub hex: String,
+    pub size: u64,
+    pub path: PathBuf,
+}
+
+/// What a push sends: the image's blobs and the name Docker gives it.
+#[derive(Debug, Clone)]
+pub struct PushImage {
+    pub reference: String,
+    pub config: LocalBlob,
+    pub layers: Vec<LocalBlob>,
+    pub manifest: LocalBlob,
+}
+
+fn hex_of(digest: &str) -> String {
+    digest.trim_start_matches("sha256:").to_string()
+}
+
+impl PushImage {
+    /// The image of a layout, named by `tag` or by the layout's
+    /// `io.containerd.image.name` annotation.
+    pub fn from_layout(img: &LayoutImage, tag: Option<&str>) -> Result<PushImage, PushError> {
+        let reference = match tag {
+            Some(t) => t.to_string(),
+            None => img
+                .manifest
+                .annotations
+                .get("io.containerd.image.name")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| PushError::NoReference {
+                    path: img.dir.join("index.json"),
+                })?,
+        };
+        let blob = |d: &oci::Descriptor| LocalBlob {
+            hex: hex_of(&d.digest),
+            size: d.size,
+            path: img.blob_path(&d.digest),
+        };
+        Ok(PushImage {
+            reference,
+            config: blob(&img.config),
+            layers: img.layers.iter().map(blob).collect(),
+            manifest: blob(&img.manifest),
+        })
+    }
+
+    /// Every blob once: config, layers in order, then the manifest.
+    pub fn blobs(&self) -> Vec<&LocalBlob> {
+        let mut seen = BTreeSet::new();
+        std::iter::once(&self.config)
+            .chain(&self.layers)
+            .chain(std::iter::once(&self.manifest))
+            .filter(|b| seen.insert(b.hex.clone()))
+            .collect()
+    }
+
+    pub fn config_id(&self) -> String {
+        format!("sha256:{}", self.config.hex)
+    }
+}
+
+/// What a host's store and Docker hold, as listed in one round trip.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostState {
+    /// Complete blobs: hex → size.
+    pub blobs: BTreeMap<String, u64>,
+    /// Interrupted transfers (`<hex>.part`): hex → bytes already there.
+    pub parts: BTreeMap<String, u64>,
+    /// `docker image inspect` of the reference: the image id, if present.
+    pub docker_id: Option<String>,
+    pub has_docker: bool,
+}
+
+const DOCKER_MARK: &str = "--ferry-docker--";
+const NO_DOCKER_MARK: &str = "--ferry-no-docker--";
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl HostState {
+    /// Parses the output of [`list_script`]; unknown names are ignored.
+    pub fn parse(out: &str) -> HostState {
+        let mut st = HostState {
+            has_docker: true,
+            ..HostState::default()
+        };
+        let mut in_docker = false;
+        for line in out.lines() {
+            let line = line.trim_end();
+            if line == DOCKER_MARK {
+                in_docker = true;
+            } else if line == NO_DOCKER_MARK {
+                st.has_docker = false;
+            } else if in_docker {
+                if line.starts_with("sha256:") {
+                    st.docker_id = Some(line.to_string());
+                }
+            } else if let Some((size, name)) = line.split_once(' ') {
+                let Ok(size) = size.parse::<u64>() else {
+                    continue;
+                };
+                if let Some(hex) = name.strip_suffix(".part") {
+                    if is_hex64(hex) {
+                        st.parts.insert(hex.to_string(), size);
+                    }
+                } else if is_hex64(name) {
+                    st.blobs.insert(name.to_string(), size);
+                }
+            }
+        }
+        st
+    }
+}
+
+/// One blob to send, and from which byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Send {
+    pub hex: String,
+    pub size: u64,
+    pub path: PathBuf,
+    /// Bytes already in `<hex>.part` on the host: sending starts here.
+    pub offset: u64,
+    /// A blob of that name is on the host but its size or content is wrong.
+    pub replace: bool,
+}
+
+/// The plan for one host: what to send, and whether Docker needs a load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub sends: Vec<Send>,
+    pub present: usize,
+    pub load: bool,
+}
+
+impl Plan {
+    pub fn bytes(&self) -> u64 {
+        self.sends.iter().map(|s| s.size - s.offset).sum()
+    }
+}
+
+/// Decides what to send to a host. `bad` names stored blobs whose content the
+/// host found not to match their name.
+pub fn plan(image: &PushImage, host: &HostState, bad: &BTreeSet<String>) -> Plan {
+    let mut sends = Vec::new();
+    let mut present = 0;
+    for b in image.blobs() {
+        let stored = host.blobs.get(&b.hex).copied();
+        if stored == Some(b.size) && !bad.contains(&b.hex) {
+            present += 1;
+            continue;
+        }
+        let offset = match host.parts.get(&b.hex) {
+            Some(&n) if n < b.size => n,
+            _ => 0,
+        };
+        sends.push(Send {
+            hex: b.hex.clone(),
+            size: b.size,
+            path: b.path.clone(),
+            offset,
+            replace: stored.is_some(),
+        });
+    }
+    Plan {
+        sends,
+        present,
+        load: host.docker_id.as_deref() != Some(image.config_id().as_str()),
+    }
+}
+
+/// The stored blobs of the image that must be hashed on the host: all of them
+/// with `verify`, else only when Docker is going to read them.
+pub fn to_verify(image: &PushImage, host: &HostState, verify: bool) -> Vec<String> {
+    let load = host.docker_id.as_deref() != Some(image.config_id().as_str());
+    if !verify && !load {
+        return Vec::new();
+    }
+    image
+        .blobs()
+        .into_iter()
+        .filter(|b| host.blobs.get(&b.hex) == Some(&b.size))
+        .map(|b| b.hex.clone())
+        .collect()
+}
+
+/// The `manifest.json` of a docker-archive whose blobs sit at `blobs/sha256/<hex>`.
+pub fn docker_manifest(image: &PushImage) -> Vec<u8> {
+    let path = |hex: &str| format!("blobs/sha256/{hex}");
+    oci::canonical(&json!([{
+        "Config": path(&image.config.hex),
+        "RepoTags": [image.reference],
+        "Layers": image.layers.iter().map(|l| path(&l.hex)).collect::<Vec<_>>(),
+    }]))
+}
+
+/// Quotes a string for a POSIX shell.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Lists the store (`<size> <name>` lines), then whether Docker has the image.
+pub fn list_script(store: &str, reference: &str) -> String {
+    format!(
+        r#"S={store}
+mkdir -p "$S/blobs/sha256" "$S/tmp" || exit 2
+cd "$S/blobs/sha256" || exit 2
+set -- *
+if [ -e "$1" ]; then stat -c '%s %n' -- "$@" || exit 2; fi
+command -v docker >/dev/null 2>&1 || echo {NO_DOCKER_MARK}
+echo {DOCKER_MARK}
+docker image inspect --format '{{{{.Id}}}}' {reference} 2>/dev/null || true
+"#,
+        store = sh_quote(store),
+        reference = sh_quote(reference),
+    )
+}
+
+/// Prints `<sha256>  <name>` for each named stored blob.
+pub fn verify_script(store: &str, hexes: &[String]) -> String {
+    format!(
+        "cd {}/blobs/sha256 && sha256sum -- {}\n",
+        sh_quote(store),
+        hexes.join(" ")
+    )
+}
+
+/// Hex names whose content hash (from `sha256sum` output) differs from the name,
+/// or that `sha256sum` did not report at all.
+pub fn bad_blobs(sha256sum_out: &str, asked: &[String]) -> BTreeSet<String> {
+    let ok: BTreeSet<&str> = sha256sum_out
+        .lines()
+        .filter_map(|l| l.split_once("  "))
+        .filter(|(sum, name)| sum == name)
+        .map(|(_, name)| name)
+        .collect();
+    asked
+        .iter()
+        .filter(|h| !ok.contains(h.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Exit status of [`upload_script`] when the `.part` file is not the size the plan saw.
+pub const EXIT_PART_MOVED: i32 = 3;
+/// Exit status of [`upload_script`] when the received bytes do not hash to the name.
+pub const EXIT_DIGEST: i32 = 4;
+
+/// Exit status of [`upload_script`] when stdin ended early (the sender stopped):
+/// the `.part` file is kept for the next run to resume.
+pub const EXIT_SHORT: i32 = 5;
+
+/// Appends stdin to `<hex>.part` from `offset`, checks the sha256 on the
+/// host, and renames it to `<hex>` only when it matches. A transfer cut short
+/// leaves the `.part` file for the next push to resume.
+pub fn upload_script(store: &str, hex: &str, offset: u64, size: u64) -> String {
+    let truncate = if offset == 0 {
+        r#": > "$p" || exit 2"#
+    } else {
+        ""
+    };
+    format!(
+        r#"cd {store}/blobs/sha256 || exit 2
+p={hex}.part
+{truncate}
+have=$(stat -c %s "$p" 2>/dev/null || echo 0)
+[ "$have" = {offset} ] || {{ echo "$p has $have bytes, expected {offset}" >&2; exit {EXIT_PART_MOVED}; }}
+cat >> "$p" || exit 2
+have=$(stat -c %s "$p")
+[ "$have" -ge {size} ] || {{ echo "$p has $have of {size} bytes" >&2; exit {EXIT_SHORT}; }}
+echo "{hex}  $p" | sha256sum -c --status || {{ rm -f "$p"; exit {EXIT_DIGEST}; }}
+mv -f "$p" {hex}
+"#,
+        store = sh_quote(store),
+    )
+}
+
+/// Builds a docker-archive from the stored blobs (symlinks in a temp folder,
+/// `manifest.json` from stdin) and pipes it into `docker load`; prints the
+/// image id afterwards.
+pub fn load_script(store: &str, image: &PushImage) -> String {
+    let mut hexes: Vec<&str> = std::iter::once(image.config.hex.as_str())
+        .chain(image.layers.iter().map(|l| l.hex.as_str()))
+        .collect();
+    hexes.sort_unstable();
+    hexes.dedup();
+    format!(
+        r#"set -e
+S=$(cd {store} && pwd)
+d=$(mktemp -d "$S/tmp/load.XXXXXX")
+trap 'rm -rf "$d"' EXIT
+mkdir -p "$d/blobs/sha256"
+for h in {hexes}; do ln -s "$S/blobs/sha256/$h" "$d/blobs/sha256/$h"; done
+cat > "$d/manifest.json"
+tar -C "$d" -chf - manifest.json blobs | docker load >&2
+docker image inspect --format '{{{{.Id}}}}' {reference}
+"#,
+        store = sh_quote(store),
+        hexes = hexes.join(" "),
+        reference = sh_quote(&image.reference),
+    )
+}
+
+/// What a push reports while it runs, per host.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    Connected,
+    Planned(&'a Plan),
+    /// `done` counts bytes sent in this run for the blob, out of `total` to send.
+    Sending {
+        hex: &'a str,
+        done: u64,
+        total: u64,
+    },
+    Sent {
+        hex: &'a str,
+        bytes: u64,
+    },
+    /// The host found stored blobs whose content does not match their name.
+    Corrupt {
+        hexes: &'a BTreeSet<String>,
+    },
+    Loading,
+    Loaded,
+    UpToDate,
+}
+
+pub trait Reporter: Sync {
+    fn event(&self, host: &str, event: Event<'_>);
+}
+
+pub struct Options {
+    pub store: String,
+    pub parallel: usize,
+    /// Hash every stored blob of the image on the host, even when Docker has it.
+    pub verify: bool,
+    pub ssh: SshOptions,
+}
+
+/// What happened on one host (also when it failed part way).
+#[derive(Debug, Clone, Default)]
+pub struct HostStats {
+    pub blobs_sent: usize,
+    pub bytes_sent: u64,
+    pub resumed: usize,
+    pub replaced: usize,
+    pub loaded: bool,
+}
+
+pub struct HostOutcome {
+    pub target: Target,
+    pub stats: HostStats,
+    pub seconds: f64,
+    pub result: Result<(), PushError>,
+}
+
+/// Pushes to every target, `opts.parallel` at a time; the outcomes keep the
+/// targets' order.
+pub fn push_all(
+    targets: &[Target],
+    image: &PushImage,
+    opts: &Options,
+    reporter: &dyn Reporter,
+) -> Vec<HostOutcome> {
+    let next = AtomicUsize::new(0);
+    let outcomes: Mutex<Vec<Option<HostOutcome>>> =
+        Mutex::new(targets.iter().map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..opts.parallel.clamp(1, targets.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(target) = targets.get(i) else { break };
+                    let t0 = Instant::now();
+                    let mut stats = HostStats::default();
+                    let result = push_host(target, image, opts, reporter, &mut stats);
+                    let outcome = HostOutcome {
+                        target: target.clone(),
+                        stats,
+                        seconds: t0.elapsed().as_secs_f64(),
+                        result,
+                    };
+                    outcomes.lock().expect("outcomes lock")[i] = Some(outcome);
+                }
+            });
+        }
+    });
+    outcomes
+        .into_inner()
+        .expect("outcomes lock")
+        .into_iter()
+        .map(|o| o.expect("every target ran"))
+        .collect()
+}
+
+/// Pushes the image to one host and loads it into its Docker.
+pub fn push_host(
+    target: &Target,
+    image: &PushImage,
+    opts: &Options,
+    reporter: &dyn Reporter,
+    stats: &mut HostStats,
+) -> Result<(), PushError> {
+    let label = target.label();
+    let remote = Remote::connect(target, &opts.ssh)?;
+    reporter.event(&label, Event::Connected);
+    let out = remote.run_ok(
+        "listing the store",
+        &list_script(&opts.store, &image.reference),
+        &[],
+    )?;
+    let state = HostState::parse(&String::from_utf8_lossy(&out));
+    if !state.has_docker {
+        return Err(PushError::NoDocker { host: label });
+    }
+    let check = to_verify(image, &state, opts.verify);
+    let bad = if check.is_empty() {
+        BTreeSet::new()
+    } else {
+        let out = remote.run_checked(
+            "hashing stored blobs",
+            &verify_script(&opts.store, &check),
+            &mut |_| Ok(()),
+            &[0, 1],
+        )?;
+        bad_blobs(&String::from_utf8_lossy(&out), &check)
+    };
+    if !bad.is_empty() {
+        reporter.event(&label, Event::Corrupt { hexes: &bad });
+    }
+    let plan = plan(image, &state, &bad);
+    reporter.event(&label, Event::Planned(&plan));
+    for s in &plan.sends {
+        match send(&remote, &opts.store, s, s.offset, reporter, stats) {
+            // a damaged prefix left by an earlier run: start that blob over, once
+            Err(PushError::UploadCorrupt { .. }) if s.offset > 0 => {
+                send(&remote, &opts.store, s, 0, reporter, stats)?
+            }
+            r => r?,
+        }
+        stats.blobs_sent += 1;
+        stats.resumed += usize::from(s.offset > 0);
+        stats.replaced += usize::from(s.replace);
+    }
+    if !plan.load {
+        reporter.event(&label, Event::UpToDate);
+        return Ok(());
+    }
+    reporter.event(&label, Event::Loading);
+    let manifest = docker_manifest(image);
+    let out = remote.run_ok(
+        "loading the image into docker",
+        &load_script(&opts.store, image),
+        &manifest,
+    )?;
+    let found = String::from_utf8_lossy(&out).trim().to_string();
+    if found != image.config_id() {
+        return Err(PushError::LoadMismatch {
+            host: label,
+            reference: image.reference.clone(),
+            expected: image.config_id(),
+            found,
+        });
+    }
+    stats.loaded = true;
+    reporter.event(&label, Event::Loaded);
+    Ok(())
+}
+
+/// Streams one blob from `offset`, hashing the whole local file on the way so
+/// a damaged local blob is named as such.
+fn send(
+    remote: &Remote,
+    store: &str,
+    s: &Send,
+    offset: u64,
+    reporter: &dyn Reporter,
+    stats: &mut HostStats,
+) -> Result<(), PushError> {
+    let label = remote.label();
+    let local = |source| PushError::Local {
+        path: s.path.clone(),
+        source,
+    };
+    let total = s.size - offset;
+    let mut done = 0u64;
+    let mut hasher = Sha256::new();
+    let mut feed = |w: &mut dyn Write| -> Result<(), PushError> {
+        let mut f = File::open(&s.path).map_err(local)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut pos = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(local)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            let skip = offset.saturating_sub(pos).min(n as u64) as usize;
+            pos += n as u64;
+            if skip < n {
+                w.write_all(&buf[skip..n])
+                    .map_err(|e| remote.io_error("sending a blob", e))?;
+                done += (n - skip) as u64;
+                stats.bytes_sent += (n - skip) as u64;
+                reporter.event(
+                    &label,
+                    Event::Sending {
+                        hex: &s.hex,
+                        done,
+                        total,
+                    },
+                );
+            }
+        }
+        let found = hex::encode(hasher.clone().finalize());
+        if found != s.hex || pos != s.size {
+            return Err(PushError::LocalCorrupt {
+                path: s.path.clone(),
+                found,
+            });
+        }
+        Ok(())
+    };
+    let what = format!("storing blob sha256:{}", &s.hex[..12]);
+    match remote.run_checked(
+        &what,
+        &upload_script(store, &s.hex, offset, s.size),
+        &mut feed,
+        &[0],
+    ) {
+        Ok(_) => {}
+        Err(PushError::Remote { status, .. }) if status == EXIT_DIGEST => {
+            return Err(PushError::UploadCorrupt {
+                host: label,
+                hex: s.hex.clone(),
+            });
+        }
+        Err(e) => return Err(e),
+    }
+    reporter.event(
+        &label,
+        Event::Sent {
+            hex: &s.hex,
+            bytes: done,
+        },
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(c: char, size: u64) -> LocalBlob {
+        LocalBlob {
+            hex: c.to_string().repeat(64),
+            size,
+            path: PathBuf::from(format!("/layout/blobs/sha256/{}", c.to_string().repeat(64))),
+        }
+    }
+
+    fn image() -> PushImage {
+        PushImage {
+            reference: "ferry/busybox:1.35".into(),
+            config: blob('c', 100),
+            layers: vec![blob('a', 1000), blob('b', 2000), blob('a', 1000)],
+            manifest: blob('d', 50),
+        }
+    }
+
+    #[test]
+    fn targets_parse_with_user_port_and_ipv6() {
+        let t = Target::parse("ssh://spark@10.0.0.5:2222", "root").unwrap();
+        assert_eq!(
+            (t.user.as_str(), t.host.as_str(), t.port),
+            ("spark", "10.0.0.5", 2222)
+        );
+        assert_eq!(t.label(), "spark@10.0.0.5:2222");
+        assert_eq!(t.known_hosts_entry(), "[10.0.0.5]:2222");
+        let t = Target::parse("ssh://node1", "root").unwrap();
+        assert_eq!(
+            (t.user.as_str(), t.port, t.label()),
+            ("root", 22, "root@node1".to_string())
+        );
+        assert_eq!(t.known_hosts_entry(), "node1");
+        let t = Target::parse("ssh://me@[fe80::1]:23/", "root").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("fe80::1", 23));
+        assert_eq!(t.label(), "me@[fe80::1]:23");
+        for bad in [
+            "node1",
+            "ssh://",
+            "ssh://@h",
+            "ssh://h:0",
+            "ssh://h:x",
+            "ssh://h/path",
+            "ssh://[::1",
+        ] {
+            let e = Target::parse(bad, "root").unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("`{bad}`")) && e.contains("ssh://user@host[:port]"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn blobs_are_listed_once() {
+        let hexes: Vec<char> = image()
+            .blobs()
+            .iter()
+            .map(|b| b.hex.chars().next().unwrap())
+            .collect();
+        assert_eq!(hexes, vec!['c', 'a', 'b', 'd']);
+    }
+
+    #[test]
+    fn host_state_parses_blobs_parts_and_docker() {
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let out = format!(
+            "1000 {a}\n700 {b}.part\n5 junk\nx {a}\n{DOCKER_MARK}\nsha256:{}\n",
+            "c".repeat(64)
+        );
+        let st = HostState::parse(&out);
+        assert_eq!(st.blobs, BTreeMap::from([(a.clone(), 1000)]));
+        assert_eq!(st.parts, BTreeMap::from([(b, 700)]));
+        assert_eq!(st.docker_id, Some(format!("sha256:{}", "c".repeat(64))));
+        assert!(st.has_docker);
+        let st = HostState::parse(&format!("{NO_DOCKER_MARK}\n{DOCKER_MARK}\n"));
+        assert!(!st.has_docker && st.docker_id.is_none());
+    }
+
+    #[test]
+    fn an_empty_host_gets_everything_and_a_load() {
+        let p = plan(&image(), &HostState::default(), &BTreeSet::new());
+        assert_eq!(
+            p.sends.iter().map(|s| s.size).collect::<Vec<_>>(),
+            vec![100, 1000, 2000, 50]
+        );
+        assert!(p.sends.iter().all(|s| s.offset == 0 && !s.replace));
+        assert_eq!((p.present, p.load, p.bytes()), (0, true, 3150));
+    }
+
+    #[test]
+    fn a_complete_host_gets_nothing() {
+        let img = image();
+        let host = HostState {
+            blobs: img
+                .blobs()
+                .iter()
+                .map(|b| (b.hex.clone(), b.size))
+                .collect(),
+            docker_id: Some(img.config_id()),
+            has_docker: true,
+            ..HostState::default()
+        };
+        let p = plan(&img, &host, &BTreeSet::new());
+        assert_eq!((p.sends.len(), p.present, p.load), (0, 4, false));
+        assert!(to_verify(&img, &host, false).is_empty());
+        assert_eq!(to_verify(&img, &host, true).len(), 4);
+    }
+
+    #[test]
+    fn parts_resume_and_bad_or_wrong_sized_blobs_are_replaced() {
+        let img = image();
+        let (a, b, c, d) = (
+            "a".repeat(64),
+            "b".repeat(64),
+            "c".repeat(64),
+            "d".repeat(64),
+        );
+        let host = HostState {
+            blobs: BTreeMap::from([(a.clone(), 1000), (c.clone(), 99), (d.clone(), 50)]),
+            parts: BTreeMap::from([(b.clone(), 1500), (d.clone(), 10)]),
+            docker_id: Some("sha256:other".into()),
+            has_docker: true,
+        };
+        let p = plan(&img, &host, &BTreeSet::from([a.clone()]));
+        let got: Vec<(String, u64, bool)> = p
+            .sends
+            .iter()
+            .map(|s| (s.hex.clone(), s.offset, s.replace))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(c, 0, true), (a, 0, true), (b.clone(), 1500, false)]
+        );
+        assert_eq!((p.present, p.load, p.bytes()), (1, true, 100 + 1000 + 500));
+        // a .part as long as the blob (or longer) cannot be trusted: start over
+        let host = HostState {
+            parts: BTreeMap::from([(b.clone(), 2000)]),
+            ..HostState::default()
+        };
+        let p = plan(&img, &host, &BTreeSet::new());
+        assert_eq!(p.sends.iter().find(|s| s.hex == b).unwrap().offset, 0);
+        // the blobs Docker will read are verified before a load
+        let host = HostState {
+            blobs: BTreeMap::from([("a".repeat(64), 1000), ("b".repeat(64), 1)]),
+            ..HostState::default()
+        };
+        assert_eq!(to_verify(&img, &host, false), vec!["a".repeat(64)]);
+    }
+
+    #[test]
+    fn sha256sum_output_names_the_bad_blobs() {
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let out = format!("{a}  {a}\n{}  {b}\n", "f".repeat(64));
+        let asked = vec![a, b.clone(), c.clone()];
+        assert_eq!(bad_blobs(&out, &asked), BTreeSet::from([b, c]));
+    }
+
+    #[test]
+    fn docker_manifest_names_config_tags_and_layers_in_order() {
+        let m: serde_json::Value = serde_json::from_slice(&docker_manifest(&image())).unwrap();
+        let p = |c: char| format!("blobs/sha256/{}", c.to_string().repeat(64));
+        assert_eq!(
+            m,
+            json!([{"Config": p('c'), "RepoTags": ["ferry/busybox:1.35"], "Layers": [p('a'), p('b'), p('a')]}])
+        );
+        // canonical: the same bytes every time, keys sorted
+        let s = String::from_utf8(docker_manifest(&image())).unwrap();
+        assert!(
+            s.starts_with(r#"[{"Config":"#) && s.find("\"Layers\"") < s.find("\"RepoTags\""),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn scripts_quote_what_comes_from_the_user() {
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        let s = list_script("/srv/my store", "a:b");
+        assert!(
+            s.starts_with("S='/srv/my store'\n") && s.contains("inspect --format '{{.Id}}' 'a:b'"),
+            "{s}"
+        );
+        let s = load_script("/var/lib/ferry", &image());
+        let loop_line = format!(
+            "for h in {} {} {};",
+            "a".repeat(64),
+            "b".repeat(64),
+            "c".repeat(64)
+        );
+        assert!(s.contains(&loop_line), "{s}");
+        let s = upload_script("/var/lib/ferry", &"a".repeat(64), 0, 1000);
+        assert!(
+            s.contains(": > \"$p\"") && s.contains("[ \"$have\" = 0 ]"),
+            "{s}"
+        );
+        let s = upload_script("/var/lib/ferry", &"a".repeat(64), 512, 1000);
+        assert!(
+            !s.contains(": > \"$p\"") && s.contains("[ \"$have\" = 512 ]"),
+            "{s}"
+        );
+        // a short transfer keeps its .part; only a full-length wrong one is removed
+        let short = s.find("-ge 1000").unwrap();
+        assert!(short < s.find("rm -f").unwrap(), "{s}");
+    }
+}

@@ -1,0 +1,646 @@
+//! End-to-end tests of `ferry push` against real hosts: network namespaces
+//! with their own sshd and dockerd, made by `tests/hosts.sh up 3`. They run
+//! only when `FERRY_E2E_HOSTS` names that fixture's folder (`tests/push-e2e.sh`
+//! sets it); otherwise each test says loudly that it was skipped.
+//!
+//! The hosts are shared, so the tests take turns (one lock) and each starts by
+//! putting the hosts it uses into the state it needs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use serde_json::Value;
+
+const REFERENCE: &str = "ferry/busybox:1.35";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The fixture's folder, or `None` (after a loud notice) when it is not up.
+fn hosts_dir(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("FERRY_E2E_HOSTS") {
+        Some(d) if Path::new(&d).join("hosts").exists() => Some(PathBuf::from(d)),
+        _ => {
+            // straight to the stream: the test harness hides `eprintln!` of passing tests
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "\n*** SKIPPED {test}: FERRY_E2E_HOSTS is not set to a running fixture; run `bash tests/push-e2e.sh` (it starts the hosts with tests/hosts.sh) ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// The hosts share one fixture: one test at a time.
+fn turn() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Hosts {
+    dir: PathBuf,
+    /// Addresses, host 1 first.
+    addrs: Vec<String>,
+}
+
+impl Hosts {
+    fn open(dir: PathBuf) -> Hosts {
+        let list = std::fs::read_to_string(dir.join("hosts")).unwrap();
+        let addrs = list
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+        assert!(
+            addrs.len() >= 3,
+            "the fixture has {} hosts; start it with `tests/hosts.sh up 3`",
+            addrs.len()
+        );
+        Hosts { dir, addrs }
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!("ssh://root@{}", self.addrs[i])
+    }
+
+    /// Runs a shell command on host `i` with OpenSSH's client.
+    fn ssh(&self, i: usize, cmd: &str) -> Output {
+        Command::new("ssh")
+            .arg("-i")
+            .arg(self.dir.join("id_ed25519"))
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.dir.join("known_hosts").display()
+            ))
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ConnectTimeout=5",
+            ])
+            .arg(format!("root@{}", self.addrs[i]))
+            .arg(cmd)
+            .output()
+            .expect("ssh runs")
+    }
+
+    fn ssh_ok(&self, i: usize, cmd: &str) -> String {
+        let out = self.ssh(i, cmd);
+        assert!(
+            out.status.success(),
+            "`{cmd}` on host {} failed: {}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// An empty store and no image in Docker.
+    fn reset(&self, i: usize) {
+        self.ssh_ok(i, &format!("rm -rf /var/lib/ferry/blobs /var/lib/ferry/tmp; docker rmi -f {REFERENCE} >/dev/null 2>&1; true"));
+    }
+
+    fn fixture_script(&self, args: &[&str]) {
+        let out = Command::new("bash")
+            .arg(repo().join("tests/hosts.sh"))
+            .args(args)
+            .env("FERRY_HOSTS_DIR", &self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "hosts.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The busybox image, built once per test run.
+fn layout() -> &'static Path {
+    static L: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &L.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("busybox");
+        let cache = std::env::var_os("FERRY_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.path().join("cache"));
+        let built = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("build")
+            .arg(repo().join("images/busybox/image.toml"))
+            .arg("--out")
+            .arg(&out)
+            .arg("--cache")
+            .arg(cache)
+            .output()
+            .unwrap();
+        assert!(
+            built.status.success(),
+            "building the busybox image failed: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        (dir, out)
+    })
+    .1
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// (hex, size) of the first (largest) layer and of the config.
+fn layer_and_config() -> ((String, u64), (String, u64)) {
+    let l = layout();
+    let index = read_json(&l.join("index.json"));
+    let m = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let manifest = read_json(&l.join("blobs/sha256").join(m));
+    let d = |v: &Value| {
+        (
+            v["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+                .to_string(),
+            v["size"].as_u64().unwrap(),
+        )
+    };
+    (d(&manifest["layers"][0]), d(&manifest["config"]))
+}
+
+struct Pushed {
+    code: i32,
+    json: Value,
+    stderr: String,
+}
+
+impl Pushed {
+    fn host(&self, h: &Hosts, i: usize) -> &Value {
+        let want = format!("root@{}", h.addrs[i]);
+        self.json["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["host"] == want.as_str())
+            .unwrap_or_else(|| panic!("no result for {want}: {}", self.json))
+    }
+}
+
+fn push(h: &Hosts, hosts: &[usize], extra: &[&str]) -> Pushed {
+    push_with(h, hosts, &h.dir.join("known_hosts"), extra)
+}
+
+fn push_with(h: &Hosts, hosts: &[usize], known_hosts: &Path, extra: &[&str]) -> Pushed {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("push")
+        .arg(layout())
+        .args(hosts.iter().map(|&i| h.url(i)))
+        .arg("--identity")
+        .arg(h.dir.join("id_ed25519"))
+        .arg("--known-hosts")
+        .arg(known_hosts)
+        .arg("--json")
+        .args(extra)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("push printed no JSON ({e}): {stderr}"));
+    Pushed {
+        code: out.status.code().unwrap_or(-1),
+        json,
+        stderr,
+    }
+}
+
+fn assert_ok(p: &Pushed) {
+    assert_eq!(p.code, 0, "push failed: {}\n{}", p.json, p.stderr);
+}
+
+fn sha256_on(h: &Hosts, i: usize, hex: &str) -> String {
+    h.ssh_ok(
+        i,
+        &format!("sha256sum /var/lib/ferry/blobs/sha256/{hex} | cut -d' ' -f1"),
+    )
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn push_to_three_hosts_runs_there_and_a_second_push_sends_nothing() {
+    let _turn = turn();
+    let Some(dir) = hosts_dir("push_to_three_hosts_runs_there_and_a_second_push_sends_nothing")
+    else {
+        return;
+    };
+    let h = Hosts::open(dir);
+    (0..3).for_each(|i| h.reset(i));
+
+    let p = push(&h, &[0, 1, 2], &[]);
+    assert_ok(&p);
+    let blobs = std::fs::read_dir(layout().join("blobs/sha256"))
+        .unwrap()
+        .count() as u64;
+    for i in 0..3 {
+        let r = p.host(&h, i);
+        assert_eq!(
+            (
+                r["ok"].as_bool(),
+                r["loaded"].as_bool(),
+                r["blobs_sent"].as_u64()
+            ),
+            (Some(true), Some(true), Some(blobs)),
+            "{r}"
+        );
+        let said = h.ssh_ok(i, &format!("docker run --rm --network none {REFERENCE}"));
+        let motd = std::fs::read_to_string(repo().join("images/busybox/files/motd")).unwrap();
+        assert_eq!(said, motd, "host {}", i + 1);
+        let left = h.ssh_ok(
+            i,
+            "ls -A /var/lib/ferry/tmp; ls /var/lib/ferry/blobs/sha256 | grep -c part || true",
+        );
+        assert_eq!(
+            left.trim(),
+            "0",
+            "host {} keeps temporary files: {left}",
+            i + 1
+        );
+    }
+
+    let again = push(&h, &[0, 1, 2], &[]);
+    assert_ok(&again);
+    for i in 0..3 {
+        let r = again.host(&h, i);
+        assert_eq!(
+            (
+                r["blobs_sent"].as_u64(),
+                r["bytes_sent"].as_u64(),
+                r["loaded"].as_bool()
+            ),
+            (Some(0), Some(0), Some(false)),
+            "{r}"
+        );
+    }
+
+    // the table, for people
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("push")
+        .arg(layout())
+        .arg(h.url(0))
+        .arg("-i")
+        .arg(h.dir.join("id_ed25519"))
+        .arg("--known-hosts")
+        .arg(h.dir.join("known_hosts"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        table.starts_with("HOST")
+            && table.contains(&format!("root@{}", h.addrs[0]))
+            && table.contains("ok, up to date"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_corrupt_stored_blob_is_found_and_replaced() {
+    let _turn = turn();
+    let Some(dir) = hosts_dir("a_corrupt_stored_blob_is_found_and_replaced") else {
+        return;
+    };
+    let h = Hosts::open(dir);
+    assert_ok(&push(&h, &[0], &[]));
+    let ((layer, size), _) = layer_and_config();
+    let corrupt = format!(
+        "printf XXXX | dd of=/var/lib/ferry/blobs/sha256/{layer} bs=1 seek=1000 conv=notrunc 2>/dev/null"
+    );
+
+    // same name, same size, other bytes: only a hash finds it
+    h.ssh_ok(0, &corrupt);
+    let plain = push(&h, &[0], &[]);
+    assert_ok(&plain);
+    assert_eq!(
+        plain.host(&h, 0)["blobs_sent"],
+        0,
+        "docker has the image, so a plain push trusts the store"
+    );
+    let p = push(&h, &[0], &["--verify"]);
+    assert_ok(&p);
+    let r = p.host(&h, 0);
+    assert_eq!(
+        (
+            r["blobs_sent"].as_u64(),
+            r["replaced"].as_u64(),
+            r["bytes_sent"].as_u64()
+        ),
+        (Some(1), Some(1), Some(size)),
+        "{r}"
+    );
+    assert!(
+        p.stderr.contains("do not match their digest"),
+        "{}",
+        p.stderr
+    );
+    assert_eq!(sha256_on(&h, 0, &layer), layer);
+
+    // when docker needs the image again, the store is checked before loading
+    h.ssh_ok(
+        0,
+        &format!("{corrupt}; docker rmi -f {REFERENCE} >/dev/null"),
+    );
+    let p = push(&h, &[0], &[]);
+    assert_ok(&p);
+    let r = p.host(&h, 0);
+    assert_eq!(
+        (r["replaced"].as_u64(), r["loaded"].as_bool()),
+        (Some(1), Some(true)),
+        "{r}"
+    );
+    assert_eq!(sha256_on(&h, 0, &layer), layer);
+    assert!(
+        h.ssh_ok(0, &format!("docker run --rm --network none {REFERENCE}"))
+            .contains("ferry")
+    );
+}
+
+#[test]
+fn an_interrupted_transfer_resumes_from_where_it_stopped() {
+    let _turn = turn();
+    let Some(dir) = hosts_dir("an_interrupted_transfer_resumes_from_where_it_stopped") else {
+        return;
+    };
+    let h = Hosts::open(dir);
+    h.reset(1);
+    assert_ok(&push(&h, &[1], &[]));
+    let ((layer, size), _) = layer_and_config();
+    let half = size / 2;
+    h.ssh_ok(1, &format!("cd /var/lib/ferry/blobs/sha256 && mv {layer} {layer}.part && truncate -s {half} {layer}.part"));
+
+    let p = push(&h, &[1], &[]);
+    assert_ok(&p);
+    let r = p.host(&h, 1);
+    assert_eq!(
+        (
+            r["blobs_sent"].as_u64(),
+            r["resumed"].as_u64(),
+            r["bytes_sent"].as_u64()
+        ),
+        (Some(1), Some(1), Some(size - half)),
+        "only the missing half is sent: {r}"
+    );
+    assert_eq!(sha256_on(&h, 1, &layer), layer);
+    assert_eq!(
+        h.ssh_ok(
+            1,
+            &format!("ls /var/lib/ferry/blobs/sha256/ | grep -c '{layer}.part' || true")
+        )
+        .trim(),
+        "0"
+    );
+
+    // a .part whose bytes are wrong is detected on the host and sent again whole
+    h.ssh_ok(1, &format!("cd /var/lib/ferry/blobs/sha256 && mv {layer} {layer}.part && truncate -s {half} {layer}.part && printf XXXX | dd of={layer}.part bs=1 seek=10 conv=notrunc 2>/dev/null"));
+    let p = push(&h, &[1], &[]);
+    assert_ok(&p);
+    assert_eq!(
+        p.host(&h, 1)["bytes_sent"].as_u64(),
+        Some(size - half + size),
+        "{}",
+        p.json
+    );
+    assert_eq!(sha256_on(&h, 1, &layer), layer);
+}
+
+#[test]
+fn host_keys_are_checked_and_new_ones_only_trusted_when_asked() {
+    let _turn = turn();
+    let Some(dir) = hosts_dir("host_keys_are_checked_and_new_ones_only_trusted_when_asked") else {
+        return;
+    };
+    let h = Hosts::open(dir);
+    h.reset(2);
+    let tmp = tempfile::tempdir().unwrap();
+
+    // a known_hosts whose key for host 3 is another host's
+    let real = std::fs::read_to_string(h.dir.join("known_hosts")).unwrap();
+    let other_key = real
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", h.addrs[0])))
+        .unwrap()
+        .split_once(' ')
+        .unwrap()
+        .1;
+    let wrong = tmp.path().join("wrong_known_hosts");
+    std::fs::write(&wrong, format!("{} {other_key}\n", h.addrs[2])).unwrap();
+    let p = push_with(&h, &[2], &wrong, &[]);
+    assert_eq!(p.code, 1, "{}", p.json);
+    let r = p.host(&h, 2);
+    let err = r["error"].as_str().unwrap();
+    assert!(
+        err.contains(&format!("`root@{}`", h.addrs[2]))
+            && err.contains("does not match")
+            && err.contains("nothing was sent"),
+        "{err}"
+    );
+    assert_eq!(
+        (r["blobs_sent"].as_u64(), r["bytes_sent"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(
+        h.ssh_ok(2, "ls -A /var/lib/ferry").trim(),
+        "",
+        "the host's store was touched"
+    );
+
+    // an unknown host is refused, unless trust on first use is asked for
+    let fresh = tmp.path().join("ssh/known_hosts");
+    let p = push_with(&h, &[2], &fresh, &[]);
+    assert_eq!(p.code, 1);
+    let err = p.host(&h, 2)["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("is not in")
+            && err.contains("--accept-new-host-keys")
+            && err.contains("SHA256:"),
+        "{err}"
+    );
+    assert!(!fresh.exists());
+    let p = push_with(&h, &[0, 2], &fresh, &["--accept-new-host-keys"]);
+    assert_ok(&p);
+    let recorded = std::fs::read_to_string(&fresh).unwrap();
+    for i in [0, 2] {
+        let key = real
+            .lines()
+            .find(|l| l.starts_with(&format!("{} ", h.addrs[i])))
+            .unwrap();
+        assert!(recorded.lines().any(|l| l.starts_with(key)), "{recorded}");
+    }
+    // and from then on it is checked
+    assert_ok(&push_with(&h, &[0, 2], &fresh, &[]));
+}
+
+/// Starts host 3's sshd again even when the test fails.
+struct RestartSshd<'a>(&'a Hosts, usize);
+impl Drop for RestartSshd<'_> {
+    fn drop(&mut self) {
+        self.0
+            .fixture_script(&["sshd-start", &(self.1 + 1).to_string()]);
+    }
+}
+
+#[test]
+fn a_host_without_sshd_fails_alone_and_a_rerun_converges() {
+    let _turn = turn();
+    let Some(dir) = hosts_dir("a_host_without_sshd_fails_alone_and_a_rerun_converges") else {
+        return;
+    };
+    let h = Hosts::open(dir);
+    (0..3).for_each(|i| h.reset(i));
+    h.fixture_script(&["sshd-stop", "3"]);
+    let restart = RestartSshd(&h, 2);
+    let p = push(&h, &[0, 1, 2], &["--connect-timeout", "3"]);
+    assert_eq!(p.code, 1, "{}", p.json);
+    for i in [0, 1] {
+        assert_eq!(p.host(&h, i)["ok"], true, "{}", p.json);
+    }
+    let err = p.host(&h, 2)["error"].as_str().unwrap();
+    assert!(
+        err.contains(&format!("cannot connect to `root@{}`", h.addrs[2]))
+            && err.contains("check that sshd runs"),
+        "{err}"
+    );
+    assert!(p.stderr.contains("1 of 3 host(s) failed"), "{}", p.stderr);
+    drop(restart);
+
+    let p = push(&h, &[0, 1, 2], &[]);
+    assert_ok(&p);
+    assert_eq!(p.host(&h, 0)["blobs_sent"], 0);
+    assert_eq!(p.host(&h, 2)["loaded"], true);
+}
+
+#[test]
+fn a_push_killed_mid_transfer_is_resumed_by_the_next() {
+    let _turn = turn();
+    let Some(dir) = hosts_dir("a_push_killed_mid_transfer_is_resumed_by_the_next") else {
+        return;
+    };
+    let h = Hosts::open(dir);
+    // an image with one big uncompressed layer, so the transfer takes a while
+    let tmp = tempfile::tempdir().unwrap();
+    let def = tmp.path().join("image.toml");
+    let mut big = vec![0u8; 150 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in big.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(tmp.path().join("big.bin"), &big).unwrap();
+    drop(big);
+    std::fs::write(
+        &def,
+        "name = \"ferry/big\"\ntag = \"1\"\ncreated = 0\ncompression = \"none\"\n[config]\ncmd = [\"/big.bin\"]\n[[layer]]\nname = \"big\"\n[[layer.source]]\npath = \"big.bin\"\ndest = \"/big.bin\"\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let ferry = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .arg("--cache")
+            .arg(tmp.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    assert!(ferry(&["lock".as_ref(), def.as_os_str()]).status.success());
+    assert!(
+        ferry(&[
+            "build".as_ref(),
+            def.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str()
+        ])
+        .status
+        .success()
+    );
+    let push_big = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        c.arg("push")
+            .arg(&out)
+            .arg(h.url(0))
+            .arg("-i")
+            .arg(h.dir.join("id_ed25519"));
+        c.arg("--known-hosts")
+            .arg(h.dir.join("known_hosts"))
+            .arg("--json");
+        c
+    };
+    let size = 150u64 << 20;
+    let mut cut = None;
+    for _attempt in 0..3 {
+        h.ssh_ok(
+            0,
+            "rm -rf /var/lib/ferry/blobs; docker rmi -f ferry/big:1 >/dev/null 2>&1; true",
+        );
+        let mut child = push_big()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // wait until the big blob is partly there, then kill the sender
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut part = 0;
+        while part == 0
+            && std::time::Instant::now() < deadline
+            && child.try_wait().unwrap().is_none()
+        {
+            let ls = h.ssh_ok(0, "cd /var/lib/ferry/blobs/sha256 2>/dev/null && for f in *.part; do [ -f \"$f\" ] && stat -c %s \"$f\"; done; true");
+            part = ls
+                .lines()
+                .filter_map(|l| l.trim().parse::<u64>().ok())
+                .find(|&n| n > (1 << 20))
+                .unwrap_or(0);
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300)); // let the host's `cat` see the end of its input
+        let left = h.ssh_ok(0, "cd /var/lib/ferry/blobs/sha256 && for f in *.part; do [ -f \"$f\" ] && stat -c %s \"$f\"; done; true");
+        if let Some(n) = left
+            .lines()
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .find(|&n| n > 0 && n < size)
+        {
+            cut = Some(n);
+            break;
+        }
+    }
+    let cut = cut.expect("the push was never caught mid-transfer (3 tries)");
+    let resumed = push_big().output().unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let v: Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    let r = &v["hosts"][0];
+    assert_eq!(r["resumed"].as_u64(), Some(1), "{r}");
+    let sent = r["bytes_sent"].as_u64().unwrap();
+    assert!(
+        sent < size + 4096 - cut + 4096 && sent > size - cut,
+        "sent {sent} after {cut} of {size} were there: {r}"
+    );
+    assert_eq!(r["loaded"], true);
+    h.ssh_ok(
+        0,
+        "docker rmi -f ferry/big:1 >/dev/null; rm -rf /var/lib/ferry/blobs",
+    );
+}
