@@ -26,7 +26,7 @@ pub enum Command {
     Lock(LockArgs),
     /// Build an OCI image layout (and optionally a docker-archive) from a definition and its lock
     #[command(
-        after_help = "Examples:\n  ferry build images/busybox/image.toml\n  ferry build images/busybox/image.toml --out out/busybox --docker-archive out/busybox.tar\n  ferry build images/busybox/image.toml --offline --mirror bundle/"
+        after_help = "Examples:\n  ferry build                      # the built-in default image (Spark, ZooKeeper, Python)\n  ferry build images/busybox/image.toml\n  ferry build images/busybox/image.toml --out out/busybox --docker-archive out/busybox.tar\n  ferry build images/busybox/image.toml --offline --mirror bundle/"
     )]
     Build(BuildArgs),
     /// Check every digest, size, diff_id and media type of an OCI image layout
@@ -72,8 +72,8 @@ pub struct LockArgs {
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// The image definition (image.toml)
-    pub definition: PathBuf,
+    /// The image definition (image.toml) [default: the built-in Spark image]
+    pub definition: Option<PathBuf>,
     /// Where to write the OCI image layout [default: out/<name>]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -113,8 +113,8 @@ pub struct InspectArgs {
 
 #[derive(Args, Debug)]
 pub struct VendorArgs {
-    /// The image definition (image.toml)
-    pub definition: PathBuf,
+    /// The image definition (image.toml) [default: the built-in Spark image]
+    pub definition: Option<PathBuf>,
     /// A folder, or a file ending in .tar
     #[arg(long, value_name = "BUNDLE")]
     pub to: PathBuf,

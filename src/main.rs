@@ -9,6 +9,7 @@ mod check;
 mod cli;
 mod clock;
 mod commands;
+mod default_image;
 mod fetch;
 mod fsutil;
 mod inputs;

@@ -36,13 +36,14 @@ impl Reporter for Term {
 
 pub fn run(a: BuildArgs) -> Result<ExitCode> {
     let term = Term::new(false);
-    let def = Definition::load(&a.definition)?;
+    let cache = Cache::new(a.cache.cache);
+    let built_in = a.definition.is_none();
+    let def = Definition::load(&super::definition_or_default(a.definition, &cache, &term)?)?;
     let lp = lock_path(&def.path);
     let lock = Lock::read(&lp)?.ok_or_else(|| LockError::Missing {
         path: lp.clone(),
         def: def.path.clone(),
     })?;
-    let cache = Cache::new(a.cache.cache);
     let jobs = a.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -70,6 +71,14 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
             .with_context(|| format!("writing the docker-archive `{}`", tar.display()))?;
     }
     let total: u64 = built.layers.iter().map(|l| l.blob.size).sum();
+    if built_in && built.image.manifest_digest != crate::default_image::expected_digest() {
+        // same definition and lock, other bytes: say so loudly, it is a bug or a tampered input
+        eprintln!(
+            "warning: the built-in image built to {}, but this ferry was released with {}: please report it",
+            built.image.manifest_digest,
+            crate::default_image::expected_digest()
+        );
+    }
     if a.json {
         let v = json!({
             "reference": built.image.reference,

@@ -23,6 +23,31 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The definition given, or the built-in default image written into the cache.
+pub fn definition_or_default(
+    given: Option<std::path::PathBuf>,
+    cache: &crate::fetch::Cache,
+    term: &Term,
+) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    match given {
+        Some(p) => Ok(p),
+        None => {
+            let p = crate::default_image::materialize(&cache.root).with_context(|| {
+                format!(
+                    "writing the built-in definition into `{}`",
+                    cache.root.display()
+                )
+            })?;
+            term.line(&format!(
+                "using the built-in default image (images/spark, copied to `{}`)",
+                p.display()
+            ));
+            Ok(p)
+        }
+    }
+}
+
 /// Human sizes for progress lines and tables.
 pub fn human(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];

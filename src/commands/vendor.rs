@@ -15,13 +15,13 @@ use crate::spec::Definition;
 
 pub fn run(a: VendorArgs) -> Result<ExitCode> {
     let term = Term::new(false);
-    let def = Definition::load(&a.definition)?;
+    let cache = Cache::new(a.cache.cache);
+    let def = Definition::load(&super::definition_or_default(a.definition, &cache, &term)?)?;
     let lp = lock_path(&def.path);
     let lock = Lock::read(&lp)?.ok_or_else(|| LockError::Missing {
         path: lp.clone(),
         def: def.path.clone(),
     })?;
-    let cache = Cache::new(a.cache.cache);
     let progress = |w: &str, n: u64, t: Option<u64>| term.download(w, n, t);
     let sources = Sources {
         cache: &cache,
