@@ -441,7 +441,6 @@ fn read_record(cache: &Cache, key: &str) -> Option<LayerRecord> {
 /// Builds the image described by `def` with `lock`.
 pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) -> Result<Built> {
     let lock_path = crate::lock::lock_path(&def.path);
-    lock.for_definition(def, &lock_path)?;
     let dl = |what: &str, n: u64, t: Option<u64>| rep.download(what, n, t);
     let sources = Sources {
         cache: opts.cache,
@@ -450,6 +449,8 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
         progress: &dl,
     };
     let base = load_base(def, opts.cache)?;
+    let all = lock.for_definition(def, &lock_path)?;
+    sources.prefetch_debs(&all.iter().collect::<Vec<_>>())?;
     let compression = def.spec.compression;
     let pool = Pool::new(opts.jobs);
     let mut skeleton = base.skeleton.clone();

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (`.ci/run` calls exactly this):
 # installs what the tests need from Debian's packages, starts a Docker daemon
-# when none answers (and stops it afterwards), then runs formatting and lint
-# checks, the unit and integration tests, and the Nix packaging checks.
+# when none answers (and stops it afterwards), runs formatting and lint
+# checks, builds the default Spark image once for every end-to-end test,
+# runs the unit, integration and end-to-end tests (the SSH push tests on
+# three namespaced hosts it starts and stops), and the Nix packaging checks.
+# Downloads are cached in ~/.cache/ferry: a second run downloads nothing.
 #
 #   bash tests/run.sh            # everything
 #   bash tests/run.sh --quick    # skip fmt/clippy and the Nix checks
@@ -32,6 +35,9 @@ command -v skopeo >/dev/null || missing+=(skopeo)
 command -v umoci >/dev/null || missing+=(umoci)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v xz >/dev/null || missing+=(xz-utils)
+command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+command -v ip >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ] || ! apt-cache show busybox-static >/dev/null 2>&1; then
   say "installing: ${missing[*]:-(package lists only)}"
   as_root apt-get update -qq
@@ -55,9 +61,33 @@ if [ $quick = 0 ]; then
   cargo clippy --all-targets --quiet -- -D warnings
 fi
 
+export FERRY_CACHE=${FERRY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry}
+say "building the default Spark image once for the end-to-end tests (cache: $FERRY_CACHE)"
+cargo build --quiet
+spark_def=images/spark/image.toml
+export FERRY_SPARK_FRESH=0
+if ! target/debug/ferry build "$spark_def" --out "$state/spark" --docker-archive "$state/spark.tar" 2>"$state/spark-build.log"; then
+  cat "$state/spark-build.log" >&2
+  if grep -q "failed for\|cannot download\|no longer served" "$state/spark-build.log"; then
+    echo "NOTICE: a pinned input of images/spark is no longer served upstream; testing with a fresh lock of a copy (the committed lock is left alone)" >&2
+    cp -r images/spark "$state/spark-def"
+    spark_def="$state/spark-def/image.toml"
+    export FERRY_SPARK_FRESH=1
+    target/debug/ferry lock "$spark_def" --update
+    target/debug/ferry build "$spark_def" --out "$state/spark" --docker-archive "$state/spark.tar"
+  else
+    exit 1
+  fi
+fi
+tail -1 "$state/spark-build.log"
+export FERRY_SPARK_LAYOUT="$state/spark" FERRY_SPARK_ARCHIVE="$state/spark.tar" FERRY_SPARK_DEF="$spark_def"
+
 say "cargo test"
 cargo test --all-targets 2>&1 | tee "$state/cargo-test.log"
 [ "${PIPESTATUS[0]}" = 0 ] || exit 1
+
+say "end-to-end push tests on namespaced hosts"
+bash tests/push-e2e.sh
 
 if [ $quick = 0 ]; then
   say "nix packaging checks"
