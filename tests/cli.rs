@@ -94,7 +94,8 @@ fn fixture() -> &'static Fixture {
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("busybox");
         copy_dir(&repo().join("images/busybox"), &image);
-        let cache = dir.path().join("cache");
+        // the runner's shared download cache, so a warm run downloads nothing
+        let cache = std::env::var_os("FERRY_CACHE").map(PathBuf::from).unwrap_or_else(|| dir.path().join("cache"));
         let bundle = dir.path().join("bundle");
         let def = image.join("image.toml");
         let (code, err) = stderr_of(ferry().arg("vendor").arg(&def).arg("--to").arg(&bundle).arg("--cache").arg(&cache));
