@@ -644,3 +644,89 @@ fn a_push_killed_mid_transfer_is_resumed_by_the_next() {
         "docker rmi -f ferry/big:1 >/dev/null; rm -rf /var/lib/ferry/blobs",
     );
 }
+
+/// Bytes the root side of host `i`'s link has sent towards it.
+fn bytes_to_host(i: usize) -> u64 {
+    let p = format!("/sys/class/net/fh{}-br/statistics/tx_bytes", i + 1);
+    std::fs::read_to_string(&p)
+        .map(|s| s.trim().parse().unwrap())
+        .unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+#[test]
+fn the_spark_image_goes_to_three_hosts_with_no_more_than_its_bytes_on_the_wire() {
+    let _turn = turn();
+    let Some(dir) = hosts_dir("the_spark_image_goes_to_three_hosts") else {
+        return;
+    };
+    let Some(spark) = std::env::var_os("FERRY_SPARK_LAYOUT").map(PathBuf::from) else {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "FERRY_SPARK_LAYOUT must be set under CI"
+        );
+        eprintln!(
+            "\n*** SKIPPED the_spark_image_goes_to_three_hosts: FERRY_SPARK_LAYOUT is not set (tests/run.sh builds it) ***\n"
+        );
+        return;
+    };
+    let h = Hosts::open(dir);
+    for i in 0..3 {
+        h.ssh_ok(i, "rm -rf /var/lib/ferry/blobs /var/lib/ferry/tmp; docker rmi -f ferry/spark:3.5.3 >/dev/null 2>&1; true");
+    }
+    let payload: u64 = std::fs::read_dir(spark.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let before: Vec<u64> = (0..3).map(bytes_to_host).collect();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("push")
+            .arg(&spark)
+            .args((0..3).map(|i| h.url(i)))
+            .arg("--identity")
+            .arg(h.dir.join("id_ed25519"))
+            .arg("--known-hosts")
+            .arg(h.dir.join("known_hosts"))
+            .arg("--json")
+            .args(extra)
+            .env_remove("SSH_AUTH_SOCK")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "push failed: {stderr}");
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let first = run(&[]);
+    for i in 0..3 {
+        let wire = bytes_to_host(i) - before[i];
+        eprintln!(
+            "host {}: {wire} bytes on the wire for {payload} bytes of blobs ({:+.3}%)",
+            i + 1,
+            (wire as f64 / payload as f64 - 1.0) * 100.0
+        );
+        assert!(
+            wire <= payload + payload / 100,
+            "host {}: {wire} bytes on the wire for {payload} bytes of blobs",
+            i + 1
+        );
+        let java = h.ssh(i, "docker run --rm ferry/spark:3.5.3 java -version");
+        let said = String::from_utf8_lossy(&java.stderr);
+        assert!(said.contains("version \"17."), "host {}: {said}", i + 1);
+    }
+    assert!(
+        first["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["ok"] == true),
+        "{first}"
+    );
+    let again = run(&[]);
+    for r in again["hosts"].as_array().unwrap() {
+        assert_eq!(
+            (r["blobs_sent"].as_u64(), r["loaded"].as_bool()),
+            (Some(0), Some(false)),
+            "{r}"
+        );
+    }
+}
