@@ -697,8 +697,8 @@ fn the_spark_image_goes_to_three_hosts_with_no_more_than_its_bytes_on_the_wire()
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
     let first = run(&[]);
-    for i in 0..3 {
-        let wire = bytes_to_host(i) - before[i];
+    for (i, sent_before) in before.iter().enumerate() {
+        let wire = bytes_to_host(i) - sent_before;
         eprintln!(
             "host {}: {wire} bytes on the wire for {payload} bytes of blobs ({:+.3}%)",
             i + 1,
