@@ -235,6 +235,8 @@ pub struct PushImage {
     pub config: LocalBlob,
     pub layers: Vec<LocalBlob>,
     pub manifest: LocalBlob,
+    /// The config's `rootfs.diff_ids`, one per layer.
+    pub diff_ids: Vec<String>,
 }
 
 fn hex_of(digest: &str) -> String {
@@ -267,6 +269,7 @@ impl PushImage {
             config: blob(&img.config),
             layers: img.layers.iter().map(blob).collect(),
             manifest: blob(&img.manifest),
+            diff_ids: img.diff_ids(),
         })
     }
 
@@ -295,10 +298,13 @@ pub struct HostState {
     /// `docker image inspect` of the reference: the image id, if present.
     pub docker_id: Option<String>,
     pub has_docker: bool,
+    /// `RootFS.Layers` (diff_ids) of every image Docker has.
+    pub docker_layers: Vec<Vec<String>>,
 }
 
 const DOCKER_MARK: &str = "--ferry-docker--";
 const NO_DOCKER_MARK: &str = "--ferry-no-docker--";
+const LAYERS_MARK: &str = "--ferry-docker-layers--";
 
 fn is_hex64(s: &str) -> bool {
     s.len() == 64
@@ -314,10 +320,18 @@ impl HostState {
             ..HostState::default()
         };
         let mut in_docker = false;
+        let mut in_layers = false;
         for line in out.lines() {
             let line = line.trim_end();
             if line == DOCKER_MARK {
                 in_docker = true;
+            } else if line == LAYERS_MARK {
+                in_docker = false;
+                in_layers = true;
+            } else if in_layers {
+                if let Ok(layers) = serde_json::from_str::<Vec<String>>(line) {
+                    st.docker_layers.push(layers);
+                }
             } else if line == NO_DOCKER_MARK {
                 st.has_docker = false;
             } else if in_docker {
@@ -338,6 +352,17 @@ impl HostState {
             }
         }
         st
+    }
+
+    /// How many leading layers of `diff_ids` Docker already has as a chain
+    /// (the prefix some image of the host shares): `docker load` skips
+    /// those without reading their files.
+    pub fn present_prefix(&self, diff_ids: &[String]) -> usize {
+        self.docker_layers
+            .iter()
+            .map(|l| l.iter().zip(diff_ids).take_while(|(a, b)| a == b).count())
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -438,6 +463,8 @@ if [ -e "$1" ]; then stat -c '%s %n' -- "$@" || exit 2; fi
 command -v docker >/dev/null 2>&1 || echo {NO_DOCKER_MARK}
 echo {DOCKER_MARK}
 docker image inspect --format '{{{{.Id}}}}' {reference} 2>/dev/null || true
+echo {LAYERS_MARK}
+docker image ls -aq 2>/dev/null | sort -u | xargs -r docker image inspect --format '{{{{json .RootFS.Layers}}}}' 2>/dev/null || true
 "#,
         store = sh_quote(store),
         reference = sh_quote(reference),
@@ -505,10 +532,12 @@ mv -f "$p" {hex}
 
 /// Builds a docker-archive from the stored blobs (symlinks in a temp folder,
 /// `manifest.json` from stdin) and pipes it into `docker load`; prints the
-/// image id afterwards.
-pub fn load_script(store: &str, image: &PushImage) -> String {
+/// image id afterwards. The first `present` layers, which Docker already has
+/// as a chain, are left out of the archive: `docker load` does not open the
+/// file of a layer it has, and it would otherwise copy every byte again.
+pub fn load_script(store: &str, image: &PushImage, present: usize) -> String {
     let mut hexes: Vec<&str> = std::iter::once(image.config.hex.as_str())
-        .chain(image.layers.iter().map(|l| l.hex.as_str()))
+        .chain(image.layers.iter().skip(present).map(|l| l.hex.as_str()))
         .collect();
     hexes.sort_unstable();
     hexes.dedup();
@@ -678,7 +707,7 @@ pub fn push_host(
     let manifest = docker_manifest(image);
     let out = remote.run_ok(
         "loading the image into docker",
-        &load_script(&opts.store, image),
+        &load_script(&opts.store, image, state.present_prefix(&image.diff_ids)),
         &manifest,
     )?;
     let found = String::from_utf8_lossy(&out).trim().to_string();
@@ -793,6 +822,7 @@ mod tests {
             config: blob('c', 100),
             layers: vec![blob('a', 1000), blob('b', 2000), blob('a', 1000)],
             manifest: blob('d', 50),
+            diff_ids: vec!["sha256:1".into(), "sha256:2".into(), "sha256:3".into()],
         }
     }
 
@@ -902,6 +932,7 @@ mod tests {
             parts: BTreeMap::from([(b.clone(), 1500), (d.clone(), 10)]),
             docker_id: Some("sha256:other".into()),
             has_docker: true,
+            docker_layers: vec![],
         };
         let p = plan(&img, &host, &BTreeSet::from([a.clone()]));
         let got: Vec<(String, u64, bool)> = p
@@ -961,7 +992,14 @@ mod tests {
             s.starts_with("S='/srv/my store'\n") && s.contains("inspect --format '{{.Id}}' 'a:b'"),
             "{s}"
         );
-        let s = load_script("/var/lib/ferry", &image());
+        // layers Docker already has as a chain stay out of the archive,
+        // unless the same blob is needed again further up
+        let s = load_script("/var/lib/ferry", &image(), 2);
+        assert!(
+            s.contains(&format!("for h in {} {};", "a".repeat(64), "c".repeat(64))),
+            "{s}"
+        );
+        let s = load_script("/var/lib/ferry", &image(), 0);
         let loop_line = format!(
             "for h in {} {} {};",
             "a".repeat(64),
@@ -982,5 +1020,16 @@ mod tests {
         // a short transfer keeps its .part; only a full-length wrong one is removed
         let short = s.find("-ge 1000").unwrap();
         assert!(short < s.find("rm -f").unwrap(), "{s}");
+    }
+
+    #[test]
+    fn the_chain_docker_has_is_the_longest_shared_prefix() {
+        let out = format!(
+            "{DOCKER_MARK}\n{LAYERS_MARK}\n[\"sha256:1\",\"sha256:9\"]\n[\"sha256:1\",\"sha256:2\",\"sha256:7\"]\nnot json\n"
+        );
+        let st = HostState::parse(&out);
+        assert_eq!(st.docker_layers.len(), 2);
+        assert_eq!(st.present_prefix(&image().diff_ids), 2);
+        assert_eq!(HostState::default().present_prefix(&image().diff_ids), 0);
     }
 }

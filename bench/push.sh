@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Benchmark of `ferry push` with the default Spark image, one command (root):
+#
+#   bash bench/push.sh
+#
+# Starts three namespaced test hosts (tests/hosts.sh: own sshd and dockerd
+# each, on a local bridge) and times, in the same run:
+#   - the raw SSH limit: `cat <every blob> | ssh host 'cat > f'`;
+#   - the usual way: `docker save IMAGE | ssh host docker load`;
+#   - ferry push, first push to 1 host, then to 3 hosts at once;
+#   - ferry push of the unchanged image (nothing to send);
+#   - ferry push after one layer changed (the sample job).
+# Wall seconds, the controller's CPU seconds, and bytes counted on each
+# host's link. The hosts share this machine's 2 cores with the controller,
+# so 3 hosts vs 1 measures CPU contention, not the network.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,17p' "$0"; exit 0; fi
+[ "$(id -u)" = 0 ] || { echo "error: run as root (the test hosts need it)" >&2; exit 1; }
+command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
+command -v bc >/dev/null || apt-get install -y -qq bc >/dev/null
+docker info >/dev/null 2>&1 || { echo "error: no Docker daemon answers: start dockerd (tests/run.sh does)" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/ferry-push-bench.XXXXXX)
+export FERRY_HOSTS_DIR="$work/hosts"
+trap 'bash tests/hosts.sh down >/dev/null 2>&1; rm -rf "$work"' EXIT
+cargo build --release --quiet
+ferry=$PWD/target/release/ferry
+$ferry build --out "$work/spark" --docker-archive "$work/spark.tar" 2>/dev/null
+docker load -i "$work/spark.tar" >/dev/null
+bash tests/hosts.sh up 3 >/dev/null
+key="$FERRY_HOSTS_DIR/id_ed25519"
+kh="$FERRY_HOSTS_DIR/known_hosts"
+addr() { echo "10.231.0.$((10 + $1))"; }
+sshh() { local i=$1; shift; ssh -i "$key" -o BatchMode=yes -o UserKnownHostsFile="$kh" -o StrictHostKeyChecking=yes "root@$(addr "$i")" "$@"; }
+wire() { cat "/sys/class/net/fh$1-br/statistics/tx_bytes"; }
+reset() { for i in "$@"; do sshh "$i" 'rm -rf /var/lib/ferry/* /tmp/raw; docker rmi -f ferry/spark:3.5.3 >/dev/null 2>&1; true'; done; }
+payload=$(du -cb "$work"/spark/blobs/sha256/* | tail -1 | cut -f1)
+
+row() { # label hosts command...
+  local label=$1 hosts=$2; shift 2
+  local b=0 a=0
+  for i in $hosts; do b=$((b + $(wire "$i"))); done
+  /usr/bin/time -f "%e %U %S" -o "$work/t" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+  for i in $hosts; do a=$((a + $(wire "$i"))); done
+  read -r wall user sys <"$work/t"
+  local n; n=$(echo "$hosts" | wc -w)
+  printf '| %s | %.2f | %.2f | %.1f | %.1f |\n' "$label" "$wall" "$(echo "$user + $sys" | bc)" \
+    "$(echo "($a - $b) / $n / 1000000" | bc -l)" "$(echo "$payload * 8 / $wall / 1000000 * $n" | bc -l)"
+  echo "$wall" >"$work/last"
+}
+auth=(-i "$key" --known-hosts "$kh" --json)
+urls() { for i in "$@"; do printf 'ssh://root@%s ' "$(addr "$i")"; done; }
+
+echo "ferry $(git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); image: $(echo "$payload / 1000000" | bc) MB of blobs"
+echo
+echo "| step | wall s | controller CPU s | MB on the wire per host | image Mbit/s (all hosts) |"
+echo "| --- | ---: | ---: | ---: | ---: |"
+reset 1
+row "raw SSH: cat blobs \| ssh 'cat > f', 1 host" "1" sh -c "cat '$work'/spark/blobs/sha256/* | ssh -i '$key' -o UserKnownHostsFile='$kh' root@$(addr 1) 'cat > /tmp/raw'"
+raw=$(cat "$work/last")
+reset 1
+row "docker save \| ssh docker load, 1 host" "1" sh -c "docker save ferry/spark:3.5.3 | ssh -i '$key' -o UserKnownHostsFile='$kh' root@$(addr 1) docker load"
+save=$(cat "$work/last")
+reset 1
+row "ferry push, first, 1 host" "1" $ferry push "$work/spark" $(urls 1) "${auth[@]}"
+first1=$(cat "$work/last")
+reset 1 2 3
+row "ferry push, first, 3 hosts" "1 2 3" $ferry push "$work/spark" $(urls 1 2 3) "${auth[@]}"
+row "ferry push, unchanged, 3 hosts" "1 2 3" $ferry push "$work/spark" $(urls 1 2 3) "${auth[@]}"
+again=$(cat "$work/last")
+cp -r images/spark "$work/def"
+echo "# changed" >>"$work/def/files/opt/ferry/jobs/sample.py"
+$ferry build "$work/def/image.toml" --out "$work/changed" 2>/dev/null
+row "ferry push, sample job changed, 3 hosts" "1 2 3" $ferry push "$work/changed" $(urls 1 2 3) "${auth[@]}"
+echo
+printf 'first push to 1 host: %.2fx the raw SSH throughput, %.2fx faster than docker save | ssh docker load\n' \
+  "$(echo "$raw / $first1" | bc -l)" "$(echo "$save / $first1" | bc -l)"
+printf 'unchanged image to 3 hosts: %.2f s\n' "$again"
