@@ -47,6 +47,11 @@ pub enum Command {
         after_help = "Examples:\n  ferry push out/busybox ssh://root@node1 ssh://root@node2:2222\n  ferry push out/spark ssh://spark@node{1,2,3} --identity ~/.ssh/cluster --parallel 16\n  ferry push out/spark ssh://root@node1 --verify --json   # re-hash what the host stores\n\nA password is read from FERRY_SSH_PASSWORD only, never from the command line."
     )]
     Push(PushArgs),
+    /// Print what `ferry up` would do on each host: folders, files, containers, and ordered steps with their gates
+    #[command(
+        after_help = "Examples:\n  ferry plan examples/ha.toml                  # 3 ZooKeeper servers, 2 masters, 2 workers\n  ferry plan examples/ha.toml --json | jq '.hosts[0].containers'\n  ferry plan examples/local.toml --image out/spark\n  ferry plan --from-env-cfg examples/wefe.cfg  # a flat SPARK_MODE=... config\n  ferry plan --from-env-cfg wefe.cfg --write-cluster wefe.toml\n\nThe plan is the same for the same inputs, so two plans diff line by line. Nothing is touched on any host."
+    )]
+    Plan(PlanArgs),
 }
 
 #[derive(Args, Debug)]
@@ -163,6 +168,28 @@ pub struct PushArgs {
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub command_timeout: u64,
     /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// The cluster file (TOML)
+    #[arg(
+        required_unless_present = "from_env_cfg",
+        conflicts_with = "from_env_cfg"
+    )]
+    pub cluster: Option<PathBuf>,
+    /// Import a flat `KEY=value` config (SPARK_MODE, SPARK_MASTER, SPARK_WORKERS, ...) instead
+    #[arg(long, value_name = "FILE")]
+    pub from_env_cfg: Option<PathBuf>,
+    /// Also write the imported config as a cluster file
+    #[arg(long, value_name = "FILE", requires = "from_env_cfg")]
+    pub write_cluster: Option<PathBuf>,
+    /// The image's OCI layout, read for its digest and labels [default: the cluster file's image, else the built-in image]
+    #[arg(long, value_name = "LAYOUT")]
+    pub image: Option<PathBuf>,
+    /// Print the plan as JSON
     #[arg(long)]
     pub json: bool,
 }

@@ -4,6 +4,7 @@
 mod build;
 mod inspect;
 mod lock;
+mod plan;
 mod push;
 mod vendor;
 mod verify;
@@ -20,6 +21,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => inspect::run(a),
         Command::Vendor(a) => vendor::run(a),
         Command::Push(a) => push::run(a),
+        Command::Plan(a) => plan::run(a),
     }
 }
 
