@@ -6,3 +6,6 @@ pub mod envcfg;
 pub mod file;
 pub mod plan;
 pub mod render;
+
+#[cfg(test)]
+mod tests;
