@@ -16,13 +16,13 @@ pub enum EnvCfgError {
         #[source]
         source: std::io::Error,
     },
-    #[error("`{}` line {line}: {message}", file.display())]
+    #[error("{}:{line}: {message}", file.display())]
     Invalid {
         file: PathBuf,
         line: usize,
         message: String,
     },
-    #[error("`{}`: {message}", file.display())]
+    #[error("{}: {message}", file.display())]
     Missing { file: PathBuf, message: String },
 }
 
@@ -285,7 +285,7 @@ mod tests {
         let e = import("\nSPARK_MODE=MESOS\n", Path::new("w.cfg"), "w").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "`w.cfg` line 2: `SPARK_MODE=MESOS`: expected `LOCAL` or `STANDALONE`"
+            "w.cfg:2: `SPARK_MODE=MESOS`: expected `LOCAL` or `STANDALONE`"
         );
     }
 

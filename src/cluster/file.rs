@@ -215,15 +215,17 @@ pub enum ClusterError {
     },
 }
 
+/// `path:line: \`field\`: message`, like the image definition's errors, so
+/// an editor can jump to the line.
 fn invalid_line(file: &Path, line: &Option<usize>, field: &str, message: &str) -> String {
-    let mut s = format!("`{}`", file.display());
+    let mut s = file.display().to_string();
     if let Some(l) = line {
-        s.push_str(&format!(" line {l}"));
-    }
-    if !field.is_empty() {
-        s.push_str(&format!(", `{field}`"));
+        s.push_str(&format!(":{l}"));
     }
     s.push_str(": ");
+    if !field.is_empty() {
+        s.push_str(&format!("`{field}`: "));
+    }
     s.push_str(message);
     s
 }

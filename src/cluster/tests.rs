@@ -195,7 +195,7 @@ fn refuses_an_even_ensemble() {
     assert_eq!(
         refusal(&text),
         format!(
-            "`cluster.toml` line {}, `zookeeper.hosts`: the ensemble has 2 servers; ZooKeeper needs an odd number (1, 3 or 5) to keep a majority: add or remove one",
+            "cluster.toml:{}: `zookeeper.hosts`: the ensemble has 2 servers; ZooKeeper needs an odd number (1, 3 or 5) to keep a majority: add or remove one",
             line(&text, "[zookeeper]") + 1
         )
     );
@@ -207,7 +207,7 @@ fn refuses_duplicate_zookeeper_ids() {
     let e = refusal(&text);
     assert!(e.contains("`zookeeper.ids`: id 1 is given twice"), "{e}");
     assert!(
-        e.starts_with(&format!("`cluster.toml` line {}", line(&text, "ids = "))),
+        e.starts_with(&format!("cluster.toml:{}:", line(&text, "ids = "))),
         "{e}"
     );
 }
@@ -242,7 +242,7 @@ fn refuses_the_admin_server_on_the_master_ui_port() {
     assert_eq!(
         refusal(&text),
         format!(
-            "`cluster.toml` line {}, `zookeeper.admin_port`: ZooKeeper's AdminServer and the Spark master UI both want port 8080 on host `node1`; move one of them",
+            "cluster.toml:{}: `zookeeper.admin_port`: ZooKeeper's AdminServer and the Spark master UI both want port 8080 on host `node1`; move one of them",
             line(&text, "admin_port")
         )
     );
@@ -311,7 +311,7 @@ fn refuses_unknown_hosts() {
     let e = refusal(&text);
     assert!(
         e.starts_with(&format!(
-            "`cluster.toml` line {}, `spark.workers.hosts`: unknown host `node6`; add a [[host]] with that name (known: `node1`",
+            "cluster.toml:{}: `spark.workers.hosts`: unknown host `node6`; add a [[host]] with that name (known: `node1`",
             line(&text, "\"node6\"")
         )),
         "{e}"
@@ -324,7 +324,7 @@ fn refuses_unknown_fields_with_their_line() {
     let e = refusal(&text);
     assert!(
         e.starts_with(&format!(
-            "`cluster.toml` line {}: unknown field `peer_prot`",
+            "cluster.toml:{}: unknown field `peer_prot`",
             line(&text, "peer_prot")
         )),
         "{e}"
