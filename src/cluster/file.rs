@@ -16,6 +16,9 @@ use toml::Spanned;
 /// names no image.
 pub const DEFAULT_IMAGE: &str = "ferry/spark:3.5.3";
 
+/// The cluster `ferry up --local` runs when given no file.
+pub const LOCAL_CLUSTER: &str = include_str!("../../examples/local.toml");
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterFile {

@@ -375,3 +375,31 @@ fn refuses_a_plan_when_the_image_lacks_a_label() {
         "{e}"
     );
 }
+
+#[test]
+fn docker_run_args_follow_the_plan() {
+    let p = plan_of(LOCAL);
+    let worker = p.hosts[0]
+        .containers
+        .iter()
+        .find(|c| c.role == plan::Role::Worker)
+        .unwrap();
+    let args = super::launch::run_args(worker).join(" ");
+    assert!(
+        args.starts_with(
+            "run --detach --name ferry-local-worker --network host --restart unless-stopped --user spark --label ferry.cluster=local"
+        ),
+        "{args}"
+    );
+    assert!(
+        args.contains("--volume /etc/ferry/local/spark-worker:/etc/ferry/spark:ro"),
+        "{args}"
+    );
+    assert!(
+        args.ends_with("--work-dir /var/lib/ferry/spark-work spark://127.0.0.1:7077"),
+        "{args}"
+    );
+    super::launch::check_local(&p).unwrap();
+    let e = super::launch::check_local(&plan_of(HA)).unwrap_err();
+    assert!(e.to_string().contains("roles on 5 hosts"), "{e}");
+}

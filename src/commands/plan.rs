@@ -46,7 +46,7 @@ pub fn run(a: PlanArgs) -> Result<ExitCode> {
 
 /// `--image`, else the cluster file's layout (relative to the file), else the
 /// built-in image when the file names it or no image at all.
-fn image_facts(file: &ClusterFile, given: Option<&Path>, base: &Path) -> Result<ImageFacts> {
+pub fn image_facts(file: &ClusterFile, given: Option<&Path>, base: &Path) -> Result<ImageFacts> {
     let layout = match (given, &file.image.layout) {
         (Some(p), _) => Some(p.to_path_buf()),
         (None, Some(p)) => Some(base.join(p)),
@@ -67,4 +67,23 @@ fn image_facts(file: &ClusterFile, given: Option<&Path>, base: &Path) -> Result<
             "image `{other}` is a reference ferry cannot read labels from; pass its layout with `--image DIR` or set `image.layout`"
         ),
     }
+}
+
+/// The plan of a cluster file, or of the built-in local cluster.
+pub fn local_plan(
+    cluster: Option<&Path>,
+    image: Option<&Path>,
+) -> Result<(plan::Plan, ImageFacts)> {
+    let (file, base) = match cluster {
+        Some(p) => (ClusterFile::load(p)?, fsutil::parent_dir(p).to_path_buf()),
+        None => (
+            ClusterFile::parse(
+                crate::cluster::file::LOCAL_CLUSTER,
+                Path::new("examples/local.toml (built in)"),
+            )?,
+            PathBuf::from("."),
+        ),
+    };
+    let facts = image_facts(&file, image, &base)?;
+    Ok((plan::plan(&file, &facts)?, facts))
 }
