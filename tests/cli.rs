@@ -140,7 +140,9 @@ fn blobs(layout: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn help_shows_examples_for_every_command() {
-    for cmd in ["lock", "build", "verify", "inspect", "vendor", "plan"] {
+    for cmd in [
+        "lock", "build", "verify", "inspect", "vendor", "plan", "up", "submit", "down",
+    ] {
         let out = ok(ferry().args([cmd, "--help"]));
         assert!(
             out.contains("Example"),

@@ -106,8 +106,8 @@ pub struct ZooKeeper {
     /// The AdminServer's port; without it the AdminServer is off (its default,
     /// 8080, is the Spark master UI's).
     pub admin_port: Option<Spanned<u16>>,
-    #[serde(default = "default_zk_data")]
-    pub data_dir: String,
+    /// [default: /var/lib/ferry/<cluster name>/zookeeper]
+    pub data_dir: Option<String>,
     #[serde(default)]
     pub jvm_options: Vec<Spanned<String>>,
 }
@@ -143,8 +143,8 @@ pub struct Workers {
     pub cores: u32,
     #[serde(default = "default_memory")]
     pub memory: String,
-    #[serde(default = "default_work_dir")]
-    pub work_dir: String,
+    /// [default: /var/lib/ferry/<cluster name>/spark-work]
+    pub work_dir: Option<String>,
     #[serde(default = "port::<7078>")]
     pub port: u16,
     #[serde(default = "port::<8081>")]
@@ -185,17 +185,11 @@ impl fmt::Display for PropValue {
 const fn port<const P: u16>() -> u16 {
     P
 }
-fn default_zk_data() -> String {
-    "/var/lib/ferry/zookeeper".into()
-}
 fn default_cores() -> u32 {
     2
 }
 fn default_memory() -> String {
     "1g".into()
-}
-fn default_work_dir() -> String {
-    "/var/lib/ferry/spark-work".into()
 }
 
 /// A cluster file that cannot be used, with where and why.
@@ -290,6 +284,23 @@ impl ClusterFile {
     pub fn worker_ui_port(&self, host: &str) -> u16 {
         let w = &self.spark.workers;
         w.ui_ports.get(host).copied().unwrap_or(w.ui_port)
+    }
+
+    // data folders are per cluster by default: two ensembles sharing one
+    // ZooKeeper data folder would corrupt each other silently
+    pub fn zookeeper_data_dir(&self) -> String {
+        self.zookeeper
+            .as_ref()
+            .and_then(|z| z.data_dir.clone())
+            .unwrap_or_else(|| format!("/var/lib/ferry/{}/zookeeper", self.name.get_ref()))
+    }
+
+    pub fn work_dir(&self) -> String {
+        self.spark
+            .workers
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| format!("/var/lib/ferry/{}/spark-work", self.name.get_ref()))
     }
 
     pub fn zookeeper_dir(&self) -> String {
@@ -549,15 +560,8 @@ impl ClusterFile {
         check_jvm_options(&m.jvm_options, "spark.masters.jvm_options", at)?;
         check_jvm_options(&w.jvm_options, "spark.workers.jvm_options", at)?;
         for (field, dir) in [
-            ("spark.workers.work_dir", &w.work_dir),
-            (
-                "zookeeper.data_dir",
-                &self
-                    .zookeeper
-                    .as_ref()
-                    .map(|z| z.data_dir.clone())
-                    .unwrap_or_else(default_zk_data),
-            ),
+            ("spark.workers.work_dir", self.work_dir()),
+            ("zookeeper.data_dir", self.zookeeper_data_dir()),
         ] {
             if !dir.starts_with('/') || dir.split('/').any(|c| c == "..") {
                 return Err(at.err(

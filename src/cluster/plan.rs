@@ -334,11 +334,12 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
             .join(",");
         let jvm: Vec<String> = zk.jvm_options.iter().map(|o| o.get_ref().clone()).collect();
         let conf_dir = format!("{conf_root}/zookeeper");
+        let data_dir = file.zookeeper_data_dir();
         for (id, host) in &servers {
             let hp = hosts.get_mut(host).expect("checked host");
             let zoo = render::zoo_cfg(&render::ZooCfg {
                 cluster,
-                data_dir: &zk.data_dir,
+                data_dir: &data_dir,
                 client_port: zk.client_port,
                 admin_port: zk.admin_port.as_ref().map(|p| *p.get_ref()),
                 servers: if addrs.len() > 1 {
@@ -351,20 +352,18 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
                 },
             });
             hp.dirs.push(dir(&conf_dir, "root", "0755"));
-            hp.dirs.push(dir(&zk.data_dir, zk_user, "0750"));
+            hp.dirs.push(dir(&data_dir, zk_user, "0750"));
             hp.files
                 .push(file_plan(&format!("{conf_dir}/zoo.cfg"), zoo));
             hp.files.push(file_plan(
                 &format!("{conf_dir}/environment"),
                 render::zookeeper_environment(cluster, image_conf, &jvm),
             ));
-            hp.files.push(file_plan(
-                &format!("{}/myid", zk.data_dir),
-                format!("{id}\n"),
-            ));
+            hp.files
+                .push(file_plan(&format!("{data_dir}/myid"), format!("{id}\n")));
             let mut c = container(Role::Zookeeper, zk_user, command.clone());
             c.mounts.push(mount(&conf_dir, ZK_CONF_IN, true));
-            c.mounts.push(mount(&zk.data_dir, &zk.data_dir, false));
+            c.mounts.push(mount(&data_dir, &data_dir, false));
             c.ports.push(port(zk.client_port, "client"));
             if addrs.len() > 1 {
                 c.ports.push(port(zk.peer_port, "peer"));
@@ -381,6 +380,7 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
     let spark_home = labels.get("ferry.spark.home")?;
     let spark_user = labels.get("ferry.spark.user")?;
     let spark_class = format!("{spark_home}/bin/spark-class");
+    let work_dir = file.work_dir();
     let props = |user: &BTreeMap<String, toml::Spanned<PropValue>>, ha: bool| {
         let mut p: BTreeMap<String, String> = user
             .iter()
@@ -456,7 +456,7 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
                 c
             } else {
                 let ui = file.worker_ui_port(h);
-                hp.dirs.push(dir(&w.work_dir, spark_user, "0750"));
+                hp.dirs.push(dir(&work_dir, spark_user, "0750"));
                 let mut c = container(
                     role,
                     spark_user,
@@ -474,7 +474,7 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
                         "--memory",
                         &w.memory,
                         "--work-dir",
-                        &w.work_dir,
+                        &work_dir,
                         &master_url,
                     ]),
                 );
@@ -482,7 +482,7 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
                 c.ports.push(port(w.port, "worker"));
                 c.ports.push(port(ui, "worker UI"));
                 c.mounts.push(mount(&conf_dir, SPARK_CONF_IN, true));
-                c.mounts.push(mount(&w.work_dir, &w.work_dir, false));
+                c.mounts.push(mount(&work_dir, &work_dir, false));
                 c
             };
             hp.containers.push(c);

@@ -396,7 +396,7 @@ fn docker_run_args_follow_the_plan() {
         "{args}"
     );
     assert!(
-        args.ends_with("--work-dir /var/lib/ferry/spark-work spark://127.0.0.1:7077"),
+        args.ends_with("--work-dir /var/lib/ferry/local/spark-work spark://127.0.0.1:7077"),
         "{args}"
     );
     super::launch::check_local(&p).unwrap();

@@ -28,8 +28,9 @@ pub fn run(a: PlanArgs) -> Result<ExitCode> {
                     .with_context(|| format!("writing `{}`", out.display()))?;
                 eprintln!("wrote `{}`", out.display());
             }
-            // named by the flat file in errors: the text is ferry's own
-            let file = ClusterFile::parse(&imported.toml, cfg)?;
+            // the converted text is what is checked; `--write-cluster` shows it
+            let named = PathBuf::from(format!("{} (converted)", cfg.display()));
+            let file = ClusterFile::parse(&imported.toml, &named)?;
             (file, PathBuf::from("."))
         }
         (None, None) => unreachable!("clap requires a cluster file or --from-env-cfg"),
