@@ -47,6 +47,24 @@ pub enum Command {
         after_help = "Examples:\n  ferry push out/busybox ssh://root@node1 ssh://root@node2:2222\n  ferry push out/spark ssh://spark@node{1,2,3} --identity ~/.ssh/cluster --parallel 16\n  ferry push out/spark ssh://root@node1 --verify --json   # re-hash what the host stores\n\nA password is read from FERRY_SSH_PASSWORD only, never from the command line."
     )]
     Push(PushArgs),
+    /// Print what `ferry up` would do on each host: folders, files, containers, and ordered steps with their gates
+    #[command(
+        after_help = "Examples:\n  ferry plan examples/ha.toml                  # 3 ZooKeeper servers, 2 masters, 2 workers\n  ferry plan examples/ha.toml --json | jq '.hosts[0].containers'\n  ferry plan examples/local.toml --image out/spark\n  ferry plan --from-env-cfg examples/wefe.cfg  # a flat SPARK_MODE=... config\n  ferry plan --from-env-cfg wefe.cfg --write-cluster wefe.toml\n\nThe plan is the same for the same inputs, so two plans diff line by line. Nothing is touched on any host."
+    )]
+    Plan(PlanArgs),
+    /// Start a cluster's plan on this machine's Docker, in order, waiting on each gate
+    #[command(
+        after_help = "Examples:\n  ferry up --local                      # ZooKeeper, a master and a worker here (examples/local.toml)\n  ferry up --local my-local.toml\n\nRunning `up` again changes nothing on a healthy cluster; a changed container is replaced. The image must be in the local Docker: `ferry build --docker-archive out/spark.tar && docker load -i out/spark.tar`."
+    )]
+    Up(UpArgs),
+    /// Run a PySpark job with `spark-submit` against a cluster's masters, streaming the driver's output
+    #[command(
+        after_help = "Examples:\n  ferry submit --local                  # the image's sample job\n  ferry submit --local job.py -- 100    # a job file from here, with arguments"
+    )]
+    Submit(SubmitArgs),
+    /// Stop and remove a cluster's containers (files and data stay)
+    #[command(after_help = "Examples:\n  ferry down --local\n  ferry down --local my-local.toml")]
+    Down(DownArgs),
 }
 
 #[derive(Args, Debug)]
@@ -165,4 +183,68 @@ pub struct PushArgs {
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// The cluster file (TOML)
+    #[arg(
+        required_unless_present = "from_env_cfg",
+        conflicts_with = "from_env_cfg"
+    )]
+    pub cluster: Option<PathBuf>,
+    /// Import a flat `KEY=value` config (SPARK_MODE, SPARK_MASTER, SPARK_WORKERS, ...) instead
+    #[arg(long, value_name = "FILE")]
+    pub from_env_cfg: Option<PathBuf>,
+    /// Also write the imported config as a cluster file
+    #[arg(long, value_name = "FILE", requires = "from_env_cfg")]
+    pub write_cluster: Option<PathBuf>,
+    /// The image's OCI layout, read for its digest and labels [default: the cluster file's image, else the built-in image]
+    #[arg(long, value_name = "LAYOUT")]
+    pub image: Option<PathBuf>,
+    /// Print the plan as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LocalClusterArgs {
+    /// The cluster file [default: examples/local.toml, built in]
+    pub cluster: Option<PathBuf>,
+    /// Run on this machine's Docker (launching over SSH is not there yet)
+    #[arg(long, required = true)]
+    pub local: bool,
+    /// The image's OCI layout, read for its digest and labels [default: the cluster file's image, else the built-in image]
+    #[arg(long, value_name = "LAYOUT")]
+    pub image: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub target: LocalClusterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub target: LocalClusterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// The job: a file here, or a path inside the image [default: the image's sample job]
+    pub job: Option<String>,
+    /// Arguments for the job
+    #[arg(last = true)]
+    pub args: Vec<String>,
+    /// The cluster file [default: examples/local.toml, built in]
+    #[arg(long, value_name = "FILE")]
+    pub cluster: Option<PathBuf>,
+    /// Submit to the cluster on this machine's Docker
+    #[arg(long, required = true)]
+    pub local: bool,
+    /// The image's OCI layout, read for its digest and labels
+    #[arg(long, value_name = "LAYOUT")]
+    pub image: Option<PathBuf>,
 }

@@ -8,6 +8,7 @@ mod build;
 mod check;
 mod cli;
 mod clock;
+mod cluster;
 mod commands;
 mod default_image;
 mod fetch;

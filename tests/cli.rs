@@ -141,7 +141,9 @@ fn blobs(layout: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn help_shows_examples_for_every_command() {
-    for cmd in ["lock", "build", "verify", "inspect", "vendor"] {
+    for cmd in [
+        "lock", "build", "verify", "inspect", "vendor", "plan", "up", "submit", "down",
+    ] {
         let out = ok(ferry().args([cmd, "--help"]));
         assert!(
             out.contains("Example"),
@@ -589,4 +591,36 @@ fn a_base_image_is_kept_byte_for_byte_and_extended() {
         let said = ok(Command::new("docker").args(["run", "--rm", "app:1"]));
         assert_eq!(said, "on top of busybox\n");
     }
+}
+
+#[test]
+fn plan_prints_the_same_plan_and_refuses_bad_clusters_in_one_line() {
+    let ha = repo().join("examples/ha.toml");
+    let a = ok(ferry().arg("plan").arg(&ha));
+    assert_eq!(a, ok(ferry().arg("plan").arg(&ha)));
+    assert!(a.contains("spark://10.0.0.11:7077,10.0.0.12:7077"), "{a}");
+    let json: Value =
+        serde_json::from_str(&ok(ferry().arg("plan").arg(&ha).arg("--json"))).unwrap();
+    assert_eq!(json["hosts"].as_array().unwrap().len(), 5);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("even.toml");
+    let text = std::fs::read_to_string(&ha).unwrap().replace(
+        "hosts = [\"node1\", \"node2\", \"node3\"]",
+        "hosts = [\"node1\", \"node2\"]",
+    );
+    std::fs::write(&bad, text).unwrap();
+    let (code, err) = stderr_of(ferry().arg("plan").arg(&bad));
+    assert_eq!(code, 2);
+    assert!(err.contains("even.toml:39: `zookeeper.hosts`"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // the flat config, converted, plans the same as the cluster file it wrote
+    let written = tmp.path().join("wefe.toml");
+    let from_cfg = ok(ferry()
+        .args(["plan", "--from-env-cfg"])
+        .arg(repo().join("examples/wefe.cfg"))
+        .arg("--write-cluster")
+        .arg(&written));
+    assert_eq!(from_cfg, ok(ferry().arg("plan").arg(&written)));
 }

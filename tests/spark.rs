@@ -443,3 +443,71 @@ fn changing_a_late_layer_leaves_the_lower_layers_alone() {
     }
     assert_ne!(b[6]["digest"], a[6]["digest"]);
 }
+
+/// `ferry up --local` on a one-host cluster: gates pass, the sample job
+/// answers through `ferry submit`, a second `up` keeps every container, and
+/// `ferry down` removes them. Uses the host's ports 2181, 7077/8080, 7078/8081.
+#[test]
+fn up_local_runs_the_sample_job_and_a_second_up_changes_nothing() {
+    let Some(img) = image("up --local") else {
+        return;
+    };
+    loaded(img);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().display().to_string();
+    let cluster = tmp.path().join("cluster.toml");
+    std::fs::write(
+        &cluster,
+        format!(
+            "name = \"ferry-e2e\"\n[[host]]\nname = \"here\"\naddress = \"127.0.0.1\"\n[zookeeper]\nhosts = [\"here\"]\ndata_dir = \"{data}/zk\"\n[spark.masters]\nhosts = [\"here\"]\n[spark.workers]\nhosts = [\"here\"]\nwork_dir = \"{data}/work\"\n"
+        ),
+    )
+    .unwrap();
+    struct Down<'a>(&'a Path);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = ferry().args(["down", "--local"]).arg(self.0).output();
+        }
+    }
+    let _down = Down(&cluster);
+    let with_image = |cmd: &str| {
+        let mut c = ferry();
+        c.args([cmd, "--local"])
+            .arg(&cluster)
+            .arg("--image")
+            .arg(&img.layout);
+        c
+    };
+    let ids = || {
+        docker(&[
+            "ps",
+            "--filter",
+            "label=ferry.cluster=ferry-e2e",
+            "--format",
+            "{{.ID}} {{.Names}}",
+        ])
+    };
+    let start = Instant::now();
+    let out = ok(&mut with_image("up"));
+    eprintln!(
+        "up --local: all workers registered in {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(out.contains("is up"), "{out}");
+    let first = ids();
+    assert_eq!(first.lines().count(), 3, "{first}");
+
+    let job = ok(ferry()
+        .args(["submit", "--local", "--cluster"])
+        .arg(&cluster)
+        .arg("--image")
+        .arg(&img.layout));
+    assert!(job.contains(SAMPLE_ANSWER), "{job}");
+
+    ok(&mut with_image("up"));
+    assert_eq!(ids(), first, "a second `up` replaced containers");
+
+    let out = ok(&mut with_image("down"));
+    assert!(out.contains("ferry-e2e-worker"), "{out}");
+    assert_eq!(ids(), "");
+}

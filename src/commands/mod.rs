@@ -2,9 +2,13 @@
 //! modules and the terminal. No core logic lives here.
 
 mod build;
+mod down;
 mod inspect;
 mod lock;
+mod plan;
 mod push;
+mod submit;
+mod up;
 mod vendor;
 mod verify;
 
@@ -20,6 +24,10 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => inspect::run(a),
         Command::Vendor(a) => vendor::run(a),
         Command::Push(a) => push::run(a),
+        Command::Plan(a) => plan::run(a),
+        Command::Up(a) => up::run(a),
+        Command::Submit(a) => submit::run(a),
+        Command::Down(a) => down::run(a),
     }
 }
 

@@ -1,0 +1,746 @@
+//! The cluster file (TOML): which hosts there are, which image runs on them,
+//! and which roles (ZooKeeper, Spark masters, Spark workers) each host plays.
+//!
+//! This module parses and checks the file; every refusal happens here, with
+//! the file, the line and the field in one line of text. It knows nothing of
+//! images or of how a plan is laid out, and it never touches a host.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The image `ferry build` makes with no argument; used when a cluster file
+/// names no image.
+pub const DEFAULT_IMAGE: &str = "ferry/spark:3.5.3";
+
+/// The cluster `ferry up --local` runs when given no file.
+pub const LOCAL_CLUSTER: &str = include_str!("../../examples/local.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// Names containers and config folders on the hosts, so several clusters
+    /// can share hosts.
+    pub name: Spanned<String>,
+    #[serde(rename = "host")]
+    pub hosts: Vec<Host>,
+    #[serde(default)]
+    pub image: ImageSource,
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// `ssh` (push the image's missing blobs over SSH) or an object-storage
+    /// URL the hosts fetch the image from.
+    #[serde(default = "default_delivery")]
+    pub delivery: Spanned<String>,
+    pub zookeeper: Option<ZooKeeper>,
+    pub spark: Spark,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    pub name: Spanned<String>,
+    /// An IP or a name every host resolves; used as is in every URL and config.
+    pub address: String,
+    #[serde(default)]
+    pub ssh: Ssh,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ssh {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    /// A private key file; passwords are never read from a cluster file.
+    pub key: Option<PathBuf>,
+    /// A host to hop through, as `user@host[:port]` or a host's name.
+    pub jump: Option<String>,
+}
+
+/// A built layout (preferred: the plan then pins its digest and reads its
+/// labels) or a reference already known to the hosts' runtime.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSource {
+    pub layout: Option<PathBuf>,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    #[default]
+    Docker,
+}
+
+impl Runtime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Docker => "docker",
+        }
+    }
+}
+
+fn default_delivery() -> Spanned<String> {
+    Spanned::new(0..0, "ssh".to_string())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZooKeeper {
+    /// 1, 3 or 5 servers.
+    pub hosts: Vec<Spanned<String>>,
+    /// The servers' `myid`s, in the order of `hosts` [default: 1, 2, 3...].
+    pub ids: Option<Spanned<Vec<u32>>>,
+    #[serde(default = "port::<2181>")]
+    pub client_port: u16,
+    #[serde(default = "port::<2888>")]
+    pub peer_port: u16,
+    #[serde(default = "port::<3888>")]
+    pub election_port: u16,
+    /// The AdminServer's port; without it the AdminServer is off (its default,
+    /// 8080, is the Spark master UI's).
+    pub admin_port: Option<Spanned<u16>>,
+    /// [default: /var/lib/ferry/<cluster name>/zookeeper]
+    pub data_dir: Option<String>,
+    #[serde(default)]
+    pub jvm_options: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spark {
+    pub masters: Masters,
+    pub workers: Workers,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Masters {
+    pub hosts: Vec<Spanned<String>>,
+    #[serde(default = "port::<7077>")]
+    pub port: u16,
+    #[serde(default = "port::<8080>")]
+    pub ui_port: u16,
+    /// `spark.deploy.zookeeper.dir` [default: /ferry/<cluster name>]
+    pub zookeeper_dir: Option<String>,
+    #[serde(default)]
+    pub properties: BTreeMap<String, Spanned<PropValue>>,
+    #[serde(default)]
+    pub jvm_options: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workers {
+    pub hosts: Vec<Spanned<String>>,
+    #[serde(default = "default_cores")]
+    pub cores: u32,
+    #[serde(default = "default_memory")]
+    pub memory: String,
+    /// [default: /var/lib/ferry/<cluster name>/spark-work]
+    pub work_dir: Option<String>,
+    #[serde(default = "port::<7078>")]
+    pub port: u16,
+    #[serde(default = "port::<8081>")]
+    pub ui_port: u16,
+    /// A UI port for some workers, by host name, instead of `ui_port`.
+    #[serde(default)]
+    pub ui_ports: BTreeMap<String, u16>,
+    /// The masters the workers register with [default: all of them]; when
+    /// given it must name every master.
+    pub masters: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub properties: BTreeMap<String, Spanned<PropValue>>,
+    #[serde(default)]
+    pub jvm_options: Vec<Spanned<String>>,
+}
+
+/// A Spark property's value, as written into spark-defaults.conf.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PropValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl fmt::Display for PropValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PropValue::Bool(b) => write!(f, "{b}"),
+            PropValue::Int(i) => write!(f, "{i}"),
+            PropValue::Float(x) => write!(f, "{x}"),
+            PropValue::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+const fn port<const P: u16>() -> u16 {
+    P
+}
+fn default_cores() -> u32 {
+    2
+}
+fn default_memory() -> String {
+    "1g".into()
+}
+
+/// A cluster file that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot read `{}`", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", invalid_line(file, line, field, message))]
+    Invalid {
+        file: PathBuf,
+        line: Option<usize>,
+        /// The field, as a dotted path (`zookeeper.hosts`); empty when the
+        /// TOML itself is broken.
+        field: String,
+        message: String,
+    },
+}
+
+/// `path:line: \`field\`: message`, like the image definition's errors, so
+/// an editor can jump to the line.
+fn invalid_line(file: &Path, line: &Option<usize>, field: &str, message: &str) -> String {
+    let mut s = file.display().to_string();
+    if let Some(l) = line {
+        s.push_str(&format!(":{l}"));
+    }
+    s.push_str(": ");
+    if !field.is_empty() {
+        s.push_str(&format!("`{field}`: "));
+    }
+    s.push_str(message);
+    s
+}
+
+/// Spark properties ferry derives from the roles; setting them by hand would
+/// let the masters and the ensemble disagree.
+pub const DERIVED_PROPERTIES: &[&str] = &[
+    "spark.deploy.recoveryMode",
+    "spark.deploy.zookeeper.url",
+    "spark.deploy.zookeeper.dir",
+];
+
+impl ClusterFile {
+    /// Reads, parses and checks a cluster file.
+    pub fn load(path: &Path) -> Result<ClusterFile, ClusterError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ClusterError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        ClusterFile::parse(&text, path)
+    }
+
+    /// Parses and checks cluster file text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<ClusterFile, ClusterError> {
+        let at = At { text, path };
+        let file: ClusterFile = toml::from_str(text).map_err(|e| {
+            at.err(
+                e.span().map(|s| s.start),
+                "",
+                e.message().trim().replace('\n', " "),
+            )
+        })?;
+        file.check(&at)?;
+        Ok(file)
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name.get_ref() == name)
+    }
+
+    /// The ZooKeeper servers as (myid, host name), in the order given.
+    pub fn zookeeper_servers(&self) -> Vec<(u32, String)> {
+        let Some(zk) = &self.zookeeper else {
+            return Vec::new();
+        };
+        zk.hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let id = match &zk.ids {
+                    Some(ids) => ids.get_ref()[i],
+                    None => i as u32 + 1,
+                };
+                (id, h.get_ref().clone())
+            })
+            .collect()
+    }
+
+    pub fn worker_ui_port(&self, host: &str) -> u16 {
+        let w = &self.spark.workers;
+        w.ui_ports.get(host).copied().unwrap_or(w.ui_port)
+    }
+
+    // data folders are per cluster by default: two ensembles sharing one
+    // ZooKeeper data folder would corrupt each other silently
+    pub fn zookeeper_data_dir(&self) -> String {
+        self.zookeeper
+            .as_ref()
+            .and_then(|z| z.data_dir.clone())
+            .unwrap_or_else(|| format!("/var/lib/ferry/{}/zookeeper", self.name.get_ref()))
+    }
+
+    pub fn work_dir(&self) -> String {
+        self.spark
+            .workers
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| format!("/var/lib/ferry/{}/spark-work", self.name.get_ref()))
+    }
+
+    pub fn zookeeper_dir(&self) -> String {
+        self.spark
+            .masters
+            .zookeeper_dir
+            .clone()
+            .unwrap_or_else(|| format!("/ferry/{}", self.name.get_ref()))
+    }
+
+    fn check(&self, at: &At) -> Result<(), ClusterError> {
+        let name = self.name.get_ref();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(at.spanned(
+                &self.name,
+                "name",
+                format!("`{name}` is not a usable cluster name: use letters, digits, `-` and `_` (it names containers and folders)"),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for h in &self.hosts {
+            let n = h.name.get_ref();
+            if n.is_empty() || n.contains(char::is_whitespace) {
+                return Err(at.spanned(
+                    &h.name,
+                    "host.name",
+                    format!("`{n}` is not a usable host name"),
+                ));
+            }
+            if !seen.insert(n.as_str()) {
+                return Err(at.spanned(
+                    &h.name,
+                    "host.name",
+                    format!("host `{n}` is listed twice; give each host its own name"),
+                ));
+            }
+            if h.address.is_empty() {
+                return Err(at.spanned(
+                    &h.name,
+                    "host.address",
+                    format!("host `{n}` has an empty address"),
+                ));
+            }
+        }
+        self.check_delivery(at)?;
+        if let Some(img) = &self.image.reference
+            && self.image.layout.is_some()
+        {
+            return Err(at.err(
+                None,
+                "image",
+                format!("give `layout` or `reference`, not both (reference `{img}`)"),
+            ));
+        }
+        self.check_roles(at)?;
+        self.check_ports(at)
+    }
+
+    fn check_delivery(&self, at: &At) -> Result<(), ClusterError> {
+        let d = self.delivery.get_ref();
+        if d == "ssh" {
+            return Ok(());
+        }
+        let Some((scheme, rest)) = d.split_once("://") else {
+            return Err(at.spanned(
+                &self.delivery,
+                "delivery",
+                format!("`{d}` is neither `ssh` nor an object-storage URL (`s3://bucket/prefix`)"),
+            ));
+        };
+        if !["s3", "oss", "gs", "https", "http"].contains(&scheme) {
+            return Err(at.spanned(
+                &self.delivery,
+                "delivery",
+                format!("`{scheme}://` is not an object-storage scheme ferry knows (s3, oss, gs, https, http)"),
+            ));
+        }
+        if rest
+            .split('/')
+            .next()
+            .is_some_and(|auth| auth.contains('@'))
+        {
+            return Err(at.spanned(
+                &self.delivery,
+                "delivery",
+                "the URL carries credentials; keep secrets out of cluster files (the hosts' own credentials are used)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_roles(&self, at: &At) -> Result<(), ClusterError> {
+        let known = |list: &[Spanned<String>], field: &str| -> Result<(), ClusterError> {
+            let mut seen = BTreeSet::new();
+            for h in list {
+                if self.host(h.get_ref()).is_none() {
+                    return Err(at.spanned(
+                        h,
+                        field,
+                        format!(
+                            "unknown host `{}`; add a [[host]] with that name (known: {})",
+                            h.get_ref(),
+                            self.host_names()
+                        ),
+                    ));
+                }
+                if !seen.insert(h.get_ref()) {
+                    return Err(at.spanned(
+                        h,
+                        field,
+                        format!("host `{}` is listed twice", h.get_ref()),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        if let Some(zk) = &self.zookeeper {
+            known(&zk.hosts, "zookeeper.hosts")?;
+            let n = zk.hosts.len();
+            let first = zk.hosts.first();
+            if n % 2 == 0 {
+                let line_of = first.map(|h| h.span().start);
+                return Err(at.err(
+                    line_of,
+                    "zookeeper.hosts",
+                    format!("the ensemble has {n} servers; ZooKeeper needs an odd number (1, 3 or 5) to keep a majority: add or remove one"),
+                ));
+            }
+            if let Some(ids) = &zk.ids {
+                let v = ids.get_ref();
+                if v.len() != n {
+                    return Err(at.spanned(
+                        ids,
+                        "zookeeper.ids",
+                        format!(
+                            "{} ids for {n} servers: give one id per host, in the order of `hosts`",
+                            v.len()
+                        ),
+                    ));
+                }
+                let mut seen = BTreeSet::new();
+                for id in v {
+                    if *id == 0 || *id > 255 {
+                        return Err(at.spanned(
+                            ids,
+                            "zookeeper.ids",
+                            format!("id {id} is out of range: use 1 to 255"),
+                        ));
+                    }
+                    if !seen.insert(id) {
+                        return Err(at.spanned(
+                            ids,
+                            "zookeeper.ids",
+                            format!("id {id} is given twice; every server needs its own `myid`"),
+                        ));
+                    }
+                }
+            }
+            check_jvm_options(&zk.jvm_options, "zookeeper.jvm_options", at)?;
+        }
+        let m = &self.spark.masters;
+        let w = &self.spark.workers;
+        known(&m.hosts, "spark.masters.hosts")?;
+        known(&w.hosts, "spark.workers.hosts")?;
+        if m.hosts.is_empty() {
+            return Err(at.err(
+                None,
+                "spark.masters.hosts",
+                "no master: list at least one host".into(),
+            ));
+        }
+        if w.hosts.is_empty() {
+            return Err(at.err(
+                None,
+                "spark.workers.hosts",
+                "no worker: list at least one host".into(),
+            ));
+        }
+        if m.hosts.len() >= 2 && self.zookeeper.is_none() {
+            return Err(at.spanned(
+                &m.hosts[1],
+                "spark.masters.hosts",
+                format!(
+                    "{} masters but no [zookeeper] ensemble: standby masters need ZooKeeper to elect a leader; add a [zookeeper] section or keep one master",
+                    m.hosts.len()
+                ),
+            ));
+        }
+        if let Some(listed) = &w.masters {
+            let want: BTreeSet<&str> = m.hosts.iter().map(|h| h.get_ref().as_str()).collect();
+            let got: BTreeSet<&str> = listed.get_ref().iter().map(String::as_str).collect();
+            if let Some(missing) = want.difference(&got).next() {
+                return Err(at.spanned(
+                    listed,
+                    "spark.workers.masters",
+                    format!("master `{missing}` is missing: workers must list every master or they cannot follow a failover (leave `masters` out and ferry lists them all)"),
+                ));
+            }
+            if let Some(extra) = got.difference(&want).next() {
+                return Err(at.spanned(
+                    listed,
+                    "spark.workers.masters",
+                    format!("`{extra}` is not one of `spark.masters.hosts`"),
+                ));
+            }
+        }
+        for host in w.ui_ports.keys() {
+            if !w.hosts.iter().any(|h| h.get_ref() == host) {
+                return Err(at.err(
+                    None,
+                    "spark.workers.ui_ports",
+                    format!("`{host}` is not one of `spark.workers.hosts`"),
+                ));
+            }
+        }
+        if w.cores == 0 {
+            return Err(at.err(None, "spark.workers.cores", "must be at least 1".into()));
+        }
+        if !valid_memory(&w.memory) {
+            return Err(at.err(
+                None,
+                "spark.workers.memory",
+                format!("`{}` is not a memory size like `512m` or `2g`", w.memory),
+            ));
+        }
+        for (role, props) in [
+            ("spark.masters", &m.properties),
+            ("spark.workers", &w.properties),
+        ] {
+            for (k, v) in props {
+                let field = format!("{role}.properties");
+                if DERIVED_PROPERTIES.contains(&k.as_str()) {
+                    return Err(at.spanned(
+                        v,
+                        &field,
+                        format!(
+                            "`{k}` is set by ferry from the [zookeeper] section; remove it here"
+                        ),
+                    ));
+                }
+                if looks_secret(k) {
+                    return Err(at.spanned(
+                        v,
+                        &field,
+                        format!("`{k}` looks like a secret; ferry keeps secrets out of cluster files and plans"),
+                    ));
+                }
+                if v.get_ref().to_string().contains('\n') {
+                    return Err(at.spanned(v, &field, format!("`{k}` spans several lines")));
+                }
+            }
+        }
+        check_jvm_options(&m.jvm_options, "spark.masters.jvm_options", at)?;
+        check_jvm_options(&w.jvm_options, "spark.workers.jvm_options", at)?;
+        for (field, dir) in [
+            ("spark.workers.work_dir", self.work_dir()),
+            ("zookeeper.data_dir", self.zookeeper_data_dir()),
+        ] {
+            if !dir.starts_with('/') || dir.split('/').any(|c| c == "..") {
+                return Err(at.err(
+                    None,
+                    field,
+                    format!("`{dir}` must be an absolute path without `..`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Two roles may not listen on one port of one host: every container
+    /// uses the host's network.
+    fn check_ports(&self, at: &At) -> Result<(), ClusterError> {
+        let mut claims: Vec<(String, u16, String, &'static str, Option<usize>)> = Vec::new();
+        let m = &self.spark.masters;
+        for h in &m.hosts {
+            let h = h.get_ref().clone();
+            claims.push((
+                h.clone(),
+                m.port,
+                "the Spark master".into(),
+                "spark.masters.port",
+                None,
+            ));
+            claims.push((
+                h,
+                m.ui_port,
+                "the Spark master UI".into(),
+                "spark.masters.ui_port",
+                None,
+            ));
+        }
+        let w = &self.spark.workers;
+        for h in &w.hosts {
+            let h = h.get_ref().clone();
+            claims.push((
+                h.clone(),
+                w.port,
+                "the Spark worker".into(),
+                "spark.workers.port",
+                None,
+            ));
+            let ui = self.worker_ui_port(&h);
+            claims.push((
+                h,
+                ui,
+                "the Spark worker UI".into(),
+                "spark.workers.ui_port",
+                None,
+            ));
+        }
+        // ZooKeeper last, so that a clash names the AdminServer's line
+        if let Some(zk) = &self.zookeeper {
+            for h in &zk.hosts {
+                let h = h.get_ref().clone();
+                claims.push((
+                    h.clone(),
+                    zk.client_port,
+                    "ZooKeeper's client port".into(),
+                    "zookeeper.client_port",
+                    None,
+                ));
+                if zk.hosts.len() > 1 {
+                    claims.push((
+                        h.clone(),
+                        zk.peer_port,
+                        "ZooKeeper's peer port".into(),
+                        "zookeeper.peer_port",
+                        None,
+                    ));
+                    claims.push((
+                        h.clone(),
+                        zk.election_port,
+                        "ZooKeeper's election port".into(),
+                        "zookeeper.election_port",
+                        None,
+                    ));
+                }
+                if let Some(a) = &zk.admin_port {
+                    claims.push((
+                        h,
+                        *a.get_ref(),
+                        "ZooKeeper's AdminServer".into(),
+                        "zookeeper.admin_port",
+                        Some(a.span().start),
+                    ));
+                }
+            }
+        }
+        // keyed by address: two [[host]]s with one address are one machine
+        let mut taken: BTreeMap<(String, u16), (String, String)> = BTreeMap::new();
+        for (host, port, what, field, offset) in claims {
+            let address = self
+                .host(&host)
+                .map(|h| h.address.clone())
+                .unwrap_or_default();
+            if let Some((other, other_host)) = taken.get(&(address.clone(), port)) {
+                let place = if *other_host == host {
+                    format!("host `{host}`")
+                } else {
+                    format!("`{address}` (hosts `{other_host}` and `{host}`)")
+                };
+                return Err(at.err(
+                    offset,
+                    field,
+                    format!(
+                        "{what} and {other} both want port {port} on {place}; move one of them"
+                    ),
+                ));
+            }
+            taken.insert((address, port), (what, host));
+        }
+        Ok(())
+    }
+
+    fn host_names(&self) -> String {
+        self.hosts
+            .iter()
+            .map(|h| format!("`{}`", h.name.get_ref()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn check_jvm_options(opts: &[Spanned<String>], field: &str, at: &At) -> Result<(), ClusterError> {
+    for o in opts {
+        let s = o.get_ref();
+        if !s.starts_with('-')
+            || s.chars()
+                .any(|c| matches!(c, '"' | '\'' | '$' | '`' | '\\' | '\n'))
+        {
+            return Err(at.spanned(
+                o,
+                field,
+                format!("`{s}` is not a plain JVM option (it must start with `-` and hold no quotes, `$`, backquotes or backslashes)"),
+            ));
+        }
+        if let Some(key) = s.strip_prefix("-D").and_then(|kv| kv.split('=').next())
+            && looks_secret(key)
+        {
+            return Err(at.spanned(o, field, format!("`{key}` looks like a secret; ferry keeps secrets out of cluster files and plans")));
+        }
+    }
+    Ok(())
+}
+
+fn looks_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["secret", "password", "token", "credential"]
+        .iter()
+        .any(|w| k.contains(w))
+}
+
+fn valid_memory(m: &str) -> bool {
+    let digits = m.trim_end_matches(|c: char| "kKmMgGtT".contains(c));
+    !digits.is_empty() && digits.len() + 1 == m.len() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The file being checked, to turn byte offsets into line numbers.
+struct At<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl At<'_> {
+    fn err(&self, offset: Option<usize>, field: &str, message: String) -> ClusterError {
+        ClusterError::Invalid {
+            file: self.path.to_path_buf(),
+            line: offset.map(|o| self.text[..o.min(self.text.len())].matches('\n').count() + 1),
+            field: field.to_string(),
+            message,
+        }
+    }
+    fn spanned<T>(&self, s: &Spanned<T>, field: &str, message: String) -> ClusterError {
+        let span = s.span();
+        // a default value has an empty span at 0: it has no line
+        let offset = (span.end > 0).then_some(span.start);
+        self.err(offset, field, message)
+    }
+}

@@ -1,0 +1,12 @@
+//! Clusters: the cluster file (`file`), the flat-config import (`envcfg`),
+//! the pure run plan (`plan`) and the text of the files it writes (`render`),
+//! and `launch`, which alone runs a plan (on this machine's Docker, for now).
+
+pub mod envcfg;
+pub mod file;
+pub mod launch;
+pub mod plan;
+pub mod render;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,784 @@
+//! The run plan: a pure function of a checked cluster file and the image's
+//! `ferry.*` labels. It says, per host, which folders and files are written,
+//! which containers run with which command, and in which order they start,
+//! with the gate each stage waits on.
+//!
+//! Nothing here reads the disk, the clock or the network: the same inputs
+//! give byte-identical plan text and JSON. Secrets never enter a plan (the
+//! cluster file refuses them, and SSH keys are left out).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::file::{ClusterFile, PropValue};
+use super::render;
+
+/// What the plan needs to know of the image.
+#[derive(Debug, Clone)]
+pub struct ImageFacts {
+    /// `name:tag`, as the hosts' runtime names the image.
+    pub reference: String,
+    /// The manifest digest the launcher checks on every host.
+    pub digest: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ImageFacts {
+    /// The built-in default image (`ferry build` with no argument), from
+    /// the definition and digest compiled into ferry.
+    pub fn builtin() -> ImageFacts {
+        let (_, text) = crate::default_image::FILES
+            .iter()
+            .find(|(n, _)| *n == "image.toml")
+            .expect("image.toml is embedded");
+        let text = std::str::from_utf8(text).expect("utf-8");
+        let def =
+            crate::spec::Definition::parse(std::path::Path::new("images/spark/image.toml"), text)
+                .expect("the embedded definition parses (a unit test builds it)");
+        ImageFacts {
+            reference: format!("{}:{}", def.spec.name, def.spec.tag),
+            digest: crate::default_image::expected_digest().to_string(),
+            labels: def.spec.config.labels,
+        }
+    }
+
+    /// A built image: its name, manifest digest and config labels.
+    pub fn from_layout(img: &crate::oci::LayoutImage) -> ImageFacts {
+        let labels = img.config_json["config"]["Labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let reference = img
+            .manifest
+            .annotations
+            .get("io.containerd.image.name")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| img.manifest.digest.clone());
+        ImageFacts {
+            reference,
+            digest: img.manifest.digest.clone(),
+            labels,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "image `{reference}` has no `{label}` label; build it with `ferry build` (the default image has every `ferry.*` label) or pass another one with `--image`"
+    )]
+    MissingLabel { reference: String, label: String },
+    #[error("image `{reference}`: label `ferry.zookeeper.start` (`{value}`) has no `{{conf}}`")]
+    BadStart { reference: String, value: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub cluster: String,
+    /// sha256 of the plan's canonical JSON with this field empty; the
+    /// launcher labels containers with it.
+    pub plan_hash: String,
+    pub image: ImageRef,
+    pub runtime: String,
+    pub delivery: String,
+    /// What `spark-submit --master` takes: every master.
+    pub master_url: String,
+    pub hosts: Vec<HostPlan>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageRef {
+    pub reference: String,
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostPlan {
+    pub name: String,
+    pub address: String,
+    /// `user@address:port`, or `ssh://...` through `jump`; never a key.
+    pub ssh: String,
+    pub jump: Option<String>,
+    /// The key file to log in with, on the operator's machine (a path, never
+    /// the key).
+    pub key: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub dirs: Vec<Dir>,
+    pub files: Vec<FilePlan>,
+    pub containers: Vec<Container>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Dir {
+    pub path: String,
+    /// A user of the image (resolved to its uid there), or `root`.
+    pub owner: String,
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FilePlan {
+    pub path: String,
+    pub mode: String,
+    pub sha256: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Container {
+    pub name: String,
+    pub role: Role,
+    pub image: String,
+    pub image_digest: String,
+    pub user: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub mounts: Vec<Mount>,
+    /// Ports it listens on; the network is the host's, so these are the
+    /// host's ports.
+    pub ports: Vec<Port>,
+    pub network: String,
+    pub restart: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Zookeeper,
+    Master,
+    Worker,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Zookeeper => "zookeeper",
+            Role::Master => "master",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Mount {
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Port {
+    pub port: u16,
+    pub purpose: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub action: Action,
+    pub hosts: Vec<String>,
+    pub gate: Option<Gate>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    DeliverImage,
+    WriteFiles,
+    StartZookeeper,
+    StartMasters,
+    StartWorkers,
+}
+
+/// What must be true before the next step starts, and how long to wait.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "check", rename_all = "kebab-case")]
+pub enum Gate {
+    /// `srvr` on each server: one `Mode: leader` and the rest `follower`, or
+    /// `Mode: standalone` for a single server.
+    ZookeeperLeader {
+        servers: Vec<String>,
+        deadline_secs: u32,
+    },
+    /// Each master's `/json/`: exactly one `"status":"ALIVE"`.
+    OneMasterAlive {
+        status_urls: Vec<String>,
+        deadline_secs: u32,
+    },
+    /// The alive master's `/json/` lists every worker (`host:port`) ALIVE.
+    WorkersRegistered {
+        status_urls: Vec<String>,
+        workers: Vec<String>,
+        deadline_secs: u32,
+    },
+}
+
+// Deadlines: a ZooKeeper election and a master's recovery from ZooKeeper take
+// seconds; a worker retries registration for about 16 attempts, so waiting
+// longer than that would only watch it give up.
+const ZK_DEADLINE: u32 = 60;
+const MASTER_DEADLINE: u32 = 90;
+const WORKER_DEADLINE: u32 = 90;
+
+/// Where config folders go in containers.
+const ZK_CONF_IN: &str = "/etc/ferry/zookeeper";
+const SPARK_CONF_IN: &str = "/etc/ferry/spark";
+
+struct Labels<'a> {
+    facts: &'a ImageFacts,
+}
+
+impl Labels<'_> {
+    fn get(&self, label: &str) -> Result<&str, PlanError> {
+        self.facts
+            .labels
+            .get(label)
+            .map(String::as_str)
+            .ok_or_else(|| PlanError::MissingLabel {
+                reference: self.facts.reference.clone(),
+                label: label.to_string(),
+            })
+    }
+}
+
+/// Computes the plan. `file` has been checked by [`ClusterFile::parse`].
+pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
+    let labels = Labels { facts: image };
+    let cluster = file.name.get_ref().as_str();
+    let addr = |h: &str| -> String {
+        file.host(h)
+            .map(|h| h.address.clone())
+            .expect("checked: every role's host is a [[host]]")
+    };
+    let m = &file.spark.masters;
+    let w = &file.spark.workers;
+    let master_url = format!(
+        "spark://{}",
+        m.hosts
+            .iter()
+            .map(|h| format!("{}:{}", addr(h.get_ref()), m.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+
+    let mut hosts: BTreeMap<String, HostPlan> = BTreeMap::new();
+    for h in &file.hosts {
+        let user = h.ssh.user.clone().unwrap_or_else(|| "root".into());
+        let port = h.ssh.port.unwrap_or(22);
+        hosts.insert(
+            h.name.get_ref().clone(),
+            HostPlan {
+                name: h.name.get_ref().clone(),
+                address: h.address.clone(),
+                ssh: format!("{user}@{}:{port}", h.address),
+                jump: h.ssh.jump.clone(),
+                key: h.ssh.key.as_ref().map(|k| k.display().to_string()),
+                labels: h.labels.clone(),
+                dirs: Vec::new(),
+                files: Vec::new(),
+                containers: Vec::new(),
+            },
+        );
+    }
+    let conf_root = format!("/etc/ferry/{cluster}");
+    let container = |role: Role, user: &str, command: Vec<String>| Container {
+        name: format!("ferry-{cluster}-{}", role.as_str()),
+        role,
+        image: image.reference.clone(),
+        image_digest: image.digest.clone(),
+        user: user.to_string(),
+        command,
+        env: BTreeMap::new(),
+        mounts: Vec::new(),
+        ports: Vec::new(),
+        network: "host".into(),
+        // a worker that finds no master exits after its registration
+        // attempts; the runtime brings it back
+        restart: "unless-stopped".into(),
+        labels: BTreeMap::from([
+            ("ferry.cluster".to_string(), cluster.to_string()),
+            ("ferry.role".to_string(), role.as_str().to_string()),
+        ]),
+    };
+
+    // ZooKeeper
+    let servers = file.zookeeper_servers();
+    let mut zk_url = String::new();
+    if let Some(zk) = &file.zookeeper {
+        let zk_user = labels.get("ferry.zookeeper.user")?;
+        let image_conf = labels.get("ferry.zookeeper.conf")?;
+        let start = labels.get("ferry.zookeeper.start")?;
+        if !start.contains("{conf}") {
+            return Err(PlanError::BadStart {
+                reference: image.reference.clone(),
+                value: start.to_string(),
+            });
+        }
+        let command: Vec<String> = start
+            .split_whitespace()
+            .map(|a| a.replace("{conf}", ZK_CONF_IN))
+            .collect();
+        let addrs: Vec<(u32, String)> = servers.iter().map(|(id, h)| (*id, addr(h))).collect();
+        zk_url = addrs
+            .iter()
+            .map(|(_, a)| format!("{a}:{}", zk.client_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let jvm: Vec<String> = zk.jvm_options.iter().map(|o| o.get_ref().clone()).collect();
+        let conf_dir = format!("{conf_root}/zookeeper");
+        let data_dir = file.zookeeper_data_dir();
+        for (id, host) in &servers {
+            let hp = hosts.get_mut(host).expect("checked host");
+            let zoo = render::zoo_cfg(&render::ZooCfg {
+                cluster,
+                data_dir: &data_dir,
+                client_port: zk.client_port,
+                admin_port: zk.admin_port.as_ref().map(|p| *p.get_ref()),
+                servers: if addrs.len() > 1 {
+                    addrs
+                        .iter()
+                        .map(|(i, a)| (*i, a.as_str(), zk.peer_port, zk.election_port))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+            });
+            hp.dirs.push(dir(&conf_dir, "root", "0755"));
+            hp.dirs.push(dir(&data_dir, zk_user, "0750"));
+            hp.files
+                .push(file_plan(&format!("{conf_dir}/zoo.cfg"), zoo));
+            hp.files.push(file_plan(
+                &format!("{conf_dir}/environment"),
+                render::zookeeper_environment(cluster, image_conf, &jvm),
+            ));
+            hp.files
+                .push(file_plan(&format!("{data_dir}/myid"), format!("{id}\n")));
+            let mut c = container(Role::Zookeeper, zk_user, command.clone());
+            c.mounts.push(mount(&conf_dir, ZK_CONF_IN, true));
+            c.mounts.push(mount(&data_dir, &data_dir, false));
+            c.ports.push(port(zk.client_port, "client"));
+            if addrs.len() > 1 {
+                c.ports.push(port(zk.peer_port, "peer"));
+                c.ports.push(port(zk.election_port, "election"));
+            }
+            if let Some(p) = &zk.admin_port {
+                c.ports.push(port(*p.get_ref(), "admin"));
+            }
+            hp.containers.push(c);
+        }
+    }
+
+    // Spark
+    let spark_home = labels.get("ferry.spark.home")?;
+    let spark_user = labels.get("ferry.spark.user")?;
+    let spark_class = format!("{spark_home}/bin/spark-class");
+    let work_dir = file.work_dir();
+    let props = |user: &BTreeMap<String, toml::Spanned<PropValue>>, ha: bool| {
+        let mut p: BTreeMap<String, String> = user
+            .iter()
+            .map(|(k, v)| (k.clone(), v.get_ref().to_string()))
+            .collect();
+        if ha {
+            p.insert("spark.deploy.recoveryMode".into(), "ZOOKEEPER".into());
+            p.insert("spark.deploy.zookeeper.url".into(), zk_url.clone());
+            p.insert("spark.deploy.zookeeper.dir".into(), file.zookeeper_dir());
+        }
+        p
+    };
+    let spark_env = |jvm: &[toml::Spanned<String>], address: &str| {
+        let mut env = BTreeMap::from([
+            ("SPARK_CONF_DIR".to_string(), SPARK_CONF_IN.to_string()),
+            // the UI's links name the host as the cluster file does
+            ("SPARK_PUBLIC_DNS".to_string(), address.to_string()),
+        ]);
+        if !jvm.is_empty() {
+            let opts: Vec<&str> = jvm.iter().map(|o| o.get_ref().as_str()).collect();
+            env.insert("SPARK_DAEMON_JAVA_OPTS".into(), opts.join(" "));
+        }
+        env
+    };
+    let roles = [
+        (
+            Role::Master,
+            "master",
+            props(&m.properties, file.zookeeper.is_some()),
+        ),
+        (Role::Worker, "worker", props(&w.properties, false)),
+    ];
+    for (role, dir_name, properties) in roles {
+        let conf_dir = format!("{conf_root}/spark-{dir_name}");
+        let defaults = render::spark_defaults(cluster, &properties);
+        let list = if role == Role::Master {
+            &m.hosts
+        } else {
+            &w.hosts
+        };
+        for h in list {
+            let h = h.get_ref();
+            let a = addr(h);
+            let hp = hosts.get_mut(h).expect("checked host");
+            hp.dirs.push(dir(&conf_dir, "root", "0755"));
+            hp.files.push(file_plan(
+                &format!("{conf_dir}/spark-defaults.conf"),
+                defaults.clone(),
+            ));
+            hp.files.push(file_plan(
+                &format!("{conf_dir}/log4j2.properties"),
+                render::LOG4J2.to_string(),
+            ));
+            let c = if role == Role::Master {
+                let mut c = container(
+                    role,
+                    spark_user,
+                    strings(&[
+                        &spark_class,
+                        "org.apache.spark.deploy.master.Master",
+                        "--host",
+                        &a,
+                        "--port",
+                        &m.port.to_string(),
+                        "--webui-port",
+                        &m.ui_port.to_string(),
+                    ]),
+                );
+                c.env = spark_env(&m.jvm_options, &a);
+                c.ports.push(port(m.port, "master"));
+                c.ports.push(port(m.ui_port, "master UI"));
+                c.mounts.push(mount(&conf_dir, SPARK_CONF_IN, true));
+                c
+            } else {
+                let ui = file.worker_ui_port(h);
+                hp.dirs.push(dir(&work_dir, spark_user, "0750"));
+                let mut c = container(
+                    role,
+                    spark_user,
+                    strings(&[
+                        &spark_class,
+                        "org.apache.spark.deploy.worker.Worker",
+                        "--host",
+                        &a,
+                        "--port",
+                        &w.port.to_string(),
+                        "--webui-port",
+                        &ui.to_string(),
+                        "--cores",
+                        &w.cores.to_string(),
+                        "--memory",
+                        &w.memory,
+                        "--work-dir",
+                        &work_dir,
+                        &master_url,
+                    ]),
+                );
+                c.env = spark_env(&w.jvm_options, &a);
+                c.ports.push(port(w.port, "worker"));
+                c.ports.push(port(ui, "worker UI"));
+                c.mounts.push(mount(&conf_dir, SPARK_CONF_IN, true));
+                c.mounts.push(mount(&work_dir, &work_dir, false));
+                c
+            };
+            hp.containers.push(c);
+        }
+    }
+
+    // containers are labelled with a hash of their own spec, so the
+    // launcher recreates only those whose spec (or files) changed
+    for hp in hosts.values_mut() {
+        hp.dirs.sort_by(|a, b| a.path.cmp(&b.path));
+        hp.dirs.dedup_by(|a, b| a.path == b.path);
+        hp.files.sort_by(|a, b| a.path.cmp(&b.path));
+        hp.files.dedup_by(|a, b| a.path == b.path);
+        let files = hp.files.clone();
+        for c in &mut hp.containers {
+            let mine: Vec<&FilePlan> = files
+                .iter()
+                .filter(|f| {
+                    c.mounts
+                        .iter()
+                        .any(|m| f.path.starts_with(&format!("{}/", m.source)))
+                })
+                .collect();
+            let spec = serde_json::json!({ "container": &*c, "files": mine });
+            let hash = crate::oci::sha256_hex(&crate::oci::canonical(&spec));
+            c.labels
+                .insert("ferry.spec".into(), format!("sha256:{hash}"));
+        }
+    }
+
+    let busy: Vec<String> = hosts
+        .values()
+        .filter(|h| !h.containers.is_empty())
+        .map(|h| h.name.clone())
+        .collect();
+    let names = |list: &[toml::Spanned<String>]| {
+        list.iter().map(|h| h.get_ref().clone()).collect::<Vec<_>>()
+    };
+    let status_urls: Vec<String> = m
+        .hosts
+        .iter()
+        .map(|h| format!("http://{}:{}/json/", addr(h.get_ref()), m.ui_port))
+        .collect();
+    let mut steps = vec![
+        Step {
+            action: Action::DeliverImage,
+            hosts: busy.clone(),
+            gate: None,
+        },
+        Step {
+            action: Action::WriteFiles,
+            hosts: busy,
+            gate: None,
+        },
+    ];
+    if let Some(zk) = &file.zookeeper {
+        steps.push(Step {
+            action: Action::StartZookeeper,
+            hosts: names(&zk.hosts),
+            gate: Some(Gate::ZookeeperLeader {
+                servers: zk_url.split(',').map(str::to_string).collect(),
+                deadline_secs: ZK_DEADLINE,
+            }),
+        });
+    }
+    steps.push(Step {
+        action: Action::StartMasters,
+        hosts: names(&m.hosts),
+        gate: Some(Gate::OneMasterAlive {
+            status_urls: status_urls.clone(),
+            deadline_secs: MASTER_DEADLINE,
+        }),
+    });
+    steps.push(Step {
+        action: Action::StartWorkers,
+        hosts: names(&w.hosts),
+        gate: Some(Gate::WorkersRegistered {
+            status_urls,
+            workers: w
+                .hosts
+                .iter()
+                .map(|h| format!("{}:{}", addr(h.get_ref()), w.port))
+                .collect(),
+            deadline_secs: WORKER_DEADLINE,
+        }),
+    });
+
+    let mut plan = Plan {
+        cluster: cluster.to_string(),
+        plan_hash: String::new(),
+        image: ImageRef {
+            reference: image.reference.clone(),
+            digest: image.digest.clone(),
+        },
+        runtime: file.runtime.as_str().into(),
+        delivery: file.delivery.get_ref().clone(),
+        master_url,
+        // in the order of the cluster file, which is the operator's order
+        hosts: file
+            .hosts
+            .iter()
+            .map(|h| {
+                hosts
+                    .remove(h.name.get_ref())
+                    .expect("every host is planned")
+            })
+            .collect(),
+        steps,
+    };
+    let v = serde_json::to_value(&plan).expect("a plan serialises");
+    plan.plan_hash = format!(
+        "sha256:{}",
+        crate::oci::sha256_hex(&crate::oci::canonical(&v))
+    );
+    Ok(plan)
+}
+
+fn strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|s| s.to_string()).collect()
+}
+
+fn dir(path: &str, owner: &str, mode: &str) -> Dir {
+    Dir {
+        path: path.to_string(),
+        owner: owner.to_string(),
+        mode: mode.to_string(),
+    }
+}
+
+fn file_plan(path: &str, content: String) -> FilePlan {
+    FilePlan {
+        path: path.to_string(),
+        mode: "0644".into(),
+        sha256: crate::oci::sha256_hex(content.as_bytes()),
+        content,
+    }
+}
+
+fn mount(source: &str, target: &str, read_only: bool) -> Mount {
+    Mount {
+        source: source.to_string(),
+        target: target.to_string(),
+        read_only,
+    }
+}
+
+fn port(port: u16, purpose: &str) -> Port {
+    Port {
+        port,
+        purpose: purpose.to_string(),
+    }
+}
+
+impl Plan {
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("a plan serialises");
+        s.push('\n');
+        s
+    }
+
+    /// The plan for people: per host, then the steps. File contents are
+    /// shown in full, so two plans diff line by line.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "cluster   {}", self.cluster);
+        let _ = writeln!(s, "plan      {}", self.plan_hash);
+        let _ = writeln!(
+            s,
+            "image     {} ({})",
+            self.image.reference, self.image.digest
+        );
+        let _ = writeln!(s, "runtime   {}, delivery {}", self.runtime, self.delivery);
+        let _ = writeln!(s, "masters   {}", self.master_url);
+        for h in &self.hosts {
+            let _ = writeln!(s);
+            let jump = h
+                .jump
+                .as_deref()
+                .map(|j| format!(" via {j}"))
+                .unwrap_or_default();
+            let key = h
+                .key
+                .as_deref()
+                .map(|k| format!(", key {k}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "host {} ({}, ssh {}{jump}{key})",
+                h.name, h.address, h.ssh
+            );
+            if !h.labels.is_empty() {
+                let l: Vec<String> = h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let _ = writeln!(s, "  labels {}", l.join(", "));
+            }
+            if h.containers.is_empty() {
+                let _ = writeln!(s, "  nothing runs here");
+                continue;
+            }
+            for d in &h.dirs {
+                let _ = writeln!(s, "  dir   {} {} owner {}", d.path, d.mode, d.owner);
+            }
+            for f in &h.files {
+                let _ = writeln!(
+                    s,
+                    "  file  {} {} sha256:{}",
+                    f.path,
+                    f.mode,
+                    &f.sha256[..16]
+                );
+                if f.path.ends_with("log4j2.properties") {
+                    let _ = writeln!(
+                        s,
+                        "        | (Spark's console log configuration, {} lines)",
+                        f.content.lines().count()
+                    );
+                    continue;
+                }
+                for line in f.content.lines() {
+                    let _ = writeln!(s, "        | {line}");
+                }
+            }
+            for c in &h.containers {
+                let _ = writeln!(s, "  container {} ({})", c.name, c.role.as_str());
+                let _ = writeln!(s, "        image   {}@{}", c.image, c.image_digest);
+                let _ = writeln!(s, "        user    {}", c.user);
+                let _ = writeln!(s, "        command {}", c.command.join(" "));
+                for (k, v) in &c.env {
+                    let _ = writeln!(s, "        env     {k}={v}");
+                }
+                for m in &c.mounts {
+                    let ro = if m.read_only { "ro" } else { "rw" };
+                    let _ = writeln!(s, "        mount   {} -> {} ({ro})", m.source, m.target);
+                }
+                let ports: Vec<String> = c
+                    .ports
+                    .iter()
+                    .map(|p| format!("{} {}", p.port, p.purpose))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "        ports   {} (network {})",
+                    ports.join(", "),
+                    c.network
+                );
+                let _ = writeln!(s, "        restart {}", c.restart);
+                for (k, v) in &c.labels {
+                    let _ = writeln!(s, "        label   {k}={v}");
+                }
+            }
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(s, "steps");
+        for (i, st) in self.steps.iter().enumerate() {
+            let what = match st.action {
+                Action::DeliverImage => format!("deliver the image ({})", self.delivery),
+                Action::WriteFiles => "write folders and files".to_string(),
+                Action::StartZookeeper => "start ZooKeeper".to_string(),
+                Action::StartMasters => "start the Spark masters".to_string(),
+                Action::StartWorkers => "start the Spark workers".to_string(),
+            };
+            let _ = writeln!(s, "  {}. {what} on {}", i + 1, st.hosts.join(", "));
+            match &st.gate {
+                None => {}
+                Some(Gate::ZookeeperLeader {
+                    servers,
+                    deadline_secs,
+                }) => {
+                    let _ = writeln!(
+                        s,
+                        "     gate: `srvr` on {} shows one leader and the rest followers (or standalone), within {deadline_secs}s",
+                        servers.join(", ")
+                    );
+                }
+                Some(Gate::OneMasterAlive {
+                    status_urls,
+                    deadline_secs,
+                }) => {
+                    let _ = writeln!(
+                        s,
+                        "     gate: exactly one of {} says \"status\":\"ALIVE\", within {deadline_secs}s",
+                        status_urls.join(", ")
+                    );
+                }
+                Some(Gate::WorkersRegistered {
+                    workers,
+                    deadline_secs,
+                    ..
+                }) => {
+                    let _ = writeln!(
+                        s,
+                        "     gate: the alive master lists {} as ALIVE workers, within {deadline_secs}s",
+                        workers.join(", ")
+                    );
+                }
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,405 @@
+//! Golden plans (insta snapshots under `snapshots/`), one test per refusal,
+//! and determinism. The examples in `examples/` are the inputs, so the
+//! examples are checked too.
+
+use std::path::Path;
+
+use super::envcfg;
+use super::file::ClusterFile;
+use super::plan::{self, ImageFacts, Plan};
+
+const LOCAL: &str = include_str!("../../examples/local.toml");
+const HA: &str = include_str!("../../examples/ha.toml");
+const WEFE: &str = include_str!("../../examples/wefe.cfg");
+
+/// The built-in image's labels with a fixed digest, so that a rebuilt
+/// image changes no golden plan but a changed label contract does.
+fn facts() -> ImageFacts {
+    ImageFacts {
+        digest: format!("sha256:{}", "0".repeat(64)),
+        ..ImageFacts::builtin()
+    }
+}
+
+fn parse(text: &str) -> ClusterFile {
+    ClusterFile::parse(text, Path::new("cluster.toml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn plan_of(text: &str) -> Plan {
+    plan::plan(&parse(text), &facts()).unwrap()
+}
+
+/// The refusal for `text`, as the user reads it.
+fn refusal(text: &str) -> String {
+    ClusterFile::parse(text, Path::new("cluster.toml"))
+        .expect_err("the cluster file should be refused")
+        .to_string()
+}
+
+#[test]
+fn builtin_image_has_every_label_the_plan_reads() {
+    let f = ImageFacts::builtin();
+    assert_eq!(f.reference, super::file::DEFAULT_IMAGE);
+    plan::plan(&parse(HA), &f).unwrap();
+}
+
+#[test]
+fn golden_local() {
+    insta::assert_snapshot!("local", plan_of(LOCAL).to_text());
+}
+
+#[test]
+fn golden_ha_text() {
+    insta::assert_snapshot!("ha", plan_of(HA).to_text());
+}
+
+#[test]
+fn golden_ha_json() {
+    insta::assert_snapshot!("ha_json", plan_of(HA).to_json());
+}
+
+#[test]
+fn golden_env_cfg_import() {
+    let imported = envcfg::import(WEFE, Path::new("examples/wefe.cfg"), "wefe").unwrap();
+    insta::assert_snapshot!("wefe_cluster_toml", imported.toml);
+    insta::assert_snapshot!("wefe", plan_of(&imported.toml).to_text());
+    assert_eq!(imported.notes.len(), 1, "{:?}", imported.notes);
+    assert!(imported.notes[0].contains("SPARK_CONTAINER_SUBNET"));
+}
+
+#[test]
+fn env_cfg_local_mode_is_one_host_with_master_and_worker() {
+    let imported = envcfg::import("SPARK_MODE=LOCAL\n", Path::new("l.cfg"), "l").unwrap();
+    let p = plan_of(&imported.toml);
+    assert_eq!(p.hosts.len(), 1);
+    assert_eq!(p.hosts[0].containers.len(), 2);
+    assert_eq!(p.master_url, "spark://127.0.0.1:7077");
+}
+
+#[test]
+fn same_input_gives_byte_identical_plans() {
+    for text in [LOCAL, HA] {
+        let (a, b) = (plan_of(text), plan_of(text));
+        assert_eq!(a.to_text(), b.to_text());
+        assert_eq!(a.to_json(), b.to_json());
+        assert_eq!(a.plan_hash, b.plan_hash);
+    }
+    // the order of a table's keys in the file does not matter
+    let reordered = HA.replace(
+        "\"spark.worker.cleanup.enabled\" = true\n\"spark.worker.cleanup.appDataTtl\" = 86400\n",
+        "\"spark.worker.cleanup.appDataTtl\" = 86400\n\"spark.worker.cleanup.enabled\" = true\n",
+    );
+    assert_ne!(reordered, HA);
+    assert_eq!(plan_of(&reordered).to_json(), plan_of(HA).to_json());
+}
+
+#[test]
+fn a_changed_worker_changes_only_the_workers_spec_labels() {
+    let a = plan_of(HA);
+    let b = plan_of(&HA.replace("memory = \"1g\"", "memory = \"2g\""));
+    assert_ne!(a.plan_hash, b.plan_hash);
+    for (ha, hb) in a.hosts.iter().zip(&b.hosts) {
+        for (ca, cb) in ha.containers.iter().zip(&hb.containers) {
+            let same = ca.labels["ferry.spec"] == cb.labels["ferry.spec"];
+            assert_eq!(
+                same,
+                ca.role != plan::Role::Worker,
+                "{} on {}",
+                ca.name,
+                ha.name
+            );
+        }
+    }
+}
+
+#[test]
+fn ha_plan_wires_masters_workers_and_ensemble() {
+    let p = plan_of(HA);
+    assert_eq!(p.master_url, "spark://10.0.0.11:7077,10.0.0.12:7077");
+    for h in &p.hosts {
+        for c in &h.containers {
+            if c.role == plan::Role::Worker {
+                assert_eq!(c.command.last().unwrap(), &p.master_url);
+            }
+        }
+        for f in &h.files {
+            if f.path.ends_with("zoo.cfg") {
+                assert!(f.content.contains("admin.enableServer=false\n"));
+                assert!(f.content.contains("server.3=10.0.0.13:2888:3888\n"));
+            }
+            if f.path.ends_with("spark-master/spark-defaults.conf") {
+                assert!(f.content.contains("spark.deploy.recoveryMode ZOOKEEPER\n"));
+                assert!(f.content.contains(
+                    "spark.deploy.zookeeper.url 10.0.0.11:2181,10.0.0.12:2181,10.0.0.13:2181\n"
+                ));
+            }
+        }
+    }
+    let myids: Vec<&str> = p
+        .hosts
+        .iter()
+        .flat_map(|h| &h.files)
+        .filter(|f| f.path.ends_with("/myid"))
+        .map(|f| f.content.as_str())
+        .collect();
+    assert_eq!(myids, ["1\n", "2\n", "3\n"]);
+}
+
+#[test]
+fn one_master_without_zookeeper_is_a_plain_cluster() {
+    let text =
+        without_zookeeper(HA).replace("hosts = [\"node1\", \"node2\"]", "hosts = [\"node1\"]");
+    let p = plan_of(&text);
+    assert!(
+        p.hosts
+            .iter()
+            .flat_map(|h| &h.files)
+            .all(|f| !f.content.contains("recoveryMode"))
+    );
+    assert!(
+        p.steps
+            .iter()
+            .all(|s| !matches!(s.action, plan::Action::StartZookeeper))
+    );
+}
+
+fn without_zookeeper(text: &str) -> String {
+    let start = text.find("[zookeeper]").unwrap();
+    let end = text.find("[spark.masters]").unwrap();
+    format!("{}{}", &text[..start], &text[end..])
+}
+
+#[test]
+fn secrets_stay_out_of_the_plan() {
+    let json = plan_of(HA).to_json();
+    assert!(!json.to_lowercase().contains("password"));
+    assert!(!json.contains("BEGIN OPENSSH"));
+}
+
+// --- refusals, one each ---------------------------------------------------
+
+/// The 1-based line of the first `needle` in `text`.
+fn line(text: &str, needle: &str) -> usize {
+    text[..text.find(needle).expect("needle is in the text")]
+        .matches('\n')
+        .count()
+        + 1
+}
+
+#[test]
+fn refuses_an_even_ensemble() {
+    let text = HA.replace(
+        "hosts = [\"node1\", \"node2\", \"node3\"]",
+        "hosts = [\"node1\", \"node2\"]",
+    );
+    assert_eq!(
+        refusal(&text),
+        format!(
+            "cluster.toml:{}: `zookeeper.hosts`: the ensemble has 2 servers; ZooKeeper needs an odd number (1, 3 or 5) to keep a majority: add or remove one",
+            line(&text, "[zookeeper]") + 1
+        )
+    );
+}
+
+#[test]
+fn refuses_duplicate_zookeeper_ids() {
+    let text = HA.replace("client_port = 2181", "ids = [1, 2, 1]\nclient_port = 2181");
+    let e = refusal(&text);
+    assert!(e.contains("`zookeeper.ids`: id 1 is given twice"), "{e}");
+    assert!(
+        e.starts_with(&format!("cluster.toml:{}:", line(&text, "ids = "))),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_duplicate_host_names() {
+    let e = refusal(&HA.replace("name = \"node2\"", "name = \"node1\""));
+    assert!(
+        e.contains("`host.name`: host `node1` is listed twice"),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_a_host_listed_twice_in_a_role() {
+    let e = refusal(&HA.replace(
+        "hosts = [\"node4\", \"node5\"]",
+        "hosts = [\"node4\", \"node4\"]",
+    ));
+    assert!(
+        e.contains("`spark.workers.hosts`: host `node4` is listed twice"),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_the_admin_server_on_the_master_ui_port() {
+    let text = HA.replace(
+        "client_port = 2181",
+        "admin_port = 8080\nclient_port = 2181",
+    );
+    assert_eq!(
+        refusal(&text),
+        format!(
+            "cluster.toml:{}: `zookeeper.admin_port`: ZooKeeper's AdminServer and the Spark master UI both want port 8080 on host `node1`; move one of them",
+            line(&text, "admin_port")
+        )
+    );
+    // moved off 8080 it is accepted, and the plan turns it on
+    let p = plan_of(&HA.replace(
+        "client_port = 2181",
+        "admin_port = 9990\nclient_port = 2181",
+    ));
+    let zoo = &p.hosts[0]
+        .files
+        .iter()
+        .find(|f| f.path.ends_with("zoo.cfg"))
+        .unwrap()
+        .content;
+    assert!(zoo.contains("admin.serverPort=9990\n"), "{zoo}");
+}
+
+#[test]
+fn refuses_two_roles_on_one_port_of_one_host() {
+    let e = refusal(&LOCAL.replace("memory = \"1g\"", "memory = \"1g\"\nui_port = 8080"));
+    assert!(
+        e.contains(
+            "the Spark worker UI and the Spark master UI both want port 8080 on host `local`"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_two_hosts_with_one_address_on_one_port() {
+    let e = refusal(&HA.replace("10.0.0.15", "10.0.0.14"));
+    assert!(
+        e.contains("both want port 7078 on `10.0.0.14` (hosts `node4` and `node5`)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_two_masters_without_zookeeper() {
+    let e = refusal(&without_zookeeper(HA));
+    assert!(
+        e.contains("`spark.masters.hosts`: 2 masters but no [zookeeper] ensemble"),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_workers_that_miss_a_master() {
+    let e = refusal(&HA.replace("cores = 2", "cores = 2\nmasters = [\"node1\"]"));
+    assert!(
+        e.contains(
+            "`spark.workers.masters`: master `node2` is missing: workers must list every master"
+        ),
+        "{e}"
+    );
+    // listing every master is accepted
+    parse(&HA.replace("cores = 2", "cores = 2\nmasters = [\"node2\", \"node1\"]"));
+}
+
+#[test]
+fn refuses_unknown_hosts() {
+    let text = HA.replace(
+        "hosts = [\"node4\", \"node5\"]",
+        "hosts = [\"node4\", \"node6\"]",
+    );
+    let e = refusal(&text);
+    assert!(
+        e.starts_with(&format!(
+            "cluster.toml:{}: `spark.workers.hosts`: unknown host `node6`; add a [[host]] with that name (known: `node1`",
+            line(&text, "\"node6\"")
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_unknown_fields_with_their_line() {
+    let text = HA.replace("peer_port = 2888", "peer_prot = 2888");
+    let e = refusal(&text);
+    assert!(
+        e.starts_with(&format!(
+            "cluster.toml:{}: unknown field `peer_prot`",
+            line(&text, "peer_prot")
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_secrets_in_properties() {
+    let e = refusal(&HA.replace(
+        "\"spark.worker.cleanup.enabled\" = true",
+        "\"spark.worker.cleanup.enabled\" = true\n\"spark.authenticate.secret\" = \"hunter2\"",
+    ));
+    assert!(
+        e.contains("`spark.authenticate.secret` looks like a secret"),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_credentials_in_the_delivery_url() {
+    let e = refusal(&HA.replace(
+        "delivery = \"ssh\"",
+        "delivery = \"s3://AKIA:sekrit@bucket/images/\"",
+    ));
+    assert!(e.contains("`delivery`: the URL carries credentials"), "{e}");
+    parse(&HA.replace("delivery = \"ssh\"", "delivery = \"s3://bucket/images/\""));
+}
+
+#[test]
+fn refuses_hand_set_recovery_properties() {
+    let e = refusal(&HA.replace(
+        "zookeeper_dir = \"/spark\"",
+        "zookeeper_dir = \"/spark\"\nproperties = { \"spark.deploy.recoveryMode\" = \"NONE\" }",
+    ));
+    assert!(
+        e.contains("`spark.deploy.recoveryMode` is set by ferry from the [zookeeper] section"),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_a_plan_when_the_image_lacks_a_label() {
+    let mut f = facts();
+    f.labels.remove("ferry.spark.home");
+    let e = plan::plan(&parse(HA), &f).unwrap_err().to_string();
+    assert!(
+        e.starts_with("image `ferry/spark:3.5.3` has no `ferry.spark.home` label"),
+        "{e}"
+    );
+}
+
+#[test]
+fn docker_run_args_follow_the_plan() {
+    let p = plan_of(LOCAL);
+    let worker = p.hosts[0]
+        .containers
+        .iter()
+        .find(|c| c.role == plan::Role::Worker)
+        .unwrap();
+    let args = super::launch::run_args(worker).join(" ");
+    assert!(
+        args.starts_with(
+            "run --detach --name ferry-local-worker --network host --restart unless-stopped --user spark --label ferry.cluster=local"
+        ),
+        "{args}"
+    );
+    assert!(
+        args.contains("--volume /etc/ferry/local/spark-worker:/etc/ferry/spark:ro"),
+        "{args}"
+    );
+    assert!(
+        args.ends_with("--work-dir /var/lib/ferry/local/spark-work spark://127.0.0.1:7077"),
+        "{args}"
+    );
+    super::launch::check_local(&p).unwrap();
+    let e = super::launch::check_local(&plan_of(HA)).unwrap_err();
+    assert!(e.to_string().contains("roles on 5 hosts"), "{e}");
+}

@@ -1,0 +1,90 @@
+//! `ferry plan`: read a cluster file (or import a flat config), find the
+//! image's digest and labels, and print the plan as text or JSON.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cli::PlanArgs;
+use crate::cluster::envcfg;
+use crate::cluster::file::{ClusterFile, DEFAULT_IMAGE};
+use crate::cluster::plan::{self, ImageFacts};
+use crate::{fsutil, oci};
+
+pub fn run(a: PlanArgs) -> Result<ExitCode> {
+    let (file, base) = match (&a.cluster, &a.from_env_cfg) {
+        (Some(path), _) => (
+            ClusterFile::load(path)?,
+            fsutil::parent_dir(path).to_path_buf(),
+        ),
+        (None, Some(cfg)) => {
+            let imported = envcfg::load(cfg)?;
+            for n in &imported.notes {
+                eprintln!("note: {n}");
+            }
+            if let Some(out) = &a.write_cluster {
+                fsutil::write_atomic(out, imported.toml.as_bytes())
+                    .with_context(|| format!("writing `{}`", out.display()))?;
+                eprintln!("wrote `{}`", out.display());
+            }
+            // the converted text is what is checked; `--write-cluster` shows it
+            let named = PathBuf::from(format!("{} (converted)", cfg.display()));
+            let file = ClusterFile::parse(&imported.toml, &named)?;
+            (file, PathBuf::from("."))
+        }
+        (None, None) => unreachable!("clap requires a cluster file or --from-env-cfg"),
+    };
+    let facts = image_facts(&file, a.image.as_deref(), &base)?;
+    let plan = plan::plan(&file, &facts)?;
+    if a.json {
+        print!("{}", plan.to_json());
+    } else {
+        print!("{}", plan.to_text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--image`, else the cluster file's layout (relative to the file), else the
+/// built-in image when the file names it or no image at all.
+pub fn image_facts(file: &ClusterFile, given: Option<&Path>, base: &Path) -> Result<ImageFacts> {
+    let layout = match (given, &file.image.layout) {
+        (Some(p), _) => Some(p.to_path_buf()),
+        (None, Some(p)) => Some(base.join(p)),
+        (None, None) => None,
+    };
+    if let Some(dir) = layout {
+        let img = oci::open_layout(&dir).with_context(|| {
+            format!(
+                "reading the image layout `{}` (build it with `ferry build`)",
+                dir.display()
+            )
+        })?;
+        return Ok(ImageFacts::from_layout(&img));
+    }
+    match file.image.reference.as_deref() {
+        None | Some(DEFAULT_IMAGE) => Ok(ImageFacts::builtin()),
+        Some(other) => bail!(
+            "image `{other}` is a reference ferry cannot read labels from; pass its layout with `--image DIR` or set `image.layout`"
+        ),
+    }
+}
+
+/// The plan of a cluster file, or of the built-in local cluster.
+pub fn local_plan(
+    cluster: Option<&Path>,
+    image: Option<&Path>,
+) -> Result<(plan::Plan, ImageFacts)> {
+    let (file, base) = match cluster {
+        Some(p) => (ClusterFile::load(p)?, fsutil::parent_dir(p).to_path_buf()),
+        None => (
+            ClusterFile::parse(
+                crate::cluster::file::LOCAL_CLUSTER,
+                Path::new("examples/local.toml (built in)"),
+            )?,
+            PathBuf::from("."),
+        ),
+    };
+    let facts = image_facts(&file, image, &base)?;
+    Ok((plan::plan(&file, &facts)?, facts))
+}
