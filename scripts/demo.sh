@@ -3,22 +3,19 @@
 # job's answer. Installs Docker when missing, builds ferry, builds the
 # built-in default image (Spark 3.5.3, ZooKeeper 3.8, Python 3.11 with numpy
 # and pandas) from its pinned inputs, loads it into Docker, starts a local
-# cluster (one ZooKeeper, one master in ZooKeeper recovery mode, one worker),
-# runs the sample PySpark job on it and prints the answer and the UI address.
+# cluster with `ferry up --local` (ZooKeeper, a master in ZooKeeper recovery
+# mode, a worker; host networking, ports 2181, 7077, 8080, 8081), runs the
+# sample PySpark job with `ferry submit --local` and prints the answer and
+# the UI address.
 #
 #   bash scripts/demo.sh          # leaves the cluster running
 #   bash scripts/demo.sh --down   # stops and removes it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-net=ferry-demo
-containers=(ferry-demo-worker ferry-demo-master ferry-demo-zk)
-
 if [ "${1:-}" = "--down" ]; then
-  docker rm -f "${containers[@]}" >/dev/null 2>&1 || true
-  docker network rm "$net" >/dev/null 2>&1 || true
-  echo "stopped the demo cluster"
-  exit 0
+  cargo build --release --quiet
+  exec target/release/ferry down --local
 fi
 
 if ! command -v cargo >/dev/null; then
@@ -59,36 +56,12 @@ else
   tail -1 out/.demo-build.log
 fi
 docker load -i out/spark.tar
-image=ferry/spark:3.5.3
 
-echo "== starting a local cluster: ZooKeeper, a master, a worker"
-docker rm -f "${containers[@]}" >/dev/null 2>&1 || true
-docker network create "$net" >/dev/null 2>&1 || true
-docker run -d --name ferry-demo-zk --hostname ferry-demo-zk --network "$net" --user zookeeper "$image" \
-  /usr/share/zookeeper/bin/zkServer.sh --config /etc/zookeeper/conf start-foreground >/dev/null
-docker run -d --name ferry-demo-master --hostname ferry-demo-master --network "$net" -p 127.0.0.1:8080:8080 \
-  -e SPARK_DAEMON_JAVA_OPTS="-Dspark.deploy.recoveryMode=ZOOKEEPER -Dspark.deploy.zookeeper.url=ferry-demo-zk:2181 -Dspark.deploy.zookeeper.dir=/spark" \
-  "$image" spark-class org.apache.spark.deploy.master.Master --host ferry-demo-master --port 7077 --webui-port 8080 >/dev/null
-docker run -d --name ferry-demo-worker --hostname ferry-demo-worker --network "$net" "$image" \
-  spark-class org.apache.spark.deploy.worker.Worker --cores 2 --memory 1g spark://ferry-demo-master:7077 >/dev/null
+echo "== starting a local cluster: ZooKeeper, a master, a worker (ferry up --local)"
+$ferry up --local --image out/spark
 
-status() {
-  docker exec ferry-demo-master bash -c \
-    'exec 3<>/dev/tcp/127.0.0.1/8080; printf "GET /json/ HTTP/1.0\r\n\r\n" >&3; cat <&3' 2>/dev/null || true
-}
-deadline=$((SECONDS + 120))
-until status | grep -q '"aliveworkers" : 1'; do
-  if [ $SECONDS -gt $deadline ]; then
-    echo "error: the worker did not register with the master within 120 s; master log:" >&2
-    docker logs --tail 20 ferry-demo-master >&2
-    exit 1
-  fi
-  sleep 1
-done
-echo "   master ALIVE, 1 worker registered"
-
-echo "== running the sample job on the cluster"
-answer=$(docker run --rm --network "$net" "$image" spark-submit --master spark://ferry-demo-master:7077 /opt/ferry/jobs/sample.py 2>/dev/null | grep '^ferry-sample:')
+echo "== running the sample job on the cluster (ferry submit --local)"
+answer=$($ferry submit --local --image out/spark 2>/dev/null | grep '^ferry-sample:')
 echo
 echo "$answer"
 echo
