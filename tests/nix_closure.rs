@@ -378,13 +378,8 @@ fn lock_check_notices_an_installable_that_now_names_another_build() {
     let cache = work.path().join("cache");
     let link = work.path().join("result");
     nix_build("app", "1", Some(&link));
-    let def = definition(
-        work.path(),
-        "check",
-        &[&link.display().to_string()],
-        "",
-        "/x",
-    );
+    // relative to the definition's folder, not to where ferry runs
+    let def = definition(work.path(), "check", &["./result"], "", "/x");
     run(ferry(&cache).arg("lock").arg(&def));
     run(ferry(&cache).args(["lock", "--check"]).arg(&def));
     let lock = std::fs::read_to_string(def.with_file_name("image.lock")).unwrap();
@@ -402,4 +397,26 @@ fn lock_check_notices_an_installable_that_now_names_another_build() {
     assert!(err.contains("not the locked one"), "{err}");
     run(ferry(&cache).arg("lock").arg(&def).arg("--update"));
     run(ferry(&cache).args(["lock", "--check"]).arg(&def));
+}
+
+#[test]
+fn a_built_derivation_stands_for_its_outputs() {
+    if let Some(why) = missing() {
+        return skip("derivation", &why);
+    }
+    let work = tempfile::tempdir().unwrap();
+    let top = nix_build("top", "1", None);
+    let drv = stdout(
+        Command::new("nix-instantiate")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nix/closures.nix"))
+            .arg("--arg")
+            .arg("busybox")
+            .arg(busybox().unwrap())
+            .args(["--argstr", "tag", "1", "-A", "top"]),
+    );
+    assert!(drv.ends_with(".drv"), "{drv}");
+    let def = definition(work.path(), "drv", &[&drv], "", "/x");
+    let out = work.path().join("out");
+    lock_and_build(&def, &work.path().join("cache"), &out);
+    assert_one_layer_per_path_in_reference_order(&out, &top);
 }

@@ -92,7 +92,7 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
                         .any(|n| named.contains(n) && matched.insert(n.clone()));
                 let closure = match old.nix_closure(&layer.name, src) {
                     Some(c) if !wanted => c.clone(),
-                    _ => lock_nix(&layer.name, src, &term)
+                    _ => lock_nix(&def, &layer.name, src, &term)
                         .with_context(|| format!("locking layer `{}`", layer.name))?,
                 };
                 new.nix.push(closure);
@@ -181,8 +181,8 @@ fn kind_name(k: ArtifactKind) -> &'static str {
 }
 
 /// Reads a `nix` source's closure from the store.
-fn lock_nix(layer: &str, src: &SourceSpec, term: &Term) -> Result<NixClosure> {
-    let paths = nix::path_info(&src.nix, true)?;
+fn lock_nix(def: &Definition, layer: &str, src: &SourceSpec, term: &Term) -> Result<NixClosure> {
+    let paths = nix::closure(&src.nix, &def.dir)?;
     let size: u64 = paths.iter().map(|p| p.nar_size).sum();
     term.line(&format!(
         "layer `{layer}`: {} Nix store paths ({}) in the closure of {}",
@@ -209,7 +209,7 @@ fn check_nix(def: &Definition, old: &Lock) -> Result<(Vec<String>, Vec<String>)>
                 continue;
             };
             used.insert((c.layer.clone(), c.requested.clone()));
-            let now = nix::path_info(&src.nix, true)
+            let now = nix::closure(&src.nix, &def.dir)
                 .with_context(|| format!("checking layer `{}`", layer.name))?;
             if now != c.paths {
                 changed.push(format!(

@@ -36,6 +36,10 @@ pub enum NixError {
         expected: String,
         found: String,
     },
+    #[error(
+        "`{drv}`: this Nix takes a .drv as the derivation file, not its outputs: write `{drv}^out` (or `^*` for every output)"
+    )]
+    Derivation { drv: String },
     #[error("the closure has a reference cycle through `{path}`, which Nix never makes")]
     Cycle { path: String },
 }
@@ -61,9 +65,28 @@ impl StorePath {
     }
 }
 
+/// Reads the closure of a `nix` source's `items` (store paths or
+/// installables already built), with relative paths and flake references
+/// taken from `dir`, the definition's folder. Sorted by path.
+pub fn closure(items: &[String], dir: &Path) -> Result<Vec<StorePath>, NixError> {
+    let paths = path_info(items, true, Some(dir))?;
+    // Nix 2.8 reads `x.drv` as its outputs; later Nix as the .drv file itself
+    if let Some(drv) = items
+        .iter()
+        .find(|i| i.ends_with(".drv") && paths.iter().any(|p| p.path == **i))
+    {
+        return Err(NixError::Derivation { drv: drv.clone() });
+    }
+    Ok(paths)
+}
+
 /// Runs `nix path-info --json` on `items` (store paths or installables),
 /// with `--recursive` for their whole closure. The result is sorted by path.
-pub fn path_info(items: &[String], recursive: bool) -> Result<Vec<StorePath>, NixError> {
+fn path_info(
+    items: &[String],
+    recursive: bool,
+    dir: Option<&Path>,
+) -> Result<Vec<StorePath>, NixError> {
     let mut args = vec![
         "path-info".to_string(),
         "--extra-experimental-features".into(),
@@ -74,10 +97,12 @@ pub fn path_info(items: &[String], recursive: bool) -> Result<Vec<StorePath>, Ni
         args.push("--recursive".into());
     }
     args.extend(items.iter().cloned());
-    let out = Command::new("nix")
-        .args(&args)
-        .output()
-        .map_err(NixError::Missing)?;
+    let mut cmd = Command::new("nix");
+    cmd.args(&args);
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    let out = cmd.output().map_err(NixError::Missing)?;
     if !out.status.success() {
         // a path that is not built is the common failure: name it plainly
         if let Err(e @ NixError::NotBuilt { .. }) = parse_path_info(&out.stdout) {
@@ -153,7 +178,7 @@ pub fn verify(locked: &[&StorePath]) -> Result<(), NixError> {
         return Ok(());
     }
     let items: Vec<String> = locked.iter().map(|p| p.path.clone()).collect();
-    let found: BTreeMap<String, String> = path_info(&items, false)?
+    let found: BTreeMap<String, String> = path_info(&items, false, None)?
         .into_iter()
         .map(|p| (p.path, p.nar_hash))
         .collect();
