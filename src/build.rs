@@ -162,19 +162,13 @@ fn plan_units<'a>(def: &'a Definition, lock: &'a Lock) -> Result<Vec<Unit<'a>>> 
             )
         })?;
         locked.extend(&closure.paths);
-        let fresh: Vec<StorePath> = closure
+        let fresh: Vec<&StorePath> = closure
             .paths
             .iter()
             .filter(|p| !taken.contains(&p.path))
-            .cloned()
             .collect();
         let order =
             nix::popularity_order(&fresh).with_context(|| format!("layer `{}`", spec.name))?;
-        // back to references into the lock, which outlives the build
-        let order: Vec<&StorePath> = order
-            .iter()
-            .filter_map(|p| closure.paths.iter().find(|q| q.path == p.path))
-            .collect();
         let budget = src.max_layers.unwrap_or(DEFAULT_NIX_MAX_LAYERS);
         for cut in nix::cut_layers(&order, budget) {
             let name = match cut.as_slice() {

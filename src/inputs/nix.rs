@@ -217,7 +217,7 @@ fn package_key(base: &str) -> String {
 /// widely shared dependencies come first and leaves last. Ties go by package
 /// name. A dependency is always strictly more popular than what refers to
 /// it, so the order also puts every path after its references.
-pub fn popularity_order(closure: &[StorePath]) -> Result<Vec<&StorePath>, NixError> {
+pub fn popularity_order<'a>(closure: &[&'a StorePath]) -> Result<Vec<&'a StorePath>, NixError> {
     let index: BTreeMap<&str, usize> = closure
         .iter()
         .enumerate()
@@ -258,7 +258,7 @@ pub fn popularity_order(closure: &[StorePath]) -> Result<Vec<&StorePath>, NixErr
             package_key(closure[*a].base_name()).cmp(&package_key(closure[*b].base_name()))
         })
     });
-    Ok(order.into_iter().map(|i| &closure[i]).collect())
+    Ok(order.into_iter().map(|i| closure[i]).collect())
 }
 
 /// The popularity of every path below `node`, counted from `node` down.
@@ -267,7 +267,7 @@ fn contest(
     children: &[Vec<usize>],
     memo: &mut Vec<Option<BTreeMap<usize, u64>>>,
     visiting: &mut Vec<bool>,
-    closure: &[StorePath],
+    closure: &[&StorePath],
 ) -> Result<BTreeMap<usize, u64>, NixError> {
     if let Some(done) = &memo[node] {
         return Ok(done.clone());
@@ -415,6 +415,10 @@ mod tests {
         }
     }
 
+    fn order(closure: &[StorePath]) -> Result<Vec<&StorePath>, NixError> {
+        popularity_order(&closure.iter().collect::<Vec<_>>())
+    }
+
     fn names(v: &[&StorePath]) -> Vec<String> {
         v.iter().map(|p| p.base_name().to_string()).collect()
     }
@@ -436,10 +440,10 @@ mod tests {
     #[test]
     fn popularity_matches_nixpkgs_example() {
         let closure = example();
-        let order = popularity_order(&closure).unwrap();
+        let ordered = order(&closure).unwrap();
         // popularities F 9, E 5, D 4, C 3, B 2, G 2, A 1
         assert_eq!(
-            names(&order),
+            names(&ordered),
             ["f-F", "e-E", "d-D", "c-C", "b-B", "g-G", "a-A"]
         );
     }
@@ -447,8 +451,8 @@ mod tests {
     #[test]
     fn every_path_comes_after_its_references() {
         let closure = example();
-        let order = popularity_order(&closure).unwrap();
-        let pos = |p: &str| order.iter().position(|x| x.path == p).unwrap();
+        let ordered = order(&closure).unwrap();
+        let pos = |p: &str| ordered.iter().position(|x| x.path == p).unwrap();
         for p in &closure {
             for r in &p.references {
                 assert!(pos(r) < pos(&p.path), "{r} must come before {}", p.path);
@@ -463,34 +467,31 @@ mod tests {
             sp("a-A", &["b-B"]),
             sp("b-B", &["a-A"]),
         ];
-        assert!(matches!(
-            popularity_order(&closure),
-            Err(NixError::Cycle { .. })
-        ));
+        assert!(matches!(order(&closure), Err(NixError::Cycle { .. })));
     }
 
     #[test]
     fn budget_groups_the_least_popular_paths_last() {
         let closure = example();
-        let order = popularity_order(&closure).unwrap();
-        let all = cut_layers(&order, 100);
+        let ordered = order(&closure).unwrap();
+        let all = cut_layers(&ordered, 100);
         assert_eq!(all.len(), 7);
         assert!(all.iter().all(|l| l.len() == 1));
-        let cut = cut_layers(&order, 4);
+        let cut = cut_layers(&ordered, 4);
         assert_eq!(cut.len(), 4);
         assert_eq!(names(&cut[0]), ["f-F"]);
         assert_eq!(names(&cut[2]), ["d-D"]);
         assert_eq!(names(&cut[3]), ["a-A", "b-B", "c-C", "g-G"]);
-        assert_eq!(cut_layers(&order, 1).len(), 1);
+        assert_eq!(cut_layers(&ordered, 1).len(), 1);
     }
 
     #[test]
     fn adding_a_package_keeps_the_other_layers() {
         let closure = example();
-        let before = popularity_order(&closure).unwrap();
+        let before = order(&closure).unwrap();
         let mut more = example();
         more.push(sp("h-H", &["f-F"]));
-        let after = popularity_order(&more).unwrap();
+        let after = order(&more).unwrap();
         let layers = |o: &[&StorePath]| -> BTreeSet<Vec<String>> {
             cut_layers(o, 100).iter().map(|l| names(l)).collect()
         };
