@@ -420,3 +420,45 @@ fn a_built_derivation_stands_for_its_outputs() {
     lock_and_build(&def, &work.path().join("cache"), &out);
     assert_one_layer_per_path_in_reference_order(&out, &top);
 }
+
+#[test]
+fn two_nix_layers_share_store_paths_once_and_compose_with_other_layers() {
+    if let Some(why) = missing() {
+        return skip("two layers", &why);
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (app, top) = (nix_build("app", "1", None), nix_build("top", "1", None));
+    let def = work.path().join("image.toml");
+    std::fs::write(
+        &def,
+        format!(
+            "name = \"ferry/two\"\ntag = \"1\"\ncreated = 0\n\n[config]\nentrypoint = [\"/bin/app\"]\n\n\
+             [[layer]]\nname = \"chain\"\n[[layer.source]]\nnix = [\"{app}\"]\n\n\
+             [[layer]]\nname = \"diamond\"\n[[layer.source]]\nnix = [\"{top}\"]\n\n\
+             [[layer]]\nname = \"links\"\n[[layer.symlink]]\npath = \"/bin/app\"\ntarget = \"{app}/bin/app\"\n"
+        ),
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    lock_and_build(&def, &work.path().join("cache"), &out);
+    let layers = layers(&out);
+    let paths: Vec<&String> = layers.iter().flat_map(|l| &l.1).collect();
+    let unique: BTreeSet<&String> = paths.iter().copied().collect();
+    assert_eq!(paths.len(), unique.len(), "a store path in two layers");
+    let both: BTreeSet<String> = closure_of(&app).union(&closure_of(&top)).cloned().collect();
+    assert_eq!(unique.into_iter().cloned().collect::<BTreeSet<_>>(), both);
+    // the diamond's layers start after the chain's, with the shared busybox left out
+    let chain_len = closure_of(&app).len();
+    assert!(
+        layers[chain_len].1[0].ends_with("-bottom-1.0"),
+        "{layers:?}"
+    );
+    assert_eq!(layers.len(), both.len() + 1, "the links layer is last");
+    check_with_tools(
+        "two layers",
+        &out,
+        work.path(),
+        &format!("{app}/bin/app"),
+        "hello from the chain",
+    );
+}
