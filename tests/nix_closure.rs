@@ -462,3 +462,33 @@ fn two_nix_layers_share_store_paths_once_and_compose_with_other_layers() {
         "hello from the chain",
     );
 }
+
+#[test]
+fn build_refuses_a_locked_path_the_store_no_longer_has() {
+    if let Some(why) = missing() {
+        return skip("collected", &why);
+    }
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    // a path of its own, so deleting it takes nothing from the other tests
+    let tag = format!("gone-{}", std::process::id());
+    let lib = nix_build("lib", &tag, None);
+    let def = definition(work.path(), "collected", &[&lib], "", "/x");
+    run(ferry(&cache).arg("lock").arg(&def));
+    run(Command::new("nix-store").args(["--delete", &lib]));
+    let out = ferry(&cache)
+        .arg("build")
+        .arg(&def)
+        .arg("--out")
+        .arg(work.path().join("out"))
+        .env("NIX_CONF_DIR", nix_conf())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "built without `{lib}`");
+    assert!(
+        err.contains(&format!("`{lib}` is not in the Nix store")),
+        "{err}"
+    );
+    assert!(!work.path().join("out").exists(), "a half-written image");
+}

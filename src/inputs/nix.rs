@@ -109,6 +109,14 @@ fn path_info(
             return Err(e);
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
+        // `--recursive` says it in words: error: path '/nix/store/...' is not valid
+        if let Some(path) = stderr
+            .lines()
+            .find_map(|l| l.split_once("path '")?.1.split_once("' is not valid"))
+            .map(|(p, _)| p.to_string())
+        {
+            return Err(NixError::NotBuilt { path });
+        }
         return Err(NixError::Failed {
             args: args[4..].join(" "),
             stderr: stderr.trim().lines().last().unwrap_or("").to_string(),
