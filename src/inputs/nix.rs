@@ -143,8 +143,18 @@ pub fn parse_path_info(json: &[u8]) -> Result<Vec<StorePath>, NixError> {
         Value::Object(map) => map.iter().map(|(k, o)| (k.clone(), o)).collect(),
         _ => return Err(NixError::Json("neither a list nor an object".into())),
     };
+    // store paths are full paths in every Nix so far; take bare
+    // `<hash>-<name>` too, so a terser format does not silently drop references
+    let full = |p: &str| {
+        if p.starts_with('/') {
+            p.to_string()
+        } else {
+            format!("{STORE_DIR}/{p}")
+        }
+    };
     let mut out = Vec::new();
     for (path, o) in items {
+        let path = full(&path);
         if o.is_null() || o["valid"] == Value::Bool(false) {
             return Err(NixError::NotBuilt { path });
         }
@@ -157,12 +167,7 @@ pub fn parse_path_info(json: &[u8]) -> Result<Vec<StorePath>, NixError> {
             .ok_or_else(|| NixError::Json(format!("`{path}` has no `narSize`")))?;
         let mut references: Vec<String> = o["references"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(String::from)
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(Value::as_str).map(full).collect())
             .unwrap_or_default();
         references.retain(|r| *r != path);
         references.sort();
@@ -515,7 +520,7 @@ mod tests {
     fn path_info_of_nix_2_8_and_of_later_nix() {
         let old = br#"[{"path":"/nix/store/b-lib","narHash":"sha256-x","narSize":5,"references":["/nix/store/a-base","/nix/store/b-lib"],"deriver":"/nix/store/q.drv"},
             {"path":"/nix/store/a-base","narHash":"sha256-y","narSize":7,"references":[]}]"#;
-        let new = br#"{"/nix/store/b-lib":{"narHash":"sha256-x","narSize":5,"references":["/nix/store/b-lib","/nix/store/a-base"],"ca":null},
+        let new = br#"{"/nix/store/b-lib":{"narHash":"sha256-x","narSize":5,"references":["b-lib","a-base"],"ca":null},
             "/nix/store/a-base":{"narHash":"sha256-y","narSize":7,"references":[]}}"#;
         let a = parse_path_info(old).unwrap();
         assert_eq!(a, parse_path_info(new).unwrap());
