@@ -15,11 +15,14 @@ use crate::check::{self, ImageView, LayerFacts};
 use crate::clock::format_rfc3339;
 use crate::fetch::{Cache, Sources};
 use crate::inputs::archive::{self, Format, Placement, Stage};
+use crate::inputs::nix::{self, StorePath};
 use crate::inputs::{Data, Entry, Kind, Origin, Skeleton, Tree, deb, local, wheel};
 use crate::layer::{self, BlobInfo, Pool};
 use crate::lock::{Artifact, Lock};
 use crate::oci::{self, Blob, BlobSource, Image};
-use crate::spec::{BaseImage, Compression, Definition, LayerSpec, SourceKind, parse_mode};
+use crate::spec::{
+    BaseImage, Compression, DEFAULT_NIX_MAX_LAYERS, Definition, LayerSpec, SourceKind, parse_mode,
+};
 
 /// Bump when the bytes a layer is written as change for the same inputs.
 pub const LAYER_FORMAT: u32 = 1;
@@ -115,6 +118,84 @@ fn bytes_entry(tree: &mut Tree, content: &[u8], mode: u32, (uid, gid): (u32, u32
         gid,
         mtime: tree.created(),
     }
+}
+
+/// One image layer to make: a definition's `[[layer]]`, or one cut of a
+/// `nix` source's closure (a `[[layer]]` with a `nix` source becomes one
+/// image layer per store path, named `<layer>-<hash>-<name>`).
+enum Unit<'a> {
+    Layer(&'a LayerSpec),
+    Nix {
+        name: String,
+        paths: Vec<&'a StorePath>,
+    },
+}
+
+impl Unit<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Unit::Layer(spec) => &spec.name,
+            Unit::Nix { name, .. } => name,
+        }
+    }
+}
+
+/// The image layers of the definition, bottom first: `nix` layers are cut
+/// from their locked closures by popularity under their budget, leaving out
+/// store paths an earlier `nix` layer already has. The locked paths are
+/// checked against the store first.
+fn plan_units<'a>(def: &'a Definition, lock: &'a Lock) -> Result<Vec<Unit<'a>>> {
+    let mut units = Vec::new();
+    let mut taken = std::collections::BTreeSet::new();
+    let mut locked: Vec<&StorePath> = Vec::new();
+    for spec in &def.spec.layers {
+        let Some(src) = spec.sources.iter().find(|s| s.kind() == SourceKind::Nix) else {
+            units.push(Unit::Layer(spec));
+            continue;
+        };
+        let closure = lock.nix_closure(&spec.name, src).ok_or_else(|| {
+            anyhow!(
+                "the lock has no closure for nix `{}` in layer `{}`: run `ferry lock {}`",
+                src.nix.join(", "),
+                spec.name,
+                def.path.display()
+            )
+        })?;
+        locked.extend(&closure.paths);
+        let fresh: Vec<&StorePath> = closure
+            .paths
+            .iter()
+            .filter(|p| !taken.contains(&p.path))
+            .collect();
+        let order =
+            nix::popularity_order(&fresh).with_context(|| format!("layer `{}`", spec.name))?;
+        let budget = src.max_layers.unwrap_or(DEFAULT_NIX_MAX_LAYERS);
+        for cut in nix::cut_layers(&order, budget) {
+            let name = match cut.as_slice() {
+                [one] => format!("{}-{}", spec.name, one.base_name()),
+                more => format!("{}-rest-{}-paths", spec.name, more.len()),
+            };
+            taken.extend(cut.iter().map(|p| p.path.clone()));
+            units.push(Unit::Nix { name, paths: cut });
+        }
+    }
+    nix::verify(&locked).with_context(|| format!("`{}`", def.path.display()))?;
+    Ok(units)
+}
+
+/// The cache key of a layer of store paths: they are content-addressed and
+/// pinned by narHash, and the layer holds nothing else, so neither the
+/// definition nor the layers below play a part. The same store path makes
+/// the same layer in any image.
+fn nix_layer_key(def: &Definition, paths: &[&StorePath]) -> String {
+    let key = json!({
+        "format": LAYER_FORMAT,
+        "compressor": layer::compressor_id(def.spec.compression),
+        "created": def.created,
+        "nix": paths.iter().map(|p| [&p.path, &p.nar_hash]).collect::<Vec<_>>(),
+        "checks": [def.spec.check.elf, def.spec.check.jar_class_path],
+    });
+    oci::sha256_hex(&oci::canonical(&key))
 }
 
 /// The layer cache key: everything the layer's bytes depend on.
@@ -240,6 +321,9 @@ fn assemble(
             )
         })?;
         match src.kind() {
+            SourceKind::Nix => {
+                bail!("a layer with a `nix` source is cut into store path layers before assembly")
+            }
             SourceKind::Path => {
                 let p = def.dir.join(src.path.as_deref().unwrap_or_default());
                 local::add_path(
@@ -454,40 +538,57 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
     let compression = def.spec.compression;
     let pool = Pool::new(opts.jobs);
     let mut skeleton = base.skeleton.clone();
-    let n = def.spec.layers.len();
+    let units = plan_units(def, lock)?;
+    let n = units.len();
     let mut results: Vec<Option<BuiltLayer>> = vec![None; n];
     std::thread::scope(|s| -> Result<()> {
         let mut running: std::collections::VecDeque<(
             usize,
             std::thread::ScopedJoinHandle<Result<BuiltLayer>>,
         )> = Default::default();
-        for (i, spec) in def.spec.layers.iter().enumerate() {
-            let artifacts: Vec<&Artifact> = spec
-                .sources
-                .iter()
-                .map(|s| {
-                    lock.resolve(&spec.name, s)
-                        .map_err(|w| anyhow!("the lock has no entry for {w}"))
-                })
-                .collect::<Result<Vec<_>>>()?
-                .into_iter()
-                .flatten()
-                .collect();
-            let key = layer_key(def, spec, &artifacts, &skeleton)?;
+        for (i, unit) in units.iter().enumerate() {
+            let key = match unit {
+                Unit::Layer(spec) => {
+                    let artifacts: Vec<&Artifact> = spec
+                        .sources
+                        .iter()
+                        .map(|s| {
+                            lock.resolve(&spec.name, s)
+                                .map_err(|w| anyhow!("the lock has no entry for {w}"))
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                    layer_key(def, spec, &artifacts, &skeleton)?
+                }
+                Unit::Nix { paths, .. } => nix_layer_key(def, paths),
+            };
             if let Some(rec) = read_record(opts.cache, &key) {
                 skeleton.extend(&rec.skeleton);
                 let path = opts.cache.blob(&rec.blob.digest);
-                rep.layer_done(i, &spec.name, &rec.blob, true);
-                results[i] = Some(built_layer(spec, rec, path, true, compression));
+                rep.layer_done(i, unit.name(), &rec.blob, true);
+                results[i] = Some(built_layer(unit, rec, path, true, compression));
                 continue;
             }
-            rep.layer_started(i, &spec.name);
+            rep.layer_started(i, unit.name());
             let stage_dir = tempfile::Builder::new()
                 .prefix("stage-")
                 .tempdir_in(opts.cache.tmp()?)?;
             let mut stage = Stage::new(stage_dir.path().to_path_buf());
-            let tree = assemble(def, spec, lock, &sources, &mut stage, skeleton.clone())
-                .with_context(|| format!("layer `{}`", spec.name))?;
+            let tree = match unit {
+                Unit::Layer(spec) => {
+                    assemble(def, spec, lock, &sources, &mut stage, skeleton.clone())
+                }
+                Unit::Nix { paths, .. } => {
+                    // no skeleton below: the layer's bytes are the store paths' alone
+                    let mut tree = Tree::new(def.created, Skeleton::default());
+                    nix::add_store_paths(&mut tree, paths)
+                        .map(|()| tree)
+                        .map_err(anyhow::Error::from)
+                }
+            }
+            .with_context(|| format!("layer `{}`", unit.name()))?;
             let layer_skeleton = tree.skeleton();
             skeleton.extend(&layer_skeleton);
             let checks = &def.spec.check;
@@ -499,7 +600,7 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
             }
             let pool = &pool;
             let cache = opts.cache;
-            let name = spec.name.clone();
+            let name = unit.name().to_string();
             running.push_back((
                 i,
                 s.spawn(move || -> Result<BuiltLayer> {
@@ -528,7 +629,7 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
                         &serde_json::to_vec(&rec)?,
                     )?;
                     rep.layer_done(i, &name, &info, false);
-                    Ok(built_layer(spec, rec, dest, false, compression))
+                    Ok(built_layer(unit, rec, dest, false, compression))
                 }),
             ));
         }
@@ -537,10 +638,11 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
         }
         Ok(())
     })?;
+    let base_count = base.layers.len();
     let mut layers = base.layers;
     layers.extend(results.into_iter().map(|r| r.expect("every layer built")));
     check_image(def, &layers, &skeleton)?;
-    let config = make_config(def, &base.config, &layers);
+    let config = make_config(def, &base.config, &layers, base_count);
     let config_bytes = oci::canonical(&config);
     let config_digest = format!("sha256:{}", oci::sha256_hex(&config_bytes));
     let manifest = json!({
@@ -635,21 +737,25 @@ fn check_image(def: &Definition, layers: &[BuiltLayer], skeleton: &Skeleton) -> 
 }
 
 fn built_layer(
-    spec: &LayerSpec,
+    unit: &Unit,
     rec: LayerRecord,
     path: PathBuf,
     cached: bool,
     c: Compression,
 ) -> BuiltLayer {
     let mut annotations = BTreeMap::new();
-    annotations.insert("io.ferry.layer".to_string(), spec.name.clone());
+    annotations.insert("io.ferry.layer".to_string(), unit.name().to_string());
+    if let Unit::Nix { paths, .. } = unit {
+        let paths: Vec<&str> = paths.iter().map(|p| p.path.as_str()).collect();
+        annotations.insert("io.ferry.nix.store-paths".to_string(), paths.join(" "));
+    }
     annotations.insert("io.ferry.compressor".to_string(), layer::compressor_id(c));
     annotations.insert(
         "io.ferry.uncompressed-size".to_string(),
         rec.blob.uncompressed_size.to_string(),
     );
     BuiltLayer {
-        name: spec.name.clone(),
+        name: unit.name().to_string(),
         blob: rec.blob,
         media_type: rec.media_type,
         path,
@@ -659,7 +765,7 @@ fn built_layer(
     }
 }
 
-fn make_config(def: &Definition, base: &Value, layers: &[BuiltLayer]) -> Value {
+fn make_config(def: &Definition, base: &Value, layers: &[BuiltLayer], base_count: usize) -> Value {
     let c = &def.spec.config;
     let bc = &base["config"];
     let mut env: Vec<String> = bc["Env"]
@@ -725,7 +831,6 @@ fn make_config(def: &Definition, base: &Value, layers: &[BuiltLayer]) -> Value {
     }
     let created = format_rfc3339(def.created);
     let mut history: Vec<Value> = base["history"].as_array().cloned().unwrap_or_default();
-    let base_count = layers.len() - def.spec.layers.len();
     for l in &layers[base_count..] {
         history.push(json!({ "created": created, "created_by": format!("ferry layer {}", l.name), "comment": format!("ferry {}", env!("CARGO_PKG_VERSION")) }));
     }

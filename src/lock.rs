@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::inputs::nix::StorePath;
 use crate::inputs::wheel::normalize_name;
 use crate::spec::{Definition, SourceKind, SourceSpec, url_file_name};
 
@@ -63,6 +64,23 @@ pub struct Lock {
     pub closures: Vec<Closure>,
     #[serde(default, rename = "artifact")]
     pub artifacts: Vec<Artifact>,
+    /// The Nix store closures `nix` sources resolved to.
+    #[serde(default, rename = "nix", skip_serializing_if = "Vec::is_empty")]
+    pub nix: Vec<NixClosure>,
+}
+
+/// A `nix` source's closure: every store path with its narHash (so a build
+/// notices store content that is not what was locked) and its references
+/// (so the layers are ordered and cut without asking Nix again).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NixClosure {
+    pub layer: String,
+    /// The source's `nix` list, as written.
+    pub requested: Vec<String>,
+    /// Every store path of the closure, sorted.
+    #[serde(rename = "path")]
+    pub paths: Vec<StorePath>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -120,6 +138,11 @@ impl Lock {
         sorted.artifacts.dedup();
         sorted.closures.sort();
         sorted.closures.dedup();
+        for c in &mut sorted.nix {
+            c.paths.sort();
+        }
+        sorted.nix.sort();
+        sorted.nix.dedup();
         format!(
             "{HEADER}{}",
             toml::to_string(&sorted).expect("lock serialises")
@@ -131,10 +154,24 @@ impl Lock {
         crate::fsutil::write_atomic(path, self.to_text().as_bytes())
     }
 
+    /// The locked closure of a `nix` source of layer `layer`.
+    pub fn nix_closure(&self, layer: &str, src: &SourceSpec) -> Option<&NixClosure> {
+        self.nix
+            .iter()
+            .find(|c| c.layer == layer && c.requested == src.nix)
+    }
+
     /// The artifacts one source needs, or a description of what is missing.
     pub fn resolve(&self, layer: &str, src: &SourceSpec) -> Result<Vec<&Artifact>, String> {
         match src.kind() {
             SourceKind::Path => Ok(vec![]),
+            // store paths are not downloaded: the closure is all there is to lock
+            SourceKind::Nix => self.nix_closure(layer, src).map(|_| vec![]).ok_or_else(|| {
+                format!(
+                    "the closure of nix `{}` in layer `{layer}`",
+                    src.nix.join(", ")
+                )
+            }),
             SourceKind::Url => {
                 let name = src.display_name();
                 let file = url_file_name(src.url.as_deref().unwrap_or_default());
@@ -273,6 +310,7 @@ mod tests {
         let lock = Lock {
             version: 1,
             closures: vec![],
+            nix: vec![],
             artifacts: vec![
                 art(ArtifactKind::Url, "z", ""),
                 art(ArtifactKind::Deb, "b", "2"),
@@ -290,10 +328,51 @@ mod tests {
     }
 
     #[test]
+    fn nix_closures_round_trip_and_resolve_by_layer_and_request() {
+        let store_path = |name: &str, refs: &[&str]| StorePath {
+            path: format!("/nix/store/{name}"),
+            nar_hash: format!("sha256-{name}="),
+            nar_size: 3,
+            references: refs.iter().map(|r| format!("/nix/store/{r}")).collect(),
+        };
+        let lock = Lock {
+            version: 1,
+            closures: vec![],
+            artifacts: vec![],
+            nix: vec![NixClosure {
+                layer: "nix".into(),
+                requested: vec!["/nix/store/b-hello".into()],
+                paths: vec![
+                    store_path("b-hello", &["a-libc"]),
+                    store_path("a-libc", &[]),
+                ],
+            }],
+        };
+        let text = lock.to_text();
+        assert!(text.contains("[[nix.path]]"), "{text}");
+        let back: Lock = toml::from_str(&text).unwrap();
+        assert_eq!(back.nix[0].paths[0].path, "/nix/store/a-libc");
+        assert_eq!(back.nix[0].paths[1].references, ["/nix/store/a-libc"]);
+        let src = SourceSpec {
+            nix: vec!["/nix/store/b-hello".into()],
+            ..Default::default()
+        };
+        assert_eq!(back.resolve("nix", &src).unwrap().len(), 0);
+        assert!(
+            back.resolve("other", &src)
+                .unwrap_err()
+                .contains("layer `other`")
+        );
+        let without = Lock::default().to_text();
+        assert!(!without.contains("nix"), "{without}");
+    }
+
+    #[test]
     fn resolve_matches_versions_and_normalised_names() {
         let lock = Lock {
             version: 1,
             closures: vec![],
+            nix: vec![],
             artifacts: vec![
                 art(ArtifactKind::Deb, "tini", "0.19.0-1"),
                 art(ArtifactKind::Pypi, "py4j", "0.10.9.7"),

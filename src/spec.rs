@@ -145,7 +145,7 @@ pub struct LayerSpec {
     pub groups: Vec<GroupItem>,
 }
 
-/// One input of a layer. Exactly one of `url`, `path`, `deb`, `pypi` is set.
+/// One input of a layer. Exactly one of `url`, `path`, `deb`, `pypi`, `nix` is set.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
@@ -189,7 +189,19 @@ pub struct SourceSpec {
     /// For `deb` with `closure`: packages never to take (e.g. unneeded `Depends`).
     #[serde(default)]
     pub exclude_packages: Vec<String>,
+    /// Nix store paths (or installables already built, such as a `.drv` or a
+    /// flake output) whose closures go into the image, one layer per store path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nix: Vec<String>,
+    /// For `nix`: the most image layers the closure may take (default
+    /// [`DEFAULT_NIX_MAX_LAYERS`]); the least popular paths share the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_layers: Option<usize>,
 }
+
+/// The layer budget of a `nix` source: well under the 127 layers overlayfs
+/// stacks, leaving room for a base image and the definition's other layers.
+pub const DEFAULT_NIX_MAX_LAYERS: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
@@ -197,6 +209,7 @@ pub enum SourceKind {
     Path,
     Deb,
     Pypi,
+    Nix,
 }
 
 impl SourceSpec {
@@ -207,6 +220,8 @@ impl SourceSpec {
             SourceKind::Path
         } else if !self.deb.is_empty() {
             SourceKind::Deb
+        } else if !self.nix.is_empty() {
+            SourceKind::Nix
         } else {
             SourceKind::Pypi
         }
@@ -222,6 +237,7 @@ impl SourceSpec {
             SourceKind::Path => self.path.clone().unwrap_or_default(),
             SourceKind::Deb => self.deb.join(","),
             SourceKind::Pypi => self.pypi.join(","),
+            SourceKind::Nix => self.nix.join(","),
         }
     }
 }
@@ -416,15 +432,17 @@ impl Definition {
                     src.path.is_some(),
                     !src.deb.is_empty(),
                     !src.pypi.is_empty(),
+                    !src.nix.is_empty(),
                 ]
                 .iter()
                 .filter(|b| **b)
                 .count();
                 if set != 1 {
                     return Err(format!(
-                        "{at}: set exactly one of `url`, `path`, `deb`, `pypi`"
+                        "{at}: set exactly one of `url`, `path`, `deb`, `pypi`, `nix`"
                     ));
                 }
+                check_nix_source(layer, src).map_err(|m| format!("{at}: {m}"))?;
                 if let Some(h) = &src.sha256 {
                     if src.url.is_none() {
                         return Err(format!("{at}: `sha256` goes with `url`"));
@@ -526,6 +544,53 @@ impl Definition {
     }
 }
 
+/// A `nix` source expands into several image layers, so its `[[layer]]`
+/// holds that one source and nothing else for those layers to mix with.
+fn check_nix_source(layer: &LayerSpec, src: &SourceSpec) -> Result<(), String> {
+    if src.kind() != SourceKind::Nix {
+        if src.max_layers.is_some() {
+            return Err("`max_layers` goes with `nix`".into());
+        }
+        return Ok(());
+    }
+    let alone = layer.sources.len() == 1
+        && layer.files.is_empty()
+        && layer.symlinks.is_empty()
+        && layer.dirs.is_empty()
+        && layer.modes.is_empty()
+        && layer.users.is_empty()
+        && layer.groups.is_empty();
+    if !alone {
+        return Err(
+            "a layer with a `nix` source holds nothing else (it becomes one image layer per store path): put the other items in a `[[layer]]` of their own"
+                .into(),
+        );
+    }
+    let unused = [
+        ("dest", src.dest.is_some()),
+        ("strip_prefix", src.strip_prefix.is_some()),
+        ("exclude", !src.exclude.is_empty()),
+        ("mode", src.mode.is_some()),
+        ("unpack", src.unpack.is_some()),
+    ];
+    if let Some((key, _)) = unused.iter().find(|(_, set)| *set) {
+        return Err(format!(
+            "`{key}` does not go with `nix`: store paths always land at their own /nix/store path"
+        ));
+    }
+    if src.max_layers == Some(0) {
+        return Err("`max_layers = 0`: a closure needs at least one layer".into());
+    }
+    for n in &src.nix {
+        if n.is_empty() || n.contains(char::is_whitespace) {
+            return Err(format!(
+                "`nix` entry `{n}` is not a store path or an installable"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn valid_name_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c)
 }
@@ -598,6 +663,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn nix_source_stands_alone_in_its_layer() {
+        let ok = parse(
+            "name = \"x\"\ntag = \"1\"\n[[layer]]\nname = \"nix\"\n[[layer.source]]\nnix = [\"/nix/store/00000000000000000000000000000000-hello-2.12\"]\nmax_layers = 5\n",
+        )
+        .unwrap();
+        let src = &ok.spec.layers[0].sources[0];
+        assert_eq!(src.kind(), SourceKind::Nix);
+        assert_eq!(src.max_layers, Some(5));
+        let err = parse(
+            "name = \"x\"\ntag = \"1\"\n[[layer]]\nname = \"nix\"\n[[layer.source]]\nnix = [\"/nix/store/x-a\"]\n[[layer.file]]\npath = \"/a\"\ncontent = \"\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("holds nothing else"), "{err}");
+        let err = parse(
+            "name = \"x\"\ntag = \"1\"\n[[layer]]\nname = \"nix\"\n[[layer.source]]\nnix = [\"/nix/store/x-a\"]\ndest = \"/opt\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`dest` does not go with `nix`"), "{err}");
+        let err = parse(
+            "name = \"x\"\ntag = \"1\"\n[[layer]]\nname = \"a\"\n[[layer.source]]\npath = \"f\"\nmax_layers = 3\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`max_layers` goes with `nix`"), "{err}");
     }
 
     #[test]

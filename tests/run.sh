@@ -38,6 +38,9 @@ command -v xz >/dev/null || missing+=(xz-utils)
 command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 command -v ip >/dev/null || missing+=(iproute2)
+# tests/nix_closure.rs: Nix closures as image inputs, run on a static busybox
+command -v nix-store >/dev/null || missing+=(nix-bin)
+{ [ -x /bin/busybox ] && ! grep -q /lib64/ld-linux /bin/busybox; } || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ] || ! apt-cache show busybox-static >/dev/null 2>&1; then
   say "installing: ${missing[*]:-(package lists only)}"
   as_root apt-get update -qq

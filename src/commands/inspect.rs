@@ -53,8 +53,15 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
         img.config_json["architecture"].as_str().unwrap_or("?")
     );
     println!();
+    // nix layers are named after their store paths: wider than most
+    let w = layers
+        .iter()
+        .map(|l| l["name"].as_str().unwrap_or("").len())
+        .max()
+        .unwrap_or(0)
+        .max(20);
     println!(
-        "  #  {:<20} {:>10} {:>10}  digest",
+        "  #  {:<w$} {:>10} {:>10}  digest",
         "layer", "size", "unpacked"
     );
     let mut total = 0;
@@ -62,7 +69,7 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
         let size = l["size"].as_u64().unwrap_or(0);
         total += size;
         println!(
-            "{:>3}  {:<20} {:>10} {:>10}  {}",
+            "{:>3}  {:<w$} {:>10} {:>10}  {}",
             i + 1,
             l["name"].as_str().unwrap_or(""),
             human(size),
@@ -73,7 +80,7 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
             &l["digest"].as_str().unwrap_or("")[..19.min(l["digest"].as_str().unwrap_or("").len())]
         );
     }
-    println!("{:>3}  {:<20} {:>10}", "", "total", human(total));
+    println!("{:>3}  {:<w$} {:>10}", "", "total", human(total));
     println!();
     let show = |k: &str, v: &Value| {
         if !v.is_null() {

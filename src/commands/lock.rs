@@ -9,8 +9,8 @@ use super::{Term, human};
 use crate::apt::{self, AptCache};
 use crate::cli::LockArgs;
 use crate::fetch::{self, Cache};
-use crate::inputs::deb;
-use crate::lock::{Artifact, ArtifactKind, Closure, Lock, lock_path, split_req};
+use crate::inputs::{deb, nix};
+use crate::lock::{Artifact, ArtifactKind, Closure, Lock, NixClosure, lock_path, split_req};
 use crate::spec::{Definition, SourceKind, SourceSpec, url_file_name};
 
 pub fn run(a: LockArgs) -> Result<ExitCode> {
@@ -39,12 +39,15 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
                 }
             }
         }
-        let unused: Vec<_> = old
+        let mut unused: Vec<_> = old
             .artifacts
             .iter()
             .filter(|x| !used.contains(*x))
             .map(|x| format!("{} `{}`", kind_name(x.kind), x.file))
             .collect();
+        let (changed, unused_nix) = check_nix(&def, &old)?;
+        missing.extend(changed);
+        unused.extend(unused_nix);
         if missing.is_empty() && unused.is_empty() {
             println!("ok: `{}` is up to date", lp.display());
             return Ok(ExitCode::SUCCESS);
@@ -72,6 +75,7 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
         version: crate::lock::LOCK_VERSION,
         closures: Vec::new(),
         artifacts: Vec::new(),
+        nix: Vec::new(),
     };
     let old = old.unwrap_or_default();
     // Debian packages earlier sources already bring: closures leave them out
@@ -79,6 +83,19 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
     for layer in &def.spec.layers {
         for src in &layer.sources {
             if src.kind() == SourceKind::Path {
+                continue;
+            }
+            if src.kind() == SourceKind::Nix {
+                let wanted = update_all
+                    || source_names(src)
+                        .iter()
+                        .any(|n| named.contains(n) && matched.insert(n.clone()));
+                let closure = match old.nix_closure(&layer.name, src) {
+                    Some(c) if !wanted => c.clone(),
+                    _ => lock_nix(&def, &layer.name, src, &term)
+                        .with_context(|| format!("locking layer `{}`", layer.name))?,
+                };
+                new.nix.push(closure);
                 continue;
             }
             let wanted = update_all
@@ -161,6 +178,54 @@ fn kind_name(k: ArtifactKind) -> &'static str {
         ArtifactKind::Pypi => "pypi",
         ArtifactKind::Url => "url",
     }
+}
+
+/// Reads a `nix` source's closure from the store.
+fn lock_nix(def: &Definition, layer: &str, src: &SourceSpec, term: &Term) -> Result<NixClosure> {
+    let paths = nix::closure(&src.nix, &def.dir)?;
+    let size: u64 = paths.iter().map(|p| p.nar_size).sum();
+    term.line(&format!(
+        "layer `{layer}`: {} Nix store paths ({}) in the closure of {}",
+        paths.len(),
+        human(size),
+        src.nix.join(", ")
+    ));
+    Ok(NixClosure {
+        layer: layer.to_string(),
+        requested: src.nix.clone(),
+        paths,
+    })
+}
+
+/// For `--check`: the `nix` sources whose closure in the store is no longer
+/// the locked one (an installable now names another build, or a path was
+/// rebuilt with other content), and locked closures no source asks for.
+fn check_nix(def: &Definition, old: &Lock) -> Result<(Vec<String>, Vec<String>)> {
+    let mut changed = Vec::new();
+    let mut used = BTreeSet::new();
+    for layer in &def.spec.layers {
+        for src in &layer.sources {
+            let Some(c) = old.nix_closure(&layer.name, src) else {
+                continue;
+            };
+            used.insert((c.layer.clone(), c.requested.clone()));
+            let now = nix::closure(&src.nix, &def.dir)
+                .with_context(|| format!("checking layer `{}`", layer.name))?;
+            if now != c.paths {
+                changed.push(format!(
+                    "nix `{}` (its closure in the store is not the locked one)",
+                    src.nix.join(", ")
+                ));
+            }
+        }
+    }
+    let unused = old
+        .nix
+        .iter()
+        .filter(|c| !used.contains(&(c.layer.clone(), c.requested.clone())))
+        .map(|c| format!("nix `{}`", c.requested.join(", ")))
+        .collect();
+    Ok((changed, unused))
 }
 
 /// The names `--update` matches a source by: its name and its package names.
@@ -247,7 +312,7 @@ fn resolve_closure(
 fn resolve(cache: &Cache, src: &SourceSpec, term: &Term) -> Result<Vec<Artifact>> {
     let progress = |w: &str, n: u64, t: Option<u64>| term.download(w, n, t);
     match src.kind() {
-        SourceKind::Path => Ok(vec![]),
+        SourceKind::Path | SourceKind::Nix => Ok(vec![]),
         SourceKind::Url => {
             let url = src.url.as_deref().unwrap_or_default();
             let file = url_file_name(url);

@@ -11,6 +11,7 @@
 pub mod archive;
 pub mod deb;
 pub mod local;
+pub mod nix;
 pub mod wheel;
 
 use std::collections::BTreeMap;
