@@ -341,7 +341,6 @@ fn assemble(
                     source: a.file.clone(),
                     strip_prefix: src.strip_prefix.clone(),
                     dest: dest.clone(),
-                    root_owned: false,
                 };
                 if src.unpack == Some(false) || fmt == Format::Plain {
                     let target = if dest.ends_with('/') {
@@ -385,7 +384,6 @@ fn assemble(
                         source: a.file.clone(),
                         strip_prefix: None,
                         dest: dest.clone(),
-                        root_owned: false,
                     };
                     let c = deb::add_deb(&mut tree, stage, &file, &place)?;
                     if c.package != a.name || c.version != a.version {
@@ -432,7 +430,6 @@ fn assemble(
                             source: a.file.clone(),
                             strip_prefix: src.strip_prefix.clone(),
                             dest: dest.clone(),
-                            root_owned: false,
                         };
                         archive::add_file(
                             &mut tree,

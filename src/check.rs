@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::inputs::{Data, Kind, Tree, glob_match};
+use crate::inputs::{Data, Kind, Tree, glob_match, resolve_in_root};
 
 /// What one layer tells the image checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,38 +179,11 @@ impl ImageView {
 
     /// Resolves a path through the image's symlinks (inside the image root).
     fn resolve(&self, path: &str) -> Option<String> {
-        let mut pending: Vec<String> = path
+        let parts: Vec<&str> = path
             .split('/')
             .filter(|c| !c.is_empty() && *c != ".")
-            .rev()
-            .map(str::to_string)
             .collect();
-        let mut done: Vec<String> = Vec::new();
-        let mut hops = 0;
-        while let Some(c) = pending.pop() {
-            if c == ".." {
-                done.pop();
-                continue;
-            }
-            done.push(c);
-            if let Some(t) = self.symlinks.get(&done.join("/")) {
-                hops += 1;
-                if hops > 40 {
-                    return None;
-                }
-                done.pop();
-                if t.starts_with('/') {
-                    done.clear();
-                }
-                pending.extend(
-                    t.split('/')
-                        .filter(|c| !c.is_empty() && *c != ".")
-                        .rev()
-                        .map(str::to_string),
-                );
-            }
-        }
-        Some(done.join("/"))
+        resolve_in_root(&parts, true, |p| self.symlinks.get(p).map(String::as_str)).ok()
     }
 
     pub fn exists(&self, path: &str) -> bool {

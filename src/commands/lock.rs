@@ -277,22 +277,7 @@ fn resolve_closure(
         let (debs, _guard) = fetch::apt_download_many(cache, &fetch)?;
         let progress = |w: &str, n: u64, t: Option<u64>| term.download(w, n, t);
         for file in debs {
-            let file_name = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let c = deb::control_of(&file, &file_name)?;
-            let mut f = std::fs::File::open(&file)?;
-            let (_, sha, size) = fetch::cache_reader(cache, &mut f, &file_name, None, &progress)?;
-            arts.push(Artifact {
-                kind: ArtifactKind::Deb,
-                name: c.package,
-                version: c.version,
-                arch: c.arch,
-                file: file_name,
-                size,
-                sha256: sha,
-            });
+            arts.push(pin_deb(cache, &file, &progress)?);
         }
         term.line(&format!(
             "layer `{layer}`: pinned {} Debian packages",
@@ -307,6 +292,26 @@ fn resolve_closure(
         },
         arts,
     ))
+}
+
+/// Reads a downloaded .deb's control fields and puts it into the cache.
+fn pin_deb(cache: &Cache, file: &std::path::Path, progress: fetch::Progress) -> Result<Artifact> {
+    let file_name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let c = deb::control_of(file, &file_name)?;
+    let mut f = std::fs::File::open(file)?;
+    let (_, sha256, size) = fetch::cache_reader(cache, &mut f, &file_name, None, progress)?;
+    Ok(Artifact {
+        kind: ArtifactKind::Deb,
+        name: c.package,
+        version: c.version,
+        arch: c.arch,
+        file: file_name,
+        size,
+        sha256,
+    })
 }
 
 fn resolve(cache: &Cache, src: &SourceSpec, term: &Term) -> Result<Vec<Artifact>> {
@@ -360,29 +365,14 @@ fn resolve(cache: &Cache, src: &SourceSpec, term: &Term) -> Result<Vec<Artifact>
                     };
                     fetch::apt_download(cache, &plain).map_err(|_| e)
                 })?;
-                let file_name = file
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let c = deb::control_of(&file, &file_name)?;
-                let mut f = std::fs::File::open(&file)?;
-                let (_, sha, size) =
-                    fetch::cache_reader(cache, &mut f, &file_name, None, &progress)?;
+                let a = pin_deb(cache, &file, &progress)?;
                 term.line(&format!(
                     "locked {} {} ({})",
-                    c.package,
-                    c.version,
-                    human(size)
+                    a.name,
+                    a.version,
+                    human(a.size)
                 ));
-                out.push(Artifact {
-                    kind: ArtifactKind::Deb,
-                    name: c.package,
-                    version: c.version,
-                    arch: c.arch,
-                    file: file_name,
-                    size,
-                    sha256: sha,
-                });
+                out.push(a);
             }
             Ok(out)
         }

@@ -57,8 +57,6 @@ pub struct Placement {
     pub source: String,
     pub strip_prefix: Option<String>,
     pub dest: String,
-    /// Forces owner/group of every entry (used for .debs, whose data tars say root anyway).
-    pub root_owned: bool,
 }
 
 impl Placement {
@@ -169,16 +167,12 @@ pub fn add_tar(
         };
         let h = entry.header();
         let mode = h.mode().map_err(|e| corrupt(&place.source, e))?;
-        let (uid, gid) = if place.root_owned {
-            (0, 0)
-        } else {
-            let uid = h.uid().map_err(|e| corrupt(&place.source, e))?;
-            let gid = h.gid().map_err(|e| corrupt(&place.source, e))?;
-            (
-                u32::try_from(uid).map_err(|_| InputError::refused(&origin, "uid out of range"))?,
-                u32::try_from(gid).map_err(|_| InputError::refused(&origin, "gid out of range"))?,
-            )
-        };
+        let uid = h.uid().map_err(|e| corrupt(&place.source, e))?;
+        let gid = h.gid().map_err(|e| corrupt(&place.source, e))?;
+        let uid =
+            u32::try_from(uid).map_err(|_| InputError::refused(&origin, "uid out of range"))?;
+        let gid =
+            u32::try_from(gid).map_err(|_| InputError::refused(&origin, "gid out of range"))?;
         let mtime = h.mtime().unwrap_or(0);
         let size = entry.size();
         let kind = h.entry_type();

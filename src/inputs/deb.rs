@@ -25,14 +25,13 @@ pub struct Control {
     pub arch: String,
 }
 
-/// Adds the package's files to `tree` and returns its control fields.
-pub fn add_deb(
-    tree: &mut Tree,
-    stage: &mut Stage,
+/// Calls `on_member(name, reader)` for each member of the `ar` container, in
+/// order, until it returns `false`; checks the magic, the headers and sizes.
+fn for_each_member(
     file: &Path,
-    place: &Placement,
-) -> Result<Control, InputError> {
-    let src = place.source.as_str();
+    src: &str,
+    mut on_member: impl FnMut(&str, &mut dyn Read) -> Result<bool, InputError>,
+) -> Result<(), InputError> {
     let f = File::open(file).map_err(|e| InputError::io(file, e))?;
     let mut r = BufReader::with_capacity(1 << 20, f);
     let mut magic = [0u8; 8];
@@ -40,14 +39,12 @@ pub fn add_deb(
     if &magic != b"!<arch>\n" {
         return Err(not_a_deb(src, "no `!<arch>` magic"));
     }
-    let mut control = None;
-    let mut seen_data = false;
     let mut offset: u64 = 8;
     loop {
         let mut h = [0u8; 60];
         match r.read_exact(&mut h) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(not_a_deb(src, e)),
         }
         if &h[58..60] != b"`\n" {
@@ -71,31 +68,8 @@ pub fn add_deb(
             ));
         }
         let mut member = (&mut r).take(size);
-        if name == "debian-binary" {
-            let mut v = String::new();
-            member
-                .read_to_string(&mut v)
-                .map_err(|e| not_a_deb(src, e))?;
-            if !v.starts_with("2.") {
-                return Err(not_a_deb(src, format!("format `{}`", v.trim())));
-            }
-        } else if let Some(ext) = name.strip_prefix("control.tar") {
-            let fmt = tar_format(ext).ok_or_else(|| not_a_deb(src, format!("member `{name}`")))?;
-            control = Some(read_control(
-                archive::decompressor(&mut member, fmt, src)?,
-                src,
-            )?);
-        } else if let Some(ext) = name.strip_prefix("data.tar") {
-            let fmt = tar_format(ext).ok_or_else(|| not_a_deb(src, format!("member `{name}`")))?;
-            let mut place = place.clone();
-            place.root_owned = false;
-            archive::add_tar(
-                tree,
-                stage,
-                archive::decompressor(&mut member, fmt, src)?,
-                &place,
-            )?;
-            seen_data = true;
+        if !on_member(&name, &mut member)? {
+            return Ok(());
         }
         // skip what is left of the member, and the padding byte for odd sizes
         std::io::copy(&mut member, &mut std::io::sink()).map_err(|e| not_a_deb(src, e))?;
@@ -105,6 +79,48 @@ pub fn add_deb(
         }
         offset += 60 + size + size % 2;
     }
+}
+
+/// The control fields of a `control.tar.*` member.
+fn control_member(
+    name: &str,
+    ext: &str,
+    member: &mut dyn Read,
+    src: &str,
+) -> Result<Control, InputError> {
+    let fmt = tar_format(ext).ok_or_else(|| not_a_deb(src, format!("member `{name}`")))?;
+    read_control(archive::decompressor(member, fmt, src)?, src)
+}
+
+/// Adds the package's files to `tree` and returns its control fields.
+pub fn add_deb(
+    tree: &mut Tree,
+    stage: &mut Stage,
+    file: &Path,
+    place: &Placement,
+) -> Result<Control, InputError> {
+    let src = place.source.as_str();
+    let mut control = None;
+    let mut seen_data = false;
+    for_each_member(file, src, |name, member| {
+        if name == "debian-binary" {
+            let mut v = String::new();
+            member
+                .take(64)
+                .read_to_string(&mut v)
+                .map_err(|e| not_a_deb(src, e))?;
+            if !v.starts_with("2.") {
+                return Err(not_a_deb(src, format!("format `{}`", v.trim())));
+            }
+        } else if let Some(ext) = name.strip_prefix("control.tar") {
+            control = Some(control_member(name, ext, member, src)?);
+        } else if let Some(ext) = name.strip_prefix("data.tar") {
+            let fmt = tar_format(ext).ok_or_else(|| not_a_deb(src, format!("member `{name}`")))?;
+            archive::add_tar(tree, stage, archive::decompressor(member, fmt, src)?, place)?;
+            seen_data = true;
+        }
+        Ok(true)
+    })?;
     if !seen_data {
         return Err(not_a_deb(src, "no data.tar member"));
     }
@@ -113,37 +129,17 @@ pub fn add_deb(
 
 /// Reads only the control fields of a .deb (for `ferry lock`).
 pub fn control_of(file: &Path, source: &str) -> Result<Control, InputError> {
-    let f = File::open(file).map_err(|e| InputError::io(file, e))?;
-    let mut r = BufReader::new(f);
-    let mut magic = [0u8; 8];
-    r.read_exact(&mut magic).map_err(|e| not_a_deb(source, e))?;
-    if &magic != b"!<arch>\n" {
-        return Err(not_a_deb(source, "no `!<arch>` magic"));
-    }
-    loop {
-        let mut h = [0u8; 60];
-        r.read_exact(&mut h)
-            .map_err(|_| not_a_deb(source, "no control.tar member"))?;
-        let name = String::from_utf8_lossy(&h[0..16])
-            .trim_end()
-            .trim_end_matches('/')
-            .to_string();
-        let size: u64 = String::from_utf8_lossy(&h[48..58])
-            .trim()
-            .parse()
-            .map_err(|_| not_a_deb(source, "bad member size"))?;
-        let mut member = (&mut r).take(size);
-        if let Some(ext) = name.strip_prefix("control.tar") {
-            let fmt =
-                tar_format(ext).ok_or_else(|| not_a_deb(source, format!("member `{name}`")))?;
-            return read_control(archive::decompressor(&mut member, fmt, source)?, source);
+    let mut control = None;
+    for_each_member(file, source, |name, member| {
+        match name.strip_prefix("control.tar") {
+            Some(ext) => {
+                control = Some(control_member(name, ext, member, source)?);
+                Ok(false)
+            }
+            None => Ok(true),
         }
-        std::io::copy(&mut member, &mut std::io::sink()).map_err(|e| not_a_deb(source, e))?;
-        if size % 2 == 1 {
-            let mut pad = [0u8; 1];
-            r.read_exact(&mut pad).map_err(|e| not_a_deb(source, e))?;
-        }
-    }
+    })?;
+    control.ok_or_else(|| not_a_deb(source, "no control.tar member"))
 }
 
 fn tar_format(ext: &str) -> Option<Format> {

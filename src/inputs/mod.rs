@@ -171,6 +171,51 @@ pub fn strip(name: &str, prefix: Option<&str>) -> Option<String> {
     }
 }
 
+/// Resolves `parts` through symlinks inside an image root, as a chroot
+/// would: `..` never climbs above the root and absolute targets start over
+/// at it. Every component but the last is followed; the last too with
+/// `follow_last`. `link_at` answers whether an image path is a symlink.
+pub fn resolve_in_root<'a>(
+    parts: &[&str],
+    follow_last: bool,
+    link_at: impl Fn(&str) -> Option<&'a str>,
+) -> Result<String, &'static str> {
+    let mut pending: Vec<String> = parts.iter().rev().map(|s| s.to_string()).collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        done.push(c);
+        if pending.is_empty() && !follow_last {
+            break;
+        }
+        if let Some(target) = link_at(&done.join("/")) {
+            hops += 1;
+            if hops > MAX_LINK_HOPS {
+                return Err("too many levels of symlinks");
+            }
+            if target.contains('\0') {
+                return Err("symlink target contains NUL");
+            }
+            done.pop();
+            if target.starts_with('/') {
+                done.clear();
+            }
+            pending.extend(
+                target
+                    .split('/')
+                    .filter(|t| !t.is_empty() && *t != ".")
+                    .rev()
+                    .map(str::to_string),
+            );
+        }
+    }
+    Ok(done.join("/"))
+}
+
 impl Tree {
     pub fn new(created: u64, below: Skeleton) -> Tree {
         Tree {
@@ -230,45 +275,9 @@ impl Tree {
         follow_last: bool,
         origin: &Origin,
     ) -> Result<String, InputError> {
-        let mut pending: Vec<String> = clean_components(path)
-            .map_err(|r| InputError::refused(origin, r))?
-            .into_iter()
-            .rev()
-            .map(str::to_string)
-            .collect();
-        let mut done: Vec<String> = Vec::new();
-        let mut hops = 0;
-        while let Some(c) = pending.pop() {
-            if c == ".." {
-                done.pop();
-                continue;
-            }
-            done.push(c);
-            let last = pending.is_empty();
-            if last && !follow_last {
-                break;
-            }
-            let here = done.join("/");
-            if let Some(target) = self.link_at(&here) {
-                hops += 1;
-                if hops > MAX_LINK_HOPS {
-                    return Err(InputError::refused(origin, "too many levels of symlinks"));
-                }
-                done.pop();
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                if target.contains('\0') {
-                    return Err(InputError::refused(origin, "symlink target contains NUL"));
-                }
-                for t in target.split('/').rev() {
-                    if !t.is_empty() && t != "." {
-                        pending.push(t.to_string());
-                    }
-                }
-            }
-        }
-        Ok(done.join("/"))
+        let parts = clean_components(path).map_err(|r| InputError::refused(origin, r))?;
+        resolve_in_root(&parts, follow_last, |p| self.link_at(p))
+            .map_err(|r| InputError::refused(origin, r))
     }
 
     /// Makes sure every parent of `path` exists as a directory in this layer,
