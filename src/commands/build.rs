@@ -11,9 +11,7 @@ use crate::build::{self, Reporter};
 use crate::cli::BuildArgs;
 use crate::fetch::Cache;
 use crate::layer::BlobInfo;
-use crate::lock::{Lock, LockError, lock_path};
 use crate::oci;
-use crate::spec::Definition;
 
 impl Reporter for Term {
     fn layer_started(&self, index: usize, name: &str) {
@@ -38,12 +36,7 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
     let term = Term::new(false);
     let cache = Cache::new(a.cache.cache);
     let built_in = a.definition.is_none();
-    let def = Definition::load(&super::definition_or_default(a.definition, &cache, &term)?)?;
-    let lp = lock_path(&def.path);
-    let lock = Lock::read(&lp)?.ok_or_else(|| LockError::Missing {
-        path: lp.clone(),
-        def: def.path.clone(),
-    })?;
+    let (def, lock) = super::definition_and_lock(a.definition, &cache, &term)?;
     let jobs = a.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

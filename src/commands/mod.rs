@@ -56,6 +56,21 @@ pub fn definition_or_default(
     }
 }
 
+/// The definition (given or built in) and its lock, which must exist.
+pub fn definition_and_lock(
+    given: Option<std::path::PathBuf>,
+    cache: &crate::fetch::Cache,
+    term: &Term,
+) -> anyhow::Result<(crate::spec::Definition, crate::lock::Lock)> {
+    let def = crate::spec::Definition::load(&definition_or_default(given, cache, term)?)?;
+    let lp = crate::lock::lock_path(&def.path);
+    let lock = crate::lock::Lock::read(&lp)?.ok_or_else(|| crate::lock::LockError::Missing {
+        path: lp.clone(),
+        def: def.path.clone(),
+    })?;
+    Ok((def, lock))
+}
+
 /// Human sizes for progress lines and tables.
 pub fn human(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];

@@ -10,18 +10,13 @@ use super::{Term, human};
 use crate::cli::VendorArgs;
 use crate::fetch::{Cache, Sources};
 use crate::layer::{self, TarHeader};
-use crate::lock::{Lock, LockError, lock_path};
-use crate::spec::Definition;
+use crate::lock::{LockError, lock_path};
 
 pub fn run(a: VendorArgs) -> Result<ExitCode> {
     let term = Term::new(false);
     let cache = Cache::new(a.cache.cache);
-    let def = Definition::load(&super::definition_or_default(a.definition, &cache, &term)?)?;
+    let (def, lock) = super::definition_and_lock(a.definition, &cache, &term)?;
     let lp = lock_path(&def.path);
-    let lock = Lock::read(&lp)?.ok_or_else(|| LockError::Missing {
-        path: lp.clone(),
-        def: def.path.clone(),
-    })?;
     let progress = |w: &str, n: u64, t: Option<u64>| term.download(w, n, t);
     let sources = Sources {
         cache: &cache,
