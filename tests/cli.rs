@@ -624,3 +624,12 @@ fn plan_prints_the_same_plan_and_refuses_bad_clusters_in_one_line() {
         .arg(&written));
     assert_eq!(from_cfg, ok(ferry().arg("plan").arg(&written)));
 }
+
+#[test]
+fn the_committed_locks_match_their_definitions() {
+    for image in ["busybox", "spark"] {
+        let def = repo().join("images").join(image).join("image.toml");
+        let out = ok(ferry().arg("lock").arg(&def).arg("--check"));
+        assert!(out.contains("is up to date"), "{out}");
+    }
+}
