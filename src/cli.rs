@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
     name = "ferry",
     version,
     about = "Build reproducible OCI images for Spark clusters, ship them to hosts, and launch them",
-    after_help = "Examples:\n  ferry lock images/busybox/image.toml\n  ferry build images/busybox/image.toml --docker-archive out/busybox.tar\n  ferry verify out/busybox"
+    after_help = "Examples:\n  ferry build --docker-archive out/spark.tar   # the built-in Spark image\n  docker load -i out/spark.tar && ferry up --local && ferry submit --local\n  ferry lock images/busybox/image.toml\n  ferry build images/busybox/image.toml --docker-archive out/busybox.tar\n  ferry push out/spark ssh://root@node1 ssh://root@node2"
 )]
 pub struct Cli {
     #[command(subcommand)]
