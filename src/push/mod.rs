@@ -10,7 +10,9 @@
 //!
 //! This module owns the store layout, the plan and the shell run on hosts; the
 //! SSH session is in [`ssh`]. It reports through [`Reporter`] and never prints.
+//! Each push records the image on the host, so [`gc`] knows what to keep.
 
+pub mod gc;
 pub mod ssh;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -700,6 +702,7 @@ pub fn push_host(
         stats.replaced += usize::from(s.replace);
     }
     if !plan.load {
+        record(&remote, &opts.store, image)?;
         reporter.event(&label, Event::UpToDate);
         return Ok(());
     }
@@ -720,7 +723,18 @@ pub fn push_host(
         });
     }
     stats.loaded = true;
+    record(&remote, &opts.store, image)?;
     reporter.event(&label, Event::Loaded);
+    Ok(())
+}
+
+/// Tells the host's store that this image is the newest of its name, for `ferry gc`.
+fn record(remote: &Remote, store: &str, image: &PushImage) -> Result<(), PushError> {
+    remote.run_ok(
+        "recording the image",
+        &gc::record_script(store, &image.reference, &image.manifest.hex),
+        &[],
+    )?;
     Ok(())
 }
 
