@@ -49,7 +49,7 @@ pub enum Command {
     Push(PushArgs),
     /// Remove the blobs on hosts that no kept image needs, keeping the newest N images of each name
     #[command(
-        after_help = "Examples:\n  ferry gc ssh://root@node1 ssh://root@node2 --dry-run   # what would go, and how many bytes\n  ferry gc ssh://root@node{1,2,3} --keep 3\n  ferry gc ssh://root@node1 --json | jq '.hosts[0].bytes_freed'\n\nEach `ferry push` records the image on the host; gc keeps the newest N pushes of each name and every blob they need. Stale `.part` files (older than a day) go too; Docker's own images are not touched. Do not run it while a push to the same host is under way."
+        after_help = "Examples:\n  ferry gc ssh://root@node1 ssh://root@node2 --dry-run   # what would go, and how many bytes\n  ferry gc ssh://root@node{1,2,3} --keep 3\n  ferry gc ssh://root@node1 --json | jq '.hosts[0].bytes_freed'\n  ferry gc --local --keep 1 --dry-run   # the local cache: layers of older builds\n\nEach `ferry push` records the image on the host; gc keeps the newest N pushes of each name and every blob they need. Stale `.part` files (older than a day) go too; Docker's own images are not touched. Do not run it while a push to the same host is under way. With --local, downloads and blobs no recorded build names are kept."
     )]
     Gc(GcArgs),
     /// Print what `ferry up` would do on each host: folders, files, containers, and ordered steps with their gates
@@ -200,8 +200,13 @@ pub struct SshArgs {
 #[derive(Args, Debug)]
 pub struct GcArgs {
     /// Hosts as `ssh://user@host[:port]`
-    #[arg(required = true, value_name = "HOST")]
+    #[arg(required_unless_present = "local", value_name = "HOST")]
     pub hosts: Vec<String>,
+    /// Collect the local cache instead: layer blobs only builds older than the newest N need
+    #[arg(long, conflicts_with = "hosts")]
+    pub local: bool,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Images to keep per name, newest first
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
     pub keep: u16,

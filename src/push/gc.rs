@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use super::ssh::{Remote, SshOptions};
-use super::{PushError, Target, is_hex64, sh_quote};
+use super::{PushError, Target, sh_quote};
+use crate::fsutil::{escape_name, unescape_name};
+use crate::oci::is_hex64;
 
 /// A blob no record names is kept this long after it was written: a push may
 /// be under way and not have recorded its image yet.
@@ -33,37 +35,6 @@ pub fn image_name(reference: &str) -> &str {
         Some((n, tag)) if !tag.contains('/') => n,
         _ => no_digest,
     }
-}
-
-/// A name as one safe path component: bytes outside `[A-Za-z0-9._-]` become `%XX`.
-pub fn escape_name(name: &str) -> String {
-    let mut s = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
-    s
-}
-
-/// The inverse of [`escape_name`]; `None` when it is not one of its outputs.
-pub fn unescape_name(s: &str) -> Option<String> {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(h, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Records a pushed image on the host, as the newest of its name. Pushing the

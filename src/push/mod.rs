@@ -26,7 +26,7 @@ use std::time::Instant;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::oci::{self, LayoutImage};
+use crate::oci::{self, LayoutImage, is_hex64};
 use ssh::{Remote, SshOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -307,12 +307,6 @@ pub struct HostState {
 const DOCKER_MARK: &str = "--ferry-docker--";
 const NO_DOCKER_MARK: &str = "--ferry-no-docker--";
 const LAYERS_MARK: &str = "--ferry-docker-layers--";
-
-fn is_hex64(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
 
 impl HostState {
     /// Parses the output of [`list_script`]; unknown names are ignored.
