@@ -859,6 +859,23 @@ fn gc_keeps_the_newest_two_versions_and_removes_only_what_the_oldest_alone_needs
         h.ssh_ok(0, "ls /var/lib/ferry/images/ferry%2Fbusybox"),
         records
     );
+    // the lines, for people
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["gc", "--dry-run", &h.url(0), "-i"])
+        .arg(h.dir.join("id_ed25519"))
+        .arg("--known-hosts")
+        .arg(h.dir.join("known_hosts"))
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("drop ferry/busybox sha256:")
+            && text.contains("would remove 3 blob(s) and 0 stale .part file(s)"),
+        "{text}"
+    );
+    assert_eq!(host_blobs(&h, 0), before);
 
     let r = gc(&h, 0, &["--keep", "2"]);
     assert_eq!(removed(&r), only_oldest, "{r}");
