@@ -47,6 +47,11 @@ pub enum Command {
         after_help = "Examples:\n  ferry push out/busybox ssh://root@node1 ssh://root@node2:2222\n  ferry push out/spark ssh://spark@node{1,2,3} --identity ~/.ssh/cluster --parallel 16\n  ferry push out/spark ssh://root@node1 --verify --json   # re-hash what the host stores\n\nA password is read from FERRY_SSH_PASSWORD only, never from the command line."
     )]
     Push(PushArgs),
+    /// Remove the blobs on hosts that no kept image needs, keeping the newest N images of each name
+    #[command(
+        after_help = "Examples:\n  ferry gc ssh://root@node1 ssh://root@node2 --dry-run   # what would go, and how many bytes\n  ferry gc ssh://root@node{1,2,3} --keep 3\n  ferry gc ssh://root@node1 --json | jq '.hosts[0].bytes_freed'\n  ferry gc --local --keep 1 --dry-run   # the local cache: layers of older builds\n\nEach `ferry push` records the image on the host; gc keeps the newest N pushes of each name and every blob they need. Stale `.part` files (older than a day) go too; Docker's own images are not touched. Do not run it while a push to the same host is under way. With --local, downloads and blobs no recorded build names are kept."
+    )]
+    Gc(GcArgs),
     /// Print what `ferry up` would do on each host: folders, files, containers, and ordered steps with their gates
     #[command(
         after_help = "Examples:\n  ferry plan examples/ha.toml                  # 3 ZooKeeper servers, 2 masters, 2 workers\n  ferry plan examples/ha.toml --json | jq '.hosts[0].containers'\n  ferry plan examples/local.toml --image out/spark\n  ferry plan --from-env-cfg examples/wefe.cfg  # a flat SPARK_MODE=... config\n  ferry plan --from-env-cfg wefe.cfg --write-cluster wefe.toml\n\nThe plan is the same for the same inputs, so two plans diff line by line. Nothing is touched on any host."
@@ -153,15 +158,6 @@ pub struct PushArgs {
     /// Hosts as `ssh://user@host[:port]`
     #[arg(required = true, value_name = "HOST")]
     pub hosts: Vec<String>,
-    /// Private key to log in with [default: ssh-agent, then ~/.ssh/id_ed25519, then ~/.ssh/id_rsa]
-    #[arg(long, short = 'i', value_name = "FILE")]
-    pub identity: Option<PathBuf>,
-    /// Known host keys to check hosts against [default: ~/.ssh/known_hosts]
-    #[arg(long, value_name = "FILE")]
-    pub known_hosts: Option<PathBuf>,
-    /// Trust and record the key of a host not yet in known_hosts (trust on first use)
-    #[arg(long)]
-    pub accept_new_host_keys: bool,
     /// The blob store on each host; blobs go to DIR/blobs/sha256/
     #[arg(long, value_name = "DIR", default_value = "/var/lib/ferry")]
     pub store: String,
@@ -174,15 +170,57 @@ pub struct PushArgs {
     /// Name the image `name:tag` in Docker [default: the layout's `io.containerd.image.name`]
     #[arg(long, value_name = "NAME:TAG")]
     pub tag: Option<String>,
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub ssh: SshArgs,
+}
+
+/// How to reach hosts over SSH (shared by `push` and `gc`).
+#[derive(Args, Debug)]
+pub struct SshArgs {
+    /// Private key to log in with [default: ssh-agent, then ~/.ssh/id_ed25519, then ~/.ssh/id_rsa]
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Known host keys to check hosts against [default: ~/.ssh/known_hosts]
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Trust and record the key of a host not yet in known_hosts (trust on first use)
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
     /// Seconds to wait for a host to answer the connection
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
     /// Seconds a command on a host may go without progress
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub command_timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Hosts as `ssh://user@host[:port]`
+    #[arg(required_unless_present = "local", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Collect the local cache instead: layer blobs only builds older than the newest N need
+    #[arg(long, conflicts_with = "hosts")]
+    pub local: bool,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// Images to keep per name, newest first
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub keep: u16,
+    /// Print what would be removed, and remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The blob store on each host
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/ferry")]
+    pub store: String,
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub ssh: SshArgs,
 }
 
 #[derive(Args, Debug)]

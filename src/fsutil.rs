@@ -1,5 +1,6 @@
 //! Small file-system helpers with one rule: nothing appears under its final
 //! name until it is complete and on disk (write to a temp name, fsync, rename).
+//! Also: names made safe as one path component, for records kept per image name.
 
 use std::fs::File;
 use std::io::Write;
@@ -54,4 +55,35 @@ pub fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
             std::fs::rename(&tmp, to)
         }
     }
+}
+
+/// A name as one safe path component: bytes outside `[A-Za-z0-9._-]` become `%XX`.
+pub fn escape_name(name: &str) -> String {
+    let mut s = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+/// The inverse of [`escape_name`]; `None` when it is not one of its outputs.
+pub fn unescape_name(s: &str) -> Option<String> {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }

@@ -5,6 +5,7 @@
 
 mod apt;
 mod build;
+mod cache_gc;
 mod check;
 mod cli;
 mod clock;

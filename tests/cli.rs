@@ -142,7 +142,8 @@ fn blobs(layout: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn help_shows_examples_for_every_command() {
     for cmd in [
-        "lock", "build", "verify", "inspect", "vendor", "plan", "up", "submit", "down",
+        "lock", "build", "verify", "inspect", "vendor", "push", "gc", "plan", "up", "submit",
+        "down",
     ] {
         let out = ok(ferry().args([cmd, "--help"]));
         assert!(

@@ -6,6 +6,7 @@
 //! The hosts are shared, so the tests take turns (one lock) and each starts by
 //! putting the hosts it uses into the state it needs.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -103,7 +104,7 @@ impl Hosts {
 
     /// An empty store and no image in Docker.
     fn reset(&self, i: usize) {
-        self.ssh_ok(i, &format!("rm -rf /var/lib/ferry/blobs /var/lib/ferry/tmp; docker rmi -f {REFERENCE} >/dev/null 2>&1; true"));
+        self.ssh_ok(i, &format!("rm -rf /var/lib/ferry/blobs /var/lib/ferry/tmp /var/lib/ferry/images; docker rmi -f {REFERENCE} >/dev/null 2>&1; true"));
     }
 
     fn fixture_script(&self, args: &[&str]) {
@@ -199,9 +200,19 @@ fn push(h: &Hosts, hosts: &[usize], extra: &[&str]) -> Pushed {
 }
 
 fn push_with(h: &Hosts, hosts: &[usize], known_hosts: &Path, extra: &[&str]) -> Pushed {
+    push_layout(layout(), h, hosts, known_hosts, extra)
+}
+
+fn push_layout(
+    layout: &Path,
+    h: &Hosts,
+    hosts: &[usize],
+    known_hosts: &Path,
+    extra: &[&str],
+) -> Pushed {
     let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .arg("push")
-        .arg(layout())
+        .arg(layout)
         .args(hosts.iter().map(|&i| h.url(i)))
         .arg("--identity")
         .arg(h.dir.join("id_ed25519"))
@@ -729,4 +740,166 @@ fn the_spark_image_goes_to_three_hosts_with_no_more_than_its_bytes_on_the_wire()
             "{r}"
         );
     }
+}
+
+/// Three versions of the busybox image, `/etc/motd` saying `version 1` to
+/// `version 3`: they share the busybox layer and differ in the rest.
+fn versions() -> &'static [PathBuf] {
+    static V: OnceLock<(tempfile::TempDir, Vec<PathBuf>)> = OnceLock::new();
+    &V.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = std::env::var_os("FERRY_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.path().join("cache"));
+        let outs = (1..=3)
+            .map(|n| {
+                let def = dir.path().join(format!("def{n}"));
+                std::fs::create_dir_all(def.join("files")).unwrap();
+                for f in ["image.toml", "image.lock"] {
+                    std::fs::copy(repo().join("images/busybox").join(f), def.join(f)).unwrap();
+                }
+                std::fs::write(def.join("files/motd"), format!("version {n}\n")).unwrap();
+                let out = dir.path().join(format!("v{n}"));
+                let built = Command::new(env!("CARGO_BIN_EXE_ferry"))
+                    .arg("build")
+                    .arg(def.join("image.toml"))
+                    .arg("--out")
+                    .arg(&out)
+                    .arg("--cache")
+                    .arg(&cache)
+                    .output()
+                    .unwrap();
+                assert!(
+                    built.status.success(),
+                    "building version {n} failed: {}",
+                    String::from_utf8_lossy(&built.stderr)
+                );
+                out
+            })
+            .collect();
+        (dir, outs)
+    })
+    .1
+}
+
+fn layout_blobs(l: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(l.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn host_blobs(h: &Hosts, i: usize) -> BTreeSet<String> {
+    h.ssh_ok(i, "ls /var/lib/ferry/blobs/sha256")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn gc(h: &Hosts, i: usize, extra: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("gc")
+        .arg(h.url(i))
+        .arg("--identity")
+        .arg(h.dir.join("id_ed25519"))
+        .arg("--known-hosts")
+        .arg(h.dir.join("known_hosts"))
+        .arg("--json")
+        .args(extra)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "gc failed: {stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["hosts"][0].clone()
+}
+
+#[test]
+fn gc_keeps_the_newest_two_versions_and_removes_only_what_the_oldest_alone_needs() {
+    let _turn = turn();
+    let Some(dir) = hosts_dir("gc_keeps_the_newest_two_versions") else {
+        return;
+    };
+    let h = Hosts::open(dir);
+    h.reset(0);
+    let v = versions();
+    let known = h.dir.join("known_hosts");
+    for l in v {
+        assert_ok(&push_layout(l, &h, &[0], &known, &[]));
+    }
+    let records = h.ssh_ok(0, "ls /var/lib/ferry/images/ferry%2Fbusybox");
+    assert_eq!(records.lines().count(), 3, "{records}");
+    let before = host_blobs(&h, 0);
+    let kept: BTreeSet<String> = layout_blobs(&v[1])
+        .union(&layout_blobs(&v[2]))
+        .cloned()
+        .collect();
+    let only_oldest: BTreeSet<String> = layout_blobs(&v[0]).difference(&kept).cloned().collect();
+    assert_eq!(only_oldest.len(), 3, "manifest, config and the files layer");
+    let removed = |r: &Value| -> BTreeSet<String> {
+        r["removed_blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                d.as_str()
+                    .unwrap()
+                    .trim_start_matches("sha256:")
+                    .to_string()
+            })
+            .collect()
+    };
+
+    let dry = gc(&h, 0, &["--dry-run"]);
+    assert_eq!(removed(&dry), only_oldest, "{dry}");
+    assert_eq!(dry["dropped_images"].as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(host_blobs(&h, 0), before, "--dry-run removed something");
+    assert_eq!(
+        h.ssh_ok(0, "ls /var/lib/ferry/images/ferry%2Fbusybox"),
+        records
+    );
+    // the lines, for people
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["gc", "--dry-run", &h.url(0), "-i"])
+        .arg(h.dir.join("id_ed25519"))
+        .arg("--known-hosts")
+        .arg(h.dir.join("known_hosts"))
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("drop ferry/busybox sha256:")
+            && text.contains("would remove 3 blob(s) and 0 stale .part file(s)"),
+        "{text}"
+    );
+    assert_eq!(host_blobs(&h, 0), before);
+
+    let r = gc(&h, 0, &["--keep", "2"]);
+    assert_eq!(removed(&r), only_oldest, "{r}");
+    assert!(r["bytes_freed"].as_u64().unwrap() > 0, "{r}");
+    let after = host_blobs(&h, 0);
+    assert_eq!(after, before.difference(&only_oldest).cloned().collect());
+    assert!(kept.is_subset(&after));
+    assert_eq!(
+        h.ssh_ok(0, "ls /var/lib/ferry/images/ferry%2Fbusybox")
+            .lines()
+            .count(),
+        2
+    );
+    // nothing more to do
+    let again = gc(&h, 0, &[]);
+    assert!(removed(&again).is_empty(), "{again}");
+
+    // the kept versions are whole: pushing them sends nothing, and they run
+    for (n, l) in v.iter().enumerate().skip(1) {
+        let p = push_layout(l, &h, &[0], &known, &[]);
+        assert_ok(&p);
+        assert_eq!(p.host(&h, 0)["blobs_sent"], 0, "{}", p.json);
+        let said = h.ssh_ok(0, &format!("docker run --rm --network none {REFERENCE}"));
+        assert_eq!(said, format!("version {}\n", n + 1));
+    }
+    h.reset(0);
 }

@@ -59,6 +59,18 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
     let out = a.out.unwrap_or_else(|| PathBuf::from("out").join(&short));
     oci::write_layout(&built.image, &out)
         .with_context(|| format!("writing the layout `{}`", out.display()))?;
+    let layer_digests: Vec<&str> = built
+        .layers
+        .iter()
+        .map(|l| l.blob.digest.as_str())
+        .collect();
+    crate::cache_gc::record_build(
+        &cache,
+        &def.spec.name,
+        &built.image.manifest_digest,
+        &layer_digests,
+    )
+    .context("recording the build in the cache (for `ferry gc --local`)")?;
     if let Some(tar) = &a.docker_archive {
         oci::write_docker_archive(&built.image, tar)
             .with_context(|| format!("writing the docker-archive `{}`", tar.display()))?;

@@ -3,6 +3,7 @@
 
 mod build;
 mod down;
+mod gc;
 mod inspect;
 mod lock;
 mod plan;
@@ -24,6 +25,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => inspect::run(a),
         Command::Vendor(a) => vendor::run(a),
         Command::Push(a) => push::run(a),
+        Command::Gc(a) => gc::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Up(a) => up::run(a),
         Command::Submit(a) => submit::run(a),

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::{Term, human};
-use crate::cli::PushArgs;
+use crate::cli::{PushArgs, SshArgs};
 use crate::oci;
 use crate::push::ssh::{SshOptions, default_identities};
 use crate::push::{self, Event, HostOutcome, PushImage, Reporter, Target};
@@ -120,20 +120,32 @@ fn result_text(o: &HostOutcome) -> String {
     }
 }
 
-pub fn run(a: PushArgs) -> Result<ExitCode> {
-    let layout = oci::open_layout(&a.layout).with_context(|| {
-        format!(
-            "opening the layout `{}`; build it with `ferry build`",
-            a.layout.display()
-        )
-    })?;
-    let image = PushImage::from_layout(&layout, a.tag.as_deref())?;
+/// The SSH options of the command line, with the user's defaults filled in.
+pub(super) fn ssh_options(a: SshArgs) -> SshOptions {
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
+    SshOptions {
+        identities: a
+            .identity
+            .map(|p| vec![p])
+            .unwrap_or_else(|| default_identities(&home)),
+        known_hosts: a
+            .known_hosts
+            .unwrap_or_else(|| home.join(".ssh/known_hosts")),
+        accept_new_host_keys: a.accept_new_host_keys,
+        connect_timeout: Duration::from_secs(a.connect_timeout),
+        command_timeout: Duration::from_secs(a.command_timeout),
+        password: std::env::var("FERRY_SSH_PASSWORD").ok(),
+        passphrase: std::env::var("FERRY_SSH_PASSPHRASE").ok(),
+    }
+}
+
+/// Parses the hosts, each named once.
+pub(super) fn targets(hosts: &[String]) -> Result<Vec<Target>> {
     let user = std::env::var("USER")
         .ok()
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "root".into());
-    let targets = a
-        .hosts
+    let targets = hosts
         .iter()
         .map(|h| Target::parse(h, &user))
         .collect::<Result<Vec<_>, _>>()?;
@@ -145,25 +157,23 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
             );
         }
     }
-    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
+    Ok(targets)
+}
+
+pub fn run(a: PushArgs) -> Result<ExitCode> {
+    let layout = oci::open_layout(&a.layout).with_context(|| {
+        format!(
+            "opening the layout `{}`; build it with `ferry build`",
+            a.layout.display()
+        )
+    })?;
+    let image = PushImage::from_layout(&layout, a.tag.as_deref())?;
+    let targets = targets(&a.hosts)?;
     let opts = push::Options {
         store: a.store,
         parallel: usize::from(a.parallel),
         verify: a.verify,
-        ssh: SshOptions {
-            identities: a
-                .identity
-                .map(|p| vec![p])
-                .unwrap_or_else(|| default_identities(&home)),
-            known_hosts: a
-                .known_hosts
-                .unwrap_or_else(|| home.join(".ssh/known_hosts")),
-            accept_new_host_keys: a.accept_new_host_keys,
-            connect_timeout: Duration::from_secs(a.connect_timeout),
-            command_timeout: Duration::from_secs(a.command_timeout),
-            password: std::env::var("FERRY_SSH_PASSWORD").ok(),
-            passphrase: std::env::var("FERRY_SSH_PASSPHRASE").ok(),
-        },
+        ssh: ssh_options(a.ssh),
     };
     let progress = Progress {
         term: Term::new(false),

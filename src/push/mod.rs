@@ -10,7 +10,9 @@
 //!
 //! This module owns the store layout, the plan and the shell run on hosts; the
 //! SSH session is in [`ssh`]. It reports through [`Reporter`] and never prints.
+//! Each push records the image on the host, so [`gc`] knows what to keep.
 
+pub mod gc;
 pub mod ssh;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +26,7 @@ use std::time::Instant;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::oci::{self, LayoutImage};
+use crate::oci::{self, LayoutImage, is_hex64};
 use ssh::{Remote, SshOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -305,12 +307,6 @@ pub struct HostState {
 const DOCKER_MARK: &str = "--ferry-docker--";
 const NO_DOCKER_MARK: &str = "--ferry-no-docker--";
 const LAYERS_MARK: &str = "--ferry-docker-layers--";
-
-fn is_hex64(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
 
 impl HostState {
     /// Parses the output of [`list_script`]; unknown names are ignored.
@@ -700,6 +696,7 @@ pub fn push_host(
         stats.replaced += usize::from(s.replace);
     }
     if !plan.load {
+        record(&remote, &opts.store, image)?;
         reporter.event(&label, Event::UpToDate);
         return Ok(());
     }
@@ -720,7 +717,18 @@ pub fn push_host(
         });
     }
     stats.loaded = true;
+    record(&remote, &opts.store, image)?;
     reporter.event(&label, Event::Loaded);
+    Ok(())
+}
+
+/// Tells the host's store that this image is the newest of its name, for `ferry gc`.
+fn record(remote: &Remote, store: &str, image: &PushImage) -> Result<(), PushError> {
+    remote.run_ok(
+        "recording the image",
+        &gc::record_script(store, &image.reference, &image.manifest.hex),
+        &[],
+    )?;
     Ok(())
 }
 

@@ -1,0 +1,468 @@
+//! Collecting the garbage of a host's store: blobs no kept image references.
+//!
+//! Every push records the image it put on a host as an empty file
+//! `<store>/images/<name>/<seq>-<manifest hex>` ([`record_script`]); `<name>`
+//! is the reference without its tag, escaped, and `<seq>` grows with each
+//! push of that name. `ferry gc` lists the records with their manifests (read
+//! from the store) and the blobs in one round trip, decides what to remove
+//! (pure: [`plan`]), and removes it in a second one.
+//!
+//! Safety comes first: a blob a kept image names is never removed; when the
+//! manifest of a kept image cannot be read, nothing on that host is removed;
+//! a blob no record names at all is kept while it is young (a push may be
+//! storing it right now). Docker's own copies of images are not touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::ssh::{Remote, SshOptions};
+use super::{PushError, Target, sh_quote};
+use crate::fsutil::{escape_name, unescape_name};
+use crate::oci::is_hex64;
+
+/// A blob no record names is kept this long after it was written: a push may
+/// be under way and not have recorded its image yet.
+pub const UNRECORDED_GRACE_SECS: u64 = 3600;
+/// Interrupted transfers (`<hex>.part`) older than this are removed.
+pub const STALE_PART_SECS: u64 = 24 * 3600;
+
+/// The repository part of a reference: `ferry/busybox:1.35` → `ferry/busybox`.
+pub fn image_name(reference: &str) -> &str {
+    let no_digest = reference.split_once('@').map_or(reference, |(n, _)| n);
+    match no_digest.rsplit_once(':') {
+        // a `:` before the last `/` is a registry's port, not a tag
+        Some((n, tag)) if !tag.contains('/') => n,
+        _ => no_digest,
+    }
+}
+
+/// Records a pushed image on the host, as the newest of its name. Pushing the
+/// newest image again records nothing; pushing an older one again moves it
+/// to the front. The sequence is the host's clock in nanoseconds, but always
+/// above the last one, so a clock set back cannot reorder images.
+pub fn record_script(store: &str, reference: &str, manifest_hex: &str) -> String {
+    format!(
+        r#"d={store}/images/{name}
+mkdir -p "$d" || exit 2
+cd "$d" || exit 2
+last=$(ls | sort -n | tail -n 1)
+case "$last" in *-{manifest_hex}) exit 0;; esac
+rm -f -- *-{manifest_hex}
+n=$(date +%s%N)
+prev=${{last%%-*}}
+if [ -n "$prev" ] && [ "$n" -le "$prev" ]; then n=$((prev + 1)); fi
+: > "$n-{manifest_hex}" || exit 2
+"#,
+        store = sh_quote(store),
+        name = sh_quote(&escape_name(image_name(reference))),
+    )
+}
+
+const NOW_MARK: &str = "--ferry-now--";
+const RECORD_MARK: &str = "--ferry-record--";
+const BLOB_MARK: &str = "--ferry-blob--";
+
+/// Prints the host's clock, each record with its manifest on one line (JSON
+/// has no raw newlines inside strings, so dropping them keeps it valid), and
+/// every file of the blob store with its size and age.
+pub fn list_script(store: &str) -> String {
+    format!(
+        r#"cd {store} 2>/dev/null || exit 0
+echo {NOW_MARK} $(date +%s)
+for f in images/*/*; do
+  [ -f "$f" ] || continue
+  printf '%s %s ' {RECORD_MARK} "$f"
+  tr -d '\n' < "blobs/sha256/${{f##*-}}" 2>/dev/null
+  echo
+done
+if [ -d blobs/sha256 ]; then find blobs/sha256 -maxdepth 1 -type f -printf '{BLOB_MARK} %s %T@ %f\n' || exit 2; fi
+"#,
+        store = sh_quote(store),
+    )
+}
+
+/// An image a push recorded on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Relative to the store: `images/<escaped name>/<seq>-<hex>`.
+    pub path: String,
+    pub name: String,
+    pub seq: u128,
+    pub manifest: String,
+    /// Every blob the image needs (manifest, config, layers), or `None` when
+    /// the manifest is missing from the store or unreadable.
+    pub blobs: Option<BTreeSet<String>>,
+}
+
+/// A file of the blob store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub size: u64,
+    pub age_secs: u64,
+}
+
+/// What [`list_script`] found on a host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub records: Vec<Record>,
+    /// Complete blobs: hex → file.
+    pub blobs: BTreeMap<String, Stored>,
+    /// Interrupted transfers: hex → `<hex>.part` file.
+    pub parts: BTreeMap<String, Stored>,
+}
+
+/// The blobs an image manifest names, itself included.
+fn manifest_blobs(hex: &str, json: &str) -> Option<BTreeSet<String>> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    let digest = |d: &Value| -> Option<String> {
+        let h = d.get("digest")?.as_str()?.strip_prefix("sha256:")?;
+        is_hex64(h).then(|| h.to_string())
+    };
+    let mut set = BTreeSet::from([hex.to_string(), digest(v.get("config")?)?]);
+    for l in v.get("layers")?.as_array()? {
+        set.insert(digest(l)?);
+    }
+    Some(set)
+}
+
+impl Listing {
+    /// Parses the output of [`list_script`]; lines it does not know are ignored.
+    pub fn parse(out: &str) -> Listing {
+        let mut now = 0u64;
+        let mut files = Vec::new();
+        let mut listing = Listing::default();
+        for line in out.lines() {
+            let mut w = line.splitn(3, ' ');
+            match (w.next(), w.next(), w.next()) {
+                (Some(NOW_MARK), Some(t), _) => now = t.trim().parse().unwrap_or(0),
+                (Some(RECORD_MARK), Some(path), json) => {
+                    let Some((dir, file)) =
+                        path.strip_prefix("images/").and_then(|p| p.split_once('/'))
+                    else {
+                        continue;
+                    };
+                    let (Some(name), Some((seq, hex))) = (unescape_name(dir), file.split_once('-'))
+                    else {
+                        continue;
+                    };
+                    let (Ok(seq), true) = (seq.parse::<u128>(), is_hex64(hex)) else {
+                        continue;
+                    };
+                    listing.records.push(Record {
+                        path: path.to_string(),
+                        name,
+                        seq,
+                        manifest: hex.to_string(),
+                        blobs: json.and_then(|j| manifest_blobs(hex, j.trim())),
+                    });
+                }
+                (Some(BLOB_MARK), Some(size), Some(rest)) => {
+                    let Some((mtime, name)) = rest.split_once(' ') else {
+                        continue;
+                    };
+                    let mtime = mtime.split('.').next().unwrap_or("").parse::<u64>();
+                    if let (Ok(size), Ok(mtime)) = (size.parse::<u64>(), mtime) {
+                        files.push((name.to_string(), size, mtime));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (name, size, mtime) in files {
+            let file = Stored {
+                size,
+                age_secs: now.saturating_sub(mtime),
+            };
+            if let Some(hex) = name.strip_suffix(".part") {
+                if is_hex64(hex) {
+                    listing.parts.insert(hex.to_string(), file);
+                }
+            } else if is_hex64(&name) {
+                listing.blobs.insert(name, file);
+            }
+        }
+        listing
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GcError {
+    #[error(
+        "the manifest sha256:{manifest} of the kept image `{name}` is missing or unreadable in the store, so which blobs it needs is unknown; nothing was removed. Push that image again (or remove `{path}` from the store) and run gc again"
+    )]
+    UnknownManifest {
+        name: String,
+        manifest: String,
+        path: String,
+    },
+}
+
+/// What gc does on one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Per name, newest first.
+    pub kept: Vec<Record>,
+    pub dropped: Vec<Record>,
+    /// Blobs to remove: hex → size.
+    pub remove: BTreeMap<String, u64>,
+    /// `.part` files to remove: hex → size.
+    pub remove_parts: BTreeMap<String, u64>,
+    /// Blobs that stay: hex → size.
+    pub keep: BTreeMap<String, u64>,
+}
+
+impl Plan {
+    pub fn bytes_freed(&self) -> u64 {
+        self.remove.values().chain(self.remove_parts.values()).sum()
+    }
+}
+
+/// Keeps the newest `keep` images of each name and every blob they name; the
+/// other blobs go, except young ones no record names (a push under way).
+pub fn plan(listing: &Listing, keep: usize) -> Result<Plan, GcError> {
+    let mut by_name: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for r in &listing.records {
+        by_name.entry(&r.name).or_default().push(r);
+    }
+    let mut p = Plan::default();
+    for records in by_name.values_mut() {
+        records.sort_by(|a, b| b.seq.cmp(&a.seq).then(a.path.cmp(&b.path)));
+        for (i, r) in records.iter().enumerate() {
+            if i < keep {
+                p.kept.push((*r).clone());
+            } else {
+                p.dropped.push((*r).clone());
+            }
+        }
+    }
+    let mut needed = BTreeSet::new();
+    for r in &p.kept {
+        let blobs = r.blobs.as_ref().ok_or_else(|| GcError::UnknownManifest {
+            name: r.name.clone(),
+            manifest: r.manifest.clone(),
+            path: r.path.clone(),
+        })?;
+        needed.extend(blobs.iter().cloned());
+    }
+    let recorded: BTreeSet<&String> = listing
+        .records
+        .iter()
+        .flat_map(|r| r.blobs.iter().flatten().chain(std::iter::once(&r.manifest)))
+        .collect();
+    for (hex, f) in &listing.blobs {
+        let young_stranger = !recorded.contains(hex) && f.age_secs < UNRECORDED_GRACE_SECS;
+        if needed.contains(hex) || young_stranger {
+            p.keep.insert(hex.clone(), f.size);
+        } else {
+            p.remove.insert(hex.clone(), f.size);
+        }
+    }
+    for (hex, f) in &listing.parts {
+        if f.age_secs >= STALE_PART_SECS {
+            p.remove_parts.insert(hex.clone(), f.size);
+        }
+    }
+    Ok(p)
+}
+
+/// Removes the dropped records first (so no image points at a missing blob),
+/// then the blobs and stale `.part` files.
+pub fn remove_script(store: &str, p: &Plan) -> String {
+    let mut s = format!("cd {} || exit 2\n", sh_quote(store));
+    for r in &p.dropped {
+        s.push_str(&format!("rm -f -- {} || exit 2\n", sh_quote(&r.path)));
+    }
+    for hex in p.remove.keys() {
+        s.push_str(&format!("rm -f -- blobs/sha256/{hex} || exit 2\n"));
+    }
+    for hex in p.remove_parts.keys() {
+        s.push_str(&format!("rm -f -- blobs/sha256/{hex}.part || exit 2\n"));
+    }
+    s.push_str("rmdir images/* 2>/dev/null; true\n");
+    s
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostGcError {
+    #[error(transparent)]
+    Push(#[from] PushError),
+    #[error("on `{host}`: {source}")]
+    Plan {
+        host: String,
+        #[source]
+        source: GcError,
+    },
+}
+
+/// The result of gc on one host.
+pub struct HostOutcome {
+    pub target: Target,
+    pub result: Result<Plan, HostGcError>,
+}
+
+/// Collects the garbage of every host in turn; with `dry_run` it only plans.
+pub fn gc_all(
+    targets: &[Target],
+    store: &str,
+    keep: usize,
+    dry_run: bool,
+    ssh: &SshOptions,
+) -> Vec<HostOutcome> {
+    targets
+        .iter()
+        .map(|t| HostOutcome {
+            target: t.clone(),
+            result: gc_host(t, store, keep, dry_run, ssh),
+        })
+        .collect()
+}
+
+fn gc_host(
+    target: &Target,
+    store: &str,
+    keep: usize,
+    dry_run: bool,
+    ssh: &SshOptions,
+) -> Result<Plan, HostGcError> {
+    let remote = Remote::connect(target, ssh)?;
+    let out = remote.run_ok("listing the store", &list_script(store), &[])?;
+    let listing = Listing::parse(&String::from_utf8_lossy(&out));
+    let p = plan(&listing, keep).map_err(|source| HostGcError::Plan {
+        host: target.label(),
+        source,
+    })?;
+    if !dry_run && (!p.dropped.is_empty() || !p.remove.is_empty() || !p.remove_parts.is_empty()) {
+        remote.run_ok("removing blobs", &remove_script(store, &p), &[])?;
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(c: char) -> String {
+        c.to_string().repeat(64)
+    }
+
+    fn manifest(config: char, layers: &[char]) -> String {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "config": {"digest": format!("sha256:{}", h(config)), "size": 1},
+            "layers": layers.iter().map(|l| serde_json::json!({"digest": format!("sha256:{}", h(*l)), "size": 1})).collect::<Vec<_>>(),
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn names_drop_the_tag_and_escape_into_one_component() {
+        assert_eq!(image_name("ferry/busybox:1.35"), "ferry/busybox");
+        assert_eq!(image_name("reg:5000/spark"), "reg:5000/spark");
+        assert_eq!(image_name("reg:5000/spark:3.5@sha256:ab"), "reg:5000/spark");
+        let e = escape_name("reg:5000/ferry/busy box%");
+        assert_eq!(e, "reg%3A5000%2Fferry%2Fbusy%20box%25");
+        assert_eq!(
+            unescape_name(&e).as_deref(),
+            Some("reg:5000/ferry/busy box%")
+        );
+        assert_eq!(unescape_name("bad%4"), None);
+        let s = record_script("/var/lib/ferry", "ferry/busybox:1.35", &h('d'));
+        assert!(
+            s.starts_with("d='/var/lib/ferry'/images/'ferry%2Fbusybox'\n"),
+            "{s}"
+        );
+    }
+
+    /// Three versions of one image (1 oldest) and one of another; blobs
+    /// `a` (shared by all), `1`/`2`/`3` (one per version), configs `c`, `d`, `e`.
+    fn listing_out() -> String {
+        let mut out = format!("{NOW_MARK} 100000\n");
+        for (seq, m, cfg, layer) in [
+            (10, '7', 'c', '1'),
+            (20, '8', 'd', '2'),
+            (30, '9', 'e', '3'),
+        ] {
+            out.push_str(&format!(
+                "{RECORD_MARK} images/ferry%2Fbusybox/{seq}-{} {}\n",
+                h(m),
+                manifest(cfg, &['a', layer])
+            ));
+        }
+        out.push_str(&format!(
+            "{RECORD_MARK} images/other/5-{} {}\n",
+            h('6'),
+            manifest('f', &['a'])
+        ));
+        for c in ['a', '1', '2', '3', 'c', 'd', 'e', 'f', '6', '7', '8', '9'] {
+            out.push_str(&format!("{BLOB_MARK} 10 90000.5 {}\n", h(c)));
+        }
+        out
+    }
+
+    #[test]
+    fn the_oldest_version_loses_only_what_no_kept_image_needs() {
+        let l = Listing::parse(&listing_out());
+        assert_eq!(l.records.len(), 4);
+        assert_eq!(l.records[0].name, "ferry/busybox");
+        let p = plan(&l, 2).unwrap();
+        let seqs = |rs: &[Record]| rs.iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(&p.kept), vec![30, 20, 5]);
+        assert_eq!(seqs(&p.dropped), vec![10]);
+        assert_eq!(
+            p.remove.keys().cloned().collect::<Vec<_>>(),
+            vec![h('1'), h('7'), h('c')]
+        );
+        assert!(p.keep.contains_key(&h('a')) && p.keep.contains_key(&h('f')));
+        assert_eq!(p.bytes_freed(), 30);
+        // keeping more than there are removes nothing
+        let p = plan(&l, 5).unwrap();
+        assert!(p.remove.is_empty() && p.dropped.is_empty());
+        // keeping one: two versions go, the shared layer stays
+        let p = plan(&l, 1).unwrap();
+        assert_eq!(p.remove.len(), 6);
+        assert!(!p.remove.contains_key(&h('a')));
+    }
+
+    #[test]
+    fn unknown_or_young_blobs_and_parts_follow_the_safe_rules() {
+        let mut out = listing_out();
+        // a blob no record names: young stays (a push is under way), old goes
+        out.push_str(&format!("{BLOB_MARK} 5 99999 {}\n", h('b')));
+        out.push_str(&format!("{BLOB_MARK} 5 1000 {}\n", h('0')));
+        // parts: a fresh one stays, a day-old one goes
+        out.push_str(&format!("{BLOB_MARK} 7 99000 {}.part\n", h('4')));
+        out.push_str(&format!("{BLOB_MARK} 8 1000 {}.part\n", h('5')));
+        out.push_str(&format!("{BLOB_MARK} 8 1000 junk\n"));
+        let p = plan(&Listing::parse(&out), 2).unwrap();
+        assert!(p.keep.contains_key(&h('b')));
+        assert!(p.remove.contains_key(&h('0')));
+        assert_eq!(p.remove_parts, BTreeMap::from([(h('5'), 8)]));
+        let s = remove_script("/srv/st", &p);
+        assert!(
+            s.starts_with("cd '/srv/st' || exit 2\nrm -f -- 'images/ferry%2Fbusybox/10-"),
+            "{s}"
+        );
+        assert!(
+            s.contains(&format!("rm -f -- blobs/sha256/{}.part", h('5'))),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn a_kept_image_with_an_unreadable_manifest_stops_the_host() {
+        let mut out = listing_out();
+        out.push_str(&format!("{RECORD_MARK} images/other/6-{} \n", h('5')));
+        let e = plan(&Listing::parse(&out), 2).unwrap_err();
+        assert!(matches!(e, GcError::UnknownManifest { ref name, .. } if name == "other"));
+        // a dropped image's manifest may be gone: it is only forgotten
+        let mut out = format!("{RECORD_MARK} images/x/1-{} \n", h('5'));
+        out.push_str(&format!(
+            "{RECORD_MARK} images/x/2-{} {}\n",
+            h('6'),
+            manifest('f', &['a'])
+        ));
+        let p = plan(&Listing::parse(&out), 1).unwrap();
+        assert_eq!(p.dropped.len(), 1);
+    }
+}
