@@ -108,24 +108,40 @@ pub struct Plan {
     pub remove: BTreeSet<String>,
 }
 
+/// Splits `items` into the newest `keep` of each name (by sequence number,
+/// ties by path) and the rest; both lists go by name, newest first. The
+/// cache's gc and the hosts' gc keep images by the same rule.
+pub fn keep_newest<T: Clone, P: Ord + ?Sized>(
+    items: &[T],
+    keep: usize,
+    key: fn(&T) -> (&str, u128, &P),
+) -> (Vec<T>, Vec<T>) {
+    let mut by_name: BTreeMap<&str, Vec<&T>> = BTreeMap::new();
+    for it in items {
+        by_name.entry(key(it).0).or_default().push(it);
+    }
+    let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+    for list in by_name.values_mut() {
+        list.sort_by(|a, b| {
+            let (ka, kb) = (key(a), key(b));
+            kb.1.cmp(&ka.1).then(ka.2.cmp(kb.2))
+        });
+        for (i, it) in list.iter().enumerate() {
+            if i < keep { &mut kept } else { &mut dropped }.push((*it).clone());
+        }
+    }
+    (kept, dropped)
+}
+
 /// Keeps the newest `keep` builds per name; the blobs only dropped builds
 /// name go. Fails when a kept build's record cannot be read.
 pub fn plan(builds: &[Build], keep: usize) -> Result<Plan, CacheGcError> {
-    let mut by_name: BTreeMap<&str, Vec<&Build>> = BTreeMap::new();
-    for b in builds {
-        by_name.entry(&b.name).or_default().push(b);
-    }
-    let mut p = Plan::default();
-    for list in by_name.values_mut() {
-        list.sort_by(|a, b| b.seq.cmp(&a.seq).then(a.path.cmp(&b.path)));
-        for (i, b) in list.iter().enumerate() {
-            if i < keep {
-                p.kept.push((*b).clone());
-            } else {
-                p.dropped.push((*b).clone());
-            }
-        }
-    }
+    let (kept, dropped) = keep_newest(builds, keep, |b| (&b.name, b.seq, &b.path));
+    let mut p = Plan {
+        kept,
+        dropped,
+        ..Plan::default()
+    };
     let mut needed = BTreeSet::new();
     for b in &p.kept {
         let blobs = b.blobs.as_ref().ok_or_else(|| CacheGcError::BadRecord {

@@ -44,12 +44,7 @@ fn walk(
     mode: Option<u32>,
     source: &str,
 ) -> Result<(), InputError> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| InputError::io(dir, e))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| InputError::io(dir, e))?;
-    names.sort();
+    let names = super::sorted_names(dir)?;
     for name in names {
         let p = dir.join(&name);
         let meta = std::fs::symlink_metadata(&p).map_err(|e| InputError::io(&p, e))?;

@@ -216,6 +216,18 @@ pub fn resolve_in_root<'a>(
     Ok(done.join("/"))
 }
 
+/// The names in a folder of the build machine, sorted, so every walk is in
+/// the same order whatever the file system's.
+pub fn sorted_names(dir: &std::path::Path) -> Result<Vec<std::ffi::OsString>, InputError> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| InputError::io(dir, e))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| InputError::io(dir, e))?;
+    names.sort();
+    Ok(names)
+}
+
 impl Tree {
     pub fn new(created: u64, below: Skeleton) -> Tree {
         Tree {

@@ -379,12 +379,7 @@ fn add_one(tree: &mut Tree, p: &Path, target: &str, source: &str) -> Result<(), 
     let ft = meta.file_type();
     if ft.is_dir() {
         tree.insert(target, entry(Kind::Dir, 0o555, mtime), &origin)?;
-        let mut names: Vec<_> = std::fs::read_dir(p)
-            .map_err(|e| InputError::io(p, e))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| InputError::io(p, e))?;
-        names.sort();
+        let names = super::sorted_names(p)?;
         for name in names {
             let child = format!("{target}/{}", name.to_string_lossy());
             add_one(tree, &p.join(&name), &child, source)?;

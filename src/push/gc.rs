@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::ssh::{Remote, SshOptions};
 use super::{PushError, Target, sh_quote};
+use crate::cache_gc::keep_newest;
 use crate::fsutil::{escape_name, unescape_name};
 use crate::oci::is_hex64;
 
@@ -221,21 +222,14 @@ impl Plan {
 /// Keeps the newest `keep` images of each name and every blob they name; the
 /// other blobs go, except young ones no record names (a push under way).
 pub fn plan(listing: &Listing, keep: usize) -> Result<Plan, GcError> {
-    let mut by_name: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
-    for r in &listing.records {
-        by_name.entry(&r.name).or_default().push(r);
-    }
-    let mut p = Plan::default();
-    for records in by_name.values_mut() {
-        records.sort_by(|a, b| b.seq.cmp(&a.seq).then(a.path.cmp(&b.path)));
-        for (i, r) in records.iter().enumerate() {
-            if i < keep {
-                p.kept.push((*r).clone());
-            } else {
-                p.dropped.push((*r).clone());
-            }
-        }
-    }
+    let (kept, dropped) = keep_newest(&listing.records, keep, |r| {
+        (&r.name, r.seq, r.path.as_str())
+    });
+    let mut p = Plan {
+        kept,
+        dropped,
+        ..Plan::default()
+    };
     let mut needed = BTreeSet::new();
     for r in &p.kept {
         let blobs = r.blobs.as_ref().ok_or_else(|| GcError::UnknownManifest {
