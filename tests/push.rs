@@ -16,9 +16,8 @@ use serde_json::Value;
 
 const REFERENCE: &str = "ferry/busybox:1.35";
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::repo;
 
 /// The fixture's folder, or `None` (after a loud notice) when it is not up.
 fn hosts_dir(test: &str) -> Option<PathBuf> {
