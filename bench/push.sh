@@ -31,9 +31,9 @@ docker load -i "$work/spark.tar" >/dev/null
 bash tests/hosts.sh up 3 >/dev/null
 key="$FERRY_HOSTS_DIR/id_ed25519"
 kh="$FERRY_HOSTS_DIR/known_hosts"
-addr() { echo "10.231.0.$((10 + $1))"; }
+addr() { sed -n "$1p" "$FERRY_HOSTS_DIR/hosts" | cut -d' ' -f2; }
 sshh() { local i=$1; shift; ssh -i "$key" -o BatchMode=yes -o UserKnownHostsFile="$kh" -o StrictHostKeyChecking=yes "root@$(addr "$i")" "$@"; }
-wire() { cat "/sys/class/net/fh$1-br/statistics/tx_bytes"; }
+wire() { cat "/sys/class/net/$(sed -n "$1p" "$FERRY_HOSTS_DIR/hosts" | cut -d' ' -f3)/statistics/tx_bytes"; }
 reset() { for i in "$@"; do sshh "$i" 'rm -rf /var/lib/ferry/* /tmp/raw; docker rmi -f ferry/spark:3.5.3 >/dev/null 2>&1; true'; done; }
 payload=$(du -cb "$work"/spark/blobs/sha256/* | tail -1 | cut -f1)
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Test hosts for `ferry push`: N network namespaces `ferry-h1..N` on a bridge
-# `ferry-br0` (10.231.0.1/24; hosts are 10.231.0.11, .12, ...). Each host has
-# its own sshd (own host key, root login with a test key) running in its own
-# mount namespace, so that its /var/lib/ferry is a private folder, and its own
-# dockerd; commands run over ssh on a host see DOCKER_HOST pointing at that
-# host's daemon. These addresses exist only inside this machine.
+# Test hosts for `ferry push` and `ferry up`: N network namespaces
+# `ferry231-h1..N` on a bridge `fb231` (10.231.0.1/24; hosts are 10.231.0.11,
+# .12, ...). FERRY_NET=232 makes a second, independent set (10.232.0.x,
+# `ferry232-h*`), so two test runs can share a machine. Each host has its own
+# dockerd and sshd (own host key, root login with a test key), both in one
+# mount namespace of the host's own, where /var/lib/ferry and /etc/ferry are
+# private folders (a cluster's files and a container's bind mounts agree);
+# commands run over ssh on a host see DOCKER_HOST pointing at that host's
+# daemon. These addresses exist only inside this machine.
 #
 #   bash tests/hosts.sh up 3          # prints the folder to export as FERRY_E2E_HOSTS
 #   bash tests/hosts.sh down          # stops everything; safe to run twice
@@ -12,16 +15,20 @@
 #   bash tests/hosts.sh sshd-start 2
 #
 # The folder ($FERRY_HOSTS_DIR, default /tmp/ferry-e2e-hosts) holds:
-#   hosts         one line per host: name address
+#   hosts         one line per host: name address veth (the bridge side of its link)
 #   id_ed25519    the client key that logs in as root on every host
 #   known_hosts   the hosts' keys
 #   env           FERRY_E2E_HOSTS=<folder>, to source
 #   hN/           per host: sshd config, host key, store, docker state, logs
 set -euo pipefail
 
-dir=${FERRY_HOSTS_DIR:-/tmp/ferry-e2e-hosts}
-bridge=ferry-br0
-net=10.231.0
+netid=${FERRY_NET:-231}
+case $netid in 2[0-4][0-9] | 25[0-4]) ;; *) echo "hosts.sh: FERRY_NET must be a number from 200 to 254" >&2; exit 1 ;; esac
+dir=${FERRY_HOSTS_DIR:-/tmp/ferry-e2e-hosts-$netid}
+bridge=fb$netid
+net=10.$netid.0
+ns() { echo "ferry$netid-h$1"; }
+veth() { echo "f${netid}h$1b"; }
 
 say() { printf 'hosts.sh: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -67,19 +74,40 @@ stop_pidfiles() {
   done
 }
 
+# dockerd runs in a mount namespace of its own where the host's folders are
+# bind-mounted; sshd joins that namespace, so what a session writes under
+# /etc/ferry is what a container's bind mount sees.
+start_dockerd() {
+  local i=$1 h="$dir/h$1" name
+  name=$(ns "$i")
+  mkdir -p /var/lib/ferry /etc/ferry "$h/store" "$h/etc" "$h/docker" "$h/docker-exec"
+  # Not `ip netns exec`: it remounts /sys and dockerd then misses the cgroups.
+  nsenter --net=/var/run/netns/"$name" unshare -m --propagation private sh -c "
+    mount --bind '$h/store' /var/lib/ferry && mount --bind '$h/etc' /etc/ferry &&
+    exec setsid dockerd --data-root '$h/docker' --exec-root '$h/docker-exec' \
+      -H 'unix:///run/$name-docker.sock' --pidfile '$h/docker.pid' \
+      --bridge=none --iptables=false --ip-masq=false" >"$h/dockerd.log" 2>&1 </dev/null &
+  echo $! >"$h/dockerd.shell"
+}
+
 start_sshd() {
-  local i=$1 h="$dir/h$1"
-  mkdir -p /run/sshd /var/lib/ferry
-  # sshd daemonises; its mount namespace lives as long as it does.
-  nsenter --net=/var/run/netns/ferry-h"$i" unshare -m --propagation private \
-    sh -c "mount --bind '$h/store' /var/lib/ferry && exec /usr/sbin/sshd -f '$h/sshd_config' -E '$h/sshd.log'"
+  local i=$1 h="$dir/h$1" pid deadline=$((SECONDS + 30))
+  mkdir -p /run/sshd
+  # the namespace is ready once dockerd runs in it with the bind mounts in place
+  until pid=$(cat "$h/docker.pid" 2>/dev/null) && grep -q " /etc/ferry " "/proc/$pid/mounts" 2>/dev/null; do
+    alive "$(cat "$h/dockerd.shell")" || { tail -5 "$h/dockerd.log" >&2; die "dockerd of $(ns "$i") exited"; }
+    [ $SECONDS -lt $deadline ] || die "the mount namespace of $(ns "$i") was not ready"
+    sleep 0.1
+  done
+  nsenter --net=/var/run/netns/"$(ns "$i")" --mount="/proc/$pid/ns/mnt" \
+    /usr/sbin/sshd -f "$h/sshd_config" -E "$h/sshd.log"
 }
 
 wait_sshd() {
   local i=$1 deadline=$((SECONDS + ${2:-20}))
   until ssh -i "$dir/id_ed25519" -o BatchMode=yes -o UserKnownHostsFile="$dir/known_hosts" \
     -o StrictHostKeyChecking=yes -o ConnectTimeout=2 root@"$(addr "$i")" true 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || { tail -5 "$dir/h$i/sshd.log" >&2 || true; die "sshd of ferry-h$i did not answer"; }
+    [ $SECONDS -lt $deadline ] || { tail -5 "$dir/h$i/sshd.log" >&2 || true; die "sshd of $(ns "$i") did not answer"; }
     sleep 0.2
   done
 }
@@ -100,25 +128,22 @@ up() {
 
   local i
   for i in $(seq "$n"); do
-    local name=ferry-h$i h="$dir/h$i" a
+    local name h="$dir/h$i" a v
+    name=$(ns "$i")
+    v=$(veth "$i")
     a=$(addr "$i")
-    mkdir -p "$h/store" "$h/docker" "$h/docker-exec"
+    mkdir -p "$h"
     ip netns add "$name"
-    ip link add "fh$i-br" type veth peer name "fh$i-ns"
-    ip link set "fh$i-br" master "$bridge" up
-    ip link set "fh$i-ns" netns "$name"
-    ip -n "$name" link set "fh$i-ns" name eth0
+    ip link add "$v" type veth peer name "${v%b}n"
+    ip link set "$v" master "$bridge" up
+    ip link set "${v%b}n" netns "$name"
+    ip -n "$name" link set "${v%b}n" name eth0
     ip -n "$name" addr add "$a/24" dev eth0
     ip -n "$name" link set eth0 up
     ip -n "$name" link set lo up
 
     # dockerd first: it takes the longest; all of them start at once.
-    # Not `ip netns exec`: it remounts /sys and dockerd then misses the cgroups.
-    nsenter --net=/var/run/netns/"$name" setsid dockerd \
-      --data-root "$h/docker" --exec-root "$h/docker-exec" \
-      -H "unix:///run/$name-docker.sock" --pidfile "$h/docker.pid" \
-      --bridge=none --iptables=false --ip-masq=false \
-      >"$h/dockerd.log" 2>&1 </dev/null &
+    start_dockerd "$i"
 
     ssh-keygen -q -t ed25519 -N '' -C "$name" -f "$h/ssh_host_ed25519_key"
     cat >"$h/sshd_config" <<EOF
@@ -136,7 +161,7 @@ SetEnv DOCKER_HOST=unix:///run/$name-docker.sock
 Subsystem sftp internal-sftp
 EOF
     echo "$a $(cut -d' ' -f1,2 "$h/ssh_host_ed25519_key.pub")" >>"$dir/known_hosts"
-    echo "$name $a" >>"$dir/hosts"
+    echo "$name $a $v" >>"$dir/hosts"
     start_sshd "$i"
   done
 
@@ -144,12 +169,12 @@ EOF
 
   local deadline=$((SECONDS + 45))
   for i in $(seq "$n"); do
-    until docker -H "unix:///run/ferry-h$i-docker.sock" info >/dev/null 2>&1; do
-      [ $SECONDS -lt $deadline ] || { tail -20 "$dir/h$i/dockerd.log" >&2; die "dockerd of ferry-h$i did not answer"; }
+    until docker -H "unix:///run/$(ns "$i")-docker.sock" info >/dev/null 2>&1; do
+      [ $SECONDS -lt $deadline ] || { tail -20 "$dir/h$i/dockerd.log" >&2; die "dockerd of $(ns "$i") did not answer"; }
       sleep 0.2
     done
   done
-  echo "FERRY_E2E_HOSTS=$dir" >"$dir/env"
+  printf 'FERRY_E2E_HOSTS=%s\nFERRY_NET=%s\n' "$dir" "$netid" >"$dir/env"
   say "$n hosts up in ${SECONDS}s; known_hosts:"
   cat "$dir/known_hosts" >&2
   echo "$dir"
@@ -159,15 +184,15 @@ down_quiet() {
   local h i files=()
   for h in "$dir"/h*; do
     [ -d "$h" ] || continue
-    files+=("$h/sshd.pid" "$h/docker.pid")
+    files+=("$h/sshd.pid" "$h/docker.pid" "$h/dockerd.shell")
   done
   stop_pidfiles "${files[@]}"
   for h in "$dir"/h*; do
     [ -d "$h" ] || continue
     i=${h##*/h}
-    rm -f "/run/ferry-h$i-docker.sock"
+    rm -f "/run/$(ns "$i")-docker.sock"
   done
-  for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^ferry-h[0-9]+$/ {print $1}'); do
+  for ns in $(ip netns list 2>/dev/null | awk -v p="ferry$netid-h" 'index($1, p) == 1 {print $1}'); do
     ip netns del "$ns"
   done
   ip link del "$bridge" 2>/dev/null || true

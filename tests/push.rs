@@ -657,7 +657,14 @@ fn a_push_killed_mid_transfer_is_resumed_by_the_next() {
 
 /// Bytes the root side of host `i`'s link has sent towards it.
 fn bytes_to_host(i: usize) -> u64 {
-    let p = format!("/sys/class/net/fh{}-br/statistics/tx_bytes", i + 1);
+    let dir = std::env::var("FERRY_E2E_HOSTS").expect("the fixture is up");
+    let hosts = std::fs::read_to_string(Path::new(&dir).join("hosts")).unwrap();
+    let veth = hosts
+        .lines()
+        .nth(i)
+        .and_then(|l| l.split_whitespace().nth(2))
+        .expect("hosts lines are `name address veth`");
+    let p = format!("/sys/class/net/{veth}/statistics/tx_bytes");
     std::fs::read_to_string(&p)
         .map(|s| s.trim().parse().unwrap())
         .unwrap_or_else(|e| panic!("{p}: {e}"))
