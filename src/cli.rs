@@ -57,18 +57,30 @@ pub enum Command {
         after_help = "Examples:\n  ferry plan examples/ha.toml                  # 3 ZooKeeper servers, 2 masters, 2 workers\n  ferry plan examples/ha.toml --json | jq '.hosts[0].containers'\n  ferry plan examples/local.toml --image out/spark\n  ferry plan --from-env-cfg examples/wefe.cfg  # a flat SPARK_MODE=... config\n  ferry plan --from-env-cfg wefe.cfg --write-cluster wefe.toml\n\nThe plan is the same for the same inputs, so two plans diff line by line. Nothing is touched on any host."
     )]
     Plan(PlanArgs),
-    /// Start a cluster's plan on this machine's Docker, in order, waiting on each gate
+    /// Start a cluster on its hosts: deliver the image, write the files, start ZooKeeper, masters and workers in order, each gated
     #[command(
-        after_help = "Examples:\n  ferry up --local                      # ZooKeeper, a master and a worker here (examples/local.toml)\n  ferry up --local my-local.toml\n\nRunning `up` again changes nothing on a healthy cluster; a changed container is replaced. The image must be in the local Docker: `ferry build --docker-archive out/spark.tar && docker load -i out/spark.tar`."
+        after_help = "Examples:\n  ferry up examples/ha.toml --image out/spark   # over SSH; pushes the image where missing\n  ferry up cluster.toml --identity ~/.ssh/cluster --json\n  ferry up --local                      # ZooKeeper, a master and a worker here (examples/local.toml)\n\nRunning `up` again changes nothing on a healthy cluster; a container whose spec or files changed is replaced, a stopped one is started. A host that fails is reported and the rest go on: run `up` again once it is back. Nothing is kept on this machine: the hosts' containers carry the cluster's labels. With --local the image must be in the local Docker: `ferry build --docker-archive out/spark.tar && docker load -i out/spark.tar`."
     )]
     Up(UpArgs),
     /// Run a PySpark job with `spark-submit` against a cluster's masters, streaming the driver's output
     #[command(
-        after_help = "Examples:\n  ferry submit --local                  # the image's sample job\n  ferry submit --local job.py -- 100    # a job file from here, with arguments"
+        after_help = "Examples:\n  ferry submit cluster.toml                   # the image's sample job, driver on the first master's host\n  ferry submit cluster.toml job.py -- 100     # a job file from here, with arguments\n  ferry submit --local                        # the local cluster\n  ferry submit --local job.py -- 100"
     )]
     Submit(SubmitArgs),
-    /// Stop and remove a cluster's containers (files and data stay)
-    #[command(after_help = "Examples:\n  ferry down --local\n  ferry down --local my-local.toml")]
+    /// Show each container of a cluster: state, whether it runs the plan's spec, and its health
+    #[command(
+        after_help = "Examples:\n  ferry status examples/ha.toml\n  ferry status cluster.toml --json | jq '.containers[] | select(.health != \"registered\")'\n  ferry status --local"
+    )]
+    Status(StatusArgs),
+    /// Print the log of one container of a cluster
+    #[command(
+        after_help = "Examples:\n  ferry logs cluster.toml node1 master --tail 50\n  ferry logs cluster.toml node4 worker --follow\n  ferry logs examples/local.toml local zookeeper --local"
+    )]
+    Logs(LogsArgs),
+    /// Stop and remove a cluster's containers (files and data stay unless --purge)
+    #[command(
+        after_help = "Examples:\n  ferry down cluster.toml\n  ferry down cluster.toml --purge   # also its config, ZooKeeper data and work folders\n  ferry down --local"
+    )]
     Down(DownArgs),
 }
 
@@ -177,8 +189,8 @@ pub struct PushArgs {
     pub ssh: SshArgs,
 }
 
-/// How to reach hosts over SSH (shared by `push` and `gc`).
-#[derive(Args, Debug)]
+/// How to reach hosts over SSH (shared by `push`, `gc` and the cluster commands).
+#[derive(Args, Debug, Clone)]
 pub struct SshArgs {
     /// Private key to log in with [default: ssh-agent, then ~/.ssh/id_ed25519, then ~/.ssh/id_rsa]
     #[arg(long, short = 'i', value_name = "FILE")]
@@ -245,44 +257,91 @@ pub struct PlanArgs {
     pub json: bool,
 }
 
+/// Which cluster, and how to reach its hosts.
 #[derive(Args, Debug)]
-pub struct LocalClusterArgs {
-    /// The cluster file [default: examples/local.toml, built in]
+pub struct ClusterArgs {
+    /// The cluster file (TOML) [default with --local: examples/local.toml, built in]
+    #[arg(required_unless_present = "local")]
     pub cluster: Option<PathBuf>,
-    /// Run on this machine's Docker (launching over SSH is not there yet)
-    #[arg(long, required = true)]
+    /// Run on this machine's Docker instead of over SSH (a one-host cluster on a loopback address)
+    #[arg(long)]
     pub local: bool,
-    /// The image's OCI layout, read for its digest and labels [default: the cluster file's image, else the built-in image]
+    /// The image's OCI layout, read for its digest and labels and pushed to hosts that lack it [default: the cluster file's image, else the built-in image]
     #[arg(long, value_name = "LAYOUT")]
     pub image: Option<PathBuf>,
+    #[command(flatten)]
+    pub ssh: SshArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
     #[command(flatten)]
-    pub target: LocalClusterArgs,
+    pub target: ClusterArgs,
+    /// The blob store on each host, for the image's delivery
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/ferry")]
+    pub store: String,
+    /// Print the outcome as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct DownArgs {
     #[command(flatten)]
-    pub target: LocalClusterArgs,
+    pub target: ClusterArgs,
+    /// Also remove the cluster's folders on the hosts: configuration, ZooKeeper data, Spark work dirs
+    #[arg(long)]
+    pub purge: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: ClusterArgs,
+    /// Print the status as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The cluster file (TOML)
+    pub cluster: PathBuf,
+    /// The host, by its name in the cluster file (or its address)
+    pub host: String,
+    /// zookeeper, master or worker
+    #[arg(value_parser = ["zookeeper", "master", "worker"])]
+    pub role: String,
+    /// Only the last N lines
+    #[arg(long, short = 'n', value_name = "N")]
+    pub tail: Option<u32>,
+    /// Keep printing new lines as they come
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// The cluster runs on this machine's Docker
+    #[arg(long)]
+    pub local: bool,
+    #[command(flatten)]
+    pub ssh: SshArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
-    /// The job: a file here, or a path inside the image [default: the image's sample job]
-    pub job: Option<String>,
+    /// `CLUSTER [JOB]`; with --local or --cluster just `[JOB]`. JOB is a file here or a path inside the image [default: the image's sample job]
+    #[arg(value_name = "CLUSTER|JOB", num_args = 0..=2)]
+    pub items: Vec<String>,
     /// Arguments for the job
     #[arg(last = true)]
     pub args: Vec<String>,
-    /// The cluster file [default: examples/local.toml, built in]
+    /// The cluster file [default with --local: examples/local.toml, built in]
     #[arg(long, value_name = "FILE")]
     pub cluster: Option<PathBuf>,
     /// Submit to the cluster on this machine's Docker
-    #[arg(long, required = true)]
+    #[arg(long)]
     pub local: bool,
     /// The image's OCI layout, read for its digest and labels
     #[arg(long, value_name = "LAYOUT")]
     pub image: Option<PathBuf>,
+    #[command(flatten)]
+    pub ssh: SshArgs,
 }

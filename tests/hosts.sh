@@ -125,6 +125,11 @@ up() {
   ip link add "$bridge" type bridge
   ip addr add "$net.1/24" dev "$bridge"
   ip link set "$bridge" up
+  # hosts talk to each other across the bridge; a Docker on this machine sets
+  # the FORWARD policy to DROP, and bridged frames pass through it
+  if command -v iptables >/dev/null; then
+    iptables -w -I FORWARD -i "$bridge" -o "$bridge" -j ACCEPT
+  fi
 
   local i
   for i in $(seq "$n"); do
@@ -196,6 +201,9 @@ down_quiet() {
     ip netns del "$ns"
   done
   ip link del "$bridge" 2>/dev/null || true
+  if command -v iptables >/dev/null; then
+    while iptables -w -D FORWARD -i "$bridge" -o "$bridge" -j ACCEPT 2>/dev/null; do :; done
+  fi
   if [ -d "$dir" ]; then
     # dockerd unmounts its layers when it stops; anything left would block rm.
     awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" || true; done

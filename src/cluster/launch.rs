@@ -1,35 +1,27 @@
-//! Carries out a plan on this machine's Docker (`ferry up --local`): writes
-//! the plan's folders and files, starts its containers in the plan's order
-//! and waits on each step's gate. Also `submit` and `down` against such a
-//! cluster. It runs the `docker` CLI; launching on other hosts over SSH is
-//! not here yet.
+//! Carries out a plan on its hosts: writes each host's folders and files,
+//! starts the containers in the plan's order and waits on each step's gate;
+//! and `status`, `logs`, `submit` and `down` on a running cluster. The hosts
+//! are [`ClusterHost`]s: SSH sessions, or this machine for `--local`.
 //!
-//! Idempotent: a container whose `ferry.spec` label matches the plan is left
-//! running; one whose spec changed is replaced.
+//! No state is kept here: each container carries `ferry.cluster`,
+//! `ferry.role` and `ferry.spec` (a hash of its planned spec and files)
+//! labels, so any operator with the cluster file sees the same truth.
+//! Idempotent: a running container whose spec label matches is left alone,
+//! a stopped one is started, a changed one is replaced. A host that fails is
+//! set aside (the rest go on) and reported; gates then wait only on the
+//! hosts still standing.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::io::Write;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::plan::{Action, Container, Gate, Plan};
+use super::hosts::ClusterHost;
+use super::plan::{Action, Container, Gate, HostPlan, Plan, Role};
+use crate::push::sh_quote;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
-    #[error("`docker {args}` failed: {message}")]
-    Docker { args: String, message: String },
-    #[error("cannot write `{}`", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "image `{0}` is not in the local Docker; build and load it: `ferry build --docker-archive out/spark.tar && docker load -i out/spark.tar`"
-    )]
-    NoImage(String),
     #[error("`--local` runs a one-host cluster on this machine; {0}")]
     NotLocal(String),
     #[error("gate `{gate}` not met within {secs}s: {last}\n{logs}")]
@@ -39,9 +31,23 @@ pub enum LaunchError {
         last: String,
         logs: String,
     },
+    #[error("host `{host}` is not in cluster `{cluster}` (its hosts: {known})")]
+    UnknownHost {
+        cluster: String,
+        host: String,
+        known: String,
+    },
+    #[error("host `{host}` runs no {role} of cluster `{cluster}`")]
+    NoRole {
+        cluster: String,
+        host: String,
+        role: String,
+    },
+    #[error("{0}")]
+    Host(String),
 }
 
-/// A plan `--local` can run: one host, on a loopback address.
+/// A plan that `--local` can run: one host, on a loopback address.
 pub fn check_local(plan: &Plan) -> Result<(), LaunchError> {
     let busy: Vec<_> = plan
         .hosts
@@ -64,38 +70,277 @@ pub fn check_local(plan: &Plan) -> Result<(), LaunchError> {
     Ok(())
 }
 
-fn docker(args: &[String]) -> Result<String, LaunchError> {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .map_err(|e| LaunchError::Docker {
-            args: args.join(" "),
-            message: e.to_string(),
-        })?;
-    if !out.status.success() {
-        return Err(LaunchError::Docker {
-            args: args.join(" "),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+/// One host of the plan: its session (if it could be reached) and the first
+/// failure seen on it.
+pub struct Slot {
+    pub conn: Option<Box<dyn ClusterHost>>,
+    failure: Mutex<Option<String>>,
 }
 
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
+/// The plan's hosts, in the plan's order.
+pub struct Fleet<'a> {
+    pub plan: &'a Plan,
+    slots: Vec<Slot>,
+}
+
+impl<'a> Fleet<'a> {
+    /// `conns` is in the order of `plan.hosts`: a session or why there is none.
+    pub fn new(plan: &'a Plan, conns: Vec<Result<Box<dyn ClusterHost>, String>>) -> Fleet<'a> {
+        let slots = conns
+            .into_iter()
+            .map(|c| match c {
+                Ok(c) => Slot {
+                    conn: Some(c),
+                    failure: Mutex::new(None),
+                },
+                Err(why) => Slot {
+                    conn: None,
+                    failure: Mutex::new(Some(why)),
+                },
+            })
+            .collect();
+        Fleet { plan, slots }
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.plan.hosts.iter().position(|h| h.name == name)
+    }
+
+    /// The host's session, unless it failed.
+    pub fn ok(&self, name: &str) -> Option<&dyn ClusterHost> {
+        let s = &self.slots[self.index(name)?];
+        if s.failure.lock().expect("failure lock").is_some() {
+            return None;
+        }
+        s.conn.as_deref()
+    }
+
+    fn fail(&self, name: &str, why: String) {
+        if let Some(i) = self.index(name) {
+            let mut f = self.slots[i].failure.lock().expect("failure lock");
+            if f.is_none() {
+                *f = Some(why);
+            }
+        }
+    }
+
+    /// Hosts that failed, with the first reason, in the plan's order.
+    pub fn failures(&self) -> Vec<(String, String)> {
+        self.plan
+            .hosts
+            .iter()
+            .zip(&self.slots)
+            .filter_map(|(h, s)| {
+                s.failure
+                    .lock()
+                    .expect("failure lock")
+                    .clone()
+                    .map(|f| (h.name.clone(), f))
+            })
+            .collect()
+    }
+
+    /// Runs `f` on each named host still standing, all at once; a host whose
+    /// `f` fails is set aside with the error.
+    pub fn each<T: Send>(
+        &self,
+        names: &[String],
+        f: &(dyn Fn(&HostPlan, &dyn ClusterHost) -> Result<T, String> + Sync),
+    ) -> Vec<(String, T)> {
+        let out = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for hp in self.plan.hosts.iter().filter(|h| names.contains(&h.name)) {
+                let Some(conn) = self.ok(&hp.name) else {
+                    continue;
+                };
+                let out = &out;
+                s.spawn(move || match f(hp, conn) {
+                    Ok(v) => out.lock().expect("results lock").push((hp.name.clone(), v)),
+                    Err(why) => self.fail(&hp.name, why),
+                });
+            }
+        });
+        let mut v = out.into_inner().expect("results lock");
+        v.sort_by_key(|(n, _)| self.index(n));
+        v
+    }
+
+    /// Opens `addr:port` from the host with that address, else from any
+    /// reachable host (a host whose SSH is down may still serve).
+    pub fn exchange(&self, addr: &str, port: u16, request: &[u8]) -> Result<Vec<u8>, String> {
+        let own = self.plan.hosts.iter().position(|h| h.address == addr);
+        let order = own
+            .into_iter()
+            .chain((0..self.slots.len()).filter(|i| Some(*i) != own));
+        let mut last = format!("no reachable host to check {addr}:{port} from");
+        for i in order {
+            if let Some(c) = &self.slots[i].conn {
+                match c.exchange(addr, port, request) {
+                    Ok(a) => return Ok(a),
+                    Err(e) => {
+                        last = e;
+                        // the host itself answered for its own address
+                        if Some(i) == own {
+                            return Err(last);
+                        }
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+fn role_of(action: Action) -> Option<Role> {
+    match action {
+        Action::StartZookeeper => Some(Role::Zookeeper),
+        Action::StartMasters => Some(Role::Master),
+        Action::StartWorkers => Some(Role::Worker),
+        Action::DeliverImage | Action::WriteFiles => None,
+    }
+}
+
+/// Runs the plan's steps. `deliver` puts the image on one host (or checks
+/// it is there) and says what it did. Returns when every gate is met (hosts
+/// that failed are in `fleet.failures()`), or with the gate that was not.
+pub fn up(
+    fleet: &Fleet,
+    deliver: &(dyn Fn(&HostPlan, &dyn ClusterHost) -> Result<String, String> + Sync),
+    p: &(dyn Fn(&str) + Sync),
+) -> Result<(), LaunchError> {
+    let plan = fleet.plan;
+    for step in &plan.steps {
+        match step.action {
+            Action::DeliverImage => {
+                for (host, what) in fleet.each(&step.hosts, &|hp, c| deliver(hp, c)) {
+                    p(&format!("{host}: {what}"));
+                }
+            }
+            Action::WriteFiles => {
+                let done = fleet.each(&step.hosts, &|hp, c| {
+                    let (script, tar) = write_files_script(plan, hp);
+                    c.run("writing the cluster's files", &script, &tar)
+                });
+                for (host, out) in done {
+                    let changed = out.lines().filter(|l| l.starts_with("wrote ")).count();
+                    p(&format!(
+                        "{host}: {} folders and {} files in place ({changed} written)",
+                        plan_host(plan, &host).dirs.len(),
+                        plan_host(plan, &host).files.len()
+                    ));
+                }
+            }
+            action => {
+                let role = role_of(action).expect("a start step");
+                let done = fleet.each(&step.hosts, &|hp, c| {
+                    let mine: Vec<&Container> =
+                        hp.containers.iter().filter(|c| c.role == role).collect();
+                    c.run(
+                        &format!("starting the {}", role_name(role)),
+                        &ensure_script(&mine),
+                        &[],
+                    )
+                });
+                for (host, out) in done {
+                    for l in out.lines() {
+                        p(&format!("{host}: {l}"));
+                    }
+                }
+                if let Some(g) = &step.gate {
+                    wait(fleet, g, role, &step.hosts, p)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn plan_host<'p>(plan: &'p Plan, name: &str) -> &'p HostPlan {
+    plan.hosts
+        .iter()
+        .find(|h| h.name == name)
+        .expect("a planned host")
+}
+
+pub fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Zookeeper => "zookeeper",
+        Role::Master => "master",
+        Role::Worker => "worker",
+    }
+}
+
+/// The script that makes the host's folders (owned by the image's users,
+/// resolved to their uids in the image once, when a folder is new) and puts
+/// each file in place atomically, only when its content differs; and the tar
+/// of the files' contents it reads on stdin.
+pub fn write_files_script(plan: &Plan, host: &HostPlan) -> (String, Vec<u8>) {
+    let mut s = String::from(
+        "set -u\numask 022\nnew=\nmk() { # path mode owner\n  if [ ! -d \"$1\" ]; then mkdir -p \"$1\" || exit 1; new=\"$new $1:$3\"; fi\n  chmod \"$2\" \"$1\" || exit 1\n}\n",
+    );
+    for d in &host.dirs {
+        s += &format!(
+            "mk {} {} {}\n",
+            sh_quote(&d.path),
+            sh_quote(&d.mode),
+            sh_quote(&d.owner)
+        );
+    }
+    // a folder made now gets its owner's uid, read from the image itself
+    let owners: Vec<&str> = {
+        let mut o: Vec<&str> = host
+            .dirs
+            .iter()
+            .map(|d| d.owner.as_str())
+            .filter(|o| *o != "root")
+            .collect();
+        o.sort();
+        o.dedup();
+        o
+    };
+    let ids = owners
+        .iter()
+        .map(|o| format!("printf '%s ' {o}; id -u {o}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    s += &format!(
+        "if [ -n \"$new\" ]; then\n  uids=$(docker run --rm --entrypoint sh {image} -c {ids}) || {{ echo \"cannot read the users of {image_plain}\" >&2; exit 1; }}\n  for d in $new; do\n    owner=${{d##*:}}; path=${{d%:*}}\n    [ \"$owner\" = root ] && continue\n    uid=$(printf '%s\\n' \"$uids\" | sed -n \"s/^$owner //p\")\n    [ -n \"$uid\" ] || {{ echo \"user $owner is not in the image\" >&2; exit 1; }}\n    chown \"$uid:$uid\" \"$path\" || exit 1\n  done\nfi\n",
+        image = sh_quote(&plan.image.reference),
+        ids = sh_quote(if ids.is_empty() { "true" } else { &ids }),
+        image_plain = plan.image.reference,
+    );
+    s += "s=$(mktemp -d) || exit 1\ntrap 'rm -rf \"$s\"' EXIT\ntar -xf - -C \"$s\" || exit 1\nput() { # staged path mode\n  if [ -f \"$2\" ] && cmp -s \"$s/$1\" \"$2\"; then return 0; fi\n  cp \"$s/$1\" \"$2.ferry-new\" && chmod \"$3\" \"$2.ferry-new\" && mv -f \"$2.ferry-new\" \"$2\" || exit 1\n  echo \"wrote $2\"\n}\n";
+    let mut tar = tar::Builder::new(Vec::new());
+    for (i, f) in host.files.iter().enumerate() {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(f.content.len() as u64);
+        h.set_mode(0o600);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        tar.append_data(&mut h, i.to_string(), f.content.as_bytes())
+            .expect("a tar in memory");
+        s += &format!("put {i} {} {}\n", sh_quote(&f.path), sh_quote(&f.mode));
+    }
+    (s, tar.into_inner().expect("a tar in memory"))
 }
 
 /// `docker run` arguments for a planned container.
 pub fn run_args(c: &Container) -> Vec<String> {
-    let mut a = s(&["run", "--detach", "--name", &c.name]);
-    a.extend(s(&[
+    let mut a: Vec<String> = [
+        "run",
+        "--detach",
+        "--name",
+        &c.name,
         "--network",
         &c.network,
         "--restart",
         &c.restart,
         "--user",
         &c.user,
-    ]));
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     for (k, v) in &c.labels {
         a.push("--label".into());
         a.push(format!("{k}={v}"));
@@ -114,164 +359,47 @@ pub fn run_args(c: &Container) -> Vec<String> {
     a
 }
 
-/// Runs the plan's steps on this machine; `p` gets one line per event.
-pub fn up_local(plan: &Plan, p: &dyn Fn(&str)) -> Result<(), LaunchError> {
-    check_local(plan)?;
-    let host = plan
-        .hosts
-        .iter()
-        .find(|h| !h.containers.is_empty())
-        .expect("checked: one busy host");
-    for step in &plan.steps {
-        match step.action {
-            Action::DeliverImage => {
-                docker(&s(&[
-                    "image",
-                    "inspect",
-                    "--format",
-                    "{{.Id}}",
-                    &plan.image.reference,
-                ]))
-                .map_err(|_| LaunchError::NoImage(plan.image.reference.clone()))?;
-                p(&format!(
-                    "image `{}` is in the local Docker",
-                    plan.image.reference
-                ));
-            }
-            Action::WriteFiles => {
-                let mut uids: BTreeMap<String, String> = BTreeMap::new();
-                for d in &host.dirs {
-                    let path = Path::new(&d.path);
-                    std::fs::create_dir_all(path).map_err(|source| LaunchError::Io {
-                        path: path.to_path_buf(),
-                        source,
-                    })?;
-                    if d.owner != "root" && !uids.contains_key(&d.owner) {
-                        // the image's user, by its uid inside the image
-                        let id = docker(&s(&[
-                            "run",
-                            "--rm",
-                            "--entrypoint",
-                            "id",
-                            &plan.image.reference,
-                            "-u",
-                            &d.owner,
-                        ]))?;
-                        uids.insert(d.owner.clone(), id);
-                    }
-                    let owner = uids.get(&d.owner).map(String::as_str).unwrap_or("0");
-                    let status = Command::new("chown")
-                        .arg(format!("{owner}:{owner}"))
-                        .arg(path)
-                        .status();
-                    let mode = u32::from_str_radix(&d.mode, 8).unwrap_or(0o755);
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(
-                        |source| LaunchError::Io {
-                            path: path.to_path_buf(),
-                            source,
-                        },
-                    )?;
-                    if !status.is_ok_and(|s| s.success()) {
-                        return Err(LaunchError::Io {
-                            path: path.to_path_buf(),
-                            source: std::io::Error::other(format!("chown to {owner} failed")),
-                        });
-                    }
-                }
-                for f in &host.files {
-                    let path = Path::new(&f.path);
-                    crate::fsutil::write_atomic(path, f.content.as_bytes()).map_err(|source| {
-                        LaunchError::Io {
-                            path: path.to_path_buf(),
-                            source,
-                        }
-                    })?;
-                }
-                p(&format!(
-                    "wrote {} folders and {} files",
-                    host.dirs.len(),
-                    host.files.len()
-                ));
-            }
-            Action::StartZookeeper | Action::StartMasters | Action::StartWorkers => {
-                let role = match step.action {
-                    Action::StartZookeeper => super::plan::Role::Zookeeper,
-                    Action::StartMasters => super::plan::Role::Master,
-                    _ => super::plan::Role::Worker,
-                };
-                for c in host.containers.iter().filter(|c| c.role == role) {
-                    ensure(c, p)?;
-                }
-                if let Some(g) = &step.gate {
-                    let names: Vec<&str> = host
-                        .containers
-                        .iter()
-                        .filter(|c| c.role == role)
-                        .map(|c| c.name.as_str())
-                        .collect();
-                    wait(g, &names, p)?;
-                }
-            }
-        }
+/// The script that brings the containers to their planned spec, printing
+/// one line per container: unchanged, started, restarted or replaced.
+pub fn ensure_script(containers: &[&Container]) -> String {
+    let mut s = String::from(
+        "set -u\nensure() { # name spec docker-run-args...\n  name=$1; want=$2; shift 2\n  found=$(docker container inspect --format '{{index .Config.Labels \"ferry.spec\"}} {{.State.Running}}' \"$name\" 2>/dev/null) || found=\n  case \"$found\" in\n    \"$want true\") echo \"$name is up to date\" ;;\n    \"$want false\") docker start \"$name\" >/dev/null || exit 1; echo \"$name was stopped: started it\" ;;\n    \"\") docker \"$@\" >/dev/null || exit 1; echo \"started $name\" ;;\n    *) docker rm --force \"$name\" >/dev/null && docker \"$@\" >/dev/null || exit 1; echo \"$name: spec changed, replaced it\" ;;\n  esac\n}\n",
+    );
+    for c in containers {
+        let args: Vec<String> = run_args(c).iter().map(|a| sh_quote(a)).collect();
+        s += &format!(
+            "ensure {} {} {}\n",
+            sh_quote(&c.name),
+            sh_quote(&c.labels["ferry.spec"]),
+            args.join(" ")
+        );
     }
-    Ok(())
+    s
 }
 
-/// Starts `c` unless a container of that name already runs its spec.
-fn ensure(c: &Container, p: &dyn Fn(&str)) -> Result<(), LaunchError> {
-    let want = &c.labels["ferry.spec"];
-    let found = docker(&s(&[
-        "container",
-        "inspect",
-        "--format",
-        "{{index .Config.Labels \"ferry.spec\"}} {{.State.Running}}",
-        &c.name,
-    ]))
-    .ok();
-    if let Some(found) = found {
-        if found == format!("{want} true") {
-            p(&format!("{} is up to date", c.name));
-            return Ok(());
-        }
-        docker(&s(&["rm", "--force", &c.name]))?;
-        p(&format!("{}: spec changed, replacing it", c.name));
-    }
-    docker(&run_args(c))?;
-    p(&format!("started {}", c.name));
-    Ok(())
-}
-
-fn logs(names: &[&str]) -> String {
+fn logs_script(names: &[&str], tail: u32) -> String {
     names
         .iter()
         .map(|n| {
-            let out = Command::new("docker")
-                .args(["logs", "--tail", "15", n])
-                .output()
-                .map(|o| {
-                    format!(
-                        "{}{}",
-                        String::from_utf8_lossy(&o.stdout),
-                        String::from_utf8_lossy(&o.stderr)
-                    )
-                })
-                .unwrap_or_default();
-            format!("--- last lines of {n}:\n{}", out.trim_end())
+            format!(
+                "echo '--- last lines of {n}:'; docker logs --tail {tail} {} 2>&1\n",
+                sh_quote(n)
+            )
         })
-        .collect::<Vec<_>>()
-        .join("\n")
+        .collect()
 }
 
-fn wait(g: &Gate, names: &[&str], p: &dyn Fn(&str)) -> Result<(), LaunchError> {
-    let (label, deadline) = match g {
-        Gate::ZookeeperLeader { deadline_secs, .. } => ("zookeeper-leader", *deadline_secs),
-        Gate::OneMasterAlive { deadline_secs, .. } => ("one-master-alive", *deadline_secs),
-        Gate::WorkersRegistered { deadline_secs, .. } => ("workers-registered", *deadline_secs),
-    };
+fn wait(
+    fleet: &Fleet,
+    g: &Gate,
+    role: Role,
+    hosts: &[String],
+    p: &(dyn Fn(&str) + Sync),
+) -> Result<(), LaunchError> {
+    let (label, deadline) = gate_name(g);
     let start = Instant::now();
     loop {
-        let last = match check(g) {
+        let last = match check(fleet, g) {
             Ok(what) => {
                 p(&format!(
                     "gate {label}: {what} ({:.1}s)",
@@ -282,28 +410,87 @@ fn wait(g: &Gate, names: &[&str], p: &dyn Fn(&str)) -> Result<(), LaunchError> {
             Err(why) => why,
         };
         if start.elapsed() > Duration::from_secs(deadline.into()) {
+            let logs = fleet.each(hosts, &|hp, c| {
+                let names: Vec<&str> = hp
+                    .containers
+                    .iter()
+                    .filter(|c| c.role == role)
+                    .map(|c| c.name.as_str())
+                    .collect();
+                c.run("reading logs", &logs_script(&names, 15), &[])
+            });
             return Err(LaunchError::Gate {
                 gate: label.into(),
                 secs: deadline,
                 last,
-                logs: logs(names),
+                logs: logs
+                    .into_iter()
+                    .map(|(h, l)| format!("{h}:\n{}", l.trim_end()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
             });
         }
         std::thread::sleep(Duration::from_millis(500));
     }
 }
 
+fn gate_name(g: &Gate) -> (&'static str, u32) {
+    match g {
+        Gate::ZookeeperLeader { deadline_secs, .. } => ("zookeeper-leader", *deadline_secs),
+        Gate::OneMasterAlive { deadline_secs, .. } => ("one-master-alive", *deadline_secs),
+        Gate::WorkersRegistered { deadline_secs, .. } => ("workers-registered", *deadline_secs),
+    }
+}
+
+/// `host:port` (IPv6 in brackets) into its parts.
+fn split_addr(s: &str) -> Option<(String, u16)> {
+    let (h, p) = s.rsplit_once(':')?;
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    Some((h.to_string(), p.parse().ok()?))
+}
+
+/// `http://host:port/path` into its parts.
+fn split_url(u: &str) -> Option<(String, u16, String)> {
+    let rest = u.strip_prefix("http://")?;
+    let (hp, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (h, p) = split_addr(hp)?;
+    Some((h, p, format!("/{path}")))
+}
+
+/// The hosts a gate may ignore: those that failed.
+fn failed_addresses(fleet: &Fleet) -> Vec<String> {
+    let failed: Vec<String> = fleet.failures().into_iter().map(|(h, _)| h).collect();
+    fleet
+        .plan
+        .hosts
+        .iter()
+        .filter(|h| failed.contains(&h.name))
+        .map(|h| h.address.clone())
+        .collect()
+}
+
 /// One look at a gate: what is true, or why not yet.
-fn check(g: &Gate) -> Result<String, String> {
+fn check(fleet: &Fleet, g: &Gate) -> Result<String, String> {
+    let failed = failed_addresses(fleet);
     match g {
         Gate::ZookeeperLeader { servers, .. } => {
-            let modes: Vec<String> = servers
-                .iter()
-                .map(|s| srvr_mode(s).map_err(|e| format!("`srvr` on {s}: {e}")))
-                .collect::<Result<_, _>>()?;
+            let mut modes = Vec::new();
+            for s in servers {
+                let (addr, port) = split_addr(s).ok_or(format!("bad server `{s}`"))?;
+                match srvr_mode(fleet, &addr, port) {
+                    Ok(m) => modes.push(m),
+                    // a failed host's server may be down: a quorum is enough
+                    Err(_) if failed.contains(&addr) => modes.push("unreachable".into()),
+                    Err(e) => return Err(format!("`srvr` on {s}: {e}")),
+                }
+            }
             let leaders = modes.iter().filter(|m| *m == "leader").count();
+            let serving = modes
+                .iter()
+                .filter(|m| *m == "leader" || *m == "follower")
+                .count();
             let ok = (modes.len() == 1 && modes[0] == "standalone")
-                || (leaders == 1 && modes.iter().all(|m| m == "leader" || m == "follower"));
+                || (leaders == 1 && serving > servers.len() / 2);
             if ok {
                 Ok(format!("modes {}", modes.join(", ")))
             } else {
@@ -311,7 +498,7 @@ fn check(g: &Gate) -> Result<String, String> {
             }
         }
         Gate::OneMasterAlive { status_urls, .. } => {
-            let alive = alive_masters(status_urls);
+            let alive = alive_masters(fleet, status_urls);
             match alive.len() {
                 1 => Ok(format!("{} is ALIVE", alive[0].0)),
                 n => Err(format!("{n} masters ALIVE")),
@@ -322,21 +509,19 @@ fn check(g: &Gate) -> Result<String, String> {
             workers,
             ..
         } => {
-            let alive = alive_masters(status_urls);
+            let alive = alive_masters(fleet, status_urls);
             let Some((url, json)) = alive.first() else {
                 return Err("no master is ALIVE".into());
             };
-            let registered: Vec<String> = json["workers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|w| w["state"] == "ALIVE")
-                .map(|w| format!("{}:{}", w["host"].as_str().unwrap_or(""), w["port"]))
+            let registered = registered_workers(json);
+            let wanted: Vec<&String> = workers
+                .iter()
+                .filter(|w| split_addr(w).is_none_or(|(a, _)| !failed.contains(&a)))
                 .collect();
-            let missing: Vec<&String> =
-                workers.iter().filter(|w| !registered.contains(w)).collect();
+            let missing: Vec<&&String> =
+                wanted.iter().filter(|w| !registered.contains(w)).collect();
             if missing.is_empty() {
-                Ok(format!("{} workers registered with {url}", workers.len()))
+                Ok(format!("{} workers registered with {url}", wanted.len()))
             } else {
                 Err(format!("not yet registered with {url}: {missing:?}"))
             }
@@ -344,101 +529,358 @@ fn check(g: &Gate) -> Result<String, String> {
     }
 }
 
-fn srvr_mode(server: &str) -> Result<String, String> {
-    let addr = server
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("no address")?;
-    let mut c =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    c.set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(|e| e.to_string())?;
-    c.write_all(b"srvr").map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    c.read_to_string(&mut out).map_err(|e| e.to_string())?;
+fn registered_workers(json: &serde_json::Value) -> Vec<String> {
+    json["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|w| w["state"] == "ALIVE")
+        .map(|w| format!("{}:{}", w["host"].as_str().unwrap_or(""), w["port"]))
+        .collect()
+}
+
+/// ZooKeeper's `Mode:` from its `srvr` answer.
+fn srvr_mode(fleet: &Fleet, addr: &str, port: u16) -> Result<String, String> {
+    let out = fleet.exchange(addr, port, b"srvr")?;
+    let out = String::from_utf8_lossy(&out);
     out.lines()
         .find_map(|l| l.strip_prefix("Mode: "))
         .map(|m| m.trim().to_string())
         .ok_or_else(|| format!("no `Mode:` in the answer ({})", out.trim()))
 }
 
-fn alive_masters(status_urls: &[String]) -> Vec<(String, serde_json::Value)> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .expect("an HTTP client builds");
+/// GETs a URL over HTTP/1.0 through the fleet and parses its JSON body.
+fn get_json(fleet: &Fleet, url: &str) -> Result<serde_json::Value, String> {
+    let (addr, port, path) = split_url(url).ok_or(format!("bad URL `{url}`"))?;
+    let req =
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}:{port}\r\nAccept: application/json\r\n\r\n");
+    let answer = fleet.exchange(&addr, port, req.as_bytes())?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{url}: not an HTTP answer"))?;
+    let status = head.lines().next().unwrap_or("");
+    if !status.contains(" 200") {
+        return Err(format!("{url}: {status}"));
+    }
+    serde_json::from_str(body).map_err(|e| format!("{url}: {e}"))
+}
+
+fn alive_masters(fleet: &Fleet, status_urls: &[String]) -> Vec<(String, serde_json::Value)> {
     status_urls
         .iter()
         .filter_map(|u| {
-            let body = client.get(u).send().ok()?.text().ok()?;
-            let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let json = get_json(fleet, u).ok()?;
             (json["status"] == "ALIVE").then(|| (u.clone(), json))
         })
         .collect()
 }
 
-/// Runs `spark-submit` in a throwaway container of the cluster's image on
-/// the host's network; the driver's output goes to this terminal.
-/// A `job` that is a file here is mounted; otherwise it is a path in the image.
-pub fn submit_local(
-    plan: &Plan,
-    spark_home: &str,
-    spark_user: &str,
-    job: &str,
-    args: &[String],
-) -> Result<std::process::ExitStatus, LaunchError> {
-    let mut a = s(&["run", "--rm", "--network", "host", "--user", spark_user]);
-    let local = Path::new(job);
-    let job_in = if local.is_file() {
-        let abs = std::fs::canonicalize(local).map_err(|source| LaunchError::Io {
-            path: local.to_path_buf(),
-            source,
+/// One container as a host reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContainerStatus {
+    pub host: String,
+    pub role: String,
+    pub container: String,
+    /// `running`, `exited`, `restarting`..., or `missing`.
+    pub state: String,
+    /// Whether its spec label is the plan's.
+    pub current: bool,
+    /// ZooKeeper's mode, a master's status, or whether a worker is registered.
+    pub health: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub cluster: String,
+    pub leader: Option<String>,
+    pub workers_registered: usize,
+    pub workers_planned: usize,
+    pub containers: Vec<ContainerStatus>,
+    /// Hosts that could not be asked, with why.
+    pub unreachable: Vec<(String, String)>,
+}
+
+/// What runs where, and how healthy it is.
+pub fn status(fleet: &Fleet) -> Status {
+    let plan = fleet.plan;
+    let names: Vec<String> = plan.hosts.iter().map(|h| h.name.clone()).collect();
+    let script = format!(
+        "docker ps --all --filter {} --format '{{{{.Names}}}}\t{{{{.State}}}}\t{{{{.Label \"ferry.spec\"}}}}'",
+        sh_quote(&format!("label=ferry.cluster={}", plan.cluster))
+    );
+    let found: BTreeMap<String, String> = fleet
+        .each(&names, &|_, c| c.run("listing containers", &script, &[]))
+        .into_iter()
+        .collect();
+    let status_urls = plan.steps.iter().find_map(|s| match &s.gate {
+        Some(Gate::OneMasterAlive { status_urls, .. }) => Some(status_urls.clone()),
+        _ => None,
+    });
+    let masters: Vec<(String, Option<serde_json::Value>)> = status_urls
+        .unwrap_or_default()
+        .iter()
+        .map(|u| (u.clone(), get_json(fleet, u).ok()))
+        .collect();
+    let leader = masters
+        .iter()
+        .find(|(_, j)| j.as_ref().is_some_and(|j| j["status"] == "ALIVE"));
+    let registered = leader
+        .and_then(|(_, j)| j.as_ref())
+        .map(registered_workers)
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    for hp in &plan.hosts {
+        let listed = found.get(&hp.name);
+        for c in &hp.containers {
+            let line = listed.and_then(|l| {
+                l.lines()
+                    .find(|line| line.split('\t').next() == Some(c.name.as_str()))
+            });
+            let (state, current) = match (listed, line) {
+                (None, _) => ("unknown".to_string(), false),
+                (Some(_), None) => ("missing".to_string(), false),
+                (Some(_), Some(line)) => {
+                    let f: Vec<&str> = line.split('\t').collect();
+                    (
+                        f.get(1).copied().unwrap_or("").to_string(),
+                        f.get(2).copied() == Some(c.labels["ferry.spec"].as_str()),
+                    )
+                }
+            };
+            let port = c.ports.first().map(|p| p.port).unwrap_or(0);
+            let health = match c.role {
+                Role::Zookeeper => {
+                    srvr_mode(fleet, &hp.address, port).unwrap_or_else(|_| "not answering".into())
+                }
+                Role::Master => masters
+                    .iter()
+                    .find(|(u, _)| split_url(u).is_some_and(|(a, _, _)| a == hp.address))
+                    .and_then(|(_, j)| j.as_ref())
+                    .and_then(|j| j["status"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "not answering".into()),
+                Role::Worker => {
+                    if registered.contains(&format!("{}:{port}", hp.address)) {
+                        "registered".into()
+                    } else {
+                        "not registered".into()
+                    }
+                }
+            };
+            rows.push(ContainerStatus {
+                host: hp.name.clone(),
+                role: role_name(c.role).into(),
+                container: c.name.clone(),
+                state,
+                current,
+                health,
+            });
+        }
+    }
+    Status {
+        cluster: plan.cluster.clone(),
+        leader: leader.map(|(u, _)| u.trim_end_matches("json/").to_string()),
+        workers_registered: registered.len(),
+        workers_planned: rows.iter().filter(|r| r.role == "worker").count(),
+        containers: rows,
+        unreachable: fleet.failures(),
+    }
+}
+
+/// The container of `role` on `host`.
+pub fn container_of<'p>(
+    plan: &'p Plan,
+    host: &str,
+    role: &str,
+) -> Result<&'p Container, LaunchError> {
+    let hp = plan
+        .hosts
+        .iter()
+        .find(|h| h.name == host || h.address == host)
+        .ok_or_else(|| LaunchError::UnknownHost {
+            cluster: plan.cluster.clone(),
+            host: host.into(),
+            known: plan
+                .hosts
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         })?;
-        let name = abs
-            .file_name()
-            .expect("a file has a name")
-            .to_string_lossy()
-            .into_owned();
-        a.push("--volume".into());
-        a.push(format!("{}:/opt/ferry/submit/{name}:ro", abs.display()));
-        format!("/opt/ferry/submit/{name}")
-    } else {
-        job.to_string()
-    };
-    a.extend([
-        plan.image.reference.clone(),
-        format!("{spark_home}/bin/spark-submit"),
-        "--master".into(),
-        plan.master_url.clone(),
-        job_in,
-    ]);
-    a.extend(args.iter().cloned());
-    Command::new("docker")
-        .args(&a)
-        .status()
-        .map_err(|e| LaunchError::Docker {
-            args: a.join(" "),
-            message: e.to_string(),
+    hp.containers
+        .iter()
+        .find(|c| role_name(c.role) == role)
+        .ok_or_else(|| LaunchError::NoRole {
+            cluster: plan.cluster.clone(),
+            host: hp.name.clone(),
+            role: role.into(),
         })
 }
 
-/// Removes every container labelled with the cluster's name; returns their names.
-pub fn down_local(cluster: &str) -> Result<Vec<String>, LaunchError> {
-    let names = docker(&s(&[
-        "ps",
-        "--all",
-        "--filter",
-        &format!("label=ferry.cluster={cluster}"),
-        "--format",
-        "{{.Names}}",
-    ]))?;
-    let mut names: Vec<String> = names.lines().map(str::to_string).collect();
-    names.sort();
-    if !names.is_empty() {
-        let mut a = s(&["rm", "--force"]);
-        a.extend(names.iter().cloned());
-        docker(&a)?;
+/// Streams a container's log to `out`.
+pub fn logs(
+    conn: &dyn ClusterHost,
+    c: &Container,
+    tail: Option<u32>,
+    follow: bool,
+    out: &mut dyn Write,
+) -> Result<i32, LaunchError> {
+    let tail = tail.map(|n| n.to_string()).unwrap_or_else(|| "all".into());
+    let follow = if follow { " --follow" } else { "" };
+    conn.stream(
+        "reading logs",
+        &format!(
+            "exec docker logs --tail {tail}{follow} {} 2>&1",
+            sh_quote(&c.name)
+        ),
+        &[],
+        out,
+    )
+    .map_err(LaunchError::Host)
+}
+
+/// Runs `spark-submit` in a throwaway container of the cluster's image on
+/// the host `on` (host networking), against every master; the driver's
+/// output streams to `out`. A `job` given as `local` content is sent to the
+/// host and mounted; otherwise `job` is a path inside the image.
+#[allow(clippy::too_many_arguments)]
+pub fn submit(
+    plan: &Plan,
+    on: &HostPlan,
+    conn: &dyn ClusterHost,
+    spark_home: &str,
+    spark_user: &str,
+    job: &str,
+    local: Option<&[u8]>,
+    args: &[String],
+    out: &mut dyn Write,
+) -> Result<i32, LaunchError> {
+    let mut s = String::from("set -u\nexec 2>&1\n");
+    let mut mount = String::new();
+    let job_in = match local {
+        Some(_) => {
+            let name = std::path::Path::new(job)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "job.py".into());
+            s += "d=$(mktemp -d /tmp/ferry-submit.XXXXXX) || exit 1\ntrap 'rm -rf \"$d\"' EXIT\nchmod 0755 \"$d\"\ncat > \"$d/job\" || exit 1\nchmod 0644 \"$d/job\"\n";
+            let inside = format!("/opt/ferry/submit/{name}");
+            mount = format!(" --volume \"$d/job\":{}", sh_quote(&format!("{inside}:ro")));
+            inside
+        }
+        None => job.to_string(),
+    };
+    let mut cmd = vec![
+        format!("{spark_home}/bin/spark-submit"),
+        "--master".into(),
+        plan.master_url.clone(),
+        "--conf".into(),
+        format!("spark.driver.host={}", on.address),
+    ];
+    // Spark asks for 1 GiB executors by default: on smaller workers a job
+    // would wait for resources forever
+    if let Some(mib) = smallest_worker_mib(plan).filter(|m| *m < 1024) {
+        cmd.extend(["--conf".into(), format!("spark.executor.memory={mib}m")]);
     }
-    Ok(names)
+    cmd.push(job_in);
+    cmd.extend(args.iter().cloned());
+    s += &format!(
+        "docker run --rm --network host --user {}{mount} {} {}\n",
+        sh_quote(spark_user),
+        sh_quote(&plan.image.reference),
+        cmd.iter()
+            .map(|a| sh_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    conn.stream("running spark-submit", &s, local.unwrap_or(&[]), out)
+        .map_err(LaunchError::Host)
+}
+
+/// The memory of the smallest worker (its `--memory`), in MiB.
+fn smallest_worker_mib(plan: &Plan) -> Option<u64> {
+    plan.hosts
+        .iter()
+        .flat_map(|h| &h.containers)
+        .filter(|c| c.role == Role::Worker)
+        .filter_map(|c| {
+            let i = c.command.iter().position(|a| a == "--memory")?;
+            mib(c.command.get(i + 1)?)
+        })
+        .min()
+}
+
+/// `512m`, `2g`... in MiB.
+fn mib(m: &str) -> Option<u64> {
+    let (n, unit) = m.split_at(m.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    match unit.to_ascii_lowercase().as_str() {
+        "k" => Some(n / 1024),
+        "m" => Some(n),
+        "g" => Some(n * 1024),
+        "t" => Some(n * 1024 * 1024),
+        _ => None,
+    }
+}
+
+/// Removes the cluster's containers on each reachable host (and with
+/// `purge`, its folders); returns what went, per host.
+pub fn down(fleet: &Fleet, purge: bool) -> Vec<(String, Vec<String>)> {
+    let plan = fleet.plan;
+    let names: Vec<String> = plan.hosts.iter().map(|h| h.name.clone()).collect();
+    fleet.each(&names, &|hp, c| {
+        let mut s = format!(
+            "set -u\nnames=$(docker ps --all --filter {} --format '{{{{.Names}}}}') || exit 1\nif [ -n \"$names\" ]; then docker rm --force $names >/dev/null || exit 1; fi\nfor n in $names; do echo \"$n\"; done\n",
+            sh_quote(&format!("label=ferry.cluster={}", plan.cluster))
+        );
+        if purge {
+            let mut parents: Vec<String> = Vec::new();
+            for d in &hp.dirs {
+                s += &format!(
+                    "if [ -e {p} ]; then rm -rf {p} && echo {p}; fi\n",
+                    p = sh_quote(&d.path)
+                );
+                if let Some((parent, _)) = d.path.rsplit_once('/') {
+                    parents.push(parent.to_string());
+                }
+            }
+            parents.sort();
+            parents.dedup();
+            for p in parents {
+                // the cluster's own folders, when nothing else is in them
+                if p.ends_with(&format!("/{}", plan.cluster)) {
+                    s += &format!("rmdir {} 2>/dev/null || true\n", sh_quote(&p));
+                }
+            }
+        }
+        c.run("removing the cluster's containers", &s, &[])
+            .map(|o| o.lines().map(str::to_string).collect())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_urls_split() {
+        assert_eq!(split_addr("10.0.0.1:2181"), Some(("10.0.0.1".into(), 2181)));
+        assert_eq!(split_addr("[::1]:2181"), Some(("::1".into(), 2181)));
+        assert_eq!(split_addr("nohost"), None);
+        assert_eq!(
+            split_url("http://10.0.0.1:8080/json/"),
+            Some(("10.0.0.1".into(), 8080, "/json/".into()))
+        );
+        assert_eq!(split_url("https://x:1/"), None);
+    }
+
+    #[test]
+    fn memory_sizes_in_mib() {
+        assert_eq!(mib("512m"), Some(512));
+        assert_eq!(mib("2g"), Some(2048));
+        assert_eq!(mib("2G"), Some(2048));
+        assert_eq!(mib("1t"), Some(1024 * 1024));
+        assert_eq!(mib("100"), None);
+        assert_eq!(mib(""), None);
+    }
 }

@@ -1,9 +1,10 @@
 //! Clusters: the cluster file (`file`), the flat-config import (`envcfg`),
 //! the pure run plan (`plan`) and the text of the files it writes (`render`),
-//! and `launch`, which alone runs a plan (on this machine's Docker, for now).
+//! and `launch`, which alone runs a plan on its `hosts` (SSH, or this machine).
 
 pub mod envcfg;
 pub mod file;
+pub mod hosts;
 pub mod launch;
 pub mod plan;
 pub mod render;

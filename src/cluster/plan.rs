@@ -399,8 +399,18 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
             // the UI's links name the host as the cluster file does
             ("SPARK_PUBLIC_DNS".to_string(), address.to_string()),
         ]);
-        if !jvm.is_empty() {
-            let opts: Vec<&str> = jvm.iter().map(|o| o.get_ref().as_str()).collect();
+        // Spark refuses `-Xmx` in SPARK_DAEMON_JAVA_OPTS: the daemon's heap
+        // is SPARK_DAEMON_MEMORY
+        let mut opts: Vec<&str> = Vec::new();
+        for o in jvm.iter().map(|o| o.get_ref().as_str()) {
+            match o.strip_prefix("-Xmx") {
+                Some(heap) => {
+                    env.insert("SPARK_DAEMON_MEMORY".into(), heap.to_string());
+                }
+                None => opts.push(o),
+            }
+        }
+        if !opts.is_empty() {
             env.insert("SPARK_DAEMON_JAVA_OPTS".into(), opts.join(" "));
         }
         env

@@ -1,22 +1,40 @@
-//! `ferry down --local`: remove a cluster's containers from this machine's
-//! Docker. Its files and data stay, so a later `up` finds them.
+//! `ferry down`: remove a cluster's containers from its hosts (and with
+//! `--purge` its folders). Without --purge, files and data stay, so a later
+//! `up` finds them.
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 
+use super::launch::{connect, load};
 use crate::cli::DownArgs;
 use crate::cluster::launch;
 
 pub fn run(a: DownArgs) -> Result<ExitCode> {
-    let (plan, _) =
-        super::plan::local_plan(a.target.cluster.as_deref(), a.target.image.as_deref())?;
-    launch::check_local(&plan)?;
-    let removed = launch::down_local(&plan.cluster)?;
-    if removed.is_empty() {
-        println!("cluster `{}` has no containers here", plan.cluster);
-    } else {
-        println!("removed {}", removed.join(", "));
+    let t = &a.target;
+    let loaded = load(t.cluster.as_deref(), t.image.as_deref(), t.local)?;
+    let fleet = connect(&loaded.plan, &t.ssh, t.local);
+    let done = launch::down(&fleet, a.purge);
+    let mut any = false;
+    for (host, removed) in &done {
+        if !removed.is_empty() {
+            any = true;
+            println!("{host}: removed {}", removed.join(", "));
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    if !any {
+        println!(
+            "cluster `{}` has no containers on its hosts",
+            loaded.plan.cluster
+        );
+    }
+    let failures = fleet.failures();
+    for (h, why) in &failures {
+        eprintln!("error: host `{h}`: {why}");
+    }
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

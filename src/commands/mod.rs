@@ -5,9 +5,12 @@ mod build;
 mod down;
 mod gc;
 mod inspect;
+mod launch;
 mod lock;
+mod logs;
 mod plan;
 mod push;
+mod status;
 mod submit;
 mod up;
 mod vendor;
@@ -30,6 +33,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Up(a) => up::run(a),
         Command::Submit(a) => submit::run(a),
         Command::Down(a) => down::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Logs(a) => logs::run(a),
     }
 }
 

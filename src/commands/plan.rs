@@ -69,22 +69,3 @@ pub fn image_facts(file: &ClusterFile, given: Option<&Path>, base: &Path) -> Res
         ),
     }
 }
-
-/// The plan of a cluster file, or of the built-in local cluster.
-pub fn local_plan(
-    cluster: Option<&Path>,
-    image: Option<&Path>,
-) -> Result<(plan::Plan, ImageFacts)> {
-    let (file, base) = match cluster {
-        Some(p) => (ClusterFile::load(p)?, fsutil::parent_dir(p).to_path_buf()),
-        None => (
-            ClusterFile::parse(
-                crate::cluster::file::LOCAL_CLUSTER,
-                Path::new("examples/local.toml (built in)"),
-            )?,
-            PathBuf::from("."),
-        ),
-    };
-    let facts = image_facts(&file, image, &base)?;
-    Ok((plan::plan(&file, &facts)?, facts))
-}

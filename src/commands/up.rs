@@ -1,38 +1,174 @@
-//! `ferry up --local`: run a cluster's plan on this machine's Docker.
+//! `ferry up`: deliver the image, write the files and start a cluster's
+//! containers in the plan's order, over SSH or (`--local`) on this machine.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
+use std::sync::Mutex;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde_json::json;
 
 use super::Term;
+use super::launch::{connect, host_options, load, target_of};
 use crate::cli::UpArgs;
+use crate::cluster::hosts::ClusterHost;
 use crate::cluster::launch;
+use crate::cluster::plan::{Gate, HostPlan};
+use crate::oci;
+use crate::push::{self, Event, HostStats, PushImage, Reporter};
+
+/// Push progress as a few lines per host.
+struct PushLines<'a> {
+    term: &'a Term,
+}
+
+impl Reporter for PushLines<'_> {
+    fn event(&self, host: &str, event: Event<'_>) {
+        match event {
+            Event::Planned(p) if !p.sends.is_empty() => self.term.line(&format!(
+                "{host}: sending {} blobs, {}",
+                p.sends.len(),
+                super::human(p.bytes())
+            )),
+            Event::Loading => self
+                .term
+                .line(&format!("{host}: loading the image into docker")),
+            _ => {}
+        }
+    }
+}
 
 pub fn run(a: UpArgs) -> Result<ExitCode> {
-    let (plan, _) =
-        super::plan::local_plan(a.target.cluster.as_deref(), a.target.image.as_deref())?;
-    launch::check_local(&plan)?;
+    let t = &a.target;
+    let loaded = load(t.cluster.as_deref(), t.image.as_deref(), t.local)?;
+    let plan = &loaded.plan;
     let term = Term::new(false);
     term.line(&format!(
-        "cluster `{}`, plan {}",
+        "cluster `{}`, plan {}, image {}",
         plan.cluster,
-        &plan.plan_hash[..19]
+        &plan.plan_hash[..19],
+        plan.image.reference
     ));
-    launch::up_local(&plan, &|s| term.line(s))?;
+    let start = std::time::Instant::now();
+    let fleet = connect(plan, &t.ssh, t.local);
+    for (h, why) in fleet.failures() {
+        term.line(&format!("{h}: FAILED: {why}"));
+    }
+
+    let image = match (&loaded.layout, t.local) {
+        (Some(dir), false) if plan.delivery == "ssh" => {
+            let img = oci::open_layout(dir)
+                .with_context(|| format!("opening the image layout `{}`", dir.display()))?;
+            Some(PushImage::from_layout(&img, None)?)
+        }
+        _ => None,
+    };
+    let reporter = PushLines { term: &term };
+    let stats: Mutex<HashMap<String, HostStats>> = Mutex::new(HashMap::new());
+    let check_only = |c: &dyn ClusterHost| -> Result<String, String> {
+        c.run(
+            "looking for the image",
+            &format!(
+                "docker image inspect --format '{{{{.Id}}}}' {} >/dev/null 2>&1 || {{ echo 'image {} is not in docker here{}' >&2; exit 1; }}",
+                push::sh_quote(&plan.image.reference),
+                plan.image.reference,
+                if t.local {
+                    "; build and load it: ferry build --docker-archive out/spark.tar && docker load -i out/spark.tar"
+                } else {
+                    "; give its layout (--image DIR or image.layout in the cluster file) so ferry can push it"
+                }
+            ),
+            &[],
+        )
+        .map(|_| "the image is in docker".to_string())
+    };
+    let deliver = |hp: &HostPlan, c: &dyn ClusterHost| -> Result<String, String> {
+        let Some(image) = &image else {
+            if !t.local && plan.delivery != "ssh" {
+                // object storage: the hosts must already have it (`ferry pull`)
+                return check_only(c).map_err(|e| {
+                    format!("{e} (delivery `{}`: run `ferry pull` first)", plan.delivery)
+                });
+            }
+            return check_only(c);
+        };
+        let target = target_of(hp).map_err(|e| e.to_string())?;
+        let opts = push::Options {
+            store: a.store.clone(),
+            parallel: 1,
+            verify: false,
+            ssh: host_options(hp, &t.ssh),
+        };
+        let mut st = HostStats::default();
+        let r = push::push_host(&target, image, &opts, &reporter, &mut st);
+        let what = if st.blobs_sent > 0 || st.loaded {
+            format!(
+                "image delivered ({} blobs, {})",
+                st.blobs_sent,
+                super::human(st.bytes_sent)
+            )
+        } else {
+            "the image is in docker".into()
+        };
+        stats
+            .lock()
+            .expect("stats lock")
+            .insert(hp.name.clone(), st);
+        r.map(|()| what).map_err(|e| e.to_string())
+    };
+    let result = launch::up(&fleet, &deliver, &|s| term.line(s));
+    let seconds = start.elapsed().as_secs_f64();
+    let failures = fleet.failures();
     let ui = plan
         .steps
         .iter()
         .find_map(|s| match &s.gate {
-            Some(crate::cluster::plan::Gate::OneMasterAlive { status_urls, .. }) => status_urls
+            Some(Gate::OneMasterAlive { status_urls, .. }) => status_urls
                 .first()
                 .map(|u| u.trim_end_matches("json/").to_string()),
             _ => None,
         })
         .unwrap_or_default();
-    println!(
-        "cluster `{}` is up: masters {}, UI {ui}",
-        plan.cluster, plan.master_url
-    );
-    println!("next: ferry submit --local   # runs the image's sample job");
+    if a.json {
+        let v = json!({
+            "cluster": plan.cluster,
+            "plan_hash": plan.plan_hash,
+            "ok": result.is_ok() && failures.is_empty(),
+            "error": result.as_ref().err().map(|e| e.to_string()),
+            "seconds": (seconds * 1000.0).round() / 1000.0,
+            "masters": plan.master_url,
+            "failed_hosts": failures.iter().map(|(h, w)| json!({"host": h, "error": w})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    result?;
+    if !failures.is_empty() {
+        for (h, why) in &failures {
+            eprintln!("error: host `{h}`: {why}");
+        }
+        eprintln!(
+            "error: {} of {} host(s) failed (above); the rest are up. Fix them and run the same `ferry up` again: it changes only what is missing",
+            failures.len(),
+            plan.hosts.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if !a.json {
+        println!(
+            "cluster `{}` is up in {seconds:.1}s: masters {}, UI {ui}",
+            plan.cluster, plan.master_url
+        );
+        if t.local {
+            println!("next: ferry submit --local   # runs the image's sample job");
+        } else {
+            println!(
+                "next: ferry submit {}   # runs the image's sample job",
+                t.cluster
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -227,6 +227,79 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// Runs `script` with `stdin`, copying its stdout (and stderr, when the
+    /// script redirects it) to `out` as it comes; returns the exit status.
+    /// No command timeout applies: a job or `logs --follow` may be quiet
+    /// for long.
+    pub fn run_streaming(
+        &self,
+        what: &str,
+        script: &str,
+        stdin: &[u8],
+        out: &mut dyn Write,
+    ) -> Result<i32, PushError> {
+        let mut ch = self
+            .sess
+            .channel_session()
+            .map_err(|e| self.ssh_error(what, e))?;
+        ch.exec(&format!("sh -c {}", sh_quote(script)))
+            .map_err(|e| self.ssh_error(what, e))?;
+        ch.write_all(stdin).map_err(|e| self.io_error(what, e))?;
+        ch.send_eof().map_err(|e| self.ssh_error(what, e))?;
+        self.sess.set_timeout(0);
+        let mut buf = vec![0u8; 64 * 1024];
+        let copied = loop {
+            match ch.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    // a closed terminal ends the copy, not the command's report
+                    if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                        break Ok(());
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.sess
+            .set_timeout(self.command_timeout.as_millis().min(u128::from(u32::MAX)) as u32);
+        copied.map_err(|e| self.io_error(what, e))?;
+        ch.wait_close().map_err(|e| self.ssh_error(what, e))?;
+        ch.exit_status().map_err(|e| self.ssh_error(what, e))
+    }
+
+    /// Opens a TCP connection from the host to `host:port` (SSH port
+    /// forwarding), sends `request` and returns everything the server sends
+    /// until it closes, within `timeout`. Health checks use it, so they see
+    /// what the host sees, bastions and firewalls included.
+    pub fn exchange(
+        &self,
+        host: &str,
+        port: u16,
+        request: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, PushError> {
+        let what = format!("connecting from the host to {host}:{port}");
+        self.sess
+            .set_timeout(timeout.as_millis().min(u128::from(u32::MAX)) as u32);
+        let result = (|| {
+            let mut ch = self
+                .sess
+                .channel_direct_tcpip(host, port, None)
+                .map_err(|e| self.ssh_error(&what, e))?;
+            ch.write_all(request).map_err(|e| self.io_error(&what, e))?;
+            let mut answer = Vec::new();
+            ch.read_to_end(&mut answer)
+                .map_err(|e| self.io_error(&what, e))?;
+            let _ = ch.close();
+            Ok(answer)
+        })();
+        self.sess
+            .set_timeout(self.command_timeout.as_millis().min(u128::from(u32::MAX)) as u32);
+        result
+    }
+}
+
 fn check_host_key(sess: &Session, t: &Target, o: &SshOptions) -> Result<(), PushError> {
     let label = t.label();
     let ssh_err = |e| PushError::Ssh {

@@ -1,0 +1,158 @@
+//! Where a plan runs: a host that takes POSIX shell scripts and opens TCP
+//! connections for health checks. Over SSH for a cluster's hosts, or this
+//! machine itself for `--local`; the launcher cannot tell them apart.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::push::ssh::{Remote, SshOptions};
+use crate::push::{PushError, Target};
+
+pub trait ClusterHost: Send + Sync {
+    /// Runs `script` under `sh` with `stdin`; its stdout, or a one-line
+    /// error naming the host, what was being done and the script's stderr.
+    fn run(&self, what: &str, script: &str, stdin: &[u8]) -> Result<String, String>;
+    /// Runs `script`, copying its output to `out` as it comes; the exit status.
+    fn stream(
+        &self,
+        what: &str,
+        script: &str,
+        stdin: &[u8],
+        out: &mut dyn Write,
+    ) -> Result<i32, String>;
+    /// Connects from the host to `addr:port`, sends `request`, and returns
+    /// the answer up to the server's close.
+    fn exchange(&self, addr: &str, port: u16, request: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// How long one health-check connection may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// This machine, for `--local`.
+pub struct LocalHost;
+
+impl ClusterHost for LocalHost {
+    fn run(&self, what: &str, script: &str, stdin: &[u8]) -> Result<String, String> {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("this machine: {what}: cannot run `sh`: {e}"))?;
+        let mut input = child.stdin.take().expect("stdin is piped");
+        let data = stdin.to_vec();
+        let feeder = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("this machine: {what}: {e}"))?;
+        let _ = feeder.join();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "this machine: {what} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    fn stream(
+        &self,
+        what: &str,
+        script: &str,
+        stdin: &[u8],
+        out: &mut dyn Write,
+    ) -> Result<i32, String> {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("this machine: {what}: cannot run `sh`: {e}"))?;
+        let mut input = child.stdin.take().expect("stdin is piped");
+        let data = stdin.to_vec();
+        let feeder = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let mut from = child.stdout.take().expect("stdout is piped");
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let status = child
+            .wait()
+            .map_err(|e| format!("this machine: {what}: {e}"))?;
+        let _ = feeder.join();
+        Ok(status.code().unwrap_or(128))
+    }
+
+    fn exchange(&self, addr: &str, port: u16, request: &[u8]) -> Result<Vec<u8>, String> {
+        let sock = (addr, port)
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or_else(|| format!("`{addr}` has no address"))?;
+        let mut c = TcpStream::connect_timeout(&sock, PROBE_TIMEOUT).map_err(|e| e.to_string())?;
+        c.set_read_timeout(Some(PROBE_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        c.write_all(request).map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        c.read_to_end(&mut answer).map_err(|e| e.to_string())?;
+        Ok(answer)
+    }
+}
+
+/// A cluster host reached over SSH.
+pub struct SshHost {
+    remote: Remote,
+}
+
+impl SshHost {
+    pub fn connect(target: &Target, opts: &SshOptions) -> Result<SshHost, PushError> {
+        Ok(SshHost {
+            remote: Remote::connect(target, opts)?,
+        })
+    }
+}
+
+impl ClusterHost for SshHost {
+    fn run(&self, what: &str, script: &str, stdin: &[u8]) -> Result<String, String> {
+        self.remote
+            .run_ok(what, script, stdin)
+            .map(|o| String::from_utf8_lossy(&o).into_owned())
+            .map_err(|e| e.to_string())
+    }
+
+    fn stream(
+        &self,
+        what: &str,
+        script: &str,
+        stdin: &[u8],
+        out: &mut dyn Write,
+    ) -> Result<i32, String> {
+        self.remote
+            .run_streaming(what, script, stdin, out)
+            .map_err(|e| e.to_string())
+    }
+
+    fn exchange(&self, addr: &str, port: u16, request: &[u8]) -> Result<Vec<u8>, String> {
+        self.remote
+            .exchange(addr, port, request, PROBE_TIMEOUT)
+            .map_err(|e| e.to_string())
+    }
+}
