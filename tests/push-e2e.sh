@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# End-to-end tests of `ferry push`: starts three namespaced hosts (sshd +
-# dockerd each) with tests/hosts.sh, runs tests/push.rs against them, and
-# always takes the hosts down again. Needs root; installs openssh-server and
-# docker.io when missing. Takes about a minute on a 2-core machine.
+# End-to-end tests on namespaced hosts: starts three hosts (sshd + dockerd
+# each) with tests/hosts.sh, runs tests/push.rs (`ferry push`, `ferry gc`)
+# and tests/launch.rs (`ferry up` of an HA Spark cluster, submit, failover,
+# status, logs, down; needs FERRY_SPARK_LAYOUT, as tests/run.sh sets) against
+# them, and always takes the hosts down again. Needs root; installs
+# openssh-server and docker.io when missing. A few minutes on 2 cores.
 #
 #   bash tests/push-e2e.sh            # extra arguments go to `cargo test`
 set -euo pipefail
@@ -14,5 +16,5 @@ trap 'bash tests/hosts.sh down' EXIT
 start=$SECONDS
 bash tests/hosts.sh up 3 >/dev/null
 export FERRY_E2E_HOSTS=$FERRY_HOSTS_DIR
-cargo test --test push "$@" -- --test-threads 1
+cargo test --test push --test launch "$@" -- --test-threads 1 --nocapture
 echo "push-e2e: passed in $((SECONDS - start))s"

@@ -86,17 +86,17 @@ tail -1 "$state/spark-build.log"
 export FERRY_SPARK_LAYOUT="$state/spark" FERRY_SPARK_ARCHIVE="$state/spark.tar" FERRY_SPARK_DEF="$spark_def"
 
 say "cargo test"
-# every integration-test file runs here, except push.rs, which needs the
-# namespaced hosts and runs in the next step
+# every integration-test file runs here, except push.rs and launch.rs, which
+# need the namespaced hosts and run in the next step
 targets=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
-  [ "$name" = push ] || targets+=(--test "$name")
+  case $name in push | launch) ;; *) targets+=(--test "$name") ;; esac
 done
 cargo test --bins "${targets[@]}" 2>&1 | tee "$state/cargo-test.log"
 [ "${PIPESTATUS[0]}" = 0 ] || exit 1
 
-say "end-to-end push tests on namespaced hosts"
+say "end-to-end push and launch tests on namespaced hosts"
 bash tests/push-e2e.sh
 
 if [ $quick = 0 ]; then

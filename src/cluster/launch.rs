@@ -498,10 +498,22 @@ fn check(fleet: &Fleet, g: &Gate) -> Result<String, String> {
             }
         }
         Gate::OneMasterAlive { status_urls, .. } => {
-            let alive = alive_masters(fleet, status_urls);
+            let states: Vec<String> = status_urls
+                .iter()
+                .map(|u| match get_json(fleet, u) {
+                    Ok(j) => j["status"].as_str().unwrap_or("?").to_string(),
+                    Err(_) => "not answering".into(),
+                })
+                .collect();
+            let alive: Vec<&String> = status_urls
+                .iter()
+                .zip(&states)
+                .filter(|(_, s)| *s == "ALIVE")
+                .map(|(u, _)| u)
+                .collect();
             match alive.len() {
-                1 => Ok(format!("{} is ALIVE", alive[0].0)),
-                n => Err(format!("{n} masters ALIVE")),
+                1 => Ok(format!("{} is ALIVE", alive[0])),
+                _ => Err(format!("masters {}", states.join(", "))),
             }
         }
         Gate::WorkersRegistered {
@@ -825,13 +837,33 @@ fn mib(m: &str) -> Option<u64> {
 
 /// Removes the cluster's containers on each reachable host (and with
 /// `purge`, its folders); returns what went, per host.
+///
+/// Containers stop gracefully in the reverse of the start order: workers
+/// first (the masters then drop them from their ZooKeeper recovery state),
+/// then masters (closing their ZooKeeper sessions, so a later `up` elects a
+/// leader at once instead of waiting for a dead session to expire), then
+/// ZooKeeper.
 pub fn down(fleet: &Fleet, purge: bool) -> Vec<(String, Vec<String>)> {
     let plan = fleet.plan;
     let names: Vec<String> = plan.hosts.iter().map(|h| h.name.clone()).collect();
+    let filter = |extra: &str| sh_quote(&format!("label=ferry.cluster={}{extra}", plan.cluster));
+    for role in [Role::Worker, Role::Master, Role::Zookeeper] {
+        fleet.each(&names, &|_, c| {
+            c.run(
+                &format!("stopping the {}", role_name(role)),
+                &format!(
+                    "ids=$(docker ps --quiet --filter {} --filter {}) || exit 1\nif [ -n \"$ids\" ]; then docker stop --time 30 $ids >/dev/null || exit 1; fi\n",
+                    filter(""),
+                    sh_quote(&format!("label=ferry.role={}", role_name(role)))
+                ),
+                &[],
+            )
+        });
+    }
     fleet.each(&names, &|hp, c| {
         let mut s = format!(
             "set -u\nnames=$(docker ps --all --filter {} --format '{{{{.Names}}}}') || exit 1\nif [ -n \"$names\" ]; then docker rm --force $names >/dev/null || exit 1; fi\nfor n in $names; do echo \"$n\"; done\n",
-            sh_quote(&format!("label=ferry.cluster={}", plan.cluster))
+            filter("")
         );
         if purge {
             let mut parents: Vec<String> = Vec::new();

@@ -1,0 +1,344 @@
+//! End to end: a highly available Spark cluster on three namespaced hosts
+//! (tests/hosts.sh: own sshd and dockerd each), launched with the real
+//! `ferry` over SSH: 3 ZooKeeper servers, 2 masters, 2 workers. It runs when
+//! `FERRY_E2E_HOSTS` names the fixture and `FERRY_SPARK_LAYOUT` the built
+//! default image (tests/run.sh and tests/push-e2e.sh set both); otherwise it
+//! says loudly that it was skipped, and under CI it fails instead.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::{ferry, repo};
+
+const SAMPLE_ANSWER: &str =
+    "ferry-sample: pi=3.1412 top-words=[('the', 4), ('cluster', 2), ('spark', 2)]";
+
+struct Fixture {
+    dir: PathBuf,
+    addrs: Vec<String>,
+    cluster: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn fixture(test: &str) -> Option<Fixture> {
+    let hosts = std::env::var_os("FERRY_E2E_HOSTS").map(PathBuf::from);
+    let layout = std::env::var_os("FERRY_SPARK_LAYOUT").map(PathBuf::from);
+    let (Some(dir), Some(layout)) = (hosts, layout) else {
+        let msg = format!(
+            "{test}: FERRY_E2E_HOSTS and FERRY_SPARK_LAYOUT must name the test hosts and the built Spark image; run `bash tests/run.sh` (or tests/push-e2e.sh with FERRY_SPARK_LAYOUT set)"
+        );
+        assert!(std::env::var("CI").is_err(), "{msg}");
+        let _ = writeln!(std::io::stderr().lock(), "\n*** SKIPPED {msg} ***\n");
+        return None;
+    };
+    let addrs: Vec<String> = std::fs::read_to_string(dir.join("hosts"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect();
+    assert!(addrs.len() >= 3, "the fixture needs 3 hosts");
+    let tmp = tempfile::tempdir().unwrap();
+    let key = dir.join("id_ed25519");
+    let mut text = format!(
+        "name = \"e2e\"\n\n[image]\nlayout = \"{}\"\n",
+        layout.display()
+    );
+    for (i, a) in addrs.iter().take(3).enumerate() {
+        text += &format!(
+            "\n[[host]]\nname = \"h{}\"\naddress = \"{a}\"\nssh = {{ key = \"{}\" }}\n",
+            i + 1,
+            key.display()
+        );
+    }
+    text += r#"
+[zookeeper]
+hosts = ["h1", "h2", "h3"]
+jvm_options = ["-Xmx128m"]
+
+[spark.masters]
+hosts = ["h1", "h2"]
+jvm_options = ["-Xmx256m"]
+
+[spark.workers]
+hosts = ["h2", "h3"]
+cores = 1
+memory = "512m"
+jvm_options = ["-Xmx128m"]
+"#;
+    let cluster = tmp.path().join("e2e.toml");
+    std::fs::write(&cluster, text).unwrap();
+    Some(Fixture {
+        dir,
+        addrs,
+        cluster,
+        _tmp: tmp,
+    })
+}
+
+impl Fixture {
+    /// `ferry ARGS CLUSTER --known-hosts ...`
+    fn ferry(&self, args: &[&str]) -> Command {
+        let mut c = ferry();
+        c.args(args)
+            .arg(&self.cluster)
+            .arg("--known-hosts")
+            .arg(self.dir.join("known_hosts"));
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.ferry(args).output().expect("ferry runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "ferry {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn ssh(&self, i: usize, cmd: &str) -> String {
+        let out = Command::new("ssh")
+            .arg("-i")
+            .arg(self.dir.join("id_ed25519"))
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.dir.join("known_hosts").display()
+            ))
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
+            .arg(format!("root@{}", self.addrs[i]))
+            .arg(cmd)
+            .output()
+            .expect("ssh runs");
+        assert!(
+            out.status.success(),
+            "`{cmd}` on h{}: {}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every container of the cluster on every host, `host name id` lines.
+    fn containers(&self) -> String {
+        (0..3)
+            .map(|i| {
+                self.ssh(
+                    i,
+                    "docker ps --all --filter label=ferry.cluster=e2e --format '{{.Names}} {{.ID}} {{.State}}' | sort",
+                )
+                .lines()
+                .map(|l| format!("h{} {l}\n", i + 1))
+                .collect::<String>()
+            })
+            .collect()
+    }
+
+    fn status(&self) -> Value {
+        let out = self.run(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// Polls `status` until `want` holds, for at most `secs`.
+    fn wait_status(&self, what: &str, secs: u64, want: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.status();
+            if want(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {secs}s; last status: {s:#}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn hosts_script(&self, args: &[&str]) {
+        let out = Command::new("bash")
+            .arg(repo().join("tests/hosts.sh"))
+            .args(args)
+            .env("FERRY_HOSTS_DIR", &self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "hosts.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn submit_sample(&self) {
+        let out = self.run(&["submit"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.lines().any(|l| l == SAMPLE_ANSWER),
+            "submit: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // leave the hosts as they were found, also when a step failed
+        let _ = self.run(&["down", "--purge"]);
+    }
+}
+
+fn alive_master(s: &Value) -> Option<String> {
+    s["containers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["role"] == "master" && c["health"] == "ALIVE")
+        .and_then(|c| c["host"].as_str().map(str::to_string))
+}
+
+fn all_registered(s: &Value) -> bool {
+    s["workers_registered"] == 2 && alive_master(s).is_some()
+}
+
+#[test]
+fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
+    let Some(f) = fixture("an_ha_cluster_starts_runs_jobs_fails_over_and_converges") else {
+        return;
+    };
+    let _ = f.run(&["down", "--purge"]);
+
+    // first `up`: the image goes to the hosts that lack it
+    let t0 = Instant::now();
+    let first = f.ok(&["up", "--json"]);
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["ok"], true, "{first:#}");
+    eprintln!(
+        "first up (image delivered where missing): {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // down and up again with the image in place: the launch itself
+    f.ok(&["down"]);
+    assert_eq!(f.containers(), "", "down left containers");
+    let t0 = Instant::now();
+    f.ok(&["up"]);
+    let launch = t0.elapsed().as_secs_f64();
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "up with the image on the hosts -> every worker registered: {launch:.1}s (3 ZooKeeper, 2 masters, 2 workers)"
+    );
+    let s = f.status();
+    assert_eq!(s["healthy"], true, "{s:#}");
+    let memory: Vec<String> = (0..3)
+        .map(|i| {
+            f.ssh(
+                i,
+                "docker stats --no-stream --format '{{.Name}} {{.MemUsage}}'",
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "memory in use:\n{}",
+        memory.concat()
+    );
+
+    // a PySpark job through `ferry submit`
+    f.submit_sample();
+
+    // `up` again: nothing is replaced
+    let before = f.containers();
+    let again = f.ok(&["up", "--json"]);
+    assert!(again.contains("\"ok\": true"), "{again}");
+    assert_eq!(f.containers(), before, "a second `up` changed containers");
+
+    // the leading master stops; the standby takes over; jobs still run
+    let leader = alive_master(&s).expect("a leader");
+    let li = if leader == "h1" { 0 } else { 1 };
+    let t0 = Instant::now();
+    f.ssh(li, "docker stop ferry-e2e-master >/dev/null");
+    let after = f.wait_status("a standby master takes over", 120, |s| {
+        alive_master(s).is_some_and(|m| m != leader) && s["workers_registered"] == 2
+    });
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "failover after stopping {leader}'s master: {:.1}s to a new leader with both workers",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(after["healthy"], false, "a stopped master is not healthy");
+    f.submit_sample();
+    // `up` starts the stopped master again, as a standby
+    f.ok(&["up"]);
+    f.wait_status("the cluster is whole again", 60, |s| s["healthy"] == true);
+
+    // a host whose sshd is down fails alone; the rest are checked
+    f.hosts_script(&["sshd-stop", "3"]);
+    let out = f.run(&["up"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("error: host `h3`"), "{err}");
+    assert!(!err.contains("error: host `h1`"), "{err}");
+    assert!(err.contains("gate workers-registered"), "{err}");
+    // after a change to the workers, a rerun with h3 back converges
+    f.hosts_script(&["sshd-start", "3"]);
+    let text = std::fs::read_to_string(&f.cluster)
+        .unwrap()
+        .replace("cores = 1", "cores = 2");
+    std::fs::write(&f.cluster, text).unwrap();
+    let before = f.containers();
+    f.ok(&["up"]);
+    let after = f.containers();
+    let changed: Vec<&str> = before
+        .lines()
+        .zip(after.lines())
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a)
+        .collect();
+    assert_eq!(
+        changed.len(),
+        2,
+        "only the workers are replaced: {changed:?}"
+    );
+    assert!(changed.iter().all(|l| l.contains("-worker")), "{changed:?}");
+    f.wait_status("the changed cluster is whole", 60, all_registered);
+
+    // logs of one container
+    let logs = String::from_utf8_lossy(
+        &f.ferry(&["logs"])
+            .args(["h3", "zookeeper", "--tail", "200"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        logs.contains("zookeeper") || logs.contains("ZooKeeper"),
+        "{logs}"
+    );
+
+    // down --purge: no containers, no folders
+    f.ok(&["down", "--purge"]);
+    assert_eq!(f.containers(), "");
+    assert_eq!(
+        f.ssh(0, "ls /etc/ferry /var/lib/ferry | grep -c '^e2e$' || true")
+            .trim(),
+        "0"
+    );
+    assert!(Path::new(&f.cluster).exists());
+}
