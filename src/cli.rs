@@ -59,7 +59,7 @@ pub enum Command {
     Plan(PlanArgs),
     /// Start a cluster on its hosts: deliver the image, write the files, start ZooKeeper, masters and workers in order, each gated
     #[command(
-        after_help = "Examples:\n  ferry up examples/ha.toml --image out/spark   # over SSH; pushes the image where missing\n  ferry up cluster.toml --identity ~/.ssh/cluster --json\n  ferry up --local                      # ZooKeeper, a master and a worker here (examples/local.toml)\n\nRunning `up` again changes nothing on a healthy cluster; a container whose spec or files changed is replaced, a stopped one is started. A host that fails is reported and the rest go on: run `up` again once it is back. Nothing is kept on this machine: the hosts' containers carry the cluster's labels. With --local the image must be in the local Docker: `ferry build --docker-archive out/spark.tar && docker load -i out/spark.tar`."
+        after_help = "Examples:\n  ferry up examples/ha.toml --image out/spark   # over SSH; pushes the image where missing\n  ferry up cluster.toml --identity ~/.ssh/cluster --json\n  ferry up cluster.toml --image out/spark-new --dry-run   # what a rolling upgrade would replace, in order\n  ferry up --local                      # ZooKeeper, a master and a worker here (examples/local.toml)\n\nRunning `up` again changes nothing on a healthy cluster; a container whose spec or files changed is replaced, a stopped one is started. Serving containers are replaced one at a time, each gated: ZooKeeper followers before the leader, the standby master before the active one, workers one by one (`--dry-run` prints the order). A host that fails is reported and the rest go on: run `up` again once it is back. Nothing is kept on this machine: the hosts' containers carry the cluster's labels. With --local the image must be in the local Docker: `ferry build --docker-archive out/spark.tar && docker load -i out/spark.tar`."
     )]
     Up(UpArgs),
     /// Run a PySpark job with `spark-submit` against a cluster's masters, streaming the driver's output
@@ -280,6 +280,9 @@ pub struct UpArgs {
     /// The blob store on each host, for the image's delivery
     #[arg(long, value_name = "DIR", default_value = "/var/lib/ferry")]
     pub store: String,
+    /// Print what would be started, kept and replaced (and the rolling order), and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print the outcome as JSON on stdout
     #[arg(long)]
     pub json: bool,

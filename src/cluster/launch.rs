@@ -232,27 +232,241 @@ pub fn up(
             }
             action => {
                 let role = role_of(action).expect("a start step");
-                let done = fleet.each(&step.hosts, &|hp, c| {
-                    let mine: Vec<&Container> =
-                        hp.containers.iter().filter(|c| c.role == role).collect();
-                    c.run(
-                        &format!("starting the {}", role_name(role)),
-                        &ensure_script(&mine),
-                        &[],
-                    )
-                });
-                for (host, out) in done {
-                    for l in out.lines() {
-                        p(&format!("{host}: {l}"));
-                    }
-                }
-                if let Some(g) = &step.gate {
-                    wait(fleet, g, role, &step.hosts, p)?;
-                }
+                start_role(fleet, step.hosts.as_slice(), role, step.gate.as_ref(), p)?;
             }
         }
     }
     Ok(())
+}
+
+/// What a start step finds a planned container to need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    Nothing,
+    /// It exists with the planned spec but is not running.
+    Start,
+    Create,
+    /// Its spec changed; `running` if it serves now.
+    Replace {
+        running: bool,
+    },
+}
+
+/// One planned container and what it needs.
+#[derive(Debug, Clone)]
+pub struct Survey {
+    pub host: String,
+    pub container: String,
+    pub need: Need,
+}
+
+/// Asks each host how its containers of `role` compare with the plan.
+pub fn survey(fleet: &Fleet, hosts: &[String], role: Role) -> Vec<Survey> {
+    fleet
+        .each(hosts, &|hp, c| {
+            let mine: Vec<&Container> = hp.containers.iter().filter(|c| c.role == role).collect();
+            let script: String = mine
+                .iter()
+                .map(|c| {
+                    format!(
+                        "printf '%s ' {n}; docker container inspect --format '{{{{index .Config.Labels \"ferry.spec\"}}}} {{{{.State.Running}}}}' {n} 2>/dev/null || echo missing\n",
+                        n = sh_quote(&c.name)
+                    )
+                })
+                .collect();
+            let out = c.run("looking at the containers", &script, &[])?;
+            Ok(mine
+                .iter()
+                .map(|ct| {
+                    let line = out
+                        .lines()
+                        .find(|l| l.split(' ').next() == Some(ct.name.as_str()))
+                        .unwrap_or("");
+                    let f: Vec<&str> = line.split(' ').collect();
+                    let want = &ct.labels["ferry.spec"];
+                    let need = match (f.get(1).copied(), f.get(2).copied()) {
+                        (Some("missing") | None, _) => Need::Create,
+                        (Some(spec), Some(run)) if spec == want => {
+                            if run == "true" {
+                                Need::Nothing
+                            } else {
+                                Need::Start
+                            }
+                        }
+                        (_, run) => Need::Replace {
+                            running: run == Some("true"),
+                        },
+                    };
+                    Survey {
+                        host: hp.name.clone(),
+                        container: ct.name.clone(),
+                        need,
+                    }
+                })
+                .collect::<Vec<_>>())
+        })
+        .into_iter()
+        .flat_map(|(_, v)| v)
+        .collect()
+}
+
+/// The running containers to replace one at a time, in a safe order:
+/// ZooKeeper followers before the leader, standby masters before the
+/// active one, workers in the plan's order.
+pub fn rolling_order(fleet: &Fleet, role: Role, replace: Vec<Survey>) -> Vec<Survey> {
+    let mut keyed: Vec<(u8, Survey)> = replace
+        .into_iter()
+        .map(|s| {
+            let hp = plan_host(fleet.plan, &s.host);
+            let port = hp
+                .containers
+                .iter()
+                .find(|c| c.name == s.container)
+                .and_then(|c| c.ports.first())
+                .map(|p| p.port)
+                .unwrap_or(0);
+            let last = match role {
+                Role::Zookeeper => srvr_mode(fleet, &hp.address, port).is_ok_and(|m| m == "leader"),
+                Role::Master => {
+                    let url = master_url_of(fleet.plan, &hp.address);
+                    url.and_then(|u| get_json(fleet, &u).ok())
+                        .is_some_and(|j| j["status"] == "ALIVE")
+                }
+                Role::Worker => false,
+            };
+            (u8::from(last), s)
+        })
+        .collect();
+    // stable: the plan's order within each group
+    keyed.sort_by_key(|(k, _)| *k);
+    keyed.into_iter().map(|(_, s)| s).collect()
+}
+
+fn master_url_of(plan: &Plan, address: &str) -> Option<String> {
+    plan.steps.iter().find_map(|s| match &s.gate {
+        Some(Gate::OneMasterAlive { status_urls, .. }) => status_urls
+            .iter()
+            .find(|u| split_url(u).is_some_and(|(a, _, _)| a == address))
+            .cloned(),
+        _ => None,
+    })
+}
+
+/// Starts a role: in parallel on a fresh or idle role; as a rolling
+/// replacement, gated after each container, when serving containers of a
+/// role with more than one must change.
+fn start_role(
+    fleet: &Fleet,
+    hosts: &[String],
+    role: Role,
+    gate: Option<&Gate>,
+    p: &(dyn Fn(&str) + Sync),
+) -> Result<(), LaunchError> {
+    let found = survey(fleet, hosts, role);
+    let (serving, rest): (Vec<Survey>, Vec<Survey>) = found
+        .into_iter()
+        .partition(|s| s.need == Need::Replace { running: true });
+    let rolling = !serving.is_empty() && serving.len() + rest.len() > 1;
+    let ensure_on = |names: &[String], only: Option<&str>| {
+        fleet.each(names, &|hp, c| {
+            let mine: Vec<&Container> = hp
+                .containers
+                .iter()
+                .filter(|c| c.role == role && only.is_none_or(|o| o == c.name))
+                .collect();
+            c.run(
+                &format!("starting the {}", role_name(role)),
+                &ensure_script(&mine),
+                &[],
+            )
+        })
+    };
+    let show = |done: Vec<(String, String)>| {
+        for (host, out) in done {
+            for l in out.lines() {
+                p(&format!("{host}: {l}"));
+            }
+        }
+    };
+    if !rolling {
+        show(ensure_on(hosts, None));
+        if let Some(g) = gate {
+            wait(fleet, g, role, hosts, false, p)?;
+        }
+        return Ok(());
+    }
+    // the ones not serving first, all at once; then one at a time
+    let idle: Vec<String> = rest
+        .iter()
+        .filter(|s| s.need != Need::Nothing)
+        .map(|s| s.host.clone())
+        .collect();
+    if !idle.is_empty() {
+        for s in rest.iter().filter(|s| s.need != Need::Nothing) {
+            show(ensure_on(std::slice::from_ref(&s.host), Some(&s.container)));
+        }
+        if let Some(g) = gate {
+            wait(fleet, g, role, hosts, true, p)?;
+        }
+    }
+    let order = rolling_order(fleet, role, serving);
+    let n = order.len();
+    for (i, s) in order.iter().enumerate() {
+        p(&format!(
+            "rolling {}/{n}: replacing {} on {}",
+            i + 1,
+            s.container,
+            s.host
+        ));
+        show(ensure_on(std::slice::from_ref(&s.host), Some(&s.container)));
+        if let Some(g) = gate {
+            wait(fleet, g, role, hosts, true, p)?;
+        }
+    }
+    Ok(())
+}
+
+/// What `up` would do to each role's containers, in order (`--dry-run`).
+pub fn dry_run(fleet: &Fleet) -> Vec<String> {
+    let mut lines = Vec::new();
+    for step in &fleet.plan.steps {
+        let Some(role) = role_of(step.action) else {
+            continue;
+        };
+        let found = survey(fleet, &step.hosts, role);
+        let (serving, rest): (Vec<Survey>, Vec<Survey>) = found
+            .into_iter()
+            .partition(|s| s.need == Need::Replace { running: true });
+        let rolling = !serving.is_empty() && serving.len() + rest.len() > 1;
+        for s in &rest {
+            let what = match s.need {
+                Need::Nothing => "keep",
+                Need::Start => "start (stopped)",
+                Need::Create => "create",
+                Need::Replace { .. } => "replace (not running)",
+            };
+            lines.push(format!("{}: {what} {}", s.host, s.container));
+        }
+        let order = if rolling {
+            rolling_order(fleet, role, serving)
+        } else {
+            serving
+        };
+        let n = order.len();
+        for (i, s) in order.iter().enumerate() {
+            if rolling {
+                lines.push(format!(
+                    "{}: replace {} (rolling {}/{n}, then gate)",
+                    s.host,
+                    s.container,
+                    i + 1
+                ));
+            } else {
+                lines.push(format!("{}: replace {}", s.host, s.container));
+            }
+        }
+    }
+    lines
 }
 
 fn plan_host<'p>(plan: &'p Plan, name: &str) -> &'p HostPlan {
@@ -363,7 +577,7 @@ pub fn run_args(c: &Container) -> Vec<String> {
 /// one line per container: unchanged, started, restarted or replaced.
 pub fn ensure_script(containers: &[&Container]) -> String {
     let mut s = String::from(
-        "set -u\nensure() { # name spec docker-run-args...\n  name=$1; want=$2; shift 2\n  found=$(docker container inspect --format '{{index .Config.Labels \"ferry.spec\"}} {{.State.Running}}' \"$name\" 2>/dev/null) || found=\n  case \"$found\" in\n    \"$want true\") echo \"$name is up to date\" ;;\n    \"$want false\") docker start \"$name\" >/dev/null || exit 1; echo \"$name was stopped: started it\" ;;\n    \"\") docker \"$@\" >/dev/null || exit 1; echo \"started $name\" ;;\n    *) docker rm --force \"$name\" >/dev/null && docker \"$@\" >/dev/null || exit 1; echo \"$name: spec changed, replaced it\" ;;\n  esac\n}\n",
+        "set -u\nensure() { # name spec docker-run-args...\n  name=$1; want=$2; shift 2\n  found=$(docker container inspect --format '{{index .Config.Labels \"ferry.spec\"}} {{.State.Running}}' \"$name\" 2>/dev/null) || found=\n  case \"$found\" in\n    \"$want true\") echo \"$name is up to date\" ;;\n    \"$want false\") docker start \"$name\" >/dev/null || exit 1; echo \"$name was stopped: started it\" ;;\n    \"\") docker \"$@\" >/dev/null || exit 1; echo \"started $name\" ;;\n    *) docker stop --time 30 \"$name\" >/dev/null 2>&1; docker rm --force \"$name\" >/dev/null && docker \"$@\" >/dev/null || exit 1; echo \"$name: spec changed, replaced it\" ;;\n  esac\n}\n",
     );
     for c in containers {
         let args: Vec<String> = run_args(c).iter().map(|a| sh_quote(a)).collect();
@@ -389,17 +603,21 @@ fn logs_script(names: &[&str], tail: u32) -> String {
         .collect()
 }
 
+/// Waits for a gate; `strict` (during a rolling replacement) also wants
+/// every server and master of the hosts still standing back in service,
+/// so the next replacement never takes the last spare.
 fn wait(
     fleet: &Fleet,
     g: &Gate,
     role: Role,
     hosts: &[String],
+    strict: bool,
     p: &(dyn Fn(&str) + Sync),
 ) -> Result<(), LaunchError> {
     let (label, deadline) = gate_name(g);
     let start = Instant::now();
     loop {
-        let last = match check(fleet, g) {
+        let last = match check(fleet, g, strict) {
             Ok(what) => {
                 p(&format!(
                     "gate {label}: {what} ({:.1}s)",
@@ -470,7 +688,7 @@ fn failed_addresses(fleet: &Fleet) -> Vec<String> {
 }
 
 /// One look at a gate: what is true, or why not yet.
-fn check(fleet: &Fleet, g: &Gate) -> Result<String, String> {
+fn check(fleet: &Fleet, g: &Gate, strict: bool) -> Result<String, String> {
     let failed = failed_addresses(fleet);
     match g {
         Gate::ZookeeperLeader { servers, .. } => {
@@ -489,8 +707,9 @@ fn check(fleet: &Fleet, g: &Gate) -> Result<String, String> {
                 .iter()
                 .filter(|m| *m == "leader" || *m == "follower")
                 .count();
+            let wanted = modes.iter().filter(|m| *m != "unreachable").count();
             let ok = (modes.len() == 1 && modes[0] == "standalone")
-                || (leaders == 1 && serving > servers.len() / 2);
+                || (leaders == 1 && serving > servers.len() / 2 && (!strict || serving == wanted));
             if ok {
                 Ok(format!("modes {}", modes.join(", ")))
             } else {
@@ -511,8 +730,13 @@ fn check(fleet: &Fleet, g: &Gate) -> Result<String, String> {
                 .filter(|(_, s)| *s == "ALIVE")
                 .map(|(u, _)| u)
                 .collect();
+            let spare = status_urls.iter().zip(&states).all(|(u, s)| {
+                s == "ALIVE"
+                    || s == "STANDBY"
+                    || split_url(u).is_some_and(|(a, _, _)| failed.contains(&a))
+            });
             match alive.len() {
-                1 => Ok(format!("{} is ALIVE", alive[0])),
+                1 if !strict || spare => Ok(format!("{} is ALIVE", alive[0])),
                 _ => Err(format!("masters {}", states.join(", "))),
             }
         }

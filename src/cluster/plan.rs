@@ -339,6 +339,7 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
             let hp = hosts.get_mut(host).expect("checked host");
             let zoo = render::zoo_cfg(&render::ZooCfg {
                 cluster,
+                address: &hp.address,
                 data_dir: &data_dir,
                 client_port: zk.client_port,
                 admin_port: zk.admin_port.as_ref().map(|p| *p.get_ref()),
@@ -398,6 +399,9 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
             ("SPARK_CONF_DIR".to_string(), SPARK_CONF_IN.to_string()),
             // the UI's links name the host as the cluster file does
             ("SPARK_PUBLIC_DNS".to_string(), address.to_string()),
+            // the web UIs (and executors) bind to the cluster address, not
+            // to every interface
+            ("SPARK_LOCAL_IP".to_string(), address.to_string()),
         ]);
         // Spark refuses `-Xmx` in SPARK_DAEMON_JAVA_OPTS: the daemon's heap
         // is SPARK_DAEMON_MEMORY

@@ -10,6 +10,8 @@ pub const LOG4J2: &str = include_str!("../../images/spark/files/opt/spark/conf/l
 
 pub struct ZooCfg<'a> {
     pub cluster: &'a str,
+    /// This server's address in the cluster: the client port binds to it.
+    pub address: &'a str,
     pub data_dir: &'a str,
     pub client_port: u16,
     pub admin_port: Option<u16>,
@@ -20,9 +22,14 @@ pub struct ZooCfg<'a> {
 pub fn zoo_cfg(z: &ZooCfg) -> String {
     let mut s = header(z.cluster, "#");
     s.push_str("tickTime=2000\ninitLimit=10\nsyncLimit=5\n");
+    // Spark's masters ask for 60 s sessions; a crashed leader keeps its
+    // leadership until its session expires, so the ensemble caps sessions
+    // at 10 s (5 ticks; ZooKeeper's own default cap is 40 s). A master that
+    // stalls longer than that (a GC pause) hands over leadership.
+    s.push_str("maxSessionTimeout=10000\n");
     s.push_str(&format!(
-        "dataDir={}\nclientPort={}\n",
-        z.data_dir, z.client_port
+        "dataDir={}\nclientPort={}\nclientPortAddress={}\n",
+        z.data_dir, z.client_port, z.address
     ));
     match z.admin_port {
         // its default port, 8080, is the Spark master UI's
@@ -32,9 +39,12 @@ pub fn zoo_cfg(z: &ZooCfg) -> String {
     // since 3.5.3 only whitelisted four-letter words answer; the gate uses srvr
     s.push_str("4lw.commands.whitelist=srvr,stat\n");
     if !z.servers.is_empty() {
-        // a name that resolves to a loopback address on its own host must not
-        // keep the peers out
-        s.push_str("quorumListenOnAllIPs=true\n");
+        // peers listen on the address of their own `server.N` line; but a
+        // name (not an IP) may resolve to a loopback address on its own host
+        // (Debian's 127.0.1.1), which would keep the peers out
+        if z.address.parse::<std::net::IpAddr>().is_err() {
+            s.push_str("quorumListenOnAllIPs=true\n");
+        }
         for (id, addr, peer, election) in &z.servers {
             s.push_str(&format!("server.{id}={addr}:{peer}:{election}\n"));
         }
@@ -76,6 +86,7 @@ mod tests {
     fn one_server_has_no_server_lines_and_no_admin_server() {
         let s = zoo_cfg(&ZooCfg {
             cluster: "c",
+            address: "127.0.0.1",
             data_dir: "/d",
             client_port: 2181,
             admin_port: None,
@@ -89,6 +100,7 @@ mod tests {
     fn ensemble_lists_every_server() {
         let s = zoo_cfg(&ZooCfg {
             cluster: "c",
+            address: "b",
             data_dir: "/d",
             client_port: 2181,
             admin_port: Some(9990),
@@ -100,5 +112,19 @@ mod tests {
         });
         assert!(s.contains("server.2=b:2888:3888\n"));
         assert!(s.contains("admin.serverPort=9990\n"));
+        assert!(s.contains("clientPortAddress=b\n"));
+        // a name may resolve to loopback on its own host
+        assert!(s.contains("quorumListenOnAllIPs=true\n"));
+        let ip = zoo_cfg(&ZooCfg {
+            cluster: "c",
+            address: "10.0.0.2",
+            data_dir: "/d",
+            client_port: 2181,
+            admin_port: None,
+            servers: vec![(1, "10.0.0.1", 2888, 3888), (2, "10.0.0.2", 2888, 3888)],
+        });
+        assert!(!ip.contains("quorumListenOnAllIPs"), "{ip}");
+        assert!(ip.contains("clientPortAddress=10.0.0.2\n"));
+        assert!(ip.contains("maxSessionTimeout=10000\n"));
     }
 }

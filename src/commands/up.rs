@@ -54,6 +54,19 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
     for (h, why) in fleet.failures() {
         term.line(&format!("{h}: FAILED: {why}"));
     }
+    if a.dry_run {
+        for l in launch::dry_run(&fleet) {
+            println!("{l}");
+        }
+        println!(
+            "(dry run: nothing changed; the image is delivered and files written first where they differ)"
+        );
+        return Ok(if fleet.failures().is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
 
     let image = match (&loaded.layout, t.local) {
         (Some(dir), false) if plan.delivery == "ssh" => {
