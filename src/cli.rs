@@ -82,6 +82,33 @@ pub enum Command {
         after_help = "Examples:\n  ferry down cluster.toml\n  ferry down cluster.toml --purge   # also its config, ZooKeeper data and work folders\n  ferry down --local"
     )]
     Down(DownArgs),
+    /// Rehearse a failure on a running cluster and measure the recovery
+    #[command(subcommand)]
+    Drill(DrillCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DrillCommand {
+    /// Stop the leading master, time until a standby leads and every worker is back, then restart it as a standby
+    #[command(
+        after_help = "Examples:\n  ferry drill failover cluster.toml            # graceful: docker stop, later docker start\n  ferry drill failover cluster.toml --kill     # a crash: SIGKILL; Docker's restart policy brings it back\n  ferry drill failover cluster.toml --json\n\nA crashed leader keeps its leadership until its ZooKeeper session expires; ferry's zoo.cfg caps sessions at 10 s."
+    )]
+    Failover(FailoverArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FailoverArgs {
+    #[command(flatten)]
+    pub target: ClusterArgs,
+    /// SIGKILL the leader's process (as a crash would) instead of stopping it
+    #[arg(long)]
+    pub kill: bool,
+    /// Seconds to wait for each stage
+    #[arg(long, value_name = "SECS", default_value_t = 180)]
+    pub deadline: u64,
+    /// Print the measurements as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,7 @@
 
 mod build;
 mod down;
+mod drill;
 mod gc;
 mod inspect;
 mod launch;
@@ -35,6 +36,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Down(a) => down::run(a),
         Command::Status(a) => status::run(a),
         Command::Logs(a) => logs::run(a),
+        Command::Drill(crate::cli::DrillCommand::Failover(a)) => drill::failover(a),
     }
 }
 
