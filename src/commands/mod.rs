@@ -7,6 +7,7 @@ mod gc;
 mod inspect;
 mod lock;
 mod plan;
+mod pull;
 mod push;
 mod submit;
 mod up;
@@ -25,6 +26,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => inspect::run(a),
         Command::Vendor(a) => vendor::run(a),
         Command::Push(a) => push::run(a),
+        Command::Pull(a) => pull::run(a),
         Command::Gc(a) => gc::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Up(a) => up::run(a),
