@@ -322,16 +322,48 @@ pub fn xml_all(xml: &str, tag: &str) -> Vec<String> {
     while let Some(i) = rest.find(&open) {
         let after = &rest[i + open.len()..];
         let Some(j) = after.find(&close) else { break };
-        out.push(
-            after[..j]
-                .replace("&quot;", "\"")
-                .replace("&apos;", "'")
-                .replace("&lt;", "<")
-                .replace("&gt;", ">")
-                .replace("&amp;", "&"),
-        );
+        out.push(xml_unescape(&after[..j]));
         rest = &after[j + close.len()..];
     }
+    out
+}
+
+/// Replaces XML's named and numeric character references (`&quot;`, `&#34;`, `&#x22;`).
+fn xml_unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let decoded = after.find(';').filter(|&j| j <= 8).and_then(|j| {
+            let name = &after[..j];
+            let c = match name {
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "amp" => Some('&'),
+                _ => name
+                    .strip_prefix("#x")
+                    .map(|h| u32::from_str_radix(h, 16))
+                    .or_else(|| name.strip_prefix('#').map(str::parse::<u32>))
+                    .and_then(Result::ok)
+                    .and_then(char::from_u32),
+            }?;
+            Some((c, j))
+        });
+        match decoded {
+            Some((c, j)) => {
+                out.push(c);
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
     out
 }
 
@@ -987,6 +1019,8 @@ mod tests {
         assert_eq!(parse_uploads(uploads, "p/a"), vec!["1", "3"]);
         let err = "<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature &amp; more</Message></Error>";
         assert_eq!(xml_one(err, "Message"), "The request signature & more");
+        // SeaweedFS writes numeric references
+        assert_eq!(xml_unescape("&#34;ab&#x22; &#39;x&#39; & &bogus;"), "\"ab\" 'x' & &bogus;");
         assert_eq!(
             complete_xml(&[Part {
                 number: 1,
