@@ -1020,7 +1020,10 @@ mod tests {
         let err = "<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature &amp; more</Message></Error>";
         assert_eq!(xml_one(err, "Message"), "The request signature & more");
         // SeaweedFS writes numeric references
-        assert_eq!(xml_unescape("&#34;ab&#x22; &#39;x&#39; & &bogus;"), "\"ab\" 'x' & &bogus;");
+        assert_eq!(
+            xml_unescape("&#34;ab&#x22; &#39;x&#39; & &bogus;"),
+            "\"ab\" 'x' & &bogus;"
+        );
         assert_eq!(
             complete_xml(&[Part {
                 number: 1,
