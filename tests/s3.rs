@@ -159,9 +159,9 @@ impl Env {
             c.arg("-T").arg(f);
         }
         let mut child = c.spawn().unwrap();
-        write!(
+        writeln!(
             child.stdin.take().unwrap(),
-            "user = \"{}:{}\"\n",
+            "user = \"{}:{}\"",
             self.access,
             self.secret
         )

@@ -4,7 +4,7 @@
 //! summary table or JSON). Credentials are read here and handed on; nothing
 //! printed carries them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -188,7 +188,7 @@ pub(super) fn push_to_bucket(a: PushArgs) -> Result<ExitCode> {
 }
 
 /// The hosts of a cluster file as SSH targets, and the key files it names.
-fn cluster_hosts(path: &PathBuf) -> Result<(Vec<Target>, Vec<PathBuf>, String)> {
+fn cluster_hosts(path: &Path) -> Result<(Vec<Target>, Vec<PathBuf>, String)> {
     let file = ClusterFile::load(path)?;
     let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
     let user = std::env::var("USER")

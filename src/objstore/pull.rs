@@ -30,8 +30,6 @@ use crate::push::{
 pub enum PullError {
     #[error(transparent)]
     Host(#[from] PushError),
-    #[error(transparent)]
-    Store(#[from] ObjError),
     #[error(
         "on `{host}`, `{object}` did not hash to its name: the bucket's copy is damaged or was changed; push the image again"
     )]
