@@ -49,7 +49,7 @@ pub enum Command {
     Push(PushArgs),
     /// Have hosts fetch an image from a bucket in parallel (presigned URLs, no keys on the hosts) and load it into their Docker
     #[command(
-        after_help = "Examples:\n  ferry pull s3://images/spark ssh://root@node1 ssh://root@node2 --endpoint http://10.0.0.1:8333\n  ferry pull s3://images/spark --cluster examples/ha.toml\n  ferry pull oss://images/spark ssh://root@node{1,2,3} --region cn-hangzhou --json\n\nThe controller reads the image's index from the bucket and gives each host short-lived presigned GET URLs on the stdin of curl or wget there; each host checks every blob's sha256. Credentials come from the environment or --credentials-file (mode 0600), never from the command line."
+        after_help = "Examples:\n  ferry pull s3://images/spark ssh://root@node1 ssh://root@node2 --endpoint http://10.0.0.1:8333\n  ferry pull s3://images/spark --cluster cluster.toml --endpoint http://10.0.0.1:8333\n  ferry pull oss://images/spark ssh://root@node{1,2,3} --region cn-hangzhou --json\n\nThe controller reads the image's index from the bucket and gives each host short-lived presigned GET URLs on the stdin of curl or wget there; each host checks every blob's sha256. Credentials come from the environment or --credentials-file (mode 0600), never from the command line."
     )]
     Pull(PullArgs),
     /// Remove the blobs on hosts that no kept image needs, keeping the newest N images of each name
@@ -165,6 +165,12 @@ pub struct PushArgs {
     pub hosts: Vec<String>,
     #[command(flatten)]
     pub bucket: BucketArgs,
+    /// To a bucket: MiB per part of a multipart upload; larger blobs are sent in parts
+    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(5..=5120))]
+    pub part_size: u64,
+    /// To a bucket: parts sent at once
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parts_parallel: u16,
     /// The blob store on each host; blobs go to DIR/blobs/sha256/
     #[arg(long, value_name = "DIR", default_value = "/var/lib/ferry")]
     pub store: String,
@@ -234,12 +240,6 @@ pub struct BucketArgs {
     /// A file with `aws_access_key_id = ...` and `aws_secret_access_key = ...` lines, mode 0600 [default: the environment]
     #[arg(long, value_name = "FILE")]
     pub credentials_file: Option<PathBuf>,
-    /// MiB per part of a multipart upload; larger blobs are sent in parts
-    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(5..=5120))]
-    pub part_size: u64,
-    /// Parts sent at once
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub parts_parallel: u16,
 }
 
 /// How to reach hosts over SSH (shared by `push` and `gc`).

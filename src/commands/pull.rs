@@ -142,8 +142,8 @@ pub(super) fn push_to_bucket(a: PushArgs) -> Result<ExitCode> {
     ));
     let t0 = Instant::now();
     let opts = upload::Options {
-        part_size: a.bucket.part_size << 20,
-        parallel: usize::from(a.bucket.parts_parallel),
+        part_size: a.part_size << 20,
+        parallel: usize::from(a.parts_parallel),
     };
     let result = upload::push_image(&store, &a.layout, &image, &opts, &progress);
     let seconds = t0.elapsed().as_secs_f64();
@@ -174,9 +174,13 @@ pub(super) fn push_to_bucket(a: PushArgs) -> Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("BUCKET  OBJECTS SENT  PRESENT  BYTES  PARTS (REUSED)  SECONDS");
+        let w = target.len().max(6);
         println!(
-            "{target}  {}  {}  {}  {} ({})  {seconds:.1}",
+            "{:<w$}  {:>4}  {:>7}  {:>9}  {:>5}  {:>6}  {:>7}",
+            "BUCKET", "SENT", "PRESENT", "BYTES", "PARTS", "REUSED", "SECONDS"
+        );
+        println!(
+            "{target:<w$}  {:>4}  {:>7}  {:>9}  {:>5}  {:>6}  {seconds:>7.1}",
             stats.objects_sent,
             stats.objects_present,
             human(stats.bytes_sent),
