@@ -73,8 +73,11 @@ done
 
 export AWS_ACCESS_KEY_ID=$access AWS_SECRET_ACCESS_KEY=$secret
 # rclone's remote, from the environment (no config file with the secret)
-export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=SeaweedFS RCLONE_CONFIG_BENCH_ENV_AUTH=true \
+export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=SeaweedFS \
+  RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=$access RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=$secret \
   RCLONE_CONFIG_BENCH_ENDPOINT=$endpoint RCLONE_CONFIG_BENCH_REGION=us-east-1 RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true
+# rclone's S3 client fails on a set AWS_CA_BUNDLE even for http://; ferry ignores it
+unset AWS_CA_BUNDLE
 
 machine_cpu() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
 hz=$(getconf CLK_TCK)
@@ -85,7 +88,7 @@ timed() {
   /usr/bin/time -f '%e %U %S' -o "$work/time" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
   c1=$(machine_cpu)
   read -r wall u s <"$work/time"
-  echo "$wall $(echo "$u + $s" | bc) $(echo "scale=2; ($c1 - $c0) / $hz" | bc)"
+  printf '%s %.2f %.2f\n' "$wall" "$(echo "$u + $s" | bc)" "$(echo "scale=2; ($c1 - $c0) / $hz" | bc)"
 }
 
 declare -A best
@@ -93,8 +96,10 @@ keep() { # name "wall cpu machine": keep the run with the lowest wall time
   if [ -z "${best[$1]:-}" ] || [ "$(echo "${2%% *} < ${best[$1]%% *}" | bc)" = 1 ]; then best[$1]=$2; fi
 }
 for run in 1 2; do
-  keep ferry "$(timed $ferry push "$layout" "s3://bench/ferry-$run" --endpoint "$endpoint")"
-  keep rclone "$(timed rclone copy "$layout" "bench:bench/rclone-$run")"
+  r=$(timed "$ferry" push "$layout" "s3://bench/ferry-$run" --endpoint "$endpoint") || exit 1
+  keep ferry "$r"
+  r=$(timed rclone copy "$layout" "bench:bench/rclone-$run") || exit 1
+  keep rclone "$r"
 done
 
 key="$FERRY_HOSTS_DIR/id_ed25519"
@@ -102,11 +107,11 @@ kh="$FERRY_HOSTS_DIR/known_hosts"
 addr() { sed -n "$1p" "$FERRY_HOSTS_DIR/hosts" | cut -d' ' -f2; }
 sshh() { local i=$1; shift; ssh -i "$key" -o BatchMode=yes -o UserKnownHostsFile="$kh" -o StrictHostKeyChecking=yes "root@$(addr "$i")" "$@"; }
 reset() { for i in "$@"; do sshh "$i" 'rm -rf /var/lib/ferry/*; docker rmi -f ferry/spark:3.5.3 >/dev/null 2>&1; true'; done; }
-pull() { $ferry pull s3://bench/ferry-1 --endpoint "$endpoint" -i "$key" --known-hosts "$kh" "$@"; }
+pull=("$ferry" pull s3://bench/ferry-1 --endpoint "$endpoint" -i "$key" --known-hosts "$kh")
 reset 1
-one=$(timed pull "ssh://root@$(addr 1)")
+one=$(timed "${pull[@]}" "ssh://root@$(addr 1)") || exit 1
 reset 1 2 3
-three=$(timed pull "ssh://root@$(addr 1)" "ssh://root@$(addr 2)" "ssh://root@$(addr 3)")
+three=$(timed "${pull[@]}" "ssh://root@$(addr 1)" "ssh://root@$(addr 2)" "ssh://root@$(addr 3)") || exit 1
 
 read -r fw fc fm <<<"${best[ferry]}"
 read -r rw rc rm_ <<<"${best[rclone]}"
@@ -130,6 +135,6 @@ out=bench/results-s3.md
   echo "- upload throughput, ferry / rclone: **$(ratio "$rw" "$fw")x** (target: at least 1x)"
   echo "- pull wall time, 3 hosts / 1 host: **$(ratio "$w3" "$w1")x**; machine CPU seconds 3 / 1: $(ratio "$m3" "$m1")x"
   echo
-  echo "A pull includes each host's download (curl from a presigned URL), its sha256 check and \`docker load\` (gunzip of every layer). The three hosts and the server share this machine's cores, so 3 hosts vs 1 measures CPU contention, not the controller's uplink; the controller's own CPU is the \"its own CPU\" column."
+  echo "A pull includes each host's download (curl from a presigned URL), its sha256 check and \`docker load\` (gunzip of every layer). The three hosts and the server share this machine's cores, so 3 hosts vs 1 measures CPU contention, not the controller's uplink; the controller's own CPU is the \"its own CPU\" column. The machine CPU column counts everything on the machine in that time, other work included."
 } >"$out"
 cat "$out"
