@@ -380,6 +380,7 @@ fn redact(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn the_fetch_script_keeps_the_url_out_of_arguments() {
@@ -395,6 +396,93 @@ mod tests {
                 && s.contains("wget -q -O \"$p\" -i -")
         );
         assert!(s.contains(&format!("exit {}", push::EXIT_DIGEST)));
+    }
+
+    /// Serves `body` to every GET on a local port, once per connection.
+    fn serve(body: Vec<u8>) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let mut w = conn;
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = w.write_all(&body);
+            }
+        });
+        format!("http://{addr}/b/blobs/sha256/x?X-Amz-Signature=abc&X-Amz-Date=1")
+    }
+
+    #[test]
+    fn hosts_fetch_with_curl_or_wget_and_keep_only_a_matching_blob() {
+        let body = b"the blob".to_vec();
+        let hex = sha256_hex(&body);
+        for tool in ["curl", "wget"] {
+            let Some(bin) = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|d| std::path::Path::new(d).join(tool))
+                .find(|p| p.exists())
+            else {
+                eprintln!("\n*** SKIPPED the {tool} case: {tool} is not installed ***\n");
+                continue;
+            };
+            // a PATH with that one fetcher and the few tools the script uses
+            let dir = tempfile::tempdir().unwrap();
+            let bin_dir = dir.path().join("bin");
+            std::fs::create_dir_all(&bin_dir).unwrap();
+            std::os::unix::fs::symlink(&bin, bin_dir.join(tool)).unwrap();
+            for t in ["stat", "rm", "mv", "sha256sum"] {
+                std::os::unix::fs::symlink(format!("/usr/bin/{t}"), bin_dir.join(t))
+                    .or_else(|_| std::os::unix::fs::symlink(format!("/bin/{t}"), bin_dir.join(t)))
+                    .unwrap();
+            }
+            let store = dir.path().join("store");
+            std::fs::create_dir_all(store.join("blobs/sha256")).unwrap();
+            let run = |hex: &str, size: u64, url: &str| {
+                let mut c = std::process::Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(fetch_script(store.to_str().unwrap(), hex, size))
+                    .env_clear()
+                    .env("PATH", &bin_dir)
+                    .stdin(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                c.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(format!("{url}\n").as_bytes())
+                    .unwrap();
+                c.wait_with_output().unwrap().status.code()
+            };
+            let url = serve(body.clone());
+            assert_eq!(run(&hex, body.len() as u64, &url), Some(0), "{tool}");
+            assert_eq!(
+                std::fs::read(store.join("blobs/sha256").join(&hex)).unwrap(),
+                body
+            );
+            // what does not hash to its name is removed, and said so
+            let other = "0".repeat(64);
+            assert_eq!(
+                run(&other, body.len() as u64, &url),
+                Some(push::EXIT_DIGEST),
+                "{tool}"
+            );
+            let left: Vec<_> = std::fs::read_dir(store.join("blobs/sha256"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            assert_eq!(left, vec![hex.clone()], "{tool}");
+        }
     }
 
     #[test]
