@@ -18,11 +18,15 @@ port=${FERRY_S3_PORT:-18333}
 export FERRY_HOSTS_DIR=${FERRY_HOSTS_DIR:-$(mktemp -d /tmp/ferry-s3-hosts.XXXXXX)}
 state=$(mktemp -d /tmp/ferry-s3.XXXXXX)
 weed_pid=""
+alive() { # a zombie has ended, even if nobody has reaped it yet
+  [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
 cleanup() {
   if [ -n "$weed_pid" ]; then
     kill "$weed_pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$weed_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$weed_pid" 2>/dev/null || true
+    for _ in $(seq 200); do alive "$weed_pid" || break; sleep 0.1; done
+    alive "$weed_pid" && kill -9 "$weed_pid" 2>/dev/null
+    wait "$weed_pid" 2>/dev/null || true
   fi
   bash tests/hosts.sh down || true
   rm -rf "$state"

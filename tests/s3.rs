@@ -538,16 +538,21 @@ fn a_cluster_file_names_the_hosts_and_the_bucket_and_plans_carry_no_secret() {
     std::fs::write(
         &cluster,
         format!(
-            "name = \"s3\"\ndelivery = \"{}\"\n\n[image]\nreference = \"{BUSYBOX}\"\n\n{hosts}[zookeeper]\nhosts = [\"h0\"]\n\n[spark.masters]\nhosts = [\"h0\"]\n\n[spark.workers]\nhosts = [\"h1\", \"h2\"]\n",
-            e.url("cluster")
+            "name = \"s3\"\ndelivery = \"{}\"\nobject_store = {{ endpoint = \"{}\" }}\n\n[image]\nreference = \"{BUSYBOX}\"\n\n{hosts}[zookeeper]\nhosts = [\"h0\"]\n\n[spark.masters]\nhosts = [\"h0\"]\n\n[spark.workers]\nhosts = [\"h1\", \"h2\"]\n",
+            e.url("cluster"),
+            e.endpoint
         ),
     )
     .unwrap();
     for i in 0..3 {
         e.reset(i, BUSYBOX);
     }
-    let out = e
-        .ferry(&["pull", "--cluster", cluster.to_str().unwrap(), "--json"])
+    // the endpoint comes from the cluster file too
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["pull", "--cluster", cluster.to_str().unwrap(), "--json"])
+        .env("AWS_ACCESS_KEY_ID", &e.access)
+        .env("AWS_SECRET_ACCESS_KEY", &e.secret)
+        .env_remove("SSH_AUTH_SOCK")
         .arg("--known-hosts")
         .arg(e.hosts.join("known_hosts"))
         .output()

@@ -191,8 +191,17 @@ pub(super) fn push_to_bucket(a: PushArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The hosts of a cluster file as SSH targets, and the key files it names.
-fn cluster_hosts(path: &Path) -> Result<(Vec<Target>, Vec<PathBuf>, String)> {
+/// What `ferry pull` takes from a cluster file.
+struct FromCluster {
+    targets: Vec<Target>,
+    /// Key files the hosts name, tried before the command line's.
+    keys: Vec<PathBuf>,
+    delivery: String,
+    store: crate::cluster::file::ObjectStore,
+}
+
+/// The hosts of a cluster file as SSH targets, the key files, the bucket and its service.
+fn cluster_hosts(path: &Path) -> Result<FromCluster> {
     let file = ClusterFile::load(path)?;
     let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
     let user = std::env::var("USER")
@@ -224,7 +233,12 @@ fn cluster_hosts(path: &Path) -> Result<(Vec<Target>, Vec<PathBuf>, String)> {
             port: h.ssh.port.unwrap_or(22),
         });
     }
-    Ok((targets, keys, file.delivery.get_ref().clone()))
+    Ok(FromCluster {
+        targets,
+        keys,
+        delivery: file.delivery.get_ref().clone(),
+        store: file.object_store,
+    })
 }
 
 fn pull_result_text(o: &HostOutcome) -> String {
@@ -237,10 +251,27 @@ fn pull_result_text(o: &HostOutcome) -> String {
 
 /// `ferry pull s3://bucket/prefix HOST...`.
 pub fn run(a: PullArgs) -> Result<ExitCode> {
-    let (targets, cluster_keys, delivery) = match &a.cluster {
+    let from = match &a.cluster {
         Some(c) => cluster_hosts(c)?,
-        None => (targets(&a.hosts)?, Vec::new(), String::new()),
+        None => FromCluster {
+            targets: targets(&a.hosts)?,
+            keys: Vec::new(),
+            delivery: String::new(),
+            store: Default::default(),
+        },
     };
+    let (targets, cluster_keys, delivery) = (from.targets, from.keys, from.delivery);
+    let mut bucket = a.bucket;
+    bucket.endpoint = bucket.endpoint.or(from.store.endpoint);
+    bucket.region = bucket.region.or(from.store.region);
+    bucket.url_style = bucket.url_style.or(from.store.url_style);
+    if let Some(s) = bucket
+        .url_style
+        .as_deref()
+        .filter(|s| *s != "path" && *s != "virtual")
+    {
+        bail!("`object_store.url_style = \"{s}\"` in the cluster file: write `path` or `virtual`");
+    }
     if targets.is_empty() {
         bail!("no hosts to pull onto: name them as `ssh://user@host`, or pass --cluster FILE");
     }
@@ -251,7 +282,7 @@ pub fn run(a: PullArgs) -> Result<ExitCode> {
             "no bucket to pull from: name it as `s3://bucket/prefix`, or set `delivery` in the cluster file"
         ),
     };
-    let store = open_store(&source, &a.bucket)?;
+    let store = open_store(&source, &bucket)?;
     let image = pull::read_image(&store, a.tag.as_deref())?;
     let mut ssh = ssh_options(a.ssh);
     if !cluster_keys.is_empty() {
