@@ -616,3 +616,38 @@ fn pulls_finish_before_their_deadline() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_damaged_local_blob_is_refused_and_no_index_is_written() {
+    let _turn = turn();
+    let Some(e) = env("a_damaged_local_blob_is_refused") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("busybox");
+    common::ok(Command::new("cp").arg("-r").arg(busybox()).arg(&copy));
+    let (hex, size) = blob_sizes(&copy).into_iter().max_by_key(|b| b.1).unwrap();
+    let blob = copy.join("blobs/sha256").join(&hex);
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&blob, vec![b'y'; size as usize]).unwrap();
+    let (out, _) = e.push(&copy, "damaged");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("does not match its name") && err.contains(&hex),
+        "{err}"
+    );
+    // a reader finds no image there: index.json goes last
+    let head = e.curl(
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-I",
+            &e.object("damaged/index.json"),
+        ],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&head.stdout), "404");
+}

@@ -24,22 +24,19 @@ use crate::push::{self, PushImage, Target};
 
 /// A client of the bucket `url`, with keys from the environment or the file.
 fn open_store(url: &str, a: &BucketArgs) -> Result<Store> {
-    let loc = Location::parse(url)?;
-    let env = |k: &str| std::env::var(k).ok();
-    let region = a.region.clone().or_else(|| match loc.flavor {
-        objstore::sign::Flavor::Aws => env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
-        objstore::sign::Flavor::Oss => env("OSS_REGION"),
-    });
-    let keys = objstore::credentials(&loc, a.credentials_file.as_deref(), &env)?;
     let settings = Settings {
         endpoint: a.endpoint.clone(),
-        region,
+        region: a.region.clone(),
         style: a.url_style.as_deref().map(|s| match s {
             "path" => Style::Path,
             _ => Style::Virtual,
         }),
     };
-    Ok(Store::new(loc, &settings, keys)?)
+    Ok(objstore::open(
+        url,
+        settings,
+        a.credentials_file.as_deref(),
+    )?)
 }
 
 struct UploadProgress {

@@ -183,6 +183,27 @@ pub struct Settings {
     pub style: Option<Style>,
 }
 
+/// A client of the bucket `url` with keys from the process's environment (or
+/// `credentials_file`); a region not given comes from `AWS_REGION` /
+/// `AWS_DEFAULT_REGION` (s3://) or `OSS_REGION` (oss://). What the launcher
+/// and the commands call.
+pub fn open(
+    url: &str,
+    mut settings: Settings,
+    credentials_file: Option<&Path>,
+) -> Result<Store, ObjError> {
+    let loc = Location::parse(url)?;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if settings.region.is_none() {
+        settings.region = match loc.flavor {
+            Flavor::Aws => env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
+            Flavor::Oss => env("OSS_REGION"),
+        };
+    }
+    let keys = credentials(&loc, credentials_file, &env)?;
+    Store::new(loc, &settings, keys)
+}
+
 /// Reads the keys for a location: the environment first (`AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`; for `oss://`
 /// `OSS_ACCESS_KEY_ID`, `OSS_ACCESS_KEY_SECRET`, `OSS_SESSION_TOKEN`), or the
@@ -788,6 +809,24 @@ impl Store {
             code: xml_one(&text, "Code"),
             message: xml_one(&text, "Message"),
         })
+    }
+
+    /// Drops an unfinished upload and its parts.
+    pub fn abort(&self, key: &str, upload: &str) -> Result<(), ObjError> {
+        let what = "aborting a multipart upload";
+        let r = self.send(
+            what,
+            "DELETE",
+            key,
+            &Self::q(&[("uploadId", upload)]),
+            &[],
+            Vec::new(),
+        )?;
+        if r.status().is_success() || r.status().as_u16() == 404 {
+            Ok(())
+        } else {
+            Err(self.fail(what, key, r))
+        }
     }
 
     /// A URL anyone holding it may GET `key` with, for `expires` seconds.

@@ -296,6 +296,8 @@ fn blob(
     }
     let found = read_result?;
     if found != b.hex {
+        // its parts are of no use to any later run
+        let _ = store.abort(&key, &upload);
         return Err(ObjError::LocalCorrupt {
             path: b.path.clone(),
             found,
