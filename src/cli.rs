@@ -42,11 +42,16 @@ pub enum Command {
         after_help = "Examples:\n  ferry vendor images/spark/image.toml --to bundle/\n  ferry vendor images/spark/image.toml --to spark-inputs.tar\n  # then, on the air-gapped side:\n  ferry build images/spark/image.toml --offline --mirror bundle/"
     )]
     Vendor(VendorArgs),
-    /// Put an image into the Docker of hosts over SSH, sending only the blobs each host lacks
+    /// Put an image into the Docker of hosts over SSH, sending only the blobs each host lacks, or into a bucket
     #[command(
-        after_help = "Examples:\n  ferry push out/busybox ssh://root@node1 ssh://root@node2:2222\n  ferry push out/spark ssh://spark@node{1,2,3} --identity ~/.ssh/cluster --parallel 16\n  ferry push out/spark ssh://root@node1 --verify --json   # re-hash what the host stores\n\nA password is read from FERRY_SSH_PASSWORD only, never from the command line."
+        after_help = "Examples:\n  ferry push out/busybox ssh://root@node1 ssh://root@node2:2222\n  ferry push out/spark ssh://spark@node{1,2,3} --identity ~/.ssh/cluster --parallel 16\n  ferry push out/spark ssh://root@node1 --verify --json   # re-hash what the host stores\n  ferry push out/spark s3://images/spark --endpoint http://10.0.0.1:8333   # an OCI layout in a bucket\n  ferry push out/spark oss://images/spark --region cn-hangzhou\n\nA password is read from FERRY_SSH_PASSWORD only, never from the command line. Bucket credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET for oss://) or --credentials-file (mode 0600). Hosts then fetch the image with `ferry pull`."
     )]
     Push(PushArgs),
+    /// Have hosts fetch an image from a bucket in parallel (presigned URLs, no keys on the hosts) and load it into their Docker
+    #[command(
+        after_help = "Examples:\n  ferry pull s3://images/spark ssh://root@node1 ssh://root@node2 --endpoint http://10.0.0.1:8333\n  ferry pull s3://images/spark --cluster cluster.toml --endpoint http://10.0.0.1:8333\n  ferry pull oss://images/spark ssh://root@node{1,2,3} --region cn-hangzhou --json\n\nThe controller reads the image's index from the bucket and gives each host short-lived presigned GET URLs on the stdin of curl or wget there; each host checks every blob's sha256. Credentials come from the environment or --credentials-file (mode 0600), never from the command line."
+    )]
+    Pull(PullArgs),
     /// Remove the blobs on hosts that no kept image needs, keeping the newest N images of each name
     #[command(
         after_help = "Examples:\n  ferry gc ssh://root@node1 ssh://root@node2 --dry-run   # what would go, and how many bytes\n  ferry gc ssh://root@node{1,2,3} --keep 3\n  ferry gc ssh://root@node1 --json | jq '.hosts[0].bytes_freed'\n  ferry gc --local --keep 1 --dry-run   # the local cache: layers of older builds\n\nEach `ferry push` records the image on the host; gc keeps the newest N pushes of each name and every blob they need. Stale `.part` files (older than a day) go too; Docker's own images are not touched. Do not run it while a push to the same host is under way. With --local, downloads and blobs no recorded build names are kept."
@@ -194,9 +199,17 @@ pub struct VendorArgs {
 pub struct PushArgs {
     /// An OCI image layout folder (as written by `ferry build`)
     pub layout: PathBuf,
-    /// Hosts as `ssh://user@host[:port]`
+    /// Hosts as `ssh://user@host[:port]`, or one bucket as `s3://bucket/prefix` or `oss://bucket/prefix`
     #[arg(required = true, value_name = "HOST")]
     pub hosts: Vec<String>,
+    #[command(flatten)]
+    pub bucket: BucketArgs,
+    /// To a bucket: MiB per part of a multipart upload; larger blobs are sent in parts
+    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(5..=5120))]
+    pub part_size: u64,
+    /// To a bucket: parts sent at once
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parts_parallel: u16,
     /// The blob store on each host; blobs go to DIR/blobs/sha256/
     #[arg(long, value_name = "DIR", default_value = "/var/lib/ferry")]
     pub store: String,
@@ -214,6 +227,58 @@ pub struct PushArgs {
     pub json: bool,
     #[command(flatten)]
     pub ssh: SshArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// The bucket holding the image, as `s3://bucket/prefix` or `oss://bucket/prefix` [default: the cluster file's `delivery`]
+    #[arg(value_name = "BUCKET")]
+    pub source: Option<String>,
+    /// Hosts as `ssh://user@host[:port]`
+    #[arg(value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Take the hosts (and the bucket, from `delivery`) from a cluster file
+    #[arg(long, value_name = "FILE", conflicts_with = "hosts")]
+    pub cluster: Option<PathBuf>,
+    #[command(flatten)]
+    pub bucket: BucketArgs,
+    /// Seconds each presigned URL given to a host stays valid
+    #[arg(long, value_name = "SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(60..=604800))]
+    pub url_expiry: u64,
+    /// The blob store on each host; blobs go to DIR/blobs/sha256/
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/ferry")]
+    pub store: String,
+    /// Hosts to pull onto at once
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: u16,
+    /// Re-hash the image's stored blobs on each host and replace damaged ones, even when Docker already has the image
+    #[arg(long)]
+    pub verify: bool,
+    /// Name the image `name:tag` in Docker [default: the index's `io.containerd.image.name`]
+    #[arg(long, value_name = "NAME:TAG")]
+    pub tag: Option<String>,
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub ssh: SshArgs,
+}
+
+/// Where a bucket is served and how to log in (shared by `push` and `pull`).
+#[derive(Args, Debug)]
+pub struct BucketArgs {
+    /// The object-storage service, as `http(s)://host[:port]` [default: AWS S3 in --region; for oss:// `https://oss-REGION.aliyuncs.com`]
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// The region requests are signed for [default: us-east-1 for s3://; required for oss://]
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// `path` (http://host/bucket/key) or `virtual` (http://bucket.host/key) [default: path with --endpoint, else virtual; OSS needs virtual]
+    #[arg(long, value_name = "STYLE", value_parser = ["path", "virtual"])]
+    pub url_style: Option<String>,
+    /// A file with `aws_access_key_id = ...` and `aws_secret_access_key = ...` lines, mode 0600 [default: the environment]
+    #[arg(long, value_name = "FILE")]
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// How to reach hosts over SSH (shared by `push`, `gc` and the cluster commands).

@@ -17,6 +17,7 @@ mod fsutil;
 mod inputs;
 mod layer;
 mod lock;
+mod objstore;
 mod oci;
 mod push;
 mod spec;

@@ -4,7 +4,9 @@
 # when none answers (and stops it afterwards), runs formatting and lint
 # checks, builds the default Spark image once for every end-to-end test,
 # runs the unit, integration and end-to-end tests (the SSH push tests on
-# three namespaced hosts it starts and stops), and the Nix packaging checks.
+# three namespaced hosts it starts and stops, then the object-storage tests
+# against a SeaweedFS server on the same kind of hosts), and the Nix
+# packaging checks.
 # Downloads are cached in ~/.cache/ferry: a second run downloads nothing.
 #
 #   bash tests/run.sh            # everything
@@ -86,18 +88,21 @@ tail -1 "$state/spark-build.log"
 export FERRY_SPARK_LAYOUT="$state/spark" FERRY_SPARK_ARCHIVE="$state/spark.tar" FERRY_SPARK_DEF="$spark_def"
 
 say "cargo test"
-# every integration-test file runs here, except push.rs and launch.rs, which
-# need the namespaced hosts and run in the next step
+# every integration-test file runs here, except push.rs, launch.rs and s3.rs,
+# which need the namespaced hosts (and an S3 server) and run in the next steps
 targets=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
-  case $name in push | launch) ;; *) targets+=(--test "$name") ;; esac
+  case $name in push | launch | s3) ;; *) targets+=(--test "$name") ;; esac
 done
 cargo test --bins "${targets[@]}" 2>&1 | tee "$state/cargo-test.log"
 [ "${PIPESTATUS[0]}" = 0 ] || exit 1
 
 say "end-to-end push and launch tests on namespaced hosts"
 bash tests/push-e2e.sh
+
+say "end-to-end object-storage tests (SeaweedFS and namespaced hosts)"
+bash tests/s3-e2e.sh
 
 if [ $quick = 0 ]; then
   say "nix packaging checks"

@@ -35,8 +35,22 @@ pub struct ClusterFile {
     /// URL the hosts fetch the image from.
     #[serde(default = "default_delivery")]
     pub delivery: Spanned<String>,
+    /// Where an object-storage `delivery` is served (`ferry pull --cluster`);
+    /// the command line's --endpoint, --region and --url-style win.
+    #[serde(default)]
+    pub object_store: ObjectStore,
     pub zookeeper: Option<ZooKeeper>,
     pub spark: Spark,
+}
+
+/// The `[object_store]` table: no credentials, only where the service is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStore {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// `path` or `virtual`.
+    pub url_style: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -21,6 +21,8 @@ pub struct Loaded {
     pub facts: ImageFacts,
     /// The layout the image was read from, if any (then it can be pushed).
     pub layout: Option<PathBuf>,
+    /// Where an object-storage `delivery` is served.
+    pub object_store: crate::cluster::file::ObjectStore,
 }
 
 /// The plan of a cluster file, or of the built-in local cluster.
@@ -49,6 +51,7 @@ pub fn load(cluster: Option<&Path>, image: Option<&Path>, local: bool) -> Result
         plan,
         facts,
         layout,
+        object_store: file.object_store.clone(),
     })
 }
 

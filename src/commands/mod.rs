@@ -10,6 +10,7 @@ mod launch;
 mod lock;
 mod logs;
 mod plan;
+mod pull;
 mod push;
 mod status;
 mod submit;
@@ -29,6 +30,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => inspect::run(a),
         Command::Vendor(a) => vendor::run(a),
         Command::Push(a) => push::run(a),
+        Command::Pull(a) => pull::run(a),
         Command::Gc(a) => gc::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Up(a) => up::run(a),

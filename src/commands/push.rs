@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::{Term, human};
 use crate::cli::{PushArgs, SshArgs};
+use crate::objstore::Location;
 use crate::oci;
 use crate::push::ssh::{SshOptions, default_identities};
 use crate::push::{self, Event, HostOutcome, PushImage, Reporter, Target};
@@ -24,9 +25,18 @@ struct HostProgress {
     last_line: Option<Instant>,
 }
 
-struct Progress {
-    term: Term,
+pub(super) struct Progress {
+    pub(super) term: Term,
     hosts: Mutex<HashMap<String, HostProgress>>,
+}
+
+impl Progress {
+    pub(super) fn new() -> Progress {
+        Progress {
+            term: Term::new(false),
+            hosts: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 fn rate(bytes: u64, since: Option<Instant>) -> String {
@@ -161,6 +171,9 @@ pub(super) fn targets(hosts: &[String]) -> Result<Vec<Target>> {
 }
 
 pub fn run(a: PushArgs) -> Result<ExitCode> {
+    if a.hosts.iter().any(|h| Location::is_bucket_url(h)) {
+        return super::pull::push_to_bucket(a);
+    }
     let layout = oci::open_layout(&a.layout).with_context(|| {
         format!(
             "opening the layout `{}`; build it with `ferry build`",

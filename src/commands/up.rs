@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::Term;
@@ -14,6 +14,7 @@ use crate::cli::UpArgs;
 use crate::cluster::hosts::ClusterHost;
 use crate::cluster::launch;
 use crate::cluster::plan::{Gate, HostPlan};
+use crate::objstore::{self, Location, Settings, Style, pull};
 use crate::oci;
 use crate::push::{self, Event, HostStats, PushImage, Reporter};
 
@@ -68,6 +69,38 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
         });
     }
 
+    // how the image gets to the hosts: pushed from the layout over SSH,
+    // pulled by each host from the bucket, or only checked for
+    let bucket = if !t.local && Location::is_bucket_url(&plan.delivery) {
+        let o = &loaded.object_store;
+        let settings = Settings {
+            endpoint: o.endpoint.clone(),
+            region: o.region.clone(),
+            style: match o.url_style.as_deref() {
+                None => None,
+                Some("path") => Some(Style::Path),
+                Some("virtual") => Some(Style::Virtual),
+                Some(other) => bail!(
+                    "`object_store.url_style = \"{other}\"` in the cluster file: write `path` or `virtual`"
+                ),
+            },
+        };
+        let store = objstore::open(&plan.delivery, settings, None)?;
+        let image = pull::read_image(&store, None)?;
+        if format!("sha256:{}", image.manifest.hex) != plan.image.digest {
+            bail!(
+                "the bucket `{}` holds image sha256:{}, but the plan runs {}: push the layout to the bucket first (`ferry push LAYOUT {}`)",
+                plan.delivery,
+                image.manifest.hex,
+                plan.image.digest,
+                plan.delivery
+            );
+        }
+        term.line(&format!("hosts pull the image from {}", plan.delivery));
+        Some((store, image))
+    } else {
+        None
+    };
     let image = match (&loaded.layout, t.local) {
         (Some(dir), false) if plan.delivery == "ssh" => {
             let img = oci::open_layout(dir)
@@ -96,6 +129,30 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
         .map(|_| "the image is in docker".to_string())
     };
     let deliver = |hp: &HostPlan, c: &dyn ClusterHost| -> Result<String, String> {
+        if let Some((store, image)) = &bucket {
+            let target = target_of(hp).map_err(|e| e.to_string())?;
+            let opts = pull::Options {
+                push: push::Options {
+                    store: a.store.clone(),
+                    parallel: 1,
+                    verify: false,
+                    ssh: host_options(hp, &t.ssh),
+                },
+                url_expiry: 900,
+            };
+            let mut st = HostStats::default();
+            pull::pull_host(&target, image, store, &opts, &reporter, &mut st)
+                .map_err(|e| e.to_string())?;
+            return Ok(if st.blobs_sent > 0 || st.loaded {
+                format!(
+                    "image pulled from the bucket ({} blobs, {})",
+                    st.blobs_sent,
+                    super::human(st.bytes_sent)
+                )
+            } else {
+                "the image is in docker".into()
+            });
+        }
         let Some(image) = &image else {
             if !t.local && plan.delivery != "ssh" {
                 // object storage: the hosts must already have it (`ferry pull`)

@@ -1,0 +1,365 @@
+//! `ferry push LAYOUT s3://…` (the image into a bucket, with a line per
+//! object and a summary) and `ferry pull s3://… HOSTS` (hosts fetch it from
+//! the bucket in parallel, with the push's progress lines per host and a
+//! summary table or JSON). Credentials are read here and handed on; nothing
+//! printed carries them.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use super::push::{Progress, ssh_options, targets};
+use super::{Term, human};
+use crate::cli::{BucketArgs, PullArgs, PushArgs};
+use crate::cluster::file::ClusterFile;
+use crate::objstore::pull::{self, HostOutcome, PullError};
+use crate::objstore::upload::{self, Event};
+use crate::objstore::{self, Location, Settings, Store, Style};
+use crate::oci;
+use crate::push::{self, PushImage, Target};
+
+/// A client of the bucket `url`, with keys from the environment or the file.
+fn open_store(url: &str, a: &BucketArgs) -> Result<Store> {
+    let settings = Settings {
+        endpoint: a.endpoint.clone(),
+        region: a.region.clone(),
+        style: a.url_style.as_deref().map(|s| match s {
+            "path" => Style::Path,
+            _ => Style::Virtual,
+        }),
+    };
+    Ok(objstore::open(
+        url,
+        settings,
+        a.credentials_file.as_deref(),
+    )?)
+}
+
+struct UploadProgress {
+    term: Term,
+    /// When the current object started, and when its last line was printed.
+    times: Mutex<(Instant, Instant)>,
+}
+
+fn short(name: &str) -> String {
+    match name.strip_prefix("blobs/sha256/") {
+        Some(hex) => format!("sha256:{}", &hex[..12.min(hex.len())]),
+        None => name.to_string(),
+    }
+}
+
+impl upload::Reporter for UploadProgress {
+    fn event(&self, e: Event<'_>) {
+        let mut t = self.times.lock().expect("progress lock");
+        let line = match e {
+            Event::Present { name, size } => {
+                format!("{}: in the bucket already ({})", short(name), human(size))
+            }
+            Event::Start {
+                name,
+                size,
+                parts,
+                reused,
+            } => {
+                *t = (Instant::now(), Instant::now());
+                if parts > 1 {
+                    format!(
+                        "{}: sending {} in {parts} parts{}",
+                        short(name),
+                        human(size),
+                        if reused > 0 {
+                            format!(", resuming: {reused} part(s) in the bucket already")
+                        } else {
+                            String::new()
+                        }
+                    )
+                } else {
+                    format!("{}: sending {}", short(name), human(size))
+                }
+            }
+            Event::Progress { name, sent, total } => {
+                if t.1.elapsed() < Duration::from_secs(1) || sent == total {
+                    return;
+                }
+                t.1 = Instant::now();
+                format!(
+                    "{}: {} / {}, {}/s",
+                    short(name),
+                    human(sent),
+                    human(total),
+                    human((sent as f64 / t.0.elapsed().as_secs_f64().max(1e-3)) as u64)
+                )
+            }
+            Event::Done { name, sent } => format!(
+                "{}: stored ({} sent, {}/s)",
+                short(name),
+                human(sent),
+                human((sent as f64 / t.0.elapsed().as_secs_f64().max(1e-3)) as u64)
+            ),
+        };
+        drop(t);
+        self.term.line(&line);
+    }
+}
+
+/// `ferry push LAYOUT s3://bucket/prefix`.
+pub(super) fn push_to_bucket(a: PushArgs) -> Result<ExitCode> {
+    if a.hosts.len() != 1 {
+        bail!(
+            "`ferry push` takes either hosts or one bucket; push to the bucket, then run `ferry pull {} HOST...`",
+            a.hosts
+                .iter()
+                .find(|h| Location::is_bucket_url(h))
+                .map(String::as_str)
+                .unwrap_or("s3://bucket/prefix")
+        );
+    }
+    let layout = oci::open_layout(&a.layout).with_context(|| {
+        format!(
+            "opening the layout `{}`; build it with `ferry build`",
+            a.layout.display()
+        )
+    })?;
+    let image = PushImage::from_layout(&layout, a.tag.as_deref())?;
+    let store = open_store(&a.hosts[0], &a.bucket)?;
+    let progress = UploadProgress {
+        term: Term::new(false),
+        times: Mutex::new((Instant::now(), Instant::now())),
+    };
+    let target = store.loc.object_url("");
+    progress.term.line(&format!(
+        "pushing {} ({}) to {target} at {}",
+        image.reference,
+        image.config_id(),
+        store.endpoint()
+    ));
+    let t0 = Instant::now();
+    let opts = upload::Options {
+        part_size: a.part_size << 20,
+        parallel: usize::from(a.parts_parallel),
+    };
+    let result = upload::push_image(&store, &a.layout, &image, &opts, &progress);
+    let seconds = t0.elapsed().as_secs_f64();
+    let stats = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if a.json {
+                let v = json!({"reference": image.reference, "bucket": target, "ok": false, "error": e.to_string()});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            return Err(e.into());
+        }
+    };
+    if a.json {
+        let v = json!({
+            "reference": image.reference,
+            "config_digest": image.config_id(),
+            "bucket": target,
+            "endpoint": store.endpoint(),
+            "ok": true,
+            "objects_sent": stats.objects_sent,
+            "objects_present": stats.objects_present,
+            "bytes_sent": stats.bytes_sent,
+            "parts_sent": stats.parts_sent,
+            "parts_reused": stats.parts_reused,
+            "resumed": stats.resumed,
+            "seconds": (seconds * 1000.0).round() / 1000.0,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let w = target.len().max(6);
+        println!(
+            "{:<w$}  {:>4}  {:>7}  {:>9}  {:>5}  {:>6}  {:>7}",
+            "BUCKET", "SENT", "PRESENT", "BYTES", "PARTS", "REUSED", "SECONDS"
+        );
+        println!(
+            "{target:<w$}  {:>4}  {:>7}  {:>9}  {:>5}  {:>6}  {seconds:>7.1}",
+            stats.objects_sent,
+            stats.objects_present,
+            human(stats.bytes_sent),
+            stats.parts_sent,
+            stats.parts_reused
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `ferry pull` takes from a cluster file.
+struct FromCluster {
+    targets: Vec<Target>,
+    /// Key files the hosts name, tried before the command line's.
+    keys: Vec<PathBuf>,
+    delivery: String,
+    store: crate::cluster::file::ObjectStore,
+}
+
+/// The hosts of a cluster file as SSH targets, the key files, the bucket and its service.
+fn cluster_hosts(path: &Path) -> Result<FromCluster> {
+    let file = ClusterFile::load(path)?;
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "root".into());
+    let mut keys = Vec::new();
+    let mut targets = Vec::new();
+    for h in &file.hosts {
+        if h.ssh.jump.is_some() {
+            bail!(
+                "the host `{}` in `{}` is reached through a jump host, which `ferry pull` does not do yet; pull onto the jump host's side with `ferry pull ... ssh://...` from there",
+                h.name.get_ref(),
+                path.display()
+            );
+        }
+        if let Some(k) = &h.ssh.key {
+            let k = match k.strip_prefix("~") {
+                Ok(rest) => home.join(rest),
+                Err(_) => k.clone(),
+            };
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        targets.push(Target {
+            user: h.ssh.user.clone().unwrap_or_else(|| user.clone()),
+            host: h.address.clone(),
+            port: h.ssh.port.unwrap_or(22),
+        });
+    }
+    Ok(FromCluster {
+        targets,
+        keys,
+        delivery: file.delivery.get_ref().clone(),
+        store: file.object_store,
+    })
+}
+
+fn pull_result_text(o: &HostOutcome) -> String {
+    match &o.result {
+        Ok(()) if o.stats.loaded => "ok, loaded".into(),
+        Ok(()) => "ok, up to date".into(),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// `ferry pull s3://bucket/prefix HOST...`.
+pub fn run(a: PullArgs) -> Result<ExitCode> {
+    let from = match &a.cluster {
+        Some(c) => cluster_hosts(c)?,
+        None => FromCluster {
+            targets: targets(&a.hosts)?,
+            keys: Vec::new(),
+            delivery: String::new(),
+            store: Default::default(),
+        },
+    };
+    let (targets, cluster_keys, delivery) = (from.targets, from.keys, from.delivery);
+    let mut bucket = a.bucket;
+    bucket.endpoint = bucket.endpoint.or(from.store.endpoint);
+    bucket.region = bucket.region.or(from.store.region);
+    bucket.url_style = bucket.url_style.or(from.store.url_style);
+    if let Some(s) = bucket
+        .url_style
+        .as_deref()
+        .filter(|s| *s != "path" && *s != "virtual")
+    {
+        bail!("`object_store.url_style = \"{s}\"` in the cluster file: write `path` or `virtual`");
+    }
+    if targets.is_empty() {
+        bail!("no hosts to pull onto: name them as `ssh://user@host`, or pass --cluster FILE");
+    }
+    let source = match (&a.source, Location::is_bucket_url(&delivery)) {
+        (Some(s), _) => s.clone(),
+        (None, true) => delivery,
+        (None, false) => bail!(
+            "no bucket to pull from: name it as `s3://bucket/prefix`, or set `delivery` in the cluster file"
+        ),
+    };
+    let store = open_store(&source, &bucket)?;
+    let image = pull::read_image(&store, a.tag.as_deref())?;
+    let mut ssh = ssh_options(a.ssh);
+    if !cluster_keys.is_empty() {
+        ssh.identities.splice(0..0, cluster_keys);
+    }
+    let opts = pull::Options {
+        push: push::Options {
+            store: a.store,
+            parallel: usize::from(a.parallel),
+            verify: a.verify,
+            ssh,
+        },
+        url_expiry: a.url_expiry,
+    };
+    let progress = Progress::new();
+    progress.term.line(&format!(
+        "pulling {} ({}) from {} onto {} host(s)",
+        image.reference,
+        image.config_id(),
+        store.loc.object_url(""),
+        targets.len()
+    ));
+    let outcomes = pull::pull_all(&targets, &image, &store, &opts, &progress);
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    let tampered = outcomes
+        .iter()
+        .any(|o| matches!(o.result, Err(PullError::Tampered { .. })));
+
+    if a.json {
+        let v = json!({
+            "reference": image.reference,
+            "config_digest": image.config_id(),
+            "bucket": store.loc.object_url(""),
+            "ok": failed == 0,
+            "hosts": outcomes.iter().map(|o| json!({
+                "host": o.target.label(),
+                "ok": o.result.is_ok(),
+                "error": o.result.as_ref().err().map(|e| e.to_string()),
+                "tampered": matches!(o.result, Err(PullError::Tampered { .. })),
+                "blobs_fetched": o.stats.blobs_sent,
+                "bytes_fetched": o.stats.bytes_sent,
+                "replaced": o.stats.replaced,
+                "loaded": o.stats.loaded,
+                "seconds": (o.seconds * 1000.0).round() / 1000.0,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let w = outcomes
+            .iter()
+            .map(|o| o.target.label().len())
+            .max()
+            .unwrap_or(0)
+            .max(4);
+        println!(
+            "{:<w$}  {:>5}  {:>9}  {:>7}  RESULT",
+            "HOST", "BLOBS", "BYTES", "SECONDS"
+        );
+        for o in &outcomes {
+            println!(
+                "{:<w$}  {:>5}  {:>9}  {:>7.1}  {}",
+                o.target.label(),
+                o.stats.blobs_sent,
+                human(o.stats.bytes_sent),
+                o.seconds,
+                pull_result_text(o)
+            );
+        }
+    }
+    if failed > 0 {
+        eprintln!(
+            "error: {failed} of {} host(s) failed (see above); {}",
+            outcomes.len(),
+            if tampered {
+                "an object in the bucket does not match its digest: push the image to the bucket again, then pull"
+            } else {
+                "fix them and run the same `ferry pull` again: each host fetches only what it lacks"
+            }
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}

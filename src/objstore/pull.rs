@@ -1,0 +1,495 @@
+//! Hosts fetching an image straight from a bucket, all at once, so the
+//! controller's uplink carries only small requests.
+//!
+//! The controller reads the image's index, manifest and config from the
+//! bucket (checking their digests), then for each host lists its store over
+//! SSH, plans with the same rules as an SSH push ([`crate::push::plan`]), and
+//! has the host download each missing blob with curl or wget from a
+//! presigned GET URL valid for minutes. The URL goes on the command's stdin,
+//! never in its arguments (where `ps` shows it), and no key reaches a host.
+//! The host checks the blob's sha256 before renaming it into its store; the
+//! image is then loaded and recorded exactly as an SSH push does, so a pulled
+//! image and a pushed one are alike on the host.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::{ObjError, Store};
+use crate::oci::{is_hex64, sha256_hex};
+use crate::push::ssh::Remote;
+use crate::push::{
+    self, Event, HostState, HostStats, LocalBlob, PushError, PushImage, Reporter, Send, Target, gc,
+    sh_quote,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Host(#[from] PushError),
+    #[error(
+        "on `{host}`, `{object}` did not hash to its name: the bucket's copy is damaged or was changed; push the image again"
+    )]
+    Tampered { host: String, object: String },
+    #[error(
+        "on `{host}`, fetching `{object}` failed ({tool}): {stderr}; check that the host reaches the endpoint"
+    )]
+    Fetch {
+        host: String,
+        object: String,
+        tool: String,
+        stderr: String,
+    },
+    #[error("`{host}` has neither curl nor wget; install one of them there")]
+    NoFetcher { host: String },
+}
+
+/// The most an index, manifest or config may weigh.
+const SMALL: u64 = 4 << 20;
+
+fn descriptor(v: &Value, object: &str) -> Result<(String, u64), ObjError> {
+    let bad = |m: &str| ObjError::BadImage {
+        object: object.to_string(),
+        message: m.to_string(),
+    };
+    let hex = v["digest"]
+        .as_str()
+        .and_then(|d| d.strip_prefix("sha256:"))
+        .filter(|h| is_hex64(h))
+        .ok_or_else(|| bad("a descriptor has no sha256 digest"))?;
+    let size = v["size"]
+        .as_u64()
+        .ok_or_else(|| bad("a descriptor has no size"))?;
+    Ok((hex.to_string(), size))
+}
+
+/// Reads a blob the controller needs itself, checking its digest.
+fn small_blob(store: &Store, hex: &str) -> Result<(Vec<u8>, Value), ObjError> {
+    let name = format!("blobs/sha256/{hex}");
+    let body = store.get(&store.loc.key(&name), SMALL)?;
+    let found = sha256_hex(&body);
+    if found != hex {
+        return Err(ObjError::Tampered {
+            object: store.loc.object_url(&name),
+            found,
+        });
+    }
+    let v = serde_json::from_slice(&body).map_err(|e| ObjError::BadImage {
+        object: store.loc.object_url(&name),
+        message: e.to_string(),
+    })?;
+    Ok((body, v))
+}
+
+/// The image in the bucket, as the SSH push describes one; each blob's
+/// `path` is its object key.
+pub fn read_image(store: &Store, tag: Option<&str>) -> Result<PushImage, ObjError> {
+    store.check_bucket()?;
+    let index_obj = store.loc.object_url("index.json");
+    let index: Value = serde_json::from_slice(&store.get(&store.loc.key("index.json"), SMALL)?)
+        .map_err(|e| ObjError::BadImage {
+            object: index_obj.clone(),
+            message: e.to_string(),
+        })?;
+    let m = &index["manifests"][0];
+    let (mhex, msize) = descriptor(m, &index_obj)?;
+    let reference = match tag {
+        Some(t) => t.to_string(),
+        None => m["annotations"]["io.containerd.image.name"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ObjError::BadImage {
+                object: index_obj.clone(),
+                message: "it names no image (no `io.containerd.image.name`); pass --tag name:tag"
+                    .into(),
+            })?,
+    };
+    let mobj = store.loc.object_url(&format!("blobs/sha256/{mhex}"));
+    let (_, manifest) = small_blob(store, &mhex)?;
+    let (chex, csize) = descriptor(&manifest["config"], &mobj)?;
+    let layers = manifest["layers"]
+        .as_array()
+        .map(|ls| {
+            ls.iter()
+                .map(|l| descriptor(l, &mobj))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let (_, config) = small_blob(store, &chex)?;
+    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if diff_ids.len() != layers.len() {
+        return Err(ObjError::BadImage {
+            object: store.loc.object_url(&format!("blobs/sha256/{chex}")),
+            message: format!("{} diff_ids for {} layers", diff_ids.len(), layers.len()),
+        });
+    }
+    let blob = |(hex, size): (String, u64)| LocalBlob {
+        path: store.loc.key(&format!("blobs/sha256/{hex}")).into(),
+        hex,
+        size,
+    };
+    Ok(PushImage {
+        reference,
+        config: blob((chex, csize)),
+        layers: layers.into_iter().map(blob).collect(),
+        manifest: blob((mhex, msize)),
+        diff_ids,
+    })
+}
+
+/// Exit statuses of [`fetch_script`].
+const EXIT_NO_FETCHER: i32 = 6;
+const EXIT_FETCH: i32 = 7;
+
+/// Downloads one blob into `<hex>.part` (continuing a cut download with
+/// curl), checks its sha256 and renames it. The URL is the first line of
+/// stdin and reaches curl/wget through a pipe from the shell's `printf`
+/// builtin: it is never an argument of any process.
+pub fn fetch_script(store: &str, hex: &str, size: u64) -> String {
+    format!(
+        r#"cd {store}/blobs/sha256 || exit 2
+p={hex}.part
+have=$(stat -c %s "$p" 2>/dev/null || echo 0)
+[ "$have" -lt {size} ] || rm -f "$p"
+IFS= read -r url || exit 2
+if command -v curl >/dev/null 2>&1; then
+  tool=curl
+  printf 'url = "%s"\noutput = "%s"\n' "$url" "$p" | curl -sSf --retry 3 -C - --config - || exit {EXIT_FETCH}
+elif command -v wget >/dev/null 2>&1; then
+  tool=wget
+  rm -f "$p"
+  printf '%s\n' "$url" | wget -q -O "$p" -i - || exit {EXIT_FETCH}
+else
+  exit {EXIT_NO_FETCHER}
+fi
+echo "{hex}  $p" | sha256sum -c --status || {{ rm -f "$p"; exit {EXIT_DIGEST}; }}
+mv -f "$p" {hex}
+"#,
+        store = sh_quote(store),
+        EXIT_DIGEST = push::EXIT_DIGEST,
+    )
+}
+
+pub struct Options {
+    pub push: push::Options,
+    /// Seconds each presigned URL is valid.
+    pub url_expiry: u64,
+}
+
+pub struct HostOutcome {
+    pub target: Target,
+    pub stats: HostStats,
+    pub seconds: f64,
+    pub result: Result<(), PullError>,
+}
+
+/// Pulls onto every target, `parallel` at a time; outcomes keep the targets' order.
+pub fn pull_all(
+    targets: &[Target],
+    image: &PushImage,
+    store: &Store,
+    opts: &Options,
+    reporter: &dyn Reporter,
+) -> Vec<HostOutcome> {
+    let next = AtomicUsize::new(0);
+    let outcomes: Mutex<Vec<Option<HostOutcome>>> =
+        Mutex::new(targets.iter().map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..opts.push.parallel.clamp(1, targets.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(target) = targets.get(i) else { break };
+                    let t0 = Instant::now();
+                    let mut stats = HostStats::default();
+                    let result = pull_host(target, image, store, opts, reporter, &mut stats);
+                    outcomes.lock().expect("outcomes lock")[i] = Some(HostOutcome {
+                        target: target.clone(),
+                        stats,
+                        seconds: t0.elapsed().as_secs_f64(),
+                        result,
+                    });
+                }
+            });
+        }
+    });
+    outcomes
+        .into_inner()
+        .expect("outcomes lock")
+        .into_iter()
+        .map(|o| o.expect("every target ran"))
+        .collect()
+}
+
+/// Has one host fetch what it lacks from the bucket, then load the image.
+pub fn pull_host(
+    target: &Target,
+    image: &PushImage,
+    store: &Store,
+    opts: &Options,
+    reporter: &dyn Reporter,
+    stats: &mut HostStats,
+) -> Result<(), PullError> {
+    let label = target.label();
+    let dir = &opts.push.store;
+    let remote = Remote::connect(target, &opts.push.ssh)?;
+    reporter.event(&label, Event::Connected);
+    let out = remote.run_ok(
+        "listing the store",
+        &push::list_script(dir, &image.reference),
+        &[],
+    )?;
+    let state = HostState::parse(&String::from_utf8_lossy(&out));
+    if !state.has_docker {
+        return Err(PushError::NoDocker { host: label }.into());
+    }
+    let check = push::to_verify(image, &state, opts.push.verify);
+    let bad = if check.is_empty() {
+        BTreeSet::new()
+    } else {
+        let out = remote.run_checked(
+            "hashing stored blobs",
+            &push::verify_script(dir, &check),
+            &mut |_| Ok(()),
+            &[0, 1],
+        )?;
+        push::bad_blobs(&String::from_utf8_lossy(&out), &check)
+    };
+    if !bad.is_empty() {
+        reporter.event(&label, Event::Corrupt { hexes: &bad });
+    }
+    let plan = push::plan(image, &state, &bad);
+    reporter.event(&label, Event::Planned(&plan));
+    for s in &plan.sends {
+        fetch(&remote, store, dir, s, opts.url_expiry, reporter)?;
+        stats.blobs_sent += 1;
+        stats.bytes_sent += s.size - s.offset;
+        stats.resumed += usize::from(s.offset > 0);
+        stats.replaced += usize::from(s.replace);
+    }
+    if plan.load {
+        reporter.event(&label, Event::Loading);
+        let out = remote.run_ok(
+            "loading the image into docker",
+            &push::load_script(dir, image, state.present_prefix(&image.diff_ids)),
+            &push::docker_manifest(image),
+        )?;
+        let found = String::from_utf8_lossy(&out).trim().to_string();
+        if found != image.config_id() {
+            return Err(PushError::LoadMismatch {
+                host: label,
+                reference: image.reference.clone(),
+                expected: image.config_id(),
+                found,
+            }
+            .into());
+        }
+        stats.loaded = true;
+    }
+    remote.run_ok(
+        "recording the image",
+        &gc::record_script(dir, &image.reference, &image.manifest.hex),
+        &[],
+    )?;
+    reporter.event(
+        &label,
+        if plan.load {
+            Event::Loaded
+        } else {
+            Event::UpToDate
+        },
+    );
+    Ok(())
+}
+
+fn fetch(
+    remote: &Remote,
+    store: &Store,
+    dir: &str,
+    s: &Send,
+    expiry: u64,
+    reporter: &dyn Reporter,
+) -> Result<(), PullError> {
+    let label = remote.label();
+    let key = s.path.to_string_lossy().into_owned();
+    let object = store.loc.object_url(&format!("blobs/sha256/{}", s.hex));
+    // made just before use, so a long queue does not outlive it
+    let url = store.presign_get(&key, expiry);
+    let what = format!("fetching blob sha256:{}", &s.hex[..12]);
+    let result = remote.run_checked(
+        &what,
+        &fetch_script(dir, &s.hex, s.size),
+        &mut |w| {
+            w.write_all(format!("{url}\n").as_bytes())
+                .map_err(|e| remote.io_error(&what, e))
+        },
+        &[0],
+    );
+    match result {
+        Ok(_) => {}
+        Err(PushError::Remote { status, stderr, .. }) => {
+            return Err(match status {
+                push::EXIT_DIGEST => PullError::Tampered {
+                    host: label,
+                    object,
+                },
+                EXIT_NO_FETCHER => PullError::NoFetcher { host: label },
+                _ => PullError::Fetch {
+                    host: label,
+                    object,
+                    tool: format!("exit status {status}"),
+                    stderr: redact(&stderr),
+                },
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    reporter.event(
+        &label,
+        Event::Sent {
+            hex: &s.hex,
+            bytes: s.size - s.offset,
+        },
+    );
+    Ok(())
+}
+
+/// Drops any query string from what a host's tool printed: a presigned URL
+/// must not reach a log.
+fn redact(s: &str) -> String {
+    s.split_whitespace()
+        .map(|w| match w.split_once('?') {
+            Some((head, _)) if w.contains("://") => format!("{head}?…"),
+            _ => w.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn the_fetch_script_keeps_the_url_out_of_arguments() {
+        let s = fetch_script("/var/lib/ferry", &"a".repeat(64), 1000);
+        assert!(s.starts_with("cd '/var/lib/ferry'/blobs/sha256"), "{s}");
+        assert!(s.contains("IFS= read -r url"), "{s}");
+        // the only uses of the URL are as an argument of the printf builtin
+        for line in s.lines().filter(|l| l.contains("$url")) {
+            assert!(line.trim_start().starts_with("printf "), "{line}");
+        }
+        assert!(
+            s.contains("curl -sSf --retry 3 -C - --config -")
+                && s.contains("wget -q -O \"$p\" -i -")
+        );
+        assert!(s.contains(&format!("exit {}", push::EXIT_DIGEST)));
+    }
+
+    /// Serves `body` to every GET on a local port, once per connection.
+    fn serve(body: Vec<u8>) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let mut w = conn;
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = w.write_all(&body);
+            }
+        });
+        format!("http://{addr}/b/blobs/sha256/x?X-Amz-Signature=abc&X-Amz-Date=1")
+    }
+
+    #[test]
+    fn hosts_fetch_with_curl_or_wget_and_keep_only_a_matching_blob() {
+        let body = b"the blob".to_vec();
+        let hex = sha256_hex(&body);
+        for tool in ["curl", "wget"] {
+            let Some(bin) = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|d| std::path::Path::new(d).join(tool))
+                .find(|p| p.exists())
+            else {
+                eprintln!("\n*** SKIPPED the {tool} case: {tool} is not installed ***\n");
+                continue;
+            };
+            // a PATH with that one fetcher and the few tools the script uses
+            let dir = tempfile::tempdir().unwrap();
+            let bin_dir = dir.path().join("bin");
+            std::fs::create_dir_all(&bin_dir).unwrap();
+            std::os::unix::fs::symlink(&bin, bin_dir.join(tool)).unwrap();
+            for t in ["stat", "rm", "mv", "sha256sum"] {
+                std::os::unix::fs::symlink(format!("/usr/bin/{t}"), bin_dir.join(t))
+                    .or_else(|_| std::os::unix::fs::symlink(format!("/bin/{t}"), bin_dir.join(t)))
+                    .unwrap();
+            }
+            let store = dir.path().join("store");
+            std::fs::create_dir_all(store.join("blobs/sha256")).unwrap();
+            let run = |hex: &str, size: u64, url: &str| {
+                let mut c = std::process::Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(fetch_script(store.to_str().unwrap(), hex, size))
+                    .env_clear()
+                    .env("PATH", &bin_dir)
+                    .stdin(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                c.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(format!("{url}\n").as_bytes())
+                    .unwrap();
+                c.wait_with_output().unwrap().status.code()
+            };
+            let url = serve(body.clone());
+            assert_eq!(run(&hex, body.len() as u64, &url), Some(0), "{tool}");
+            assert_eq!(
+                std::fs::read(store.join("blobs/sha256").join(&hex)).unwrap(),
+                body
+            );
+            // what does not hash to its name is removed, and said so
+            let other = "0".repeat(64);
+            assert_eq!(
+                run(&other, body.len() as u64, &url),
+                Some(push::EXIT_DIGEST),
+                "{tool}"
+            );
+            let left: Vec<_> = std::fs::read_dir(store.join("blobs/sha256"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            assert_eq!(left, vec![hex.clone()], "{tool}");
+        }
+    }
+
+    #[test]
+    fn tool_messages_lose_their_query_strings() {
+        assert_eq!(
+            redact("curl: (22) http://h:1/b/k?X-Amz-Signature=abc failed"),
+            "curl: (22) http://h:1/b/k?… failed"
+        );
+    }
+}

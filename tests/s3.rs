@@ -1,0 +1,653 @@
+//! End-to-end tests of object-storage delivery: `ferry push … s3://` into a
+//! real S3 server (SeaweedFS, checking signatures) and `ferry pull` onto
+//! three namespaced hosts (tests/hosts.sh). `tests/s3-e2e.sh` starts both and
+//! sets FERRY_E2E_HOSTS, FERRY_S3_ENDPOINT, FERRY_S3_BUCKET,
+//! FERRY_S3_ACCESS_KEY, FERRY_S3_SECRET_KEY and FERRY_SPARK_LAYOUT; without
+//! them each test says loudly that it was skipped (and fails under CI).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::repo;
+
+const SPARK: &str = "ferry/spark:3.5.3";
+const BUSYBOX: &str = "ferry/busybox:1.35";
+
+struct Env {
+    hosts: PathBuf,
+    addrs: Vec<String>,
+    endpoint: String,
+    bucket: String,
+    access: String,
+    secret: String,
+    spark: PathBuf,
+}
+
+/// The fixture, or `None` (after a loud notice; a failure under CI).
+fn env(test: &str) -> Option<Env> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let got = (|| {
+        let hosts = PathBuf::from(var("FERRY_E2E_HOSTS")?);
+        let list = std::fs::read_to_string(hosts.join("hosts")).ok()?;
+        let addrs = list
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+        Some(Env {
+            hosts,
+            addrs,
+            endpoint: var("FERRY_S3_ENDPOINT")?,
+            bucket: var("FERRY_S3_BUCKET")?,
+            access: var("FERRY_S3_ACCESS_KEY")?,
+            secret: var("FERRY_S3_SECRET_KEY")?,
+            spark: PathBuf::from(var("FERRY_SPARK_LAYOUT")?),
+        })
+    })();
+    if got.is_none() {
+        let notice = format!(
+            "SKIPPED {test}: the S3 server and hosts are not up (FERRY_E2E_HOSTS, FERRY_S3_*, FERRY_SPARK_LAYOUT); run `bash tests/s3-e2e.sh`"
+        );
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "{notice} (required under CI)"
+        );
+        // straight to the stream: the test harness hides `eprintln!` of passing tests
+        let _ = writeln!(std::io::stderr().lock(), "\n*** {notice} ***\n");
+    }
+    got
+}
+
+/// The hosts and the bucket are shared: one test at a time.
+fn turn() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Env {
+    fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+
+    fn host(&self, i: usize) -> String {
+        format!("ssh://root@{}", self.addrs[i])
+    }
+
+    /// `ferry ARGS` with the keys in the environment and the endpoint set.
+    fn ferry(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        c.args(args)
+            .arg("--endpoint")
+            .arg(&self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &self.access)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env_remove("SSH_AUTH_SOCK");
+        c
+    }
+
+    fn push(&self, layout: &Path, prefix: &str) -> (Output, Value) {
+        let out = self
+            .ferry(&[
+                "push",
+                layout.to_str().unwrap(),
+                &self.url(prefix),
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out, json)
+    }
+
+    fn pull_cmd(&self, prefix: &str, hosts: &[usize]) -> Command {
+        let mut c = self.ferry(&["pull", &self.url(prefix), "--json"]);
+        c.args(hosts.iter().map(|&i| self.host(i)))
+            .arg("--identity")
+            .arg(self.hosts.join("id_ed25519"))
+            .arg("--known-hosts")
+            .arg(self.hosts.join("known_hosts"));
+        c
+    }
+
+    fn ssh(&self, i: usize, cmd: &str) -> Output {
+        Command::new("ssh")
+            .arg("-i")
+            .arg(self.hosts.join("id_ed25519"))
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.hosts.join("known_hosts").display()
+            ))
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+            .arg(format!("root@{}", self.addrs[i]))
+            .arg(cmd)
+            .output()
+            .expect("ssh runs")
+    }
+
+    fn ssh_ok(&self, i: usize, cmd: &str) -> String {
+        let out = self.ssh(i, cmd);
+        assert!(
+            out.status.success(),
+            "`{cmd}` on host {} failed: {}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn reset(&self, i: usize, reference: &str) {
+        self.ssh_ok(i, &format!("rm -rf /var/lib/ferry/blobs /var/lib/ferry/tmp /var/lib/ferry/images; docker rmi -f {reference} >/dev/null 2>&1; true"));
+    }
+
+    /// A request another S3 client makes (curl's own SigV4), keys on its stdin.
+    fn curl(&self, args: &[&str], stdin_file: Option<&Path>) -> Output {
+        let mut c = Command::new("curl");
+        c.args(["-s", "--aws-sigv4", "aws:amz:us-east-1:s3", "--config", "-"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if let Some(f) = stdin_file {
+            c.arg("-T").arg(f);
+        }
+        let mut child = c.spawn().unwrap();
+        writeln!(
+            child.stdin.take().unwrap(),
+            "user = \"{}:{}\"",
+            self.access,
+            self.secret
+        )
+        .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn object(&self, key: &str) -> String {
+        format!("{}/{}/{key}", self.endpoint, self.bucket)
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The busybox image, built once per run.
+fn busybox() -> &'static Path {
+    static L: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &L.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("busybox");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        c.arg("build")
+            .arg(repo().join("images/busybox/image.toml"))
+            .arg("--out")
+            .arg(&out);
+        common::ok(&mut c);
+        (dir, out)
+    })
+    .1
+}
+
+fn blob_sizes(layout: &Path) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_spark_image_goes_up_once_and_other_tools_can_read_the_layout() {
+    let _turn = turn();
+    let Some(e) = env("the_spark_image_goes_up_once") else {
+        return;
+    };
+    let (out, first) = e.push(&e.spark, "spark");
+    assert!(out.status.success(), "{}", text(&out));
+    let (out, again) = e.push(&e.spark, "spark");
+    assert!(out.status.success(), "{}", text(&out));
+    eprintln!("first push: {first}");
+    assert_eq!(
+        (again["objects_sent"].as_u64(), again["bytes_sent"].as_u64()),
+        (Some(0), Some(0)),
+        "the second push sent something: {again}"
+    );
+    // an OCI layout any S3 client reads: the same index.json and blobs
+    let index = e.curl(&[&e.object("spark/index.json")], None);
+    assert_eq!(
+        index.stdout,
+        std::fs::read(e.spark.join("index.json")).unwrap()
+    );
+    let layout = e.curl(&[&e.object("spark/oci-layout")], None);
+    assert!(String::from_utf8_lossy(&layout.stdout).contains("imageLayoutVersion"));
+    for (hex, size) in blob_sizes(&e.spark) {
+        let head = e.curl(
+            &["-I", &e.object(&format!("spark/blobs/sha256/{hex}"))],
+            None,
+        );
+        let h = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+        assert!(h.contains(&format!("content-length: {size}")), "{hex}: {h}");
+        assert!(
+            h.contains(&format!("x-amz-meta-sha256: {hex}")),
+            "{hex}: {h}"
+        );
+    }
+}
+
+#[test]
+fn an_interrupted_multipart_upload_sends_only_the_missing_parts() {
+    let _turn = turn();
+    let Some(e) = env("an_interrupted_multipart_upload") else {
+        return;
+    };
+    let mut child = e
+        .ferry(&["push", e.spark.to_str().unwrap(), &e.url("resume")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // a progress line (`… / …`) means parts of a large blob are in
+    let mut seen = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains(" / ") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the push ended before it was cut: {seen:?}"
+    );
+
+    let (out, again) = e.push(&e.spark, "resume");
+    assert!(out.status.success(), "{}", text(&out));
+    eprintln!("after the cut: {again}");
+    let total: u64 = blob_sizes(&e.spark).iter().map(|b| b.1).sum();
+    assert!(again["resumed"].as_u64().unwrap() >= 1, "{again}");
+    assert!(again["parts_reused"].as_u64().unwrap() >= 1, "{again}");
+    assert!(again["bytes_sent"].as_u64().unwrap() < total, "{again}");
+    let (out, third) = e.push(&e.spark, "resume");
+    assert!(out.status.success());
+    assert_eq!(third["bytes_sent"].as_u64(), Some(0), "{third}");
+}
+
+#[test]
+fn a_wrong_secret_a_missing_bucket_and_a_shared_credentials_file_are_clear_errors() {
+    let _turn = turn();
+    let Some(e) = env("a_wrong_secret_a_missing_bucket") else {
+        return;
+    };
+    let bb = busybox().to_str().unwrap();
+    let out = e
+        .ferry(&["push", bb, &e.url("wrong")])
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: ")
+            && last.contains("refused the credentials")
+            && last.contains(&e.bucket),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-secret"), "{err}");
+
+    let out = e
+        .ferry(&["push", bb, "s3://no-such-bucket-here/x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the bucket `no-such-bucket-here` does not exist"),
+        "{err}"
+    );
+
+    let out = e
+        .ferry(&["push", bb, &e.url("nokeys")])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        "{}",
+        text(&out)
+    );
+
+    // a credentials file works only when nobody else can read it
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("creds");
+    std::fs::write(
+        &f,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            e.access, e.secret
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let with_file = || {
+        e.ferry(&["push", bb, &e.url("file")])
+            .arg("--credentials-file")
+            .arg(&f)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .output()
+            .unwrap()
+    };
+    let out = with_file();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("chmod 600") && err.contains(f.to_str().unwrap()),
+        "{err}"
+    );
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = with_file();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Every process's command line on this machine (the namespaced hosts share
+/// its process table).
+fn all_command_lines() -> Vec<String> {
+    let mut v = Vec::new();
+    for d in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(d.path().join("cmdline")) {
+            v.push(String::from_utf8_lossy(&c).replace('\0', " "));
+        }
+    }
+    v
+}
+
+/// Words that must not appear anywhere: the secret, and a presigned URL's parts.
+fn leaks(e: &Env, s: &str) -> Vec<String> {
+    [
+        e.secret.as_str(),
+        "X-Amz-Signature",
+        "X-Amz-Credential",
+        "Signature=",
+    ]
+    .iter()
+    .filter(|w| s.contains(*w))
+    .map(|w| w.to_string())
+    .collect()
+}
+
+#[test]
+fn three_hosts_pull_the_spark_image_in_parallel_and_no_secret_shows() {
+    let _turn = turn();
+    let Some(e) = env("three_hosts_pull_the_spark_image") else {
+        return;
+    };
+    let (out, _) = e.push(&e.spark, "spark");
+    assert!(out.status.success(), "{}", text(&out));
+    for i in 0..3 {
+        e.reset(i, SPARK);
+    }
+    // watch every process while the hosts pull
+    let stop = AtomicBool::new(false);
+    let (out, seen) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut found = Vec::new();
+            let mut curls = 0;
+            while !stop.load(Ordering::SeqCst) {
+                for line in all_command_lines() {
+                    curls += usize::from(line.starts_with("curl "));
+                    let l = leaks(&e, &line);
+                    if !l.is_empty() {
+                        found.push(format!("{l:?} in `{line}`"));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (found, curls)
+        });
+        let out = e.pull_cmd("spark", &[0, 1, 2]).output().unwrap();
+        stop.store(true, Ordering::SeqCst);
+        (out, watcher.join().unwrap())
+    });
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(seen.0.is_empty(), "secrets in process lists: {:?}", seen.0);
+    assert!(seen.1 > 0, "the watcher never saw the hosts' curl");
+    assert!(
+        leaks(&e, &all).is_empty(),
+        "{:?} in: {all}",
+        leaks(&e, &all)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("pull: {json}");
+    for (i, r) in json["hosts"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(
+            (r["ok"].as_bool(), r["loaded"].as_bool()),
+            (Some(true), Some(true)),
+            "{r}"
+        );
+        let java = e.ssh(i, &format!("docker run --rm {SPARK} java -version"));
+        let said = String::from_utf8_lossy(&java.stderr);
+        assert!(said.contains("version \"17."), "host {}: {said}", i + 1);
+    }
+    // the hosts' stores are those an SSH push fills: a second pull fetches nothing
+    let out = e.pull_cmd("spark", &[0, 1, 2]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for r in json["hosts"].as_array().unwrap() {
+        assert_eq!(
+            (r["blobs_fetched"].as_u64(), r["loaded"].as_bool()),
+            (Some(0), Some(false)),
+            "{r}"
+        );
+    }
+    // recorded for `ferry gc` as a push records it
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(e.spark.join("index.json")).unwrap()).unwrap();
+    let manifest = index["manifests"][0]["digest"].as_str().unwrap();
+    let records = e.ssh_ok(0, "find /var/lib/ferry/images -type f");
+    assert!(
+        records.contains(manifest.trim_start_matches("sha256:")),
+        "no gc record on the host: {records}"
+    );
+}
+
+#[test]
+fn a_tampered_object_in_the_bucket_is_caught_on_the_host() {
+    let _turn = turn();
+    let Some(e) = env("a_tampered_object_in_the_bucket") else {
+        return;
+    };
+    let bb = busybox();
+    let (out, _) = e.push(bb, "tamper");
+    assert!(out.status.success(), "{}", text(&out));
+    // overwrite the largest blob with as many other bytes, as another client could
+    let (hex, size) = blob_sizes(bb).into_iter().max_by_key(|b| b.1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, vec![b'x'; size as usize]).unwrap();
+    let put = e.curl(
+        &["-f", &e.object(&format!("tamper/blobs/sha256/{hex}"))],
+        Some(&junk),
+    );
+    assert!(put.status.success(), "{}", text(&put));
+    e.reset(0, BUSYBOX);
+    let out = e.pull_cmd("tamper", &[0]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &json["hosts"][0];
+    assert_eq!(r["tampered"].as_bool(), Some(true), "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("tamper/blobs/sha256/{hex}")),
+        "{r}"
+    );
+    let stored = e.ssh_ok(0, "ls /var/lib/ferry/blobs/sha256");
+    assert!(!stored.contains(&hex), "the bad blob was kept: {stored}");
+    // pushing again repairs the bucket (the object lost its digest metadata)
+    let (out, again) = e.push(bb, "tamper");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(again["objects_sent"].as_u64(), Some(1), "{again}");
+    let out = e.pull_cmd("tamper", &[0]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_cluster_file_names_the_hosts_and_the_bucket_and_plans_carry_no_secret() {
+    let _turn = turn();
+    let Some(e) = env("a_cluster_file_names_the_hosts") else {
+        return;
+    };
+    let (out, _) = e.push(busybox(), "cluster");
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let key = e.hosts.join("id_ed25519");
+    let hosts: String = (0..3)
+        .map(|i| {
+            format!(
+                "[[host]]\nname = \"h{i}\"\naddress = \"{}\"\nssh = {{ user = \"root\", key = \"{}\" }}\n\n",
+                e.addrs[i],
+                key.display()
+            )
+        })
+        .collect();
+    let cluster = dir.path().join("cluster.toml");
+    std::fs::write(
+        &cluster,
+        format!(
+            "name = \"s3\"\ndelivery = \"{}\"\nobject_store = {{ endpoint = \"{}\" }}\n\n[image]\nreference = \"{BUSYBOX}\"\n\n{hosts}[zookeeper]\nhosts = [\"h0\"]\n\n[spark.masters]\nhosts = [\"h0\"]\n\n[spark.workers]\nhosts = [\"h1\", \"h2\"]\n",
+            e.url("cluster"),
+            e.endpoint
+        ),
+    )
+    .unwrap();
+    for i in 0..3 {
+        e.reset(i, BUSYBOX);
+    }
+    // the endpoint comes from the cluster file too
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["pull", "--cluster", cluster.to_str().unwrap(), "--json"])
+        .env("AWS_ACCESS_KEY_ID", &e.access)
+        .env("AWS_SECRET_ACCESS_KEY", &e.secret)
+        .env_remove("SSH_AUTH_SOCK")
+        .arg("--known-hosts")
+        .arg(e.hosts.join("known_hosts"))
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(leaks(&e, &all).is_empty(), "{all}");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["hosts"].as_array().unwrap().len(), 3, "{json}");
+
+    let spark = e.spark.to_str().unwrap();
+    let c = cluster.to_str().unwrap();
+    for args in [
+        vec!["plan", c, "--image", spark],
+        vec!["plan", c, "--image", spark, "--json"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(&args)
+            .env("AWS_ACCESS_KEY_ID", &e.access)
+            .env("AWS_SECRET_ACCESS_KEY", &e.secret)
+            .output()
+            .unwrap();
+        let all = text(&out);
+        assert!(out.status.success(), "{all}");
+        assert!(
+            all.contains(&e.url("cluster")),
+            "the plan does not name the bucket: {all}"
+        );
+        assert!(leaks(&e, &all).is_empty(), "{all}");
+    }
+}
+
+#[test]
+fn pulls_finish_before_their_deadline() {
+    // the deadline of a pull of the small image onto one host: a hung host
+    // script (waiting on stdin, say) would show here rather than stall CI
+    let _turn = turn();
+    let Some(e) = env("pulls_finish_before_their_deadline") else {
+        return;
+    };
+    let (out, _) = e.push(busybox(), "quick");
+    assert!(out.status.success(), "{}", text(&out));
+    e.reset(1, BUSYBOX);
+    let t0 = Instant::now();
+    let mut child = e
+        .pull_cmd("quick", &[1])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = t0 + Duration::from_secs(120);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            assert!(s.success());
+            break;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the pull did not finish in 120s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_damaged_local_blob_is_refused_and_no_index_is_written() {
+    let _turn = turn();
+    let Some(e) = env("a_damaged_local_blob_is_refused") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("busybox");
+    common::ok(Command::new("cp").arg("-r").arg(busybox()).arg(&copy));
+    let (hex, size) = blob_sizes(&copy).into_iter().max_by_key(|b| b.1).unwrap();
+    let blob = copy.join("blobs/sha256").join(&hex);
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&blob, vec![b'y'; size as usize]).unwrap();
+    let (out, _) = e.push(&copy, "damaged");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("does not match its name") && err.contains(&hex),
+        "{err}"
+    );
+    // a reader finds no image there: index.json goes last
+    let head = e.curl(
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-I",
+            &e.object("damaged/index.json"),
+        ],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&head.stdout), "404");
+}
