@@ -247,6 +247,9 @@ pub const DERIVED_PROPERTIES: &[&str] = &[
     "spark.deploy.recoveryMode",
     "spark.deploy.zookeeper.url",
     "spark.deploy.zookeeper.dir",
+    "spark.authenticate",
+    "spark.authenticate.secret",
+    "spark.authenticate.secret.file",
 ];
 
 impl ClusterFile {

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::hosts::ClusterHost;
-use super::plan::{Action, Container, Gate, HostPlan, Plan, Role};
+use super::plan::{Action, Container, Gate, HostPlan, Plan, Role, SECRET_VAR};
 use crate::push::sh_quote;
 
 #[derive(Debug, thiserror::Error)]
@@ -217,8 +217,9 @@ pub fn up(
                 }
             }
             Action::WriteFiles => {
+                let secret = cluster_secret(fleet, p)?;
                 let done = fleet.each(&step.hosts, &|hp, c| {
-                    let (script, tar) = write_files_script(plan, hp);
+                    let (script, tar) = write_files_script(plan, hp, secret.as_deref());
                     c.run("writing the cluster's files", &script, &tar)
                 });
                 for (host, out) in done {
@@ -391,7 +392,7 @@ fn start_role(
     if !rolling {
         show(ensure_on(hosts, None));
         if let Some(g) = gate {
-            wait(fleet, g, role, hosts, false, p)?;
+            wait(fleet, g, role, hosts, false, &[], p)?;
         }
         return Ok(());
     }
@@ -406,7 +407,8 @@ fn start_role(
             show(ensure_on(std::slice::from_ref(&s.host), Some(&s.container)));
         }
         if let Some(g) = gate {
-            wait(fleet, g, role, hosts, true, p)?;
+            let pending: Vec<String> = serving.iter().map(|s| s.host.clone()).collect();
+            wait(fleet, g, role, hosts, true, &pending, p)?;
         }
     }
     let order = rolling_order(fleet, role, serving);
@@ -420,7 +422,10 @@ fn start_role(
         ));
         show(ensure_on(std::slice::from_ref(&s.host), Some(&s.container)));
         if let Some(g) = gate {
-            wait(fleet, g, role, hosts, true, p)?;
+            // workers still to be replaced may be the broken ones this
+            // upgrade fixes: the gate waits on the others
+            let pending: Vec<String> = order[i + 1..].iter().map(|s| s.host.clone()).collect();
+            wait(fleet, g, role, hosts, true, &pending, p)?;
         }
     }
     Ok(())
@@ -469,6 +474,54 @@ pub fn dry_run(fleet: &Fleet) -> Vec<String> {
     lines
 }
 
+/// The cluster's Spark RPC secret: the one a host already has (the first
+/// found, in the plan's order), else a new one from this machine's
+/// /dev/urandom. `None` when no host runs Spark. Never printed.
+fn cluster_secret(fleet: &Fleet, p: &(dyn Fn(&str) + Sync)) -> Result<Option<String>, LaunchError> {
+    let holders: Vec<String> = fleet
+        .plan
+        .hosts
+        .iter()
+        .filter(|h| h.secret.is_some())
+        .map(|h| h.name.clone())
+        .collect();
+    if holders.is_empty() {
+        return Ok(None);
+    }
+    let found = fleet.each(&holders, &|hp, c| {
+        let path = &hp.secret.as_ref().expect("a holder").path;
+        c.run(
+            "reading the cluster's secret",
+            &format!("cat {} 2>/dev/null || true", sh_quote(path)),
+            &[],
+        )
+    });
+    let value = |s: &str| {
+        s.trim()
+            .strip_prefix(&format!("{SECRET_VAR}="))
+            .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(|v| format!("{SECRET_VAR}={v}\n"))
+    };
+    if let Some((host, s)) = found.iter().find_map(|(h, s)| value(s).map(|v| (h, v))) {
+        if found.iter().any(|(_, o)| value(o).as_ref() != Some(&s)) {
+            p(&format!(
+                "the cluster's secret comes from {host}; hosts without it get it"
+            ));
+        }
+        return Ok(Some(s));
+    }
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| {
+            LaunchError::Host(format!(
+                "cannot read /dev/urandom for the cluster's secret: {e}"
+            ))
+        })?;
+    p("made a new Spark RPC secret for the cluster (kept on its hosts only)");
+    Ok(Some(format!("{SECRET_VAR}={}\n", hex::encode(bytes))))
+}
+
 fn plan_host<'p>(plan: &'p Plan, name: &str) -> &'p HostPlan {
     plan.hosts
         .iter()
@@ -488,7 +541,7 @@ pub fn role_name(r: Role) -> &'static str {
 /// resolved to their uids in the image once, when a folder is new) and puts
 /// each file in place atomically, only when its content differs; and the tar
 /// of the files' contents it reads on stdin.
-pub fn write_files_script(plan: &Plan, host: &HostPlan) -> (String, Vec<u8>) {
+pub fn write_files_script(plan: &Plan, host: &HostPlan, secret: Option<&str>) -> (String, Vec<u8>) {
     let mut s = String::from(
         "set -u\numask 022\nnew=\nmk() { # path mode owner\n  if [ ! -d \"$1\" ]; then mkdir -p \"$1\" || exit 1; new=\"$new $1:$3\"; fi\n  chmod \"$2\" \"$1\" || exit 1\n}\n",
     );
@@ -535,6 +588,21 @@ pub fn write_files_script(plan: &Plan, host: &HostPlan) -> (String, Vec<u8>) {
             .expect("a tar in memory");
         s += &format!("put {i} {} {}\n", sh_quote(&f.path), sh_quote(&f.mode));
     }
+    if let (Some(sec), Some(value)) = (&host.secret, secret) {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(value.len() as u64);
+        h.set_mode(0o600);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        tar.append_data(&mut h, "secret", value.as_bytes())
+            .expect("a tar in memory");
+        // owned like its folder (the image's user), never readable by others
+        s += &format!(
+            "p={path}\nif ! {{ [ -f \"$p\" ] && cmp -s \"$s/secret\" \"$p\"; }}; then\n  own=$(stat -c %u:%g \"${{p%/*}}\") || exit 1\n  (umask 077; cp \"$s/secret\" \"$p.ferry-new\") && chmod {mode} \"$p.ferry-new\" && chown \"$own\" \"$p.ferry-new\" && mv -f \"$p.ferry-new\" \"$p\" || exit 1\n  echo \"wrote $p\"\nfi\n",
+            path = sh_quote(&sec.path),
+            mode = sh_quote(&sec.mode),
+        );
+    }
     (s, tar.into_inner().expect("a tar in memory"))
 }
 
@@ -562,6 +630,10 @@ pub fn run_args(c: &Container) -> Vec<String> {
     for (k, v) in &c.env {
         a.push("--env".into());
         a.push(format!("{k}={v}"));
+    }
+    if let Some(f) = &c.env_file {
+        a.push("--env-file".into());
+        a.push(f.clone());
     }
     for m in &c.mounts {
         a.push("--volume".into());
@@ -612,12 +684,20 @@ fn wait(
     role: Role,
     hosts: &[String],
     strict: bool,
+    pending: &[String],
     p: &(dyn Fn(&str) + Sync),
 ) -> Result<(), LaunchError> {
     let (label, deadline) = gate_name(g);
+    let pending: Vec<String> = fleet
+        .plan
+        .hosts
+        .iter()
+        .filter(|h| pending.contains(&h.name))
+        .map(|h| h.address.clone())
+        .collect();
     let start = Instant::now();
     loop {
-        let last = match check(fleet, g, strict) {
+        let last = match check(fleet, g, strict, &pending) {
             Ok(what) => {
                 p(&format!(
                     "gate {label}: {what} ({:.1}s)",
@@ -688,7 +768,8 @@ fn failed_addresses(fleet: &Fleet) -> Vec<String> {
 }
 
 /// One look at a gate: what is true, or why not yet.
-fn check(fleet: &Fleet, g: &Gate, strict: bool) -> Result<String, String> {
+/// `pending`: addresses of workers a rolling replacement has yet to reach.
+fn check(fleet: &Fleet, g: &Gate, strict: bool, pending: &[String]) -> Result<String, String> {
     let failed = failed_addresses(fleet);
     match g {
         Gate::ZookeeperLeader { servers, .. } => {
@@ -752,7 +833,9 @@ fn check(fleet: &Fleet, g: &Gate, strict: bool) -> Result<String, String> {
             let registered = registered_workers(json);
             let wanted: Vec<&String> = workers
                 .iter()
-                .filter(|w| split_addr(w).is_none_or(|(a, _)| !failed.contains(&a)))
+                .filter(|w| {
+                    split_addr(w).is_none_or(|(a, _)| !failed.contains(&a) && !pending.contains(&a))
+                })
                 .collect();
             let missing: Vec<&&String> =
                 wanted.iter().filter(|w| !registered.contains(w)).collect();
@@ -991,28 +1074,48 @@ pub fn submit(
     args: &[String],
     out: &mut dyn Write,
 ) -> Result<i32, LaunchError> {
-    let mut s = String::from("set -u\nexec 2>&1\n");
+    let mut s = String::from(
+        "set -u\nexec 2>&1\nd=$(mktemp -d /tmp/ferry-submit.XXXXXX) || exit 1\ntrap 'rm -rf \"$d\"' EXIT\nchmod 0711 \"$d\"\n",
+    );
     let mut mount = String::new();
+    let mut auth = Vec::new();
+    if let Some(sec) = &on.secret {
+        // the driver needs the secret as a property (Spark requires
+        // `spark.authenticate.secret` for a standalone driver): a 0600 file
+        // of the image's user, written with the shell's builtin printf so it
+        // is in no process's arguments
+        s += &format!(
+            "(umask 077; printf 'spark.authenticate true\\nspark.authenticate.secret %s\\n' \"$(sed -n 's/^{var}=//p' {path})\" > \"$d/auth.conf\") || exit 1\nchown \"$(stat -c %u:%g {path})\" \"$d/auth.conf\" || exit 1\n",
+            path = sh_quote(&sec.path),
+            var = SECRET_VAR
+        );
+        mount += " --volume \"$d/auth.conf\":/etc/ferry/submit/auth.conf:ro";
+        auth = vec![
+            "--properties-file".to_string(),
+            "/etc/ferry/submit/auth.conf".into(),
+        ];
+    }
     let job_in = match local {
         Some(_) => {
             let name = std::path::Path::new(job)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "job.py".into());
-            s += "d=$(mktemp -d /tmp/ferry-submit.XXXXXX) || exit 1\ntrap 'rm -rf \"$d\"' EXIT\nchmod 0755 \"$d\"\ncat > \"$d/job\" || exit 1\nchmod 0644 \"$d/job\"\n";
+            s += "cat > \"$d/job\" || exit 1\nchmod 0644 \"$d/job\"\n";
             let inside = format!("/opt/ferry/submit/{name}");
-            mount = format!(" --volume \"$d/job\":{}", sh_quote(&format!("{inside}:ro")));
+            mount += &format!(" --volume \"$d/job\":{}", sh_quote(&format!("{inside}:ro")));
             inside
         }
         None => job.to_string(),
     };
-    let mut cmd = vec![
-        format!("{spark_home}/bin/spark-submit"),
-        "--master".into(),
+    let mut cmd = vec![format!("{spark_home}/bin/spark-submit")];
+    cmd.extend(auth);
+    cmd.extend([
+        "--master".to_string(),
         plan.master_url.clone(),
         "--conf".into(),
         format!("spark.driver.host={}", on.address),
-    ];
+    ]);
     // Spark asks for 1 GiB executors by default: on smaller workers a job
     // would wait for resources forever
     if let Some(mib) = smallest_worker_mib(plan).filter(|m| *m < 1024) {

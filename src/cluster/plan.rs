@@ -113,7 +113,18 @@ pub struct HostPlan {
     pub labels: BTreeMap<String, String>,
     pub dirs: Vec<Dir>,
     pub files: Vec<FilePlan>,
+    /// The cluster's Spark RPC secret on this host: made by the first `up`
+    /// (or copied from a host that has it), never part of a plan.
+    pub secret: Option<SecretPlan>,
     pub containers: Vec<Container>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretPlan {
+    pub path: String,
+    /// A user of the image; the file is 0600 and owned by it.
+    pub owner: String,
+    pub mode: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,6 +158,9 @@ pub struct Container {
     pub ports: Vec<Port>,
     pub network: String,
     pub restart: String,
+    /// A host file of `KEY=value` lines the runtime reads into the
+    /// environment (the secret's way in: never in a plan or an argv).
+    pub env_file: Option<String>,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -231,6 +245,11 @@ const WORKER_DEADLINE: u32 = 90;
 /// Where config folders go in containers.
 const ZK_CONF_IN: &str = "/etc/ferry/zookeeper";
 const SPARK_CONF_IN: &str = "/etc/ferry/spark";
+/// Where the Spark RPC secret's folder goes in containers, and its file.
+/// The Spark RPC secret's file on a host, in `--env-file` form: Spark
+/// daemons read `_SPARK_AUTH_SECRET` from their environment.
+pub const SECRET_FILE: &str = "spark.env";
+pub const SECRET_VAR: &str = "_SPARK_AUTH_SECRET";
 
 struct Labels<'a> {
     facts: &'a ImageFacts,
@@ -284,6 +303,7 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
                 labels: h.labels.clone(),
                 dirs: Vec::new(),
                 files: Vec::new(),
+                secret: None,
                 containers: Vec::new(),
             },
         );
@@ -303,6 +323,7 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
         // a worker that finds no master exits after its registration
         // attempts; the runtime brings it back
         restart: "unless-stopped".into(),
+        env_file: None,
         labels: BTreeMap::from([
             ("ferry.cluster".to_string(), cluster.to_string()),
             ("ferry.role".to_string(), role.as_str().to_string()),
@@ -387,6 +408,9 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
             .iter()
             .map(|(k, v)| (k.clone(), v.get_ref().to_string()))
             .collect();
+        // RPC authentication with the cluster's secret: a client without
+        // it cannot register a worker or an application
+        p.insert("spark.authenticate".into(), "true".into());
         if ha {
             p.insert("spark.deploy.recoveryMode".into(), "ZOOKEEPER".into());
             p.insert("spark.deploy.zookeeper.url".into(), zk_url.clone());
@@ -440,6 +464,13 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
             let a = addr(h);
             let hp = hosts.get_mut(h).expect("checked host");
             hp.dirs.push(dir(&conf_dir, "root", "0755"));
+            let secret_dir = format!("{conf_root}/secret");
+            hp.dirs.push(dir(&secret_dir, spark_user, "0700"));
+            hp.secret = Some(SecretPlan {
+                path: format!("{secret_dir}/{SECRET_FILE}"),
+                owner: spark_user.to_string(),
+                mode: "0600".into(),
+            });
             hp.files.push(file_plan(
                 &format!("{conf_dir}/spark-defaults.conf"),
                 defaults.clone(),
@@ -467,6 +498,7 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
                 c.ports.push(port(m.port, "master"));
                 c.ports.push(port(m.ui_port, "master UI"));
                 c.mounts.push(mount(&conf_dir, SPARK_CONF_IN, true));
+                c.env_file = Some(format!("{conf_root}/secret/{SECRET_FILE}"));
                 c
             } else {
                 let ui = file.worker_ui_port(h);
@@ -496,6 +528,7 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
                 c.ports.push(port(w.port, "worker"));
                 c.ports.push(port(ui, "worker UI"));
                 c.mounts.push(mount(&conf_dir, SPARK_CONF_IN, true));
+                c.env_file = Some(format!("{conf_root}/secret/{SECRET_FILE}"));
                 c.mounts.push(mount(&work_dir, &work_dir, false));
                 c
             };
@@ -698,6 +731,13 @@ impl Plan {
             for d in &h.dirs {
                 let _ = writeln!(s, "  dir   {} {} owner {}", d.path, d.mode, d.owner);
             }
+            if let Some(sec) = &h.secret {
+                let _ = writeln!(
+                    s,
+                    "  secret {} {} owner {} (the cluster's Spark RPC secret: made on the hosts by the first `up`, never shown)",
+                    sec.path, sec.mode, sec.owner
+                );
+            }
             for f in &h.files {
                 let _ = writeln!(
                     s,
@@ -725,6 +765,9 @@ impl Plan {
                 let _ = writeln!(s, "        command {}", c.command.join(" "));
                 for (k, v) in &c.env {
                     let _ = writeln!(s, "        env     {k}={v}");
+                }
+                if let Some(f) = &c.env_file {
+                    let _ = writeln!(s, "        env     (from {f}: the cluster's secret)");
                 }
                 for m in &c.mounts {
                     let ro = if m.read_only { "ro" } else { "rw" };
