@@ -130,6 +130,21 @@ pub enum PushError {
         expected: String,
         found: String,
     },
+    #[error("cannot reach `{host}` via `{via}`: {source}")]
+    Jump {
+        host: String,
+        via: String,
+        #[source]
+        source: Box<PushError>,
+    },
+    #[error(
+        "on `{host}`, `sudo -n` refused `{user}` (it wants a password, or `{user}` may not use sudo); ferry runs its scripts as root with `sudo -n`: allow it without a password there (`echo '{user} ALL=(root) NOPASSWD: ALL' > /etc/sudoers.d/ferry`), or pass --no-sudo when `{user}` is in the docker group and can write the store"
+    )]
+    SudoRefused { host: String, user: String },
+    #[error(
+        "`sudo` is not installed on `{host}`, and `{user}` is not root; install sudo there, log in as root, or pass --no-sudo when `{user}` is in the docker group and can write the store"
+    )]
+    NoSudo { host: String, user: String },
     #[error("cannot read `{}`", path.display())]
     Local {
         path: PathBuf,
@@ -149,9 +164,51 @@ pub struct Target {
     pub user: String,
     pub host: String,
     pub port: u16,
+    /// The host to tunnel through, as OpenSSH's ProxyJump does (it may have
+    /// a jump of its own). This host's name is resolved, and its key
+    /// checked, as written here: the jump host only forwards the bytes.
+    pub jump: Option<Box<Target>>,
+    /// Run scripts as root with `sudo -n`; [`Target::new`] turns it on for
+    /// every user but root.
+    pub sudo: bool,
 }
 
 impl Target {
+    /// A host reached directly, with sudo when `user` is not root.
+    pub fn new(user: &str, host: &str, port: u16) -> Target {
+        Target {
+            user: user.to_string(),
+            host: host.to_string(),
+            port,
+            jump: None,
+            sudo: user != "root",
+        }
+    }
+
+    /// Parses a jump as OpenSSH's `-J` takes it: `[ssh://][user@]host[:port]`,
+    /// or several separated by commas, the first hop first. The result is the
+    /// last hop, reached through the ones before it.
+    pub fn parse_jump(s: &str, default_user: &str) -> Result<Target, PushError> {
+        let mut via: Option<Box<Target>> = None;
+        for hop in s.split(',') {
+            let url = if hop.starts_with("ssh://") {
+                hop.to_string()
+            } else {
+                format!("ssh://{hop}")
+            };
+            let mut t = Target::parse(&url, default_user).map_err(|e| match e {
+                PushError::BadTarget { message, .. } => PushError::BadTarget {
+                    target: s.to_string(),
+                    message,
+                },
+                e => e,
+            })?;
+            t.jump = via;
+            via = Some(Box::new(t));
+        }
+        Ok(*via.expect("split yields at least one hop"))
+    }
+
     /// Parses `ssh://[user@]host[:port]`; IPv6 addresses go in brackets.
     pub fn parse(s: &str, default_user: &str) -> Result<Target, PushError> {
         let bad = |m: &str| PushError::BadTarget {
@@ -190,11 +247,7 @@ impl Target {
                 .ok_or_else(|| bad("the port is not a number from 1 to 65535"))?,
             None => 22,
         };
-        Ok(Target {
-            user,
-            host: host.to_string(),
-            port,
-        })
+        Ok(Target::new(&user, host, port))
     }
 
     /// How messages name the host: `user@host`, with `:port` when not 22.
@@ -607,6 +660,35 @@ pub struct HostOutcome {
     pub result: Result<(), PushError>,
 }
 
+/// Runs `work` on every target, `parallel` at a time (a thread each); the
+/// results keep the targets' order.
+pub fn each_host<R: std::marker::Send>(
+    targets: &[Target],
+    parallel: usize,
+    work: impl Fn(&Target) -> R + Sync,
+) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new(targets.iter().map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..parallel.clamp(1, targets.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(target) = targets.get(i) else { break };
+                    let r = work(target);
+                    results.lock().expect("results lock")[i] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("results lock")
+        .into_iter()
+        .map(|r| r.expect("every target ran"))
+        .collect()
+}
+
 /// Pushes to every target, `opts.parallel` at a time; the outcomes keep the
 /// targets' order.
 pub fn push_all(
@@ -615,35 +697,17 @@ pub fn push_all(
     opts: &Options,
     reporter: &dyn Reporter,
 ) -> Vec<HostOutcome> {
-    let next = AtomicUsize::new(0);
-    let outcomes: Mutex<Vec<Option<HostOutcome>>> =
-        Mutex::new(targets.iter().map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..opts.parallel.clamp(1, targets.len().max(1)) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(target) = targets.get(i) else { break };
-                    let t0 = Instant::now();
-                    let mut stats = HostStats::default();
-                    let result = push_host(target, image, opts, reporter, &mut stats);
-                    let outcome = HostOutcome {
-                        target: target.clone(),
-                        stats,
-                        seconds: t0.elapsed().as_secs_f64(),
-                        result,
-                    };
-                    outcomes.lock().expect("outcomes lock")[i] = Some(outcome);
-                }
-            });
+    each_host(targets, opts.parallel, |target| {
+        let t0 = Instant::now();
+        let mut stats = HostStats::default();
+        let result = push_host(target, image, opts, reporter, &mut stats);
+        HostOutcome {
+            target: target.clone(),
+            stats,
+            seconds: t0.elapsed().as_secs_f64(),
+            result,
         }
-    });
-    outcomes
-        .into_inner()
-        .expect("outcomes lock")
-        .into_iter()
-        .map(|o| o.expect("every target ran"))
-        .collect()
+    })
 }
 
 /// Pushes the image to one host and loads it into its Docker.
