@@ -44,7 +44,7 @@ pub enum Command {
     Vendor(VendorArgs),
     /// Put an image into the Docker of hosts over SSH, sending only the blobs each host lacks
     #[command(
-        after_help = "Examples:\n  ferry push out/busybox ssh://root@node1 ssh://root@node2:2222\n  ferry push out/spark ssh://spark@node{1,2,3} --identity ~/.ssh/cluster --parallel 16\n  ferry push out/spark ssh://root@node1 --verify --json   # re-hash what the host stores\n  ferry push out/spark ssh://root@10.0.1.5 --jump admin@bastion:2222   # through a jump host, like ssh -J\n  ferry push out/spark ssh://deploy@node1   # not root: scripts run with `sudo -n` (or --no-sudo)\n\nA password is read from FERRY_SSH_PASSWORD only, never from the command line."
+        after_help = "Examples:\n  ferry push out/busybox ssh://root@node1 ssh://root@node2:2222\n  ferry push out/spark ssh://spark@node{1,2,3} --identity ~/.ssh/cluster --parallel 16\n  ferry push out/spark ssh://root@node1 --verify --json   # re-hash what the host stores\n  ferry push out/spark ssh://root@10.0.1.5 --jump admin@bastion:2222   # through a jump host, like ssh -J\n  ferry push out/spark ssh://deploy@node1   # not root: scripts run with `sudo -n` (or --no-sudo)\n  ferry push out/spark ssh://root@node1 --runtime podman   # podman load instead of docker load\n\nA password is read from FERRY_SSH_PASSWORD only, never from the command line."
     )]
     Push(PushArgs),
     /// Remove the blobs on hosts that no kept image needs, keeping the newest N images of each name
@@ -167,6 +167,9 @@ pub struct PushArgs {
     /// Re-hash the image's stored blobs on each host and replace damaged ones, even when Docker already has the image
     #[arg(long)]
     pub verify: bool,
+    /// The container runtime on the hosts (podman: untested end to end)
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Docker)]
+    pub runtime: RuntimeArg,
     /// Name the image `name:tag` in Docker [default: the layout's `io.containerd.image.name`]
     #[arg(long, value_name = "NAME:TAG")]
     pub tag: Option<String>,
@@ -175,6 +178,12 @@ pub struct PushArgs {
     pub json: bool,
     #[command(flatten)]
     pub ssh: SshArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeArg {
+    Docker,
+    Podman,
 }
 
 /// How to reach hosts over SSH (shared by `push` and `gc`).

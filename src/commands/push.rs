@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::{Term, human};
-use crate::cli::{PushArgs, SshArgs};
+use crate::cli::{PushArgs, RuntimeArg, SshArgs};
 use crate::oci;
 use crate::push::ssh::{SshOptions, default_identities};
 use crate::push::{self, Event, HostOutcome, PushImage, Reporter, Target};
@@ -188,6 +188,10 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
         store: a.store,
         parallel: usize::from(a.parallel),
         verify: a.verify,
+        runtime: match a.runtime {
+            RuntimeArg::Docker => push::Runtime::Docker,
+            RuntimeArg::Podman => push::Runtime::Podman,
+        },
         ssh: ssh_options(a.ssh),
     };
     let progress = Progress {

@@ -114,9 +114,9 @@ pub enum PushError {
         stderr: String,
     },
     #[error(
-        "`docker` is not installed on `{host}` (or not on the PATH of its ssh user); install it there and push again"
+        "`{runtime}` is not installed on `{host}` (or not on the PATH of its ssh user); install it there and push again"
     )]
-    NoDocker { host: String },
+    NoRuntime { host: String, runtime: &'static str },
     #[error(
         "`{host}` received `sha256:{hex}` but what it stored has another digest; the transfer was damaged, push again"
     )]
@@ -384,8 +384,8 @@ impl HostState {
             } else if line == NO_DOCKER_MARK {
                 st.has_docker = false;
             } else if in_docker {
-                if line.starts_with("sha256:") {
-                    st.docker_id = Some(line.to_string());
+                if let Some(id) = image_id(line) {
+                    st.docker_id = Some(id);
                 }
             } else if let Some((size, name)) = line.split_once(' ') {
                 let Ok(size) = size.parse::<u64>() else {
@@ -496,27 +496,53 @@ pub fn docker_manifest(image: &PushImage) -> Vec<u8> {
     }]))
 }
 
+/// An image id as Docker prints it (`sha256:<hex>`); Podman prints the bare hex.
+fn image_id(line: &str) -> Option<String> {
+    let hex = line.strip_prefix("sha256:").unwrap_or(line);
+    is_hex64(hex).then(|| format!("sha256:{hex}"))
+}
+
+/// The container runtime on the hosts, whose command line the scripts call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Runtime {
+    #[default]
+    Docker,
+    /// Untested end to end here (Podman 4.3 cannot run containers on this
+    /// kind of machine); its scripts are unit-tested.
+    Podman,
+}
+
+impl Runtime {
+    pub fn command(self) -> &'static str {
+        match self {
+            Runtime::Docker => "docker",
+            Runtime::Podman => "podman",
+        }
+    }
+}
+
 /// Quotes a string for a POSIX shell.
 pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Lists the store (`<size> <name>` lines), then whether Docker has the image.
-pub fn list_script(store: &str, reference: &str) -> String {
+/// Lists the store (`<size> <name>` lines), then whether the runtime has the image.
+pub fn list_script(store: &str, reference: &str, runtime: Runtime) -> String {
     format!(
         r#"S={store}
 mkdir -p "$S/blobs/sha256" "$S/tmp" || exit 2
 cd "$S/blobs/sha256" || exit 2
 set -- *
 if [ -e "$1" ]; then stat -c '%s %n' -- "$@" || exit 2; fi
-command -v docker >/dev/null 2>&1 || echo {NO_DOCKER_MARK}
+command -v {rt} >/dev/null 2>&1 || echo {NO_DOCKER_MARK}
 echo {DOCKER_MARK}
-docker image inspect --format '{{{{.Id}}}}' {reference} 2>/dev/null || true
+{rt} image inspect --format '{{{{.Id}}}}' {reference} 2>/dev/null || true
 echo {LAYERS_MARK}
-docker image ls -aq 2>/dev/null | sort -u | xargs -r docker image inspect --format '{{{{json .RootFS.Layers}}}}' 2>/dev/null || true
+{rt} image ls -aq 2>/dev/null | sort -u | xargs -r {rt} image inspect --format '{{{{json .RootFS.Layers}}}}' 2>/dev/null || true
 "#,
         store = sh_quote(store),
         reference = sh_quote(reference),
+        rt = runtime.command(),
     )
 }
 
@@ -584,7 +610,13 @@ mv -f "$p" {hex}
 /// image id afterwards. The first `present` layers, which Docker already has
 /// as a chain, are left out of the archive: `docker load` does not open the
 /// file of a layer it has, and it would otherwise copy every byte again.
-pub fn load_script(store: &str, image: &PushImage, present: usize) -> String {
+/// Podman reads every layer named in `manifest.json`, so it gets them all.
+pub fn load_script(store: &str, image: &PushImage, present: usize, runtime: Runtime) -> String {
+    let present = if runtime == Runtime::Docker {
+        present
+    } else {
+        0
+    };
     let mut hexes: Vec<&str> = std::iter::once(image.config.hex.as_str())
         .chain(image.layers.iter().skip(present).map(|l| l.hex.as_str()))
         .collect();
@@ -598,12 +630,13 @@ trap 'rm -rf "$d"' EXIT
 mkdir -p "$d/blobs/sha256"
 for h in {hexes}; do ln -s "$S/blobs/sha256/$h" "$d/blobs/sha256/$h"; done
 cat > "$d/manifest.json"
-tar -C "$d" -chf - manifest.json blobs | docker load >&2
-docker image inspect --format '{{{{.Id}}}}' {reference}
+tar -C "$d" -chf - manifest.json blobs | {rt} load >&2
+{rt} image inspect --format '{{{{.Id}}}}' {reference}
 "#,
         store = sh_quote(store),
         hexes = hexes.join(" "),
         reference = sh_quote(&image.reference),
+        rt = runtime.command(),
     )
 }
 
@@ -640,6 +673,7 @@ pub struct Options {
     pub parallel: usize,
     /// Hash every stored blob of the image on the host, even when Docker has it.
     pub verify: bool,
+    pub runtime: Runtime,
     pub ssh: SshOptions,
 }
 
@@ -723,12 +757,15 @@ pub fn push_host(
     reporter.event(&label, Event::Connected);
     let out = remote.run_ok(
         "listing the store",
-        &list_script(&opts.store, &image.reference),
+        &list_script(&opts.store, &image.reference, opts.runtime),
         &[],
     )?;
     let state = HostState::parse(&String::from_utf8_lossy(&out));
     if !state.has_docker {
-        return Err(PushError::NoDocker { host: label });
+        return Err(PushError::NoRuntime {
+            host: label,
+            runtime: opts.runtime.command(),
+        });
     }
     let check = to_verify(image, &state, opts.verify);
     let bad = if check.is_empty() {
@@ -768,10 +805,16 @@ pub fn push_host(
     let manifest = docker_manifest(image);
     let out = remote.run_ok(
         "loading the image into docker",
-        &load_script(&opts.store, image, state.present_prefix(&image.diff_ids)),
+        &load_script(
+            &opts.store,
+            image,
+            state.present_prefix(&image.diff_ids),
+            opts.runtime,
+        ),
         &manifest,
     )?;
     let found = String::from_utf8_lossy(&out).trim().to_string();
+    let found = image_id(&found).unwrap_or(found);
     if found != image.config_id() {
         return Err(PushError::LoadMismatch {
             host: label,
@@ -1059,19 +1102,19 @@ mod tests {
     #[test]
     fn scripts_quote_what_comes_from_the_user() {
         assert_eq!(sh_quote("it's"), r"'it'\''s'");
-        let s = list_script("/srv/my store", "a:b");
+        let s = list_script("/srv/my store", "a:b", Runtime::Docker);
         assert!(
             s.starts_with("S='/srv/my store'\n") && s.contains("inspect --format '{{.Id}}' 'a:b'"),
             "{s}"
         );
         // layers Docker already has as a chain stay out of the archive,
         // unless the same blob is needed again further up
-        let s = load_script("/var/lib/ferry", &image(), 2);
+        let s = load_script("/var/lib/ferry", &image(), 2, Runtime::Docker);
         assert!(
             s.contains(&format!("for h in {} {};", "a".repeat(64), "c".repeat(64))),
             "{s}"
         );
-        let s = load_script("/var/lib/ferry", &image(), 0);
+        let s = load_script("/var/lib/ferry", &image(), 0, Runtime::Docker);
         let loop_line = format!(
             "for h in {} {} {};",
             "a".repeat(64),
@@ -1092,6 +1135,38 @@ mod tests {
         // a short transfer keeps its .part; only a full-length wrong one is removed
         let short = s.find("-ge 1000").unwrap();
         assert!(short < s.find("rm -f").unwrap(), "{s}");
+    }
+
+    #[test]
+    fn podman_gets_its_own_commands_every_layer_and_bare_hex_ids() {
+        let s = list_script("/var/lib/ferry", "a:b", Runtime::Podman);
+        assert!(
+            s.contains("command -v podman ")
+                && s.contains("podman image inspect --format '{{.Id}}' 'a:b'")
+                && s.contains("xargs -r podman image inspect --format '{{json .RootFS.Layers}}'")
+                && !s.contains("docker "),
+            "{s}"
+        );
+        // podman opens every layer of the archive, even one it has
+        let s = load_script("/var/lib/ferry", &image(), 2, Runtime::Podman);
+        let all = format!(
+            "for h in {} {} {};",
+            "a".repeat(64),
+            "b".repeat(64),
+            "c".repeat(64)
+        );
+        assert!(
+            s.contains(&all)
+                && s.contains("| podman load >&2\npodman image inspect")
+                && !s.contains("docker "),
+            "{s}"
+        );
+        let id = "c".repeat(64);
+        let st = HostState::parse(&format!("{DOCKER_MARK}\n{id}\n"));
+        assert_eq!(st.docker_id, Some(format!("sha256:{id}")));
+        assert_eq!(image_id("sha256:nothex"), None);
+        let st = HostState::parse(&format!("{NO_DOCKER_MARK}\n{DOCKER_MARK}\n"));
+        assert!(!st.has_docker);
     }
 
     #[test]
