@@ -581,8 +581,10 @@ pub const EXIT_DIGEST: i32 = 4;
 pub const EXIT_SHORT: i32 = 5;
 
 /// Appends stdin to `<hex>.part` from `offset`, checks the sha256 on the
-/// host, and renames it to `<hex>` only when it matches. A transfer cut short
-/// leaves the `.part` file for the next push to resume.
+/// host, and renames it to `<hex>` only when it matches. The host hashes
+/// while it receives (what was there, then what arrives), so checking costs
+/// no time after the last byte. A transfer cut short leaves the `.part` file
+/// for the next push to resume.
 pub fn upload_script(store: &str, hex: &str, offset: u64, size: u64) -> String {
     let truncate = if offset == 0 {
         r#": > "$p" || exit 2"#
@@ -595,10 +597,10 @@ p={hex}.part
 {truncate}
 have=$(stat -c %s "$p" 2>/dev/null || echo 0)
 [ "$have" = {offset} ] || {{ echo "$p has $have bytes, expected {offset}" >&2; exit {EXIT_PART_MOVED}; }}
-cat >> "$p" || exit 2
+sum=$({{ cat -- "$p" && tee -a -- "$p"; }} | sha256sum) || exit 2
 have=$(stat -c %s "$p")
 [ "$have" -ge {size} ] || {{ echo "$p has $have of {size} bytes" >&2; exit {EXIT_SHORT}; }}
-echo "{hex}  $p" | sha256sum -c --status || {{ rm -f "$p"; exit {EXIT_DIGEST}; }}
+[ "$have" = {size} ] && [ "${{sum%% *}}" = {hex} ] || {{ rm -f "$p"; exit {EXIT_DIGEST}; }}
 mv -f "$p" {hex}
 "#,
         store = sh_quote(store),
@@ -1167,6 +1169,46 @@ mod tests {
         assert_eq!(image_id("sha256:nothex"), None);
         let st = HostState::parse(&format!("{NO_DOCKER_MARK}\n{DOCKER_MARK}\n"));
         assert!(!st.has_docker);
+    }
+
+    #[test]
+    fn the_upload_script_hashes_while_it_receives_and_keeps_only_what_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().to_str().unwrap();
+        std::fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let hex = hex::encode(Sha256::digest(&data));
+        let run = |offset: u64, input: &[u8]| {
+            let mut child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(upload_script(store, &hex, offset, data.len() as u64))
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            // the script may refuse before it reads: a broken pipe is its answer
+            let _ = child.stdin.take().unwrap().write_all(input);
+            child.wait().unwrap().code()
+        };
+        let blob = dir.path().join("blobs/sha256").join(&hex);
+        let part = dir.path().join(format!("blobs/sha256/{hex}.part"));
+        // cut short: the .part stays, and the next run resumes from it
+        assert_eq!(run(0, &data[..1_000_000]), Some(EXIT_SHORT));
+        assert_eq!(std::fs::metadata(&part).unwrap().len(), 1_000_000);
+        assert_eq!(run(999, &data[999..]), Some(EXIT_PART_MOVED));
+        assert_eq!(run(1_000_000, &data[1_000_000..]), Some(0));
+        assert_eq!(std::fs::read(&blob).unwrap(), data);
+        assert!(!part.exists());
+        // the right length with other bytes: removed, never renamed
+        std::fs::remove_file(&blob).unwrap();
+        let mut bad = data.clone();
+        bad[5] ^= 1;
+        assert_eq!(run(0, &bad), Some(EXIT_DIGEST));
+        assert!(!part.exists() && !blob.exists());
+        // a damaged prefix from an earlier run is caught too
+        std::fs::write(&part, &bad[..1_000_000]).unwrap();
+        assert_eq!(run(1_000_000, &data[1_000_000..]), Some(EXIT_DIGEST));
+        assert!(!part.exists() && !blob.exists());
     }
 
     #[test]
