@@ -581,10 +581,10 @@ pub const EXIT_DIGEST: i32 = 4;
 pub const EXIT_SHORT: i32 = 5;
 
 /// Appends stdin to `<hex>.part` from `offset`, checks the sha256 on the
-/// host, and renames it to `<hex>` only when it matches. The host hashes
-/// while it receives (what was there, then what arrives), so checking costs
-/// no time after the last byte. A transfer cut short leaves the `.part` file
-/// for the next push to resume.
+/// host, and renames it to `<hex>` only when it matches. A transfer cut short
+/// leaves the `.part` file for the next push to resume. (Hashing while
+/// receiving, `tee | sha256sum`, was tried: on 2 cores it was slower, 3.8-4.5 s
+/// against 3.2-3.8 s for the 313 MB Spark jar layer, as it competes with sshd.)
 pub fn upload_script(store: &str, hex: &str, offset: u64, size: u64) -> String {
     let truncate = if offset == 0 {
         r#": > "$p" || exit 2"#
@@ -597,10 +597,10 @@ p={hex}.part
 {truncate}
 have=$(stat -c %s "$p" 2>/dev/null || echo 0)
 [ "$have" = {offset} ] || {{ echo "$p has $have bytes, expected {offset}" >&2; exit {EXIT_PART_MOVED}; }}
-sum=$({{ cat -- "$p" && tee -a -- "$p"; }} | sha256sum) || exit 2
+cat >> "$p" || exit 2
 have=$(stat -c %s "$p")
 [ "$have" -ge {size} ] || {{ echo "$p has $have of {size} bytes" >&2; exit {EXIT_SHORT}; }}
-[ "$have" = {size} ] && [ "${{sum%% *}}" = {hex} ] || {{ rm -f "$p"; exit {EXIT_DIGEST}; }}
+echo "{hex}  $p" | sha256sum -c --status || {{ rm -f "$p"; exit {EXIT_DIGEST}; }}
 mv -f "$p" {hex}
 "#,
         store = sh_quote(store),
@@ -1172,7 +1172,7 @@ mod tests {
     }
 
     #[test]
-    fn the_upload_script_hashes_while_it_receives_and_keeps_only_what_matches() {
+    fn the_upload_script_resumes_and_keeps_only_what_matches() {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().to_str().unwrap();
         std::fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
