@@ -472,15 +472,30 @@ pub fn plan(image: &PushImage, host: &HostState, bad: &BTreeSet<String>) -> Plan
 }
 
 /// The stored blobs of the image that must be hashed on the host: all of them
-/// with `verify`, else only when Docker is going to read them.
-pub fn to_verify(image: &PushImage, host: &HostState, verify: bool) -> Vec<String> {
+/// with `verify`, else only those the load is going to read (none when the
+/// runtime has the image; not the layers Docker already has as a chain,
+/// which [`load_script`] leaves out of the archive).
+pub fn to_verify(
+    image: &PushImage,
+    host: &HostState,
+    verify: bool,
+    runtime: Runtime,
+) -> Vec<String> {
     let load = host.docker_id.as_deref() != Some(image.config_id().as_str());
     if !verify && !load {
         return Vec::new();
     }
+    let present = match runtime {
+        Runtime::Docker if !verify => host.present_prefix(&image.diff_ids),
+        _ => 0,
+    };
+    let read: BTreeSet<&str> = std::iter::once(image.config.hex.as_str())
+        .chain(image.layers.iter().skip(present).map(|l| l.hex.as_str()))
+        .collect();
     image
         .blobs()
         .into_iter()
+        .filter(|b| verify || read.contains(b.hex.as_str()))
         .filter(|b| host.blobs.get(&b.hex) == Some(&b.size))
         .map(|b| b.hex.clone())
         .collect()
@@ -769,7 +784,7 @@ pub fn push_host(
             runtime: opts.runtime.command(),
         });
     }
-    let check = to_verify(image, &state, opts.verify);
+    let check = to_verify(image, &state, opts.verify, opts.runtime);
     let bad = if check.is_empty() {
         BTreeSet::new()
     } else {
@@ -1031,8 +1046,8 @@ mod tests {
         };
         let p = plan(&img, &host, &BTreeSet::new());
         assert_eq!((p.sends.len(), p.present, p.load), (0, 4, false));
-        assert!(to_verify(&img, &host, false).is_empty());
-        assert_eq!(to_verify(&img, &host, true).len(), 4);
+        assert!(to_verify(&img, &host, false, Runtime::Docker).is_empty());
+        assert_eq!(to_verify(&img, &host, true, Runtime::Docker).len(), 4);
     }
 
     #[test]
@@ -1074,7 +1089,37 @@ mod tests {
             blobs: BTreeMap::from([("a".repeat(64), 1000), ("b".repeat(64), 1)]),
             ..HostState::default()
         };
-        assert_eq!(to_verify(&img, &host, false), vec!["a".repeat(64)]);
+        assert_eq!(
+            to_verify(&img, &host, false, Runtime::Docker),
+            vec!["a".repeat(64)]
+        );
+        // a load reads neither the manifest nor the layers Docker has as a
+        // chain (unless one comes again above it); --verify and podman read all
+        let mut host = HostState {
+            blobs: img
+                .blobs()
+                .iter()
+                .map(|b| (b.hex.clone(), b.size))
+                .collect(),
+            docker_layers: vec![vec!["sha256:1".into(), "sha256:2".into()]],
+            ..HostState::default()
+        };
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        assert_eq!(
+            to_verify(&img, &host, false, Runtime::Docker),
+            vec![c.clone(), a.clone()]
+        );
+        assert_eq!(to_verify(&img, &host, true, Runtime::Docker).len(), 4);
+        assert_eq!(
+            to_verify(&img, &host, false, Runtime::Podman),
+            vec![c.clone(), a.clone(), b.clone()]
+        );
+        host.docker_layers = vec![vec![
+            "sha256:1".into(),
+            "sha256:2".into(),
+            "sha256:3".into(),
+        ]];
+        assert_eq!(to_verify(&img, &host, false, Runtime::Docker), vec![c]);
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! One SSH session to one host: connect with a deadline, check the host key
+//! One SSH session to one host: connect with a deadline (directly, or
+//! through jump hosts as OpenSSH's ProxyJump does), check each hop's host key
 //! against known_hosts (trust on first use only when asked), log in with
 //! ssh-agent, key files or a password, and run POSIX shell scripts with data
-//! on stdin. It knows nothing of images or stores.
+//! on stdin, as root through `sudo -n` when the target asks for it. It knows
+//! nothing of images or stores.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
