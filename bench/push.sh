@@ -45,7 +45,7 @@ row() { # label hosts command...
   for i in $hosts; do a=$((a + $(wire "$i"))); done
   read -r wall user sys <"$work/t"
   local n; n=$(echo "$hosts" | wc -w)
-  printf '| %s | %.2f | %.2f | %.1f | %.1f |\n' "$label" "$wall" "$(echo "$user + $sys" | bc)" \
+  printf '| %s | %.2f | %.2f | %.3f | %.1f |\n' "$label" "$wall" "$(echo "$user + $sys" | bc)" \
     "$(echo "($a - $b) / $n / 1000000" | bc -l)" "$(echo "$payload * 8 / $wall / 1000000 * $n" | bc -l)"
   echo "$wall" >"$work/last"
 }
@@ -65,6 +65,9 @@ save=$(cat "$work/last")
 reset 1
 row "ferry push, first, 1 host" "1" $ferry push "$work/spark" $(urls 1) "${auth[@]}"
 first1=$(cat "$work/last")
+# where the first push spends its time: the progress lines carry timestamps
+loading=$(grep -m1 ': loading into docker' "$work/err" | awk '{print $1}' | tr -d s)
+loaded=$(grep -m1 ': loaded$' "$work/err" | awk '{print $1}' | tr -d s)
 reset 1 2 3
 row "ferry push, first, 3 hosts" "1 2 3" $ferry push "$work/spark" $(urls 1 2 3) "${auth[@]}"
 row "ferry push, unchanged, 3 hosts" "1 2 3" $ferry push "$work/spark" $(urls 1 2 3) "${auth[@]}"
@@ -73,7 +76,11 @@ cp -r images/spark "$work/def"
 echo "# changed" >>"$work/def/files/opt/ferry/jobs/sample.py"
 $ferry build "$work/def/image.toml" --out "$work/changed" 2>/dev/null
 row "ferry push, sample job changed, 3 hosts" "1 2 3" $ferry push "$work/changed" $(urls 1 2 3) "${auth[@]}"
+changed_sent=$(grep -o '"bytes_sent": [0-9]*' "$work/out" | head -1 | awk '{print $2}')
 echo
 printf 'first push to 1 host: %.2fx the raw SSH throughput, %.2fx faster than docker save | ssh docker load\n' \
   "$(echo "$raw / $first1" | bc -l)" "$(echo "$save / $first1" | bc -l)"
+printf 'first push to 1 host: %.2f s sending and checking blobs (%.2fx the raw SSH throughput), then %.2f s in docker load\n' \
+  "$loading" "$(echo "$raw / $loading" | bc -l)" "$(echo "$loaded - $loading" | bc -l)"
 printf 'unchanged image to 3 hosts: %.2f s\n' "$again"
+printf 'sample job changed: %s bytes of blobs sent to each host (the image has %s)\n' "$changed_sent" "$payload"

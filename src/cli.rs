@@ -44,7 +44,7 @@ pub enum Command {
     Vendor(VendorArgs),
     /// Put an image into the Docker of hosts over SSH, sending only the blobs each host lacks, or into a bucket
     #[command(
-        after_help = "Examples:\n  ferry push out/busybox ssh://root@node1 ssh://root@node2:2222\n  ferry push out/spark ssh://spark@node{1,2,3} --identity ~/.ssh/cluster --parallel 16\n  ferry push out/spark ssh://root@node1 --verify --json   # re-hash what the host stores\n  ferry push out/spark s3://images/spark --endpoint http://10.0.0.1:8333   # an OCI layout in a bucket\n  ferry push out/spark oss://images/spark --region cn-hangzhou\n\nA password is read from FERRY_SSH_PASSWORD only, never from the command line. Bucket credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET for oss://) or --credentials-file (mode 0600). Hosts then fetch the image with `ferry pull`."
+        after_help = "Examples:\n  ferry push out/busybox ssh://root@node1 ssh://root@node2:2222\n  ferry push out/spark ssh://spark@node{1,2,3} --identity ~/.ssh/cluster --parallel 16\n  ferry push out/spark ssh://root@node1 --verify --json   # re-hash what the host stores\n  ferry push out/spark ssh://root@10.0.1.5 --jump admin@bastion:2222   # through a jump host, like ssh -J\n  ferry push out/spark ssh://deploy@node1   # not root: scripts run with `sudo -n` (or --no-sudo)\n  ferry push out/spark ssh://root@node1 --runtime podman   # podman load instead of docker load\n  ferry push out/spark s3://images/spark --endpoint http://10.0.0.1:8333   # an OCI layout in a bucket\n  ferry push out/spark oss://images/spark --region cn-hangzhou\n\nA password is read from FERRY_SSH_PASSWORD only, never from the command line. Bucket credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET for oss://) or --credentials-file (mode 0600). Hosts then fetch the image with `ferry pull`."
     )]
     Push(PushArgs),
     /// Have hosts fetch an image from a bucket in parallel (presigned URLs, no keys on the hosts) and load it into their Docker
@@ -54,7 +54,7 @@ pub enum Command {
     Pull(PullArgs),
     /// Remove the blobs on hosts that no kept image needs, keeping the newest N images of each name
     #[command(
-        after_help = "Examples:\n  ferry gc ssh://root@node1 ssh://root@node2 --dry-run   # what would go, and how many bytes\n  ferry gc ssh://root@node{1,2,3} --keep 3\n  ferry gc ssh://root@node1 --json | jq '.hosts[0].bytes_freed'\n  ferry gc --local --keep 1 --dry-run   # the local cache: layers of older builds\n\nEach `ferry push` records the image on the host; gc keeps the newest N pushes of each name and every blob they need. Stale `.part` files (older than a day) go too; Docker's own images are not touched. Do not run it while a push to the same host is under way. With --local, downloads and blobs no recorded build names are kept."
+        after_help = "Examples:\n  ferry gc ssh://root@node1 ssh://root@node2 --dry-run   # what would go, and how many bytes\n  ferry gc ssh://root@node{1,2,3} --keep 3\n  ferry gc ssh://root@node1 --json | jq '.hosts[0].bytes_freed'\n  ferry gc ssh://root@10.0.1.5 ssh://root@10.0.1.6 --jump root@bastion\n  ferry gc --local --keep 1 --dry-run   # the local cache: layers of older builds\n\nEach `ferry push` records the image on the host; gc keeps the newest N pushes of each name and every blob they need. Stale `.part` files (older than a day) go too; Docker's own images are not touched. Do not run it while a push to the same host is under way. With --local, downloads and blobs no recorded build names are kept."
     )]
     Gc(GcArgs),
     /// Print what `ferry up` would do on each host: folders, files, containers, and ordered steps with their gates
@@ -219,6 +219,9 @@ pub struct PushArgs {
     /// Re-hash the image's stored blobs on each host and replace damaged ones, even when Docker already has the image
     #[arg(long)]
     pub verify: bool,
+    /// The container runtime on the hosts (podman: untested end to end)
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Docker)]
+    pub runtime: RuntimeArg,
     /// Name the image `name:tag` in Docker [default: the layout's `io.containerd.image.name`]
     #[arg(long, value_name = "NAME:TAG")]
     pub tag: Option<String>,
@@ -227,6 +230,12 @@ pub struct PushArgs {
     pub json: bool,
     #[command(flatten)]
     pub ssh: SshArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeArg {
+    Docker,
+    Podman,
 }
 
 #[derive(Args, Debug)]
@@ -299,6 +308,12 @@ pub struct SshArgs {
     /// Seconds a command on a host may go without progress
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub command_timeout: u64,
+    /// Reach every host through this jump host (bastion), as `ssh -J` does; several hops separated by commas, first hop first
+    #[arg(long, short = 'J', value_name = "[USER@]HOST[:PORT]")]
+    pub jump: Option<String>,
+    /// Run the scripts on hosts as the login user, without `sudo -n` (for a user in the docker group who can write the store; root never uses sudo)
+    #[arg(long)]
+    pub no_sudo: bool,
 }
 
 #[derive(Args, Debug)]
@@ -320,6 +335,9 @@ pub struct GcArgs {
     /// The blob store on each host
     #[arg(long, value_name = "DIR", default_value = "/var/lib/ferry")]
     pub store: String,
+    /// Hosts to collect at once
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: u16,
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,

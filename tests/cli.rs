@@ -618,3 +618,24 @@ fn the_committed_locks_match_their_definitions() {
         assert!(out.contains("is up to date"), "{out}");
     }
 }
+
+#[test]
+fn a_bad_jump_host_is_refused_before_any_connection() {
+    let out = ferry()
+        .args(["gc", "ssh://root@node1", "--jump", "root@bastion:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`root@bastion:0` is not an ssh address: the port"),
+        "{err}"
+    );
+    for cmd in ["push", "gc"] {
+        let help = ok(ferry().args([cmd, "--help"]));
+        assert!(
+            help.contains("--jump <[USER@]HOST[:PORT]>") && help.contains("--no-sudo"),
+            "{help}"
+        );
+    }
+}

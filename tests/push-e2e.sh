@@ -14,7 +14,7 @@ export FERRY_HOSTS_DIR=${FERRY_HOSTS_DIR:-$(mktemp -d /tmp/ferry-e2e-hosts.XXXXX
 trap 'bash tests/hosts.sh down' EXIT
 
 start=$SECONDS
-bash tests/hosts.sh up 3 >/dev/null
+bash tests/hosts.sh up 3 --behind 1 --users >/dev/null
 export FERRY_E2E_HOSTS=$FERRY_HOSTS_DIR
 cargo test --test push --test launch "$@" -- --test-threads 1 --nocapture
 echo "push-e2e: passed in $((SECONDS - start))s"

@@ -106,11 +106,19 @@ impl Hosts {
         self.ssh_ok(i, &format!("rm -rf /var/lib/ferry/blobs /var/lib/ferry/tmp /var/lib/ferry/images; docker rmi -f {REFERENCE} >/dev/null 2>&1; true"));
     }
 
+    /// The fixture's FERRY_NET, as `up` wrote it in `env`: the script needs it to name the namespaces.
+    fn net(&self) -> Option<(&'static str, String)> {
+        let env = std::fs::read_to_string(self.dir.join("env")).ok()?;
+        let net = env.lines().find_map(|l| l.strip_prefix("FERRY_NET="))?;
+        Some(("FERRY_NET", net.trim().to_string()))
+    }
+
     fn fixture_script(&self, args: &[&str]) {
         let out = Command::new("bash")
             .arg(repo().join("tests/hosts.sh"))
             .args(args)
             .env("FERRY_HOSTS_DIR", &self.dir)
+            .envs(self.net())
             .output()
             .unwrap();
         assert!(
@@ -908,4 +916,274 @@ fn gc_keeps_the_newest_two_versions_and_removes_only_what_the_oldest_alone_needs
         assert_eq!(said, format!("version {}\n", n + 1));
     }
     h.reset(0);
+}
+
+/// The host `tests/hosts.sh up N --behind J` hides behind host J: (name, address, J as an index).
+fn hidden(h: &Hosts) -> Option<(String, String, usize)> {
+    let line = std::fs::read_to_string(h.dir.join("behind")).ok()?;
+    let mut w = line.split_whitespace();
+    let (name, addr, j) = (w.next()?, w.next()?, w.next()?.parse::<usize>().ok()?);
+    Some((name.to_string(), addr.to_string(), j - 1))
+}
+
+fn skipped(test: &str, why: &str) {
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "\n*** SKIPPED {test}: {why}; run `bash tests/push-e2e.sh` (it starts the hosts with `tests/hosts.sh up 3 --behind 1 --users`) ***\n"
+    );
+}
+
+/// `ferry push` of the busybox image with any hosts and options; (exit code, JSON, stderr).
+fn push_args(h: &Hosts, args: &[&str], known_hosts: &Path) -> (i32, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("push")
+        .arg(layout())
+        .args(args)
+        .arg("--identity")
+        .arg(h.dir.join("id_ed25519"))
+        .arg("--known-hosts")
+        .arg(known_hosts)
+        .args(["--json", "--connect-timeout", "5"])
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("push printed no JSON ({e}): {stderr}"));
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+/// known_hosts with `addr`'s key replaced by another host's.
+fn known_hosts_lying_about(h: &Hosts, addr: &str, dir: &Path) -> PathBuf {
+    let real = std::fs::read_to_string(h.dir.join("known_hosts")).unwrap();
+    let key_of = |a: &str| {
+        real.lines()
+            .find(|l| l.starts_with(&format!("{a} ")))
+            .unwrap()
+            .split_once(' ')
+            .unwrap()
+            .1
+            .to_string()
+    };
+    let other = if addr == h.addrs[2] {
+        &h.addrs[1]
+    } else {
+        &h.addrs[2]
+    };
+    let lying: String = real
+        .lines()
+        .map(|l| {
+            if l.starts_with(&format!("{addr} ")) {
+                format!("{addr} {}\n", key_of(other))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let p = dir.join(format!("known_hosts-{addr}"));
+    std::fs::write(&p, lying).unwrap();
+    p
+}
+
+#[test]
+fn a_host_reachable_only_through_a_jump_host_gets_the_image_and_its_own_key_is_checked() {
+    let _turn = turn();
+    let test = "a_host_reachable_only_through_a_jump_host";
+    let Some(dir) = hosts_dir(test) else {
+        return;
+    };
+    let h = Hosts::open(dir);
+    let Some((name, addr, j)) = hidden(&h) else {
+        return skipped(test, "the fixture has no hidden host");
+    };
+    let url = format!("ssh://root@{addr}");
+    let jump = format!("root@{}", h.addrs[j]);
+    let known = h.dir.join("known_hosts");
+    let docker = |args: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("docker -H unix:///run/{name}-docker.sock {args}"))
+            .output()
+            .unwrap()
+    };
+    docker(&format!("rmi -f {REFERENCE}"));
+    let store = h.dir.join(format!("h{}b/store", j + 1));
+    for d in ["blobs", "tmp", "images"] {
+        let _ = std::fs::remove_dir_all(store.join(d));
+    }
+
+    // this machine has no route to it (nothing on the bridge): only host J does
+    let route = Command::new("ip")
+        .args(["route", "get", &addr])
+        .output()
+        .unwrap();
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(
+        !route.contains(" dev fb"),
+        "reachable over the bridge: {route}"
+    );
+    let (code, json, _) = push_args(&h, &[&url], &known);
+    assert_eq!(code, 1, "a direct push reached the hidden host: {json}");
+
+    let (code, json, stderr) = push_args(&h, &[&url, "--jump", &jump], &known);
+    assert_eq!(code, 0, "{json}\n{stderr}");
+    let r = &json["hosts"][0];
+    assert_eq!(
+        (r["loaded"].as_bool(), r["jump"].as_str()),
+        (Some(true), Some(jump.as_str())),
+        "{r}"
+    );
+    let ran = docker(&format!("run --rm --network none {REFERENCE}"));
+    let motd = std::fs::read_to_string(repo().join("images/busybox/files/motd")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), motd, "{ran:?}");
+    // a second push through the jump sends nothing
+    let (code, json, _) = push_args(&h, &[&url, "--jump", &jump], &known);
+    assert_eq!(code, 0);
+    assert_eq!(json["hosts"][0]["blobs_sent"], 0, "{json}");
+
+    // the hidden host's key is checked under its own name, and refused alone
+    let tmp = tempfile::tempdir().unwrap();
+    let wrong = known_hosts_lying_about(&h, &addr, tmp.path());
+    let (code, json, _) = push_args(&h, &[&url, "--jump", &jump], &wrong);
+    assert_eq!(code, 1);
+    let err = json["hosts"][0]["error"].as_str().unwrap();
+    assert!(
+        err.starts_with(&format!("the host key of `root@{addr}`"))
+            && err.contains("does not match")
+            && err.contains("nothing was sent"),
+        "{err}"
+    );
+    // a wrong key for the jump host: the error says which hop failed
+    let wrong = known_hosts_lying_about(&h, &h.addrs[j], tmp.path());
+    let (code, json, _) = push_args(&h, &[&url, "--jump", &jump], &wrong);
+    assert_eq!(code, 1);
+    let err = json["hosts"][0]["error"].as_str().unwrap();
+    assert!(
+        err.starts_with(&format!(
+            "cannot reach `root@{addr}` via `{jump}`: the host key of `{jump}`"
+        )) && err.contains("does not match"),
+        "{err}"
+    );
+
+    // gc goes through the jump host too
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["gc", &url, "--jump", &jump, "--dry-run", "-i"])
+        .arg(h.dir.join("id_ed25519"))
+        .arg("--known-hosts")
+        .arg(&known)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("root@{addr}: keep ferry/busybox")),
+        "{text}"
+    );
+    docker(&format!("rmi -f {REFERENCE}"));
+}
+
+/// (user with sudo, user without) of `tests/hosts.sh up N --users`.
+fn users(h: &Hosts) -> Option<(String, String)> {
+    let list = std::fs::read_to_string(h.dir.join("users")).ok()?;
+    let find = |what: &str| {
+        list.lines()
+            .find(|l| l.ends_with(&format!(" {what}")))
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_string)
+    };
+    Some((find("sudo")?, find("none")?))
+}
+
+#[test]
+fn a_non_root_user_pushes_with_sudo_and_one_without_sudo_rights_is_told_what_to_do() {
+    let _turn = turn();
+    let test = "a_non_root_user_pushes_with_sudo";
+    let Some(dir) = hosts_dir(test) else {
+        return;
+    };
+    let h = Hosts::open(dir);
+    let Some((op, plain)) = users(&h) else {
+        return skipped(test, "the fixture has no login users");
+    };
+    h.reset(1);
+    let known = h.dir.join("known_hosts");
+    let url = format!("ssh://{op}@{}", h.addrs[1]);
+    let (code, json, stderr) = push_args(&h, &[&url], &known);
+    assert_eq!(code, 0, "{json}\n{stderr}");
+    assert_eq!(json["hosts"][0]["loaded"], true, "{json}");
+    let owners = h.ssh_ok(
+        1,
+        "find /var/lib/ferry/blobs /var/lib/ferry/images -exec stat -c %U {} + | sort -u",
+    );
+    assert_eq!(owners.trim(), "root", "the store is not root's alone");
+    assert_eq!(
+        h.ssh_ok(1, &format!("docker run --rm --network none {REFERENCE}")),
+        std::fs::read_to_string(repo().join("images/busybox/files/motd")).unwrap()
+    );
+
+    // no sudo rights: one line naming the host, the user and the sudoers line
+    let url = format!("ssh://{plain}@{}", h.addrs[2]);
+    let (code, json, _) = push_args(&h, &[&url], &known);
+    assert_eq!(code, 1, "{json}");
+    let err = json["hosts"][0]["error"].as_str().unwrap();
+    assert!(
+        err.contains(&format!("on `{plain}@{}`, `sudo -n` refused", h.addrs[2]))
+            && err.contains(&format!("{plain} ALL=(root) NOPASSWD: ALL"))
+            && err.contains("--no-sudo")
+            && !err.contains('\n'),
+        "{err}"
+    );
+    // --no-sudo runs as the user, who cannot write the store
+    let (code, json, _) = push_args(&h, &[&url, "--no-sudo"], &known);
+    assert_eq!(code, 1, "{json}");
+    let err = json["hosts"][0]["error"].as_str().unwrap();
+    assert!(
+        !err.contains("sudo") && err.contains("Permission denied"),
+        "{err}"
+    );
+
+    // gc of two hosts at once, as root and as the sudo user: the summary table
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "gc",
+            "--dry-run",
+            &h.url(0),
+            &format!("ssh://{op}@{}", h.addrs[1]),
+            "-i",
+        ])
+        .arg(h.dir.join("id_ed25519"))
+        .arg("--known-hosts")
+        .arg(&known)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("HOST"))
+        .collect();
+    assert_eq!(table.len(), 3, "{text}");
+    assert!(
+        table[0].contains("WOULD FREE") && table[0].ends_with("RESULT"),
+        "{text}"
+    );
+    assert!(
+        table[1].starts_with(&format!("root@{} ", h.addrs[0])) && table[1].ends_with(" ok"),
+        "{text}"
+    );
+    assert!(
+        table[2].starts_with(&format!("{op}@{} ", h.addrs[1])) && table[2].ends_with(" ok"),
+        "{text}"
+    );
+    h.reset(1);
 }

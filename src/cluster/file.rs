@@ -248,7 +248,6 @@ pub const DERIVED_PROPERTIES: &[&str] = &[
     "spark.deploy.zookeeper.url",
     "spark.deploy.zookeeper.dir",
     "spark.authenticate",
-    "spark.authenticate.secret",
     "spark.authenticate.secret.file",
 ];
 
@@ -558,7 +557,12 @@ impl ClusterFile {
                         v,
                         &field,
                         format!(
-                            "`{k}` is set by ferry from the [zookeeper] section; remove it here"
+                            "`{k}` is set by ferry ({}); remove it here",
+                            if k.starts_with("spark.authenticate") {
+                                "RPC authentication with the cluster's own secret is always on"
+                            } else {
+                                "from the [zookeeper] section"
+                            }
                         ),
                     ));
                 }

@@ -360,7 +360,15 @@ fn refuses_hand_set_recovery_properties() {
         "zookeeper_dir = \"/spark\"\nproperties = { \"spark.deploy.recoveryMode\" = \"NONE\" }",
     ));
     assert!(
-        e.contains("`spark.deploy.recoveryMode` is set by ferry from the [zookeeper] section"),
+        e.contains("`spark.deploy.recoveryMode` is set by ferry (from the [zookeeper] section)"),
+        "{e}"
+    );
+    let e = refusal(&HA.replace(
+        "zookeeper_dir = \"/spark\"",
+        "zookeeper_dir = \"/spark\"\nproperties = { \"spark.authenticate\" = false }",
+    ));
+    assert!(
+        e.contains("authentication with the cluster's own secret is always on"),
         "{e}"
     );
 }

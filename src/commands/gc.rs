@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::human;
-use super::push::{ssh_options, targets};
+use super::push::{jump_label, ssh_options, targets};
 use crate::cache_gc;
 use crate::cli::GcArgs;
 use crate::fetch::Cache;
@@ -50,13 +50,59 @@ fn run_local(a: GcArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One line per host, after the details: what stayed, what went, how long it took.
+fn summary(outcomes: &[gc::HostOutcome], dry_run: bool) {
+    let w = outcomes
+        .iter()
+        .map(|o| o.target.label().len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let freed = if dry_run { "WOULD FREE" } else { "FREED" };
+    println!();
+    println!(
+        "{:<w$}  {:>6}  {:>7}  {:>5}  {:>10}  {:>7}  RESULT",
+        "HOST", "IMAGES", "DROPPED", "BLOBS", freed, "SECONDS"
+    );
+    for o in outcomes {
+        let (kept, dropped, blobs, bytes, result) = match &o.result {
+            Ok(p) => (
+                p.kept.len().to_string(),
+                p.dropped.len().to_string(),
+                (p.remove.len() + p.remove_parts.len()).to_string(),
+                human(p.bytes_freed()),
+                "ok".to_string(),
+            ),
+            Err(e) => (
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                format!("error: {e}"),
+            ),
+        };
+        println!(
+            "{:<w$}  {kept:>6}  {dropped:>7}  {blobs:>5}  {bytes:>10}  {:>7.1}  {result}",
+            o.target.label(),
+            o.seconds,
+        );
+    }
+}
+
 pub fn run(a: GcArgs) -> Result<ExitCode> {
     if a.local {
         return run_local(a);
     }
-    let targets = targets(&a.hosts)?;
+    let targets = targets(&a.hosts, &a.ssh)?;
     let ssh = ssh_options(a.ssh);
-    let outcomes = gc::gc_all(&targets, &a.store, usize::from(a.keep), a.dry_run, &ssh);
+    let outcomes = gc::gc_all(
+        &targets,
+        &a.store,
+        usize::from(a.keep),
+        a.dry_run,
+        &ssh,
+        usize::from(a.parallel),
+    );
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
     if a.json {
         let v = json!({
@@ -66,6 +112,7 @@ pub fn run(a: GcArgs) -> Result<ExitCode> {
             "hosts": outcomes.iter().map(|o| match &o.result {
                 Ok(p) => json!({
                     "host": o.target.label(),
+                    "jump": jump_label(&o.target),
                     "ok": true,
                     "kept_images": p.kept.iter().map(image_json).collect::<Vec<_>>(),
                     "dropped_images": p.dropped.iter().map(image_json).collect::<Vec<_>>(),
@@ -73,8 +120,15 @@ pub fn run(a: GcArgs) -> Result<ExitCode> {
                     "removed_parts": p.remove_parts.len(),
                     "kept_blobs": p.keep.len(),
                     "bytes_freed": p.bytes_freed(),
+                    "seconds": (o.seconds * 1000.0).round() / 1000.0,
                 }),
-                Err(e) => json!({"host": o.target.label(), "ok": false, "error": e.to_string()}),
+                Err(e) => json!({
+                    "host": o.target.label(),
+                    "jump": jump_label(&o.target),
+                    "ok": false,
+                    "error": e.to_string(),
+                    "seconds": (o.seconds * 1000.0).round() / 1000.0,
+                }),
             }).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -102,6 +156,7 @@ pub fn run(a: GcArgs) -> Result<ExitCode> {
                 Err(e) => println!("{host}: error: {e}"),
             }
         }
+        summary(&outcomes, a.dry_run);
     }
     if failed > 0 {
         eprintln!(

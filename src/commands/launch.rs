@@ -65,9 +65,22 @@ fn expand_home(p: &str) -> PathBuf {
     }
 }
 
-/// The SSH target of a planned host: `user@address:port` of the plan.
-pub fn target_of(h: &HostPlan) -> Result<Target, PushError> {
-    Target::parse(&format!("ssh://{}", h.ssh), "root")
+/// The SSH target of a planned host: `user@address:port` of the plan, its
+/// jump host (a host of the cluster by name, or `user@host[:port]`), and
+/// sudo for a login user other than root unless `--no-sudo`.
+pub fn target_of(plan: &Plan, h: &HostPlan, ssh: &SshArgs) -> Result<Target, PushError> {
+    let mut t = Target::parse(&format!("ssh://{}", h.ssh), "root")?;
+    if let Some(j) = &h.jump {
+        let hop = match plan.hosts.iter().find(|o| o.name == *j) {
+            Some(o) => Target::parse(&format!("ssh://{}", o.ssh), "root")?,
+            None => Target::parse_jump(j, "root")?,
+        };
+        t.jump = Some(Box::new(hop));
+    } else if let Some(j) = &ssh.jump {
+        t.jump = Some(Box::new(Target::parse_jump(j, "root")?));
+    }
+    t.sudo &= !ssh.no_sudo;
+    Ok(t)
 }
 
 /// The SSH options for one host: its own key first, then the command line's.
@@ -98,13 +111,7 @@ pub fn connect<'p>(plan: &'p Plan, ssh: &SshArgs, local: bool) -> Fleet<'p> {
             .iter()
             .map(|h| {
                 s.spawn(move || -> Result<Box<dyn ClusterHost>, String> {
-                    if let Some(j) = &h.jump {
-                        return Err(format!(
-                            "host `{}`: jump host `{j}`: not supported by this build of ferry",
-                            h.name
-                        ));
-                    }
-                    let t = target_of(h).map_err(|e| e.to_string())?;
+                    let t = target_of(plan, h, ssh).map_err(|e| e.to_string())?;
                     SshHost::connect(&t, &host_options(h, ssh))
                         .map(|c| Box::new(c) as Box<dyn ClusterHost>)
                         .map_err(|e| e.to_string())

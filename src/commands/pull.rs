@@ -208,13 +208,6 @@ fn cluster_hosts(path: &Path) -> Result<FromCluster> {
     let mut keys = Vec::new();
     let mut targets = Vec::new();
     for h in &file.hosts {
-        if h.ssh.jump.is_some() {
-            bail!(
-                "the host `{}` in `{}` is reached through a jump host, which `ferry pull` does not do yet; pull onto the jump host's side with `ferry pull ... ssh://...` from there",
-                h.name.get_ref(),
-                path.display()
-            );
-        }
         if let Some(k) = &h.ssh.key {
             let k = match k.strip_prefix("~") {
                 Ok(rest) => home.join(rest),
@@ -224,11 +217,23 @@ fn cluster_hosts(path: &Path) -> Result<FromCluster> {
                 keys.push(k);
             }
         }
-        targets.push(Target {
-            user: h.ssh.user.clone().unwrap_or_else(|| user.clone()),
-            host: h.address.clone(),
-            port: h.ssh.port.unwrap_or(22),
-        });
+        let mut t = Target::new(
+            h.ssh.user.as_deref().unwrap_or(&user),
+            &h.address,
+            h.ssh.port.unwrap_or(22),
+        );
+        if let Some(j) = &h.ssh.jump {
+            // a host of the cluster by name, or `user@host[:port]`
+            t.jump = Some(Box::new(match file.host(j) {
+                Some(b) => Target::new(
+                    b.ssh.user.as_deref().unwrap_or(&user),
+                    &b.address,
+                    b.ssh.port.unwrap_or(22),
+                ),
+                None => Target::parse_jump(j, &user)?,
+            }));
+        }
+        targets.push(t);
     }
     Ok(FromCluster {
         targets,
@@ -251,7 +256,7 @@ pub fn run(a: PullArgs) -> Result<ExitCode> {
     let from = match &a.cluster {
         Some(c) => cluster_hosts(c)?,
         None => FromCluster {
-            targets: targets(&a.hosts)?,
+            targets: targets(&a.hosts, &a.ssh)?,
             keys: Vec::new(),
             delivery: String::new(),
             store: Default::default(),
@@ -287,6 +292,7 @@ pub fn run(a: PullArgs) -> Result<ExitCode> {
     }
     let opts = pull::Options {
         push: push::Options {
+            runtime: push::Runtime::Docker,
             store: a.store,
             parallel: usize::from(a.parallel),
             verify: a.verify,

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::{Term, human};
-use crate::cli::{PushArgs, SshArgs};
+use crate::cli::{PushArgs, RuntimeArg, SshArgs};
 use crate::objstore::Location;
 use crate::oci;
 use crate::push::ssh::{SshOptions, default_identities};
@@ -149,16 +149,26 @@ pub(super) fn ssh_options(a: SshArgs) -> SshOptions {
     }
 }
 
-/// Parses the hosts, each named once.
-pub(super) fn targets(hosts: &[String]) -> Result<Vec<Target>> {
+/// Parses the hosts, each named once, with the jump host and sudo choice
+/// of the command line.
+pub(super) fn targets(hosts: &[String], ssh: &SshArgs) -> Result<Vec<Target>> {
     let user = std::env::var("USER")
         .ok()
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "root".into());
-    let targets = hosts
+    let jump = ssh
+        .jump
+        .as_deref()
+        .map(|j| Target::parse_jump(j, &user))
+        .transpose()?;
+    let mut targets = hosts
         .iter()
         .map(|h| Target::parse(h, &user))
         .collect::<Result<Vec<_>, _>>()?;
+    for t in &mut targets {
+        t.jump = jump.clone().map(Box::new);
+        t.sudo &= !ssh.no_sudo;
+    }
     for (i, t) in targets.iter().enumerate() {
         if targets[..i].contains(t) {
             bail!(
@@ -168,6 +178,11 @@ pub(super) fn targets(hosts: &[String]) -> Result<Vec<Target>> {
         }
     }
     Ok(targets)
+}
+
+/// How JSON names the jump host a target is reached through.
+pub(super) fn jump_label(t: &Target) -> Option<String> {
+    t.jump.as_ref().map(|j| j.label())
 }
 
 pub fn run(a: PushArgs) -> Result<ExitCode> {
@@ -181,11 +196,15 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
         )
     })?;
     let image = PushImage::from_layout(&layout, a.tag.as_deref())?;
-    let targets = targets(&a.hosts)?;
+    let targets = targets(&a.hosts, &a.ssh)?;
     let opts = push::Options {
         store: a.store,
         parallel: usize::from(a.parallel),
         verify: a.verify,
+        runtime: match a.runtime {
+            RuntimeArg::Docker => push::Runtime::Docker,
+            RuntimeArg::Podman => push::Runtime::Podman,
+        },
         ssh: ssh_options(a.ssh),
     };
     let progress = Progress {
@@ -208,6 +227,7 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
             "ok": failed == 0,
             "hosts": outcomes.iter().map(|o| json!({
                 "host": o.target.label(),
+                "jump": jump_label(&o.target),
                 "ok": o.result.is_ok(),
                 "error": o.result.as_ref().err().map(|e| e.to_string()),
                 "blobs_sent": o.stats.blobs_sent,

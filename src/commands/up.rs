@@ -130,9 +130,10 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
     };
     let deliver = |hp: &HostPlan, c: &dyn ClusterHost| -> Result<String, String> {
         if let Some((store, image)) = &bucket {
-            let target = target_of(hp).map_err(|e| e.to_string())?;
+            let target = target_of(plan, hp, &t.ssh).map_err(|e| e.to_string())?;
             let opts = pull::Options {
                 push: push::Options {
+                    runtime: push::Runtime::Docker,
                     store: a.store.clone(),
                     parallel: 1,
                     verify: false,
@@ -162,8 +163,9 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
             }
             return check_only(c);
         };
-        let target = target_of(hp).map_err(|e| e.to_string())?;
+        let target = target_of(plan, hp, &t.ssh).map_err(|e| e.to_string())?;
         let opts = push::Options {
+            runtime: push::Runtime::Docker,
             store: a.store.clone(),
             parallel: 1,
             verify: false,

@@ -247,14 +247,18 @@ pub fn pull_host(
     reporter.event(&label, Event::Connected);
     let out = remote.run_ok(
         "listing the store",
-        &push::list_script(dir, &image.reference),
+        &push::list_script(dir, &image.reference, opts.push.runtime),
         &[],
     )?;
     let state = HostState::parse(&String::from_utf8_lossy(&out));
     if !state.has_docker {
-        return Err(PushError::NoDocker { host: label }.into());
+        return Err(PushError::NoRuntime {
+            host: label,
+            runtime: opts.push.runtime.command(),
+        }
+        .into());
     }
-    let check = push::to_verify(image, &state, opts.push.verify);
+    let check = push::to_verify(image, &state, opts.push.verify, opts.push.runtime);
     let bad = if check.is_empty() {
         BTreeSet::new()
     } else {
@@ -282,7 +286,12 @@ pub fn pull_host(
         reporter.event(&label, Event::Loading);
         let out = remote.run_ok(
             "loading the image into docker",
-            &push::load_script(dir, image, state.present_prefix(&image.diff_ids)),
+            &push::load_script(
+                dir,
+                image,
+                state.present_prefix(&image.diff_ids),
+                opts.push.runtime,
+            ),
             &push::docker_manifest(image),
         )?;
         let found = String::from_utf8_lossy(&out).trim().to_string();

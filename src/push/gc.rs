@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use super::ssh::{Remote, SshOptions};
-use super::{PushError, Target, sh_quote};
+use super::{PushError, Target, each_host, sh_quote};
 use crate::cache_gc::keep_newest;
 use crate::fsutil::{escape_name, unescape_name};
 use crate::oci::is_hex64;
@@ -292,24 +292,29 @@ pub enum HostGcError {
 /// The result of gc on one host.
 pub struct HostOutcome {
     pub target: Target,
+    pub seconds: f64,
     pub result: Result<Plan, HostGcError>,
 }
 
-/// Collects the garbage of every host in turn; with `dry_run` it only plans.
+/// Collects the garbage of every host, `parallel` at a time; with `dry_run`
+/// it only plans. The outcomes keep the targets' order.
 pub fn gc_all(
     targets: &[Target],
     store: &str,
     keep: usize,
     dry_run: bool,
     ssh: &SshOptions,
+    parallel: usize,
 ) -> Vec<HostOutcome> {
-    targets
-        .iter()
-        .map(|t| HostOutcome {
+    each_host(targets, parallel, |t| {
+        let t0 = std::time::Instant::now();
+        let result = gc_host(t, store, keep, dry_run, ssh);
+        HostOutcome {
             target: t.clone(),
-            result: gc_host(t, store, keep, dry_run, ssh),
-        })
-        .collect()
+            seconds: t0.elapsed().as_secs_f64(),
+            result,
+        }
+    })
 }
 
 fn gc_host(

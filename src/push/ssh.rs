@@ -1,15 +1,21 @@
-//! One SSH session to one host: connect with a deadline, check the host key
+//! One SSH session to one host: connect with a deadline (directly, or
+//! through jump hosts as OpenSSH's ProxyJump does), check each hop's host key
 //! against known_hosts (trust on first use only when asked), log in with
 //! ssh-agent, key files or a password, and run POSIX shell scripts with data
-//! on stdin. It knows nothing of images or stores.
+//! on stdin, as root through `sudo -n` when the target asks for it. It knows
+//! nothing of images or stores.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ssh2::{CheckResult, HashType, KnownHostFileKind, Session};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use ssh2::{BlockDirections, Channel, CheckResult, HashType, KnownHostFileKind, Session};
 
 use super::{PushError, Target, sh_quote};
 
@@ -39,9 +45,284 @@ static KNOWN_HOSTS_WRITE: Mutex<()> = Mutex::new(());
 
 /// A logged-in session to one host.
 pub struct Remote {
+    // dropped before the tunnel it may run through
     sess: Session,
+    _tunnel: Option<Tunnel>,
     label: String,
+    user: String,
+    sudo: bool,
     command_timeout: Duration,
+}
+
+/// A logged-in session, and what keeps its transport alive.
+struct Hop {
+    sess: Session,
+    /// A duplicate of the session's socket, to wait on when it is a jump host.
+    fd: OwnedFd,
+    tunnel: Option<Tunnel>,
+}
+
+/// Connects to `t` over TCP, or through a channel of its jump host, and logs in.
+fn open(t: &Target, o: &SshOptions) -> Result<Hop, PushError> {
+    let Some(jump) = &t.jump else {
+        let tcp = tcp_connect(t, o)?;
+        let fd = tcp
+            .try_clone()
+            .map_err(|source| PushError::Connect {
+                host: t.label(),
+                source,
+            })?
+            .into();
+        let sess = login(tcp, t, o)?;
+        return Ok(Hop {
+            sess,
+            fd,
+            tunnel: None,
+        });
+    };
+    let via = |source| PushError::Jump {
+        host: t.label(),
+        via: jump.label(),
+        source: Box::new(source),
+    };
+    let bastion = open(jump, o).map_err(via)?;
+    let what = format!("opening a tunnel to `{}`", t.known_hosts_entry());
+    let channel = bastion
+        .sess
+        .channel_direct_tcpip(&t.host, t.port, None)
+        .map_err(|e| via(ssh_error(&jump.label(), &what, e, o.connect_timeout)))?;
+    let local = |source| {
+        via(PushError::Channel {
+            host: jump.label(),
+            what: what.clone(),
+            source,
+        })
+    };
+    let (ours, theirs) = UnixStream::pair().map_err(local)?;
+    let fd = ours.try_clone().map_err(local)?.into();
+    let tunnel = Tunnel::start(bastion, channel, theirs).map_err(local)?;
+    // from here on a failure is this host's own: the jump host did its part
+    let sess = login(ours, t, o)?;
+    Ok(Hop {
+        sess,
+        fd,
+        tunnel: Some(tunnel),
+    })
+}
+
+fn tcp_connect(t: &Target, o: &SshOptions) -> Result<TcpStream, PushError> {
+    let label = t.label();
+    let connect_err = |source| PushError::Connect {
+        host: label.clone(),
+        source,
+    };
+    let addrs: Vec<_> = (t.host.as_str(), t.port)
+        .to_socket_addrs()
+        .map_err(connect_err)?
+        .collect();
+    let mut last = std::io::Error::new(ErrorKind::NotFound, "the name has no address");
+    for a in &addrs {
+        match TcpStream::connect_timeout(a, o.connect_timeout) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    if last.kind() == ErrorKind::TimedOut {
+        return Err(PushError::ConnectTimeout {
+            host: label,
+            secs: secs(o.connect_timeout),
+        });
+    }
+    Err(connect_err(last))
+}
+
+/// An ssh2 error while connecting, telling a timeout apart.
+fn ssh_error(host: &str, what: &str, e: ssh2::Error, timeout: Duration) -> PushError {
+    if is_timeout(&e) {
+        PushError::ConnectTimeout {
+            host: host.to_string(),
+            secs: secs(timeout),
+        }
+    } else {
+        PushError::Ssh {
+            host: host.to_string(),
+            what: what.to_string(),
+            source: e,
+        }
+    }
+}
+
+/// The handshake, the host key check and the login over `stream`; the
+/// session keeps the connect timeout.
+fn login(stream: impl AsRawFd + 'static, t: &Target, o: &SshOptions) -> Result<Session, PushError> {
+    let label = t.label();
+    let ssh_err = |what: &str, e| ssh_error(&label, what, e, o.connect_timeout);
+    let mut sess = Session::new().map_err(|e| ssh_err("starting a session", e))?;
+    sess.set_tcp_stream(stream);
+    sess.set_timeout(o.connect_timeout.as_millis().min(u128::from(u32::MAX)) as u32);
+    sess.handshake().map_err(|e| ssh_err("the handshake", e))?;
+    check_host_key(&sess, t, o)?;
+    authenticate(&sess, t, o).map_err(|e| match e {
+        Err(e) => ssh_err("logging in", e),
+        Ok(tried) => PushError::Auth {
+            host: label.clone(),
+            user: t.user.clone(),
+            tried,
+        },
+    })?;
+    Ok(sess)
+}
+
+/// Carries the bytes of an inner SSH session through a `direct-tcpip`
+/// channel of the jump host's session, as `ssh -W` does for ProxyJump.
+/// libssh2 wants a file descriptor for the inner session, so it gets one end
+/// of a socket pair, and a thread copies between the other end and the
+/// channel. The jump host's session is non-blocking and used by that thread
+/// alone (a blocking read would hold the session's lock against the writes).
+struct Tunnel {
+    stop: Arc<AtomicBool>,
+    pump: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Tunnel {
+    fn start(bastion: Hop, channel: Channel, sock: UnixStream) -> std::io::Result<Tunnel> {
+        sock.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let pump = std::thread::Builder::new()
+            .name("ssh-jump".into())
+            .spawn(move || pump(bastion, channel, sock, &flag))?;
+        Ok(Tunnel {
+            stop,
+            pump: Some(pump),
+        })
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(p) = self.pump.take() {
+            let _ = p.join();
+        }
+    }
+}
+
+/// Bytes read from one side and not yet written to the other.
+struct Pending {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Pending {
+    fn new() -> Pending {
+        Pending {
+            buf: vec![0; 256 << 10],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Reads into the empty buffer; `Ok(false)` at the end of the stream.
+    fn fill(&mut self, r: &mut impl Read) -> std::io::Result<bool> {
+        let n = r.read(&mut self.buf)?;
+        (self.start, self.end) = (0, n);
+        Ok(n > 0)
+    }
+
+    fn drain(&mut self, w: &mut impl Write) -> std::io::Result<()> {
+        self.start += w.write(&self.buf[self.start..self.end])?;
+        Ok(())
+    }
+}
+
+/// Moves bytes both ways until either side ends or the tunnel is dropped.
+/// Any error ends it: the inner session then sees its socket close.
+fn pump(bastion: Hop, mut ch: Channel, mut sock: UnixStream, stop: &AtomicBool) {
+    bastion.sess.set_blocking(false);
+    let would_block = |e: &std::io::Error| e.kind() == ErrorKind::WouldBlock;
+    let (mut up, mut down) = (Pending::new(), Pending::new());
+    let mut channel_ended = false;
+    let mut idle = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let before = (up.start, up.end, down.start, down.end);
+        // the inner session's bytes towards the host
+        if up.is_empty() {
+            match up.fill(&mut sock) {
+                Ok(true) => {}
+                Ok(false) => break, // the inner session is gone
+                Err(e) if would_block(&e) => {}
+                Err(_) => break,
+            }
+        }
+        if !up.is_empty() {
+            match up.drain(&mut ch) {
+                Err(e) if !would_block(&e) => break,
+                _ => {}
+            }
+        }
+        // and the host's answers back
+        if down.is_empty() && !channel_ended {
+            match down.fill(&mut ch) {
+                Ok(true) => {}
+                Ok(false) => channel_ended = true,
+                Err(e) if would_block(&e) => {}
+                Err(_) => break,
+            }
+        }
+        if !down.is_empty() {
+            match down.drain(&mut sock) {
+                Err(e) if !would_block(&e) => break,
+                _ => {}
+            }
+        }
+        if channel_ended && down.is_empty() {
+            break;
+        }
+        if before != (up.start, up.end, down.start, down.end) {
+            idle = 0;
+            continue;
+        }
+        // libssh2 may have buffered a packet while a call would have
+        // blocked: one more round before waiting in poll
+        idle += 1;
+        if idle < 2 {
+            continue;
+        }
+        let mut remote = PollFlags::IN;
+        if matches!(
+            bastion.sess.block_directions(),
+            BlockDirections::Outbound | BlockDirections::Both
+        ) {
+            remote |= PollFlags::OUT;
+        }
+        let mut local = PollFlags::empty();
+        if up.is_empty() {
+            local |= PollFlags::IN;
+        }
+        if !down.is_empty() {
+            local |= PollFlags::OUT;
+        }
+        let mut fds = [PollFd::new(&bastion.fd, remote), PollFd::new(&sock, local)];
+        // the timeout only bounds how long dropping the tunnel waits
+        let tick = Timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        };
+        match poll(&mut fds, Some(&tick)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = ch.close();
 }
 
 fn secs(d: Duration) -> u64 {
@@ -69,69 +350,17 @@ fn fingerprint(hash: &[u8]) -> String {
 }
 
 impl Remote {
+    /// Logs in to `t`, through its jump hosts when it has them.
     pub fn connect(t: &Target, o: &SshOptions) -> Result<Remote, PushError> {
-        let label = t.label();
-        let connect_err = |source| PushError::Connect {
-            host: label.clone(),
-            source,
-        };
-        let addrs: Vec<_> = (t.host.as_str(), t.port)
-            .to_socket_addrs()
-            .map_err(connect_err)?
-            .collect();
-        let mut last = std::io::Error::new(ErrorKind::NotFound, "the name has no address");
-        let mut tcp = None;
-        for a in &addrs {
-            match TcpStream::connect_timeout(a, o.connect_timeout) {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let tcp = match tcp {
-            Some(s) => s,
-            None if last.kind() == ErrorKind::TimedOut => {
-                return Err(PushError::ConnectTimeout {
-                    host: label,
-                    secs: secs(o.connect_timeout),
-                });
-            }
-            None => return Err(connect_err(last)),
-        };
-        let _ = tcp.set_nodelay(true);
-        let ssh_err = |what: &str, e: ssh2::Error| {
-            if is_timeout(&e) {
-                PushError::ConnectTimeout {
-                    host: label.clone(),
-                    secs: secs(o.connect_timeout),
-                }
-            } else {
-                PushError::Ssh {
-                    host: label.clone(),
-                    what: what.to_string(),
-                    source: e,
-                }
-            }
-        };
-        let mut sess = Session::new().map_err(|e| ssh_err("starting a session", e))?;
-        sess.set_tcp_stream(tcp);
-        sess.set_timeout(o.connect_timeout.as_millis().min(u128::from(u32::MAX)) as u32);
-        sess.handshake().map_err(|e| ssh_err("the handshake", e))?;
-        check_host_key(&sess, t, o)?;
-        authenticate(&sess, t, o).map_err(|e| match e {
-            Err(e) => ssh_err("logging in", e),
-            Ok(tried) => PushError::Auth {
-                host: label.clone(),
-                user: t.user.clone(),
-                tried,
-            },
-        })?;
-        sess.set_timeout(o.command_timeout.as_millis().min(u128::from(u32::MAX)) as u32);
+        let hop = open(t, o)?;
+        hop.sess
+            .set_timeout(o.command_timeout.as_millis().min(u128::from(u32::MAX)) as u32);
         Ok(Remote {
-            sess,
-            label,
+            sess: hop.sess,
+            _tunnel: hop.tunnel,
+            label: t.label(),
+            user: t.user.clone(),
+            sudo: t.sudo,
             command_timeout: o.command_timeout,
         })
     }
@@ -192,7 +421,7 @@ impl Remote {
             .sess
             .channel_session()
             .map_err(|e| self.ssh_error(what, e))?;
-        ch.exec(&format!("sh -c {}", sh_quote(script)))
+        ch.exec(&command_line(script, self.sudo))
             .map_err(|e| self.ssh_error(what, e))?;
         let fed = feed(&mut ch);
         // after a failed write the script may have exited early: its status says more
@@ -207,6 +436,18 @@ impl Remote {
             (Some(s), Ok(())) if ok.contains(&s) => {
                 read.map_err(|e| self.io_error(what, e))?;
                 Ok(stdout)
+            }
+            (Some(s), _) if self.sudo && stderr.contains(SUDO_MARK) && s == EXIT_SUDO_REFUSED => {
+                Err(PushError::SudoRefused {
+                    host: self.label.clone(),
+                    user: self.user.clone(),
+                })
+            }
+            (Some(s), _) if self.sudo && stderr.contains(SUDO_MARK) && s == EXIT_NO_SUDO => {
+                Err(PushError::NoSudo {
+                    host: self.label.clone(),
+                    user: self.user.clone(),
+                })
             }
             (Some(s), _) if !ok.contains(&s) => Err(PushError::Remote {
                 host: self.label.clone(),
@@ -243,7 +484,7 @@ impl Remote {
             .sess
             .channel_session()
             .map_err(|e| self.ssh_error(what, e))?;
-        ch.exec(&format!("sh -c {}", sh_quote(script)))
+        ch.exec(&command_line(script, self.sudo))
             .map_err(|e| self.ssh_error(what, e))?;
         ch.write_all(stdin).map_err(|e| self.io_error(what, e))?;
         ch.send_eof().map_err(|e| self.ssh_error(what, e))?;
@@ -298,6 +539,29 @@ impl Remote {
             .set_timeout(self.command_timeout.as_millis().min(u128::from(u32::MAX)) as u32);
         result
     }
+}
+
+/// Exit status of [`command_line`] when `sudo -n` refuses the user.
+const EXIT_SUDO_REFUSED: i32 = 97;
+/// Exit status of [`command_line`] when there is no `sudo`.
+const EXIT_NO_SUDO: i32 = 98;
+/// Printed on stderr with those statuses, so a script's own exit is not mistaken for them.
+const SUDO_MARK: &str = "--ferry-sudo--";
+
+/// The command a script runs as: `sh -c` as the login user (whatever its
+/// login shell), or with `sudo` as root, never prompting (`-n`). `sudo`
+/// drops the environment, so `DOCKER_HOST` is passed on when the login sets
+/// it: the script then talks to the Docker the user would.
+pub fn command_line(script: &str, sudo: bool) -> String {
+    let sh = format!("sh -c {}", sh_quote(script));
+    if !sudo {
+        return sh;
+    }
+    format!(
+        "command -v sudo >/dev/null 2>&1 || {{ echo {SUDO_MARK} >&2; exit {EXIT_NO_SUDO}; }}; \
+sudo -n true 2>/dev/null || {{ echo {SUDO_MARK} >&2; exit {EXIT_SUDO_REFUSED}; }}; \
+exec sudo -n env ${{DOCKER_HOST+\"DOCKER_HOST=$DOCKER_HOST\"}} {sh}"
+    )
 }
 
 fn check_host_key(sess: &Session, t: &Target, o: &SshOptions) -> Result<(), PushError> {
@@ -434,6 +698,53 @@ mod tests {
         assert_eq!(fingerprint(b"foob"), "SHA256:Zm9vYg");
         assert_eq!(fingerprint(b"fooba"), "SHA256:Zm9vYmE");
         assert_eq!(fingerprint(&[0xff; 32]).len(), 7 + 43);
+    }
+
+    #[test]
+    fn scripts_run_under_sh_or_sudo_n_with_docker_host_kept() {
+        assert_eq!(command_line("echo 'hi'", false), r"sh -c 'echo '\''hi'\'''");
+        let c = command_line("echo 'hi'", true);
+        assert!(
+            c.ends_with(
+                r#"exec sudo -n env ${DOCKER_HOST+"DOCKER_HOST=$DOCKER_HOST"} sh -c 'echo '\''hi'\'''"#
+            ),
+            "{c}"
+        );
+        assert!(!c.contains('\n'), "one line: {c}");
+        // run it, with a stand-in `sudo` first on the PATH
+        let dir = tempfile::tempdir().unwrap();
+        let run = |sudo: &str, docker_host: Option<&str>| {
+            let fake = dir.path().join("sudo");
+            std::fs::write(&fake, sudo).unwrap();
+            std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            let mut cmd = std::process::Command::new("sh");
+            cmd.arg("-c")
+                .arg(command_line("echo \"[$DOCKER_HOST]\"; exit 3", true))
+                .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+                .env_remove("DOCKER_HOST");
+            if let Some(d) = docker_host {
+                cmd.env("DOCKER_HOST", d);
+            }
+            let out = cmd.output().unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            )
+        };
+        // a sudo that lets the user in drops the environment, as the real one does
+        let pass = "#!/bin/sh\n[ \"$1\" = -n ] || exit 9\nshift\nexec env -u DOCKER_HOST \"$@\"\n";
+        assert_eq!(
+            run(pass, Some("unix:///run/d.sock")),
+            (Some(3), "[unix:///run/d.sock]".into(), String::new())
+        );
+        assert_eq!(run(pass, None), (Some(3), "[]".into(), String::new()));
+        let refuse = "#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n";
+        assert_eq!(
+            run(refuse, None),
+            (Some(EXIT_SUDO_REFUSED), String::new(), SUDO_MARK.into())
+        );
     }
 
     #[test]
