@@ -204,6 +204,51 @@ impl Drop for Fixture {
     }
 }
 
+/// Each master's `status` from its `/json/` (`down` when it does not answer),
+/// asked straight from this machine.
+fn master_states(addrs: &[String]) -> Vec<String> {
+    master_json(addrs)
+        .iter()
+        .map(|j| j["status"].as_str().unwrap_or("down").to_string())
+        .collect()
+}
+
+/// Each master's `/json/` (`null` when it does not answer).
+fn master_json(addrs: &[String]) -> Vec<Value> {
+    use std::io::Read;
+    addrs
+        .iter()
+        .take(2)
+        .map(|a| {
+            let get = || -> std::io::Result<String> {
+                let sock = format!("{a}:8080").parse().unwrap();
+                let mut c = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(1))?;
+                c.set_read_timeout(Some(Duration::from_secs(2)))?;
+                c.write_all(format!("GET /json/ HTTP/1.0\r\nHost: {a}\r\n\r\n").as_bytes())?;
+                let mut body = String::new();
+                c.read_to_string(&mut body)?;
+                Ok(body)
+            };
+            get()
+                .ok()
+                .and_then(|b| serde_json::from_str(b.split_once("\r\n\r\n")?.1).ok())
+                .unwrap_or(Value::Null)
+        })
+        .collect()
+}
+
+const LONG_JOB: &str = r#"
+import time
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.appName("ferry-long").getOrCreate()
+def slow(x):
+    time.sleep(1.0)
+    return x * x
+total = spark.sparkContext.parallelize(range(120), 24).map(slow).sum()
+print(f"ferry-long: {total}")
+spark.stop()
+"#;
+
 fn alive_master(s: &Value) -> Option<String> {
     s["containers"]
         .as_array()?
@@ -261,6 +306,156 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
 
     // a PySpark job through `ferry submit`
     f.submit_sample();
+
+    // security: listeners on the cluster addresses only; the secret in a
+    // 0600 file of the image's user, in no plan or output; a client without
+    // it cannot register an application
+    for i in 0..3 {
+        let ss = f.ssh(i, "ss -Hltn");
+        for l in ss.lines() {
+            let local = l.split_whitespace().nth(3).unwrap_or("");
+            let wild = local.starts_with("0.0.0.0:")
+                || local.starts_with("*:")
+                || local.starts_with("[::]:");
+            let port = local.rsplit(':').next().unwrap_or("");
+            assert!(
+                !(wild && ["2181", "2888", "3888", "7077", "7078", "8080", "8081"].contains(&port)),
+                "h{}: a ferry-started listener on every interface: {l}",
+                i + 1
+            );
+        }
+    }
+    assert_eq!(
+        f.ssh(1, "stat -c '%a %u' /etc/ferry/e2e/secret/spark.env")
+            .trim(),
+        "600 185"
+    );
+    let secret = f.ssh(
+        1,
+        "sed -n 's/^_SPARK_AUTH_SECRET=//p' /etc/ferry/e2e/secret/spark.env",
+    );
+    let secret = secret.trim();
+    assert_eq!(secret.len(), 64, "a 256-bit secret");
+    let plan = ferry().arg("plan").arg(&f.cluster).output().unwrap();
+    let again_json = f.ok(&["up", "--json"]);
+    for (what, text) in [
+        ("plan", String::from_utf8_lossy(&plan.stdout).into_owned()),
+        ("up --json", again_json.clone()),
+        (
+            "container config",
+            f.ssh(
+                1,
+                "docker inspect --format '{{.Args}} {{.Config.Cmd}}' ferry-e2e-master",
+            ),
+        ),
+    ] {
+        assert!(!text.contains(secret), "the secret is in the {what}");
+    }
+    let stranger = f.ssh(
+        0,
+        &format!(
+            "timeout 150 docker run --rm --network host --user spark ferry/spark:3.5.3 /opt/spark/bin/spark-submit --master spark://{a}:7077,{b}:7077 --conf spark.driver.host={a} --conf spark.executor.memory=512m /opt/ferry/jobs/sample.py 2>&1; echo exit=$?",
+            a = f.addrs[0],
+            b = f.addrs[1]
+        ),
+    );
+    assert!(
+        !stranger.contains(SAMPLE_ANSWER) && !stranger.contains("exit=0"),
+        "a client without the secret ran a job: {stranger}"
+    );
+
+    // failover drills: graceful, then a crash
+    for how in [
+        &["drill", "failover", "--json"][..],
+        &["drill", "failover", "--kill", "--json"],
+    ] {
+        let r: Value = serde_json::from_str(&f.ok(how)).unwrap();
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "drill {}: {} -> {}: new leader {:.1}s, workers back {:.1}s, old leader a standby {:.1}s",
+            r["how"],
+            r["old_leader"],
+            r["new_leader"],
+            r["seconds_to_new_leader"].as_f64().unwrap(),
+            r["seconds_to_workers"].as_f64().unwrap(),
+            r["seconds_old_back"].as_f64().unwrap()
+        );
+        assert_ne!(r["old_leader"], r["new_leader"]);
+        f.wait_status("the cluster is whole after the drill", 60, |s| {
+            s["healthy"] == true
+        });
+    }
+    f.submit_sample();
+
+    // a rolling upgrade while a long job runs: the job finishes right, and
+    // masters are polled all along
+    let job = f.cluster.with_file_name("long.py");
+    std::fs::write(&job, LONG_JOB).unwrap();
+    let mut long = f.ferry(&["submit"]);
+    long.arg(&job)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let running = long.spawn().unwrap();
+    f.wait_status("the long job is running", 120, |_| {
+        master_json(&f.addrs).iter().any(|j| {
+            j["activeapps"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|app| app["state"] == "RUNNING"))
+        })
+    });
+    let text = std::fs::read_to_string(&f.cluster)
+        .unwrap()
+        .replace("-Xmx128m", "-Xmx144m")
+        .replace("-Xmx256m", "-Xmx288m");
+    std::fs::write(&f.cluster, text).unwrap();
+    let dry = f.ok(&["up", "--dry-run"]);
+    assert!(
+        dry.contains("rolling 1/3") && dry.contains("rolling 2/2"),
+        "{dry}"
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (samples, upgrade_secs) = std::thread::scope(|sc| {
+        let poller = sc.spawn(|| {
+            let mut samples = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                samples.push((Instant::now(), master_states(&f.addrs)));
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            samples
+        });
+        let t0 = Instant::now();
+        f.ok(&["up"]);
+        let secs = t0.elapsed().as_secs_f64();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        (poller.join().unwrap(), secs)
+    });
+    let both = samples
+        .iter()
+        .filter(|(_, s)| s.iter().all(|x| x == "ALIVE"))
+        .count();
+    assert_eq!(both, 0, "two masters ALIVE at once");
+    let (mut gap, mut longest, mut since) = (false, 0.0f64, Instant::now());
+    for (t, s) in &samples {
+        let none = !s.iter().any(|x| x == "ALIVE");
+        if none && !gap {
+            since = *t;
+        }
+        if !none && gap {
+            longest = longest.max(t.duration_since(since).as_secs_f64());
+        }
+        gap = none;
+    }
+    let out = running.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "rolling upgrade (3 ZooKeeper, 2 masters, 2 workers) under a running job: {upgrade_secs:.1}s; {} samples; longest time with no ALIVE master: {longest:.1}s",
+        samples.len()
+    );
+    assert!(
+        out.status.success() && stdout.contains("ferry-long: 568820"),
+        "the long job across the rolling upgrade: {stdout}"
+    );
 
     // `up` again: nothing is replaced
     let before = f.containers();
