@@ -90,6 +90,35 @@ pub enum Command {
     /// Rehearse a failure on a running cluster and measure the recovery
     #[command(subcommand)]
     Drill(DrillCommand),
+    /// Add or remove a worker: updates the cluster file, then brings the hosts in line
+    #[command(
+        after_help = "Examples:\n  ferry scale cluster.toml --add-worker node6 --address 10.0.0.16   # a new [[host]] too\n  ferry scale cluster.toml --add-worker node3                        # a host the file has\n  ferry scale cluster.toml --remove-worker node5                     # drains it first\n\nA removed worker is decommissioned first (SIGPWR: it takes no new executors and Spark moves work off it), then stopped once it runs no executor or at --drain-secs; what was still running there is re-run elsewhere by Spark. The cluster file is rewritten atomically, with the rest of its text as it was, and the next `ferry up` agrees with it."
+    )]
+    Scale(ScaleArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("change").required(true).args(["add_worker", "remove_worker"])))]
+pub struct ScaleArgs {
+    /// The cluster file (TOML); it is rewritten
+    pub cluster: PathBuf,
+    /// The host to add as a worker
+    #[arg(long, value_name = "HOST")]
+    pub add_worker: Option<String>,
+    /// The new host's address, when it is not a [[host]] of the file yet
+    #[arg(long, value_name = "ADDRESS", requires = "add_worker")]
+    pub address: Option<String>,
+    /// The worker to drain and remove
+    #[arg(long, value_name = "HOST")]
+    pub remove_worker: Option<String>,
+    /// Seconds to wait for a removed worker's executors to finish
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub drain_secs: u64,
+    /// The image's OCI layout [default: the cluster file's image]
+    #[arg(long, value_name = "LAYOUT")]
+    pub image: Option<PathBuf>,
+    #[command(flatten)]
+    pub ssh: SshArgs,
 }
 
 #[derive(Subcommand, Debug)]

@@ -91,6 +91,19 @@ impl Fixture {
         c
     }
 
+    /// `ferry ARGS CLUSTER MORE --known-hosts ...`, which must succeed.
+    fn ok_args(&self, args: &[&str], more: &[&str]) -> String {
+        let out = self.ferry(args).args(more).output().expect("ferry runs");
+        assert!(
+            out.status.success(),
+            "ferry {args:?} {more:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         self.ferry(args).output().expect("ferry runs")
     }
@@ -512,6 +525,32 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
     );
     assert!(changed.iter().all(|l| l.contains("-worker")), "{changed:?}");
     f.wait_status("the changed cluster is whole", 60, all_registered);
+
+    // scale out by a worker on h1, run a job on all three, scale back in:
+    // the cluster file and the hosts agree
+    f.ok_args(&["scale"], &["--add-worker", "h1"]);
+    assert!(
+        std::fs::read_to_string(&f.cluster)
+            .unwrap()
+            .contains("hosts = [\"h2\", \"h3\", \"h1\"]")
+    );
+    let s = f.wait_status("three workers", 90, |s| s["workers_registered"] == 3);
+    assert_eq!(s["workers_planned"], 3);
+    f.submit_sample();
+    f.ok_args(&["scale"], &["--remove-worker", "h1", "--drain-secs", "60"]);
+    assert!(
+        std::fs::read_to_string(&f.cluster)
+            .unwrap()
+            .contains("hosts = [\"h2\", \"h3\"]")
+    );
+    assert!(
+        !f.containers().contains("h1 ferry-e2e-worker"),
+        "{}",
+        f.containers()
+    );
+    f.wait_status("two workers again", 90, |s| {
+        s["healthy"] == true && s["workers_planned"] == 2
+    });
 
     // logs of one container
     let logs = String::from_utf8_lossy(

@@ -1115,6 +1115,10 @@ pub fn submit(
         plan.master_url.clone(),
         "--conf".into(),
         format!("spark.driver.host={}", on.address),
+        // a worker being drained (`ferry scale --remove-worker`) gets no
+        // new tasks, and its executors leave once idle
+        "--conf".into(),
+        "spark.decommission.enabled=true".into(),
     ]);
     // Spark asks for 1 GiB executors by default: on smaller workers a job
     // would wait for resources forever
@@ -1134,6 +1138,84 @@ pub fn submit(
     );
     conn.stream("running spark-submit", &s, local.unwrap_or(&[]), out)
         .map_err(LaunchError::Host)
+}
+
+/// Drains the worker on `host`: SIGPWR makes it decommission (no new
+/// executors; Spark moves work off it), then waits until the leading master
+/// shows it running no cores, at most `deadline`; then stops and removes
+/// its container. Returns the cores still in use when it stopped.
+pub fn remove_worker(
+    fleet: &Fleet,
+    host: &str,
+    deadline: Duration,
+    p: &(dyn Fn(&str) + Sync),
+) -> Result<u64, LaunchError> {
+    let plan = fleet.plan;
+    let hp = plan_host(plan, host);
+    let c = hp
+        .containers
+        .iter()
+        .find(|c| c.role == Role::Worker)
+        .ok_or_else(|| LaunchError::NoRole {
+            cluster: plan.cluster.clone(),
+            host: host.into(),
+            role: "worker".into(),
+        })?;
+    let conn = fleet
+        .ok(host)
+        .ok_or_else(|| LaunchError::Host(format!("host `{host}` cannot be reached")))?;
+    let name = sh_quote(&c.name);
+    let port = c.ports.first().map(|p| p.port).unwrap_or(0);
+    let me = format!("{}:{port}", hp.address);
+    let cores_used = || -> Option<u64> {
+        let urls: Vec<String> = masters(plan).into_iter().map(|(_, _, u)| u).collect();
+        let (_, json) = alive_masters(fleet, &urls).into_iter().next()?;
+        json["workers"]
+            .as_array()?
+            .iter()
+            .filter(|w| format!("{}:{}", w["host"].as_str().unwrap_or(""), w["port"]) == me)
+            .filter(|w| w["state"] != "DEAD")
+            .map(|w| w["coresused"].as_u64().unwrap_or(0))
+            .max()
+    };
+    let running = conn
+        .run(
+            "signalling the worker",
+            &format!("if [ \"$(docker inspect --format '{{{{.State.Running}}}}' {name} 2>/dev/null)\" = true ]; then docker kill --signal PWR {name} >/dev/null && echo yes; fi"),
+            &[],
+        )
+        .map_err(LaunchError::Host)?;
+    let mut left = 0;
+    if running.trim() == "yes" {
+        p(&format!("{host}: decommissioning {}", c.name));
+        let t0 = Instant::now();
+        loop {
+            left = cores_used().unwrap_or(0);
+            if left == 0 {
+                p(&format!(
+                    "{host}: drained after {:.1}s",
+                    t0.elapsed().as_secs_f64()
+                ));
+                break;
+            }
+            if t0.elapsed() > deadline {
+                p(&format!(
+                    "{host}: {left} cores still busy after {}s; Spark re-runs their tasks elsewhere",
+                    deadline.as_secs()
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    conn.run(
+        "removing the worker",
+        &format!("docker stop --time 30 {name} >/dev/null 2>&1; docker rm --force {name} >/dev/null 2>&1; true"),
+        &[],
+    )
+    .map_err(LaunchError::Host)?;
+    p(&format!("{host}: removed {}", c.name));
+    Ok(left)
 }
 
 /// What a failover drill measured.
@@ -1361,6 +1443,21 @@ pub fn down(fleet: &Fleet, purge: bool) -> Vec<(String, Vec<String>)> {
                     parents.push(parent.to_string());
                 }
             }
+            // what earlier plans put there too (a worker since removed by
+            // `ferry scale`, a role moved to another host): the cluster's
+            // own config folder, and its default data folders
+            let c = &plan.cluster;
+            for d in [
+                format!("/etc/ferry/{c}"),
+                format!("/var/lib/ferry/{c}/zookeeper"),
+                format!("/var/lib/ferry/{c}/spark-work"),
+            ] {
+                s += &format!(
+                    "if [ -e {p} ]; then rm -rf {p} && echo {p}; fi\n",
+                    p = sh_quote(&d)
+                );
+            }
+            parents.push(format!("/var/lib/ferry/{c}"));
             parents.sort();
             parents.dedup();
             for p in parents {

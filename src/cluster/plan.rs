@@ -449,7 +449,13 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
             "master",
             props(&m.properties, file.zookeeper.is_some()),
         ),
-        (Role::Worker, "worker", props(&w.properties, false)),
+        (Role::Worker, "worker", {
+            // `ferry scale --remove-worker` drains a worker with SIGPWR
+            let mut p = props(&w.properties, false);
+            p.entry("spark.decommission.enabled".into())
+                .or_insert_with(|| "true".into());
+            p
+        }),
     ];
     for (role, dir_name, properties) in roles {
         let conf_dir = format!("{conf_root}/spark-{dir_name}");

@@ -12,6 +12,7 @@ mod logs;
 mod plan;
 mod pull;
 mod push;
+mod scale;
 mod status;
 mod submit;
 mod up;
@@ -38,6 +39,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Down(a) => down::run(a),
         Command::Status(a) => status::run(a),
         Command::Logs(a) => logs::run(a),
+        Command::Scale(a) => scale::run(a),
         Command::Drill(crate::cli::DrillCommand::Failover(a)) => drill::failover(a),
     }
 }
