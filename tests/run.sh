@@ -21,8 +21,12 @@ state=$(mktemp -d /tmp/ferry-tests.XXXXXX)
 started_dockerd=""
 cleanup() {
   if [ -n "$started_dockerd" ]; then
-    kill "$started_dockerd" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$started_dockerd" 2>/dev/null || break; sleep 0.2; done
+    # the daemon's own pid (`$!` is the shell that started it): a daemon left
+    # running on a removed data root breaks the next run's `docker load`
+    local pid
+    pid=$(cat "$state/docker.pid" 2>/dev/null || echo "$started_dockerd")
+    as_root kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   fi
   rm -rf "$state" 2>/dev/null || true
 }
