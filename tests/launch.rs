@@ -1,6 +1,7 @@
 //! End to end: a highly available Spark cluster on three namespaced hosts
 //! (tests/hosts.sh: own sshd and dockerd each), launched with the real
-//! `ferry` over SSH: 3 ZooKeeper servers, 2 masters, 2 workers. It runs when
+//! `ferry` over SSH (h3 through h1, as through a bastion): 3 ZooKeeper
+//! servers, 2 masters, 2 workers. It runs when
 //! `FERRY_E2E_HOSTS` names the fixture and `FERRY_SPARK_LAYOUT` the built
 //! default image (tests/run.sh and tests/push-e2e.sh set both); otherwise it
 //! says loudly that it was skipped, and under CI it fails instead.
@@ -49,8 +50,10 @@ fn fixture(test: &str) -> Option<Fixture> {
         layout.display()
     );
     for (i, a) in addrs.iter().take(3).enumerate() {
+        // h3 is reached through h1, as a host behind a bastion would be
+        let jump = if i == 2 { ", jump = \"h1\"" } else { "" };
         text += &format!(
-            "\n[[host]]\nname = \"h{}\"\naddress = \"{a}\"\nssh = {{ key = \"{}\" }}\n",
+            "\n[[host]]\nname = \"h{}\"\naddress = \"{a}\"\nssh = {{ key = \"{}\"{jump} }}\n",
             i + 1,
             key.display()
         );
