@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export FERRY_HOSTS_DIR=${FERRY_HOSTS_DIR:-$(mktemp -d /tmp/ferry-e2e-hosts.XXXXXX)}
-trap 'bash tests/hosts.sh down' EXIT
+# the tests' exit status stands, whatever taking the hosts down says
+trap 'status=$?; bash tests/hosts.sh down || true; exit $status' EXIT
 
 start=$SECONDS
 bash tests/hosts.sh up 3 --behind 1 --users >/dev/null

@@ -21,15 +21,20 @@ weed_pid=""
 alive() { # a zombie has ended, even if nobody has reaped it yet
   [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]
 }
+# Keeps the tests' exit status: nothing here may turn a pass into a failure
+# (under `set -e`, a `kill -9` that loses the race with weed's own exit did).
 cleanup() {
+  local status=$?
+  set +e
   if [ -n "$weed_pid" ]; then
-    kill "$weed_pid" 2>/dev/null || true
+    kill "$weed_pid" 2>/dev/null
     for _ in $(seq 200); do alive "$weed_pid" || break; sleep 0.1; done
     alive "$weed_pid" && kill -9 "$weed_pid" 2>/dev/null
-    wait "$weed_pid" 2>/dev/null || true
+    wait "$weed_pid" 2>/dev/null
   fi
-  bash tests/hosts.sh down || true
+  bash tests/hosts.sh down
   rm -rf "$state"
+  exit "$status"
 }
 trap cleanup EXIT
 say() { printf 's3-e2e: %s\n' "$*" >&2; }
