@@ -35,19 +35,7 @@ pub struct LocalHost;
 
 impl ClusterHost for LocalHost {
     fn run(&self, what: &str, script: &str, stdin: &[u8]) -> Result<String, String> {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("this machine: {what}: cannot run `sh`: {e}"))?;
-        let mut input = child.stdin.take().expect("stdin is piped");
-        let data = stdin.to_vec();
-        let feeder = std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
+        let (child, feeder) = spawn_sh(what, script, stdin, Stdio::piped())?;
         let out = child
             .wait_with_output()
             .map_err(|e| format!("this machine: {what}: {e}"))?;
@@ -70,18 +58,7 @@ impl ClusterHost for LocalHost {
         stdin: &[u8],
         out: &mut dyn Write,
     ) -> Result<i32, String> {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("this machine: {what}: cannot run `sh`: {e}"))?;
-        let mut input = child.stdin.take().expect("stdin is piped");
-        let data = stdin.to_vec();
-        let feeder = std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
+        let (mut child, feeder) = spawn_sh(what, script, stdin, Stdio::inherit())?;
         let mut from = child.stdout.take().expect("stdout is piped");
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -115,6 +92,30 @@ impl ClusterHost for LocalHost {
         c.read_to_end(&mut answer).map_err(|e| e.to_string())?;
         Ok(answer)
     }
+}
+
+/// `sh -c script` with its stdout piped and `stdin` fed from a thread (so a
+/// large input cannot block against a full stdout pipe).
+fn spawn_sh(
+    what: &str,
+    script: &str,
+    stdin: &[u8],
+    stderr: Stdio,
+) -> Result<(std::process::Child, std::thread::JoinHandle<()>), String> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("this machine: {what}: cannot run `sh`: {e}"))?;
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let data = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    Ok((child, feeder))
 }
 
 /// A cluster host reached over SSH.

@@ -334,26 +334,12 @@ pub fn run(a: PullArgs) -> Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        let w = outcomes
-            .iter()
-            .map(|o| o.target.label().len())
-            .max()
-            .unwrap_or(0)
-            .max(4);
-        println!(
-            "{:<w$}  {:>5}  {:>9}  {:>7}  RESULT",
-            "HOST", "BLOBS", "BYTES", "SECONDS"
+        super::push::print_hosts(
+            outcomes
+                .iter()
+                .map(|o| (&o.target, &o.stats, o.seconds, pull_result_text(o)))
+                .collect(),
         );
-        for o in &outcomes {
-            println!(
-                "{:<w$}  {:>5}  {:>9}  {:>7.1}  {}",
-                o.target.label(),
-                o.stats.blobs_sent,
-                human(o.stats.bytes_sent),
-                o.seconds,
-                pull_result_text(o)
-            );
-        }
     }
     if failed > 0 {
         eprintln!(

@@ -122,6 +122,29 @@ impl Reporter for Progress {
     }
 }
 
+/// The summary table of `push` and `pull`: host, blobs and bytes moved,
+/// seconds, result.
+pub(super) fn print_hosts(rows: Vec<(&Target, &push::HostStats, f64, String)>) {
+    let w = rows
+        .iter()
+        .map(|(t, ..)| t.label().len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    println!(
+        "{:<w$}  {:>5}  {:>9}  {:>7}  RESULT",
+        "HOST", "BLOBS", "BYTES", "SECONDS"
+    );
+    for (t, stats, seconds, result) in rows {
+        println!(
+            "{:<w$}  {:>5}  {:>9}  {seconds:>7.1}  {result}",
+            t.label(),
+            stats.blobs_sent,
+            human(stats.bytes_sent),
+        );
+    }
+}
+
 fn result_text(o: &HostOutcome) -> String {
     match &o.result {
         Ok(()) if o.stats.loaded => "ok, loaded".into(),
@@ -240,26 +263,12 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        let w = outcomes
-            .iter()
-            .map(|o| o.target.label().len())
-            .max()
-            .unwrap_or(0)
-            .max(4);
-        println!(
-            "{:<w$}  {:>5}  {:>9}  {:>7}  RESULT",
-            "HOST", "BLOBS", "BYTES", "SECONDS"
+        print_hosts(
+            outcomes
+                .iter()
+                .map(|o| (&o.target, &o.stats, o.seconds, result_text(o)))
+                .collect(),
         );
-        for o in &outcomes {
-            println!(
-                "{:<w$}  {:>5}  {:>9}  {:>7.1}  {}",
-                o.target.label(),
-                o.stats.blobs_sent,
-                human(o.stats.bytes_sent),
-                o.seconds,
-                result_text(o)
-            );
-        }
     }
     if failed > 0 {
         eprintln!(
