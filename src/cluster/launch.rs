@@ -353,6 +353,17 @@ fn master_url_of(plan: &Plan, address: &str) -> Option<String> {
     })
 }
 
+/// The containers of a role that serve now but must be replaced, the rest,
+/// and whether the replacement must roll (one at a time, gated): when
+/// serving containers of a role with more than one must change.
+fn split_serving(fleet: &Fleet, hosts: &[String], role: Role) -> (Vec<Survey>, Vec<Survey>, bool) {
+    let (serving, rest): (Vec<Survey>, Vec<Survey>) = survey(fleet, hosts, role)
+        .into_iter()
+        .partition(|s| s.need == Need::Replace { running: true });
+    let rolling = !serving.is_empty() && serving.len() + rest.len() > 1;
+    (serving, rest, rolling)
+}
+
 /// Starts a role: in parallel on a fresh or idle role; as a rolling
 /// replacement, gated after each container, when serving containers of a
 /// role with more than one must change.
@@ -363,11 +374,7 @@ fn start_role(
     gate: Option<&Gate>,
     p: &(dyn Fn(&str) + Sync),
 ) -> Result<(), LaunchError> {
-    let found = survey(fleet, hosts, role);
-    let (serving, rest): (Vec<Survey>, Vec<Survey>) = found
-        .into_iter()
-        .partition(|s| s.need == Need::Replace { running: true });
-    let rolling = !serving.is_empty() && serving.len() + rest.len() > 1;
+    let (serving, rest, rolling) = split_serving(fleet, hosts, role);
     let ensure_on = |names: &[String], only: Option<&str>| {
         fleet.each(names, &|hp, c| {
             let mine: Vec<&Container> = hp
@@ -397,15 +404,14 @@ fn start_role(
         return Ok(());
     }
     // the ones not serving first, all at once; then one at a time
+    // (a host runs one container of a role)
     let idle: Vec<String> = rest
         .iter()
         .filter(|s| s.need != Need::Nothing)
         .map(|s| s.host.clone())
         .collect();
     if !idle.is_empty() {
-        for s in rest.iter().filter(|s| s.need != Need::Nothing) {
-            show(ensure_on(std::slice::from_ref(&s.host), Some(&s.container)));
-        }
+        show(ensure_on(&idle, None));
         if let Some(g) = gate {
             let pending: Vec<String> = serving.iter().map(|s| s.host.clone()).collect();
             wait(fleet, g, role, hosts, true, &pending, p)?;
@@ -438,11 +444,7 @@ pub fn dry_run(fleet: &Fleet) -> Vec<String> {
         let Some(role) = role_of(step.action) else {
             continue;
         };
-        let found = survey(fleet, &step.hosts, role);
-        let (serving, rest): (Vec<Survey>, Vec<Survey>) = found
-            .into_iter()
-            .partition(|s| s.need == Need::Replace { running: true });
-        let rolling = !serving.is_empty() && serving.len() + rest.len() > 1;
+        let (serving, rest, rolling) = split_serving(fleet, &step.hosts, role);
         for s in &rest {
             let what = match s.need {
                 Need::Nothing => "keep",
