@@ -639,3 +639,20 @@ fn a_bad_jump_host_is_refused_before_any_connection() {
         );
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_ferry_quietly() {
+    // `ferry plan ... | head -0`: the pipe's reading end is closed before
+    // ferry writes a byte
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = ferry()
+        .arg("plan")
+        .arg(repo().join("examples/ha.toml"))
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
+}
