@@ -92,7 +92,7 @@ pub enum Command {
     Drill(DrillCommand),
     /// Add or remove a worker: updates the cluster file, then brings the hosts in line
     #[command(
-        after_help = "Examples:\n  ferry scale cluster.toml --add-worker node6 --address 10.0.0.16   # a new [[host]] too\n  ferry scale cluster.toml --add-worker node3                        # a host the file has\n  ferry scale cluster.toml --remove-worker node5                     # drains it first\n\nA removed worker is decommissioned first (SIGPWR: it takes no new executors and Spark moves work off it), then stopped once it runs no executor or at --drain-secs; what was still running there is re-run elsewhere by Spark. The cluster file is rewritten atomically, with the rest of its text as it was, and the next `ferry up` agrees with it."
+        after_help = "Examples:\n  ferry scale cluster.toml --add-worker node6 --address 10.0.0.16   # a new [[host]] too\n  ferry scale cluster.toml --add-worker node3                        # a host the file has\n  ferry scale cluster.toml --add-worker node7 --cores 8 --memory 30g # a bigger one\n  ferry scale cluster.toml --remove-worker node5                     # drains it first\n\nA removed worker is decommissioned first (SIGPWR: it takes no new executors and Spark moves work off it), then stopped once it runs no executor or at --drain-secs; what was still running there is re-run elsewhere by Spark. The cluster file is rewritten atomically, with the rest of its text as it was, and the next `ferry up` agrees with it."
     )]
     Scale(ScaleArgs),
 }
@@ -108,6 +108,13 @@ pub struct ScaleArgs {
     /// The new host's address, when it is not a [[host]] of the file yet
     #[arg(long, value_name = "ADDRESS", requires = "add_worker")]
     pub address: Option<String>,
+    /// The added worker's cores, when they differ from `[spark.workers]`'s
+    /// (written to its [[host]] as `worker = { cores = N }`)
+    #[arg(long, value_name = "N", requires = "add_worker")]
+    pub cores: Option<u32>,
+    /// The added worker's memory (`512m`, `8g`), when it differs from `[spark.workers]`'s
+    #[arg(long, value_name = "SIZE", requires = "add_worker")]
+    pub memory: Option<String>,
     /// The worker to drain and remove
     #[arg(long, value_name = "HOST")]
     pub remove_worker: Option<String>,

@@ -435,7 +435,7 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
             let mut samples = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 samples.push((Instant::now(), master_states(&f.addrs)));
-                std::thread::sleep(Duration::from_millis(300));
+                std::thread::sleep(Duration::from_millis(100));
             }
             samples
         });
@@ -450,28 +450,69 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
         .filter(|(_, s)| s.iter().all(|x| x == "ALIVE"))
         .count();
     assert_eq!(both, 0, "two masters ALIVE at once");
-    let (mut gap, mut longest, mut since) = (false, 0.0f64, Instant::now());
-    for (t, s) in &samples {
-        let none = !s.iter().any(|x| x == "ALIVE");
-        if none && !gap {
-            since = *t;
+    // the longest run of samples in which no master was in `states`
+    let longest_without = |states: &[&str]| {
+        let (mut gap, mut longest, mut since) = (false, 0.0f64, Instant::now());
+        for (t, s) in &samples {
+            let none = !s.iter().any(|x| states.contains(&x.as_str()));
+            if none && !gap {
+                since = *t;
+            }
+            if !none && gap {
+                longest = longest.max(t.duration_since(since).as_secs_f64());
+            }
+            gap = none;
         }
-        if !none && gap {
-            longest = longest.max(t.duration_since(since).as_secs_f64());
-        }
-        gap = none;
-    }
+        longest
+    };
+    let longest = longest_without(&["ALIVE"]);
+    // an elected master recovers (reads ZooKeeper, hears from every worker
+    // and application) before it is ALIVE
+    let leaderless = longest_without(&["ALIVE", "RECOVERING", "COMPLETING_RECOVERY"]);
     let out = running.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let _ = writeln!(
         std::io::stderr().lock(),
-        "rolling upgrade (3 ZooKeeper, 2 masters, 2 workers) under a running job: {upgrade_secs:.1}s; {} samples; longest time with no ALIVE master: {longest:.1}s",
+        "rolling upgrade (3 ZooKeeper, 2 masters, 2 workers) under a running job: {upgrade_secs:.1}s; {} samples; longest time with no ALIVE master: {longest:.1}s, with no elected one: {leaderless:.1}s",
         samples.len()
     );
     assert!(
         out.status.success() && stdout.contains("ferry-long: 568820"),
         "the long job across the rolling upgrade: {stdout}"
     );
+
+    // Ctrl-C on `ferry submit` removes the driver's container from its host
+    let mut interrupted = f.ferry(&["submit"]);
+    interrupted
+        .arg(&job)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = interrupted.spawn().unwrap();
+    f.wait_status("the job to interrupt is running", 120, |_| {
+        master_json(&f.addrs).iter().any(|j| {
+            j["activeapps"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|app| app["state"] == "RUNNING"))
+        })
+    });
+    let drivers = "docker ps --all --quiet --filter label=ferry.driver=e2e";
+    assert_ne!(
+        format!("{}{}", f.ssh(0, drivers), f.ssh(1, drivers)).trim(),
+        "",
+        "the driver's container is on a master's host"
+    );
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: removing the driver"), "{err}");
+    for i in 0..2 {
+        assert_eq!(f.ssh(i, drivers).trim(), "", "a driver left on h{}", i + 1);
+    }
 
     // `up` again: nothing is replaced
     let before = f.containers();
@@ -531,14 +572,18 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
 
     // scale out by a worker on h1, run a job on all three, scale back in:
     // the cluster file and the hosts agree
-    f.ok_args(&["scale"], &["--add-worker", "h1"]);
-    assert!(
-        std::fs::read_to_string(&f.cluster)
-            .unwrap()
-            .contains("hosts = [\"h2\", \"h3\", \"h1\"]")
-    );
+    // (a smaller one: its own size goes into its [[host]])
+    f.ok_args(&["scale"], &["--add-worker", "h1", "--memory", "384m"]);
+    let text = std::fs::read_to_string(&f.cluster).unwrap();
+    assert!(text.contains("hosts = [\"h2\", \"h3\", \"h1\"]"), "{text}");
+    assert!(text.contains("worker = { memory = \"384m\" }"), "{text}");
     let s = f.wait_status("three workers", 90, |s| s["workers_registered"] == 3);
     assert_eq!(s["workers_planned"], 3);
+    let args = f.ssh(
+        0,
+        "docker inspect --format '{{json .Args}}' ferry-e2e-worker",
+    );
+    assert!(args.contains("\"--memory\",\"384m\""), "{args}");
     f.submit_sample();
     f.ok_args(&["scale"], &["--remove-worker", "h1", "--drain-secs", "60"]);
     assert!(

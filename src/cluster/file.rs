@@ -63,6 +63,17 @@ pub struct Host {
     pub ssh: Ssh,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// This host's worker size, when it differs from `[spark.workers]`'s
+    /// (`ferry scale --add-worker HOST --cores N --memory M` writes it).
+    pub worker: Option<Spanned<WorkerSize>>,
+}
+
+/// A worker's cores and memory; what is left out comes from `[spark.workers]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSize {
+    pub cores: Option<u32>,
+    pub memory: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -295,6 +306,20 @@ impl ClusterFile {
                 (id, h.get_ref().clone())
             })
             .collect()
+    }
+
+    /// The cores and memory of the worker on `host`.
+    pub fn worker_size(&self, host: &str) -> (u32, String) {
+        let w = &self.spark.workers;
+        let own = self
+            .host(host)
+            .and_then(|h| h.worker.as_ref())
+            .map(|s| s.get_ref().clone())
+            .unwrap_or_default();
+        (
+            own.cores.unwrap_or(w.cores),
+            own.memory.unwrap_or_else(|| w.memory.clone()),
+        )
     }
 
     pub fn worker_ui_port(&self, host: &str) -> u16 {
@@ -546,6 +571,29 @@ impl ClusterFile {
                 format!("`{}` is not a memory size like `512m` or `2g`", w.memory),
             ));
         }
+        for h in &self.hosts {
+            let Some(size) = &h.worker else { continue };
+            let field = format!("host `{}`.worker", h.name.get_ref());
+            if size.get_ref().cores == Some(0) {
+                return Err(at.spanned(
+                    size,
+                    &format!("{field}.cores"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if let Some(m) = size
+                .get_ref()
+                .memory
+                .as_deref()
+                .filter(|m| !valid_memory(m))
+            {
+                return Err(at.spanned(
+                    size,
+                    &format!("{field}.memory"),
+                    format!("`{m}` is not a memory size like `512m` or `2g`"),
+                ));
+            }
+        }
         for (role, props) in [
             ("spark.masters", &m.properties),
             ("spark.workers", &w.properties),
@@ -774,6 +822,7 @@ pub fn edit_workers(
     text: &str,
     path: &Path,
     add: Option<(&str, Option<&str>)>,
+    size: &WorkerSize,
     remove: Option<&str>,
 ) -> Result<String, ClusterError> {
     let file = ClusterFile::parse(text, path)?;
@@ -789,7 +838,17 @@ pub fn edit_workers(
             ));
         }
         let last = hosts.last().expect("checked: at least one worker");
-        out.insert_str(last.span().end, &format!(", {}", toml_string(host)));
+        let added = format!(", {}", toml_string(host));
+        out.insert_str(last.span().end, &added);
+        // a span of `text`, where it is in `out` now
+        let (at_end, by) = (last.span().end, added.len());
+        let shift = |r: std::ops::Range<usize>| {
+            if r.start >= at_end {
+                r.start + by..r.end + by
+            } else {
+                r
+            }
+        };
         if file.host(host).is_none() {
             let Some(address) = address else {
                 return Err(at.err(
@@ -808,6 +867,30 @@ pub fn edit_workers(
                 toml_string(host),
                 toml_string(address)
             ));
+            if let Some(t) = size_table(size) {
+                out.push_str(&format!("worker = {t}\n"));
+            }
+        } else if let Some(t) = size_table(size) {
+            let h = file.host(host).expect("checked above");
+            match &h.worker {
+                Some(old) if text[old.span()].starts_with('{') => {
+                    out.replace_range(shift(old.span()), &t);
+                }
+                Some(old) => {
+                    return Err(at.spanned(
+                        old,
+                        &format!("host `{host}`.worker"),
+                        "is not an inline table (`worker = { cores = 2 }`); change its size by hand".into(),
+                    ));
+                }
+                None => {
+                    let name_end = shift(h.name.span()).end;
+                    let line_end = out[name_end..]
+                        .find('\n')
+                        .map_or(out.len(), |i| name_end + i);
+                    out.insert_str(line_end, &format!("\nworker = {t}"));
+                }
+            }
         }
     }
     if let Some(host) = remove {
@@ -839,6 +922,18 @@ pub fn edit_workers(
     Ok(out)
 }
 
+/// `{ cores = 4, memory = "8g" }`, with what is given; `None` if nothing is.
+fn size_table(size: &WorkerSize) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(c) = size.cores {
+        parts.push(format!("cores = {c}"));
+    }
+    if let Some(m) = &size.memory {
+        parts.push(format!("memory = {}", toml_string(m)));
+    }
+    (!parts.is_empty()).then(|| format!("{{ {} }}", parts.join(", ")))
+}
+
 /// A TOML basic string.
 fn toml_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
@@ -851,7 +946,14 @@ mod edit_tests {
     const TEXT: &str = "name = \"c\" # the cluster\n\n[[host]]\nname = \"a\"\naddress = \"10.0.0.1\"\n\n[[host]]\nname = \"b\"\naddress = \"10.0.0.2\"\n\n[spark.masters]\nhosts = [\"a\"]\n\n[spark.workers]\nhosts = [\"a\", \"b\"]  # two for now\ncores = 2\n";
 
     fn edit(add: Option<(&str, Option<&str>)>, remove: Option<&str>) -> Result<String, String> {
-        edit_workers(TEXT, Path::new("c.toml"), add, remove).map_err(|e| e.to_string())
+        edit_workers(
+            TEXT,
+            Path::new("c.toml"),
+            add,
+            &WorkerSize::default(),
+            remove,
+        )
+        .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -877,7 +979,14 @@ mod edit_tests {
             "{removed}"
         );
         // an existing host needs no address
-        let back = edit_workers(&removed, Path::new("c.toml"), Some(("a", None)), None).unwrap();
+        let back = edit_workers(
+            &removed,
+            Path::new("c.toml"),
+            Some(("a", None)),
+            &WorkerSize::default(),
+            None,
+        )
+        .unwrap();
         assert!(back.contains("hosts = [\"b\", \"a\"]"), "{back}");
     }
 
@@ -896,7 +1005,96 @@ mod edit_tests {
         assert!(edit(None, Some("z")).unwrap_err().contains("not a worker"));
         // the last worker cannot go: the file would be refused
         let one = edit(None, Some("b")).unwrap();
-        let e = edit_workers(&one, Path::new("c.toml"), None, Some("a")).unwrap_err();
+        let e = edit_workers(
+            &one,
+            Path::new("c.toml"),
+            None,
+            &WorkerSize::default(),
+            Some("a"),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("no worker"), "{e}");
+    }
+
+    #[test]
+    fn an_added_worker_gets_its_own_size_in_its_host_table() {
+        let big = WorkerSize {
+            cores: Some(8),
+            memory: Some("30g".into()),
+        };
+        let new = edit_workers(
+            TEXT,
+            Path::new("c.toml"),
+            Some(("c", Some("10.0.0.3"))),
+            &big,
+            None,
+        )
+        .unwrap();
+        assert!(
+            new.ends_with(
+                "name = \"c\"\naddress = \"10.0.0.3\"\nworker = { cores = 8, memory = \"30g\" }\n"
+            ),
+            "{new}"
+        );
+        let f = ClusterFile::parse(&new, Path::new("c.toml")).unwrap();
+        assert_eq!(f.worker_size("c"), (8, "30g".into()));
+        assert_eq!(f.worker_size("b").0, 2);
+        // a host the file has: the line goes under its name; an inline size is replaced
+        let removed = edit_workers(
+            TEXT,
+            Path::new("c.toml"),
+            None,
+            &WorkerSize::default(),
+            Some("a"),
+        )
+        .unwrap();
+        let four = WorkerSize {
+            cores: Some(4),
+            memory: None,
+        };
+        let back = edit_workers(
+            &removed,
+            Path::new("c.toml"),
+            Some(("a", None)),
+            &four,
+            None,
+        )
+        .unwrap();
+        assert!(
+            back.contains("name = \"a\"\nworker = { cores = 4 }\naddress"),
+            "{back}"
+        );
+        let f = ClusterFile::parse(&back, Path::new("c.toml")).unwrap();
+        assert_eq!(f.worker_size("a"), (4, "1g".into()));
+        let again = edit_workers(
+            &removed.replace("name = \"a\"", "name = \"a\"\nworker = { cores = 3 }"),
+            Path::new("c.toml"),
+            Some(("a", None)),
+            &big,
+            None,
+        )
+        .unwrap();
+        assert!(
+            again.contains("worker = { cores = 8, memory = \"30g\" }\naddress"),
+            "{again}"
+        );
+        // a bad size is refused naming the host's field
+        let bad = WorkerSize {
+            cores: None,
+            memory: Some("lots".into()),
+        };
+        let e = edit_workers(
+            TEXT,
+            Path::new("c.toml"),
+            Some(("c", Some("10.0.0.3"))),
+            &bad,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("host `c`.worker.memory") && e.contains("`lots`"),
+            "{e}"
+        );
     }
 }

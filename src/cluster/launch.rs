@@ -16,6 +16,7 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::handover;
 use super::hosts::ClusterHost;
 use super::plan::{Action, Container, Gate, HostPlan, Plan, Role, SECRET_VAR};
 use crate::push::sh_quote;
@@ -328,11 +329,7 @@ pub fn rolling_order(fleet: &Fleet, role: Role, replace: Vec<Survey>) -> Vec<Sur
                 .unwrap_or(0);
             let last = match role {
                 Role::Zookeeper => srvr_mode(fleet, &hp.address, port).is_ok_and(|m| m == "leader"),
-                Role::Master => {
-                    let url = master_url_of(fleet.plan, &hp.address);
-                    url.and_then(|u| get_json(fleet, &u).ok())
-                        .is_some_and(|j| j["status"] == "ALIVE")
-                }
+                Role::Master => leads(fleet, &s.host),
                 Role::Worker => false,
             };
             (u8::from(last), s)
@@ -341,6 +338,14 @@ pub fn rolling_order(fleet: &Fleet, role: Role, replace: Vec<Survey>) -> Vec<Sur
     // stable: the plan's order within each group
     keyed.sort_by_key(|(k, _)| *k);
     keyed.into_iter().map(|(_, s)| s).collect()
+}
+
+/// Whether the master on `host` is the ALIVE one.
+fn leads(fleet: &Fleet, host: &str) -> bool {
+    let address = &plan_host(fleet.plan, host).address;
+    master_url_of(fleet.plan, address)
+        .and_then(|u| get_json(fleet, &u).ok())
+        .is_some_and(|j| j["status"] == "ALIVE")
 }
 
 fn master_url_of(plan: &Plan, address: &str) -> Option<String> {
@@ -426,6 +431,18 @@ fn start_role(
             s.container,
             s.host
         ));
+        if role == Role::Master && leads(fleet, &s.host) {
+            // a planned failover: the standby takes over at once
+            let stop = format!(
+                "docker stop --time 30 {} >/dev/null",
+                sh_quote(&s.container)
+            );
+            let noted = handover::note_leader(fleet, Duration::from_secs(30));
+            match handover::stop_leader(fleet, &s.host, &stop, noted) {
+                Ok(what) => p(&format!("{}: the leading master {what}", s.host)),
+                Err(why) => fleet.fail(&s.host, why),
+            }
+        }
         show(ensure_on(std::slice::from_ref(&s.host), Some(&s.container)));
         if let Some(g) = gate {
             // workers still to be replaced may be the broken ones this
@@ -1069,6 +1086,7 @@ pub fn submit(
     plan: &Plan,
     on: &HostPlan,
     conn: &dyn ClusterHost,
+    driver: &str,
     spark_home: &str,
     spark_user: &str,
     job: &str,
@@ -1130,7 +1148,9 @@ pub fn submit(
     cmd.push(job_in);
     cmd.extend(args.iter().cloned());
     s += &format!(
-        "docker run --rm --network host --user {}{mount} {} {}\n",
+        "docker run --rm --name {} --label ferry.driver={} --network host --user {}{mount} {} {}\n",
+        sh_quote(driver),
+        sh_quote(&plan.cluster),
         sh_quote(spark_user),
         sh_quote(&plan.image.reference),
         cmd.iter()
@@ -1295,16 +1315,22 @@ pub fn drill_failover(
         lc.name,
         workers.len()
     ));
+    let noted = (!kill)
+        .then(|| handover::note_leader(fleet, Duration::from_secs(30)))
+        .flatten();
     let t0 = Instant::now();
-    let script = if kill {
-        format!(
+    if kill {
+        let script = format!(
             "pid=$(docker inspect --format '{{{{.State.Pid}}}}' {name}) && [ \"$pid\" -gt 0 ] && kill -KILL \"$pid\""
-        )
+        );
+        conn.run("killing the leading master", &script, &[])
+            .map_err(LaunchError::Host)?;
     } else {
-        format!("docker stop --time 30 {name} >/dev/null")
-    };
-    conn.run("stopping the leading master", &script, &[])
-        .map_err(LaunchError::Host)?;
+        let stop = format!("docker stop --time 30 {name} >/dev/null");
+        let what =
+            handover::stop_leader(fleet, &lh.name, &stop, noted).map_err(LaunchError::Host)?;
+        p(&format!("{}: {} {what}", lh.name, lc.name));
+    }
     let too_late = |what: &str| {
         LaunchError::Host(format!(
             "failover drill: {what} not within {}s",

@@ -4,6 +4,7 @@
 
 pub mod envcfg;
 pub mod file;
+pub mod handover;
 pub mod hosts;
 pub mod launch;
 pub mod plan;

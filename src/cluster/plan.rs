@@ -508,6 +508,7 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
                 c
             } else {
                 let ui = file.worker_ui_port(h);
+                let (cores, memory) = file.worker_size(h);
                 hp.dirs.push(dir(&work_dir, spark_user, "0750"));
                 let mut c = container(
                     role,
@@ -522,9 +523,9 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
                         "--webui-port",
                         &ui.to_string(),
                         "--cores",
-                        &w.cores.to_string(),
+                        &cores.to_string(),
                         "--memory",
-                        &w.memory,
+                        &memory,
                         "--work-dir",
                         &work_dir,
                         &master_url,

@@ -18,7 +18,11 @@ pub fn run(a: ScaleArgs) -> Result<ExitCode> {
         .with_context(|| format!("reading `{}`", a.cluster.display()))?;
     let add = a.add_worker.as_deref().map(|h| (h, a.address.as_deref()));
     // checked before any host is touched
-    let edited = file::edit_workers(&text, &a.cluster, add, a.remove_worker.as_deref())?;
+    let size = file::WorkerSize {
+        cores: a.cores,
+        memory: a.memory.clone(),
+    };
+    let edited = file::edit_workers(&text, &a.cluster, add, &size, a.remove_worker.as_deref())?;
     let term = Term::new(false);
     if let Some(host) = &a.remove_worker {
         let loaded = load(Some(&a.cluster), a.image.as_deref(), false)?;

@@ -7,10 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 
-use super::launch::{connect, load};
-use crate::cli::SubmitArgs;
+use super::launch::{connect, host_options, load, target_of};
+use crate::cli::{SshArgs, SubmitArgs};
+use crate::cluster::hosts::{ClusterHost, LocalHost, SshHost};
 use crate::cluster::launch;
-use crate::cluster::plan::Role;
+use crate::cluster::plan::{HostPlan, Plan, Role};
+use crate::push::sh_quote;
 
 pub fn run(a: SubmitArgs) -> Result<ExitCode> {
     let (cluster, job) = match (&a.cluster, a.local, a.items.as_slice()) {
@@ -67,10 +69,23 @@ pub fn run(a: SubmitArgs) -> Result<ExitCode> {
         );
     };
     eprintln!("submitting `{job}` from {} to {}", hp.name, plan.master_url);
+    // the driver's container is named, so that Ctrl-C can remove it: the
+    // SSH session's end does not stop it on the host
+    let driver = format!(
+        "ferry-{}-driver-{}-{:x}",
+        plan.cluster,
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    remove_on_interrupt(plan, hp, &a.ssh, a.local, &driver)?;
     let code = launch::submit(
         plan,
         hp,
         conn,
+        &driver,
         &label("ferry.spark.home")?,
         &label("ferry.spark.user")?,
         &job,
@@ -84,4 +99,45 @@ pub fn run(a: SubmitArgs) -> Result<ExitCode> {
         eprintln!("error: `{job}` failed (exit status {code}); its driver output is above");
         ExitCode::FAILURE
     })
+}
+
+/// On Ctrl-C (or SIGTERM), removes the driver's container from its host
+/// through a session of its own, then exits with 130 as a shell would.
+fn remove_on_interrupt(
+    plan: &Plan,
+    hp: &HostPlan,
+    ssh: &SshArgs,
+    local: bool,
+    driver: &str,
+) -> Result<()> {
+    let (plan, hp, ssh, driver) = (plan.clone(), hp.clone(), ssh.clone(), driver.to_string());
+    ctrlc::set_handler(move || {
+        eprintln!("interrupted: removing the driver `{driver}` from {}", hp.name);
+        let conn: Result<Box<dyn ClusterHost>, String> = if local {
+            Ok(Box::new(LocalHost))
+        } else {
+            target_of(&plan, &hp, &ssh)
+                .map_err(|e| e.to_string())
+                .and_then(|t| {
+                    SshHost::connect(&t, &host_options(&hp, &ssh))
+                        .map(|c| Box::new(c) as Box<dyn ClusterHost>)
+                        .map_err(|e| e.to_string())
+                })
+        };
+        let removed = conn.and_then(|c| {
+            c.run(
+                "removing the driver",
+                &format!("docker rm -f {} >/dev/null", sh_quote(&driver)),
+                &[],
+            )
+        });
+        if let Err(why) = removed {
+            eprintln!(
+                "error: {}: the driver `{driver}` may still run there (`docker rm -f {driver}`): {why}",
+                hp.name
+            );
+        }
+        std::process::exit(130);
+    })
+    .context("setting the Ctrl-C handler")
 }

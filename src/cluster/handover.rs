@@ -1,0 +1,216 @@
+//! A planned failover that does not wait for ZooKeeper.
+//!
+//! Spark's masters elect their leader with Curator's leader latch: each
+//! master holds an ephemeral, sequential node under
+//! `<spark.deploy.zookeeper.dir>/leader_election`, and the lowest one leads.
+//! A master that stops does not close its ZooKeeper session, so its node
+//! outlives it until the session expires (up to `maxSessionTimeout`), and
+//! no standby can take over before that: 10 s or more of a cluster with no
+//! ALIVE master on every planned stop. Once the leader is stopped, ferry
+//! deletes the node it left; the next standby in line is told at once.
+//!
+//! The node is noted while the leader still runs (the lowest is the
+//! leader's, by the latch's definition) and deleted by name once it is
+//! stopped, so a node another master made meanwhile is never touched.
+//! The ZooKeeper command-line client in a ZooKeeper container does the
+//! work: the cluster's own client, on the cluster's own network.
+
+use std::time::{Duration, Instant};
+
+use super::hosts::ClusterHost;
+use super::launch::Fleet;
+use super::plan::{Plan, Role};
+use crate::push::sh_quote;
+
+/// Where the masters' leader latch lives, and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Latch {
+    /// The host whose ZooKeeper container runs the client.
+    pub host: String,
+    pub container: String,
+    /// `zkCli.sh`, beside the server's start script.
+    pub cli: String,
+    /// `address:port` of that host's ZooKeeper server.
+    pub server: String,
+    /// `<spark.deploy.zookeeper.dir>/leader_election`.
+    pub path: String,
+}
+
+/// The latch of a plan with masters under ZooKeeper; `None` without.
+pub fn latch(plan: &Plan) -> Option<Latch> {
+    let dir = plan
+        .hosts
+        .iter()
+        .filter(|h| h.containers.iter().any(|c| c.role == Role::Master))
+        .flat_map(|h| &h.files)
+        .find_map(|f| {
+            f.content.lines().find_map(|l| {
+                let v = l.strip_prefix("spark.deploy.zookeeper.dir")?;
+                v.starts_with([' ', '\t', '=']).then(|| {
+                    v.trim_start_matches([' ', '\t', '='])
+                        .trim()
+                        .trim_end_matches('/')
+                        .to_string()
+                })
+            })
+        })?;
+    let (host, zk) = plan.hosts.iter().find_map(|h| {
+        h.containers
+            .iter()
+            .find(|c| c.role == Role::Zookeeper)
+            .map(|c| (h, c))
+    })?;
+    let start = zk.command.first()?;
+    let cli = format!("{}/zkCli.sh", start.rsplit_once('/')?.0);
+    let port = zk.ports.first()?.port;
+    Some(Latch {
+        host: host.name.clone(),
+        container: zk.name.clone(),
+        cli,
+        server: format!("{}:{port}", host.address),
+        path: format!("{dir}/leader_election"),
+    })
+}
+
+/// The latch's nodes, the leader's first (by their sequence numbers).
+pub fn nodes(conn: &dyn ClusterHost, l: &Latch) -> Result<Vec<String>, String> {
+    let out = conn.run(
+        "listing the masters' leader latch",
+        &cli_script(l, &format!("ls {}", l.path)),
+        &[],
+    )?;
+    Ok(parse_ls(&out))
+}
+
+/// Deletes one node; one that is gone already (its session expired) is fine.
+pub fn delete(conn: &dyn ClusterHost, l: &Latch, node: &str) -> Result<(), String> {
+    let out = conn.run(
+        "handing the masters' leadership over",
+        &cli_script(l, &format!("delete {}/{node}", l.path)),
+        &[],
+    )?;
+    // zkCli exits 0 either way and says what went wrong on stdout; a node
+    // that is gone already (its session expired meanwhile) is what we wanted
+    if out.contains("Node does not exist")
+        || !(out.contains("Exception") || out.contains("permission"))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "deleting the leader's latch node `{node}`: {}",
+            out.trim()
+        ))
+    }
+}
+
+fn cli_script(l: &Latch, command: &str) -> String {
+    // the client logs to stderr; its answer is on stdout
+    format!(
+        "docker exec {} timeout 30 {} -server {} {} 2>/dev/null",
+        sh_quote(&l.container),
+        sh_quote(&l.cli),
+        sh_quote(&l.server),
+        command
+    )
+}
+
+/// The node names of a `ls` answer (`[a, b]`, possibly amid other output),
+/// lowest sequence number first.
+fn parse_ls(out: &str) -> Vec<String> {
+    let Some(list) = out
+        .rfind('[')
+        .and_then(|i| out[i + 1..].split_once(']').map(|(l, _)| l))
+    else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = list
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && s.contains("latch-"))
+        .collect();
+    let seq = |s: &String| s.rsplit('-').next().and_then(|n| n.parse::<u64>().ok());
+    v.sort_by_key(|s| (seq(s), s.clone()));
+    v
+}
+
+/// The leader's latch node, noted while it still leads.
+pub struct Noted<'f> {
+    conn: &'f dyn ClusterHost,
+    latch: Latch,
+    node: String,
+}
+
+/// Notes the leader's node (the lowest); `None` without ZooKeeper, or if
+/// the latch cannot be read (a stop then waits for the session to expire).
+///
+/// A master stopped shortly before (a standby just replaced) left a node
+/// too, and the next in line may be that dead one: a handover to it would
+/// lead nowhere until its session expires. So this first waits, at most
+/// `settle`, until the latch holds no more nodes than the plan has masters.
+pub fn note_leader<'f>(fleet: &'f Fleet, settle: Duration) -> Option<Noted<'f>> {
+    let latch = latch(fleet.plan)?;
+    let conn = fleet.ok(&latch.host)?;
+    let masters = fleet
+        .plan
+        .hosts
+        .iter()
+        .flat_map(|h| &h.containers)
+        .filter(|c| c.role == Role::Master)
+        .count();
+    let t0 = Instant::now();
+    let nodes = loop {
+        let nodes = nodes(conn, &latch).ok()?;
+        if nodes.len() <= masters || t0.elapsed() > settle {
+            break nodes;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let node = nodes.into_iter().next()?;
+    Some(Noted { conn, latch, node })
+}
+
+/// Runs `stop` (a script stopping the leading master) on `host`, then
+/// hands its leadership to the next standby by deleting the node noted
+/// before. Returns what it did, for the progress lines.
+pub fn stop_leader(
+    fleet: &Fleet,
+    host: &str,
+    stop: &str,
+    noted: Option<Noted>,
+) -> Result<String, String> {
+    let conn = fleet
+        .ok(host)
+        .ok_or_else(|| format!("host `{host}` cannot be reached"))?;
+    let t0 = std::time::Instant::now();
+    conn.run("stopping the leading master", stop, &[])?;
+    let stopped = t0.elapsed().as_secs_f64();
+    match noted {
+        Some(n) => {
+            delete(n.conn, &n.latch, &n.node)?;
+            Ok(format!(
+                "stopped in {stopped:.1}s; its leader latch node {} deleted {:.1}s later",
+                n.node,
+                t0.elapsed().as_secs_f64() - stopped
+            ))
+        }
+        None => Ok(
+            "stopped (no leader latch found: the standby waits for the session to expire)".into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ls_answers_sort_by_sequence_and_ignore_noise() {
+        let out = "Connecting to 10.0.0.1:2181\n\nWATCHER::\n\nWatchedEvent state:SyncConnected type:None path:null\n[_c_d7e6-latch-0000000011, _c_3432-latch-0000000002]";
+        assert_eq!(
+            parse_ls(out),
+            vec!["_c_3432-latch-0000000002", "_c_d7e6-latch-0000000011"]
+        );
+        assert!(parse_ls("[]").is_empty());
+        assert!(parse_ls("Node does not exist: /spark/leader_election").is_empty());
+    }
+}
