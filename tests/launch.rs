@@ -1,7 +1,9 @@
 //! End to end: a highly available Spark cluster on three namespaced hosts
 //! (tests/hosts.sh: own sshd and dockerd each), launched with the real
 //! `ferry` over SSH (h3 through h1, as through a bastion): 3 ZooKeeper
-//! servers, 2 masters, 2 workers. It runs when
+//! servers, 2 masters, 2 workers; and one whose ensemble admits only its
+//! masters (`zookeeper.auth = "sasl"`). The tests share the hosts (and their
+//! ports), so they take turns. Each runs when
 //! `FERRY_E2E_HOSTS` names the fixture and `FERRY_SPARK_LAYOUT` the built
 //! default image (tests/run.sh and tests/push-e2e.sh set both); otherwise it
 //! says loudly that it was skipped, and under CI it fails instead.
@@ -24,9 +26,32 @@ struct Fixture {
     addrs: Vec<String>,
     cluster: PathBuf,
     _tmp: tempfile::TempDir,
+    // dropped after `Drop::drop` has taken the cluster down
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
-fn fixture(test: &str) -> Option<Fixture> {
+/// One cluster on the hosts at a time.
+static HOSTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The roles of the HA cluster.
+const HA_ROLES: &str = r#"
+[zookeeper]
+hosts = ["h1", "h2", "h3"]
+jvm_options = ["-Xmx128m"]
+
+[spark.masters]
+hosts = ["h1", "h2"]
+jvm_options = ["-Xmx256m"]
+
+[spark.workers]
+hosts = ["h2", "h3"]
+cores = 1
+memory = "512m"
+jvm_options = ["-Xmx128m"]
+"#;
+
+/// The cluster `e2e` on the fixture's hosts with `roles` (TOML).
+fn fixture(test: &str, roles: &str) -> Option<Fixture> {
     let hosts = std::env::var_os("FERRY_E2E_HOSTS").map(PathBuf::from);
     let layout = std::env::var_os("FERRY_SPARK_LAYOUT").map(PathBuf::from);
     let (Some(dir), Some(layout)) = (hosts, layout) else {
@@ -58,28 +83,17 @@ fn fixture(test: &str) -> Option<Fixture> {
             key.display()
         );
     }
-    text += r#"
-[zookeeper]
-hosts = ["h1", "h2", "h3"]
-jvm_options = ["-Xmx128m"]
-
-[spark.masters]
-hosts = ["h1", "h2"]
-jvm_options = ["-Xmx256m"]
-
-[spark.workers]
-hosts = ["h2", "h3"]
-cores = 1
-memory = "512m"
-jvm_options = ["-Xmx128m"]
-"#;
+    text += roles;
     let cluster = tmp.path().join("e2e.toml");
     std::fs::write(&cluster, text).unwrap();
+    // a test that failed holding the hosts has taken its cluster down
+    let turn = HOSTS.lock().unwrap_or_else(|e| e.into_inner());
     Some(Fixture {
         dir,
         addrs,
         cluster,
         _tmp: tmp,
+        _turn: turn,
     })
 }
 
@@ -279,7 +293,10 @@ fn all_registered(s: &Value) -> bool {
 
 #[test]
 fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
-    let Some(f) = fixture("an_ha_cluster_starts_runs_jobs_fails_over_and_converges") else {
+    let Some(f) = fixture(
+        "an_ha_cluster_starts_runs_jobs_fails_over_and_converges",
+        HA_ROLES,
+    ) else {
         return;
     };
     let _ = f.run(&["down", "--purge"]);
@@ -623,4 +640,200 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
         "0"
     );
     assert!(Path::new(&f.cluster).exists());
+}
+
+/// A ZooKeeper client from the image, run on host `i`: `zkCli.sh ls PATH`
+/// against `server`, logged in with the masters' JAAS file when `login`.
+fn zk_ls(f: &Fixture, i: usize, server: &str, path: &str, login: bool) -> String {
+    let login = if login {
+        "--user spark --volume /etc/ferry/e2e/secret:/s:ro --env CLIENT_JVMFLAGS=-Djava.security.auth.login.config=/s/zookeeper-client.jaas"
+    } else {
+        "--user zookeeper"
+    };
+    f.ssh(
+        i,
+        &format!(
+            "timeout 120 docker run --rm --network host {login} --entrypoint /usr/share/zookeeper/bin/zkCli.sh ferry/spark:3.5.3 -server {server}:2181 ls {path} 2>&1; echo exit=$?"
+        ),
+    )
+}
+
+#[test]
+fn a_sasl_ensemble_admits_only_the_masters() {
+    let Some(f) = fixture(
+        "a_sasl_ensemble_admits_only_the_masters",
+        r#"
+[zookeeper]
+hosts = ["h1", "h2", "h3"]
+auth = "sasl"
+jvm_options = ["-Xmx128m"]
+
+[spark.masters]
+hosts = ["h1", "h2"]
+jvm_options = ["-Xmx256m"]
+
+[spark.workers]
+hosts = ["h3"]
+cores = 1
+memory = "512m"
+jvm_options = ["-Xmx128m"]
+"#,
+    ) else {
+        return;
+    };
+    let _ = f.run(&["down", "--purge"]);
+    let t0 = Instant::now();
+
+    // every command line on the hosts (and of ferry and its ssh) while the
+    // cluster starts, runs a job and fails over: the password is made
+    // during `up`, so they are checked once it can be read
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (outputs, seen) = std::thread::scope(|sc| {
+        let watcher = sc.spawn(|| {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                seen.extend(common::hosts_command_lines(&f.dir, 3));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        });
+        let mut outputs = Vec::new();
+        let mut run = |what: &str, args: &[&str]| {
+            let out = f.run(args);
+            let text = format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "ferry {what}: {text}");
+            outputs.push((what.to_string(), text));
+        };
+        run("up", &["up"]);
+        // elected through authenticated sessions; the worker registered
+        let s = f.status();
+        assert_eq!(s["healthy"], true, "{s:#}");
+        assert!(
+            alive_master(&s).is_some() && s["workers_registered"] == 1,
+            "{s:#}"
+        );
+        run("status", &["status"]);
+        run("submit", &["submit"]);
+        run("drill failover", &["drill", "failover", "--json"]);
+        f.wait_status("the cluster is whole after the drill", 60, |s| {
+            s["healthy"] == true
+        });
+        run("up again", &["up", "--json"]);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        (outputs, watcher.join().unwrap())
+    });
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "sasl ensemble: up, job, failover drill, up again: {:.1}s; {} command lines watched",
+        t0.elapsed().as_secs_f64(),
+        seen.len()
+    );
+    assert!(
+        outputs
+            .iter()
+            .any(|(what, out)| what == "submit" && out.lines().any(|l| l == SAMPLE_ANSWER)),
+        "the sample job's answer: {outputs:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("org.apache.spark.deploy.master.Master")),
+        "the watcher never saw a master"
+    );
+
+    // the JAAS files: 0600, the daemons' users, one password
+    for i in 0..3 {
+        assert_eq!(
+            f.ssh(
+                i,
+                "stat -c '%a %u' /etc/ferry/e2e/zookeeper-secret/zookeeper-server.jaas"
+            )
+            .trim(),
+            "600 186",
+            "h{}",
+            i + 1
+        );
+    }
+    let password = f.ssh(
+        0,
+        "stat -c '%a %u' /etc/ferry/e2e/secret/zookeeper-client.jaas; sed -n 's/^ *password=\"\\(.*\\)\";$/\\1/p' /etc/ferry/e2e/secret/zookeeper-client.jaas",
+    );
+    let (mode, password) = password.trim().split_once('\n').unwrap();
+    assert_eq!(mode, "600 185");
+    assert_eq!(password.len(), 64, "{password:?}");
+    assert!(
+        f.ssh(
+            2,
+            "cat /etc/ferry/e2e/zookeeper-secret/zookeeper-server.jaas"
+        )
+        .contains(&format!("user_spark=\"{password}\";"))
+    );
+
+    // a client without the password gets no session, on any server; with
+    // the masters' login it lists Spark's znodes
+    for (i, server) in f.addrs.iter().take(3).enumerate() {
+        let stranger = zk_ls(&f, 2 - i, server, "/ferry/e2e", false);
+        assert!(
+            stranger.contains("Session closed because client failed to authenticate")
+                && !stranger.contains("leader_election")
+                && !stranger.contains("exit=0"),
+            "a client without the password on {server}: {stranger}"
+        );
+    }
+    let member = zk_ls(&f, 0, &f.addrs[1], "/ferry/e2e", true);
+    assert!(
+        member.contains("[leader_election, master_status]"),
+        "the masters' login: {member}"
+    );
+
+    // the password is in no plan, output, argv, container config or log
+    let plan = ferry().arg("plan").arg(&f.cluster).output().unwrap();
+    let plan_json = ferry()
+        .args(["plan", "--json"])
+        .arg(&f.cluster)
+        .output()
+        .unwrap();
+    let mut places = outputs;
+    places.push(("plan".into(), String::from_utf8_lossy(&plan.stdout).into()));
+    places.push((
+        "plan --json".into(),
+        String::from_utf8_lossy(&plan_json.stdout).into(),
+    ));
+    for i in 0..3 {
+        places.push((
+            format!("h{} container configs and logs", i + 1),
+            f.ssh(
+                i,
+                "for c in $(docker ps --all --quiet --filter label=ferry.cluster=e2e); do docker inspect --format '{{.Args}} {{.Config.Cmd}} {{.Config.Env}}' $c; docker logs $c 2>&1; done",
+            ),
+        ));
+    }
+    for line in &seen {
+        places.push(("a process's command line".into(), line.clone()));
+    }
+    for (what, text) in &places {
+        assert!(
+            !text.contains(password),
+            "the ZooKeeper password is in the {what}"
+        );
+    }
+    assert!(
+        String::from_utf8_lossy(&plan.stdout)
+            .contains("jaas  /etc/ferry/e2e/secret/zookeeper-client.jaas 0600 owner spark"),
+        "the plan names the JAAS files"
+    );
+
+    // down --purge: no containers, no folders (the JAAS files' too)
+    f.ok(&["down", "--purge"]);
+    assert_eq!(f.containers(), "");
+    for i in 0..3 {
+        assert_eq!(
+            f.ssh(i, "ls /etc/ferry /var/lib/ferry | grep -c '^e2e$' || true")
+                .trim(),
+            "0"
+        );
+    }
 }

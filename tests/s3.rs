@@ -371,54 +371,6 @@ fn a_wrong_secret_a_missing_bucket_and_a_shared_credentials_file_are_clear_error
     assert!(out.status.success(), "{}", text(&out));
 }
 
-/// Every process's command line on this machine (the namespaced hosts share
-/// its process table).
-/// The command lines of every process this test is answerable for: those
-/// in the hosts' network namespaces (their sshd sessions, curl, docker) and
-/// this test's own descendants (ferry). Other processes of the machine (a CI
-/// agent fetching its own presigned URLs, say) are not ferry's business.
-fn our_command_lines(e: &Env) -> Vec<String> {
-    let netns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
-    let hosts: Vec<_> = (1..=e.addrs.len())
-        .filter_map(|i| {
-            let pid = std::fs::read_to_string(e.hosts.join(format!("h{i}/sshd.pid"))).ok()?;
-            netns(pid.trim())
-        })
-        .collect();
-    assert_eq!(hosts.len(), e.addrs.len(), "the hosts' sshd pids");
-    let parent = |pid: &str| -> Option<String> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // the fields after the command name, which is in parentheses
-        let rest = &stat[stat.rfind(')')? + 2..];
-        rest.split(' ').nth(1).map(str::to_string)
-    };
-    let me = std::process::id().to_string();
-    let ours = |pid: &str| {
-        netns(pid).is_some_and(|n| hosts.contains(&n)) || {
-            let mut p = pid.to_string();
-            (0..64).any(|_| match parent(&p) {
-                Some(pp) if pp == me => true,
-                Some(pp) if pp != "0" => {
-                    p = pp;
-                    false
-                }
-                _ => false,
-            })
-        }
-    };
-    let mut v = Vec::new();
-    for d in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = d.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) || !ours(&name) {
-            continue;
-        }
-        if let Ok(c) = std::fs::read(d.path().join("cmdline")) {
-            v.push(String::from_utf8_lossy(&c).replace('\0', " "));
-        }
-    }
-    v
-}
-
 /// Words that must not appear anywhere: the secret, and a presigned URL's parts.
 fn leaks(e: &Env, s: &str) -> Vec<String> {
     [
@@ -451,7 +403,7 @@ fn three_hosts_pull_the_spark_image_in_parallel_and_no_secret_shows() {
             let mut found = Vec::new();
             let mut curls = 0;
             while !stop.load(Ordering::SeqCst) {
-                for line in our_command_lines(&e) {
+                for line in common::hosts_command_lines(&e.hosts, e.addrs.len()) {
                     // the hosts' fetchers and digest checks, wherever they are installed
                     curls += usize::from(line.split_whitespace().next().is_some_and(|a| {
                         ["curl", "wget", "sha256sum"]

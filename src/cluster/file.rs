@@ -135,6 +135,22 @@ pub struct ZooKeeper {
     pub data_dir: Option<String>,
     #[serde(default)]
     pub jvm_options: Vec<Spanned<String>>,
+    /// Who may open a session: `none` (anyone who reaches the client port,
+    /// ZooKeeper's default) or `sasl` (only the cluster's masters, which log
+    /// in with a per-cluster password; every other session is closed).
+    #[serde(default = "default_zookeeper_auth")]
+    pub auth: Spanned<String>,
+}
+
+impl ZooKeeper {
+    /// `auth = "sasl"`: the ensemble refuses sessions that did not log in.
+    pub fn sasl(&self) -> bool {
+        self.auth.get_ref() == "sasl"
+    }
+}
+
+fn default_zookeeper_auth() -> Spanned<String> {
+    Spanned::new(0..0, "none".to_string())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -262,6 +278,10 @@ pub const DERIVED_PROPERTIES: &[&str] = &[
     "spark.authenticate.secret.file",
 ];
 
+/// The JVM property naming the JAAS file the ZooKeeper server and its
+/// clients log in with.
+pub const LOGIN_CONFIG: &str = "java.security.auth.login.config";
+
 impl ClusterFile {
     /// Reads, parses and checks a cluster file.
     pub fn load(path: &Path) -> Result<ClusterFile, ClusterError> {
@@ -276,11 +296,14 @@ impl ClusterFile {
     pub fn parse(text: &str, path: &Path) -> Result<ClusterFile, ClusterError> {
         let at = At { text, path };
         let file: ClusterFile = toml::from_str(text).map_err(|e| {
-            at.err(
-                e.span().map(|s| s.start),
-                "",
-                e.message().trim().replace('\n', " "),
-            )
+            let offset = e.span().map(|s| s.start);
+            let message = e.message().trim().replace('\n', " ");
+            // a value of the wrong type: the message names no key
+            let field = match offset {
+                Some(o) if message.starts_with("invalid ") => field_at(text, o),
+                _ => String::new(),
+            };
+            at.err(offset, &field, message)
         })?;
         file.check(&at)?;
         Ok(file)
@@ -505,6 +528,31 @@ impl ClusterFile {
                 }
             }
             check_jvm_options(&zk.jvm_options, "zookeeper.jvm_options", at)?;
+            let auth = zk.auth.get_ref();
+            if !["none", "sasl"].contains(&auth.as_str()) {
+                return Err(at.spanned(
+                    &zk.auth,
+                    "zookeeper.auth",
+                    format!("`{auth}` is not a ZooKeeper client authentication ferry knows: use `none` (the default) or `sasl` (only the cluster's masters get a session)"),
+                ));
+            }
+            if zk.sasl() {
+                for (opts, field) in [
+                    (&zk.jvm_options, "zookeeper.jvm_options"),
+                    (&self.spark.masters.jvm_options, "spark.masters.jvm_options"),
+                ] {
+                    if let Some(o) = opts
+                        .iter()
+                        .find(|o| o.get_ref().starts_with(&format!("-D{LOGIN_CONFIG}=")))
+                    {
+                        return Err(at.spanned(
+                            o,
+                            field,
+                            format!("`{LOGIN_CONFIG}` is set by ferry when `zookeeper.auth` is `sasl`; remove it here"),
+                        ));
+                    }
+                }
+            }
         }
         let m = &self.spark.masters;
         let w = &self.spark.workers;
@@ -777,6 +825,27 @@ fn check_jvm_options(opts: &[Spanned<String>], field: &str, at: &At) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The dotted field of the `key = value` line at `offset`, under the last
+/// `[table]` header above it; empty when the line is no such line.
+fn field_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let Some((key, _)) = line.split_once('=') else {
+        return String::new();
+    };
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    match table {
+        Some(t) => format!("{t}.{}", key.trim()),
+        None => key.trim().to_string(),
+    }
 }
 
 fn looks_secret(key: &str) -> bool {

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use super::handover;
 use super::hosts::ClusterHost;
-use super::plan::{Action, Container, Gate, HostPlan, Plan, Role, SECRET_VAR};
+use super::plan::{Action, Container, Gate, HostPlan, JaasSection, Plan, Role, SECRET_VAR};
+use super::render;
 use crate::push::sh_quote;
 
 #[derive(Debug, thiserror::Error)]
@@ -607,22 +608,52 @@ pub fn write_files_script(plan: &Plan, host: &HostPlan, secret: Option<&str>) ->
             .expect("a tar in memory");
         s += &format!("put {i} {} {}\n", sh_quote(&f.path), sh_quote(&f.mode));
     }
-    if let (Some(sec), Some(value)) = (&host.secret, secret) {
+    // a secret file is owned like its folder (the image's user), never
+    // readable by others, and only ever in the tar on stdin
+    let mut put_secret = |name: &str, path: &str, mode: &str, value: &str| {
         let mut h = tar::Header::new_ustar();
         h.set_size(value.len() as u64);
         h.set_mode(0o600);
         h.set_entry_type(tar::EntryType::Regular);
         h.set_cksum();
-        tar.append_data(&mut h, "secret", value.as_bytes())
+        tar.append_data(&mut h, name, value.as_bytes())
             .expect("a tar in memory");
-        // owned like its folder (the image's user), never readable by others
         s += &format!(
-            "p={path}\nif ! {{ [ -f \"$p\" ] && cmp -s \"$s/secret\" \"$p\"; }}; then\n  own=$(stat -c %u:%g \"${{p%/*}}\") || exit 1\n  (umask 077; cp \"$s/secret\" \"$p.ferry-new\") && chmod {mode} \"$p.ferry-new\" && chown \"$own\" \"$p.ferry-new\" && mv -f \"$p.ferry-new\" \"$p\" || exit 1\n  echo \"wrote $p\"\nfi\n",
-            path = sh_quote(&sec.path),
-            mode = sh_quote(&sec.mode),
+            "p={path}\nif ! {{ [ -f \"$p\" ] && cmp -s \"$s/{name}\" \"$p\"; }}; then\n  own=$(stat -c %u:%g \"${{p%/*}}\") || exit 1\n  (umask 077; cp \"$s/{name}\" \"$p.ferry-new\") && chmod {mode} \"$p.ferry-new\" && chown \"$own\" \"$p.ferry-new\" && mv -f \"$p.ferry-new\" \"$p\" || exit 1\n  echo \"wrote $p\"\nfi\n",
+            path = sh_quote(path),
+            mode = sh_quote(mode),
         );
+    };
+    if let Some(value) = secret {
+        if let Some(sec) = &host.secret {
+            put_secret("secret", &sec.path, &sec.mode, value);
+        }
+        let password = zookeeper_password(value);
+        for (i, j) in host.jaas.iter().enumerate() {
+            let text = match j.section {
+                JaasSection::Server => render::jaas_server(&password),
+                JaasSection::Client => render::jaas_client(&password),
+            };
+            put_secret(&format!("jaas{i}"), &j.path, &j.mode, &text);
+        }
     }
     (s, tar.into_inner().expect("a tar in memory"))
+}
+
+/// The cluster's ZooKeeper password (`zookeeper.auth = "sasl"`), derived
+/// from its Spark RPC secret (the `--env-file` line): one secret to make,
+/// find and copy, and a JAAS file that leaks gives away neither the secret
+/// nor more than the ensemble.
+fn zookeeper_password(secret_line: &str) -> String {
+    use sha2::Digest;
+    let secret = secret_line
+        .trim()
+        .strip_prefix(&format!("{SECRET_VAR}="))
+        .unwrap_or(secret_line.trim());
+    let mut h = sha2::Sha256::new();
+    h.update(b"ferry zookeeper sasl password\0");
+    h.update(secret.as_bytes());
+    hex::encode(h.finalize())
 }
 
 /// `docker run` arguments for a planned container.
@@ -1514,6 +1545,47 @@ mod tests {
             Some(("10.0.0.1".into(), 8080, "/json/".into()))
         );
         assert_eq!(split_url("https://x:1/"), None);
+    }
+
+    #[test]
+    fn jaas_files_travel_in_the_tar_never_in_the_script() {
+        let text = include_str!("../../examples/ha.toml")
+            .replace("[zookeeper]\n", "[zookeeper]\nauth = \"sasl\"\n");
+        let file =
+            super::super::file::ClusterFile::parse(&text, std::path::Path::new("c.toml")).unwrap();
+        let plan =
+            super::super::plan::plan(&file, &super::super::plan::ImageFacts::builtin()).unwrap();
+        let secret = format!("{SECRET_VAR}={}\n", "ab".repeat(32));
+        let password = zookeeper_password(&secret);
+        assert_eq!(password.len(), 64);
+        assert_ne!(password, "ab".repeat(32));
+        assert_eq!(password, zookeeper_password(&secret), "derived, so stable");
+        // node1: a ZooKeeper server and a master
+        let (script, tar) = write_files_script(&plan, &plan.hosts[0], Some(&secret));
+        assert!(!script.contains(&password) && !script.contains(&"ab".repeat(32)));
+        let mut entries = BTreeMap::new();
+        for e in tar::Archive::new(tar.as_slice()).entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut body = String::new();
+            std::io::Read::read_to_string(&mut e, &mut body).unwrap();
+            entries.insert(e.path().unwrap().display().to_string(), body);
+        }
+        assert!(entries["jaas0"].contains(&format!("user_spark=\"{password}\"")));
+        assert!(entries["jaas1"].contains(&format!("password=\"{password}\"")));
+        for path in [
+            "/etc/ferry/ha/zookeeper-secret/zookeeper-server.jaas",
+            "/etc/ferry/ha/secret/zookeeper-client.jaas",
+        ] {
+            assert!(script.contains(path), "{script}");
+        }
+        // a worker's host gets no login
+        let (_, tar) = write_files_script(&plan, &plan.hosts[3], Some(&secret));
+        let names: Vec<String> = tar::Archive::new(tar.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert!(!names.iter().any(|n| n.starts_with("jaas")), "{names:?}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::file::{ClusterFile, PropValue};
+use super::file::{ClusterFile, LOGIN_CONFIG, PropValue};
 use super::render;
 
 /// What the plan needs to know of the image.
@@ -116,6 +116,11 @@ pub struct HostPlan {
     /// The cluster's Spark RPC secret on this host: made by the first `up`
     /// (or copied from a host that has it), never part of a plan.
     pub secret: Option<SecretPlan>,
+    /// With `zookeeper.auth = "sasl"`: the JAAS files holding the cluster's
+    /// ZooKeeper password, written by `up` next to the secret (the password
+    /// is derived from it there), never part of a plan.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jaas: Vec<JaasPlan>,
     pub containers: Vec<Container>,
 }
 
@@ -125,6 +130,23 @@ pub struct SecretPlan {
     /// A user of the image; the file is 0600 and owned by it.
     pub owner: String,
     pub mode: String,
+}
+
+/// A JAAS login file: `Server` lists the one ZooKeeper user and its
+/// password, `Client` logs a master in as that user.
+#[derive(Debug, Clone, Serialize)]
+pub struct JaasPlan {
+    pub path: String,
+    pub section: JaasSection,
+    /// A user of the image; the file is 0600 and owned by it.
+    pub owner: String,
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub enum JaasSection {
+    Server,
+    Client,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -250,6 +272,13 @@ const SPARK_CONF_IN: &str = "/etc/ferry/spark";
 /// daemons read `_SPARK_AUTH_SECRET` from their environment.
 pub const SECRET_FILE: &str = "spark.env";
 pub const SECRET_VAR: &str = "_SPARK_AUTH_SECRET";
+/// With `zookeeper.auth = "sasl"`: where the JAAS files' folders go in
+/// containers (the ZooKeeper server's own folder; the masters get the
+/// secret's folder), and the files' names.
+const ZK_SECRET_IN: &str = "/etc/ferry/zookeeper-secret";
+const SPARK_SECRET_IN: &str = "/etc/ferry/secret";
+const ZK_SERVER_JAAS: &str = "zookeeper-server.jaas";
+const ZK_CLIENT_JAAS: &str = "zookeeper-client.jaas";
 
 struct Labels<'a> {
     facts: &'a ImageFacts,
@@ -304,6 +333,7 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
                 dirs: Vec::new(),
                 files: Vec::new(),
                 secret: None,
+                jaas: Vec::new(),
                 containers: Vec::new(),
             },
         );
@@ -356,6 +386,11 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
         let jvm: Vec<String> = zk.jvm_options.iter().map(|o| o.get_ref().clone()).collect();
         let conf_dir = format!("{conf_root}/zookeeper");
         let data_dir = file.zookeeper_data_dir();
+        // its own folder: the Spark secret's belongs to the Spark user
+        let zk_secret_dir = format!("{conf_root}/zookeeper-secret");
+        let login = zk
+            .sasl()
+            .then(|| format!("{ZK_SECRET_IN}/{ZK_SERVER_JAAS}"));
         for (id, host) in &servers {
             let hp = hosts.get_mut(host).expect("checked host");
             let zoo = render::zoo_cfg(&render::ZooCfg {
@@ -364,6 +399,7 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
                 data_dir: &data_dir,
                 client_port: zk.client_port,
                 admin_port: zk.admin_port.as_ref().map(|p| *p.get_ref()),
+                sasl: zk.sasl(),
                 servers: if addrs.len() > 1 {
                     addrs
                         .iter()
@@ -379,13 +415,23 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
                 .push(file_plan(&format!("{conf_dir}/zoo.cfg"), zoo));
             hp.files.push(file_plan(
                 &format!("{conf_dir}/environment"),
-                render::zookeeper_environment(cluster, image_conf, &jvm),
+                render::zookeeper_environment(cluster, image_conf, &jvm, login.as_deref()),
             ));
             hp.files
                 .push(file_plan(&format!("{data_dir}/myid"), format!("{id}\n")));
             let mut c = container(Role::Zookeeper, zk_user, command.clone());
             c.mounts.push(mount(&conf_dir, ZK_CONF_IN, true));
             c.mounts.push(mount(&data_dir, &data_dir, false));
+            if zk.sasl() {
+                hp.dirs.push(dir(&zk_secret_dir, zk_user, "0700"));
+                hp.jaas.push(JaasPlan {
+                    path: format!("{zk_secret_dir}/{ZK_SERVER_JAAS}"),
+                    section: JaasSection::Server,
+                    owner: zk_user.to_string(),
+                    mode: "0600".into(),
+                });
+                c.mounts.push(mount(&zk_secret_dir, ZK_SECRET_IN, true));
+            }
             c.ports.push(port(zk.client_port, "client"));
             if addrs.len() > 1 {
                 c.ports.push(port(zk.peer_port, "peer"));
@@ -505,6 +551,21 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
                 c.ports.push(port(m.ui_port, "master UI"));
                 c.mounts.push(mount(&conf_dir, SPARK_CONF_IN, true));
                 c.env_file = Some(format!("{conf_root}/secret/{SECRET_FILE}"));
+                if file.zookeeper.as_ref().is_some_and(|z| z.sasl()) {
+                    // Curator's ZooKeeper client logs in (SASL DIGEST-MD5)
+                    // with the JAAS file's `Client` section
+                    hp.jaas.push(JaasPlan {
+                        path: format!("{secret_dir}/{ZK_CLIENT_JAAS}"),
+                        section: JaasSection::Client,
+                        owner: spark_user.to_string(),
+                        mode: "0600".into(),
+                    });
+                    c.mounts.push(mount(&secret_dir, SPARK_SECRET_IN, true));
+                    c.env.insert(
+                        "SPARK_MASTER_OPTS".into(),
+                        format!("-D{LOGIN_CONFIG}={SPARK_SECRET_IN}/{ZK_CLIENT_JAAS}"),
+                    );
+                }
                 c
             } else {
                 let ui = file.worker_ui_port(h);
@@ -743,6 +804,20 @@ impl Plan {
                     s,
                     "  secret {} {} owner {} (the cluster's Spark RPC secret: made on the hosts by the first `up`, never shown)",
                     sec.path, sec.mode, sec.owner
+                );
+            }
+            for j in &h.jaas {
+                let what = match j.section {
+                    JaasSection::Server => "ZooKeeper's login: its one user",
+                    JaasSection::Client => "the master's ZooKeeper login as",
+                };
+                let _ = writeln!(
+                    s,
+                    "  jaas  {} {} owner {} ({what} `{}`, with the cluster's ZooKeeper password: made from its secret by `up`, never shown)",
+                    j.path,
+                    j.mode,
+                    j.owner,
+                    render::ZK_LOGIN_USER
                 );
             }
             for f in &h.files {

@@ -1,6 +1,8 @@
 //! The text of the files a plan writes on hosts: zoo.cfg, ZooKeeper's
-//! `environment`, spark-defaults.conf and the log configuration. Pure
-//! functions of their arguments; the plan decides where the files go.
+//! `environment`, spark-defaults.conf, the log configuration and the JAAS
+//! login files. Pure functions of their arguments; the plan decides where
+//! the files go (and keeps the JAAS files, which hold a password, out of
+//! itself: the launcher renders them on the way to the hosts).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,8 @@ pub struct ZooCfg<'a> {
     pub data_dir: &'a str,
     pub client_port: u16,
     pub admin_port: Option<u16>,
+    /// Refuse every session that has not logged in with SASL.
+    pub sasl: bool,
     /// (myid, address, peer port, election port); empty for one server.
     pub servers: Vec<(u32, &'a str, u16, u16)>,
 }
@@ -36,8 +40,18 @@ pub fn zoo_cfg(z: &ZooCfg) -> String {
         None => s.push_str("admin.enableServer=false\n"),
         Some(p) => s.push_str(&format!("admin.enableServer=true\nadmin.serverPort={p}\n")),
     }
-    // since 3.5.3 only whitelisted four-letter words answer; the gate uses srvr
+    // since 3.5.3 only whitelisted four-letter words answer; the gate uses
+    // srvr (four-letter words open no session: they answer with `sasl` too)
     s.push_str("4lw.commands.whitelist=srvr,stat\n");
+    if z.sasl {
+        // unknown keys become `zookeeper.*` system properties; ZooKeeper
+        // 3.7+ closes the session of a client that sends a request before
+        // logging in (SESSIONCLOSEDREQUIRESASLAUTH). Spark's Curator
+        // creates its znodes with open ACLs, so the session is the guard.
+        s.push_str(
+            "authProvider.sasl=org.apache.zookeeper.server.auth.SASLAuthenticationProvider\nenforce.auth.enabled=true\nenforce.auth.schemes=sasl\n",
+        );
+    }
     if !z.servers.is_empty() {
         // peers listen on the address of their own `server.N` line; but a
         // name (not an IP) may resolve to a loopback address on its own host
@@ -54,16 +68,44 @@ pub fn zoo_cfg(z: &ZooCfg) -> String {
 
 /// zkEnv.sh sources `environment` from the config folder instead of the
 /// image's, so this one sources the image's first and adds to it.
-pub fn zookeeper_environment(cluster: &str, image_conf: &str, jvm_options: &[String]) -> String {
+/// `login_config`: the JAAS file (in the container) the server reads its
+/// users from, with `zookeeper.auth = "sasl"`.
+pub fn zookeeper_environment(
+    cluster: &str,
+    image_conf: &str,
+    jvm_options: &[String],
+    login_config: Option<&str>,
+) -> String {
     let mut s = header(cluster, "#");
     s.push_str(&format!(". {image_conf}/environment\n"));
-    if !jvm_options.is_empty() {
+    let mut flags: Vec<String> = jvm_options.to_vec();
+    if let Some(f) = login_config {
+        flags.push(format!("-D{}={f}", super::file::LOGIN_CONFIG));
+    }
+    if !flags.is_empty() {
         s.push_str(&format!(
             "SERVER_JVMFLAGS=\"$SERVER_JVMFLAGS {}\"\n",
-            jvm_options.join(" ")
+            flags.join(" ")
         ));
     }
     s
+}
+
+/// The one ZooKeeper user of a cluster with `zookeeper.auth = "sasl"`.
+pub const ZK_LOGIN_USER: &str = "spark";
+
+/// The ZooKeeper server's JAAS file: its only user and that user's password.
+pub fn jaas_server(password: &str) -> String {
+    format!(
+        "Server {{\n  org.apache.zookeeper.server.auth.DigestLoginModule required\n  user_{ZK_LOGIN_USER}=\"{password}\";\n}};\n"
+    )
+}
+
+/// A ZooKeeper client's JAAS file (a master's Curator): who it logs in as.
+pub fn jaas_client(password: &str) -> String {
+    format!(
+        "Client {{\n  org.apache.zookeeper.server.auth.DigestLoginModule required\n  username=\"{ZK_LOGIN_USER}\"\n  password=\"{password}\";\n}};\n"
+    )
 }
 
 pub fn spark_defaults(cluster: &str, properties: &BTreeMap<String, String>) -> String {
@@ -90,6 +132,7 @@ mod tests {
             data_dir: "/d",
             client_port: 2181,
             admin_port: None,
+            sasl: false,
             servers: vec![],
         });
         assert!(s.contains("admin.enableServer=false\n"));
@@ -104,6 +147,7 @@ mod tests {
             data_dir: "/d",
             client_port: 2181,
             admin_port: Some(9990),
+            sasl: false,
             servers: vec![
                 (1, "a", 2888, 3888),
                 (2, "b", 2888, 3888),
@@ -121,10 +165,56 @@ mod tests {
             data_dir: "/d",
             client_port: 2181,
             admin_port: None,
+            sasl: false,
             servers: vec![(1, "10.0.0.1", 2888, 3888), (2, "10.0.0.2", 2888, 3888)],
         });
         assert!(!ip.contains("quorumListenOnAllIPs"), "{ip}");
         assert!(ip.contains("clientPortAddress=10.0.0.2\n"));
         assert!(ip.contains("maxSessionTimeout=10000\n"));
+    }
+
+    #[test]
+    fn sasl_closes_sessions_that_did_not_log_in() {
+        let cfg = |sasl| {
+            zoo_cfg(&ZooCfg {
+                cluster: "c",
+                address: "10.0.0.1",
+                data_dir: "/d",
+                client_port: 2181,
+                admin_port: None,
+                sasl,
+                servers: vec![],
+            })
+        };
+        let on = cfg(true);
+        assert!(on.contains(
+            "authProvider.sasl=org.apache.zookeeper.server.auth.SASLAuthenticationProvider\n"
+        ));
+        assert!(on.contains("enforce.auth.enabled=true\nenforce.auth.schemes=sasl\n"));
+        // the gates' four-letter word still answers
+        assert!(on.contains("4lw.commands.whitelist=srvr"));
+        let off = cfg(false);
+        assert!(!off.contains("auth"), "{off}");
+        let env = zookeeper_environment(
+            "c",
+            "/etc/zookeeper/conf",
+            &["-Xmx1g".into()],
+            Some("/s/z.jaas"),
+        );
+        assert!(env.ends_with("SERVER_JVMFLAGS=\"$SERVER_JVMFLAGS -Xmx1g -Djava.security.auth.login.config=/s/z.jaas\"\n"), "{env}");
+        assert!(!zookeeper_environment("c", "/e", &[], None).contains("SERVER_JVMFLAGS"));
+    }
+
+    #[test]
+    fn jaas_files_pair_the_server_user_with_the_client_login() {
+        let server = jaas_server("pw");
+        let client = jaas_client("pw");
+        assert!(server.starts_with("Server {\n"));
+        assert!(server.contains("user_spark=\"pw\";"), "{server}");
+        assert!(client.starts_with("Client {\n"));
+        assert!(
+            client.contains("username=\"spark\"\n  password=\"pw\";"),
+            "{client}"
+        );
     }
 }

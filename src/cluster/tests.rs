@@ -176,7 +176,140 @@ fn secrets_stay_out_of_the_plan() {
     assert!(!json.contains("BEGIN OPENSSH"));
 }
 
+fn with_sasl(text: &str) -> String {
+    text.replace("[zookeeper]\n", "[zookeeper]\nauth = \"sasl\"\n")
+}
+
+#[test]
+fn golden_ha_sasl_text() {
+    insta::assert_snapshot!("ha_sasl", plan_of(&with_sasl(HA)).to_text());
+}
+
+#[test]
+fn zookeeper_sasl_logs_in_the_masters_and_no_one_else() {
+    let off = plan_of(HA);
+    let on = plan_of(&with_sasl(HA));
+    assert_eq!(
+        plan_of(&HA.replace("[zookeeper]\n", "[zookeeper]\nauth = \"none\"\n")).plan_hash,
+        off.plan_hash,
+        "`none` is the default"
+    );
+    for h in &off.hosts {
+        assert!(h.jaas.is_empty(), "{}", h.name);
+        for f in &h.files {
+            assert!(!f.content.contains("auth.login.config"), "{}", f.path);
+            assert!(!f.content.contains("enforce.auth"), "{}", f.path);
+        }
+    }
+    assert!(
+        !off.to_json().contains("\"jaas\""),
+        "off, plans stay as they were"
+    );
+    for h in &on.hosts {
+        let roles: Vec<plan::Role> = h.containers.iter().map(|c| c.role).collect();
+        let sections: Vec<plan::JaasSection> = h.jaas.iter().map(|j| j.section).collect();
+        let mut want = Vec::new();
+        if roles.contains(&plan::Role::Zookeeper) {
+            want.push(plan::JaasSection::Server);
+        }
+        if roles.contains(&plan::Role::Master) {
+            want.push(plan::JaasSection::Client);
+        }
+        assert_eq!(sections, want, "{}", h.name);
+        for j in &h.jaas {
+            assert_eq!(j.mode, "0600");
+            let owner = if j.section == plan::JaasSection::Server {
+                "zookeeper"
+            } else {
+                "spark"
+            };
+            assert_eq!(j.owner, owner, "{}", j.path);
+            // the daemon sees the file through a read-only mount of its folder
+            let folder = j.path.rsplit_once('/').unwrap().0;
+            let c = h
+                .containers
+                .iter()
+                .find(|c| {
+                    c.role != plan::Role::Worker && c.mounts.iter().any(|m| m.source == folder)
+                })
+                .unwrap_or_else(|| panic!("no container mounts {folder}"));
+            assert!(c.mounts.iter().all(|m| m.source != folder || m.read_only));
+            assert!(
+                h.dirs
+                    .iter()
+                    .any(|d| d.path == folder && d.mode == "0700" && d.owner == owner)
+            );
+        }
+        for c in &h.containers {
+            match c.role {
+                plan::Role::Master => assert_eq!(
+                    c.env["SPARK_MASTER_OPTS"],
+                    "-Djava.security.auth.login.config=/etc/ferry/secret/zookeeper-client.jaas"
+                ),
+                _ => assert!(!c.env.contains_key("SPARK_MASTER_OPTS")),
+            }
+        }
+        for f in &h.files {
+            if f.path.ends_with("/zoo.cfg") {
+                assert!(
+                    f.content
+                        .contains("enforce.auth.enabled=true\nenforce.auth.schemes=sasl\n")
+                );
+            }
+            if f.path.ends_with("/zookeeper/environment") {
+                assert!(f.content.contains("-Djava.security.auth.login.config=/etc/ferry/zookeeper-secret/zookeeper-server.jaas\""), "{}", f.content);
+            }
+        }
+    }
+    // workers never talk to ZooKeeper
+    let node4 = on.hosts.iter().find(|h| h.name == "node4").unwrap();
+    assert!(node4.jaas.is_empty());
+    let json = on.to_json();
+    assert!(!json.to_lowercase().contains("password"));
+    assert!(json.contains("\"section\": \"Server\""));
+}
+
 // --- refusals, one each ---------------------------------------------------
+
+#[test]
+fn refuses_an_unknown_zookeeper_auth() {
+    let text = HA.replace("[zookeeper]\n", "[zookeeper]\nauth = \"digest\"\n");
+    assert_eq!(
+        refusal(&text),
+        format!(
+            "cluster.toml:{}: `zookeeper.auth`: `digest` is not a ZooKeeper client authentication ferry knows: use `none` (the default) or `sasl` (only the cluster's masters get a session)",
+            line(&text, "auth = ")
+        )
+    );
+    let text = HA.replace("[zookeeper]\n", "[zookeeper]\nauth = true\n");
+    assert_eq!(
+        refusal(&text),
+        format!(
+            "cluster.toml:{}: `zookeeper.auth`: invalid type: boolean `true`, expected a string",
+            line(&text, "auth = ")
+        )
+    );
+}
+
+#[test]
+fn refuses_a_hand_set_login_config_with_sasl() {
+    let text = with_sasl(HA).replace(
+        "jvm_options = [\"-Xmx512m\"]",
+        "jvm_options = [\"-Xmx512m\", \"-Djava.security.auth.login.config=/x.jaas\"]",
+    );
+    assert_eq!(
+        refusal(&text),
+        format!(
+            "cluster.toml:{}: `spark.masters.jvm_options`: `java.security.auth.login.config` is set by ferry when `zookeeper.auth` is `sasl`; remove it here",
+            line(&text, "-Djava.security")
+        )
+    );
+    // without sasl it is the operator's own business
+    parse(&HA.replace(
+        "jvm_options = [\"-Xmx512m\"]",
+        "jvm_options = [\"-Xmx512m\", \"-Djava.security.auth.login.config=/x.jaas\"]",
+    ));
+}
 
 /// The 1-based line of the first `needle` in `text`.
 fn line(text: &str, needle: &str) -> usize {

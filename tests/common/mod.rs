@@ -3,7 +3,7 @@
 //! only some of them.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn ferry() -> Command {
@@ -24,4 +24,50 @@ pub fn ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The command lines of every process this test is answerable for: those
+/// in the hosts' network namespaces (their sshd sessions, curl, docker) and
+/// this test's own descendants (ferry). Other processes of the machine (a CI
+/// agent fetching its own presigned URLs, say) are not ferry's business.
+pub fn hosts_command_lines(hosts_dir: &Path, n: usize) -> Vec<String> {
+    let netns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+    let hosts: Vec<_> = (1..=n)
+        .filter_map(|i| {
+            let pid = std::fs::read_to_string(hosts_dir.join(format!("h{i}/sshd.pid"))).ok()?;
+            netns(pid.trim())
+        })
+        .collect();
+    assert_eq!(hosts.len(), n, "the hosts' sshd pids");
+    let parent = |pid: &str| -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // the fields after the command name, which is in parentheses
+        let rest = &stat[stat.rfind(')')? + 2..];
+        rest.split(' ').nth(1).map(str::to_string)
+    };
+    let me = std::process::id().to_string();
+    let ours = |pid: &str| {
+        netns(pid).is_some_and(|n| hosts.contains(&n)) || {
+            let mut p = pid.to_string();
+            (0..64).any(|_| match parent(&p) {
+                Some(pp) if pp == me => true,
+                Some(pp) if pp != "0" => {
+                    p = pp;
+                    false
+                }
+                _ => false,
+            })
+        }
+    };
+    let mut v = Vec::new();
+    for d in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = d.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) || !ours(&name) {
+            continue;
+        }
+        if let Ok(c) = std::fs::read(d.path().join("cmdline")) {
+            v.push(String::from_utf8_lossy(&c).replace('\0', " "));
+        }
+    }
+    v
 }
