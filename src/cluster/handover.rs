@@ -17,9 +17,10 @@
 
 use std::time::{Duration, Instant};
 
+use super::file::LOGIN_CONFIG;
 use super::hosts::ClusterHost;
 use super::launch::Fleet;
-use super::plan::{Plan, Role};
+use super::plan::{JaasSection, Plan, Role, ZK_SECRET_IN, ZK_SERVER_JAAS};
 use crate::push::sh_quote;
 
 /// Where the masters' leader latch lives, and how to reach it.
@@ -34,6 +35,9 @@ pub struct Latch {
     pub server: String,
     /// `<spark.deploy.zookeeper.dir>/leader_election`.
     pub path: String,
+    /// The JAAS file in the container that logs the client in, when the
+    /// ensemble admits only logged-in sessions (`zookeeper.auth = "sasl"`).
+    pub login: Option<String>,
 }
 
 /// The latch of a plan with masters under ZooKeeper; `None` without.
@@ -63,12 +67,18 @@ pub fn latch(plan: &Plan) -> Option<Latch> {
     let start = zk.command.first()?;
     let cli = format!("{}/zkCli.sh", start.rsplit_once('/')?.0);
     let port = zk.ports.first()?.port;
+    let login = host
+        .jaas
+        .iter()
+        .any(|j| j.section == JaasSection::Server)
+        .then(|| format!("{ZK_SECRET_IN}/{ZK_SERVER_JAAS}"));
     Some(Latch {
         host: host.name.clone(),
         container: zk.name.clone(),
         cli,
         server: format!("{}:{port}", host.address),
         path: format!("{dir}/leader_election"),
+        login,
     })
 }
 
@@ -105,8 +115,11 @@ pub fn delete(conn: &dyn ClusterHost, l: &Latch, node: &str) -> Result<(), Strin
 
 fn cli_script(l: &Latch, command: &str) -> String {
     // the client logs to stderr; its answer is on stdout
+    let env = l.login.as_ref().map_or(String::new(), |f| {
+        sh_quote(&format!("--env=CLIENT_JVMFLAGS=-D{LOGIN_CONFIG}={f}")) + " "
+    });
     format!(
-        "docker exec {} timeout 30 {} -server {} {} 2>/dev/null",
+        "docker exec {env}{} timeout 30 {} -server {} {} 2>/dev/null",
         sh_quote(&l.container),
         sh_quote(&l.cli),
         sh_quote(&l.server),
@@ -197,6 +210,80 @@ pub fn stop_leader(
             "stopped (no leader latch found: the standby waits for the session to expire)".into(),
         ),
     }
+}
+
+/// The leading master, as it was before something that may make it exit.
+pub struct Watched<'f> {
+    host: String,
+    container: String,
+    started: String,
+    noted: Noted<'f>,
+}
+
+fn started_at(conn: &dyn ClusterHost, container: &str) -> Option<String> {
+    conn.run(
+        "reading the leading master's start time",
+        // a stopped container (waiting for its restart) counts as changed
+        &format!(
+            "docker inspect --format '{{{{if .State.Running}}}}{{{{.State.StartedAt}}}}{{{{end}}}}' {}",
+            sh_quote(container)
+        ),
+        &[],
+    )
+    .ok()
+    .map(|s| s.trim().to_string())
+}
+
+/// Notes the leading master (`leader`: its host and container), its start
+/// time and its latch node, before a ZooKeeper server is replaced.
+///
+/// Curator drops leadership when the server its session is on goes away,
+/// and Spark's master then exits (Docker restarts it as a standby); its
+/// latch node bars the next standby until its session expires.
+pub fn watch<'f>(fleet: &'f Fleet, leader: (&str, &str)) -> Option<Watched<'f>> {
+    let (host, container) = leader;
+    let started = started_at(fleet.ok(host)?, container)?;
+    let noted = note_leader(fleet, Duration::ZERO)?;
+    Some(Watched {
+        host: host.to_string(),
+        container: container.to_string(),
+        started,
+        noted,
+    })
+}
+
+impl Watched<'_> {
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+/// If the watched master has restarted since (so its old session is dead),
+/// deletes the latch node it left and says so; otherwise does nothing.
+pub fn release_if_restarted(
+    fleet: &Fleet,
+    w: Watched,
+    still_leads: &dyn Fn() -> bool,
+) -> Option<String> {
+    // it may be exiting still: a few seconds to tell
+    let t0 = Instant::now();
+    loop {
+        if still_leads() || t0.elapsed() > Duration::from_secs(5) {
+            return None;
+        }
+        let now = started_at(fleet.ok(&w.host)?, &w.container)?;
+        if now != w.started || now.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Some(match delete(w.noted.conn, &w.noted.latch, &w.noted.node) {
+        Ok(()) => format!(
+            "{}: the leading master lost its ZooKeeper server and restarted; its leader latch node {} deleted",
+            w.host, w.noted.node
+        ),
+        Err(why) => format!("{}: {why}", w.host),
+    })
 }
 
 #[cfg(test)]

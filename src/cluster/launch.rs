@@ -444,12 +444,27 @@ fn start_role(
                 Err(why) => fleet.fail(&s.host, why),
             }
         }
+        let watched = (role == Role::Zookeeper)
+            .then(|| {
+                let (h, c, _) = masters(fleet.plan)
+                    .into_iter()
+                    .find(|(h, _, _)| leads(fleet, &h.name))?;
+                handover::watch(fleet, (&h.name, &c.name))
+            })
+            .flatten();
         show(ensure_on(std::slice::from_ref(&s.host), Some(&s.container)));
         if let Some(g) = gate {
             // workers still to be replaced may be the broken ones this
             // upgrade fixes: the gate waits on the others
             let pending: Vec<String> = order[i + 1..].iter().map(|s| s.host.clone()).collect();
             wait(fleet, g, role, hosts, true, &pending, p)?;
+        }
+        // (with the ensemble whole again, the node can be deleted)
+        if let Some(what) = watched.and_then(|w| {
+            let host = w.host().to_string();
+            handover::release_if_restarted(fleet, w, &|| leads(fleet, &host))
+        }) {
+            p(&what);
         }
     }
     Ok(())

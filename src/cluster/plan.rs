@@ -275,9 +275,9 @@ pub const SECRET_VAR: &str = "_SPARK_AUTH_SECRET";
 /// With `zookeeper.auth = "sasl"`: where the JAAS files' folders go in
 /// containers (the ZooKeeper server's own folder; the masters get the
 /// secret's folder), and the files' names.
-const ZK_SECRET_IN: &str = "/etc/ferry/zookeeper-secret";
+pub const ZK_SECRET_IN: &str = "/etc/ferry/zookeeper-secret";
 const SPARK_SECRET_IN: &str = "/etc/ferry/secret";
-const ZK_SERVER_JAAS: &str = "zookeeper-server.jaas";
+pub const ZK_SERVER_JAAS: &str = "zookeeper-server.jaas";
 const ZK_CLIENT_JAAS: &str = "zookeeper-client.jaas";
 
 struct Labels<'a> {

@@ -94,10 +94,13 @@ pub fn zookeeper_environment(
 /// The one ZooKeeper user of a cluster with `zookeeper.auth = "sasl"`.
 pub const ZK_LOGIN_USER: &str = "spark";
 
-/// The ZooKeeper server's JAAS file: its only user and that user's password.
+/// The ZooKeeper server's JAAS file: its only user and that user's
+/// password; and the same login for a client in the server's container
+/// (`zkCli.sh`, which ferry runs there to hand the masters' leadership over).
 pub fn jaas_server(password: &str) -> String {
     format!(
-        "Server {{\n  org.apache.zookeeper.server.auth.DigestLoginModule required\n  user_{ZK_LOGIN_USER}=\"{password}\";\n}};\n"
+        "Server {{\n  org.apache.zookeeper.server.auth.DigestLoginModule required\n  user_{ZK_LOGIN_USER}=\"{password}\";\n}};\n{}",
+        jaas_client(password)
     )
 }
 
@@ -211,6 +214,7 @@ mod tests {
         let client = jaas_client("pw");
         assert!(server.starts_with("Server {\n"));
         assert!(server.contains("user_spark=\"pw\";"), "{server}");
+        assert!(server.ends_with(&client), "{server}");
         assert!(client.starts_with("Client {\n"));
         assert!(
             client.contains("username=\"spark\"\n  password=\"pw\";"),
