@@ -457,10 +457,29 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
             samples
         });
         let t0 = Instant::now();
-        f.ok(&["up"]);
+        let out = f.run(&["up"]);
         let secs = t0.elapsed().as_secs_f64();
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        (poller.join().unwrap(), secs)
+        let samples = poller.join().unwrap();
+        // a timeline for the log: what `up` did, and the masters' states
+        // whenever they changed
+        let said = String::from_utf8_lossy(&out.stderr);
+        let mut timeline: Vec<String> = said
+            .lines()
+            .filter(|l| l.contains("rolling") || l.contains("latch") || l.contains("gate"))
+            .map(|l| format!("  up: {}", l.trim()))
+            .collect();
+        let mut last: Option<&Vec<String>> = None;
+        for (t, st) in &samples {
+            if last != Some(st) {
+                let at = t.saturating_duration_since(t0).as_secs_f64();
+                timeline.push(format!("  {at:6.1}s  masters: {st:?}"));
+                last = Some(st);
+            }
+        }
+        let _ = writeln!(std::io::stderr().lock(), "{}", timeline.join("\n"));
+        assert!(out.status.success(), "up during the long job:\n{said}");
+        (samples, secs)
     });
     let both = samples
         .iter()
@@ -589,18 +608,18 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
 
     // scale out by a worker on h1, run a job on all three, scale back in:
     // the cluster file and the hosts agree
-    // (a smaller one: its own size goes into its [[host]])
-    f.ok_args(&["scale"], &["--add-worker", "h1", "--memory", "384m"]);
+    // (a bigger one: its own size goes into its [[host]])
+    f.ok_args(&["scale"], &["--add-worker", "h1", "--memory", "640m"]);
     let text = std::fs::read_to_string(&f.cluster).unwrap();
     assert!(text.contains("hosts = [\"h2\", \"h3\", \"h1\"]"), "{text}");
-    assert!(text.contains("worker = { memory = \"384m\" }"), "{text}");
+    assert!(text.contains("worker = { memory = \"640m\" }"), "{text}");
     let s = f.wait_status("three workers", 90, |s| s["workers_registered"] == 3);
     assert_eq!(s["workers_planned"], 3);
     let args = f.ssh(
         0,
         "docker inspect --format '{{json .Args}}' ferry-e2e-worker",
     );
-    assert!(args.contains("\"--memory\",\"384m\""), "{args}");
+    assert!(args.contains("\"--memory\",\"640m\""), "{args}");
     f.submit_sample();
     f.ok_args(&["scale"], &["--remove-worker", "h1", "--drain-secs", "60"]);
     assert!(
@@ -737,6 +756,13 @@ jvm_options = ["-Xmx128m"]
             .iter()
             .any(|(what, out)| what == "submit" && out.lines().any(|l| l == SAMPLE_ANSWER)),
         "the sample job's answer: {outputs:?}"
+    );
+    // the planned failover's handover logged in to the ensemble too
+    assert!(
+        outputs.iter().any(|(what, out)| what == "drill failover"
+            && out.contains("its leader latch node")
+            && out.contains("deleted")),
+        "the drill's handover: {outputs:?}"
     );
     assert!(
         seen.iter()

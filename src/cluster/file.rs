@@ -612,12 +612,8 @@ impl ClusterFile {
         if w.cores == 0 {
             return Err(at.err(None, "spark.workers.cores", "must be at least 1".into()));
         }
-        if !valid_memory(&w.memory) {
-            return Err(at.err(
-                None,
-                "spark.workers.memory",
-                format!("`{}` is not a memory size like `512m` or `2g`", w.memory),
-            ));
+        if let Some(why) = worker_memory_problem(&w.memory) {
+            return Err(at.err(None, "spark.workers.memory", why));
         }
         for h in &self.hosts {
             let Some(size) = &h.worker else { continue };
@@ -629,17 +625,13 @@ impl ClusterFile {
                     "must be at least 1".into(),
                 ));
             }
-            if let Some(m) = size
+            if let Some(why) = size
                 .get_ref()
                 .memory
                 .as_deref()
-                .filter(|m| !valid_memory(m))
+                .and_then(worker_memory_problem)
             {
-                return Err(at.spanned(
-                    size,
-                    &format!("{field}.memory"),
-                    format!("`{m}` is not a memory size like `512m` or `2g`"),
-                ));
+                return Err(at.spanned(size, &format!("{field}.memory"), why));
             }
         }
         for (role, props) in [
@@ -858,6 +850,28 @@ fn looks_secret(key: &str) -> bool {
 fn valid_memory(m: &str) -> bool {
     let digits = m.trim_end_matches(|c: char| "kKmMgGtT".contains(c));
     !digits.is_empty() && digits.len() + 1 == m.len() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Spark refuses an executor (and a driver) under 1.5 times its 300 MiB
+/// reserve: a worker with less memory could never run one.
+const MIN_WORKER_MIB: u64 = 450;
+
+/// What is wrong with a worker's memory size, if anything.
+fn worker_memory_problem(m: &str) -> Option<String> {
+    if !valid_memory(m) {
+        return Some(format!("`{m}` is not a memory size like `512m` or `2g`"));
+    }
+    let (digits, unit) = m.split_at(m.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    let mib = match unit.to_ascii_lowercase().as_str() {
+        "k" => n / 1024,
+        "m" => n,
+        "g" => n.saturating_mul(1024),
+        _ => n.saturating_mul(1024 * 1024),
+    };
+    (mib < MIN_WORKER_MIB).then(|| {
+        format!("`{m}` is too small: Spark needs at least {MIN_WORKER_MIB}m to run one executor")
+    })
 }
 
 /// The file being checked, to turn byte offsets into line numbers.
@@ -1163,6 +1177,23 @@ mod edit_tests {
         .to_string();
         assert!(
             e.contains("host `c`.worker.memory") && e.contains("`lots`"),
+            "{e}"
+        );
+        let small = WorkerSize {
+            cores: None,
+            memory: Some("384m".into()),
+        };
+        let e = edit_workers(
+            TEXT,
+            Path::new("c.toml"),
+            Some(("c", Some("10.0.0.3"))),
+            &small,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`384m` is too small: Spark needs at least 450m"),
             "{e}"
         );
     }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 
@@ -92,7 +93,17 @@ pub fn run(a: SubmitArgs) -> Result<ExitCode> {
         content.as_deref(),
         &a.args,
         &mut std::io::stdout(),
-    )?;
+    );
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        // removing the driver ended the run: the handler says how it went
+        // and exits; wait for it rather than report the driver's end
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < std::time::Duration::from_secs(120) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        return Ok(ExitCode::from(130));
+    }
+    let code = code?;
     Ok(if code == 0 {
         ExitCode::SUCCESS
     } else {
@@ -100,6 +111,9 @@ pub fn run(a: SubmitArgs) -> Result<ExitCode> {
         ExitCode::FAILURE
     })
 }
+
+/// Set by the Ctrl-C handler before it removes the driver.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// On Ctrl-C (or SIGTERM), removes the driver's container from its host
 /// through a session of its own, then exits with 130 as a shell would.
@@ -112,6 +126,7 @@ fn remove_on_interrupt(
 ) -> Result<()> {
     let (plan, hp, ssh, driver) = (plan.clone(), hp.clone(), ssh.clone(), driver.to_string());
     ctrlc::set_handler(move || {
+        INTERRUPTED.store(true, Ordering::SeqCst);
         eprintln!("interrupted: removing the driver `{driver}` from {}", hp.name);
         let conn: Result<Box<dyn ClusterHost>, String> = if local {
             Ok(Box::new(LocalHost))
