@@ -243,6 +243,15 @@ fn master_states(addrs: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Whether a master shows an application RUNNING.
+fn an_app_runs(addrs: &[String]) -> bool {
+    master_json(addrs).iter().any(|j| {
+        j["activeapps"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|app| app["state"] == "RUNNING"))
+    })
+}
+
 /// Each master's `/json/` (`null` when it does not answer).
 fn master_json(addrs: &[String]) -> Vec<Value> {
     use std::io::Read;
@@ -429,13 +438,7 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
     let running = long.spawn().unwrap();
-    f.wait_status("the long job is running", 120, |_| {
-        master_json(&f.addrs).iter().any(|j| {
-            j["activeapps"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|app| app["state"] == "RUNNING"))
-        })
-    });
+    f.wait_status("the long job is running", 120, |_| an_app_runs(&f.addrs));
     let text = std::fs::read_to_string(&f.cluster)
         .unwrap()
         .replace("-Xmx128m", "-Xmx144m")
@@ -525,11 +528,7 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
         .stderr(std::process::Stdio::piped());
     let child = interrupted.spawn().unwrap();
     f.wait_status("the job to interrupt is running", 120, |_| {
-        master_json(&f.addrs).iter().any(|j| {
-            j["activeapps"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|app| app["state"] == "RUNNING"))
-        })
+        an_app_runs(&f.addrs)
     });
     let drivers = "docker ps --all --quiet --filter label=ferry.driver=e2e";
     assert_ne!(
