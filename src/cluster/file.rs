@@ -439,11 +439,14 @@ impl ClusterFile {
                 format!("`{d}` is neither `ssh` nor an object-storage URL (`s3://bucket/prefix`)"),
             ));
         };
-        if !["s3", "oss", "gs", "https", "http"].contains(&scheme) {
+        // what `ferry up` can have the hosts pull from (src/objstore)
+        if !["s3", "oss"].contains(&scheme) {
             return Err(at.spanned(
                 &self.delivery,
                 "delivery",
-                format!("`{scheme}://` is not an object-storage scheme ferry knows (s3, oss, gs, https, http)"),
+                format!(
+                    "`{scheme}://` is not a delivery ferry can pull from: use `ssh`, `s3://bucket/prefix` (any S3-compatible store, with `[object_store] endpoint`) or `oss://bucket/prefix`"
+                ),
             ));
         }
         if rest

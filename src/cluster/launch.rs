@@ -1502,9 +1502,11 @@ pub fn down(fleet: &Fleet, purge: bool) -> Vec<(String, Vec<String>)> {
         });
     }
     fleet.each(&names, &|hp, c| {
+        // the cluster's containers, and drivers `ferry submit` left behind
         let mut s = format!(
-            "set -u\nnames=$(docker ps --all --filter {} --format '{{{{.Names}}}}') || exit 1\nif [ -n \"$names\" ]; then docker rm --force $names >/dev/null || exit 1; fi\nfor n in $names; do echo \"$n\"; done\n",
-            filter("")
+            "set -u\nnames=$(docker ps --all --filter {} --format '{{{{.Names}}}}'; docker ps --all --filter {} --format '{{{{.Names}}}}') || exit 1\nif [ -n \"$names\" ]; then docker rm --force $names >/dev/null || exit 1; fi\nfor n in $names; do echo \"$n\"; done\n",
+            filter(""),
+            sh_quote(&format!("label=ferry.driver={}", plan.cluster))
         );
         if purge {
             let mut parents: Vec<String> = Vec::new();

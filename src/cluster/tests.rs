@@ -484,6 +484,12 @@ fn refuses_credentials_in_the_delivery_url() {
     ));
     assert!(e.contains("`delivery`: the URL carries credentials"), "{e}");
     parse(&HA.replace("delivery = \"ssh\"", "delivery = \"s3://bucket/images/\""));
+    // a scheme `up` could not pull from is refused before any host is touched
+    let e = refusal(&HA.replace("delivery = \"ssh\"", "delivery = \"gs://bucket/images/\""));
+    assert!(
+        e.contains("`delivery`: `gs://` is not a delivery ferry can pull from"),
+        "{e}"
+    );
 }
 
 #[test]
