@@ -356,6 +356,9 @@ pub struct HostState {
     /// coreutils' does; busybox's reads ahead), so one upload script can
     /// take many blobs from one stream.
     pub exact_head: bool,
+    /// `unpigz` is on the PATH: dockerd (20.10 on) unpacks gzip layers with
+    /// it when its own PATH has it, which a load here measured 25% faster.
+    pub has_unpigz: bool,
     /// `RootFS.Layers` (diff_ids) of every image Docker has.
     pub docker_layers: Vec<Vec<String>>,
 }
@@ -363,6 +366,7 @@ pub struct HostState {
 const DOCKER_MARK: &str = "--ferry-docker--";
 const NO_DOCKER_MARK: &str = "--ferry-no-docker--";
 const EXACT_HEAD_MARK: &str = "--ferry-exact-head--";
+const NO_UNPIGZ_MARK: &str = "--ferry-no-unpigz--";
 const LAYERS_MARK: &str = "--ferry-docker-layers--";
 
 impl HostState {
@@ -370,6 +374,7 @@ impl HostState {
     pub fn parse(out: &str) -> HostState {
         let mut st = HostState {
             has_docker: true,
+            has_unpigz: true,
             ..HostState::default()
         };
         let mut in_docker = false;
@@ -387,6 +392,8 @@ impl HostState {
                 }
             } else if line == EXACT_HEAD_MARK {
                 st.exact_head = true;
+            } else if line == NO_UNPIGZ_MARK {
+                st.has_unpigz = false;
             } else if line == NO_DOCKER_MARK {
                 st.has_docker = false;
             } else if in_docker {
@@ -556,6 +563,7 @@ cd "$S/blobs/sha256" || exit 2
 set -- *
 if [ -e "$1" ]; then stat -c '%s %n' -- "$@" || exit 2; fi
 [ "$(printf ab | {{ head -c 1 >/dev/null; cat; }})" = b ] && echo {EXACT_HEAD_MARK}
+command -v unpigz >/dev/null 2>&1 || echo {NO_UNPIGZ_MARK}
 command -v {rt} >/dev/null 2>&1 || echo {NO_DOCKER_MARK}
 echo {DOCKER_MARK}
 {rt} image inspect --format '{{{{.Id}}}}' {reference} 2>/dev/null || true
@@ -743,6 +751,8 @@ pub struct HostStats {
     pub resumed: usize,
     pub replaced: usize,
     pub loaded: bool,
+    /// Docker loaded the image without `unpigz` on the host's PATH.
+    pub loaded_without_unpigz: bool,
 }
 
 pub struct HostOutcome {
@@ -889,6 +899,7 @@ pub fn push_host(
         });
     }
     stats.loaded = true;
+    stats.loaded_without_unpigz = opts.runtime == Runtime::Docker && !state.has_unpigz;
     record(&remote, &opts.store, image)?;
     reporter.event(&label, Event::Loaded);
     Ok(())
@@ -1167,6 +1178,11 @@ mod tests {
         assert!(st.has_docker);
         let st = HostState::parse(&format!("{NO_DOCKER_MARK}\n{DOCKER_MARK}\n"));
         assert!(!st.has_docker && st.docker_id.is_none());
+        assert!(st.has_unpigz && !st.exact_head);
+        let st = HostState::parse(&format!(
+            "{EXACT_HEAD_MARK}\n{NO_UNPIGZ_MARK}\n{DOCKER_MARK}\n"
+        ));
+        assert!(!st.has_unpigz && st.exact_head);
     }
 
     #[test]
@@ -1215,6 +1231,7 @@ mod tests {
             has_docker: true,
             docker_layers: vec![],
             exact_head: true,
+            has_unpigz: true,
         };
         let p = plan(&img, &host, &BTreeSet::from([a.clone()]));
         let got: Vec<(String, u64, bool)> = p
