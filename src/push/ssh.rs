@@ -417,15 +417,64 @@ impl Remote {
         feed: &mut dyn FnMut(&mut dyn Write) -> Result<(), PushError>,
         ok: &[i32],
     ) -> Result<Vec<u8>, PushError> {
+        let mut running = self.start(what, script)?;
+        running.feed(feed);
+        running.finish(ok)
+    }
+
+    /// Starts `script` under `sh` and returns at once: the host's shell may
+    /// still be starting. Several may run at a time on one session (sshd
+    /// allows 10 by default), so the round trips and shell start-up of one
+    /// overlap with the bytes of another.
+    pub fn start(&self, what: &str, script: &str) -> Result<Running<'_>, PushError> {
         let mut ch = self
             .sess
             .channel_session()
             .map_err(|e| self.ssh_error(what, e))?;
         ch.exec(&command_line(script, self.sudo))
             .map_err(|e| self.ssh_error(what, e))?;
-        let fed = feed(&mut ch);
-        // after a failed write the script may have exited early: its status says more
-        let _ = ch.send_eof();
+        Ok(Running {
+            remote: self,
+            ch,
+            what: what.to_string(),
+            fed: Ok(()),
+        })
+    }
+}
+
+/// A script running on the host, started by [`Remote::start`].
+pub struct Running<'a> {
+    remote: &'a Remote,
+    ch: Channel,
+    what: String,
+    fed: Result<(), PushError>,
+}
+
+impl Running<'_> {
+    /// What the script does, as messages name it.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// Lets `feed` write the script's stdin, then closes it. A failed write
+    /// is kept for [`Running::finish`]: the script may have exited early,
+    /// and its status says more.
+    pub fn feed(&mut self, feed: &mut dyn FnMut(&mut dyn Write) -> Result<(), PushError>) {
+        self.fed = feed(&mut self.ch);
+        let _ = self.ch.send_eof();
+    }
+
+    /// Waits for the script to end and returns its stdout when the exit
+    /// status is one of `ok`. A local file that could not be read is the
+    /// error whatever the script said, as it is the cause.
+    pub fn finish(self, ok: &[i32]) -> Result<Vec<u8>, PushError> {
+        let Running {
+            remote,
+            mut ch,
+            what,
+            fed,
+        } = self;
+        let what = what.as_str();
         let mut stdout = Vec::new();
         let read = ch.read_to_end(&mut stdout);
         let mut stderr = String::new();
@@ -433,33 +482,34 @@ impl Remote {
         let closed = ch.wait_close();
         let status = ch.exit_status().ok().filter(|_| closed.is_ok());
         match (status, fed) {
+            (_, Err(e @ (PushError::Local { .. } | PushError::LocalCorrupt { .. }))) => Err(e),
             (Some(s), Ok(())) if ok.contains(&s) => {
-                read.map_err(|e| self.io_error(what, e))?;
+                read.map_err(|e| remote.io_error(what, e))?;
                 Ok(stdout)
             }
-            (Some(s), _) if self.sudo && stderr.contains(SUDO_MARK) && s == EXIT_SUDO_REFUSED => {
+            (Some(s), _) if remote.sudo && stderr.contains(SUDO_MARK) && s == EXIT_SUDO_REFUSED => {
                 Err(PushError::SudoRefused {
-                    host: self.label.clone(),
-                    user: self.user.clone(),
+                    host: remote.label.clone(),
+                    user: remote.user.clone(),
                 })
             }
-            (Some(s), _) if self.sudo && stderr.contains(SUDO_MARK) && s == EXIT_NO_SUDO => {
+            (Some(s), _) if remote.sudo && stderr.contains(SUDO_MARK) && s == EXIT_NO_SUDO => {
                 Err(PushError::NoSudo {
-                    host: self.label.clone(),
-                    user: self.user.clone(),
+                    host: remote.label.clone(),
+                    user: remote.user.clone(),
                 })
             }
             (Some(s), _) if !ok.contains(&s) => Err(PushError::Remote {
-                host: self.label.clone(),
+                host: remote.label.clone(),
                 what: what.to_string(),
                 status: s,
                 stderr: stderr.trim().to_string(),
             }),
             (_, Err(e)) => Err(e),
             _ => Err(match (read, closed) {
-                (Err(e), _) => self.io_error(what, e),
-                (_, Err(e)) => self.ssh_error(what, e),
-                _ => self.io_error(
+                (Err(e), _) => remote.io_error(what, e),
+                (_, Err(e)) => remote.ssh_error(what, e),
+                _ => remote.io_error(
                     what,
                     std::io::Error::other("the channel closed without an exit status"),
                 ),
