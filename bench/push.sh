@@ -18,9 +18,12 @@
 # host's link. The hosts share this machine's 2 cores with the controller,
 # so 3 hosts vs 1 measures CPU contention, not the network. The image is
 # FERRY_SPARK_LAYOUT when set, else built from images/spark.
+# FERRY_BENCH_LINK=1gbit (any `tc` rate) shapes each host's link to that
+# rate (tbf on its bridge port), for what a real network looks like: there
+# the link, not this machine's CPU, is the limit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,22p' "$0"; exit 0; fi
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,25p' "$0"; exit 0; fi
 [ "$(id -u)" = 0 ] || { echo "error: run as root (the test hosts need it)" >&2; exit 1; }
 command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
 command -v bc >/dev/null || apt-get install -y -qq bc >/dev/null
@@ -37,6 +40,12 @@ else
   $ferry build --out "$work/spark" 2>/dev/null
 fi
 bash tests/hosts.sh up 3 >/dev/null
+link=${FERRY_BENCH_LINK:-}
+if [ -n "$link" ]; then
+  for i in 1 2 3; do
+    tc qdisc replace dev "$(sed -n "${i}p" "$FERRY_HOSTS_DIR/hosts" | cut -d' ' -f3)" root tbf rate "$link" burst 1mb latency 100ms
+  done
+fi
 key="$FERRY_HOSTS_DIR/id_ed25519"
 kh="$FERRY_HOSTS_DIR/known_hosts"
 addr() { sed -n "$1p" "$FERRY_HOSTS_DIR/hosts" | cut -d' ' -f2; }
@@ -62,7 +71,7 @@ urls() { for i in "$@"; do printf 'ssh://root@%s ' "$(addr "$i")"; done; }
 # seconds until the last host stored every blob (its "loading into docker" line)
 sent_at() { grep ': loading into docker' "$work/err" | awk '{print $1}' | tr -d s | sort -n | tail -1; }
 
-echo "ferry $(git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); image: $(echo "$payload / 1000000" | bc) MB of blobs"
+echo "ferry $(git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); image: $(echo "$payload / 1000000" | bc) MB of blobs; links: ${link:-unshaped}"
 echo
 echo "| step | wall s | controller CPU s | MB on the wire per host | image Mbit/s (all hosts) |"
 echo "| --- | ---: | ---: | ---: | ---: |"
