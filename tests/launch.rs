@@ -243,6 +243,43 @@ fn master_states(addrs: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Builds, in `dir`, the Spark image with one file of the sample job
+/// changed (from FERRY_SPARK_DEF, the definition tests/run.sh built, else
+/// images/spark; the download cache makes it quick) and returns its layout.
+fn changed_image(dir: &Path) -> PathBuf {
+    let def = std::env::var_os("FERRY_SPARK_DEF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("images/spark/image.toml"));
+    let src = def.parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let copy = dir.join("def");
+    let cp = Command::new("cp")
+        .arg("-r")
+        .arg(src)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success(), "copying {}", src.display());
+    let job = copy.join("files/opt/ferry/jobs/sample.py");
+    let mut text = std::fs::read_to_string(&job).unwrap();
+    text.push_str("# changed for the rolling upgrade test\n");
+    std::fs::write(&job, text).unwrap();
+    let out_dir = dir.join("layout");
+    let out = ferry()
+        .arg("build")
+        .arg(copy.join(def.file_name().unwrap()))
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "building the changed image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out_dir
+}
+
 /// Whether a master shows an application RUNNING.
 fn an_app_runs(addrs: &[String]) -> bool {
     master_json(addrs).iter().any(|j| {
@@ -439,10 +476,16 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
         .stderr(std::process::Stdio::null());
     let running = long.spawn().unwrap();
     f.wait_status("the long job is running", 120, |_| an_app_runs(&f.addrs));
+    // the upgrade: a changed image (the sample job's file gains a line, so
+    // one layer differs; `up` pushes it) and changed JVM options
+    let layout = std::env::var("FERRY_SPARK_LAYOUT").unwrap();
+    let changed = changed_image(&f.cluster.with_file_name("upgrade"));
     let text = std::fs::read_to_string(&f.cluster)
         .unwrap()
+        .replace(&layout, &changed.display().to_string())
         .replace("-Xmx128m", "-Xmx144m")
         .replace("-Xmx256m", "-Xmx288m");
+    assert!(text.contains(&*changed.to_string_lossy()), "{text}");
     std::fs::write(&f.cluster, text).unwrap();
     let dry = f.ok(&["up", "--dry-run"]);
     assert!(

@@ -343,10 +343,19 @@ pub fn rolling_order(fleet: &Fleet, role: Role, replace: Vec<Survey>) -> Vec<Sur
 
 /// Whether the master on `host` is the ALIVE one.
 fn leads(fleet: &Fleet, host: &str) -> bool {
+    master_in(fleet, host, &["ALIVE"])
+}
+
+/// A master's states once elected: it recovers (hears from every worker and
+/// application) before it is ALIVE.
+const ELECTED: &[&str] = &["ALIVE", "RECOVERING", "COMPLETING_RECOVERY"];
+
+/// Whether the master on `host` is in one of `states` (its `/json/`).
+fn master_in(fleet: &Fleet, host: &str, states: &[&str]) -> bool {
     let address = &plan_host(fleet.plan, host).address;
     master_url_of(fleet.plan, address)
         .and_then(|u| get_json(fleet, &u).ok())
-        .is_some_and(|j| j["status"] == "ALIVE")
+        .is_some_and(|j| j["status"].as_str().is_some_and(|s| states.contains(&s)))
 }
 
 fn master_url_of(plan: &Plan, address: &str) -> Option<String> {
@@ -446,9 +455,10 @@ fn start_role(
         }
         let watched = (role == Role::Zookeeper)
             .then(|| {
+                // the elected master, recovering or ALIVE
                 let (h, c, _) = masters(fleet.plan)
                     .into_iter()
-                    .find(|(h, _, _)| leads(fleet, &h.name))?;
+                    .find(|(h, _, _)| master_in(fleet, &h.name, ELECTED))?;
                 handover::watch(fleet, (&h.name, &c.name))
             })
             .flatten();
@@ -462,7 +472,7 @@ fn start_role(
         // (with the ensemble whole again, the node can be deleted)
         if let Some(what) = watched.and_then(|w| {
             let host = w.host().to_string();
-            handover::release_if_restarted(fleet, w, &|| leads(fleet, &host))
+            handover::release_if_restarted(fleet, w, &|| master_in(fleet, &host, ELECTED))
         }) {
             p(&what);
         }
