@@ -86,7 +86,7 @@ pub fn latch(plan: &Plan) -> Option<Latch> {
 pub fn nodes(conn: &dyn ClusterHost, l: &Latch) -> Result<Vec<String>, String> {
     let out = conn.run(
         "listing the masters' leader latch",
-        &cli_script(l, &format!("ls {}", l.path)),
+        &cli_script(l, &format!("ls {}", sh_quote(&l.path))),
         &[],
     )?;
     Ok(parse_ls(&out))
@@ -96,7 +96,10 @@ pub fn nodes(conn: &dyn ClusterHost, l: &Latch) -> Result<Vec<String>, String> {
 pub fn delete(conn: &dyn ClusterHost, l: &Latch, node: &str) -> Result<(), String> {
     let out = conn.run(
         "handing the masters' leadership over",
-        &cli_script(l, &format!("delete {}/{node}", l.path)),
+        &cli_script(
+            l,
+            &format!("delete {}", sh_quote(&format!("{}/{node}", l.path))),
+        ),
         &[],
     )?;
     // zkCli exits 0 either way and says what went wrong on stdout; a node
