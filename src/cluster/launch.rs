@@ -330,7 +330,8 @@ pub fn rolling_order(fleet: &Fleet, role: Role, replace: Vec<Survey>) -> Vec<Sur
                 .unwrap_or(0);
             let last = match role {
                 Role::Zookeeper => srvr_mode(fleet, &hp.address, port).is_ok_and(|m| m == "leader"),
-                Role::Master => leads(fleet, &s.host),
+                // a leader still recovering is the leader too
+                Role::Master => master_in(fleet, &s.host, ELECTED),
                 Role::Worker => false,
             };
             (u8::from(last), s)
@@ -339,11 +340,6 @@ pub fn rolling_order(fleet: &Fleet, role: Role, replace: Vec<Survey>) -> Vec<Sur
     // stable: the plan's order within each group
     keyed.sort_by_key(|(k, _)| *k);
     keyed.into_iter().map(|(_, s)| s).collect()
-}
-
-/// Whether the master on `host` is the ALIVE one.
-fn leads(fleet: &Fleet, host: &str) -> bool {
-    master_in(fleet, host, &["ALIVE"])
 }
 
 /// A master's states once elected: it recovers (hears from every worker and
@@ -441,7 +437,7 @@ fn start_role(
             s.container,
             s.host
         ));
-        if role == Role::Master && leads(fleet, &s.host) {
+        if role == Role::Master && master_in(fleet, &s.host, ELECTED) {
             // a planned failover: the standby takes over at once
             let stop = format!(
                 "docker stop --time 30 {} >/dev/null",
