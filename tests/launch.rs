@@ -617,6 +617,37 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
     f.ok(&["up"]);
     f.wait_status("the cluster is whole again", 60, |s| s["healthy"] == true);
 
+    // every container stopped, then started on all hosts at once, as after
+    // a power cut: workers that start while their master recovers can be
+    // ignored by it for good; `up` restarts those and the cluster is whole
+    let every = |cmd: &'static str| {
+        std::thread::scope(|sc| {
+            for i in 0..3 {
+                let f = &f;
+                sc.spawn(move || f.ssh(i, cmd));
+            }
+        })
+    };
+    every("docker stop --time 5 $(docker ps -q --filter label=ferry.cluster=e2e) >/dev/null");
+    every("docker start $(docker ps -aq --filter label=ferry.cluster=e2e) >/dev/null");
+    let t0 = Instant::now();
+    let out = f.run(&["up"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "up after a restart of everything: {err}"
+    );
+    let restarted = err.lines().filter(|l| l.contains("restarted it")).count();
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "up after every container restarted at once: {:.1}s, {restarted} stranded workers restarted",
+        t0.elapsed().as_secs_f64()
+    );
+    f.wait_status("whole after a restart of everything", 60, |s| {
+        s["healthy"] == true && all_registered(s)
+    });
+    f.submit_sample();
+
     // a host whose sshd is down fails alone; the rest are checked
     f.hosts_script(&["sshd-stop", "3"]);
     let out = f.run(&["up"]);

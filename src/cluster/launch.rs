@@ -767,7 +767,16 @@ fn wait(
         .map(|h| h.address.clone())
         .collect();
     let start = Instant::now();
+    let mut stranded = Stranded::default();
     loop {
+        if let Gate::WorkersRegistered {
+            status_urls,
+            workers,
+            ..
+        } = g
+        {
+            stranded.restart(fleet, status_urls, workers, &pending, p);
+        }
         let last = match check(fleet, g, strict, &pending) {
             Ok(what) => {
                 p(&format!(
@@ -800,6 +809,88 @@ fn wait(
             });
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// How long a running worker may stay unregistered with an ALIVE master
+/// before it is taken for stranded.
+const STRANDED_AFTER: Duration = Duration::from_secs(25);
+
+/// Workers left out by their master. A worker that (re)started while its
+/// master was recovering from ZooKeeper can get the master's "master
+/// changed" message under its predecessor's id: it then takes itself for
+/// registered, and the master ignores its heartbeats as those of a worker
+/// it never knew (Spark 3.5's `Master.receive(Heartbeat)`). Neither side
+/// ever retries, so the worker idles forever. Every container of a cluster
+/// restarted at once (a rack's power, a host reboot of all daemons) leaves
+/// a cluster like that; a restart of the worker is what registers it.
+#[derive(Default)]
+struct Stranded {
+    /// Since when a master has been ALIVE, in this wait.
+    alive_since: Option<Instant>,
+    /// Worker addresses restarted already (once each).
+    restarted: Vec<String>,
+}
+
+impl Stranded {
+    fn restart(
+        &mut self,
+        fleet: &Fleet,
+        status_urls: &[String],
+        workers: &[String],
+        pending: &[String],
+        p: &(dyn Fn(&str) + Sync),
+    ) {
+        let alive = alive_masters(fleet, status_urls);
+        let Some((url, json)) = alive.first() else {
+            self.alive_since = None;
+            return;
+        };
+        let since = *self.alive_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < STRANDED_AFTER {
+            return;
+        }
+        let registered = registered_workers(json);
+        let failed = failed_addresses(fleet);
+        for w in workers {
+            let Some((addr, _)) = split_addr(w) else {
+                continue;
+            };
+            if registered.contains(w)
+                || self.restarted.contains(w)
+                || failed.contains(&addr)
+                || pending.contains(&addr)
+            {
+                continue;
+            }
+            self.restarted.push(w.clone());
+            let Some((hp, c)) = fleet.plan.hosts.iter().find_map(|h| {
+                (h.address == addr)
+                    .then(|| h.containers.iter().find(|c| c.role == Role::Worker))
+                    .flatten()
+                    .map(|c| (h, c))
+            }) else {
+                continue;
+            };
+            let Some(conn) = fleet.ok(&hp.name) else {
+                continue;
+            };
+            let secs = since.elapsed().as_secs();
+            match conn.run(
+                "restarting a stranded worker",
+                &format!("docker restart --time 10 {} >/dev/null", sh_quote(&c.name)),
+                &[],
+            ) {
+                Ok(_) => p(&format!(
+                    "{}: its worker stayed unregistered with {url} for {secs}s: restarted it (a worker started while its master recovered is ignored by it)",
+                    hp.name
+                )),
+                Err(why) => p(&format!(
+                    "{}: its worker is not registered with {url}, and restarting it failed: {why}",
+                    hp.name
+                )),
+            }
+        }
     }
 }
 
