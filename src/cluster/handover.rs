@@ -133,20 +133,88 @@ fn cli_script(l: &Latch, command: &str) -> String {
 /// The node names of a `ls` answer (`[a, b]`, possibly amid other output),
 /// lowest sequence number first.
 fn parse_ls(out: &str) -> Vec<String> {
+    let mut v: Vec<String> = ls_names(out)
+        .into_iter()
+        .filter(|s| s.contains("latch-"))
+        .collect();
+    let seq = |s: &String| s.rsplit('-').next().and_then(|n| n.parse::<u64>().ok());
+    v.sort_by_key(|s| (seq(s), s.clone()));
+    v
+}
+
+/// Every name of a `ls` answer's list (the last `[...]` of its output).
+fn ls_names(out: &str) -> Vec<String> {
     let Some(list) = out
         .rfind('[')
         .and_then(|i| out[i + 1..].split_once(']').map(|(l, _)| l))
     else {
         return Vec::new();
     };
-    let mut v: Vec<String> = list
-        .split(',')
+    list.split(',')
         .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty() && s.contains("latch-"))
-        .collect();
-    let seq = |s: &String| s.rsplit('-').next().and_then(|n| n.parse::<u64>().ok());
-    v.sort_by_key(|s| (seq(s), s.clone()));
-    v
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Clears Spark's recovery state (`<dir>/master_status`: the workers,
+/// applications and drivers the last leader knew) when nothing it names
+/// can still be alive: no master, worker or `ferry submit` driver of the
+/// cluster runs on any of its hosts, and every host answered. A leader
+/// elected over such state waits `spark.worker.timeout` (60 s) for the
+/// dead to answer before it is ALIVE; a cluster that was cut off at once
+/// (a power cut, a killed Docker daemon) left exactly that. The masters
+/// create the folder again when they start. Returns what it did.
+pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
+    let Some(latch) = latch(fleet.plan) else {
+        return Ok(None);
+    };
+    let Some(dir) = latch.path.strip_suffix("/leader_election") else {
+        return Ok(None);
+    };
+    let cluster = &fleet.plan.cluster;
+    let label = |l: &str| sh_quote(&format!("label={l}"));
+    let running = format!(
+        "docker ps --quiet --filter {c} --filter {m} && docker ps --quiet --filter {c} --filter {w} && docker ps --quiet --filter {d}",
+        c = label(&format!("ferry.cluster={cluster}")),
+        m = label("ferry.role=master"),
+        w = label("ferry.role=worker"),
+        d = label(&format!("ferry.driver={cluster}")),
+    );
+    let names: Vec<String> = fleet.plan.hosts.iter().map(|h| h.name.clone()).collect();
+    let found = fleet.each(&names, &|_, c| {
+        c.run("looking for running masters and workers", &running, &[])
+    });
+    if !fleet.failures().is_empty() || found.iter().any(|(_, out)| !out.trim().is_empty()) {
+        return Ok(None);
+    }
+    let conn = fleet
+        .ok(&latch.host)
+        .ok_or_else(|| format!("host `{}` cannot be reached", latch.host))?;
+    let state = format!("{dir}/master_status");
+    let out = conn.run(
+        "reading the masters' recovery state",
+        &cli_script(&latch, &format!("ls {}", sh_quote(&state))),
+        &[],
+    )?;
+    let entries = ls_names(&out);
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let out = conn.run(
+        "clearing the masters' recovery state",
+        &cli_script(&latch, &format!("deleteall {}", sh_quote(&state))),
+        &[],
+    )?;
+    if out.contains("Exception") || out.contains("Insufficient permission") {
+        return Err(format!("deleting `{state}`: {}", out.trim()));
+    }
+    let count = |prefix: &str| entries.iter().filter(|e| e.starts_with(prefix)).count();
+    Ok(Some(format!(
+        "no master or worker of the cluster runs: cleared the recovery state it left in ZooKeeper ({} workers, {} applications, {} drivers), so a master is ALIVE without waiting for them",
+        count("worker_"),
+        count("app_"),
+        count("driver_")
+    )))
 }
 
 /// The leader's latch node, noted while it still leads.
@@ -292,6 +360,17 @@ pub fn release_if_restarted(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ls_lists_every_name_of_the_last_list() {
+        let out = "WATCHER::\n[worker_worker-1-10.0.0.2-7078, app_app-2, driver_d-3]\n";
+        assert_eq!(
+            ls_names(out),
+            ["worker_worker-1-10.0.0.2-7078", "app_app-2", "driver_d-3"]
+        );
+        assert!(ls_names("[]").is_empty());
+        assert!(ls_names("Node does not exist: /spark/master_status").is_empty());
+    }
 
     #[test]
     fn ls_answers_sort_by_sequence_and_ignore_noise() {

@@ -235,6 +235,15 @@ pub fn up(
             }
             action => {
                 let role = role_of(action).expect("a start step");
+                if role == Role::Master {
+                    match handover::clear_stale_recovery(fleet) {
+                        Ok(Some(what)) => p(&what),
+                        Ok(None) => {}
+                        Err(why) => p(&format!(
+                            "the masters' recovery state in ZooKeeper stays as it was: {why}"
+                        )),
+                    }
+                }
                 start_role(fleet, step.hosts.as_slice(), role, step.gate.as_ref(), p)?;
             }
         }

@@ -261,7 +261,9 @@ pub enum Gate {
 // seconds; a worker retries registration for about 16 attempts, so waiting
 // longer than that would only watch it give up.
 const ZK_DEADLINE: u32 = 60;
-const MASTER_DEADLINE: u32 = 90;
+/// Covers a leader's recovery, which waits `spark.worker.timeout` (60 s)
+/// for workers that do not answer, after the JVM's start.
+const MASTER_DEADLINE: u32 = 120;
 const WORKER_DEADLINE: u32 = 90;
 
 /// Where config folders go in containers.
