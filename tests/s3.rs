@@ -406,7 +406,7 @@ fn three_hosts_pull_the_spark_image_in_parallel_and_no_secret_shows() {
                 for line in common::hosts_command_lines(&e.hosts, e.addrs.len()) {
                     // the hosts' fetchers and digest checks, wherever they are installed
                     curls += usize::from(line.split_whitespace().next().is_some_and(|a| {
-                        ["curl", "wget", "sha256sum"]
+                        ["curl", "wget", "openssl", "sha256sum"]
                             .iter()
                             .any(|t| a == *t || a.ends_with(&format!("/{t}")))
                     }));
@@ -428,7 +428,7 @@ fn three_hosts_pull_the_spark_image_in_parallel_and_no_secret_shows() {
     assert!(seen.0.is_empty(), "secrets in process lists: {:?}", seen.0);
     assert!(
         seen.1 > 0,
-        "the watcher never saw the hosts' curl, wget or sha256sum; the pull said: {all}"
+        "the watcher never saw the hosts' curl, wget, openssl or sha256sum; the pull said: {all}"
     );
     assert!(
         leaks(&e, &all).is_empty(),
