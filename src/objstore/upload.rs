@@ -7,7 +7,8 @@
 //! one thread reads the file part by part (hashing it on the way, so a damaged
 //! local blob is never completed), a few others send the parts. An upload cut
 //! short is resumed: its parts already in the bucket (listed with ListParts)
-//! are not sent again. Reports through [`Reporter`]; never prints.
+//! are not sent again. At most `parallel + 1` parts are in memory at once.
+//! Reports through [`Reporter`]; never prints.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -18,7 +19,7 @@ use std::sync::{Mutex, mpsc};
 
 use sha2::{Digest, Sha256};
 
-use super::{ObjError, Part, Store};
+use super::{Body, ObjError, Part, Store};
 use crate::push::{LocalBlob, PushImage};
 
 /// What an upload reports while it runs.
@@ -126,7 +127,7 @@ fn small(
         parts: 1,
         reused: 0,
     });
-    store.put(&key, body, &hex)?;
+    store.put(&key, body.into(), &hex)?;
     stats.objects_sent += 1;
     stats.bytes_sent += size;
     reporter.event(Event::Done { name, sent: size });
@@ -197,7 +198,7 @@ fn blob(
             parts: 1,
             reused: 0,
         });
-        store.put(&key, body, &b.hex)?;
+        store.put(&key, body.into(), &b.hex)?;
         stats.objects_sent += 1;
         stats.bytes_sent += b.size;
         reporter.event(Event::Done {
@@ -231,7 +232,10 @@ fn blob(
     let sent = Mutex::new(0u64);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<ObjError>> = Mutex::new(None);
-    let (tx, rx) = mpsc::sync_channel::<(u32, Vec<u8>)>(opts.parallel.max(1));
+    // a rendezvous: a part is read only when a sender is free to take the
+    // one before, so the senders' parts and the one being read are all
+    // that is held
+    let (tx, rx) = mpsc::sync_channel::<(u32, Body)>(0);
     let rx = Mutex::new(rx);
     let read_result = std::thread::scope(|s| {
         for _ in 0..opts.parallel.max(1) {
@@ -281,7 +285,7 @@ fn blob(
                 if failed.load(Ordering::SeqCst) {
                     break;
                 }
-                if !have.contains_key(&i) && tx.send((i, buf)).is_err() {
+                if !have.contains_key(&i) && tx.send((i, Body::from(buf))).is_err() {
                     break;
                 }
             }
