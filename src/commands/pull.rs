@@ -81,6 +81,10 @@ impl upload::Reporter for UploadProgress {
                     format!("{}: sending {}", short(name), human(size))
                 }
             }
+            Event::Differs { name, part } => format!(
+                "{}: part {part} in the bucket holds other bytes (its ETag is not their MD5); sending it again",
+                short(name)
+            ),
             Event::Progress { name, sent, total } => {
                 if t.1.elapsed() < Duration::from_secs(1) || sent == total {
                     return;
