@@ -907,6 +907,19 @@ fn virtual_hosted_urls_work_against_the_server() {
             .contains("needs a DNS name, not an IP address"),
         "{err}"
     );
+    // OSS refuses path-style requests: said before any key is looked for
+    let out = e
+        .ferry_bare(&["push", big.to_str().unwrap(), "oss://bkt/x"])
+        .args(["--region", "cn-hangzhou", "--url-style", "path"])
+        .env_remove("OSS_ACCESS_KEY_ID")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`--url-style path` cannot be used with `oss://`"),
+        "{err}"
+    );
     // `bucket.<domain>` must resolve to the server for ferry alone: a mount
     // namespace of its own, where /etc/hosts is a copy with that name added
     // (the machine's file is not touched)

@@ -208,8 +208,15 @@ pub fn open(
             Flavor::Oss => env("OSS_REGION"),
         };
     }
-    let keys = credentials(&loc, credentials_file, &env)?;
-    Store::new(loc, &settings, keys)
+    // the settings first: a wrong one is not hidden behind missing keys
+    let no_keys = Keys {
+        access_key: String::new(),
+        secret_key: String::new(),
+        session_token: None,
+    };
+    let mut store = Store::new(loc, &settings, no_keys)?;
+    store.keys = credentials(&store.loc, credentials_file, &env)?;
+    Ok(store)
 }
 
 /// Reads the keys for a location: the environment first (`AWS_ACCESS_KEY_ID`,
