@@ -427,6 +427,11 @@ fn the_spark_image_goes_up_once_and_other_tools_can_read_the_layout() {
 
 #[test]
 fn an_interrupted_multipart_upload_sends_only_the_missing_parts() {
+    assert_eq!(
+        progress_left("   1.4s  sha256:e53628ba8746: 49.8 MB / 66.6 MB, 44.4 MB/s"),
+        Some(16_800_000)
+    );
+    assert_eq!(progress_left("   0.0s  index.json: sending 347 B"), None);
     let _turn = turn();
     let Some(e) = env("an_interrupted_multipart_upload") else {
         return;
@@ -437,12 +442,15 @@ fn an_interrupted_multipart_upload_sends_only_the_missing_parts() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // a progress line (`… / …`) means parts of a large blob are in
+    // a progress line (`sha256:…: 49.8 MB / 313.4 MB, …`) means parts of a
+    // large blob are in; cut where at least 4 parts are still to go, so the
+    // upload cannot finish before the kill lands (a 4-part blob whose last
+    // part was in flight did, once)
     let mut seen = Vec::new();
     for line in BufReader::new(child.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
         seen.push(line.clone());
-        if line.contains(" / ") {
+        if progress_left(&line).is_some_and(|left| left >= 4 * PART) {
             break;
         }
     }
@@ -486,6 +494,26 @@ fn an_interrupted_multipart_upload_sends_only_the_missing_parts() {
     let (out, third) = e.push(&e.spark, "resume");
     assert!(out.status.success());
     assert_eq!(third["bytes_sent"].as_u64(), Some(0), "{third}");
+}
+
+/// The bytes a push's progress line says are left of its object
+/// (`total - sent`, from `49.8 MB / 313.4 MB`), or `None` for other lines.
+fn progress_left(line: &str) -> Option<u64> {
+    let bytes = |s: &str| -> Option<f64> {
+        let (n, unit) = s.trim().split_once(' ')?;
+        let scale = match unit {
+            "B" => 1.0,
+            "KB" => 1e3,
+            "MB" => 1e6,
+            "GB" => 1e9,
+            _ => return None,
+        };
+        Some(n.parse::<f64>().ok()? * scale)
+    };
+    let (head, rest) = line.split_once(" / ")?;
+    let sent = bytes(head.rsplit_once(": ")?.1)?;
+    let total = bytes(rest.split_once(',')?.0)?;
+    Some((total - sent).max(0.0).round() as u64)
 }
 
 #[test]
