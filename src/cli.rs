@@ -44,7 +44,7 @@ pub enum Command {
     Vendor(VendorArgs),
     /// Put an image into the Docker of hosts over SSH, sending only the blobs each host lacks, or into a bucket
     #[command(
-        after_help = "Examples:\n  ferry push out/busybox ssh://root@node1 ssh://root@node2:2222\n  ferry push out/spark ssh://spark@node{1,2,3} --identity ~/.ssh/cluster --parallel 16\n  ferry push out/spark ssh://root@node1 --verify --json   # re-hash what the host stores\n  ferry push out/spark ssh://root@10.0.1.5 --jump admin@bastion:2222   # through a jump host, like ssh -J\n  ferry push out/spark ssh://deploy@node1   # not root: scripts run with `sudo -n` (or --no-sudo)\n  ferry push out/spark ssh://root@node1 --runtime podman   # podman load instead of docker load\n  ferry push out/spark s3://images/spark --endpoint http://10.0.0.1:8333   # an OCI layout in a bucket\n  ferry push out/spark oss://images/spark --region cn-hangzhou\n\nA password is read from FERRY_SSH_PASSWORD only, never from the command line. Bucket credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET for oss://) or --credentials-file (mode 0600). Hosts then fetch the image with `ferry pull`."
+        after_help = "Examples:\n  ferry push out/busybox ssh://root@node1 ssh://root@node2:2222\n  ferry push out/spark ssh://spark@node{1,2,3} --identity ~/.ssh/cluster --parallel 16\n  ferry push out/spark ssh://root@node1 --verify --json   # re-hash what the host stores\n  ferry push out/spark ssh://root@10.0.1.5 --jump admin@bastion:2222   # through a jump host, like ssh -J\n  ferry push out/spark ssh://deploy@node1   # not root: scripts run with `sudo -n` (or --no-sudo)\n  ferry push out/spark ssh://root@node1 --runtime podman   # podman load instead of docker load\n  ferry push out/spark s3://images/spark --endpoint http://10.0.0.1:8333   # an OCI layout in a bucket\n  ferry push out/spark oss://images/spark --region cn-hangzhou\n  ferry push out/spark --cluster cluster.toml   # its `delivery` bucket, its `[object_store]` service\n\nA password is read from FERRY_SSH_PASSWORD only, never from the command line. Bucket credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET for oss://) or --credentials-file (mode 0600). Hosts then fetch the image with `ferry pull`."
     )]
     Push(PushArgs),
     /// Have hosts fetch an image from a bucket in parallel (presigned URLs, no keys on the hosts) and load it into their Docker
@@ -124,6 +124,9 @@ pub struct ScaleArgs {
     /// The image's OCI layout [default: the cluster file's image]
     #[arg(long, value_name = "LAYOUT")]
     pub image: Option<PathBuf>,
+    /// Bucket delivery: a credentials file, as `ferry up --credentials-file` takes [default: the environment]
+    #[arg(long, value_name = "FILE")]
+    pub credentials_file: Option<PathBuf>,
     #[command(flatten)]
     pub ssh: SshArgs,
 }
@@ -235,9 +238,12 @@ pub struct VendorArgs {
 pub struct PushArgs {
     /// An OCI image layout folder (as written by `ferry build`)
     pub layout: PathBuf,
-    /// Hosts as `ssh://user@host[:port]`, or one bucket as `s3://bucket/prefix` or `oss://bucket/prefix`
-    #[arg(required = true, value_name = "HOST")]
+    /// Hosts as `ssh://user@host[:port]`, or one bucket as `s3://bucket/prefix` or `oss://bucket/prefix` [with --cluster: the cluster file's `delivery`]
+    #[arg(required_unless_present = "cluster", value_name = "HOST")]
     pub hosts: Vec<String>,
+    /// To a bucket: take the endpoint, region and URL style from a cluster file's `[object_store]` (and the bucket from its `delivery` when none is named)
+    #[arg(long, value_name = "FILE")]
+    pub cluster: Option<PathBuf>,
     #[command(flatten)]
     pub bucket: BucketArgs,
     /// To a bucket: MiB per part of a multipart upload; larger blobs are sent in parts
@@ -426,6 +432,9 @@ pub struct UpArgs {
     /// The blob store on each host, for the image's delivery
     #[arg(long, value_name = "DIR", default_value = "/var/lib/ferry")]
     pub store: String,
+    /// Bucket delivery: a file with `aws_access_key_id = ...` and `aws_secret_access_key = ...` lines, mode 0600 [default: the environment]
+    #[arg(long, value_name = "FILE")]
+    pub credentials_file: Option<PathBuf>,
     /// Print what would be started, kept and replaced (and the rolling order), and change nothing
     #[arg(long)]
     pub dry_run: bool,

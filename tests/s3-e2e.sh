@@ -75,8 +75,11 @@ cat >"$state/s3.json" <<EOF
 EOF
 umask 022
 mkdir -p "$state/weed"
+# buckets are also served as `<bucket>.$domain` (virtual-hosted style); the
+# test that uses it resolves the name in a mount namespace of its own
+domain=s3.ferry.test
 # every port set, all near $port, so nothing collides with another test run
-weed mini -dir="$state/weed" -ip="$net.1" -ip.bind="$net.1" -s3.config="$state/s3.json" \
+weed mini -dir="$state/weed" -ip="$net.1" -ip.bind="$net.1" -s3.config="$state/s3.json" -s3.domainName="$domain" \
   -s3.port="$port" -master.port=$((port + 1)) -filer.port=$((port + 2)) -volume.port=$((port + 3)) \
   -webdav.port=$((port + 4)) -admin.port=$((port + 5)) -s3.port.iceberg=$((port + 6)) \
   -admin.ui=false -bucket=ferry-e2e >"$state/weed.log" 2>&1 </dev/null &
@@ -93,7 +96,7 @@ until [ "$(printf 'user = "%s:%s"\n' "$access" "$secret" | curl -s -o /dev/null 
 done
 say "SeaweedFS answers at $endpoint after $((SECONDS - start))s"
 
-export FERRY_E2E_HOSTS=$FERRY_HOSTS_DIR FERRY_S3_ENDPOINT=$endpoint FERRY_S3_BUCKET=ferry-e2e
+export FERRY_E2E_HOSTS=$FERRY_HOSTS_DIR FERRY_S3_ENDPOINT=$endpoint FERRY_S3_BUCKET=ferry-e2e FERRY_S3_DOMAIN=$domain
 export FERRY_S3_ACCESS_KEY=$access FERRY_S3_SECRET_KEY=$secret
 cargo test --test s3 "$@" -- --test-threads 1
 say "passed in $((SECONDS - start))s"

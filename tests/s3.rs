@@ -2,8 +2,9 @@
 //! real S3 server (SeaweedFS, checking signatures) and `ferry pull` onto
 //! three namespaced hosts (tests/hosts.sh). `tests/s3-e2e.sh` starts both and
 //! sets FERRY_E2E_HOSTS, FERRY_S3_ENDPOINT, FERRY_S3_BUCKET,
-//! FERRY_S3_ACCESS_KEY, FERRY_S3_SECRET_KEY and FERRY_SPARK_LAYOUT; without
-//! them each test says loudly that it was skipped (and fails under CI).
+//! FERRY_S3_ACCESS_KEY, FERRY_S3_SECRET_KEY, FERRY_S3_DOMAIN (the server's
+//! name for virtual-hosted buckets) and FERRY_SPARK_LAYOUT; without them
+//! each test says loudly that it was skipped (and fails under CI).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -14,12 +15,17 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 mod common;
 use common::repo;
 
 const SPARK: &str = "ferry/spark:3.5.3";
 const BUSYBOX: &str = "ferry/busybox:1.35";
+const SAMPLE_ANSWER: &str =
+    "ferry-sample: pi=3.1412 top-words=[('the', 4), ('cluster', 2), ('spark', 2)]";
+/// `ferry push`'s default --part-size, in bytes.
+const PART: u64 = 16 << 20;
 
 struct Env {
     hosts: PathBuf,
@@ -29,6 +35,8 @@ struct Env {
     access: String,
     secret: String,
     spark: PathBuf,
+    /// `bucket.<domain>` names a bucket on the server (virtual-hosted style).
+    domain: String,
 }
 
 /// The fixture, or `None` (after a loud notice; a failure under CI).
@@ -50,6 +58,7 @@ fn env(test: &str) -> Option<Env> {
             access: var("FERRY_S3_ACCESS_KEY")?,
             secret: var("FERRY_S3_SECRET_KEY")?,
             spark: PathBuf::from(var("FERRY_SPARK_LAYOUT")?),
+            domain: var("FERRY_S3_DOMAIN")?,
         })
     })();
     if got.is_none() {
@@ -93,6 +102,16 @@ impl Env {
         c
     }
 
+    /// `ferry` with the keys in the environment, and no endpoint.
+    fn ferry_bare(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        c.args(args)
+            .env("AWS_ACCESS_KEY_ID", &self.access)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env_remove("SSH_AUTH_SOCK");
+        c
+    }
+
     fn push(&self, layout: &Path, prefix: &str) -> (Output, Value) {
         let out = self
             .ferry(&[
@@ -104,6 +123,14 @@ impl Env {
             .output()
             .unwrap();
         let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if out.status.success() {
+            let all = text(&out);
+            assert!(
+                leaks(self, &all).is_empty(),
+                "{:?} in: {all}",
+                leaks(self, &all)
+            );
+        }
         (out, json)
     }
 
@@ -172,6 +199,119 @@ impl Env {
     fn object(&self, key: &str) -> String {
         format!("{}/{}/{key}", self.endpoint, self.bucket)
     }
+
+    /// Whether the bucket has the object `key`.
+    fn has(&self, key: &str) -> bool {
+        let head = self.curl(
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-I",
+                &self.object(key),
+            ],
+            None,
+        );
+        String::from_utf8_lossy(&head.stdout) == "200"
+    }
+
+    /// The sha256 of the object `key`, read back with another client.
+    fn object_sha256(&self, key: &str) -> String {
+        let mut child = Command::new("curl")
+            .args([
+                "-sf",
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--config",
+                "-",
+            ])
+            .arg(self.object(key))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(
+            child.stdin.take().unwrap(),
+            "user = \"{}:{}\"",
+            self.access,
+            self.secret
+        )
+        .unwrap();
+        let mut hasher = Sha256::new();
+        let mut body = child.stdout.take().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut body, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        assert!(child.wait().unwrap().success(), "GET {key} failed");
+        hex::encode(hasher.finalize())
+    }
+
+    /// Unfinished multipart uploads of keys under `prefix/`: (key, upload id).
+    /// (`prefix` has no `/`: curl 7.88 signs a query with one wrongly.)
+    fn uploads(&self, prefix: &str) -> Vec<(String, String)> {
+        let out = self.curl(
+            &[
+                "-f",
+                &format!("{}/{}?prefix={prefix}&uploads=", self.endpoint, self.bucket),
+            ],
+            None,
+        );
+        assert!(out.status.success(), "listing uploads: {}", text(&out));
+        let xml = String::from_utf8_lossy(&out.stdout).into_owned();
+        xml.split("<Upload>")
+            .skip(1)
+            .map(|u| (tag(u, "Key"), tag(u, "UploadId")))
+            .filter(|(k, _)| k.starts_with(&format!("{prefix}/")))
+            .collect()
+    }
+
+    /// Starts a multipart upload of `key` as ferry would (its sha256 in the metadata).
+    fn create_upload(&self, key: &str, sha256: &str) -> String {
+        let out = self.curl(
+            &[
+                "-f",
+                "-X",
+                "POST",
+                "-H",
+                &format!("x-amz-meta-sha256: {sha256}"),
+                &format!("{}?uploads=", self.object(key)),
+            ],
+            None,
+        );
+        let id = tag(&String::from_utf8_lossy(&out.stdout), "UploadId");
+        assert!(!id.is_empty(), "no upload: {}", text(&out));
+        id
+    }
+
+    /// Sends `bytes` as part `n` of an upload, as another client could.
+    fn upload_part(&self, key: &str, id: &str, n: u32, bytes: &[u8]) {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("part");
+        std::fs::write(&f, bytes).unwrap();
+        let out = self.curl(
+            &[
+                "-f",
+                &format!("{}?partNumber={n}&uploadId={id}", self.object(key)),
+            ],
+            Some(&f),
+        );
+        assert!(out.status.success(), "part {n} of {key}: {}", text(&out));
+    }
+}
+
+/// The text of the first `<name>` in `xml`.
+fn tag(xml: &str, name: &str) -> String {
+    let open = format!("<{name}>");
+    xml.split_once(&open)
+        .and_then(|(_, rest)| rest.split_once(&format!("</{name}>")))
+        .map(|(v, _)| v.to_string())
+        .unwrap_or_default()
 }
 
 fn text(o: &Output) -> String {
@@ -194,6 +334,39 @@ fn busybox() -> &'static Path {
             .arg("--out")
             .arg(&out);
         common::ok(&mut c);
+        (dir, out)
+    })
+    .1
+}
+
+/// An image whose one layer (uncompressed) is 12 MiB and a bit of bytes that
+/// do not compress: three parts at `--part-size 5`. Built once per run.
+fn big_image() -> &'static Path {
+    static L: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &L.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let def = dir.path().join("big");
+        std::fs::create_dir_all(&def).unwrap();
+        // xorshift: the same bytes every run, and incompressible enough
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let data: Vec<u8> = (0..(12 << 20) + 4321)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(def.join("big.bin"), data).unwrap();
+        std::fs::write(
+            def.join("image.toml"),
+            "name = \"ferry/big\"\ntag = \"1\"\ncreated = \"2024-01-01T00:00:00Z\"\ncompression = \"none\"\nbase = \"scratch\"\n\n[[layer]]\nname = \"big\"\n[[layer.source]]\npath = \"big.bin\"\ndest = \"/big.bin\"\n",
+        )
+        .unwrap();
+        let toml = def.join("image.toml");
+        common::ok(common::ferry().arg("lock").arg(&toml));
+        let out = dir.path().join("out");
+        common::ok(common::ferry().arg("build").arg(&toml).arg("--out").arg(&out));
         (dir, out)
     })
     .1
@@ -254,6 +427,11 @@ fn the_spark_image_goes_up_once_and_other_tools_can_read_the_layout() {
 
 #[test]
 fn an_interrupted_multipart_upload_sends_only_the_missing_parts() {
+    assert_eq!(
+        progress_left("   1.4s  sha256:e53628ba8746: 49.8 MB / 66.6 MB, 44.4 MB/s"),
+        Some(16_800_000)
+    );
+    assert_eq!(progress_left("   0.0s  index.json: sending 347 B"), None);
     let _turn = turn();
     let Some(e) = env("an_interrupted_multipart_upload") else {
         return;
@@ -264,12 +442,15 @@ fn an_interrupted_multipart_upload_sends_only_the_missing_parts() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // a progress line (`… / …`) means parts of a large blob are in
+    // a progress line (`sha256:…: 49.8 MB / 313.4 MB, …`) means parts of a
+    // large blob are in; cut where at least 4 parts are still to go, so the
+    // upload cannot finish before the kill lands (a 4-part blob whose last
+    // part was in flight did, once)
     let mut seen = Vec::new();
     for line in BufReader::new(child.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
         seen.push(line.clone());
-        if line.contains(" / ") {
+        if progress_left(&line).is_some_and(|left| left >= 4 * PART) {
             break;
         }
     }
@@ -280,16 +461,100 @@ fn an_interrupted_multipart_upload_sends_only_the_missing_parts() {
         "the push ended before it was cut: {seen:?}"
     );
 
+    // what the cut left: unfinished uploads, and multipart blobs not yet whole
+    let unfinished = e.uploads("resume");
+    assert!(
+        !unfinished.is_empty(),
+        "no unfinished upload after the cut: {seen:?}"
+    );
+    let blobs = blob_sizes(&e.spark);
+    let parts_left: u64 = blobs
+        .iter()
+        .filter(|(hex, size)| *size > PART && !e.has(&format!("resume/blobs/sha256/{hex}")))
+        .map(|(_, size)| size.div_ceil(PART))
+        .sum();
+
     let (out, again) = e.push(&e.spark, "resume");
     assert!(out.status.success(), "{}", text(&out));
     eprintln!("after the cut: {again}");
-    let total: u64 = blob_sizes(&e.spark).iter().map(|b| b.1).sum();
+    let total: u64 = blobs.iter().map(|b| b.1).sum();
     assert!(again["resumed"].as_u64().unwrap() >= 1, "{again}");
     assert!(again["parts_reused"].as_u64().unwrap() >= 1, "{again}");
+    assert_eq!(
+        again["parts_sent"].as_u64().unwrap() + again["parts_reused"].as_u64().unwrap(),
+        parts_left,
+        "every part of the blobs the cut left unfinished, sent or reused: {again}"
+    );
     assert!(again["bytes_sent"].as_u64().unwrap() < total, "{again}");
+    // the resumed objects hold the blobs' bytes, as another client reads them
+    for (key, _) in &unfinished {
+        let hex = key.rsplit('/').next().unwrap();
+        assert_eq!(e.object_sha256(key), hex, "{key}");
+    }
     let (out, third) = e.push(&e.spark, "resume");
     assert!(out.status.success());
     assert_eq!(third["bytes_sent"].as_u64(), Some(0), "{third}");
+}
+
+/// The bytes a push's progress line says are left of its object
+/// (`total - sent`, from `49.8 MB / 313.4 MB`), or `None` for other lines.
+fn progress_left(line: &str) -> Option<u64> {
+    let bytes = |s: &str| -> Option<f64> {
+        let (n, unit) = s.trim().split_once(' ')?;
+        let scale = match unit {
+            "B" => 1.0,
+            "KB" => 1e3,
+            "MB" => 1e6,
+            "GB" => 1e9,
+            _ => return None,
+        };
+        Some(n.parse::<f64>().ok()? * scale)
+    };
+    let (head, rest) = line.split_once(" / ")?;
+    let sent = bytes(head.rsplit_once(": ")?.1)?;
+    let total = bytes(rest.split_once(',')?.0)?;
+    Some((total - sent).max(0.0).round() as u64)
+}
+
+#[test]
+fn a_part_in_the_bucket_with_other_bytes_is_sent_again() {
+    let _turn = turn();
+    let Some(e) = env("a_part_in_the_bucket_with_other_bytes") else {
+        return;
+    };
+    let big = big_image();
+    let (hex, size) = blob_sizes(big).into_iter().max_by_key(|b| b.1).unwrap();
+    let part = 5u64 << 20;
+    assert_eq!(size.div_ceil(part), 3, "the big layer should have 3 parts");
+    let bytes = std::fs::read(big.join("blobs/sha256").join(&hex)).unwrap();
+    // an unfinished upload: part 1 right, part 2 of the right size but other bytes
+    let key = format!("etag/blobs/sha256/{hex}");
+    let id = e.create_upload(&key, &hex);
+    e.upload_part(&key, &id, 1, &bytes[..part as usize]);
+    e.upload_part(&key, &id, 2, &vec![b'x'; part as usize]);
+
+    let out = e
+        .ferry(&["push", big.to_str().unwrap(), &e.url("etag"), "--json"])
+        .args(["--part-size", "5"])
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            json["resumed"].as_u64(),
+            json["parts_reused"].as_u64(),
+            json["parts_sent"].as_u64()
+        ),
+        (Some(1), Some(1), Some(2)),
+        "{json}"
+    );
+    assert!(
+        all.contains("part 2 in the bucket holds other bytes"),
+        "{all}"
+    );
+    assert_eq!(e.object_sha256(&key), hex);
 }
 
 #[test]
@@ -406,7 +671,7 @@ fn three_hosts_pull_the_spark_image_in_parallel_and_no_secret_shows() {
                 for line in common::hosts_command_lines(&e.hosts, e.addrs.len()) {
                     // the hosts' fetchers and digest checks, wherever they are installed
                     curls += usize::from(line.split_whitespace().next().is_some_and(|a| {
-                        ["curl", "wget", "sha256sum"]
+                        ["curl", "wget", "openssl", "sha256sum"]
                             .iter()
                             .any(|t| a == *t || a.ends_with(&format!("/{t}")))
                     }));
@@ -428,7 +693,7 @@ fn three_hosts_pull_the_spark_image_in_parallel_and_no_secret_shows() {
     assert!(seen.0.is_empty(), "secrets in process lists: {:?}", seen.0);
     assert!(
         seen.1 > 0,
-        "the watcher never saw the hosts' curl, wget or sha256sum; the pull said: {all}"
+        "the watcher never saw the hosts' curl, wget, openssl or sha256sum; the pull said: {all}"
     );
     assert!(
         leaks(&e, &all).is_empty(),
@@ -646,4 +911,297 @@ fn a_damaged_local_blob_is_refused_and_no_index_is_written() {
         None,
     );
     assert_eq!(String::from_utf8_lossy(&head.stdout), "404");
+}
+
+#[test]
+fn virtual_hosted_urls_work_against_the_server() {
+    let _turn = turn();
+    let Some(e) = env("virtual_hosted_urls_work_against_the_server") else {
+        return;
+    };
+    let big = big_image();
+    // an IP address has no bucket names under it: a clear error, nothing sent
+    let out = e
+        .ferry(&["push", big.to_str().unwrap(), &e.url("vhost-ip")])
+        .args(["--url-style", "virtual"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.lines()
+            .last()
+            .unwrap()
+            .contains("needs a DNS name, not an IP address"),
+        "{err}"
+    );
+    // OSS refuses path-style requests: said before any key is looked for
+    let out = e
+        .ferry_bare(&["push", big.to_str().unwrap(), "oss://bkt/x"])
+        .args(["--region", "cn-hangzhou", "--url-style", "path"])
+        .env_remove("OSS_ACCESS_KEY_ID")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`--url-style path` cannot be used with `oss://`"),
+        "{err}"
+    );
+    // `bucket.<domain>` must resolve to the server for ferry alone: a mount
+    // namespace of its own, where /etc/hosts is a copy with that name added
+    // (the machine's file is not touched)
+    if Command::new("unshare").arg("--version").output().is_err() {
+        let notice = "SKIPPED the virtual-hosted push: no `unshare` (util-linux) to give ferry its own /etc/hosts";
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "{notice}"
+        );
+        let _ = writeln!(std::io::stderr().lock(), "\n*** {notice} ***\n");
+        return;
+    }
+    let (ip, port) = e
+        .endpoint
+        .trim_start_matches("http://")
+        .split_once(':')
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    let mut text_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    // the bucket's name only: a path-style request (to the bare domain) would not resolve
+    text_hosts += &format!("\n{ip} {}.{}\n", e.bucket, e.domain);
+    std::fs::write(&hosts, text_hosts).unwrap();
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+        .arg(&hosts)
+        .arg(env!("CARGO_BIN_EXE_ferry"))
+        .args(["push", big.to_str().unwrap(), &e.url("vhost"), "--json"])
+        .args(["--url-style", "virtual", "--part-size", "5", "--endpoint"])
+        .arg(format!("http://{}:{port}", e.domain))
+        .env("AWS_ACCESS_KEY_ID", &e.access)
+        .env("AWS_SECRET_ACCESS_KEY", &e.secret)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(leaks(&e, &all).is_empty(), "{all}");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["parts_sent"].as_u64(), Some(3), "{json}");
+    assert_eq!(
+        json["endpoint"].as_str(),
+        Some(format!("http://{}:{port}", e.domain).as_str()),
+        "{json}"
+    );
+    // the same objects, read path-style by another client
+    for (hex, _) in blob_sizes(big) {
+        assert_eq!(e.object_sha256(&format!("vhost/blobs/sha256/{hex}")), hex);
+    }
+    let index = e.curl(&["-f", &e.object("vhost/index.json")], None);
+    assert_eq!(index.stdout, std::fs::read(big.join("index.json")).unwrap());
+}
+
+/// A cluster file of one host (`h1`, the first test host) running a master
+/// and a worker, no ZooKeeper, delivered from `delivery`.
+fn one_host_cluster(e: &Env, dir: &Path, name: &str, delivery: &str) -> PathBuf {
+    let text = format!(
+        r#"name = "{name}"
+delivery = "{delivery}"
+object_store = {{ endpoint = "{endpoint}" }}
+
+[image]
+layout = "{layout}"
+
+[[host]]
+name = "h1"
+address = "{addr}"
+ssh = {{ user = "root", key = "{key}" }}
+
+[spark.masters]
+hosts = ["h1"]
+jvm_options = ["-Xmx256m"]
+
+[spark.workers]
+hosts = ["h1"]
+cores = 1
+memory = "512m"
+jvm_options = ["-Xmx128m"]
+"#,
+        endpoint = e.endpoint,
+        layout = e.spark.display(),
+        addr = e.addrs[0],
+        key = e.hosts.join("id_ed25519").display(),
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn push_takes_the_bucket_and_the_service_from_a_cluster_file() {
+    let _turn = turn();
+    let Some(e) = env("push_takes_the_bucket_and_the_service_from_a_cluster_file") else {
+        return;
+    };
+    let bb = busybox().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = one_host_cluster(&e, dir.path(), "pushc", &e.url("pushc"));
+    let c = cluster.to_str().unwrap();
+    // no --endpoint and no bucket: both from the cluster file
+    let out = e
+        .ferry_bare(&["push", bb, "--cluster", c, "--json"])
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(leaks(&e, &all).is_empty(), "{all}");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["bucket"].as_str(),
+        Some(e.url("pushc/").as_str()),
+        "{json}"
+    );
+    assert_eq!(
+        json["endpoint"].as_str(),
+        Some(e.endpoint.as_str()),
+        "{json}"
+    );
+    let index = e.curl(&["-f", &e.object("pushc/index.json")], None);
+    assert_eq!(
+        index.stdout,
+        std::fs::read(busybox().join("index.json")).unwrap()
+    );
+    // a bucket named on the command line, the service still from the file
+    let out = e
+        .ferry_bare(&["push", bb, &e.url("pushc2"), "--cluster", c])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(e.has("pushc2/index.json"));
+    // a cluster delivered over SSH names no bucket
+    let ssh = one_host_cluster(&e, dir.path(), "pushssh", "ssh");
+    let out = e
+        .ferry_bare(&["push", bb, "--cluster", ssh.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("delivers over `ssh`, not from a bucket"),
+        "{err}"
+    );
+}
+
+/// Takes the cluster down (and its folders) however the test ends.
+struct Down<'a> {
+    e: &'a Env,
+    cluster: &'a Path,
+}
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("down")
+            .arg(self.cluster)
+            .arg("--purge")
+            .arg("--known-hosts")
+            .arg(self.e.hosts.join("known_hosts"))
+            .env_remove("SSH_AUTH_SOCK")
+            .output();
+    }
+}
+
+#[test]
+fn up_pulls_the_image_from_the_bucket_and_runs_the_sample_job() {
+    let _turn = turn();
+    let Some(e) = env("up_pulls_the_image_from_the_bucket") else {
+        return;
+    };
+    let (out, _) = e.push(&e.spark, "spark");
+    assert!(out.status.success(), "{}", text(&out));
+    e.reset(0, SPARK);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = one_host_cluster(&e, dir.path(), "s3up", &e.url("spark"));
+    let _down = Down {
+        e: &e,
+        cluster: &cluster,
+    };
+    let c = cluster.to_str().unwrap();
+    let known = e.hosts.join("known_hosts");
+    let k = known.to_str().unwrap();
+    let t0 = Instant::now();
+    let out = e
+        .ferry_bare(&["up", c, "--known-hosts", k])
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    eprintln!("up from the bucket: {:.1}s", t0.elapsed().as_secs_f64());
+    assert!(all.contains("h1: image pulled from the bucket"), "{all}");
+    assert!(leaks(&e, &all).is_empty(), "{all}");
+    // the host's store holds the image's blobs: it fetched them itself
+    let stored = e.ssh_ok(0, "ls /var/lib/ferry/blobs/sha256");
+    for (hex, _) in blob_sizes(&e.spark) {
+        assert!(
+            stored.contains(&hex),
+            "sha256:{hex} is not in the host's store"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = e
+            .ferry_bare(&["status", c, "--json", "--known-hosts", k])
+            .output()
+            .unwrap();
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if s["workers_registered"] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not register within 60s: {s:#} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = e
+        .ferry_bare(&["submit", c, "--known-hosts", k])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.lines().any(|l| l == SAMPLE_ANSWER),
+        "submit: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // keys from a credentials file: read only when nobody else can, and
+    // enough on their own for a second `up`, which changes nothing
+    let creds = dir.path().join("creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "aws_access_key_id = {}\naws_secret_access_key = {}\n",
+            e.access, e.secret
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let with_file = || {
+        e.ferry_bare(&["up", c, "--known-hosts", k, "--credentials-file"])
+            .arg(&creds)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .output()
+            .unwrap()
+    };
+    let out = with_file();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = with_file();
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("h1: the image is in docker"), "{all}");
 }

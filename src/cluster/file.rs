@@ -457,7 +457,19 @@ impl ClusterFile {
             return Err(at.spanned(
                 &self.delivery,
                 "delivery",
-                "the URL carries credentials; keep secrets out of cluster files (the hosts' own credentials are used)".into(),
+                "the URL carries credentials; keep secrets out of cluster files (ferry reads the keys from the environment or --credentials-file on the machine it runs on, and hosts get only presigned URLs)".into(),
+            ));
+        }
+        if let Some(s) = self
+            .object_store
+            .url_style
+            .as_deref()
+            .filter(|s| !["path", "virtual"].contains(s))
+        {
+            return Err(at.err(
+                None,
+                "object_store.url_style",
+                format!("`{s}` is not a URL style: write `path` or `virtual`"),
             ));
         }
         Ok(())

@@ -483,6 +483,19 @@ fn refuses_credentials_in_the_delivery_url() {
         "delivery = \"s3://AKIA:sekrit@bucket/images/\"",
     ));
     assert!(e.contains("`delivery`: the URL carries credentials"), "{e}");
+    // the controller's keys sign the hosts' URLs: the hosts have none
+    assert!(
+        e.contains("environment or --credentials-file") && !e.contains("hosts' own credentials"),
+        "{e}"
+    );
+    let e = refusal(&HA.replace(
+        "delivery = \"ssh\"",
+        "delivery = \"s3://bucket/images/\"\nobject_store = { url_style = \"vhost\" }",
+    ));
+    assert!(
+        e.contains("`object_store.url_style`: `vhost` is not a URL style"),
+        "{e}"
+    );
     parse(&HA.replace("delivery = \"ssh\"", "delivery = \"s3://bucket/images/\""));
     // a scheme `up` could not pull from is refused before any host is touched
     let e = refusal(&HA.replace("delivery = \"ssh\"", "delivery = \"gs://bucket/images/\""));

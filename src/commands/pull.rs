@@ -15,22 +15,40 @@ use serde_json::json;
 use super::push::{Progress, ssh_options, targets};
 use super::{Term, human};
 use crate::cli::{BucketArgs, PullArgs, PushArgs};
-use crate::cluster::file::ClusterFile;
+use crate::cluster::file::{ClusterFile, ObjectStore};
 use crate::objstore::pull::{self, HostOutcome, PullError};
 use crate::objstore::upload::{self, Event};
 use crate::objstore::{self, Location, Settings, Store, Style};
 use crate::oci;
 use crate::push::{self, PushImage, Target};
 
-/// A client of the bucket `url`, with keys from the environment or the file.
-fn open_store(url: &str, a: &BucketArgs) -> Result<Store> {
+/// Where a cluster file's `[object_store]` says the bucket is served (its
+/// `url_style` was checked when the file was read).
+pub(super) fn cluster_settings(o: &ObjectStore) -> Settings {
+    Settings {
+        endpoint: o.endpoint.clone(),
+        region: o.region.clone(),
+        style: o.url_style.as_deref().map(style),
+    }
+}
+
+fn style(s: &str) -> Style {
+    if s == "path" {
+        Style::Path
+    } else {
+        Style::Virtual
+    }
+}
+
+/// A client of the bucket `url`, with keys from the environment or the
+/// file; the command line's endpoint, region and URL style win over the
+/// cluster file's.
+fn open_store(url: &str, a: &BucketArgs, cluster: &ObjectStore) -> Result<Store> {
+    let from_file = cluster_settings(cluster);
     let settings = Settings {
-        endpoint: a.endpoint.clone(),
-        region: a.region.clone(),
-        style: a.url_style.as_deref().map(|s| match s {
-            "path" => Style::Path,
-            _ => Style::Virtual,
-        }),
+        endpoint: a.endpoint.clone().or(from_file.endpoint),
+        region: a.region.clone().or(from_file.region),
+        style: a.url_style.as_deref().map(style).or(from_file.style),
     };
     Ok(objstore::open(
         url,
@@ -81,6 +99,10 @@ impl upload::Reporter for UploadProgress {
                     format!("{}: sending {}", short(name), human(size))
                 }
             }
+            Event::Differs { name, part } => format!(
+                "{}: part {part} in the bucket holds other bytes (its ETag is not their MD5); sending it again",
+                short(name)
+            ),
             Event::Progress { name, sent, total } => {
                 if t.1.elapsed() < Duration::from_secs(1) || sent == total {
                     return;
@@ -106,18 +128,35 @@ impl upload::Reporter for UploadProgress {
     }
 }
 
-/// `ferry push LAYOUT s3://bucket/prefix`.
+/// `ferry push LAYOUT s3://bucket/prefix`, or `ferry push LAYOUT --cluster
+/// FILE` (the bucket of its `delivery`, the service of its `[object_store]`).
 pub(super) fn push_to_bucket(a: PushArgs) -> Result<ExitCode> {
-    if a.hosts.len() != 1 {
-        bail!(
+    let (delivery, cluster_store) = match &a.cluster {
+        Some(path) => {
+            let file = ClusterFile::load(path)?;
+            (file.delivery.get_ref().clone(), file.object_store)
+        }
+        None => (String::new(), ObjectStore::default()),
+    };
+    let destination = match (a.hosts.as_slice(), &a.cluster) {
+        ([], Some(_)) if Location::is_bucket_url(&delivery) => delivery,
+        ([], Some(path)) => bail!(
+            "the cluster file `{}` delivers over `{delivery}`, not from a bucket: name the bucket (`ferry push LAYOUT s3://bucket/prefix --cluster FILE`), or let `ferry up` push the image to the hosts",
+            path.display()
+        ),
+        ([one], _) if Location::is_bucket_url(one) => one.clone(),
+        (_, Some(_)) if !a.hosts.iter().any(|h| Location::is_bucket_url(h)) => bail!(
+            "`ferry push --cluster` sends to the cluster's bucket; drop the hosts, or drop --cluster to push to hosts over SSH"
+        ),
+        _ => bail!(
             "`ferry push` takes either hosts or one bucket; push to the bucket, then run `ferry pull {} HOST...`",
             a.hosts
                 .iter()
                 .find(|h| Location::is_bucket_url(h))
                 .map(String::as_str)
                 .unwrap_or("s3://bucket/prefix")
-        );
-    }
+        ),
+    };
     let layout = oci::open_layout(&a.layout).with_context(|| {
         format!(
             "opening the layout `{}`; build it with `ferry build`",
@@ -125,7 +164,7 @@ pub(super) fn push_to_bucket(a: PushArgs) -> Result<ExitCode> {
         )
     })?;
     let image = PushImage::from_layout(&layout, a.tag.as_deref())?;
-    let store = open_store(&a.hosts[0], &a.bucket)?;
+    let store = open_store(&destination, &a.bucket, &cluster_store)?;
     let progress = UploadProgress {
         term: Term::new(false),
         times: Mutex::new((Instant::now(), Instant::now())),
@@ -263,17 +302,6 @@ pub fn run(a: PullArgs) -> Result<ExitCode> {
         },
     };
     let (targets, cluster_keys, delivery) = (from.targets, from.keys, from.delivery);
-    let mut bucket = a.bucket;
-    bucket.endpoint = bucket.endpoint.or(from.store.endpoint);
-    bucket.region = bucket.region.or(from.store.region);
-    bucket.url_style = bucket.url_style.or(from.store.url_style);
-    if let Some(s) = bucket
-        .url_style
-        .as_deref()
-        .filter(|s| *s != "path" && *s != "virtual")
-    {
-        bail!("`object_store.url_style = \"{s}\"` in the cluster file: write `path` or `virtual`");
-    }
     if targets.is_empty() {
         bail!("no hosts to pull onto: name them as `ssh://user@host`, or pass --cluster FILE");
     }
@@ -284,7 +312,7 @@ pub fn run(a: PullArgs) -> Result<ExitCode> {
             "no bucket to pull from: name it as `s3://bucket/prefix`, or set `delivery` in the cluster file"
         ),
     };
-    let store = open_store(&source, &bucket)?;
+    let store = open_store(&source, &a.bucket, &from.store)?;
     let image = pull::read_image(&store, a.tag.as_deref())?;
     let mut ssh = ssh_options(a.ssh);
     if !cluster_keys.is_empty() {

@@ -209,7 +209,7 @@ pub(super) fn jump_label(t: &Target) -> Option<String> {
 }
 
 pub fn run(a: PushArgs) -> Result<ExitCode> {
-    if a.hosts.iter().any(|h| Location::is_bucket_url(h)) {
+    if a.cluster.is_some() || a.hosts.iter().any(|h| Location::is_bucket_url(h)) {
         return super::pull::push_to_bucket(a);
     }
     let layout = oci::open_layout(&a.layout).with_context(|| {

@@ -53,6 +53,7 @@ pub fn run(a: ScaleArgs) -> Result<ExitCode> {
             ssh: a.ssh,
         },
         store: "/var/lib/ferry".into(),
+        credentials_file: a.credentials_file,
         dry_run: false,
         json: false,
     })

@@ -14,7 +14,7 @@ use crate::cli::UpArgs;
 use crate::cluster::hosts::ClusterHost;
 use crate::cluster::launch;
 use crate::cluster::plan::{Gate, HostPlan};
-use crate::objstore::{self, Location, Settings, Style, pull};
+use crate::objstore::{self, Location, pull};
 use crate::oci;
 use crate::push::{self, Event, HostStats, PushImage, Reporter};
 
@@ -72,20 +72,8 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
     // how the image gets to the hosts: pushed from the layout over SSH,
     // pulled by each host from the bucket, or only checked for
     let bucket = if !t.local && Location::is_bucket_url(&plan.delivery) {
-        let o = &loaded.object_store;
-        let settings = Settings {
-            endpoint: o.endpoint.clone(),
-            region: o.region.clone(),
-            style: match o.url_style.as_deref() {
-                None => None,
-                Some("path") => Some(Style::Path),
-                Some("virtual") => Some(Style::Virtual),
-                Some(other) => bail!(
-                    "`object_store.url_style = \"{other}\"` in the cluster file: write `path` or `virtual`"
-                ),
-            },
-        };
-        let store = objstore::open(&plan.delivery, settings, None)?;
+        let settings = super::pull::cluster_settings(&loaded.object_store);
+        let store = objstore::open(&plan.delivery, settings, a.credentials_file.as_deref())?;
         let image = pull::read_image(&store, None)?;
         if format!("sha256:{}", image.manifest.hex) != plan.image.digest {
             bail!(

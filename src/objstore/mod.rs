@@ -34,6 +34,14 @@ pub enum ObjError {
     )]
     NoRegion,
     #[error(
+        "`--url-style path` cannot be used with `oss://` (at `{endpoint}`): OSS refuses path-style requests; leave --url-style out (or write `virtual`)"
+    )]
+    OssPathStyle { endpoint: String },
+    #[error(
+        "`--url-style virtual` needs a DNS name, not an IP address (`{endpoint}`): buckets are reached as `bucket.HOST`; use `--url-style path`, or an endpoint name under which each bucket has a name"
+    )]
+    VirtualIp { endpoint: String },
+    #[error(
         "no credentials for `{url}`: set {vars}, or pass --credentials-file FILE (mode 0600); they are never read from the command line"
     )]
     NoCredentials { url: String, vars: String },
@@ -200,8 +208,15 @@ pub fn open(
             Flavor::Oss => env("OSS_REGION"),
         };
     }
-    let keys = credentials(&loc, credentials_file, &env)?;
-    Store::new(loc, &settings, keys)
+    // the settings first: a wrong one is not hidden behind missing keys
+    let no_keys = Keys {
+        access_key: String::new(),
+        secret_key: String::new(),
+        session_token: None,
+    };
+    let mut store = Store::new(loc, &settings, no_keys)?;
+    store.keys = credentials(&store.loc, credentials_file, &env)?;
+    Ok(store)
 }
 
 /// Reads the keys for a location: the environment first (`AWS_ACCESS_KEY_ID`,
@@ -323,10 +338,48 @@ pub struct Store {
     style: Style,
     region: String,
     keys: Keys,
+    /// The wait before the second try; it doubles at each try after.
+    retry_wait: Duration,
 }
 
 /// Requests that fail on the way (connection, 5xx, 429) are tried this often.
 const TRIES: u32 = 4;
+
+/// The scheme and the `host[:port]` of an endpoint, spelled as the HTTP
+/// client sends it in `Host` (and so as it must be signed): the name in
+/// lower case, and no port when it is the scheme's default (`:443` of
+/// https, `:80` of http).
+fn service_host(endpoint: &str) -> Result<(String, String), ObjError> {
+    let bad = || ObjError::BadEndpoint {
+        endpoint: endpoint.to_string(),
+    };
+    let url = reqwest::Url::parse(endpoint).map_err(|_| bad())?;
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(bad)?;
+    if !matches!(url.scheme(), "http" | "https")
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(bad());
+    }
+    let host = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    Ok((url.scheme().to_string(), host))
+}
+
+/// Whether `host[:port]` is an IP address, which has no bucket sub-domains.
+fn is_ip_host(host: &str) -> bool {
+    host.starts_with('[')
+        || host
+            .rsplit_once(':')
+            .map_or(host, |(h, _)| h)
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok()
+}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -400,8 +453,9 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A body to send: bytes in memory, so a failed request can be tried again.
-type Body = Vec<u8>;
+/// A body to send: bytes in memory, so a failed request can be tried again;
+/// each try shares them (a clone is a reference count, not a copy).
+pub type Body = bytes::Bytes;
 
 impl Store {
     pub fn new(loc: Location, settings: &Settings, keys: Keys) -> Result<Store, ObjError> {
@@ -415,22 +469,19 @@ impl Store {
             (None, Flavor::Aws) => format!("https://s3.{region}.amazonaws.com"),
             (None, Flavor::Oss) => format!("https://oss-{region}.aliyuncs.com"),
         };
-        let (scheme, host) = endpoint
-            .split_once("://")
-            .filter(|(s, h)| (*s == "http" || *s == "https") && !h.is_empty())
-            .ok_or_else(|| ObjError::BadEndpoint {
-                endpoint: endpoint.clone(),
-            })?;
-        let host = host.trim_end_matches('/');
-        if host.contains('/') || host.contains('@') {
-            return Err(ObjError::BadEndpoint { endpoint });
-        }
+        let (scheme, host) = service_host(&endpoint)?;
         // a custom S3 endpoint (MinIO, SeaweedFS, Ceph) rarely has DNS per bucket
         let style = settings.style.unwrap_or(match loc.flavor {
             Flavor::Oss => Style::Virtual,
             Flavor::Aws if settings.endpoint.is_some() => Style::Path,
             Flavor::Aws => Style::Virtual,
         });
+        if style == Style::Path && loc.flavor == Flavor::Oss {
+            return Err(ObjError::OssPathStyle { endpoint });
+        }
+        if style == Style::Virtual && is_ip_host(&host) {
+            return Err(ObjError::VirtualIp { endpoint });
+        }
         let http = Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(900))
@@ -444,11 +495,12 @@ impl Store {
         Ok(Store {
             loc,
             http,
-            scheme: scheme.to_string(),
-            host: host.to_string(),
+            scheme,
+            host,
             style,
             region,
             keys,
+            retry_wait: Duration::from_millis(500),
         })
     }
 
@@ -487,7 +539,7 @@ impl Store {
     }
 
     /// Sends one signed request, trying again on connection errors and
-    /// 5xx/429 answers; any other answer is returned as is.
+    /// 5xx/429 answers; any other answer, and the last one, is returned as is.
     fn send(
         &self,
         what: &str,
@@ -503,7 +555,7 @@ impl Store {
         let mut last = String::new();
         for attempt in 0..TRIES {
             if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(250 << attempt));
+                std::thread::sleep(self.retry_wait * (1 << (attempt - 1)));
             }
             let secs = now();
             let mut headers: Vec<(String, String)> = vec![
@@ -533,9 +585,10 @@ impl Store {
             }
             // always a body: without one reqwest sends no Content-Length, and PUTs get 411
             match rb.body(body.clone()).send() {
-                Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
-                    last = format!("HTTP {}", r.status().as_u16());
-                }
+                // the last answer is the caller's to report, with the server's error code
+                Ok(r)
+                    if (r.status().is_server_error() || r.status().as_u16() == 429)
+                        && attempt + 1 < TRIES => {}
                 Ok(r) => return Ok(r),
                 Err(e) => last = e.without_url().to_string(),
             }
@@ -598,7 +651,7 @@ impl Store {
             ("max-keys".to_string(), "1".to_string()),
             ("prefix".to_string(), self.loc.key("index.json")),
         ];
-        let r = self.send("listing the bucket", "GET", "", &q, &[], Vec::new())?;
+        let r = self.send("listing the bucket", "GET", "", &q, &[], Body::new())?;
         if r.status().is_success() {
             Ok(())
         } else {
@@ -609,7 +662,7 @@ impl Store {
     /// Size and sha256 metadata of an object, or `None` when there is none.
     pub fn head(&self, key: &str) -> Result<Option<ObjectInfo>, ObjError> {
         let what = "checking an object";
-        let r = self.send(what, "HEAD", key, &[], &[], Vec::new())?;
+        let r = self.send(what, "HEAD", key, &[], &[], Body::new())?;
         if r.status().as_u16() == 404 {
             return Ok(None);
         }
@@ -638,7 +691,7 @@ impl Store {
     /// Reads a small object (an index, manifest or config), at most `limit` bytes.
     pub fn get(&self, key: &str, limit: u64) -> Result<Vec<u8>, ObjError> {
         let what = "reading an object";
-        let r = self.send(what, "GET", key, &[], &[], Vec::new())?;
+        let r = self.send(what, "GET", key, &[], &[], Body::new())?;
         if !r.status().is_success() {
             return Err(self.fail(what, key, r));
         }
@@ -694,7 +747,7 @@ impl Store {
             key,
             &Self::q(&[("uploads", "")]),
             &self.meta(sha256),
-            Vec::new(),
+            Body::new(),
         )?;
         if !r.status().is_success() {
             return Err(self.fail(what, key, r));
@@ -722,7 +775,7 @@ impl Store {
             "",
             &Self::q(&[("uploads", ""), ("prefix", key)]),
             &[],
-            Vec::new(),
+            Body::new(),
         )?;
         if !r.status().is_success() {
             return Err(self.fail(what, key, r));
@@ -740,7 +793,7 @@ impl Store {
             if !marker.is_empty() {
                 q.push(("part-number-marker".into(), marker.clone()));
             }
-            let r = self.send(what, "GET", key, &q, &[], Vec::new())?;
+            let r = self.send(what, "GET", key, &q, &[], Body::new())?;
             if !r.status().is_success() {
                 return Err(self.fail(what, key, r));
             }
@@ -786,7 +839,7 @@ impl Store {
     /// Joins the parts into the object.
     pub fn complete(&self, key: &str, upload: &str, parts: &[Part]) -> Result<(), ObjError> {
         let what = "completing a multipart upload";
-        let body = complete_xml(parts).into_bytes();
+        let body = Body::from(complete_xml(parts));
         let r = self.send(
             what,
             "POST",
@@ -820,7 +873,7 @@ impl Store {
             key,
             &Self::q(&[("uploadId", upload)]),
             &[],
-            Vec::new(),
+            Body::new(),
         )?;
         if r.status().is_success() || r.status().as_u16() == 404 {
             Ok(())
@@ -894,6 +947,7 @@ fn complete_xml(parts: &[Part]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
 
     fn keys() -> Keys {
         Keys {
@@ -955,18 +1009,60 @@ mod tests {
             st.address("p/x"),
             ("bkt.s3.us-east-1.amazonaws.com".into(), "/p/x".into())
         );
+        // an IP address has no bucket sub-domains
         let forced = Settings {
             style: Some(Style::Virtual),
-            ..custom
+            ..custom.clone()
         };
-        let st = Store::new(s3, &forced, keys()).unwrap();
-        assert_eq!(st.address("x").0, "bkt.10.0.0.1:8333");
+        let e = Store::new(s3.clone(), &forced, keys()).err().unwrap();
+        assert!(
+            matches!(e, ObjError::VirtualIp { .. }) && e.to_string().contains("--url-style path"),
+            "{e}"
+        );
+        for ip in ["http://[::1]:8333", "https://10.0.0.1"] {
+            let s = Settings {
+                endpoint: Some(ip.into()),
+                ..forced.clone()
+            };
+            assert!(
+                matches!(
+                    Store::new(s3.clone(), &s, keys()),
+                    Err(ObjError::VirtualIp { .. })
+                ),
+                "{ip}"
+            );
+        }
+        let named = Settings {
+            endpoint: Some("http://s3.example.test:8333".into()),
+            ..forced
+        };
+        let st = Store::new(s3, &named, keys()).unwrap();
+        assert_eq!(
+            st.address("x"),
+            ("bkt.s3.example.test:8333".into(), "/x".into())
+        );
 
         let oss = Location::parse("oss://bkt/p").unwrap();
         assert!(matches!(
             Store::new(oss.clone(), &Settings::default(), keys()),
             Err(ObjError::NoRegion)
         ));
+        // OSS refuses path-style requests (`SecondLevelDomainForbidden`)
+        let e = Store::new(
+            oss.clone(),
+            &Settings {
+                region: Some("cn-hangzhou".into()),
+                style: Some(Style::Path),
+                ..Settings::default()
+            },
+            keys(),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(e, ObjError::OssPathStyle { .. }) && e.to_string().contains("oss://"),
+            "{e}"
+        );
         let st = Store::new(
             oss,
             &Settings {
@@ -984,7 +1080,14 @@ mod tests {
         let url = st.presign_get("p/x", 60);
         assert!(url.starts_with("https://bkt.oss-cn-hangzhou.aliyuncs.com/p/x?x-oss-signature-version=OSS4-HMAC-SHA256&"), "{url}");
         assert!(!url.contains("SECRET"));
-        for bad in ["10.0.0.1:8333", "ftp://x", "http://", "http://h/path"] {
+        for bad in [
+            "10.0.0.1:8333",
+            "ftp://x",
+            "http://",
+            "http://h/path",
+            "http://u@h",
+            "http://h?x=1",
+        ] {
             let s = Settings {
                 endpoint: Some(bad.into()),
                 ..Settings::default()
@@ -997,6 +1100,132 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// What the HTTP client sends as `Host` for a URL (reqwest leaves the
+    /// scheme's default port out and writes the name in lower case).
+    fn sent_host(url: &str) -> String {
+        let u = reqwest::Url::parse(url).unwrap();
+        match u.port() {
+            Some(p) => format!("{}:{p}", u.host_str().unwrap()),
+            None => u.host_str().unwrap().to_string(),
+        }
+    }
+
+    #[test]
+    fn the_signed_host_is_the_one_the_client_sends() {
+        let s3 = Location::parse("s3://bkt/p").unwrap();
+        for (endpoint, style, host) in [
+            (
+                "https://S3.Example.test:443",
+                Style::Path,
+                "s3.example.test",
+            ),
+            ("http://s3.example.test:80/", Style::Path, "s3.example.test"),
+            ("http://10.0.0.1:80", Style::Path, "10.0.0.1"),
+            ("http://[::1]:80", Style::Path, "[::1]"),
+            (
+                "https://s3.example.test:80",
+                Style::Path,
+                "s3.example.test:80",
+            ),
+            (
+                "http://s3.example.test:8333",
+                Style::Path,
+                "s3.example.test:8333",
+            ),
+            (
+                "https://s3.example.test:443",
+                Style::Virtual,
+                "bkt.s3.example.test",
+            ),
+        ] {
+            let s = Settings {
+                endpoint: Some(endpoint.into()),
+                region: None,
+                style: Some(style),
+            };
+            let st = Store::new(s3.clone(), &s, keys()).unwrap();
+            let (signed, path) = st.address("p/x");
+            assert_eq!(signed, host, "{endpoint}");
+            assert_eq!(
+                sent_host(&st.url(&signed, &path, &[])),
+                signed,
+                "{endpoint}"
+            );
+            // a presigned URL is signed for the host it names
+            assert_eq!(sent_host(&st.presign_get("p/x", 60)), signed, "{endpoint}");
+        }
+    }
+
+    /// A server on a local port answering every request with `status` and
+    /// `body`; returns its endpoint and the `Host` header of each request.
+    fn fake_server(status: &'static str, body: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hosts = seen.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let (mut line, mut len, mut host) = (String::new(), 0usize, String::new());
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if let Some(v) = line.strip_prefix("host:").or(line.strip_prefix("Host:")) {
+                        host = v.trim().to_string();
+                    }
+                    line.clear();
+                }
+                let _ = r.by_ref().take(len as u64).read_to_end(&mut Vec::new());
+                hosts.lock().unwrap().push(host);
+                let mut w = conn;
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (format!("http://LocalHost:{port}"), seen)
+    }
+
+    #[test]
+    fn a_server_error_is_reported_with_its_code_after_the_retries() {
+        let (endpoint, hosts) = fake_server(
+            "503 Slow Down",
+            "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+        );
+        let settings = Settings {
+            endpoint: Some(endpoint),
+            ..Settings::default()
+        };
+        let mut st = Store::new(Location::parse("s3://bkt/p").unwrap(), &settings, keys()).unwrap();
+        st.retry_wait = Duration::from_millis(1);
+        let e = st
+            .upload_part("p/x", "u1", 1, Body::from_static(b"a part"))
+            .unwrap_err();
+        match &e {
+            ObjError::Http {
+                status,
+                code,
+                message,
+                ..
+            } => assert_eq!(
+                (*status, code.as_str(), message.as_str()),
+                (503, "SlowDown", "Please reduce your request rate.")
+            ),
+            other => panic!("not the server's error: {other}"),
+        }
+        assert!(e.to_string().contains("uploading part 1"), "{e}");
+        let hosts = hosts.lock().unwrap().clone();
+        assert_eq!(hosts.len(), TRIES as usize, "{hosts:?}");
+        // what was signed is what was sent
+        let (signed, _) = st.address("p/x");
+        assert!(hosts.iter().all(|h| *h == signed), "{hosts:?} vs {signed}");
     }
 
     #[test]

@@ -153,32 +153,48 @@ const EXIT_NO_FETCHER: i32 = 6;
 const EXIT_FETCH: i32 = 7;
 
 /// Downloads one blob into `<hex>.part` (continuing a cut download with
-/// curl), checks its sha256 and renames it. The URL is the first line of
-/// stdin and reaches curl/wget through a pipe from the shell's `printf`
-/// builtin: it is never an argument of any process.
+/// curl), checks its sha256 (with `openssl`, else `sha256sum`, as the SSH
+/// push does) and renames it; prints `fetched <bytes>`, the bytes that came
+/// over the network. The URL is the first line of stdin and reaches
+/// curl/wget through a pipe from the shell's `printf` builtin: it is never
+/// an argument of any process.
 pub fn fetch_script(store: &str, hex: &str, size: u64) -> String {
     format!(
-        r#"cd {store}/blobs/sha256 || exit 2
+        r#"{SUM256}
+cd {store}/blobs/sha256 || exit 2
+IFS= read -r url || exit 2
+command -v openssl >/dev/null 2>&1 || command -v sha256sum >/dev/null 2>&1 || exit {EXIT_NO_HASHER}
 p={hex}.part
 have=$(stat -c %s "$p" 2>/dev/null || echo 0)
-[ "$have" -lt {size} ] || rm -f "$p"
-IFS= read -r url || exit 2
+[ "$have" -lt {size} ] || {{ rm -f "$p"; have=0; }}
 if command -v curl >/dev/null 2>&1; then
-  tool=curl
   printf 'url = "%s"\noutput = "%s"\n' "$url" "$p" | curl -sSf --retry 3 -C - --config - || exit {EXIT_FETCH}
 elif command -v wget >/dev/null 2>&1; then
-  tool=wget
+  # wget cannot continue from stdin's URL list: it starts over
   rm -f "$p"
+  have=0
   printf '%s\n' "$url" | wget -q -O "$p" -i - || exit {EXIT_FETCH}
 else
   exit {EXIT_NO_FETCHER}
 fi
-echo "{hex}  $p" | sha256sum -c --status || {{ rm -f "$p"; exit {EXIT_DIGEST}; }}
-mv -f "$p" {hex}
+s=$(sum256 "$p") || exit {EXIT_NO_HASHER}
+[ "$s" = {hex} ] || {{ rm -f "$p"; exit {EXIT_DIGEST}; }}
+mv -f "$p" {hex} || exit 2
+echo "fetched $(($(stat -c %s {hex}) - have))"
 "#,
+        SUM256 = push::SUM256,
         store = sh_quote(store),
         EXIT_DIGEST = push::EXIT_DIGEST,
+        EXIT_NO_HASHER = push::EXIT_NO_HASHER,
     )
+}
+
+/// The bytes a run of [`fetch_script`] says came over the network.
+fn fetched(stdout: &str) -> Option<u64> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fetched "))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 pub struct Options {
@@ -276,9 +292,8 @@ pub fn pull_host(
     let plan = push::plan(image, &state, &bad);
     reporter.event(&label, Event::Planned(&plan));
     for s in &plan.sends {
-        fetch(&remote, store, dir, s, opts.url_expiry, reporter)?;
+        stats.bytes_sent += fetch(&remote, store, dir, s, opts.url_expiry, reporter)?;
         stats.blobs_sent += 1;
-        stats.bytes_sent += s.size - s.offset;
         stats.resumed += usize::from(s.offset > 0);
         stats.replaced += usize::from(s.replace);
     }
@@ -322,6 +337,7 @@ pub fn pull_host(
     Ok(())
 }
 
+/// Has the host fetch one blob; returns the bytes that came over the network.
 fn fetch(
     remote: &Remote,
     store: &Store,
@@ -329,7 +345,7 @@ fn fetch(
     s: &Send,
     expiry: u64,
     reporter: &dyn Reporter,
-) -> Result<(), PullError> {
+) -> Result<u64, PullError> {
     let label = remote.label();
     let key = s.path.to_string_lossy().into_owned();
     let object = store.loc.object_url(&format!("blobs/sha256/{}", s.hex));
@@ -345,14 +361,15 @@ fn fetch(
         },
         &[0],
     );
-    match result {
-        Ok(_) => {}
+    let out = match result {
+        Ok(out) => out,
         Err(PushError::Remote { status, stderr, .. }) => {
             return Err(match status {
                 push::EXIT_DIGEST => PullError::Tampered {
                     host: label,
                     object,
                 },
+                push::EXIT_NO_HASHER => PushError::NoHasher { host: label }.into(),
                 EXIT_NO_FETCHER => PullError::NoFetcher { host: label },
                 _ => PullError::Fetch {
                     host: label,
@@ -363,15 +380,11 @@ fn fetch(
             });
         }
         Err(e) => return Err(e.into()),
-    }
-    reporter.event(
-        &label,
-        Event::Sent {
-            hex: &s.hex,
-            bytes: s.size - s.offset,
-        },
-    );
-    Ok(())
+    };
+    // the script prints it after the rename; the plan's figure is the fallback
+    let bytes = fetched(&String::from_utf8_lossy(&out)).unwrap_or(s.size - s.offset);
+    reporter.event(&label, Event::Sent { hex: &s.hex, bytes });
+    Ok(bytes)
 }
 
 /// Drops any query string from what a host's tool printed: a presigned URL
@@ -394,7 +407,7 @@ mod tests {
     #[test]
     fn the_fetch_script_keeps_the_url_out_of_arguments() {
         let s = fetch_script("/var/lib/ferry", &"a".repeat(64), 1000);
-        assert!(s.starts_with("cd '/var/lib/ferry'/blobs/sha256"), "{s}");
+        assert!(s.contains("\ncd '/var/lib/ferry'/blobs/sha256"), "{s}");
         assert!(s.contains("IFS= read -r url"), "{s}");
         // the only uses of the URL are as an argument of the printf builtin
         for line in s.lines().filter(|l| l.contains("$url")) {
@@ -407,7 +420,8 @@ mod tests {
         assert!(s.contains(&format!("exit {}", push::EXIT_DIGEST)));
     }
 
-    /// Serves `body` to every GET on a local port, once per connection.
+    /// Serves `body` to every GET on a local port, once per connection,
+    /// from the offset of a `Range: bytes=N-` header when there is one.
     fn serve(body: Vec<u8>) -> String {
         use std::io::{BufRead, BufReader, Write};
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -416,82 +430,166 @@ mod tests {
             for conn in l.incoming().flatten() {
                 let mut r = BufReader::new(conn.try_clone().unwrap());
                 let mut line = String::new();
+                let mut from = 0usize;
                 while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("range: bytes=") {
+                        from = v.trim().trim_end_matches('-').parse().unwrap_or(0);
+                    }
                     line.clear();
                 }
                 let mut w = conn;
+                let status = if from > 0 {
+                    format!(
+                        "206 Partial Content\r\nContent-Range: bytes {from}-{}/{}",
+                        body.len() - 1,
+                        body.len()
+                    )
+                } else {
+                    "200 OK".to_string()
+                };
                 let _ = write!(
                     w,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len() - from
                 );
-                let _ = w.write_all(&body);
+                let _ = w.write_all(&body[from..]);
             }
         });
         format!("http://{addr}/b/blobs/sha256/x?X-Amz-Signature=abc&X-Amz-Date=1")
     }
 
+    fn system_tool(name: &str) -> Option<std::path::PathBuf> {
+        ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| std::path::Path::new(d).join(name))
+            .find(|p| p.exists())
+    }
+
+    /// Runs the fetch script with only `tools` on its PATH: its exit status and stdout.
+    fn run_fetch(
+        tools: &[std::path::PathBuf],
+        store: &std::path::Path,
+        hex: &str,
+        size: u64,
+        url: &str,
+    ) -> (Option<i32>, String) {
+        let bin = tempfile::tempdir().unwrap();
+        for t in tools {
+            std::os::unix::fs::symlink(t, bin.path().join(t.file_name().unwrap())).unwrap();
+        }
+        let mut c = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(fetch_script(store.to_str().unwrap(), hex, size))
+            .env_clear()
+            .env("PATH", bin.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{url}\n").as_bytes())
+            .unwrap();
+        let out = c.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     #[test]
     fn hosts_fetch_with_curl_or_wget_and_keep_only_a_matching_blob() {
-        let body = b"the blob".to_vec();
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let hex = sha256_hex(&body);
-        for tool in ["curl", "wget"] {
-            let Some(bin) = ["/usr/bin", "/bin"]
-                .iter()
-                .map(|d| std::path::Path::new(d).join(tool))
-                .find(|p| p.exists())
-            else {
-                eprintln!("\n*** SKIPPED the {tool} case: {tool} is not installed ***\n");
+        let size = body.len() as u64;
+        let base: Vec<_> = ["stat", "rm", "mv"]
+            .iter()
+            .map(|t| system_tool(t).unwrap())
+            .collect();
+        for (tool, hasher) in [
+            ("curl", "openssl"),
+            ("curl", "sha256sum"),
+            ("wget", "openssl"),
+            ("wget", "sha256sum"),
+        ] {
+            let (Some(fetcher), Some(hasher_bin)) = (system_tool(tool), system_tool(hasher)) else {
+                eprintln!("\n*** SKIPPED the {tool}/{hasher} case: not installed ***\n");
                 continue;
             };
-            // a PATH with that one fetcher and the few tools the script uses
+            let case = format!("{tool} with {hasher}");
+            let mut tools = base.clone();
+            tools.extend([fetcher, hasher_bin]);
             let dir = tempfile::tempdir().unwrap();
-            let bin_dir = dir.path().join("bin");
-            std::fs::create_dir_all(&bin_dir).unwrap();
-            std::os::unix::fs::symlink(&bin, bin_dir.join(tool)).unwrap();
-            for t in ["stat", "rm", "mv", "sha256sum"] {
-                std::os::unix::fs::symlink(format!("/usr/bin/{t}"), bin_dir.join(t))
-                    .or_else(|_| std::os::unix::fs::symlink(format!("/bin/{t}"), bin_dir.join(t)))
-                    .unwrap();
-            }
             let store = dir.path().join("store");
-            std::fs::create_dir_all(store.join("blobs/sha256")).unwrap();
-            let run = |hex: &str, size: u64, url: &str| {
-                let mut c = std::process::Command::new("/bin/sh")
-                    .arg("-c")
-                    .arg(fetch_script(store.to_str().unwrap(), hex, size))
-                    .env_clear()
-                    .env("PATH", &bin_dir)
-                    .stdin(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                c.stdin
-                    .take()
-                    .unwrap()
-                    .write_all(format!("{url}\n").as_bytes())
-                    .unwrap();
-                c.wait_with_output().unwrap().status.code()
-            };
+            let blobs = store.join("blobs/sha256");
+            std::fs::create_dir_all(&blobs).unwrap();
             let url = serve(body.clone());
-            assert_eq!(run(&hex, body.len() as u64, &url), Some(0), "{tool}");
             assert_eq!(
-                std::fs::read(store.join("blobs/sha256").join(&hex)).unwrap(),
-                body
+                run_fetch(&tools, &store, &hex, size, &url),
+                (Some(0), format!("fetched {size}\n")),
+                "{case}"
             );
+            assert_eq!(std::fs::read(blobs.join(&hex)).unwrap(), body, "{case}");
+            // a cut download: curl continues it, wget starts over, and the
+            // count says what came over the network
+            std::fs::remove_file(blobs.join(&hex)).unwrap();
+            std::fs::write(blobs.join(format!("{hex}.part")), &body[..150_000]).unwrap();
+            let expect = if tool == "curl" { size - 150_000 } else { size };
+            assert_eq!(
+                run_fetch(&tools, &store, &hex, size, &url),
+                (Some(0), format!("fetched {expect}\n")),
+                "{case}"
+            );
+            assert_eq!(std::fs::read(blobs.join(&hex)).unwrap(), body, "{case}");
             // what does not hash to its name is removed, and said so
             let other = "0".repeat(64);
             assert_eq!(
-                run(&other, body.len() as u64, &url),
+                run_fetch(&tools, &store, &other, size, &url).0,
                 Some(push::EXIT_DIGEST),
-                "{tool}"
+                "{case}"
             );
-            let left: Vec<_> = std::fs::read_dir(store.join("blobs/sha256"))
+            let left: Vec<_> = std::fs::read_dir(&blobs)
                 .unwrap()
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
                 .collect();
-            assert_eq!(left, vec![hex.clone()], "{tool}");
+            assert_eq!(left, vec![hex.clone()], "{case}");
         }
+    }
+
+    #[test]
+    fn a_host_without_a_hasher_is_told_apart_from_a_tampered_blob() {
+        let Some(curl) = system_tool("curl") else {
+            eprintln!("\n*** SKIPPED: curl is not installed ***\n");
+            return;
+        };
+        let body = b"the blob".to_vec();
+        let hex = sha256_hex(&body);
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(store.join("blobs/sha256")).unwrap();
+        let tools: Vec<_> = ["stat", "rm", "mv"]
+            .iter()
+            .map(|t| system_tool(t).unwrap())
+            .chain([curl])
+            .collect();
+        let url = serve(body.clone());
+        assert_eq!(
+            run_fetch(&tools, &store, &hex, body.len() as u64, &url).0,
+            Some(push::EXIT_NO_HASHER)
+        );
+        assert!(!store.join("blobs/sha256").join(&hex).exists());
+        let e = PullError::from(PushError::NoHasher {
+            host: "root@node1".into(),
+        })
+        .to_string();
+        assert!(
+            e.contains("`root@node1`") && e.contains("openssl") && !e.contains("tamper"),
+            "{e}"
+        );
+        assert_eq!(fetched("fetched 12\n"), Some(12));
     }
 
     #[test]

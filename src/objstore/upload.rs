@@ -6,19 +6,22 @@
 //! metadata is skipped. Blobs larger than a part go up as multipart uploads:
 //! one thread reads the file part by part (hashing it on the way, so a damaged
 //! local blob is never completed), a few others send the parts. An upload cut
-//! short is resumed: its parts already in the bucket (listed with ListParts)
-//! are not sent again. Reports through [`Reporter`]; never prints.
+//! short is resumed: a part already in the bucket (listed with ListParts) is
+//! not sent again when its size and ETag (the hex MD5 of its bytes) match
+//! the local part's. At most `parallel + 1` parts are in memory at once.
+//! Reports through [`Reporter`]; never prints.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
 
+use md5::Md5;
 use sha2::{Digest, Sha256};
 
-use super::{ObjError, Part, Store};
+use super::{Body, ObjError, Part, Store};
 use crate::push::{LocalBlob, PushImage};
 
 /// What an upload reports while it runs.
@@ -35,6 +38,12 @@ pub enum Event<'a> {
         size: u64,
         parts: u32,
         reused: u32,
+    },
+    /// A part in the bucket is not the local part (its ETag is not the
+    /// MD5 of the local bytes): it is sent again.
+    Differs {
+        name: &'a str,
+        part: u32,
     },
     /// Bytes of this object sent so far in this run.
     Progress {
@@ -126,7 +135,7 @@ fn small(
         parts: 1,
         reused: 0,
     });
-    store.put(&key, body, &hex)?;
+    store.put(&key, body.into(), &hex)?;
     stats.objects_sent += 1;
     stats.bytes_sent += size;
     reporter.event(Event::Done { name, sent: size });
@@ -150,8 +159,9 @@ pub fn part_count(size: u64, part_size: u64) -> u32 {
     size.div_ceil(part_size).max(1) as u32
 }
 
-/// Which of the parts already uploaded can stay: those of the size this run
-/// would send under the same number.
+/// Which of the parts already uploaded may stay: those of the size this run
+/// would send under the same number. Each is kept only if [`same_part`]
+/// agrees once the local bytes are read.
 pub fn reusable(existing: &[Part], size: u64, part_size: u64) -> BTreeMap<u32, Part> {
     let n = part_count(size, part_size);
     existing
@@ -159,6 +169,17 @@ pub fn reusable(existing: &[Part], size: u64, part_size: u64) -> BTreeMap<u32, P
         .filter(|p| p.number >= 1 && p.number <= n && p.size == part_len(size, part_size, p.number))
         .map(|p| (p.number, p.clone()))
         .collect()
+}
+
+/// Whether a listed part holds `local`: the same size, and an ETag that is
+/// the hex MD5 of the bytes (S3 and OSS give a part's ETag so, quoted; OSS
+/// in upper case). An ETag of another form (AWS's SSE-KMS parts, say)
+/// proves nothing, and the part is sent again.
+pub fn same_part(listed: &Part, local: &[u8]) -> bool {
+    let etag = listed.etag.trim().trim_matches('"');
+    listed.size == local.len() as u64
+        && etag.len() == 32
+        && etag.eq_ignore_ascii_case(&hex::encode(Md5::digest(local)))
 }
 
 fn blob(
@@ -197,7 +218,7 @@ fn blob(
             parts: 1,
             reused: 0,
         });
-        store.put(&key, body, &b.hex)?;
+        store.put(&key, body.into(), &b.hex)?;
         stats.objects_sent += 1;
         stats.bytes_sent += b.size;
         reporter.event(Event::Done {
@@ -222,16 +243,21 @@ fn blob(
         parts: n,
         reused: have.len() as u32,
     });
-    let to_send: u64 = (1..=n)
-        .filter(|i| !have.contains_key(i))
-        .map(|i| part_len(b.size, opts.part_size, i))
-        .sum();
+    let to_send = AtomicU64::new(
+        (1..=n)
+            .filter(|i| !have.contains_key(i))
+            .map(|i| part_len(b.size, opts.part_size, i))
+            .sum(),
+    );
 
     let done = Mutex::new(have.clone());
     let sent = Mutex::new(0u64);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<ObjError>> = Mutex::new(None);
-    let (tx, rx) = mpsc::sync_channel::<(u32, Vec<u8>)>(opts.parallel.max(1));
+    // a rendezvous: a part is read only when a sender is free to take the
+    // one before, so the senders' parts and the one being read are all
+    // that is held
+    let (tx, rx) = mpsc::sync_channel::<(u32, Body)>(0);
     let rx = Mutex::new(rx);
     let read_result = std::thread::scope(|s| {
         for _ in 0..opts.parallel.max(1) {
@@ -258,7 +284,7 @@ fn blob(
                             reporter.event(Event::Progress {
                                 name: &name,
                                 sent: *sent,
-                                total: to_send,
+                                total: to_send.load(Ordering::SeqCst),
                             });
                         }
                         Err(e) => {
@@ -269,10 +295,12 @@ fn blob(
                 }
             });
         }
-        // this thread reads and hashes every part in order, sending the missing ones
-        let read = || -> Result<String, ObjError> {
+        // this thread reads and hashes every part in order, sending those
+        // the bucket lacks or holds other bytes for
+        let read = || -> Result<(String, usize), ObjError> {
             let mut f = File::open(&b.path).map_err(local)?;
             let mut hasher = Sha256::new();
+            let mut kept = 0;
             for i in 1..=n {
                 let len = part_len(b.size, opts.part_size, i) as usize;
                 let mut buf = vec![0u8; len];
@@ -281,11 +309,26 @@ fn blob(
                 if failed.load(Ordering::SeqCst) {
                     break;
                 }
-                if !have.contains_key(&i) && tx.send((i, buf)).is_err() {
+                match have.get(&i) {
+                    Some(p) if same_part(p, &buf) => {
+                        kept += 1;
+                        continue;
+                    }
+                    Some(_) => {
+                        reporter.event(Event::Differs {
+                            name: &name,
+                            part: i,
+                        });
+                        done.lock().expect("parts").remove(&i);
+                        to_send.fetch_add(len as u64, Ordering::SeqCst);
+                    }
+                    None => {}
+                }
+                if tx.send((i, Body::from(buf))).is_err() {
                     break;
                 }
             }
-            Ok(hex::encode(hasher.finalize()))
+            Ok((hex::encode(hasher.finalize()), kept))
         };
         let r = read();
         drop(tx);
@@ -294,7 +337,7 @@ fn blob(
     if let Some(e) = first_error.into_inner().expect("error") {
         return Err(e);
     }
-    let found = read_result?;
+    let (found, kept) = read_result?;
     if found != b.hex {
         // its parts are of no use to any later run
         let _ = store.abort(&key, &upload);
@@ -308,9 +351,9 @@ fn blob(
     let sent = sent.into_inner().expect("sent");
     stats.objects_sent += 1;
     stats.bytes_sent += sent;
-    stats.parts_sent += (n as usize) - have.len();
-    stats.parts_reused += have.len();
-    stats.resumed += usize::from(!have.is_empty());
+    stats.parts_sent += n as usize - kept;
+    stats.parts_reused += kept;
+    stats.resumed += usize::from(kept > 0);
     reporter.event(Event::Done { name: &name, sent });
     Ok(())
 }
@@ -339,5 +382,37 @@ mod tests {
         assert_eq!(have.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
         // another part size: nothing fits
         assert!(reusable(&[p(1, 16)], 40, 20).is_empty());
+    }
+
+    #[test]
+    fn a_part_stays_only_when_its_etag_is_the_md5_of_the_local_bytes() {
+        let local = b"the bytes of part one".as_slice();
+        // as `printf %s 'the bytes of part one' | md5sum` prints it
+        let md5 = "a3341d70c323b220158741bed10a066e";
+        let part = |etag: &str| Part {
+            number: 1,
+            size: local.len() as u64,
+            etag: etag.into(),
+        };
+        assert!(same_part(&part(&format!("\"{md5}\"")), local));
+        // OSS writes it in upper case; a server may leave the quotes out
+        assert!(same_part(
+            &part(&format!("\"{}\"", md5.to_uppercase())),
+            local
+        ));
+        assert!(same_part(&part(md5), local));
+        // other bytes of the same size
+        let mut other = local.to_vec();
+        other[3] ^= 1;
+        assert!(!same_part(&part(&format!("\"{md5}\"")), &other));
+        // an ETag that is no MD5 proves nothing
+        assert!(!same_part(&part(""), local));
+        assert!(!same_part(&part(&format!("\"{md5}-2\"")), local));
+        // the right ETag, but the part in the bucket is of another size
+        let short = Part {
+            size: 3,
+            ..part(md5)
+        };
+        assert!(!same_part(&short, local));
     }
 }
