@@ -40,6 +40,7 @@ echo "== building ferry"
 cargo build --release --quiet
 ferry=target/release/ferry
 
+mkdir -p out
 echo "== building the default image (first time: downloads about 450 MB of pinned inputs into ~/.cache/ferry)"
 if ! $ferry build --out out/spark --docker-archive out/spark.tar 2>out/.demo-build.log; then
   cat out/.demo-build.log >&2

@@ -3,10 +3,11 @@
 # installs what the tests need from Debian's packages, starts a Docker daemon
 # when none answers (and stops it afterwards), runs formatting and lint
 # checks, builds the default Spark image once for every end-to-end test,
-# runs the unit, integration and end-to-end tests (the SSH push tests on
-# three namespaced hosts it starts and stops, then the object-storage tests
-# against a SeaweedFS server on the same kind of hosts), and the Nix
-# packaging checks.
+# runs the unit and integration tests, the README's first command
+# (scripts/demo.sh: a local cluster and the sample job), the end-to-end
+# tests (the SSH push and launch tests on three namespaced hosts it starts
+# and stops, then the object-storage tests against a SeaweedFS server on
+# the same kind of hosts), and the Nix packaging checks.
 # Downloads are cached in ~/.cache/ferry: a second run downloads nothing.
 #
 #   bash tests/run.sh            # everything
@@ -101,6 +102,14 @@ for f in tests/*.rs; do
 done
 cargo test --bins "${targets[@]}" 2>&1 | tee "$state/cargo-test.log"
 [ "${PIPESTATUS[0]}" = 0 ] || exit 1
+
+say "the README's first command: bash scripts/demo.sh (then its --down)"
+demo_rc=0
+bash scripts/demo.sh | tee "$state/demo.out" || demo_rc=$?
+bash scripts/demo.sh --down
+[ "$demo_rc" = 0 ] || { echo "scripts/demo.sh failed ($demo_rc)" >&2; exit 1; }
+grep -Fqx "ferry-sample: pi=3.1412 top-words=[('the', 4), ('cluster', 2), ('spark', 2)]" "$state/demo.out" ||
+  { echo "scripts/demo.sh did not print the sample job's answer" >&2; exit 1; }
 
 say "end-to-end push and launch tests on namespaced hosts"
 bash tests/push-e2e.sh
