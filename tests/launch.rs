@@ -599,8 +599,16 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
     assert_eq!(f.containers(), before, "a second `up` changed containers");
 
     // the leading master stops; the standby takes over; jobs still run
-    let leader = alive_master(&s).expect("a leader");
+    // (the leader as of now: the drills and the upgrade moved it)
+    let now = f.wait_status("a leading master", 60, |s| alive_master(s).is_some());
+    let leader = alive_master(&now).expect("a leader");
     let li = if leader == "h1" { 0 } else { 1 };
+    assert_eq!(
+        master_states(&f.addrs)[li],
+        "ALIVE",
+        "the master about to be stopped, on {leader}, leads: {:?}",
+        master_states(&f.addrs)
+    );
     let t0 = Instant::now();
     f.ssh(li, "docker stop ferry-e2e-master >/dev/null");
     let after = f.wait_status("a standby master takes over", 120, |s| {
