@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use super::handover;
 use super::hosts::ClusterHost;
-use super::plan::{Action, Container, Gate, HostPlan, JaasSection, Plan, Role, SECRET_VAR};
+use super::plan::{
+    Action, Container, Gate, HostPlan, ImageRef, JaasSection, Plan, Role, SECRET_VAR,
+};
 use super::render;
 use crate::push::sh_quote;
 
@@ -235,6 +237,14 @@ pub fn up(
             }
             action => {
                 let role = role_of(action).expect("a start step");
+                // a gate no standing host can meet is not waited for
+                if step.hosts.iter().all(|h| fleet.ok(h).is_none()) {
+                    p(&format!(
+                        "not starting the {}: none of its hosts is left",
+                        role_name(role)
+                    ));
+                    continue;
+                }
                 start_role(fleet, step.hosts.as_slice(), role, step.gate.as_ref(), p)?;
             }
         }
@@ -675,6 +685,45 @@ fn zookeeper_password(secret_line: &str) -> String {
     h.update(b"ferry zookeeper sasl password\0");
     h.update(secret.as_bytes());
     hex::encode(h.finalize())
+}
+
+/// The script that prints the id of the host's image under `reference`, or
+/// nothing when its Docker has none.
+pub fn image_id_script(reference: &str) -> String {
+    format!(
+        "docker image inspect --format '{{{{.Id}}}}' {} 2>/dev/null || true\n",
+        sh_quote(reference)
+    )
+}
+
+/// What a host's Docker holds under the plan's image reference.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ImageFound {
+    Missing,
+    /// The planned image, or one under its tag when only the tag is known
+    /// (no layout, so no config digest).
+    Planned,
+    /// Another image under the same tag (a stale build, say): its id.
+    Other(String),
+}
+
+/// Reads [`image_id_script`]'s output. Docker names an image it loaded
+/// from a docker-archive by its config digest (its containerd store, by
+/// the manifest digest): either one is the planned image.
+pub fn image_found(image: &ImageRef, out: &str) -> ImageFound {
+    let id = out.trim();
+    if id.is_empty() {
+        return ImageFound::Missing;
+    }
+    let Some(config) = &image.config_digest else {
+        return ImageFound::Planned;
+    };
+    let hex = |d: &str| d.strip_prefix("sha256:").unwrap_or(d).to_string();
+    if [config, &image.digest].iter().any(|d| hex(d) == hex(id)) {
+        ImageFound::Planned
+    } else {
+        ImageFound::Other(id.to_string())
+    }
 }
 
 /// `docker run` arguments for a planned container.
@@ -1609,6 +1658,42 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
         assert!(!names.iter().any(|n| n.starts_with("jaas")), "{names:?}");
+    }
+
+    #[test]
+    fn an_image_under_the_planned_tag_must_be_the_planned_one() {
+        let config = format!("sha256:{}", "c".repeat(64));
+        let manifest = format!("sha256:{}", "m".repeat(64));
+        let image = ImageRef {
+            reference: "ferry/spark:3.5.3".into(),
+            digest: manifest.clone(),
+            config_digest: Some(config.clone()),
+        };
+        assert_eq!(
+            image_id_script(&image.reference),
+            "docker image inspect --format '{{.Id}}' 'ferry/spark:3.5.3' 2>/dev/null || true\n"
+        );
+        assert_eq!(image_found(&image, ""), ImageFound::Missing);
+        assert_eq!(image_found(&image, "\n"), ImageFound::Missing);
+        assert_eq!(
+            image_found(&image, &format!("{config}\n")),
+            ImageFound::Planned
+        );
+        // Podman prints the bare hex; a containerd store, the manifest digest
+        assert_eq!(image_found(&image, &"c".repeat(64)), ImageFound::Planned);
+        assert_eq!(image_found(&image, &manifest), ImageFound::Planned);
+        let stale = format!("sha256:{}", "5".repeat(64));
+        assert_eq!(
+            image_found(&image, &format!("{stale}\n")),
+            ImageFound::Other(stale.clone())
+        );
+        // without a layout only the tag is known
+        let by_tag = ImageRef {
+            config_digest: None,
+            ..image
+        };
+        assert_eq!(image_found(&by_tag, &stale), ImageFound::Planned);
+        assert_eq!(image_found(&by_tag, ""), ImageFound::Missing);
     }
 
     #[test]
