@@ -84,7 +84,7 @@ pub enum Command {
     Logs(LogsArgs),
     /// Stop and remove a cluster's containers (files and data stay unless --purge)
     #[command(
-        after_help = "Examples:\n  ferry down cluster.toml\n  ferry down cluster.toml --purge   # also its config, ZooKeeper data and work folders\n  ferry down --local"
+        after_help = "Examples:\n  ferry down cluster.toml\n  ferry down cluster.toml --purge   # also the config, ZooKeeper data and work folders ferry made\n  ferry down --local"
     )]
     Down(DownArgs),
     /// Rehearse a failure on a running cluster and measure the recovery
@@ -438,7 +438,7 @@ pub struct UpArgs {
 pub struct DownArgs {
     #[command(flatten)]
     pub target: ClusterArgs,
-    /// Also remove the cluster's folders on the hosts: configuration, ZooKeeper data, Spark work dirs
+    /// Also remove the folders ferry made for the cluster on the hosts: configuration, ZooKeeper data, Spark work dirs (one that was there before is kept, and named)
     #[arg(long)]
     pub purge: bool,
 }
