@@ -207,11 +207,20 @@ impl Fixture {
         }
     }
 
+    /// The fixture's FERRY_NET, as `up` wrote it in `env`: hosts.sh needs
+    /// it to name the namespaces (else it takes another set's, 231).
+    fn net(&self) -> Option<(&'static str, String)> {
+        let env = std::fs::read_to_string(self.dir.join("env")).ok()?;
+        let net = env.lines().find_map(|l| l.strip_prefix("FERRY_NET="))?;
+        Some(("FERRY_NET", net.trim().to_string()))
+    }
+
     fn hosts_script(&self, args: &[&str]) {
         let out = Command::new("bash")
             .arg(repo().join("tests/hosts.sh"))
             .args(args)
             .env("FERRY_HOSTS_DIR", &self.dir)
+            .envs(self.net())
             .output()
             .unwrap();
         assert!(
