@@ -69,7 +69,7 @@ pub enum Command {
     Up(UpArgs),
     /// Run a PySpark job with `spark-submit` against a cluster's masters, streaming the driver's output
     #[command(
-        after_help = "Examples:\n  ferry submit cluster.toml                   # the image's sample job, driver on the first master's host\n  ferry submit cluster.toml job.py -- 100     # a job file from here, with arguments\n  ferry submit --local                        # the local cluster\n  ferry submit --local job.py -- 100"
+        after_help = "Examples:\n  ferry submit cluster.toml                       # the image's sample job, driver on the first master's host\n  ferry submit cluster.toml job.py 100 --out x    # a job file from here; what follows it is the job's\n  ferry submit --identity k cluster.toml job.py   # ferry's own flags go before the job\n  ferry submit --local                            # the local cluster\n  ferry submit --local job.py 100"
     )]
     Submit(SubmitArgs),
     /// Show each container of a cluster: state, whether it runs the plan's spec, and its health
@@ -84,7 +84,7 @@ pub enum Command {
     Logs(LogsArgs),
     /// Stop and remove a cluster's containers (files and data stay unless --purge)
     #[command(
-        after_help = "Examples:\n  ferry down cluster.toml\n  ferry down cluster.toml --purge   # also its config, ZooKeeper data and work folders\n  ferry down --local"
+        after_help = "Examples:\n  ferry down cluster.toml\n  ferry down cluster.toml --purge   # also the config, ZooKeeper data and work folders ferry made\n  ferry down --local"
     )]
     Down(DownArgs),
     /// Rehearse a failure on a running cluster and measure the recovery
@@ -447,7 +447,7 @@ pub struct UpArgs {
 pub struct DownArgs {
     #[command(flatten)]
     pub target: ClusterArgs,
-    /// Also remove the cluster's folders on the hosts: configuration, ZooKeeper data, Spark work dirs
+    /// Also remove the folders ferry made for the cluster on the hosts: configuration, ZooKeeper data, Spark work dirs (one that was there before is kept, and named)
     #[arg(long)]
     pub purge: bool,
 }
@@ -485,12 +485,16 @@ pub struct LogsArgs {
 
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
-    /// `CLUSTER [JOB]`; with --local or --cluster just `[JOB]`. JOB is a file here or a path inside the image [default: the image's sample job]
-    #[arg(value_name = "CLUSTER|JOB", num_args = 0..=2)]
-    pub items: Vec<String>,
-    /// Arguments for the job
-    #[arg(last = true)]
-    pub args: Vec<String>,
+    /// The cluster file; with --local or --cluster, the job instead
+    #[arg(value_name = "CLUSTER|JOB")]
+    pub first: Option<String>,
+    /// The job (a file here or a path inside the image) [default: the image's sample job], then its arguments: everything after the job is the job's, flags too (`--` before them is allowed). ferry's own flags go before the job
+    #[arg(
+        value_name = "JOB ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub rest: Vec<String>,
     /// The cluster file [default with --local: examples/local.toml, built in]
     #[arg(long, value_name = "FILE")]
     pub cluster: Option<PathBuf>,

@@ -656,3 +656,111 @@ fn a_reader_that_goes_away_ends_ferry_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(141), "{err}");
 }
+
+/// `ferry up --local --image LAYOUT` when Docker holds another image under
+/// the layout's tag (a rebuild that was not loaded): the host fails with
+/// the tag and both ids, and nothing is written or started. Docker is a
+/// stand-in here that answers `image inspect` only and logs every call.
+#[test]
+fn up_refuses_a_stale_image_under_the_planned_tag() {
+    let tmp = tempfile::tempdir().unwrap();
+    // the fixture image, with the labels the launcher reads
+    let image = tmp.path().join("labelled");
+    copy_dir(&fixture().image, &image);
+    let def = image.join("image.toml");
+    let text = std::fs::read_to_string(&def).unwrap();
+    let labels = "labels = { \"org.opencontainers.image.title\" = \"busybox by ferry\" }";
+    assert!(text.contains(labels), "{text}");
+    std::fs::write(
+        &def,
+        text.replace(
+            labels,
+            "labels = { \"ferry.spark.home\" = \"/opt/spark\", \"ferry.spark.user\" = \"app\" }",
+        ),
+    )
+    .unwrap();
+    let layout = tmp.path().join("layout");
+    let built = build_fixture(&image, &tmp.path().join("cache"), &layout, &[]);
+    let config = built["config_digest"].as_str().unwrap();
+    assert!(config.starts_with("sha256:"), "{built:#}");
+
+    // a cluster of its own name, so that no other cluster's files are near;
+    // what a broken check would let `up` write here goes, even on a panic
+    const MADE: [&str; 2] = [
+        "/etc/ferry/ferry-cli-stale-image",
+        "/var/lib/ferry/ferry-cli-stale-image",
+    ];
+    struct Clean;
+    impl Drop for Clean {
+        fn drop(&mut self) {
+            for d in MADE {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+    let _clean = Clean;
+    let cluster = tmp.path().join("stale.toml");
+    std::fs::write(
+        &cluster,
+        "name = \"ferry-cli-stale-image\"\n\n[[host]]\nname = \"here\"\naddress = \"127.0.0.1\"\n\n[spark.masters]\nhosts = [\"here\"]\n\n[spark.workers]\nhosts = [\"here\"]\n",
+    )
+    .unwrap();
+    let plan = ok(ferry()
+        .arg("plan")
+        .arg(&cluster)
+        .arg("--image")
+        .arg(&layout));
+    assert!(plan.contains(&format!(", config {config})")), "{plan}");
+
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let calls = tmp.path().join("docker-calls");
+    let stale = format!("sha256:{}", "5".repeat(64));
+    let docker = bin.join("docker");
+    std::fs::write(
+        &docker,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nif [ \"$1 $2\" = 'image inspect' ]; then echo {stale}; exit 0; fi\nexit 1\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&docker).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&docker, perms).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let t0 = std::time::Instant::now();
+    let out = run(ferry()
+        .args(["up", "--local"])
+        .arg(&cluster)
+        .arg("--image")
+        .arg(&layout)
+        .env("PATH", path));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: host `here`: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.contains(&format!(
+            "docker there has another image under `ferry/busybox:1.35` (id {stale}; the plan's image is {config}, from `{}`)",
+            layout.display()
+        )) && line.contains("docker load -i"),
+        "{line}"
+    );
+    // no gate waited on a host that is not there
+    assert!(t0.elapsed().as_secs() < 30, "{:?}", t0.elapsed());
+    let called = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(
+        called, "image inspect --format {{.Id}} ferry/busybox:1.35\n",
+        "docker was asked for more than the image"
+    );
+    for d in MADE {
+        assert!(!Path::new(d).exists(), "`up` wrote {d}");
+    }
+}

@@ -48,7 +48,13 @@ hosts = ["h2", "h3"]
 cores = 1
 memory = "512m"
 jvm_options = ["-Xmx128m"]
+work_dir = "/var/lib/ferry/e2e-work"
 "#;
+
+/// The HA cluster's workers' folder: outside the cluster's own folders, in
+/// the hosts' private /var/lib/ferry. On h2 it is a user's folder, made
+/// before the first `up`.
+const WORK: &str = "/var/lib/ferry/e2e-work";
 
 /// The cluster `e2e` on the fixture's hosts with `roles` (TOML).
 fn fixture(test: &str, roles: &str) -> Option<Fixture> {
@@ -201,11 +207,20 @@ impl Fixture {
         }
     }
 
+    /// The fixture's FERRY_NET, as `up` wrote it in `env`: hosts.sh needs
+    /// it to name the namespaces (else it takes another set's, 231).
+    fn net(&self) -> Option<(&'static str, String)> {
+        let env = std::fs::read_to_string(self.dir.join("env")).ok()?;
+        let net = env.lines().find_map(|l| l.strip_prefix("FERRY_NET="))?;
+        Some(("FERRY_NET", net.trim().to_string()))
+    }
+
     fn hosts_script(&self, args: &[&str]) {
         let out = Command::new("bash")
             .arg(repo().join("tests/hosts.sh"))
             .args(args)
             .env("FERRY_HOSTS_DIR", &self.dir)
+            .envs(self.net())
             .output()
             .unwrap();
         assert!(
@@ -346,12 +361,26 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
         return;
     };
     let _ = f.run(&["down", "--purge"]);
+    // h2's work folder is a user's, with a file of theirs
+    f.ssh(
+        1,
+        &format!("mkdir -p {WORK} && rm -f {WORK}/.ferry-created && echo mine > {WORK}/user-file && chown 185:185 {WORK} && chmod 0755 {WORK}"),
+    );
 
     // first `up`: the image goes to the hosts that lack it
     let t0 = Instant::now();
     let first = f.ok(&["up", "--json"]);
     let first: Value = serde_json::from_str(&first).unwrap();
     assert_eq!(first["ok"], true, "{first:#}");
+    // `up` made h3's work folder and marked it; h2's is used as it was
+    let work = |i: usize| {
+        f.ssh(
+            i,
+            &format!("stat -c '%a %u' {WORK}; cat {WORK}/.ferry-created 2>/dev/null || true"),
+        )
+    };
+    assert_eq!(work(2), "750 185\ne2e\n");
+    assert_eq!(work(1), "755 185\n");
     eprintln!(
         "first up (image delivered where missing): {:.1}s",
         t0.elapsed().as_secs_f64()
@@ -599,8 +628,16 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
     assert_eq!(f.containers(), before, "a second `up` changed containers");
 
     // the leading master stops; the standby takes over; jobs still run
-    let leader = alive_master(&s).expect("a leader");
+    // (the leader as of now: the drills and the upgrade moved it)
+    let now = f.wait_status("a leading master", 60, |s| alive_master(s).is_some());
+    let leader = alive_master(&now).expect("a leader");
     let li = if leader == "h1" { 0 } else { 1 };
+    assert_eq!(
+        master_states(&f.addrs)[li],
+        "ALIVE",
+        "the master about to be stopped, on {leader}, leads: {:?}",
+        master_states(&f.addrs)
+    );
     let t0 = Instant::now();
     f.ssh(li, "docker stop ferry-e2e-master >/dev/null");
     let after = f.wait_status("a standby master takes over", 120, |s| {
@@ -742,14 +779,41 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
         "{logs}"
     );
 
-    // down --purge: no containers, no folders
-    f.ok(&["down", "--purge"]);
+    // a user's folder that the daemon's user cannot write fails its host
+    f.ssh(1, &format!("chown 0:0 {WORK}"));
+    let out = f.run(&["up"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("error: host `h2`: ")
+            && l.contains(&format!("`{WORK}` was not made by ferry and the image's user `spark` (uid 185) cannot write it: give it to that user (`chown 185:185 {WORK}` there)"))),
+        "{err}"
+    );
+    assert!(!err.contains("error: host `h3`"), "{err}");
+
+    // down --purge: no containers, no folders but the user's, which it names
+    let purged = f.ok(&["down", "--purge"]);
     assert_eq!(f.containers(), "");
     assert_eq!(
         f.ssh(0, "ls /etc/ferry /var/lib/ferry | grep -c '^e2e$' || true")
             .trim(),
         "0"
     );
+    assert!(
+        purged.contains(&format!("h2: kept {WORK}: it was there before ferry")),
+        "{purged}"
+    );
+    assert_eq!(f.ssh(1, &format!("cat {WORK}/user-file")), "mine\n");
+    // h1's too, a worker's folder since `scale --remove-worker`
+    for i in [0, 2] {
+        assert_eq!(
+            f.ssh(i, &format!("ls -d {WORK} 2>/dev/null || echo gone")),
+            "gone\n",
+            "h{}",
+            i + 1
+        );
+    }
+    f.ssh(1, &format!("rm -rf {WORK}"));
     assert!(Path::new(&f.cluster).exists());
 }
 

@@ -19,6 +19,9 @@ pub const DEFAULT_IMAGE: &str = "ferry/spark:3.5.3";
 /// The cluster `ferry up --local` runs when given no file.
 pub const LOCAL_CLUSTER: &str = include_str!("../../examples/local.toml");
 
+/// The largest ZooKeeper ensemble a cluster file may ask for.
+pub const MAX_ENSEMBLE: usize = 7;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterFile {
@@ -118,7 +121,7 @@ fn default_delivery() -> Spanned<String> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZooKeeper {
-    /// 1, 3 or 5 servers.
+    /// 1, 3, 5 or 7 servers.
     pub hosts: Vec<Spanned<String>>,
     /// The servers' `myid`s, in the order of `hosts` [default: 1, 2, 3...].
     pub ids: Option<Spanned<Vec<u32>>>,
@@ -510,6 +513,17 @@ impl ClusterFile {
                     line_of,
                     "zookeeper.hosts",
                     format!("the ensemble has {n} servers; ZooKeeper needs an odd number (1, 3 or 5) to keep a majority: add or remove one"),
+                ));
+            }
+            // every write waits on a majority: past 7 servers each one
+            // slows writes and elections, and Spark's few znodes gain
+            // nothing (5 already survives two failures)
+            if n > MAX_ENSEMBLE {
+                let line_of = first.map(|h| h.span().start);
+                return Err(at.err(
+                    line_of,
+                    "zookeeper.hosts",
+                    format!("the ensemble has {n} servers; ferry runs at most {MAX_ENSEMBLE} (3 or 5 suit a Spark cluster; more slow every write and election): keep 3 or 5 of them"),
                 ));
             }
             if let Some(ids) = &zk.ids {

@@ -5,7 +5,9 @@
 //!
 //! No state is kept here: each container carries `ferry.cluster`,
 //! `ferry.role` and `ferry.spec` (a hash of its planned spec and files)
-//! labels, so any operator with the cluster file sees the same truth.
+//! labels, so any operator with the cluster file sees the same truth; each
+//! folder `up` makes holds a `.ferry-created` mark, so `down --purge`
+//! removes what ferry made and keeps what was there before.
 //! Idempotent: a running container whose spec label matches is left alone,
 //! a stopped one is started, a changed one is replaced. A host that fails is
 //! set aside (the rest go on) and reported; gates then wait only on the
@@ -18,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use super::handover;
 use super::hosts::ClusterHost;
-use super::plan::{Action, Container, Gate, HostPlan, JaasSection, Plan, Role, SECRET_VAR};
+use super::plan::{
+    Action, Container, Gate, HostPlan, ImageRef, JaasSection, Plan, Role, SECRET_VAR,
+};
 use super::render;
 use crate::push::sh_quote;
 
@@ -235,6 +239,14 @@ pub fn up(
             }
             action => {
                 let role = role_of(action).expect("a start step");
+                // a gate no standing host can meet is not waited for
+                if step.hosts.iter().all(|h| fleet.ok(h).is_none()) {
+                    p(&format!(
+                        "not starting the {}: none of its hosts is left",
+                        role_name(role)
+                    ));
+                    continue;
+                }
                 if role == Role::Master {
                     match handover::clear_stale_recovery(fleet) {
                         Ok(Some(what)) => p(&what),
@@ -587,23 +599,74 @@ pub fn role_name(r: Role) -> &'static str {
     }
 }
 
+/// `ours PATH`: whether this cluster's `up` made the folder (`$c` is the
+/// cluster's name). `up` leaves a `.ferry-created` file holding the
+/// cluster's name in each folder it makes, and `down --purge` removes only
+/// folders that bear it, or that lie in the cluster's own folders
+/// ([`in_own_folders`]).
+const OURS_SH: &str = r#"ours() { [ "$(head -n 1 "$1/.ferry-created" 2>/dev/null)" = "$c" ]; }
+"#;
+
+/// `mk PATH MODE OWNER OWN`: makes a missing folder, marks it as the
+/// cluster's and notes it for its owner's uid; a folder that was there and
+/// is not the cluster's (`OWN` is 1 in the cluster's own folders) keeps its
+/// mode and owner and is noted for a check that its owner can write it.
+/// `writable PATH UID GID`: whether that user may make files in it, by
+/// owner, group and mode (ACLs and other groups are not read).
+const MK_SH: &str = r#"new=
+theirs=
+mk() {
+  if [ ! -d "$1" ]; then
+    mkdir -p "$1" && printf '%s\n' "$c" > "$1/.ferry-created" || exit 1
+    new="$new $1:$3"
+  elif [ "$4" != 1 ] && ! ours "$1"; then
+    theirs="$theirs $1:$3"
+    return 0
+  fi
+  chmod "$2" "$1" || exit 1
+}
+writable() {
+  st=$(stat -c '%u %g %a' "$1") || return 1
+  set -- "$2" "$3" $st
+  m=$((0$5))
+  if [ "$1" = "$3" ]; then b=$((m >> 6)); elif [ "$2" = "$4" ]; then b=$((m >> 3)); else b=$m; fi
+  [ $((b & 3)) = 3 ]
+}
+"#;
+
+/// Whether `path` lies in the folders ferry keeps for `cluster` alone:
+/// ferry's whatever made them (also an older ferry, before the mark).
+pub fn in_own_folders(cluster: &str, path: &str) -> bool {
+    [
+        format!("/etc/ferry/{cluster}"),
+        format!("/var/lib/ferry/{cluster}"),
+    ]
+    .iter()
+    .any(|root| path == root || path.starts_with(&format!("{root}/")))
+}
+
 /// The script that makes the host's folders (owned by the image's users,
 /// resolved to their uids in the image once, when a folder is new) and puts
 /// each file in place atomically, only when its content differs; and the tar
-/// of the files' contents it reads on stdin.
+/// of the files' contents it reads on stdin. A folder that was there before
+/// (`/data/spark` from a flat config, say) is used as it is, but only if the
+/// daemon's user can write it: the host fails otherwise, naming the folder.
 pub fn write_files_script(plan: &Plan, host: &HostPlan, secret: Option<&str>) -> (String, Vec<u8>) {
-    let mut s = String::from(
-        "set -u\numask 022\nnew=\nmk() { # path mode owner\n  if [ ! -d \"$1\" ]; then mkdir -p \"$1\" || exit 1; new=\"$new $1:$3\"; fi\n  chmod \"$2\" \"$1\" || exit 1\n}\n",
+    let mut s = format!(
+        "set -u\numask 022\nc={}\n{OURS_SH}{MK_SH}",
+        sh_quote(&plan.cluster)
     );
     for d in &host.dirs {
         s += &format!(
-            "mk {} {} {}\n",
+            "mk {} {} {} {}\n",
             sh_quote(&d.path),
             sh_quote(&d.mode),
-            sh_quote(&d.owner)
+            sh_quote(&d.owner),
+            u8::from(in_own_folders(&plan.cluster, &d.path))
         );
     }
-    // a folder made now gets its owner's uid, read from the image itself
+    // a folder made now gets its owner's uid, read from the image itself;
+    // one that was there must be writable by it
     let owners: Vec<&str> = {
         let mut o: Vec<&str> = host
             .dirs
@@ -615,15 +678,40 @@ pub fn write_files_script(plan: &Plan, host: &HostPlan, secret: Option<&str>) ->
         o.dedup();
         o
     };
-    let ids = owners
-        .iter()
-        .map(|o| format!("printf '%s ' {o}; id -u {o}"))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let ids = if owners.is_empty() {
+        "true".to_string()
+    } else {
+        format!(
+            "for u in {}; do echo \"$u $(id -u \"$u\") $(id -g \"$u\")\"; done",
+            owners
+                .iter()
+                .map(|o| sh_quote(o))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    };
     s += &format!(
-        "if [ -n \"$new\" ]; then\n  uids=$(docker run --rm --entrypoint sh {image} -c {ids}) || {{ echo \"cannot read the users of {image_plain}\" >&2; exit 1; }}\n  for d in $new; do\n    owner=${{d##*:}}; path=${{d%:*}}\n    [ \"$owner\" = root ] && continue\n    uid=$(printf '%s\\n' \"$uids\" | sed -n \"s/^$owner //p\")\n    [ -n \"$uid\" ] || {{ echo \"user $owner is not in the image\" >&2; exit 1; }}\n    chown \"$uid:$uid\" \"$path\" || exit 1\n  done\nfi\n",
+        r#"if [ -n "$new$theirs" ]; then
+  ids=$(docker run --rm --entrypoint sh {image} -c {ids}) || {{ echo "cannot read the users of {image_plain}" >&2; exit 1; }}
+  user() {{ printf '%s\n' "$ids" | sed -n "s/^$1 \([0-9][0-9]*\) \([0-9][0-9]*\)$/\1 \2/p"; }}
+  for d in $new; do
+    owner=${{d##*:}}; path=${{d%:*}}
+    [ "$owner" = root ] && continue
+    set -- $(user "$owner")
+    [ $# = 2 ] || {{ echo "user $owner is not in the image" >&2; exit 1; }}
+    chown "$1:$2" "$path" || exit 1
+  done
+  for d in $theirs; do
+    owner=${{d##*:}}; path=${{d%:*}}
+    [ "$owner" = root ] && continue
+    set -- $(user "$owner")
+    [ $# = 2 ] || {{ echo "user $owner is not in the image" >&2; exit 1; }}
+    writable "$path" "$1" "$2" || {{ echo "\`$path\` was not made by ferry and the image's user \`$owner\` (uid $1) cannot write it: give it to that user (\`chown $1:$2 $path\` there) or name a folder that does not exist yet (ferry makes it)" >&2; exit 1; }}
+  done
+fi
+"#,
         image = sh_quote(&plan.image.reference),
-        ids = sh_quote(if ids.is_empty() { "true" } else { &ids }),
+        ids = sh_quote(&ids),
         image_plain = plan.image.reference,
     );
     s += "s=$(mktemp -d) || exit 1\ntrap 'rm -rf \"$s\"' EXIT\ntar -xf - -C \"$s\" || exit 1\nput() { # staged path mode\n  if [ -f \"$2\" ] && cmp -s \"$s/$1\" \"$2\"; then return 0; fi\n  cp \"$s/$1\" \"$2.ferry-new\" && chmod \"$3\" \"$2.ferry-new\" && mv -f \"$2.ferry-new\" \"$2\" || exit 1\n  echo \"wrote $2\"\n}\n";
@@ -684,6 +772,45 @@ fn zookeeper_password(secret_line: &str) -> String {
     h.update(b"ferry zookeeper sasl password\0");
     h.update(secret.as_bytes());
     hex::encode(h.finalize())
+}
+
+/// The script that prints the id of the host's image under `reference`, or
+/// nothing when its Docker has none.
+pub fn image_id_script(reference: &str) -> String {
+    format!(
+        "docker image inspect --format '{{{{.Id}}}}' {} 2>/dev/null || true\n",
+        sh_quote(reference)
+    )
+}
+
+/// What a host's Docker holds under the plan's image reference.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ImageFound {
+    Missing,
+    /// The planned image, or one under its tag when only the tag is known
+    /// (no layout, so no config digest).
+    Planned,
+    /// Another image under the same tag (a stale build, say): its id.
+    Other(String),
+}
+
+/// Reads [`image_id_script`]'s output. Docker names an image it loaded
+/// from a docker-archive by its config digest (its containerd store, by
+/// the manifest digest): either one is the planned image.
+pub fn image_found(image: &ImageRef, out: &str) -> ImageFound {
+    let id = out.trim();
+    if id.is_empty() {
+        return ImageFound::Missing;
+    }
+    let Some(config) = &image.config_digest else {
+        return ImageFound::Planned;
+    };
+    let hex = |d: &str| d.strip_prefix("sha256:").unwrap_or(d).to_string();
+    if [config, &image.digest].iter().any(|d| hex(d) == hex(id)) {
+        ImageFound::Planned
+    } else {
+        ImageFound::Other(id.to_string())
+    }
 }
 
 /// `docker run` arguments for a planned container.
@@ -1582,15 +1709,24 @@ fn mib(m: &str) -> Option<u64> {
     }
 }
 
+/// What `down` did on one host.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Downed {
+    /// Containers and folders removed.
+    pub removed: Vec<String>,
+    /// Folders `--purge` left, each with why.
+    pub kept: Vec<String>,
+}
+
 /// Removes the cluster's containers on each reachable host (and with
-/// `purge`, its folders); returns what went, per host.
+/// `purge`, its folders); returns what went and what stayed, per host.
 ///
 /// Containers stop gracefully in the reverse of the start order: workers
 /// first (the masters then drop them from their ZooKeeper recovery state),
 /// then masters (closing their ZooKeeper sessions, so a later `up` elects a
 /// leader at once instead of waiting for a dead session to expire), then
 /// ZooKeeper.
-pub fn down(fleet: &Fleet, purge: bool) -> Vec<(String, Vec<String>)> {
+pub fn down(fleet: &Fleet, purge: bool) -> Vec<(String, Downed)> {
     let plan = fleet.plan;
     let names: Vec<String> = plan.hosts.iter().map(|h| h.name.clone()).collect();
     let filter = |extra: &str| sh_quote(&format!("label=ferry.cluster={}{extra}", plan.cluster));
@@ -1608,50 +1744,100 @@ pub fn down(fleet: &Fleet, purge: bool) -> Vec<(String, Vec<String>)> {
         });
     }
     fleet.each(&names, &|hp, c| {
-        // the cluster's containers, and drivers `ferry submit` left behind
-        let mut s = format!(
-            "set -u\nnames=$(docker ps --all --filter {} --format '{{{{.Names}}}}'; docker ps --all --filter {} --format '{{{{.Names}}}}') || exit 1\nif [ -n \"$names\" ]; then docker rm --force $names >/dev/null || exit 1; fi\nfor n in $names; do echo \"$n\"; done\n",
-            filter(""),
-            sh_quote(&format!("label=ferry.driver={}", plan.cluster))
-        );
-        if purge {
-            let mut parents: Vec<String> = Vec::new();
-            for d in &hp.dirs {
-                s += &format!(
-                    "if [ -e {p} ]; then rm -rf {p} && echo {p}; fi\n",
-                    p = sh_quote(&d.path)
-                );
-                if let Some((parent, _)) = d.path.rsplit_once('/') {
-                    parents.push(parent.to_string());
+        c.run(
+            "removing the cluster's containers",
+            &remove_script(plan, hp, purge),
+            &[],
+        )
+        .map(|o| {
+            let mut d = Downed::default();
+            for l in o.lines() {
+                match l.strip_prefix("kept ") {
+                    Some(k) => d.kept.push(k.to_string()),
+                    None => d.removed.push(l.to_string()),
                 }
             }
-            // what earlier plans put there too (a worker since removed by
-            // `ferry scale`, a role moved to another host): the cluster's
-            // own config folder, and its default data folders
-            let c = &plan.cluster;
-            for d in [
-                format!("/etc/ferry/{c}"),
-                format!("/var/lib/ferry/{c}/zookeeper"),
-                format!("/var/lib/ferry/{c}/spark-work"),
-            ] {
-                s += &format!(
-                    "if [ -e {p} ]; then rm -rf {p} && echo {p}; fi\n",
-                    p = sh_quote(&d)
-                );
-            }
-            parents.push(format!("/var/lib/ferry/{c}"));
-            parents.sort();
-            parents.dedup();
-            for p in parents {
-                // the cluster's own folders, when nothing else is in them
-                if p.ends_with(&format!("/{}", plan.cluster)) {
-                    s += &format!("rmdir {} 2>/dev/null || true\n", sh_quote(&p));
-                }
-            }
-        }
-        c.run("removing the cluster's containers", &s, &[])
-            .map(|o| o.lines().map(str::to_string).collect())
+            d
+        })
     })
+}
+
+/// `purge PATH HERE`: removes a folder this cluster's `up` made; says why
+/// it keeps one the plan has on this host (`HERE` is 1) that it did not.
+const PURGE_SH: &str = r#"purge() {
+  [ -e "$1" ] || return 0
+  if ours "$1"; then
+    rm -rf "$1" && echo "$1"
+  elif [ "$2" = 1 ]; then
+    by=$(head -n 1 "$1/.ferry-created" 2>/dev/null)
+    if [ -n "$by" ]; then
+      echo "kept $1: cluster \`$by\` made it, not \`$c\`"
+    else
+      echo "kept $1: it was there before ferry (it has no .ferry-created), so what the cluster wrote in it stays too"
+    fi
+  fi
+}
+"#;
+
+/// The script `down` runs on a host after the containers stopped: removes
+/// them (and drivers `ferry submit` left behind), printing their names;
+/// with `purge`, the cluster's folders too (see [`PURGE_SH`]), printing
+/// each one removed, or `kept PATH: why`.
+pub fn remove_script(plan: &Plan, hp: &HostPlan, purge: bool) -> String {
+    let filter = |label: &str| sh_quote(&format!("label={label}={}", plan.cluster));
+    let mut s = format!(
+        "set -u\nnames=$(docker ps --all --filter {} --format '{{{{.Names}}}}'; docker ps --all --filter {} --format '{{{{.Names}}}}') || exit 1\nif [ -n \"$names\" ]; then docker rm --force $names >/dev/null || exit 1; fi\nfor n in $names; do echo \"$n\"; done\n",
+        filter("ferry.cluster"),
+        filter("ferry.driver"),
+    );
+    if !purge {
+        return s;
+    }
+    let c = &plan.cluster;
+    s += &format!("c={}\n{OURS_SH}{PURGE_SH}", sh_quote(c));
+    // every folder of the plan, on any host: a host may keep one from a
+    // role it had before (a worker since removed by `ferry scale`); the
+    // mark decides
+    let mut folders: BTreeMap<&str, bool> = BTreeMap::new();
+    for h in &plan.hosts {
+        for d in &h.dirs {
+            *folders.entry(d.path.as_str()).or_default() |= h.name == hp.name;
+        }
+    }
+    let mut parents: Vec<String> = Vec::new();
+    for (path, here) in folders {
+        let p = sh_quote(path);
+        if in_own_folders(c, path) {
+            s += &format!("if [ -e {p} ]; then rm -rf {p} && echo {p}; fi\n");
+        } else {
+            s += &format!("purge {p} {}\n", u8::from(here));
+        }
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            parents.push(parent.to_string());
+        }
+    }
+    // what earlier plans put in the cluster's own folders: its config
+    // folder, and its default data folders
+    for d in [
+        format!("/etc/ferry/{c}"),
+        format!("/var/lib/ferry/{c}/zookeeper"),
+        format!("/var/lib/ferry/{c}/spark-work"),
+    ] {
+        s += &format!(
+            "if [ -e {p} ]; then rm -rf {p} && echo {p}; fi\n",
+            p = sh_quote(&d)
+        );
+    }
+    parents.push(format!("/var/lib/ferry/{c}"));
+    parents.sort();
+    parents.dedup();
+    for p in parents {
+        // the cluster's own folders, when nothing else is in them
+        if p.ends_with(&format!("/{c}")) {
+            s += &format!("rmdir {} 2>/dev/null || true\n", sh_quote(&p));
+        }
+    }
+    s
 }
 
 #[cfg(test)]
@@ -1709,6 +1895,240 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
         assert!(!names.iter().any(|n| n.starts_with("jaas")), "{names:?}");
+    }
+
+    #[test]
+    fn an_image_under_the_planned_tag_must_be_the_planned_one() {
+        let config = format!("sha256:{}", "c".repeat(64));
+        let manifest = format!("sha256:{}", "m".repeat(64));
+        let image = ImageRef {
+            reference: "ferry/spark:3.5.3".into(),
+            digest: manifest.clone(),
+            config_digest: Some(config.clone()),
+        };
+        assert_eq!(
+            image_id_script(&image.reference),
+            "docker image inspect --format '{{.Id}}' 'ferry/spark:3.5.3' 2>/dev/null || true\n"
+        );
+        assert_eq!(image_found(&image, ""), ImageFound::Missing);
+        assert_eq!(image_found(&image, "\n"), ImageFound::Missing);
+        assert_eq!(
+            image_found(&image, &format!("{config}\n")),
+            ImageFound::Planned
+        );
+        // Podman prints the bare hex; a containerd store, the manifest digest
+        assert_eq!(image_found(&image, &"c".repeat(64)), ImageFound::Planned);
+        assert_eq!(image_found(&image, &manifest), ImageFound::Planned);
+        let stale = format!("sha256:{}", "5".repeat(64));
+        assert_eq!(
+            image_found(&image, &format!("{stale}\n")),
+            ImageFound::Other(stale.clone())
+        );
+        // without a layout only the tag is known
+        let by_tag = ImageRef {
+            config_digest: None,
+            ..image
+        };
+        assert_eq!(image_found(&by_tag, &stale), ImageFound::Planned);
+        assert_eq!(image_found(&by_tag, ""), ImageFound::Missing);
+    }
+
+    /// The HA example with its workers' `work_dir` in `/data/spark`.
+    fn ha_with_work_dir() -> Plan {
+        let text = include_str!("../../examples/ha.toml").replace(
+            "[spark.workers]\n",
+            "[spark.workers]\nwork_dir = \"/data/spark\"\n",
+        );
+        let file =
+            super::super::file::ClusterFile::parse(&text, std::path::Path::new("c.toml")).unwrap();
+        super::super::plan::plan(&file, &super::super::plan::ImageFacts::builtin()).unwrap()
+    }
+
+    #[test]
+    fn folders_outside_the_clusters_own_are_marked_and_purged_by_mark() {
+        let plan = ha_with_work_dir();
+        // node1: ZooKeeper and a master; node4: a worker
+        let (node1, node4) = (&plan.hosts[0], &plan.hosts[3]);
+        let (up, _) = write_files_script(&plan, node4, None);
+        assert!(up.contains("c='ha'\n"), "{up}");
+        assert!(up.contains("\nmk '/data/spark' '0750' 'spark' 0\n"), "{up}");
+        assert!(
+            up.contains("\nmk '/etc/ferry/ha/secret' '0700' 'spark' 1\n"),
+            "{up}"
+        );
+        let (up1, _) = write_files_script(&plan, node1, None);
+        assert!(
+            up1.contains("\nmk '/var/lib/ferry/ha/zookeeper' '0750' 'zookeeper' 1\n"),
+            "{up1}"
+        );
+        let down = remove_script(&plan, node4, true);
+        assert!(down.contains("\npurge '/data/spark' 1\n"), "{down}");
+        assert!(!down.contains("rm -rf '/data/spark'"), "{down}");
+        // a host without a worker now may have had one: checked, by mark
+        let down1 = remove_script(&plan, node1, true);
+        assert!(down1.contains("\npurge '/data/spark' 0\n"), "{down1}");
+        assert!(
+            down1.contains("rm -rf '/var/lib/ferry/ha/zookeeper'"),
+            "{down1}"
+        );
+        assert!(!remove_script(&plan, node4, false).contains("purge"));
+        assert!(in_own_folders("ha", "/etc/ferry/ha"));
+        assert!(in_own_folders("ha", "/var/lib/ferry/ha/x"));
+        assert!(!in_own_folders("ha", "/var/lib/ferry/hadoop"));
+        assert!(!in_own_folders("ha", "/var/lib/ferry"));
+    }
+
+    /// Runs `script` under `sh` with a stand-in `docker` first on the PATH
+    /// that says every user of the image is this test's own user (so its
+    /// folders can be given to it without root) and lists no container.
+    fn run_sh(script: &str, stdin: &[u8], bin: &std::path::Path) -> (i32, String, String) {
+        let docker = bin.join("docker");
+        std::fs::create_dir_all(bin).unwrap();
+        std::fs::write(
+            &docker,
+            "#!/bin/sh\ncase \"$1\" in\n  run) for u in spark zookeeper; do echo \"$u $(id -u) $(id -g)\"; done ;;\n  ps) ;;\n  *) exit 1 ;;\nesac\n",
+        )
+        .unwrap();
+        let mut perms = std::fs::metadata(&docker).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&docker, perms).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("PATH", path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn mode(p: &std::path::Path) -> u32 {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o7777
+    }
+
+    fn set_mode(p: &std::path::Path, m: u32) {
+        let mut perms = std::fs::metadata(p).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, m);
+        std::fs::set_permissions(p, perms).unwrap();
+    }
+
+    /// The generated scripts themselves, on folders in a temporary tree: a
+    /// worker's host whose work folder `up` makes, and one whose work
+    /// folder the user had made (with a file of theirs in it).
+    #[test]
+    fn up_marks_what_it_makes_and_purge_keeps_what_it_did_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let bin = t.join("bin");
+        let mut plan = ha_with_work_dir();
+        // a name of its own: the purge script also clears the cluster's
+        // folders under /etc/ferry and /var/lib/ferry, of which it has none
+        plan.cluster = format!("ferry-unit-{}", std::process::id());
+        let mut host = plan.hosts[3].clone();
+        let dir = |name: &str, owner: &str| super::super::plan::Dir {
+            path: t.join(name).display().to_string(),
+            owner: owner.into(),
+            mode: "0750".into(),
+        };
+        host.dirs = vec![dir("made/work", "spark"), dir("theirs", "spark")];
+        host.files.clear();
+        host.secret = None;
+        host.jaas.clear();
+        plan.hosts = vec![host.clone()];
+        let theirs = t.join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::write(theirs.join("data.csv"), "user data\n").unwrap();
+        set_mode(&theirs, 0o755);
+
+        let (script, tar) = write_files_script(&plan, &host, None);
+        let (code, _, err) = run_sh(&script, &tar, &bin);
+        assert_eq!(code, 0, "{err}");
+        let made = t.join("made/work");
+        assert_eq!(
+            std::fs::read_to_string(made.join(".ferry-created")).unwrap(),
+            format!("{}\n", plan.cluster)
+        );
+        assert_eq!(mode(&made), 0o750);
+        // the user's folder: used as it is, not marked, its mode kept
+        assert!(!theirs.join(".ferry-created").exists());
+        assert_eq!(mode(&theirs), 0o755);
+
+        // a folder its daemon's user cannot write fails the host
+        set_mode(&theirs, 0o555);
+        let (code, _, err) = run_sh(&script, &tar, &bin);
+        set_mode(&theirs, 0o755);
+        assert_eq!(code, 1, "{err}");
+        let uid = String::from_utf8(
+            std::process::Command::new("id")
+                .arg("-u")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let gid = String::from_utf8(
+            std::process::Command::new("id")
+                .arg("-g")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        assert_eq!(
+            err.trim(),
+            format!(
+                "`{p}` was not made by ferry and the image's user `spark` (uid {u}) cannot write it: give it to that user (`chown {u}:{g} {p}` there) or name a folder that does not exist yet (ferry makes it)",
+                p = theirs.display(),
+                u = uid.trim(),
+                g = gid.trim()
+            )
+        );
+
+        // another cluster's folder, and one the plan has on other hosts only
+        let other = t.join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join(".ferry-created"), "another\n").unwrap();
+        let elsewhere = t.join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let mut purged = plan.clone();
+        let mut h = host.clone();
+        h.dirs.push(dir("other", "spark"));
+        let mut away = host.clone();
+        away.name = "away".into();
+        away.dirs = vec![dir("elsewhere", "spark"), dir("made/work", "spark")];
+        purged.hosts = vec![h.clone(), away];
+        let (code, out, err) = run_sh(&remove_script(&purged, &h, true), &[], &bin);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            out,
+            format!(
+                "{made}\nkept {other}: cluster `another` made it, not `{c}`\nkept {theirs}: it was there before ferry (it has no .ferry-created), so what the cluster wrote in it stays too\n",
+                made = made.display(),
+                other = other.display(),
+                theirs = theirs.display(),
+                c = plan.cluster
+            )
+        );
+        assert!(!made.exists() && t.join("made").exists());
+        assert_eq!(
+            std::fs::read_to_string(theirs.join("data.csv")).unwrap(),
+            "user data\n"
+        );
+        assert!(other.exists() && elsewhere.exists());
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct ImageFacts {
     pub reference: String,
     /// The manifest digest the launcher checks on every host.
     pub digest: String,
+    /// The config digest, when the image was read from a layout: the id
+    /// Docker gives the image it loads from a docker-archive.
+    pub config_digest: Option<String>,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -40,6 +43,7 @@ impl ImageFacts {
         ImageFacts {
             reference: format!("{}:{}", def.spec.name, def.spec.tag),
             digest: crate::default_image::expected_digest().to_string(),
+            config_digest: None,
             labels: def.spec.config.labels,
         }
     }
@@ -64,6 +68,7 @@ impl ImageFacts {
         ImageFacts {
             reference,
             digest: img.manifest.digest.clone(),
+            config_digest: Some(img.config.digest.clone()),
             labels,
         }
     }
@@ -98,6 +103,10 @@ pub struct Plan {
 pub struct ImageRef {
     pub reference: String,
     pub digest: String,
+    /// Known when the image comes from a layout; `up` checks an image it
+    /// finds on a host (and does not push there) against it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -693,6 +702,7 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
         image: ImageRef {
             reference: image.reference.clone(),
             digest: image.digest.clone(),
+            config_digest: image.config_digest.clone(),
         },
         runtime: file.runtime.as_str().into(),
         delivery: file.delivery.get_ref().clone(),
@@ -766,9 +776,15 @@ impl Plan {
         let mut s = String::new();
         let _ = writeln!(s, "cluster   {}", self.cluster);
         let _ = writeln!(s, "plan      {}", self.plan_hash);
+        let config = self
+            .image
+            .config_digest
+            .as_deref()
+            .map(|c| format!(", config {c}"))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "image     {} ({})",
+            "image     {} ({}{config})",
             self.image.reference, self.image.digest
         );
         let _ = writeln!(s, "runtime   {}, delivery {}", self.runtime, self.delivery);

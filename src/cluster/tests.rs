@@ -335,6 +335,39 @@ fn refuses_an_even_ensemble() {
 }
 
 #[test]
+fn takes_seven_servers_and_refuses_nine() {
+    let hosts = |n: usize| {
+        let mut t = HA.to_string();
+        for i in 6..=n {
+            t += &format!(
+                "\n[[host]]\nname = \"node{i}\"\naddress = \"10.0.0.{}\"\n",
+                10 + i
+            );
+        }
+        let names: Vec<String> = (1..=n).map(|i| format!("\"node{i}\"")).collect();
+        t.replace(
+            "hosts = [\"node1\", \"node2\", \"node3\"]",
+            &format!("hosts = [{}]", names.join(", ")),
+        )
+    };
+    let seven = plan_of(&hosts(7));
+    let servers = seven
+        .hosts
+        .iter()
+        .filter(|h| h.containers.iter().any(|c| c.role == plan::Role::Zookeeper))
+        .count();
+    assert_eq!(servers, 7);
+    let text = hosts(9);
+    assert_eq!(
+        refusal(&text),
+        format!(
+            "cluster.toml:{}: `zookeeper.hosts`: the ensemble has 9 servers; ferry runs at most 7 (3 or 5 suit a Spark cluster; more slow every write and election): keep 3 or 5 of them",
+            line(&text, "[zookeeper]") + 1
+        )
+    );
+}
+
+#[test]
 fn refuses_duplicate_zookeeper_ids() {
     let text = HA.replace("client_port = 2181", "ids = [1, 2, 1]\nclient_port = 2181");
     let e = refusal(&text);

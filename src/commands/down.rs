@@ -1,6 +1,6 @@
 //! `ferry down`: remove a cluster's containers from its hosts (and with
-//! `--purge` its folders). Without --purge, files and data stay, so a later
-//! `up` finds them.
+//! `--purge` the folders ferry made for it, saying which it kept). Without
+//! --purge, files and data stay, so a later `up` finds them.
 
 use std::process::ExitCode;
 
@@ -16,10 +16,14 @@ pub fn run(a: DownArgs) -> Result<ExitCode> {
     let fleet = connect(&loaded.plan, &t.ssh, t.local);
     let done = launch::down(&fleet, a.purge);
     let mut any = false;
-    for (host, removed) in &done {
-        if !removed.is_empty() {
+    for (host, d) in &done {
+        if !d.removed.is_empty() {
             any = true;
-            println!("{host}: removed {}", removed.join(", "));
+            println!("{host}: removed {}", d.removed.join(", "));
+        }
+        for k in &d.kept {
+            any = true;
+            println!("{host}: kept {k}");
         }
     }
     if !any {

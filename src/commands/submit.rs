@@ -2,7 +2,7 @@
 //! masters, in a throwaway container on a master's host; the driver's output
 //! streams to this terminal.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,20 +16,8 @@ use crate::cluster::plan::{HostPlan, Plan, Role};
 use crate::push::sh_quote;
 
 pub fn run(a: SubmitArgs) -> Result<ExitCode> {
-    let (cluster, job) = match (&a.cluster, a.local, a.items.as_slice()) {
-        (Some(c), _, [job]) => (Some(c.clone()), Some(job.clone())),
-        (Some(c), _, []) => (Some(c.clone()), None),
-        (None, true, [job]) => (None, Some(job.clone())),
-        (None, true, []) => (None, None),
-        (None, false, [c]) => (Some(PathBuf::from(c)), None),
-        (None, false, [c, job]) => (Some(PathBuf::from(c)), Some(job.clone())),
-        (None, false, []) => {
-            bail!("name the cluster file: `ferry submit cluster.toml [job.py]` (or --local)")
-        }
-        _ => bail!(
-            "too many arguments: with --local or --cluster give only the job (`ferry submit --local job.py -- ARGS`)"
-        ),
-    };
+    let (cluster, job, args) =
+        split_items(a.first.as_deref(), &a.rest, a.cluster.as_deref(), a.local)?;
     let loaded = load(cluster.as_deref(), a.image.as_deref(), a.local)?;
     let plan = &loaded.plan;
     let label = |l: &str| {
@@ -91,7 +79,7 @@ pub fn run(a: SubmitArgs) -> Result<ExitCode> {
         &label("ferry.spark.user")?,
         &job,
         content.as_deref(),
-        &a.args,
+        &args,
         &mut std::io::stdout(),
     );
     if INTERRUPTED.load(Ordering::SeqCst) {
@@ -110,6 +98,39 @@ pub fn run(a: SubmitArgs) -> Result<ExitCode> {
         eprintln!("error: `{job}` failed (exit status {code}); its driver output is above");
         ExitCode::FAILURE
     })
+}
+
+/// The cluster file, the job and the job's arguments from the command
+/// line: `CLUSTER [JOB [ARGS...]]`, or `[JOB [ARGS...]]` with --local or
+/// --cluster. A `--` right after the job (the older form) is dropped.
+fn split_items(
+    first: Option<&str>,
+    rest: &[String],
+    cluster: Option<&Path>,
+    local: bool,
+) -> Result<(Option<PathBuf>, Option<String>, Vec<String>)> {
+    let (cluster, job, mut args) = match (cluster, local, first) {
+        (Some(c), _, job) => (
+            Some(c.to_path_buf()),
+            job.map(str::to_string),
+            rest.to_vec(),
+        ),
+        (None, true, job) => (None, job.map(str::to_string), rest.to_vec()),
+        (None, false, Some(c)) => (
+            Some(PathBuf::from(c)),
+            rest.first().cloned(),
+            rest.iter().skip(1).cloned().collect(),
+        ),
+        (None, false, None) => {
+            bail!(
+                "name the cluster file: `ferry submit cluster.toml [job.py [ARGS...]]` (or --local)"
+            )
+        }
+    };
+    if args.first().is_some_and(|a| a == "--") {
+        args.remove(0);
+    }
+    Ok((cluster, job, args))
 }
 
 /// Set by the Ctrl-C handler before it removes the driver.
@@ -155,4 +176,101 @@ fn remove_on_interrupt(
         std::process::exit(130);
     })
     .context("setting the Ctrl-C handler")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// `ferry submit ARGS` as the command line parses and splits it.
+    fn split(args: &[&str]) -> (Option<String>, Option<String>, Vec<String>, SubmitArgs) {
+        let cli = Cli::try_parse_from(["ferry", "submit"].iter().chain(args))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let Command::Submit(a) = cli.command else {
+            panic!("not submit")
+        };
+        let (c, job, rest) =
+            split_items(a.first.as_deref(), &a.rest, a.cluster.as_deref(), a.local).unwrap();
+        (c.map(|c| c.display().to_string()), job, rest, a)
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn what_follows_the_job_is_the_jobs_flags_too() {
+        let (c, job, args, _) = split(&["c.toml", "job.py", "arg1", "--flag", "x", "-v"]);
+        assert_eq!(c.as_deref(), Some("c.toml"));
+        assert_eq!(job.as_deref(), Some("job.py"));
+        assert_eq!(args, strings(&["arg1", "--flag", "x", "-v"]));
+        // a job's flag right after the job, even one ferry has too
+        let (_, job, args, a) = split(&["c.toml", "job.py", "--local", "--image", "x"]);
+        assert_eq!(job.as_deref(), Some("job.py"));
+        assert_eq!(args, strings(&["--local", "--image", "x"]));
+        assert!(!a.local && a.image.is_none());
+    }
+
+    #[test]
+    fn a_double_dash_still_works() {
+        for line in [
+            &["c.toml", "job.py", "--", "100", "--n"][..],
+            &["c.toml", "--", "job.py", "100", "--n"],
+        ] {
+            let (c, job, args, _) = split(line);
+            assert_eq!(c.as_deref(), Some("c.toml"), "{line:?}");
+            assert_eq!(job.as_deref(), Some("job.py"), "{line:?}");
+            assert_eq!(args, strings(&["100", "--n"]), "{line:?}");
+        }
+        let (c, job, args, a) = split(&["--local", "job.py", "--", "--n", "1"]);
+        assert!(a.local && c.is_none());
+        assert_eq!(job.as_deref(), Some("job.py"));
+        assert_eq!(args, strings(&["--n", "1"]));
+    }
+
+    #[test]
+    fn ferrys_flags_go_before_the_job() {
+        let (c, job, args, a) = split(&[
+            "--identity",
+            "k",
+            "c.toml",
+            "--image",
+            "out/spark",
+            "--known-hosts",
+            "kh",
+            "job.py",
+            "1",
+        ]);
+        assert_eq!(c.as_deref(), Some("c.toml"));
+        assert_eq!(job.as_deref(), Some("job.py"));
+        assert_eq!(args, strings(&["1"]));
+        assert_eq!(a.image.as_deref(), Some(Path::new("out/spark")));
+        assert_eq!(a.ssh.identity.as_deref(), Some(Path::new("k")));
+        assert_eq!(a.ssh.known_hosts.as_deref(), Some(Path::new("kh")));
+        // with --local or --cluster the first item is the job
+        let (c, job, args, _) = split(&["--cluster", "c.toml", "job.py", "a", "-b"]);
+        assert_eq!(c.as_deref(), Some("c.toml"));
+        assert_eq!(job.as_deref(), Some("job.py"));
+        assert_eq!(args, strings(&["a", "-b"]));
+        for (line, want) in [
+            (&["--local", "job.py", "a", "-b"][..], &["a", "-b"][..]),
+            (&["--local", "job.py", "--n", "1"], &["--n", "1"]),
+        ] {
+            let (c, job, args, _) = split(line);
+            assert_eq!((c, job.as_deref()), (None, Some("job.py")), "{line:?}");
+            assert_eq!(args, strings(want), "{line:?}");
+        }
+        // no job: the image's sample job
+        let (c, job, args, _) = split(&["c.toml"]);
+        assert_eq!((c.as_deref(), job, args.len()), (Some("c.toml"), None, 0));
+    }
+
+    #[test]
+    fn no_cluster_file_is_refused() {
+        let e = split_items(None, &[], None, false).unwrap_err().to_string();
+        assert!(e.contains("name the cluster file"), "{e}");
+    }
 }

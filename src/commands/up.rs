@@ -12,7 +12,7 @@ use super::Term;
 use super::launch::{connect, host_options, load, target_of};
 use crate::cli::UpArgs;
 use crate::cluster::hosts::ClusterHost;
-use crate::cluster::launch;
+use crate::cluster::launch::{self, ImageFound};
 use crate::cluster::plan::{Gate, HostPlan};
 use crate::objstore::{self, Location, pull};
 use crate::oci;
@@ -99,22 +99,38 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
     };
     let reporter = PushLines { term: &term };
     let stats: Mutex<HashMap<String, HostStats>> = Mutex::new(HashMap::new());
+    // the image must already be in the host's Docker: the planned one when
+    // its config digest is known (a layout), else anything under its tag
     let check_only = |c: &dyn ClusterHost| -> Result<String, String> {
-        c.run(
+        let reference = &plan.image.reference;
+        let out = c.run(
             "looking for the image",
-            &format!(
-                "docker image inspect --format '{{{{.Id}}}}' {} >/dev/null 2>&1 || {{ echo 'image {} is not in docker here{}' >&2; exit 1; }}",
-                push::sh_quote(&plan.image.reference),
-                plan.image.reference,
-                if t.local {
-                    "; build and load it: ferry build --docker-archive out/spark.tar && docker load -i out/spark.tar"
-                } else {
-                    "; give its layout (--image DIR or image.layout in the cluster file) so ferry can push it"
-                }
-            ),
+            &launch::image_id_script(reference),
             &[],
-        )
-        .map(|_| "the image is in docker".to_string())
+        )?;
+        match launch::image_found(&plan.image, &out) {
+            ImageFound::Planned => Ok("the image is in docker".to_string()),
+            ImageFound::Missing if t.local => Err(format!(
+                "image {reference} is not in docker here; build and load it: ferry build --docker-archive out/spark.tar && docker load -i out/spark.tar"
+            )),
+            ImageFound::Missing => Err(format!(
+                "image {reference} is not in docker here; give its layout (--image DIR or image.layout in the cluster file) so ferry can push it"
+            )),
+            ImageFound::Other(id) => Err(format!(
+                "docker there has another image under `{reference}` (id {id}; the plan's image is {}{}): load the plan's image there ({}) and run `ferry up` again",
+                plan.image.config_digest.as_deref().unwrap_or_default(),
+                loaded
+                    .layout
+                    .as_ref()
+                    .map(|l| format!(", from `{}`", l.display()))
+                    .unwrap_or_default(),
+                if t.local {
+                    "`docker load -i` the archive `ferry build --docker-archive` wrote with the layout"
+                } else {
+                    "`ferry push LAYOUT ssh://HOST`"
+                }
+            )),
+        }
     };
     let deliver = |hp: &HostPlan, c: &dyn ClusterHost| -> Result<String, String> {
         if let Some((store, image)) = &bucket {
