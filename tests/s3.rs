@@ -606,24 +606,13 @@ fn a_wrong_secret_a_missing_bucket_and_a_shared_credentials_file_are_clear_error
 
     // a credentials file works only when nobody else can read it
     let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("creds");
-    std::fs::write(
-        &f,
-        format!(
-            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            e.access, e.secret
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let f = e.shared_credentials(dir.path(), "[default]\n");
     let with_file = || {
-        e.ferry(&["push", bb, &e.url("file")])
-            .arg("--credentials-file")
-            .arg(&f)
-            .env_remove("AWS_ACCESS_KEY_ID")
-            .env_remove("AWS_SECRET_ACCESS_KEY")
-            .output()
-            .unwrap()
+        only_file_keys(
+            e.ferry(&["push", bb, &e.url("file")])
+                .arg("--credentials-file")
+                .arg(&f),
+        )
     };
     let out = with_file();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -634,6 +623,32 @@ fn a_wrong_secret_a_missing_bucket_and_a_shared_credentials_file_are_clear_error
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = with_file();
     assert!(out.status.success(), "{}", text(&out));
+}
+
+impl Env {
+    /// `dir/creds` with the test's keys after `head`, readable by all
+    /// (0644), which ferry refuses until it is made 0600.
+    fn shared_credentials(&self, dir: &Path, head: &str) -> PathBuf {
+        let f = dir.join("creds");
+        std::fs::write(
+            &f,
+            format!(
+                "{head}aws_access_key_id = {}\naws_secret_access_key = {}\n",
+                self.access, self.secret
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        f
+    }
+}
+
+/// Runs `cmd` with no keys in its environment (a credentials file's only).
+fn only_file_keys(cmd: &mut Command) -> Output {
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap()
 }
 
 /// Words that must not appear anywhere: the secret, and a presigned URL's parts.
@@ -1178,23 +1193,12 @@ fn up_pulls_the_image_from_the_bucket_and_runs_the_sample_job() {
 
     // keys from a credentials file: read only when nobody else can, and
     // enough on their own for a second `up`, which changes nothing
-    let creds = dir.path().join("creds");
-    std::fs::write(
-        &creds,
-        format!(
-            "aws_access_key_id = {}\naws_secret_access_key = {}\n",
-            e.access, e.secret
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let creds = e.shared_credentials(dir.path(), "");
     let with_file = || {
-        e.ferry_bare(&["up", c, "--known-hosts", k, "--credentials-file"])
-            .arg(&creds)
-            .env_remove("AWS_ACCESS_KEY_ID")
-            .env_remove("AWS_SECRET_ACCESS_KEY")
-            .output()
-            .unwrap()
+        only_file_keys(
+            e.ferry_bare(&["up", c, "--known-hosts", k, "--credentials-file"])
+                .arg(&creds),
+        )
     };
     let out = with_file();
     let err = String::from_utf8_lossy(&out.stderr);
