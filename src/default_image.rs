@@ -16,6 +16,10 @@ pub const FILES: &[(&str, &[u8])] = &[
         include_bytes!("../images/spark/image.digest"),
     ),
     (
+        "config.digest",
+        include_bytes!("../images/spark/config.digest"),
+    ),
+    (
         "files/etc/zookeeper/conf/environment",
         include_bytes!("../images/spark/files/etc/zookeeper/conf/environment"),
     ),
@@ -76,10 +80,19 @@ pub fn materialize(cache_root: &Path) -> std::io::Result<PathBuf> {
 
 /// The manifest digest the committed lock builds to.
 pub fn expected_digest() -> &'static str {
+    embedded("image.digest")
+}
+
+/// Its config digest: the id Docker gives the image it loads.
+pub fn expected_config_digest() -> &'static str {
+    embedded("config.digest")
+}
+
+fn embedded(name: &str) -> &'static str {
     let (_, bytes) = FILES
         .iter()
-        .find(|(n, _)| *n == "image.digest")
-        .expect("image.digest is embedded");
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("{name} is embedded"));
     std::str::from_utf8(bytes).expect("utf-8").trim()
 }
 
@@ -117,6 +130,7 @@ mod tests {
             assert_eq!(&std::fs::read(root.join(name)).unwrap(), bytes, "{name}");
         }
         assert!(expected_digest().starts_with("sha256:"));
+        assert!(expected_config_digest().starts_with("sha256:"));
     }
 
     #[test]

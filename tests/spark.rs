@@ -157,6 +157,15 @@ fn the_image_has_the_committed_digest_and_verifies() {
             committed.trim(),
             "the committed lock no longer builds to images/spark/image.digest"
         );
+        let config = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("images/spark/config.digest"),
+        )
+        .unwrap();
+        assert_eq!(
+            j["config_digest"].as_str().unwrap(),
+            config.trim(),
+            "images/spark/config.digest is not the config of images/spark/image.digest's image"
+        );
     }
     ok(ferry().arg("verify").arg(&img.layout));
     let names: Vec<&str> = j["layers"]

@@ -22,8 +22,8 @@ pub struct ImageFacts {
     pub reference: String,
     /// The manifest digest the launcher checks on every host.
     pub digest: String,
-    /// The config digest, when the image was read from a layout: the id
-    /// Docker gives the image it loads from a docker-archive.
+    /// The config digest (from the layout, or compiled in for the built-in
+    /// image): the id Docker gives the image it loads from a docker-archive.
     pub config_digest: Option<String>,
     pub labels: BTreeMap<String, String>,
 }
@@ -43,7 +43,7 @@ impl ImageFacts {
         ImageFacts {
             reference: format!("{}:{}", def.spec.name, def.spec.tag),
             digest: crate::default_image::expected_digest().to_string(),
-            config_digest: None,
+            config_digest: Some(crate::default_image::expected_config_digest().to_string()),
             labels: def.spec.config.labels,
         }
     }

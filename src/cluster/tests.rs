@@ -12,11 +12,12 @@ const LOCAL: &str = include_str!("../../examples/local.toml");
 const HA: &str = include_str!("../../examples/ha.toml");
 const WEFE: &str = include_str!("../../examples/wefe.cfg");
 
-/// The built-in image's labels with a fixed digest, so that a rebuilt
+/// The built-in image's labels with fixed digests, so that a rebuilt
 /// image changes no golden plan but a changed label contract does.
 fn facts() -> ImageFacts {
     ImageFacts {
         digest: format!("sha256:{}", "0".repeat(64)),
+        config_digest: Some(format!("sha256:{}", "1".repeat(64))),
         ..ImageFacts::builtin()
     }
 }
