@@ -25,6 +25,10 @@ rustPlatform.buildRustPackage {
       ../Cargo.toml
       ../Cargo.lock
       ../src
+      # embedded in the binary: the default image's definition (include_bytes!)
+      # and the example cluster files (include_str!)
+      ../images/spark
+      ../examples
       (lib.fileset.maybeMissing ../tests)
     ];
   };

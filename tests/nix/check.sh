@@ -96,7 +96,7 @@ flake=$work/flake
 standin=$work/nixpkgs-standin
 mkdir -p "$flake"
 cp -r "$root/tests/nix/nixpkgs-standin" "$standin"
-for path in flake.nix nix Cargo.toml Cargo.lock src tests; do
+for path in flake.nix nix Cargo.toml Cargo.lock src tests images examples; do
   if [ -e "$root/$path" ]; then cp -r "$root/$path" "$flake/"; fi
 done
 if [ ! -e "$flake/Cargo.lock" ]; then
@@ -138,8 +138,23 @@ source_listing() {
   local src
   src=$(attr packages.x86_64-linux.default.src) && ls "$src" | xargs
 }
-expect "the package source is Cargo.toml, Cargo.lock, src/ and tests/ only" \
-  "Cargo.lock Cargo.toml src tests" source_listing
+expect "the package source is Cargo.toml, Cargo.lock, src/, tests/, images/ and examples/ only" \
+  "Cargo.lock Cargo.toml examples images src tests" source_listing
+# The stand-in does not run cargo, so a file the code embeds but the source
+# leaves out would only fail on a real `nix build`: look for each one.
+missing_embeds() {
+  local src file rel p
+  src=$(attr packages.x86_64-linux.default.src) || return 1
+  (cd "$root" && grep -rHoE --include='*.rs' 'include_(str|bytes)!\("[^"]+"\)' src |
+    while IFS= read -r hit; do
+      file=${hit%%:*}
+      rel=$(printf '%s' "${hit#*:}" | sed -E 's/^include_(str|bytes)!\("(.*)"\)$/\2/')
+      p=$(realpath -m --relative-to="$root" "$(dirname "$file")/$rel")
+      [ -e "$src/$p" ] || echo "$p"
+    done | sort -u | xargs)
+}
+expect "every file the code embeds (include_str!/include_bytes!) is in the package source" \
+  "" missing_embeds
 
 check "nix flake check builds the build, clippy and fmt checks" nx flake check -L "path:$flake"
 expect "the clippy check denies warnings over all targets" "true" \
