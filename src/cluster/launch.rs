@@ -787,8 +787,7 @@ pub fn image_id_script(reference: &str) -> String {
 #[derive(Debug, PartialEq, Eq)]
 pub enum ImageFound {
     Missing,
-    /// The planned image, or one under its tag when only the tag is known
-    /// (no layout, so no config digest).
+    /// The planned image.
     Planned,
     /// Another image under the same tag (a stale build, say): its id.
     Other(String),
@@ -802,11 +801,11 @@ pub fn image_found(image: &ImageRef, out: &str) -> ImageFound {
     if id.is_empty() {
         return ImageFound::Missing;
     }
-    let Some(config) = &image.config_digest else {
-        return ImageFound::Planned;
-    };
     let hex = |d: &str| d.strip_prefix("sha256:").unwrap_or(d).to_string();
-    if [config, &image.digest].iter().any(|d| hex(d) == hex(id)) {
+    if [&image.config_digest, &image.digest]
+        .iter()
+        .any(|d| hex(d) == hex(id))
+    {
         ImageFound::Planned
     } else {
         ImageFound::Other(id.to_string())
@@ -905,15 +904,20 @@ fn wait(
     let start = Instant::now();
     let mut stranded = Stranded::default();
     loop {
-        if let Gate::WorkersRegistered {
-            status_urls,
-            workers,
-            ..
-        } = g
-        {
-            stranded.restart(fleet, status_urls, workers, &pending, p);
-        }
-        let last = match check(fleet, g, strict, &pending) {
+        let look = match g {
+            // one look serves the gate and the stranded workers' restart
+            Gate::WorkersRegistered {
+                status_urls,
+                workers,
+                ..
+            } => {
+                let seen = unregistered(fleet, status_urls, workers, &pending);
+                stranded.restart(fleet, seen.as_ref().ok(), p);
+                workers_verdict(seen)
+            }
+            _ => check(fleet, g, strict, &pending),
+        };
+        let last = match look {
             Ok(what) => {
                 p(&format!(
                     "gate {label}: {what} ({:.1}s)",
@@ -969,16 +973,10 @@ struct Stranded {
 }
 
 impl Stranded {
-    fn restart(
-        &mut self,
-        fleet: &Fleet,
-        status_urls: &[String],
-        workers: &[String],
-        pending: &[String],
-        p: &(dyn Fn(&str) + Sync),
-    ) {
-        let alive = alive_masters(fleet, status_urls);
-        let Some((url, json)) = alive.first() else {
+    /// Restarts, once each, the workers still missing from `seen` (`None`:
+    /// no master is ALIVE) 25 s after a master was first seen ALIVE.
+    fn restart(&mut self, fleet: &Fleet, seen: Option<&Unregistered>, p: &(dyn Fn(&str) + Sync)) {
+        let Some(seen) = seen else {
             self.alive_since = None;
             return;
         };
@@ -986,17 +984,12 @@ impl Stranded {
         if since.elapsed() < STRANDED_AFTER {
             return;
         }
-        let registered = registered_workers(json);
-        let failed = failed_addresses(fleet);
-        for w in workers {
+        let url = &seen.url;
+        for w in &seen.missing {
             let Some((addr, _)) = split_addr(w) else {
                 continue;
             };
-            if registered.contains(w)
-                || self.restarted.contains(w)
-                || failed.contains(&addr)
-                || pending.contains(&addr)
-            {
+            if self.restarted.contains(w) {
                 continue;
             }
             self.restarted.push(w.clone());
@@ -1123,26 +1116,58 @@ fn check(fleet: &Fleet, g: &Gate, strict: bool, pending: &[String]) -> Result<St
             status_urls,
             workers,
             ..
-        } => {
-            let alive = alive_masters(fleet, status_urls);
-            let Some((url, json)) = alive.first() else {
-                return Err("no master is ALIVE".into());
-            };
-            let registered = registered_workers(json);
-            let wanted: Vec<&String> = workers
-                .iter()
-                .filter(|w| {
-                    split_addr(w).is_none_or(|(a, _)| !failed.contains(&a) && !pending.contains(&a))
-                })
-                .collect();
-            let missing: Vec<&&String> =
-                wanted.iter().filter(|w| !registered.contains(w)).collect();
-            if missing.is_empty() {
-                Ok(format!("{} workers registered with {url}", wanted.len()))
-            } else {
-                Err(format!("not yet registered with {url}: {missing:?}"))
-            }
-        }
+        } => workers_verdict(unregistered(fleet, status_urls, workers, pending)),
+    }
+}
+
+/// What the workers' gate sees: the ALIVE master's status URL, how many
+/// workers it waits for (those of failed hosts, and of `pending`
+/// addresses, are not), and which of them that master does not list as
+/// ALIVE; an error when no master is ALIVE.
+struct Unregistered {
+    url: String,
+    wanted: usize,
+    missing: Vec<String>,
+}
+
+fn unregistered(
+    fleet: &Fleet,
+    status_urls: &[String],
+    workers: &[String],
+    pending: &[String],
+) -> Result<Unregistered, String> {
+    let alive = alive_masters(fleet, status_urls);
+    let Some((url, json)) = alive.first() else {
+        return Err("no master is ALIVE".into());
+    };
+    let registered = registered_workers(json);
+    let failed = failed_addresses(fleet);
+    let wanted: Vec<&String> = workers
+        .iter()
+        .filter(|w| {
+            split_addr(w).is_none_or(|(a, _)| !failed.contains(&a) && !pending.contains(&a))
+        })
+        .collect();
+    Ok(Unregistered {
+        url: url.clone(),
+        wanted: wanted.len(),
+        missing: wanted
+            .into_iter()
+            .filter(|w| !registered.contains(w))
+            .cloned()
+            .collect(),
+    })
+}
+
+fn workers_verdict(seen: Result<Unregistered, String>) -> Result<String, String> {
+    let u = seen?;
+    if u.missing.is_empty() {
+        Ok(format!("{} workers registered with {}", u.wanted, u.url))
+    } else {
+        Err(format!(
+            "not yet registered with {}: {:?}",
+            u.url, u.missing
+        ))
     }
 }
 
@@ -1904,7 +1929,7 @@ mod tests {
         let image = ImageRef {
             reference: "ferry/spark:3.5.3".into(),
             digest: manifest.clone(),
-            config_digest: Some(config.clone()),
+            config_digest: config.clone(),
         };
         assert_eq!(
             image_id_script(&image.reference),
@@ -1924,13 +1949,6 @@ mod tests {
             image_found(&image, &format!("{stale}\n")),
             ImageFound::Other(stale.clone())
         );
-        // without a layout only the tag is known
-        let by_tag = ImageRef {
-            config_digest: None,
-            ..image
-        };
-        assert_eq!(image_found(&by_tag, &stale), ImageFound::Planned);
-        assert_eq!(image_found(&by_tag, ""), ImageFound::Missing);
     }
 
     /// The HA example with its workers' `work_dir` in `/data/spark`.

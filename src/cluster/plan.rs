@@ -24,7 +24,7 @@ pub struct ImageFacts {
     pub digest: String,
     /// The config digest (from the layout, or compiled in for the built-in
     /// image): the id Docker gives the image it loads from a docker-archive.
-    pub config_digest: Option<String>,
+    pub config_digest: String,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -43,7 +43,7 @@ impl ImageFacts {
         ImageFacts {
             reference: format!("{}:{}", def.spec.name, def.spec.tag),
             digest: crate::default_image::expected_digest().to_string(),
-            config_digest: Some(crate::default_image::expected_config_digest().to_string()),
+            config_digest: crate::default_image::expected_config_digest().to_string(),
             labels: def.spec.config.labels,
         }
     }
@@ -68,7 +68,7 @@ impl ImageFacts {
         ImageFacts {
             reference,
             digest: img.manifest.digest.clone(),
-            config_digest: Some(img.config.digest.clone()),
+            config_digest: img.config.digest.clone(),
             labels,
         }
     }
@@ -103,10 +103,9 @@ pub struct Plan {
 pub struct ImageRef {
     pub reference: String,
     pub digest: String,
-    /// Known when the image comes from a layout; `up` checks an image it
-    /// finds on a host (and does not push there) against it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub config_digest: Option<String>,
+    /// `up` checks an image it finds on a host (and does not push there)
+    /// against it.
+    pub config_digest: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -776,16 +775,10 @@ impl Plan {
         let mut s = String::new();
         let _ = writeln!(s, "cluster   {}", self.cluster);
         let _ = writeln!(s, "plan      {}", self.plan_hash);
-        let config = self
-            .image
-            .config_digest
-            .as_deref()
-            .map(|c| format!(", config {c}"))
-            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "image     {} ({}{config})",
-            self.image.reference, self.image.digest
+            "image     {} ({}, config {})",
+            self.image.reference, self.image.digest, self.image.config_digest
         );
         let _ = writeln!(s, "runtime   {}, delivery {}", self.runtime, self.delivery);
         let _ = writeln!(s, "masters   {}", self.master_url);

@@ -17,7 +17,7 @@ const WEFE: &str = include_str!("../../examples/wefe.cfg");
 fn facts() -> ImageFacts {
     ImageFacts {
         digest: format!("sha256:{}", "0".repeat(64)),
-        config_digest: Some(format!("sha256:{}", "1".repeat(64))),
+        config_digest: format!("sha256:{}", "1".repeat(64)),
         ..ImageFacts::builtin()
     }
 }

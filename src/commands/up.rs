@@ -99,8 +99,8 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
     };
     let reporter = PushLines { term: &term };
     let stats: Mutex<HashMap<String, HostStats>> = Mutex::new(HashMap::new());
-    // the image must already be in the host's Docker: the planned one when
-    // its config digest is known (a layout), else anything under its tag
+    // the image must already be in the host's Docker, and be the planned
+    // one (its id is the config digest)
     let check_only = |c: &dyn ClusterHost| -> Result<String, String> {
         let reference = &plan.image.reference;
         let out = c.run(
@@ -118,7 +118,7 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
             )),
             ImageFound::Other(id) => Err(format!(
                 "docker there has another image under `{reference}` (id {id}; the plan's image is {}{}): load the plan's image there ({}) and run `ferry up` again",
-                plan.image.config_digest.as_deref().unwrap_or_default(),
+                plan.image.config_digest,
                 loaded
                     .layout
                     .as_ref()
