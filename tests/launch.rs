@@ -16,10 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{ferry, repo};
-
-const SAMPLE_ANSWER: &str =
-    "ferry-sample: pi=3.1412 top-words=[('the', 4), ('cluster', 2), ('spark', 2)]";
+use common::{SAMPLE_ANSWER, assert_sample_answer, ferry, repo};
 
 struct Fixture {
     dir: PathBuf,
@@ -231,14 +228,7 @@ impl Fixture {
     }
 
     fn submit_sample(&self) {
-        let out = self.run(&["submit"]);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.lines().any(|l| l == SAMPLE_ANSWER),
-            "submit: {}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_sample_answer(&self.run(&["submit"]));
     }
 }
 

@@ -18,12 +18,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 mod common;
-use common::repo;
+use common::{assert_sample_answer, repo};
 
 const SPARK: &str = "ferry/spark:3.5.3";
 const BUSYBOX: &str = "ferry/busybox:1.35";
-const SAMPLE_ANSWER: &str =
-    "ferry-sample: pi=3.1412 top-words=[('the', 4), ('cluster', 2), ('spark', 2)]";
 /// `ferry push`'s default --part-size, in bytes.
 const PART: u64 = 16 << 20;
 
@@ -1179,16 +1177,10 @@ fn up_pulls_the_image_from_the_bucket_and_runs_the_sample_job() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let out = e
-        .ferry_bare(&["submit", c, "--known-hosts", k])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.lines().any(|l| l == SAMPLE_ANSWER),
-        "submit: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    assert_sample_answer(
+        &e.ferry_bare(&["submit", c, "--known-hosts", k])
+            .output()
+            .unwrap(),
     );
 
     // keys from a credentials file: read only when nobody else can, and

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{ferry, ok};
+use common::{SAMPLE_ANSWER, ferry, ok};
 
 struct Image {
     layout: PathBuf,
@@ -117,9 +117,6 @@ fn http_get(container: &str, port: u16, path: &str) -> Option<String> {
     )?;
     body.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
-
-const SAMPLE_ANSWER: &str =
-    "ferry-sample: pi=3.1412 top-words=[('the', 4), ('cluster', 2), ('spark', 2)]";
 
 #[test]
 fn the_image_has_the_committed_digest_and_verifies() {

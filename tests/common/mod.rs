@@ -4,7 +4,23 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// The line the default image's sample job prints.
+pub const SAMPLE_ANSWER: &str =
+    "ferry-sample: pi=3.1412 top-words=[('the', 4), ('cluster', 2), ('spark', 2)]";
+
+/// Fails the test unless `ferry submit` (its output `out`) succeeded and
+/// printed the sample job's answer.
+pub fn assert_sample_answer(out: &Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.lines().any(|l| l == SAMPLE_ANSWER),
+        "submit: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 pub fn ferry() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ferry"))
