@@ -20,6 +20,7 @@ mod lock;
 mod objstore;
 mod oci;
 mod push;
+mod script;
 mod spec;
 
 use std::process::ExitCode;

@@ -15,6 +15,7 @@
 //! The ZooKeeper command-line client in a ZooKeeper container does the
 //! work: the cluster's own client, on the cluster's own network.
 
+use crate::script::Script;
 use std::time::{Duration, Instant};
 
 use super::file::LOGIN_CONFIG;
@@ -86,7 +87,7 @@ pub fn latch(plan: &Plan) -> Option<Latch> {
 pub fn nodes(conn: &dyn ClusterHost, l: &Latch) -> Result<Vec<String>, String> {
     let out = conn.run(
         "listing the masters' leader latch",
-        &cli_script(l, &format!("ls {}", sh_quote(&l.path))),
+        &Script::legacy((cli_script(l, &format!("ls {}", sh_quote(&l.path)))).to_string()),
         &[],
     )?;
     Ok(parse_ls(&out))
@@ -96,9 +97,12 @@ pub fn nodes(conn: &dyn ClusterHost, l: &Latch) -> Result<Vec<String>, String> {
 pub fn delete(conn: &dyn ClusterHost, l: &Latch, node: &str) -> Result<(), String> {
     let out = conn.run(
         "handing the masters' leadership over",
-        &cli_script(
-            l,
-            &format!("delete {}", sh_quote(&format!("{}/{node}", l.path))),
+        &Script::legacy(
+            (cli_script(
+                l,
+                &format!("delete {}", sh_quote(&format!("{}/{node}", l.path))),
+            ))
+            .to_string(),
         ),
         &[],
     )?;
@@ -182,7 +186,11 @@ pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
     );
     let names: Vec<String> = fleet.plan.hosts.iter().map(|h| h.name.clone()).collect();
     let found = fleet.each(&names, &|_, c| {
-        c.run("looking for running masters and workers", &running, &[])
+        c.run(
+            "looking for running masters and workers",
+            &Script::legacy((running).to_string()),
+            &[],
+        )
     });
     if !fleet.failures().is_empty() || found.iter().any(|(_, out)| !out.trim().is_empty()) {
         return Ok(None);
@@ -193,7 +201,7 @@ pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
     let state = format!("{dir}/master_status");
     let out = conn.run(
         "reading the masters' recovery state",
-        &cli_script(&latch, &format!("ls {}", sh_quote(&state))),
+        &Script::legacy((cli_script(&latch, &format!("ls {}", sh_quote(&state)))).to_string()),
         &[],
     )?;
     let entries = ls_names(&out);
@@ -202,7 +210,9 @@ pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
     }
     let out = conn.run(
         "clearing the masters' recovery state",
-        &cli_script(&latch, &format!("deleteall {}", sh_quote(&state))),
+        &Script::legacy(
+            (cli_script(&latch, &format!("deleteall {}", sh_quote(&state)))).to_string(),
+        ),
         &[],
     )?;
     if out.contains("Exception") || out.contains("Insufficient permission") {
@@ -266,7 +276,11 @@ pub fn stop_leader(
         .ok(host)
         .ok_or_else(|| format!("host `{host}` cannot be reached"))?;
     let t0 = std::time::Instant::now();
-    conn.run("stopping the leading master", stop, &[])?;
+    conn.run(
+        "stopping the leading master",
+        &Script::legacy((stop).to_string()),
+        &[],
+    )?;
     let stopped = t0.elapsed().as_secs_f64();
     match noted {
         Some(n) => {
@@ -294,11 +308,11 @@ pub struct Watched<'f> {
 fn started_at(conn: &dyn ClusterHost, container: &str) -> Option<String> {
     conn.run(
         "reading the leading master's start time",
-        // a stopped container (waiting for its restart) counts as changed
+        &Script::legacy((// a stopped container (waiting for its restart) counts as changed
         &format!(
             "docker inspect --format '{{{{if .State.Running}}}}{{{{.State.StartedAt}}}}{{{{end}}}}' {}",
             sh_quote(container)
-        ),
+        )).to_string()),
         &[],
     )
     .ok()

@@ -9,16 +9,17 @@ use std::time::Duration;
 
 use crate::push::ssh::{Remote, SshOptions};
 use crate::push::{PushError, Target};
+use crate::script::Script;
 
 pub trait ClusterHost: Send + Sync {
     /// Runs `script` under `sh` with `stdin`; its stdout, or a one-line
     /// error naming the host, what was being done and the script's stderr.
-    fn run(&self, what: &str, script: &str, stdin: &[u8]) -> Result<String, String>;
+    fn run(&self, what: &str, script: &Script, stdin: &[u8]) -> Result<String, String>;
     /// Runs `script`, copying its output to `out` as it comes; the exit status.
     fn stream(
         &self,
         what: &str,
-        script: &str,
+        script: &Script,
         stdin: &[u8],
         out: &mut dyn Write,
     ) -> Result<i32, String>;
@@ -34,7 +35,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct LocalHost;
 
 impl ClusterHost for LocalHost {
-    fn run(&self, what: &str, script: &str, stdin: &[u8]) -> Result<String, String> {
+    fn run(&self, what: &str, script: &Script, stdin: &[u8]) -> Result<String, String> {
         let (child, feeder) = spawn_sh(what, script, stdin, Stdio::piped())?;
         let out = child
             .wait_with_output()
@@ -54,7 +55,7 @@ impl ClusterHost for LocalHost {
     fn stream(
         &self,
         what: &str,
-        script: &str,
+        script: &Script,
         stdin: &[u8],
         out: &mut dyn Write,
     ) -> Result<i32, String> {
@@ -98,13 +99,18 @@ impl ClusterHost for LocalHost {
 /// large input cannot block against a full stdout pipe).
 fn spawn_sh(
     what: &str,
-    script: &str,
+    script: &Script,
     stdin: &[u8],
     stderr: Stdio,
 ) -> Result<(std::process::Child, std::thread::JoinHandle<()>), String> {
+    script
+        .check()
+        .map_err(|e| format!("this machine: {what}: {e}"))?;
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(script)
+        .arg(script.text())
+        .arg("sh")
+        .args(script.values())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -132,7 +138,7 @@ impl SshHost {
 }
 
 impl ClusterHost for SshHost {
-    fn run(&self, what: &str, script: &str, stdin: &[u8]) -> Result<String, String> {
+    fn run(&self, what: &str, script: &Script, stdin: &[u8]) -> Result<String, String> {
         self.remote
             .run_ok(what, script, stdin)
             .map(|o| String::from_utf8_lossy(&o).into_owned())
@@ -142,7 +148,7 @@ impl ClusterHost for SshHost {
     fn stream(
         &self,
         what: &str,
-        script: &str,
+        script: &Script,
         stdin: &[u8],
         out: &mut dyn Write,
     ) -> Result<i32, String> {

@@ -13,6 +13,7 @@
 //! set aside (the rest go on) and reported; gates then wait only on the
 //! hosts still standing.
 
+use crate::script::Script;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Mutex;
@@ -226,7 +227,11 @@ pub fn up(
                 let secret = cluster_secret(fleet, p)?;
                 let done = fleet.each(&step.hosts, &|hp, c| {
                     let (script, tar) = write_files_script(plan, hp, secret.as_deref());
-                    c.run("writing the cluster's files", &script, &tar)
+                    c.run(
+                        "writing the cluster's files",
+                        &Script::legacy((script).to_string()),
+                        &tar,
+                    )
                 });
                 for (host, out) in done {
                     let changed = out.lines().filter(|l| l.starts_with("wrote ")).count();
@@ -298,7 +303,7 @@ pub fn survey(fleet: &Fleet, hosts: &[String], role: Role) -> Vec<Survey> {
                     )
                 })
                 .collect();
-            let out = c.run("looking at the containers", &script, &[])?;
+            let out = c.run("looking at the containers", &Script::legacy((script).to_string()), &[])?;
             Ok(mine
                 .iter()
                 .map(|ct| {
@@ -416,7 +421,7 @@ fn start_role(
                 .collect();
             c.run(
                 &format!("starting the {}", role_name(role)),
-                &ensure_script(&mine),
+                &Script::legacy((ensure_script(&mine)).to_string()),
                 &[],
             )
         })
@@ -554,7 +559,7 @@ fn cluster_secret(fleet: &Fleet, p: &(dyn Fn(&str) + Sync)) -> Result<Option<Str
         let path = &hp.secret.as_ref().expect("a holder").path;
         c.run(
             "reading the cluster's secret",
-            &format!("cat {} 2>/dev/null || true", sh_quote(path)),
+            &Script::legacy((format!("cat {} 2>/dev/null || true", sh_quote(path))).to_string()),
             &[],
         )
     });
@@ -935,7 +940,11 @@ fn wait(
                     .filter(|c| c.role == role)
                     .map(|c| c.name.as_str())
                     .collect();
-                c.run("reading logs", &logs_script(&names, 15), &[])
+                c.run(
+                    "reading logs",
+                    &Script::legacy((logs_script(&names, 15)).to_string()),
+                    &[],
+                )
             });
             return Err(LaunchError::Gate {
                 gate: label.into(),
@@ -1007,7 +1016,10 @@ impl Stranded {
             let secs = since.elapsed().as_secs();
             match conn.run(
                 "restarting a stranded worker",
-                &format!("docker restart --time 10 {} >/dev/null", sh_quote(&c.name)),
+                &Script::legacy(
+                    (format!("docker restart --time 10 {} >/dev/null", sh_quote(&c.name)))
+                        .to_string(),
+                ),
                 &[],
             ) {
                 Ok(_) => p(&format!(
@@ -1252,7 +1264,13 @@ pub fn status(fleet: &Fleet) -> Status {
         sh_quote(&format!("label=ferry.cluster={}", plan.cluster))
     );
     let found: BTreeMap<String, String> = fleet
-        .each(&names, &|_, c| c.run("listing containers", &script, &[]))
+        .each(&names, &|_, c| {
+            c.run(
+                "listing containers",
+                &Script::legacy((script).to_string()),
+                &[],
+            )
+        })
         .into_iter()
         .collect();
     let status_urls = plan.steps.iter().find_map(|s| match &s.gate {
@@ -1371,9 +1389,12 @@ pub fn logs(
     let follow = if follow { " --follow" } else { "" };
     conn.stream(
         "reading logs",
-        &format!(
-            "exec docker logs --tail {tail}{follow} {} 2>&1",
-            sh_quote(&c.name)
+        &Script::legacy(
+            (format!(
+                "exec docker logs --tail {tail}{follow} {} 2>&1",
+                sh_quote(&c.name)
+            ))
+            .to_string(),
         ),
         &[],
         out,
@@ -1462,8 +1483,13 @@ pub fn submit(
             .collect::<Vec<_>>()
             .join(" ")
     );
-    conn.stream("running spark-submit", &s, local.unwrap_or(&[]), out)
-        .map_err(LaunchError::Host)
+    conn.stream(
+        "running spark-submit",
+        &Script::legacy((s).to_string()),
+        local.unwrap_or(&[]),
+        out,
+    )
+    .map_err(LaunchError::Host)
 }
 
 /// Drains the worker on `host`: SIGPWR makes it decommission (no new
@@ -1507,7 +1533,7 @@ pub fn remove_worker(
     let running = conn
         .run(
             "signalling the worker",
-            &format!("if [ \"$(docker inspect --format '{{{{.State.Running}}}}' {name} 2>/dev/null)\" = true ]; then docker kill --signal PWR {name} >/dev/null && echo yes; fi"),
+            &Script::legacy((format!("if [ \"$(docker inspect --format '{{{{.State.Running}}}}' {name} 2>/dev/null)\" = true ]; then docker kill --signal PWR {name} >/dev/null && echo yes; fi")).to_string()),
             &[],
         )
         .map_err(LaunchError::Host)?;
@@ -1536,7 +1562,7 @@ pub fn remove_worker(
     }
     conn.run(
         "removing the worker",
-        &format!("docker stop --time 30 {name} >/dev/null 2>&1; docker rm --force {name} >/dev/null 2>&1; true"),
+        &Script::legacy((format!("docker stop --time 30 {name} >/dev/null 2>&1; docker rm --force {name} >/dev/null 2>&1; true")).to_string()),
         &[],
     )
     .map_err(LaunchError::Host)?;
@@ -1627,8 +1653,12 @@ pub fn drill_failover(
         let script = format!(
             "pid=$(docker inspect --format '{{{{.State.Pid}}}}' {name}) && [ \"$pid\" -gt 0 ] && kill -KILL \"$pid\""
         );
-        conn.run("killing the leading master", &script, &[])
-            .map_err(LaunchError::Host)?;
+        conn.run(
+            "killing the leading master",
+            &Script::legacy((script).to_string()),
+            &[],
+        )
+        .map_err(LaunchError::Host)?;
     } else {
         let stop = format!("docker stop --time 30 {name} >/dev/null");
         let what =
@@ -1674,7 +1704,7 @@ pub fn drill_failover(
     if !kill {
         conn.run(
             "starting the stopped master",
-            &format!("docker start {name} >/dev/null"),
+            &Script::legacy((format!("docker start {name} >/dev/null")).to_string()),
             &[],
         )
         .map_err(LaunchError::Host)?;
@@ -1759,11 +1789,11 @@ pub fn down(fleet: &Fleet, purge: bool) -> Vec<(String, Downed)> {
         fleet.each(&names, &|_, c| {
             c.run(
                 &format!("stopping the {}", role_name(role)),
-                &format!(
+                &Script::legacy((format!(
                     "ids=$(docker ps --quiet --filter {} --filter {}) || exit 1\nif [ -n \"$ids\" ]; then docker stop --time 30 $ids >/dev/null || exit 1; fi\n",
                     filter(""),
                     sh_quote(&format!("label=ferry.role={}", role_name(role)))
-                ),
+                )).to_string()),
                 &[],
             )
         });
@@ -1771,7 +1801,7 @@ pub fn down(fleet: &Fleet, purge: bool) -> Vec<(String, Downed)> {
     fleet.each(&names, &|hp, c| {
         c.run(
             "removing the cluster's containers",
-            &remove_script(plan, hp, purge),
+            &Script::legacy((remove_script(plan, hp, purge)).to_string()),
             &[],
         )
         .map(|o| {

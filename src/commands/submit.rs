@@ -2,6 +2,7 @@
 //! masters, in a throwaway container on a master's host; the driver's output
 //! streams to this terminal.
 
+use crate::script::Script;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,7 +164,7 @@ fn remove_on_interrupt(
         let removed = conn.and_then(|c| {
             c.run(
                 "removing the driver",
-                &format!("docker rm -f {} >/dev/null", sh_quote(&driver)),
+                &Script::legacy((format!("docker rm -f {} >/dev/null", sh_quote(&driver))).to_string()),
                 &[],
             )
         });

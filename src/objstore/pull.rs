@@ -11,6 +11,7 @@
 //! image is then loaded and recorded exactly as an SSH push does, so a pulled
 //! image and a pushed one are alike on the host.
 
+use crate::script::Script;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -263,7 +264,7 @@ pub fn pull_host(
     reporter.event(&label, Event::Connected);
     let out = remote.run_ok(
         "listing the store",
-        &push::list_script(dir, &image.reference, opts.push.runtime),
+        &Script::legacy((push::list_script(dir, &image.reference, opts.push.runtime)).to_string()),
         &[],
     )?;
     let state = HostState::parse(&String::from_utf8_lossy(&out));
@@ -280,7 +281,7 @@ pub fn pull_host(
     } else {
         let out = remote.run_checked(
             "hashing stored blobs",
-            &push::verify_script(dir, &check),
+            &Script::legacy((push::verify_script(dir, &check)).to_string()),
             &mut |_| Ok(()),
             &[0, 1],
         )?;
@@ -301,11 +302,14 @@ pub fn pull_host(
         reporter.event(&label, Event::Loading);
         let out = remote.run_ok(
             "loading the image into docker",
-            &push::load_script(
-                dir,
-                image,
-                state.present_prefix(&image.diff_ids),
-                opts.push.runtime,
+            &Script::legacy(
+                (push::load_script(
+                    dir,
+                    image,
+                    state.present_prefix(&image.diff_ids),
+                    opts.push.runtime,
+                ))
+                .to_string(),
             ),
             &push::docker_manifest(image),
         )?;
@@ -323,7 +327,9 @@ pub fn pull_host(
     }
     remote.run_ok(
         "recording the image",
-        &gc::record_script(dir, &image.reference, &image.manifest.hex),
+        &Script::legacy(
+            (gc::record_script(dir, &image.reference, &image.manifest.hex)).to_string(),
+        ),
         &[],
     )?;
     reporter.event(
@@ -354,7 +360,7 @@ fn fetch(
     let what = format!("fetching blob sha256:{}", &s.hex[..12]);
     let result = remote.run_checked(
         &what,
-        &fetch_script(dir, &s.hex, s.size),
+        &Script::legacy((fetch_script(dir, &s.hex, s.size)).to_string()),
         &mut |w| {
             w.write_all(format!("{url}\n").as_bytes())
                 .map_err(|e| remote.io_error(&what, e))

@@ -12,6 +12,7 @@
 //! a blob no record names at all is kept while it is young (a push may be
 //! storing it right now). Docker's own copies of images are not touched.
 
+use crate::script::Script;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
@@ -325,14 +326,22 @@ fn gc_host(
     ssh: &SshOptions,
 ) -> Result<Plan, HostGcError> {
     let remote = Remote::connect(target, ssh)?;
-    let out = remote.run_ok("listing the store", &list_script(store), &[])?;
+    let out = remote.run_ok(
+        "listing the store",
+        &Script::legacy((list_script(store)).to_string()),
+        &[],
+    )?;
     let listing = Listing::parse(&String::from_utf8_lossy(&out));
     let p = plan(&listing, keep).map_err(|source| HostGcError::Plan {
         host: target.label(),
         source,
     })?;
     if !dry_run && (!p.dropped.is_empty() || !p.remove.is_empty() || !p.remove_parts.is_empty()) {
-        remote.run_ok("removing blobs", &remove_script(store, &p), &[])?;
+        remote.run_ok(
+            "removing blobs",
+            &Script::legacy((remove_script(store, &p)).to_string()),
+            &[],
+        )?;
     }
     Ok(p)
 }

@@ -15,6 +15,7 @@
 pub mod gc;
 pub mod ssh;
 
+use crate::script::Script;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -836,7 +837,7 @@ pub fn push_host(
     reporter.event(&label, Event::Connected);
     let out = remote.run_ok(
         "listing the store",
-        &list_script(&opts.store, &image.reference, opts.runtime),
+        &Script::legacy((list_script(&opts.store, &image.reference, opts.runtime)).to_string()),
         &[],
     )?;
     let state = HostState::parse(&String::from_utf8_lossy(&out));
@@ -852,7 +853,7 @@ pub fn push_host(
     } else {
         let out = remote.run_checked(
             "hashing stored blobs",
-            &verify_script(&opts.store, &check),
+            &Script::legacy((verify_script(&opts.store, &check)).to_string()),
             &mut |_| Ok(()),
             &[0, 1],
         )?;
@@ -891,11 +892,14 @@ pub fn push_host(
     let manifest = docker_manifest(image);
     let out = remote.run_ok(
         "loading the image into docker",
-        &load_script(
-            &opts.store,
-            image,
-            state.present_prefix(&image.diff_ids),
-            opts.runtime,
+        &Script::legacy(
+            (load_script(
+                &opts.store,
+                image,
+                state.present_prefix(&image.diff_ids),
+                opts.runtime,
+            ))
+            .to_string(),
         ),
         &manifest,
     )?;
@@ -920,7 +924,9 @@ pub fn push_host(
 fn record(remote: &Remote, store: &str, image: &PushImage) -> Result<(), PushError> {
     remote.run_ok(
         "recording the image",
-        &gc::record_script(store, &image.reference, &image.manifest.hex),
+        &Script::legacy(
+            (gc::record_script(store, &image.reference, &image.manifest.hex)).to_string(),
+        ),
         &[],
     )?;
     Ok(())
@@ -1004,7 +1010,7 @@ fn send<'r, 's>(
         [(s, _)] => format!("storing blob sha256:{}", &s.hex[..12]),
         _ => format!("storing {} blobs", sends.len()),
     };
-    let mut running = remote.start(&what, &upload_script(store))?;
+    let mut running = remote.start(&what, &Script::legacy((upload_script(store)).to_string()))?;
     running.feed(&mut feed);
     Ok(Upload {
         sends,

@@ -17,7 +17,8 @@ use std::time::Duration;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use ssh2::{BlockDirections, Channel, CheckResult, HashType, KnownHostFileKind, Session};
 
-use super::{PushError, Target, sh_quote};
+use super::{PushError, Target};
+use crate::script::Script;
 
 pub struct SshOptions {
     /// Private keys to try, in order, after ssh-agent's (missing files are skipped).
@@ -402,8 +403,18 @@ impl Remote {
         }
     }
 
+    /// The command line for `script` on this host, or why it cannot be run.
+    fn line(&self, what: &str, script: &Script) -> Result<String, PushError> {
+        command_line(script, self.sudo).map_err(|e| PushError::Remote {
+            host: self.label.clone(),
+            what: what.to_string(),
+            status: -1,
+            stderr: e.to_string(),
+        })
+    }
+
     /// Runs `script` with `stdin` and returns its stdout; any exit status but 0 is an error.
-    pub fn run_ok(&self, what: &str, script: &str, stdin: &[u8]) -> Result<Vec<u8>, PushError> {
+    pub fn run_ok(&self, what: &str, script: &Script, stdin: &[u8]) -> Result<Vec<u8>, PushError> {
         let mut feed = |w: &mut dyn Write| w.write_all(stdin).map_err(|e| self.io_error(what, e));
         self.run_checked(what, script, &mut feed, &[0])
     }
@@ -413,7 +424,7 @@ impl Remote {
     pub fn run_checked(
         &self,
         what: &str,
-        script: &str,
+        script: &Script,
         feed: &mut dyn FnMut(&mut dyn Write) -> Result<(), PushError>,
         ok: &[i32],
     ) -> Result<Vec<u8>, PushError> {
@@ -426,13 +437,13 @@ impl Remote {
     /// still be starting. Several may run at a time on one session (sshd
     /// allows 10 by default), so the round trips and shell start-up of one
     /// overlap with the bytes of another.
-    pub fn start(&self, what: &str, script: &str) -> Result<Running<'_>, PushError> {
+    pub fn start(&self, what: &str, script: &Script) -> Result<Running<'_>, PushError> {
+        let line = self.line(what, script)?;
         let mut ch = self
             .sess
             .channel_session()
             .map_err(|e| self.ssh_error(what, e))?;
-        ch.exec(&command_line(script, self.sudo))
-            .map_err(|e| self.ssh_error(what, e))?;
+        ch.exec(&line).map_err(|e| self.ssh_error(what, e))?;
         Ok(Running {
             remote: self,
             ch,
@@ -526,16 +537,16 @@ impl Remote {
     pub fn run_streaming(
         &self,
         what: &str,
-        script: &str,
+        script: &Script,
         stdin: &[u8],
         out: &mut dyn Write,
     ) -> Result<i32, PushError> {
+        let line = self.line(what, script)?;
         let mut ch = self
             .sess
             .channel_session()
             .map_err(|e| self.ssh_error(what, e))?;
-        ch.exec(&command_line(script, self.sudo))
-            .map_err(|e| self.ssh_error(what, e))?;
+        ch.exec(&line).map_err(|e| self.ssh_error(what, e))?;
         ch.write_all(stdin).map_err(|e| self.io_error(what, e))?;
         ch.send_eof().map_err(|e| self.ssh_error(what, e))?;
         self.sess.set_timeout(0);
@@ -602,16 +613,16 @@ const SUDO_MARK: &str = "--ferry-sudo--";
 /// login shell), or with `sudo` as root, never prompting (`-n`). `sudo`
 /// drops the environment, so `DOCKER_HOST` is passed on when the login sets
 /// it: the script then talks to the Docker the user would.
-pub fn command_line(script: &str, sudo: bool) -> String {
-    let sh = format!("sh -c {}", sh_quote(script));
+pub fn command_line(script: &Script, sudo: bool) -> Result<String, crate::script::NulInValue> {
+    let sh = script.command_line()?;
     if !sudo {
-        return sh;
+        return Ok(sh);
     }
-    format!(
+    Ok(format!(
         "command -v sudo >/dev/null 2>&1 || {{ echo {SUDO_MARK} >&2; exit {EXIT_NO_SUDO}; }}; \
 sudo -n true 2>/dev/null || {{ echo {SUDO_MARK} >&2; exit {EXIT_SUDO_REFUSED}; }}; \
 exec sudo -n env ${{DOCKER_HOST+\"DOCKER_HOST=$DOCKER_HOST\"}} {sh}"
-    )
+    ))
 }
 
 fn check_host_key(sess: &Session, t: &Target, o: &SshOptions) -> Result<(), PushError> {
@@ -752,11 +763,15 @@ mod tests {
 
     #[test]
     fn scripts_run_under_sh_or_sudo_n_with_docker_host_kept() {
-        assert_eq!(command_line("echo 'hi'", false), r"sh -c 'echo '\''hi'\'''");
-        let c = command_line("echo 'hi'", true);
+        let hi = Script::new("echo \"$1\"").arg("'hi'");
+        assert_eq!(
+            command_line(&hi, false).unwrap(),
+            r#"sh -c 'echo "$1"' sh ''\''hi'\'''"#
+        );
+        let c = command_line(&hi, true).unwrap();
         assert!(
             c.ends_with(
-                r#"exec sudo -n env ${DOCKER_HOST+"DOCKER_HOST=$DOCKER_HOST"} sh -c 'echo '\''hi'\'''"#
+                r#"exec sudo -n env ${DOCKER_HOST+"DOCKER_HOST=$DOCKER_HOST"} sh -c 'echo "$1"' sh ''\''hi'\'''"#
             ),
             "{c}"
         );
@@ -770,7 +785,7 @@ mod tests {
                 .unwrap();
             let mut cmd = std::process::Command::new("sh");
             cmd.arg("-c")
-                .arg(command_line("echo \"[$DOCKER_HOST]\"; exit 3", true))
+                .arg(command_line(&Script::new("echo \"[$DOCKER_HOST]\"; exit 3"), true).unwrap())
                 .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
                 .env_remove("DOCKER_HOST");
             if let Some(d) = docker_host {
