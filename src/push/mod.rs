@@ -13,6 +13,7 @@
 //! Each push records the image on the host, so [`gc`] knows what to keep.
 
 pub mod gc;
+pub mod known_hosts;
 pub mod ssh;
 
 use crate::script::Script;
