@@ -2,7 +2,7 @@
 //! lines per host and a summary table (or JSON) at the end.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use super::{Term, human};
 use crate::cli::{PushArgs, RuntimeArg, SshArgs};
 use crate::objstore::Location;
 use crate::oci;
+use crate::push::known_hosts::KnownHosts;
 use crate::push::ssh::{SshOptions, default_identities};
 use crate::push::{self, Event, HostOutcome, PushImage, Reporter, Target};
 
@@ -153,17 +154,37 @@ fn result_text(o: &HostOutcome) -> String {
     }
 }
 
+/// known_hosts files whose skipped lines were shown: once per run, not per host.
+static KNOWN_HOSTS_WARNED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Shows the lines of `path` that connections will skip (once per file).
+fn warn_known_hosts(path: &Path) {
+    let mut warned = KNOWN_HOSTS_WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if warned.iter().any(|p| p == path) {
+        return;
+    }
+    warned.push(path.to_path_buf());
+    // a file that cannot be read fails the connection, with its own message
+    if let Ok(kh) = KnownHosts::read(path) {
+        for w in &kh.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+}
+
 /// The SSH options of the command line, with the user's defaults filled in.
 pub(super) fn ssh_options(a: SshArgs) -> SshOptions {
     let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
+    let known_hosts = a
+        .known_hosts
+        .unwrap_or_else(|| home.join(".ssh/known_hosts"));
+    warn_known_hosts(&known_hosts);
     SshOptions {
         identities: a
             .identity
             .map(|p| vec![p])
             .unwrap_or_else(|| default_identities(&home)),
-        known_hosts: a
-            .known_hosts
-            .unwrap_or_else(|| home.join(".ssh/known_hosts")),
+        known_hosts,
         accept_new_host_keys: a.accept_new_host_keys,
         connect_timeout: Duration::from_secs(a.connect_timeout),
         command_timeout: Duration::from_secs(a.command_timeout),

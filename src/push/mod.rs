@@ -70,6 +70,31 @@ pub enum PushError {
         fingerprint: String,
         known_hosts: PathBuf,
     },
+    #[error(
+        "the host key of `{host}` ({fingerprint}) is revoked in `{}:{line}`; nothing was sent. Ask the host's administrator for its new key",
+        known_hosts.display()
+    )]
+    HostKeyRevoked {
+        host: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+        line: usize,
+    },
+    #[error(
+        "`{host}` is known only through a `@cert-authority` line (`{}:{line}`): certificate host keys are not supported yet; add the host's own key to known_hosts",
+        known_hosts.display()
+    )]
+    HostCertificate {
+        host: String,
+        known_hosts: PathBuf,
+        line: usize,
+    },
+    #[error("cannot read `{}`", path.display())]
+    KnownHostsRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot record the host key of `{host}` in `{}`", path.display())]
     KnownHostsWrite {
         host: String,

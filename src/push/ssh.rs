@@ -1,6 +1,8 @@
 //! One SSH session to one host: connect with a deadline (directly, or
 //! through jump hosts as OpenSSH's ProxyJump does), check each hop's host key
-//! against known_hosts (trust on first use only when asked), log in with
+//! against known_hosts (parsed by [`known_hosts`], not libssh2; the host is
+//! asked for the key types known for it; trust on first use only when
+//! asked), log in with
 //! ssh-agent, key files or a password, and run POSIX shell scripts with data
 //! on stdin, as root through `sudo -n` when the target asks for it. It knows
 //! nothing of images or stores.
@@ -15,8 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
-use ssh2::{BlockDirections, Channel, CheckResult, HashType, KnownHostFileKind, Session};
+use ssh2::{BlockDirections, Channel, HashType, MethodType, Session};
 
+use super::known_hosts::{self, KnownHosts, Verdict};
 use super::{PushError, Target};
 use crate::script::Script;
 
@@ -161,11 +164,28 @@ fn ssh_error(host: &str, what: &str, e: ssh2::Error, timeout: Duration) -> PushE
 fn login(stream: impl AsRawFd + 'static, t: &Target, o: &SshOptions) -> Result<Session, PushError> {
     let label = t.label();
     let ssh_err = |what: &str, e| ssh_error(&label, what, e, o.connect_timeout);
+    let known = KnownHosts::read(&o.known_hosts).map_err(|source| PushError::KnownHostsRead {
+        path: o.known_hosts.clone(),
+        source,
+    })?;
     let mut sess = Session::new().map_err(|e| ssh_err("starting a session", e))?;
     sess.set_tcp_stream(stream);
     sess.set_timeout(o.connect_timeout.as_millis().min(u128::from(u32::MAX)) as u32);
-    sess.handshake().map_err(|e| ssh_err("the handshake", e))?;
-    check_host_key(&sess, t, o)?;
+    // ask a known host for the key types known_hosts holds for it: libssh2's
+    // own order (ECDSA first) makes a host known by ed25519 only look like
+    // an interception
+    let algorithms = known.algorithms_for(&t.known_hosts_entry()).join(",");
+    let asked =
+        !algorithms.is_empty() && sess.method_pref(MethodType::HostKey, &algorithms).is_ok();
+    let handshake = if asked {
+        format!(
+            "the handshake (asking for the host-key types known_hosts has for it: {algorithms})"
+        )
+    } else {
+        "the handshake".to_string()
+    };
+    sess.handshake().map_err(|e| ssh_err(&handshake, e))?;
+    check_host_key(&sess, t, o, &known)?;
     authenticate(&sess, t, o).map_err(|e| match e {
         Err(e) => ssh_err("logging in", e),
         Ok(tried) => PushError::Auth {
@@ -625,58 +645,55 @@ exec sudo -n env ${{DOCKER_HOST+\"DOCKER_HOST=$DOCKER_HOST\"}} {sh}"
     ))
 }
 
-fn check_host_key(sess: &Session, t: &Target, o: &SshOptions) -> Result<(), PushError> {
+/// Checks the key `sess` was shown against `known` (read before the
+/// handshake); an unknown host is recorded when trust on first use is on.
+fn check_host_key(
+    sess: &Session,
+    t: &Target,
+    o: &SshOptions,
+    known: &KnownHosts,
+) -> Result<(), PushError> {
     let label = t.label();
-    let ssh_err = |e| PushError::Ssh {
-        host: label.clone(),
-        what: "reading known_hosts".into(),
-        source: e,
-    };
-    let (key, key_type) = sess.host_key().ok_or_else(|| PushError::Ssh {
+    let (key, _) = sess.host_key().ok_or_else(|| PushError::Ssh {
         host: label.clone(),
         what: "reading the host key".into(),
         source: ssh2::Error::unknown(),
     })?;
     let fp = fingerprint(sess.host_key_hash(HashType::Sha256).unwrap_or_default());
-    let mut kh = sess.known_hosts().map_err(ssh_err)?;
-    if o.known_hosts.exists() {
-        kh.read_file(&o.known_hosts, KnownHostFileKind::OpenSSH)
-            .map_err(ssh_err)?;
-    }
-    match kh.check_port(&t.host, t.port, key) {
-        CheckResult::Match => Ok(()),
-        CheckResult::Mismatch => Err(PushError::HostKeyMismatch {
+    let entry = t.known_hosts_entry();
+    match known.check(&entry, key) {
+        Verdict::Known => Ok(()),
+        Verdict::Revoked { line } => Err(PushError::HostKeyRevoked {
             host: label,
-            entry: t.known_hosts_entry(),
+            fingerprint: fp,
+            known_hosts: o.known_hosts.clone(),
+            line,
+        }),
+        Verdict::CertAuthority { line } => Err(PushError::HostCertificate {
+            host: label,
+            known_hosts: o.known_hosts.clone(),
+            line,
+        }),
+        Verdict::Mismatch { .. } => Err(PushError::HostKeyMismatch {
+            host: label,
+            entry,
             fingerprint: fp,
             known_hosts: o.known_hosts.clone(),
         }),
-        CheckResult::NotFound | CheckResult::Failure if !o.accept_new_host_keys => {
-            Err(PushError::UnknownHostKey {
-                host: label,
-                fingerprint: fp,
-                known_hosts: o.known_hosts.clone(),
-            })
-        }
-        CheckResult::NotFound | CheckResult::Failure => {
-            // a fresh collection renders just this host's line
-            let mut one = sess.known_hosts().map_err(ssh_err)?;
-            one.add(
-                &t.known_hosts_entry(),
-                key,
-                "added by ferry push",
-                key_type.into(),
-            )
-            .map_err(ssh_err)?;
-            let host = one
-                .hosts()
-                .map_err(ssh_err)?
-                .into_iter()
-                .next()
-                .ok_or_else(|| ssh_err(ssh2::Error::unknown()))?;
-            let line = one
-                .write_string(&host, KnownHostFileKind::OpenSSH)
-                .map_err(ssh_err)?;
+        Verdict::Unknown if !o.accept_new_host_keys => Err(PushError::UnknownHostKey {
+            host: label,
+            fingerprint: fp,
+            known_hosts: o.known_hosts.clone(),
+        }),
+        Verdict::Unknown => {
+            let line =
+                known_hosts::line_for(&entry, key, "added by ferry push").ok_or_else(|| {
+                    PushError::Ssh {
+                        host: label.clone(),
+                        what: "reading the host key".into(),
+                        source: ssh2::Error::unknown(),
+                    }
+                })?;
             append_known_host(&o.known_hosts, &line).map_err(|source| PushError::KnownHostsWrite {
                 host: label,
                 path: o.known_hosts.clone(),
