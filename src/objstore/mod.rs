@@ -1193,6 +1193,109 @@ mod tests {
         (format!("http://LocalHost:{port}"), seen)
     }
 
+    /// The most a [`huge_server`] sends: far past any bound, yet not
+    /// enough to exhaust memory when a bound is missing.
+    const HUGE: u64 = 256 << 20;
+
+    /// A server answering every request with `status`, no length and an
+    /// XML body of [`HUGE`] bytes (endless as far as the client can tell),
+    /// until the client hangs up; returns its endpoint and how many body
+    /// bytes each answer got out.
+    fn huge_server(status: &'static str) -> (String, Arc<Mutex<Vec<u64>>>) {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let counts = sent.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let mut w = conn;
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nConnection: close\r\n\r\n<Error><Code>Big</Code><Message>"
+                );
+                let chunk = vec![b'x'; 64 << 10];
+                let mut n = 0u64;
+                while n < HUGE && w.write_all(&chunk).is_ok() {
+                    n += chunk.len() as u64;
+                }
+                counts.lock().unwrap().push(n);
+            }
+        });
+        (format!("http://127.0.0.1:{port}"), sent)
+    }
+
+    /// Runs `f` on a thread and waits at most a minute for it.
+    fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the call returned within a minute")
+    }
+
+    fn huge_store(status: &'static str) -> (Store, Arc<Mutex<Vec<u64>>>) {
+        let (endpoint, sent) = huge_server(status);
+        let settings = Settings {
+            endpoint: Some(endpoint),
+            ..Settings::default()
+        };
+        let mut st = Store::new(Location::parse("s3://bkt/p").unwrap(), &settings, keys()).unwrap();
+        st.retry_wait = Duration::from_millis(1);
+        (st, sent)
+    }
+
+    #[test]
+    fn an_endless_error_body_is_read_only_as_far_as_its_bound() {
+        let (st, sent) = huge_store("400 Bad Request");
+        let e = within_a_minute(move || {
+            st.upload_part("p/x", "u1", 1, Body::from_static(b"a part"))
+                .unwrap_err()
+        });
+        let msg = e.to_string();
+        assert!(msg.contains("s3://bkt/p/x") && msg.contains("400"), "{msg}");
+        assert!(!msg.contains('\n') && msg.len() < 1000, "{}", &msg[..300]);
+        // the client hung up after its bound: the server's writes failed
+        // well before the end of its body
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while sent.lock().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server never finished"
+            );
+            std::thread::yield_now();
+        }
+        let n = sent.lock().unwrap()[0];
+        assert!(n < 64 << 20, "the server got {n} bytes out");
+    }
+
+    #[test]
+    fn an_endless_listing_is_refused_naming_the_bucket() {
+        for list_parts in [false, true] {
+            let (st, _) = huge_store("200 OK");
+            let e = within_a_minute(move || {
+                if list_parts {
+                    st.list_parts("p/x", "u1").map(|_| ())
+                } else {
+                    st.list_uploads("p/x").map(|_| ())
+                }
+            })
+            .unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains("more than"), "{msg}");
+            assert!(
+                msg.contains("s3://bkt/") && msg.contains("listing"),
+                "{msg}"
+            );
+        }
+    }
+
     #[test]
     fn a_server_error_is_reported_with_its_code_after_the_retries() {
         let (endpoint, hosts) = fake_server(
