@@ -76,6 +76,23 @@ pub enum ObjError {
         code: String,
         message: String,
     },
+    #[error(
+        "`{endpoint}` sent more than {limit} bytes while {what} (`{object}`): that is not an answer of object storage; check --endpoint"
+    )]
+    TooLarge {
+        endpoint: String,
+        what: String,
+        object: String,
+        limit: u64,
+    },
+    #[error(
+        "`{endpoint}` kept paging while {what} (`{object}`): more than {MAX_PARTS} parts, or a page marker that does not move; check --endpoint"
+    )]
+    EndlessListing {
+        endpoint: String,
+        what: String,
+        object: String,
+    },
     #[error("`{object}` is not in the bucket; push the image there first")]
     Missing { object: String },
     #[error("`{object}` is not a usable image: {message}; push the image again")]
@@ -603,7 +620,7 @@ impl Store {
     /// Turns a non-2xx answer into an error naming the object.
     fn fail(&self, what: &str, key: &str, r: Response) -> ObjError {
         let status = r.status().as_u16();
-        let text = r.text().unwrap_or_default();
+        let text = error_text(r);
         let code = xml_one(&text, "Code");
         let message = xml_one(&text, "Message");
         match (status, code.as_str()) {
@@ -634,6 +651,24 @@ impl Store {
                 message,
             },
         }
+    }
+
+    /// The body of a successful XML answer, refused beyond [`LISTING_LIMIT`].
+    fn answer_text(&self, what: &str, key: &str, r: Response) -> Result<String, ObjError> {
+        let body = read_at_most(r, LISTING_LIMIT).map_err(|e| ObjError::Connect {
+            endpoint: self.endpoint(),
+            what: what.into(),
+            message: e.to_string(),
+        })?;
+        if body.len() as u64 > LISTING_LIMIT {
+            return Err(ObjError::TooLarge {
+                endpoint: self.endpoint(),
+                what: what.into(),
+                object: self.object(key),
+                limit: LISTING_LIMIT,
+            });
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     fn object(&self, key: &str) -> String {
@@ -752,7 +787,7 @@ impl Store {
         if !r.status().is_success() {
             return Err(self.fail(what, key, r));
         }
-        let id = xml_one(&r.text().unwrap_or_default(), "UploadId");
+        let id = xml_one(&self.answer_text(what, key, r)?, "UploadId");
         if id.is_empty() {
             return Err(ObjError::Http {
                 endpoint: self.endpoint(),
@@ -780,7 +815,7 @@ impl Store {
         if !r.status().is_success() {
             return Err(self.fail(what, key, r));
         }
-        Ok(parse_uploads(&r.text().unwrap_or_default(), key))
+        Ok(parse_uploads(&self.answer_text(what, "", r)?, key))
     }
 
     /// The parts an unfinished upload has, by number.
@@ -797,12 +832,21 @@ impl Store {
             if !r.status().is_success() {
                 return Err(self.fail(what, key, r));
             }
-            let text = r.text().unwrap_or_default();
+            let text = self.answer_text(what, key, r)?;
             parts.extend(parse_parts(&text));
-            marker = xml_one(&text, "NextPartNumberMarker");
-            if xml_one(&text, "IsTruncated") != "true" || marker.is_empty() {
+            let next = xml_one(&text, "NextPartNumberMarker");
+            if xml_one(&text, "IsTruncated") != "true" || next.is_empty() {
                 break;
             }
+            // a server that pages forever, or in place, is not followed
+            if next == marker || parts.len() > MAX_PARTS {
+                return Err(ObjError::EndlessListing {
+                    endpoint: self.endpoint(),
+                    what: what.into(),
+                    object: self.object(key),
+                });
+            }
+            marker = next;
         }
         parts.sort_by_key(|p| p.number);
         Ok(parts)
@@ -849,8 +893,8 @@ impl Store {
             body,
         )?;
         let status = r.status();
-        // a 200 can still carry an error document
-        let text = r.text().unwrap_or_default();
+        // a 200 can still carry an error document (and its start says so)
+        let text = error_text(r);
         if status.is_success() && !text.contains("<Error>") {
             return Ok(());
         }
@@ -907,6 +951,31 @@ impl Store {
         );
         self.url(&host, &path, &q)
     }
+}
+
+/// The most of an error answer's body read: its code and message come first.
+const ERROR_BODY_LIMIT: u64 = 64 << 10;
+/// The most of a listing page (or another XML answer) read; a page of 1000
+/// parts or uploads is a few hundred KiB.
+const LISTING_LIMIT: u64 = 16 << 20;
+/// S3's own limit on the parts of an upload.
+const MAX_PARTS: usize = 10_000;
+
+/// At most `limit + 1` bytes of `r`'s body, so a longer one can be told apart.
+fn read_at_most(r: Response, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    r.take(limit + 1).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// The start of an error answer's body (where its code and message are);
+/// the rest is not read, and a body cut short is read as far as it came.
+fn error_text(r: Response) -> String {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let _ = r.take(ERROR_BODY_LIMIT).read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn parse_uploads(xml: &str, key: &str) -> Vec<String> {
@@ -1288,12 +1357,29 @@ mod tests {
             })
             .unwrap_err();
             let msg = e.to_string();
-            assert!(msg.contains("more than"), "{msg}");
+            assert!(matches!(e, ObjError::TooLarge { .. }), "{msg}");
             assert!(
                 msg.contains("s3://bkt/") && msg.contains("listing"),
                 "{msg}"
             );
         }
+    }
+
+    #[test]
+    fn a_listing_that_pages_in_place_is_not_followed() {
+        let (endpoint, hosts) = fake_server(
+            "200 OK",
+            "<ListPartsResult><IsTruncated>true</IsTruncated><NextPartNumberMarker>5</NextPartNumberMarker></ListPartsResult>",
+        );
+        let settings = Settings {
+            endpoint: Some(endpoint),
+            ..Settings::default()
+        };
+        let st = Store::new(Location::parse("s3://bkt/p").unwrap(), &settings, keys()).unwrap();
+        let e = st.list_parts("p/x", "u1").unwrap_err();
+        assert!(matches!(e, ObjError::EndlessListing { .. }), "{e}");
+        assert!(e.to_string().contains("s3://bkt/p/x"), "{e}");
+        assert_eq!(hosts.lock().unwrap().len(), 2);
     }
 
     #[test]
