@@ -764,3 +764,140 @@ fn up_refuses_a_stale_image_under_the_planned_tag() {
         assert!(!Path::new(d).exists(), "`up` wrote {d}");
     }
 }
+
+/// A small image with no downloads: two layers of files, locked.
+fn tiny_image(dir: &Path) -> PathBuf {
+    let def = dir.join("tiny/image.toml");
+    std::fs::create_dir_all(def.parent().unwrap()).unwrap();
+    let mut text =
+        String::from("name = \"tiny\"\ntag = \"1\"\ncreated = \"2024-01-01T00:00:00Z\"\n");
+    for layer in ["one", "two"] {
+        text.push_str(&format!("[[layer]]\nname = \"{layer}\"\n"));
+        for i in 0..200 {
+            text.push_str(&format!(
+                "[[layer.file]]\npath = \"/{layer}/{i}\"\ncontent = \"{}\\n\"\n",
+                format!("{layer} {i} ").repeat(50)
+            ));
+        }
+    }
+    std::fs::write(&def, text).unwrap();
+    ok(ferry()
+        .arg("lock")
+        .arg(&def)
+        .arg("--cache")
+        .arg(dir.join("lock-cache")));
+    def
+}
+
+/// Reads `child`'s stderr on a thread; lines arrive on the channel.
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (with a deadline, no sleeps) for a line of `lines` containing `what`.
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, what: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains(what) => return l,
+            Ok(l) => seen.push(l),
+            Err(e) => panic!("no line with `{what}` ({e}); stderr was: {seen:?}"),
+        }
+    }
+}
+
+#[test]
+fn two_builds_on_one_empty_cache_at_once_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let def = tiny_image(tmp.path());
+    let cache = tmp.path().join("cache");
+    let start = |out: &str| {
+        ferry()
+            .arg("build")
+            .arg(&def)
+            .arg("--out")
+            .arg(tmp.path().join(out))
+            .arg("--cache")
+            .arg(&cache)
+            .arg("--json")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (start("a"), start("b"));
+    let digest = |c: std::process::Child| -> String {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["manifest_digest"].as_str().unwrap().to_string()
+    };
+    let (da, db) = (digest(a), digest(b));
+    assert_eq!(da, db);
+    ok(ferry().arg("verify").arg(tmp.path().join("a")));
+    ok(ferry().arg("verify").arg(tmp.path().join("b")));
+}
+
+#[test]
+fn gc_of_the_cache_waits_for_a_build_and_a_build_for_gc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let def = tiny_image(tmp.path());
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let lock_file = || std::fs::File::create(cache.join("lock")).unwrap();
+    // the test holds the cache as a build does (shared) while gc starts
+    let held = lock_file();
+    held.lock_shared().unwrap();
+    let mut gc = ferry()
+        .args(["gc", "--local", "--cache"])
+        .arg(&cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut gc);
+    let said = wait_for_line(&lines, "waiting");
+    assert!(said.contains(&cache.display().to_string()), "{said}");
+    assert!(gc.try_wait().unwrap().is_none(), "gc went on: {said}");
+    drop(held);
+    assert!(gc.wait().unwrap().success());
+    // and a build waits while gc holds it (exclusively)
+    let held = lock_file();
+    held.lock().unwrap();
+    let mut build = ferry()
+        .arg("build")
+        .arg(&def)
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .arg("--cache")
+        .arg(&cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut build);
+    let said = wait_for_line(&lines, "waiting");
+    assert!(said.contains("gc"), "{said}");
+    assert!(
+        build.try_wait().unwrap().is_none(),
+        "the build went on: {said}"
+    );
+    drop(held);
+    assert!(build.wait().unwrap().success());
+}
