@@ -6,6 +6,7 @@
 mod apt;
 mod build;
 mod cache_gc;
+mod cache_lock;
 mod check;
 mod cli;
 mod clock;

@@ -856,6 +856,7 @@ fn two_builds_on_one_empty_cache_at_once_agree() {
 
 #[test]
 fn gc_of_the_cache_waits_for_a_build_and_a_build_for_gc() {
+    use rustix::fs::{FlockOperation, flock};
     let tmp = tempfile::tempdir().unwrap();
     let def = tiny_image(tmp.path());
     let cache = tmp.path().join("cache");
@@ -863,7 +864,7 @@ fn gc_of_the_cache_waits_for_a_build_and_a_build_for_gc() {
     let lock_file = || std::fs::File::create(cache.join("lock")).unwrap();
     // the test holds the cache as a build does (shared) while gc starts
     let held = lock_file();
-    held.lock_shared().unwrap();
+    flock(&held, FlockOperation::LockShared).unwrap();
     let mut gc = ferry()
         .args(["gc", "--local", "--cache"])
         .arg(&cache)
@@ -879,7 +880,7 @@ fn gc_of_the_cache_waits_for_a_build_and_a_build_for_gc() {
     assert!(gc.wait().unwrap().success());
     // and a build waits while gc holds it (exclusively)
     let held = lock_file();
-    held.lock().unwrap();
+    flock(&held, FlockOperation::LockExclusive).unwrap();
     let mut build = ferry()
         .arg("build")
         .arg(&def)

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::{Term, human};
 use crate::build::{self, Reporter};
+use crate::cache_lock::{Mode, lock};
 use crate::cli::BuildArgs;
 use crate::fetch::Cache;
 use crate::layer::BlobInfo;
@@ -35,6 +36,7 @@ impl Reporter for Term {
 pub fn run(a: BuildArgs) -> Result<ExitCode> {
     let term = Term::new(false);
     let cache = Cache::new(a.cache.cache);
+    let _cache_lock = lock(&cache.root, Mode::Shared, |m| eprintln!("{m}"))?;
     let built_in = a.definition.is_none();
     let (def, lock) = super::definition_and_lock(a.definition, &cache, &term)?;
     let jobs = a.jobs.unwrap_or_else(|| {

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::human;
 use super::push::{jump_label, ssh_options, targets};
 use crate::cache_gc;
+use crate::cache_lock::{self, Mode};
 use crate::cli::GcArgs;
 use crate::fetch::Cache;
 use crate::push::gc::{self, Record};
@@ -20,6 +21,9 @@ fn image_json(r: &Record) -> serde_json::Value {
 
 fn run_local(a: GcArgs) -> Result<ExitCode> {
     let cache = Cache::new(a.cache.cache);
+    // alone with the cache: a build in flight may have found a blob present
+    // that this collection would remove before the build records it
+    let _cache_lock = cache_lock::lock(&cache.root, Mode::Exclusive, |m| eprintln!("{m}"))?;
     let o = cache_gc::gc(&cache, usize::from(a.keep), a.dry_run)
         .with_context(|| format!("collecting the cache `{}`", cache.root.display()))?;
     let build_json = |b: &cache_gc::Build| json!({"name": b.name, "record": b.path});

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 
 use super::{Term, human};
 use crate::apt::{self, AptCache};
+use crate::cache_lock::{self, Mode};
 use crate::cli::LockArgs;
 use crate::fetch::{self, Cache};
 use crate::inputs::{deb, nix};
@@ -67,6 +68,8 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     }
+    // `--check` reads no cache; resolving downloads into it
+    let _cache_lock = cache_lock::lock(&cache.root, Mode::Shared, |m| eprintln!("{m}"))?;
 
     let update_all = a.update.as_ref().is_some_and(|u| u.is_empty());
     let named: BTreeSet<String> = a.update.clone().unwrap_or_default().into_iter().collect();

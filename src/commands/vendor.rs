@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::{Term, human};
+use crate::cache_lock::{self, Mode};
 use crate::cli::VendorArgs;
 use crate::fetch::{Cache, Sources};
 use crate::layer::{self, TarHeader};
@@ -15,6 +16,7 @@ use crate::lock::{LockError, lock_path};
 pub fn run(a: VendorArgs) -> Result<ExitCode> {
     let term = Term::new(false);
     let cache = Cache::new(a.cache.cache);
+    let _cache_lock = cache_lock::lock(&cache.root, Mode::Shared, |m| eprintln!("{m}"))?;
     let (def, lock) = super::definition_and_lock(a.definition, &cache, &term)?;
     let lp = lock_path(&def.path);
     let progress = |w: &str, n: u64, t: Option<u64>| term.download(w, n, t);
