@@ -902,3 +902,24 @@ fn gc_of_the_cache_waits_for_a_build_and_a_build_for_gc() {
     drop(held);
     assert!(build.wait().unwrap().success());
 }
+
+#[test]
+fn a_bad_known_hosts_line_is_shown_once_naming_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kh = tmp.path().join("known_hosts");
+    std::fs::write(&kh, "# ok\nnot a known_hosts line\n").unwrap();
+    // closed ports on loopback: each connection fails at once
+    let closed = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("ssh://root@127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let out = ferry()
+        .args(["gc", &closed(), &closed(), "--known-hosts"])
+        .arg(&kh)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let warning = format!("warning: skipped line 2 of `{}`: ", kh.display());
+    assert_eq!(err.matches(&warning).count(), 1, "{err}");
+}

@@ -324,7 +324,7 @@ mod tests {
     use super::*;
 
     // made with ssh-keygen; the hashed lines are `ssh-keygen -H` of the plain ones
-    const ED: &str =
+    pub(super) const ED: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMOlOW/dkiojrFgLBa4La4bYZS4f6UobF8b4tP+fzGfW";
     const EC: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBKGZHX3cm+f9H5foGfsWC5xWlPzvBo/ZKuxn6iJtBGS6bwK+34uqdWY0GmLw9yeDVK37QW3BxmyydWmQAYQGhYk=";
     const ED_HASHED: &str = "|1|4KJ0GtK6SA/JHJSVdHpla0VvTq0=|ljPL+DAcyslnTY4Wh1B862FWf4w="; // [example.com]:2222
@@ -646,5 +646,34 @@ mod sshd_tests {
         assert!(text.starts_with(&s.entry()), "{text}");
         assert_eq!(text.lines().count(), 1, "{text}");
         s.connect_as_is(false).unwrap();
+    }
+
+    #[test]
+    fn another_key_for_the_host_is_a_mismatch_naming_the_line() {
+        let Some(s) = sshd() else { return };
+        let other = super::tests::ED; // a key this sshd does not have
+        let err = s
+            .connect(&format!("# mine\n{} {other}\n", s.entry()))
+            .err()
+            .expect("another key is refused");
+        assert!(
+            matches!(err, PushError::HostKeyMismatch { line: 2, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("known_hosts:2`"), "{err}");
+    }
+
+    #[test]
+    fn a_host_without_the_key_type_known_for_it_is_refused_saying_so() {
+        let Some(s) = sshd() else { return };
+        let rsa = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAAQC7";
+        let err = s
+            .connect(&format!("{} {rsa}\n", s.entry()))
+            .err()
+            .expect("the host has no RSA key");
+        let msg = err.to_string();
+        // "... failed while the handshake (asking for the host-key types
+        // known_hosts has for it: rsa-sha2-512,rsa-sha2-256,ssh-rsa): ..."
+        assert!(msg.contains("rsa-sha2-512,rsa-sha2-256,ssh-rsa"), "{msg}");
     }
 }

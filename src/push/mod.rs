@@ -61,7 +61,7 @@ pub enum PushError {
         known_hosts: PathBuf,
     },
     #[error(
-        "the host key of `{host}` ({fingerprint}) does not match `{}`: the connection may be intercepted, or the host was reinstalled; nothing was sent. If the new key is right, remove the old one with `ssh-keygen -f {} -R '{entry}'`",
+        "the host key of `{host}` ({fingerprint}) does not match `{}:{line}`: the connection may be intercepted, or the host was reinstalled; nothing was sent. If the new key is right, remove the old one with `ssh-keygen -f {} -R '{entry}'`",
         known_hosts.display(), known_hosts.display()
     )]
     HostKeyMismatch {
@@ -69,6 +69,8 @@ pub enum PushError {
         entry: String,
         fingerprint: String,
         known_hosts: PathBuf,
+        /// The first line with another key for the host.
+        line: usize,
     },
     #[error(
         "the host key of `{host}` ({fingerprint}) is revoked in `{}:{line}`; nothing was sent. Ask the host's administrator for its new key",

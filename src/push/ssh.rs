@@ -674,11 +674,12 @@ fn check_host_key(
             known_hosts: o.known_hosts.clone(),
             line,
         }),
-        Verdict::Mismatch { .. } => Err(PushError::HostKeyMismatch {
+        Verdict::Mismatch { line } => Err(PushError::HostKeyMismatch {
             host: label,
             entry,
             fingerprint: fp,
             known_hosts: o.known_hosts.clone(),
+            line,
         }),
         Verdict::Unknown if !o.accept_new_host_keys => Err(PushError::UnknownHostKey {
             host: label,
