@@ -22,8 +22,14 @@ fn image_json(r: &Record) -> serde_json::Value {
 fn run_local(a: GcArgs) -> Result<ExitCode> {
     let cache = Cache::new(a.cache.cache);
     // alone with the cache: a build in flight may have found a blob present
-    // that this collection would remove before the build records it
-    let _cache_lock = cache_lock::lock(&cache.root, Mode::Exclusive, |m| eprintln!("{m}"))?;
+    // that this collection would remove before the build records it (a dry
+    // run removes nothing, and shares)
+    let mode = if a.dry_run {
+        Mode::Shared
+    } else {
+        Mode::Exclusive
+    };
+    let _cache_lock = cache_lock::lock(&cache.root, mode, |m| eprintln!("{m}"))?;
     let o = cache_gc::gc(&cache, usize::from(a.keep), a.dry_run)
         .with_context(|| format!("collecting the cache `{}`", cache.root.display()))?;
     let build_json = |b: &cache_gc::Build| json!({"name": b.name, "record": b.path});
