@@ -597,3 +597,75 @@ fn docker_run_args_follow_the_plan() {
     let e = super::launch::check_local(&plan_of(HA)).unwrap_err();
     assert!(e.to_string().contains("roles on 5 hosts"), "{e}");
 }
+
+// --- labels: a base image's labels are the image's, and are checked ------
+
+/// The plan of the HA file over an image whose `label` is `value`.
+fn label_refusal(label: &str, value: &str) -> String {
+    let mut f = facts();
+    f.labels.insert(label.to_string(), value.to_string());
+    match plan::plan(&parse(HA), &f) {
+        Ok(_) => panic!("label `{label}` = {value:?} should be refused"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn refuses_a_user_label_that_is_not_a_user_name() {
+    // inherited from a base image, this went into a sed program on every host
+    let e = label_refusal("ferry.spark.user", "x/;e touch /tmp/pwned;/");
+    assert_eq!(
+        e,
+        "image `ferry/spark:3.5.3`: label `ferry.spark.user` (`x/;e touch /tmp/pwned;/`) is not a user name (`[a-z_][a-z0-9_-]*`, at most 32 characters); fix the label where the image (or its base) sets it, or pass another image with `--image`"
+    );
+    let e = label_refusal("ferry.zookeeper.user", "-rf");
+    assert!(
+        e.contains("label `ferry.zookeeper.user` (`-rf`) is not a user name"),
+        "{e}"
+    );
+    let e = label_refusal("ferry.spark.user", &"a".repeat(33));
+    assert!(e.contains("is not a user name"), "{e}");
+    assert!(!e.contains('\n'));
+}
+
+#[test]
+fn refuses_a_path_label_that_is_relative_or_not_normal() {
+    for (label, value) in [
+        ("ferry.spark.home", "opt/spark"),
+        ("ferry.spark.home", "/opt/../etc"),
+        ("ferry.spark.home", "/opt//spark"),
+        ("ferry.spark.home", "/opt/spark/"),
+        (
+            "ferry.zookeeper.conf",
+            "/etc/zookeeper/conf\ntouch /tmp/pwned",
+        ),
+        ("ferry.zookeeper.conf", "/etc/$(touch pwned)"),
+        ("ferry.sample-job", "../jobs/x.py"),
+    ] {
+        let e = label_refusal(label, value);
+        let shown = value.escape_debug().to_string();
+        assert!(
+            e.contains(&format!(
+                "label `{label}` (`{shown}`) is not an absolute, normal path"
+            )),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+}
+
+#[test]
+fn refuses_a_command_label_with_control_characters_or_a_relative_program() {
+    for value in [
+        "/usr/share/zookeeper/bin/zkServer.sh --config {conf}\nstart-foreground",
+        "zkServer.sh --config {conf} start-foreground",
+        "/usr/share/zookeeper/bin/zkServer.sh --config {conf} \u{1b}[2J",
+    ] {
+        let e = label_refusal("ferry.zookeeper.start", value);
+        assert!(
+            e.contains("label `ferry.zookeeper.start`") && e.contains("is not a command line"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+}
