@@ -669,3 +669,78 @@ fn refuses_a_command_label_with_control_characters_or_a_relative_program() {
         assert!(!e.contains('\n'), "{e}");
     }
 }
+
+// --- values written into config files cannot start or swallow a line ------
+
+/// HA with `line` added to `[spark.masters]`.
+fn with_master_line(line: &str) -> String {
+    HA.replace(
+        "zookeeper_dir = \"/spark\"",
+        &format!("zookeeper_dir = \"/spark\"\n{line}"),
+    )
+}
+
+#[test]
+fn refuses_a_property_that_would_start_or_swallow_a_line_of_spark_defaults() {
+    // Java's Properties ends a line at `\r` as at `\n`: this one would set
+    // `spark.authenticate false` after ferry's `true`
+    let text = with_master_line("properties = { \"spark.a\" = \"x\\rspark.authenticate false\" }");
+    assert_eq!(
+        refusal(&text),
+        format!(
+            "cluster.toml:{}: `spark.masters.properties`: the value of `spark.a` (`x\\rspark.authenticate false`) holds a control character: a newline or carriage return would start a new line of spark-defaults.conf",
+            line(&text, "properties = ")
+        )
+    );
+    // a trailing backslash joins the next line (`spark.authenticate true`) to it
+    let text = with_master_line("properties = { \"spark.a\" = 'x\\' }");
+    assert_eq!(
+        refusal(&text),
+        format!(
+            "cluster.toml:{}: `spark.masters.properties`: the value of `spark.a` (`x\\\\`) ends with `\\`, which would join the next line of spark-defaults.conf to it",
+            line(&text, "properties = ")
+        )
+    );
+    // `=` (or `:`, or white space) in a key ends the key there
+    let text = with_master_line("properties = { \"spark.x=y\" = 1 }");
+    assert_eq!(
+        refusal(&text),
+        format!(
+            "cluster.toml:{}: `spark.masters.properties`: `spark.x=y` is not a property name (letters, digits and `._-`)",
+            line(&text, "properties = ")
+        )
+    );
+    let e = refusal(&with_master_line(
+        "properties = { \"spark.a\\nspark.authenticate\" = false }",
+    ));
+    assert!(
+        e.contains("`spark.a\\nspark.authenticate` is not a property name"),
+        "{e}"
+    );
+    // the workers' properties too
+    let e = refusal(&HA.replace("86400", "\"1\\n\""));
+    assert!(
+        e.contains("`spark.workers.properties`: the value of `spark.worker.cleanup.appDataTtl`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_a_zookeeper_dir_that_would_swallow_the_next_line() {
+    // `spark.deploy.zookeeper.dir /spark\` would swallow the `url` line after it
+    let text = HA.replace("zookeeper_dir = \"/spark\"", "zookeeper_dir = '/spark\\'");
+    let e = refusal(&text);
+    assert!(
+        e.starts_with("cluster.toml:") && e.contains("`spark.masters.zookeeper_dir`: `/spark\\\\`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_jvm_options_with_control_characters() {
+    let e = refusal(&HA.replace("\"-Xmx512m\"", "\"-Xmx512m\\r\""));
+    assert!(
+        e.contains("`spark.masters.jvm_options`: `-Xmx512m\\r` is not a plain JVM option"),
+        "{e}"
+    );
+}
