@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::grammar;
+
 /// The image `ferry build` makes with no argument; used when a cluster file
 /// names no image.
 pub const DEFAULT_IMAGE: &str = "ferry/spark:3.5.3";
@@ -690,8 +692,16 @@ impl ClusterFile {
                         format!("`{k}` looks like a secret; ferry keeps secrets out of cluster files and plans"),
                     ));
                 }
-                if v.get_ref().to_string().contains('\n') {
-                    return Err(at.spanned(v, &field, format!("`{k}` spans several lines")));
+                if let Err(why) = grammar::property_key(k) {
+                    return Err(at.spanned(v, &field, format!("`{}` {why}", k.escape_debug())));
+                }
+                let value = v.get_ref().to_string();
+                if let Err(why) = grammar::property_value(&value) {
+                    return Err(at.spanned(
+                        v,
+                        &field,
+                        format!("the value of `{k}` (`{}`) {why}", value.escape_debug()),
+                    ));
                 }
             }
         }
@@ -708,6 +718,15 @@ impl ClusterFile {
                     format!("`{dir}` must be an absolute path without `..`"),
                 ));
             }
+        }
+        // written into spark-defaults.conf, and a latch path on the ZooKeeper side
+        let dir = self.zookeeper_dir();
+        if let Err(why) = grammar::znode(&dir) {
+            return Err(at.err(
+                None,
+                "spark.masters.zookeeper_dir",
+                format!("`{}` {why}", dir.escape_debug()),
+            ));
         }
         Ok(())
     }
@@ -829,14 +848,17 @@ impl ClusterFile {
 fn check_jvm_options(opts: &[Spanned<String>], field: &str, at: &At) -> Result<(), ClusterError> {
     for o in opts {
         let s = o.get_ref();
+        // they go into ZooKeeper's `environment`, a shell file, inside
+        // double quotes, and into Spark's options, split at white space
         if !s.starts_with('-')
+            || grammar::has_control(s)
             || s.chars()
-                .any(|c| matches!(c, '"' | '\'' | '$' | '`' | '\\' | '\n'))
+                .any(|c| matches!(c, '"' | '\'' | '$' | '`' | '\\'))
         {
             return Err(at.spanned(
                 o,
                 field,
-                format!("`{s}` is not a plain JVM option (it must start with `-` and hold no quotes, `$`, backquotes or backslashes)"),
+                format!("`{}` is not a plain JVM option (it must start with `-` and hold no quotes, `$`, backquotes, backslashes or control characters)", s.escape_debug()),
             ));
         }
         if let Some(key) = s.strip_prefix("-D").and_then(|kv| kv.split('=').next())

@@ -70,6 +70,44 @@ pub fn command(s: &str) -> Result<(), String> {
     }
 }
 
+/// A key of a Java properties file (spark-defaults.conf): letters, digits
+/// and `._-`, so no `=`, `:` or white space ends it early.
+pub fn property_key(s: &str) -> Result<(), String> {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        Ok(())
+    } else {
+        Err("is not a property name (letters, digits and `._-`)".into())
+    }
+}
+
+/// A value of a Java properties file: one line of it. Java ends a line at
+/// `\n` or `\r`, and a trailing `\` joins the next line to this one.
+pub fn property_value(s: &str) -> Result<(), String> {
+    if has_control(s) {
+        Err("holds a control character: a newline or carriage return would start a new line of spark-defaults.conf".into())
+    } else if s.ends_with('\\') {
+        Err("ends with `\\`, which would join the next line of spark-defaults.conf to it".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// A ZooKeeper path (`spark.deploy.zookeeper.dir`): absolute, not the root,
+/// no trailing `/`, no empty, `.` or `..` name, names as in [`path`].
+pub fn znode(s: &str) -> Result<(), String> {
+    let ok = s.len() <= MAX_PATH
+        && s.strip_prefix('/')
+            .is_some_and(|rest| rest.split('/').all(path_name));
+    if ok {
+        Ok(())
+    } else {
+        Err("is not a ZooKeeper path (`/a/b`, names of letters, digits and `._+@-`; not `/` alone, no `.` or `..` names, `//` or trailing `/`)".into())
+    }
+}
+
 /// Whether `s` holds a control character (a newline, a carriage return, an
 /// escape, NUL...).
 pub fn has_control(s: &str) -> bool {
@@ -118,6 +156,25 @@ mod tests {
         }
         path(&format!("/{}", "a".repeat(4095))).unwrap();
         path(&format!("/{}", "a".repeat(4096))).unwrap_err();
+    }
+
+    #[test]
+    fn properties_and_znodes() {
+        property_key("spark.worker.cleanup.appDataTtl").unwrap();
+        for bad in ["", "a=b", "a:b", "a b", "a\nb", "#a", "!a"] {
+            property_key(bad).unwrap_err();
+        }
+        property_value("a b=c:d \\t").unwrap();
+        for bad in ["a\nb", "a\rb", "a\\", "\u{0}", "\u{85}"] {
+            property_value(bad).unwrap_err();
+        }
+        znode("/spark").unwrap();
+        znode("/ferry/ha-1").unwrap();
+        for bad in [
+            "", "/", "spark", "/spark/", "/a//b", "/a/../b", "/a b", "/spark\\",
+        ] {
+            znode(bad).unwrap_err();
+        }
     }
 
     #[test]
