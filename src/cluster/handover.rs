@@ -87,7 +87,7 @@ pub fn latch(plan: &Plan) -> Option<Latch> {
 pub fn nodes(conn: &dyn ClusterHost, l: &Latch) -> Result<Vec<String>, String> {
     let out = conn.run(
         "listing the masters' leader latch",
-        &Script::legacy((cli_script(l, &format!("ls {}", sh_quote(&l.path)))).to_string()),
+        &cli(l, "ls", &l.path),
         &[],
     )?;
     Ok(parse_ls(&out))
@@ -97,13 +97,7 @@ pub fn nodes(conn: &dyn ClusterHost, l: &Latch) -> Result<Vec<String>, String> {
 pub fn delete(conn: &dyn ClusterHost, l: &Latch, node: &str) -> Result<(), String> {
     let out = conn.run(
         "handing the masters' leadership over",
-        &Script::legacy(
-            (cli_script(
-                l,
-                &format!("delete {}", sh_quote(&format!("{}/{node}", l.path))),
-            ))
-            .to_string(),
-        ),
+        &cli(l, "delete", &format!("{}/{node}", l.path)),
         &[],
     )?;
     // zkCli exits 0 either way and says what went wrong on stdout; a node
@@ -118,6 +112,11 @@ pub fn delete(conn: &dyn ClusterHost, l: &Latch, node: &str) -> Result<(), Strin
             out.trim()
         ))
     }
+}
+
+/// `zkCli.sh VERB NODE` in the latch's ZooKeeper container.
+fn cli(l: &Latch, verb: &'static str, node: &str) -> Script {
+    Script::legacy(cli_script(l, &format!("{verb} {}", sh_quote(node))))
 }
 
 fn cli_script(l: &Latch, command: &str) -> String {
@@ -175,22 +174,10 @@ pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
     let Some(dir) = latch.path.strip_suffix("/leader_election") else {
         return Ok(None);
     };
-    let cluster = &fleet.plan.cluster;
-    let label = |l: &str| sh_quote(&format!("label={l}"));
-    let running = format!(
-        "docker ps --quiet --filter {c} --filter {m} && docker ps --quiet --filter {c} --filter {w} && docker ps --quiet --filter {d}",
-        c = label(&format!("ferry.cluster={cluster}")),
-        m = label("ferry.role=master"),
-        w = label("ferry.role=worker"),
-        d = label(&format!("ferry.driver={cluster}")),
-    );
+    let running = running(&fleet.plan.cluster);
     let names: Vec<String> = fleet.plan.hosts.iter().map(|h| h.name.clone()).collect();
     let found = fleet.each(&names, &|_, c| {
-        c.run(
-            "looking for running masters and workers",
-            &Script::legacy((running).to_string()),
-            &[],
-        )
+        c.run("looking for running masters and workers", &running, &[])
     });
     if !fleet.failures().is_empty() || found.iter().any(|(_, out)| !out.trim().is_empty()) {
         return Ok(None);
@@ -201,7 +188,7 @@ pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
     let state = format!("{dir}/master_status");
     let out = conn.run(
         "reading the masters' recovery state",
-        &Script::legacy((cli_script(&latch, &format!("ls {}", sh_quote(&state)))).to_string()),
+        &cli(&latch, "ls", &state),
         &[],
     )?;
     let entries = ls_names(&out);
@@ -210,9 +197,7 @@ pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
     }
     let out = conn.run(
         "clearing the masters' recovery state",
-        &Script::legacy(
-            (cli_script(&latch, &format!("deleteall {}", sh_quote(&state)))).to_string(),
-        ),
+        &cli(&latch, "deleteall", &state),
         &[],
     )?;
     if out.contains("Exception") || out.contains("Insufficient permission") {
@@ -225,6 +210,35 @@ pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
         count("app_"),
         count("driver_")
     )))
+}
+
+/// Lists the cluster's running masters, then its workers, then its
+/// `ferry submit` drivers: empty when none runs.
+fn running(cluster: &str) -> Script {
+    let label = |l: &str| sh_quote(&format!("label={l}"));
+    Script::legacy(format!(
+        "docker ps --quiet --filter {c} --filter {m} && docker ps --quiet --filter {c} --filter {w} && docker ps --quiet --filter {d}",
+        c = label(&format!("ferry.cluster={cluster}")),
+        m = label("ferry.role=master"),
+        w = label("ferry.role=worker"),
+        d = label(&format!("ferry.driver={cluster}")),
+    ))
+}
+
+/// Stops a container, giving it 30 s to exit.
+fn stop(container: &str) -> Script {
+    Script::legacy(format!(
+        "docker stop --time 30 {} >/dev/null",
+        sh_quote(container)
+    ))
+}
+
+/// A running container's start time; nothing for a stopped one.
+fn started(container: &str) -> Script {
+    Script::legacy(format!(
+        "docker inspect --format '{{{{if .State.Running}}}}{{{{.State.StartedAt}}}}{{{{end}}}}' {}",
+        sh_quote(container)
+    ))
 }
 
 /// The leader's latch node, noted while it still leads.
@@ -263,24 +277,20 @@ pub fn note_leader<'f>(fleet: &'f Fleet, settle: Duration) -> Option<Noted<'f>> 
     Some(Noted { conn, latch, node })
 }
 
-/// Runs `stop` (a script stopping the leading master) on `host`, then
-/// hands its leadership to the next standby by deleting the node noted
-/// before. Returns what it did, for the progress lines.
+/// Stops the leading master (`container` on `host`), then hands its
+/// leadership to the next standby by deleting the node noted before.
+/// Returns what it did, for the progress lines.
 pub fn stop_leader(
     fleet: &Fleet,
     host: &str,
-    stop: &str,
+    container: &str,
     noted: Option<Noted>,
 ) -> Result<String, String> {
     let conn = fleet
         .ok(host)
         .ok_or_else(|| format!("host `{host}` cannot be reached"))?;
     let t0 = std::time::Instant::now();
-    conn.run(
-        "stopping the leading master",
-        &Script::legacy((stop).to_string()),
-        &[],
-    )?;
+    conn.run("stopping the leading master", &stop(container), &[])?;
     let stopped = t0.elapsed().as_secs_f64();
     match noted {
         Some(n) => {
@@ -308,11 +318,8 @@ pub struct Watched<'f> {
 fn started_at(conn: &dyn ClusterHost, container: &str) -> Option<String> {
     conn.run(
         "reading the leading master's start time",
-        &Script::legacy((// a stopped container (waiting for its restart) counts as changed
-        &format!(
-            "docker inspect --format '{{{{if .State.Running}}}}{{{{.State.StartedAt}}}}{{{{end}}}}' {}",
-            sh_quote(container)
-        )).to_string()),
+        // a stopped container (waiting for its restart) counts as changed
+        &started(container),
         &[],
     )
     .ok()
