@@ -381,6 +381,164 @@ pub fn release_if_restarted(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::script::tests::HOSTILE;
+
+    /// Runs `script` as an SSH server would (`sh -c LINE`), in a scratch
+    /// folder, with a stand-in `docker` first on the PATH that prints each
+    /// argument it gets NUL-terminated and each call's end as `\x01`.
+    /// Returns every call's arguments, and whether the folder stayed empty.
+    fn docker_calls(script: &Script) -> (Vec<Vec<String>>, bool) {
+        let bin = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let docker = bin.path().join("docker");
+        std::fs::write(
+            &docker,
+            "#!/bin/sh\nprintf '%s\\0' \"$@\"\nprintf '\\001'\n",
+        )
+        .unwrap();
+        let mut perms = std::fs::metadata(&docker).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&docker, perms).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script.command_line().unwrap())
+            .current_dir(scratch.path())
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script:?}: {out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let calls = text
+            .split_terminator('\x01')
+            .map(|call| {
+                call.split_terminator('\0')
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let untouched = std::fs::read_dir(scratch.path()).unwrap().count() == 0;
+        (calls, untouched)
+    }
+
+    /// `value` reaches `docker` as the arguments `want`, and nothing else
+    /// happens: the script's text does not hold it, and no file is made.
+    fn carried(script: Script, value: &str, want: &[Vec<&str>]) {
+        if !value.trim().is_empty() {
+            assert!(
+                !script.text().contains(value),
+                "{value:?} is in the text: {script:?}"
+            );
+        }
+        let (calls, untouched) = docker_calls(&script);
+        assert_eq!(calls, want, "{value:?}");
+        assert!(untouched, "{value:?} made a file: {script:?}");
+    }
+
+    fn latch_with(v: &str) -> Latch {
+        Latch {
+            host: "node1".into(),
+            container: format!("ferry-{v}-zookeeper"),
+            cli: format!("/opt/{v}/zkCli.sh"),
+            server: format!("{v}:2181"),
+            path: format!("/spark{v}/leader_election"),
+            login: Some(format!("/etc/{v}/z.jaas")),
+        }
+    }
+
+    #[test]
+    fn every_value_reaches_docker_as_one_argument_and_runs_nothing() {
+        for v in HOSTILE {
+            let l = latch_with(v);
+            let node = format!("{}/_c_1-latch-0000000001", l.path);
+            let env = format!("--env=CLIENT_JVMFLAGS=-D{LOGIN_CONFIG}=/etc/{v}/z.jaas");
+            carried(
+                cli(&l, "delete", &node),
+                v,
+                &[vec![
+                    "exec",
+                    &env,
+                    "--",
+                    &l.container,
+                    "timeout",
+                    "30",
+                    &l.cli,
+                    "-server",
+                    &l.server,
+                    "delete",
+                    &node,
+                ]],
+            );
+            let no_login = Latch {
+                login: None,
+                ..l.clone()
+            };
+            carried(
+                cli(&no_login, "ls", &no_login.path),
+                v,
+                &[vec![
+                    "exec",
+                    "--",
+                    &l.container,
+                    "timeout",
+                    "30",
+                    &l.cli,
+                    "-server",
+                    &l.server,
+                    "ls",
+                    &l.path,
+                ]],
+            );
+            let cluster = format!("label=ferry.cluster={v}");
+            let driver = format!("label=ferry.driver={v}");
+            carried(
+                running(v),
+                v,
+                &[
+                    vec![
+                        "ps",
+                        "--quiet",
+                        "--filter",
+                        &cluster,
+                        "--filter",
+                        "label=ferry.role=master",
+                    ],
+                    vec![
+                        "ps",
+                        "--quiet",
+                        "--filter",
+                        &cluster,
+                        "--filter",
+                        "label=ferry.role=worker",
+                    ],
+                    vec!["ps", "--quiet", "--filter", &driver],
+                ],
+            );
+            carried(stop(v), v, &[vec!["stop", "--time", "30", "--", v]]);
+            carried(
+                started(v),
+                v,
+                &[vec![
+                    "inspect",
+                    "--format",
+                    "{{if .State.Running}}{{.State.StartedAt}}{{end}}",
+                    "--",
+                    v,
+                ]],
+            );
+        }
+    }
+
+    #[test]
+    fn a_latch_node_name_that_is_not_curators_is_ignored() {
+        // names come from ZooKeeper, which any client of an open ensemble writes
+        let out = "[_c_d7e6-latch-0000000011, x;touch p-latch-0000000001, -rf-latch-0000000002, a b-latch-0000000003]";
+        assert_eq!(parse_ls(out), vec!["_c_d7e6-latch-0000000011"]);
+    }
 
     #[test]
     fn ls_lists_every_name_of_the_last_list() {
