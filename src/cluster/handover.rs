@@ -22,7 +22,6 @@ use super::file::LOGIN_CONFIG;
 use super::hosts::ClusterHost;
 use super::launch::Fleet;
 use super::plan::{JaasSection, Plan, Role, ZK_SECRET_IN, ZK_SERVER_JAAS};
-use crate::push::sh_quote;
 
 /// Where the masters' leader latch lives, and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,23 +113,29 @@ pub fn delete(conn: &dyn ClusterHost, l: &Latch, node: &str) -> Result<(), Strin
     }
 }
 
+/// `zkCli.sh VERB NODE` in the latch's ZooKeeper container: `$1` the
+/// container, `$2` the client, `$3` the server, `$4` the JVM flag that
+/// logs the client in (or nothing), `$5` the verb, `$6` the node.
+const ZK_CLI: &str = r#"set -eu
+container=$1 cli=$2 server=$3 login=$4 verb=$5 node=$6
+set -- -- "$container" timeout 30 "$cli" -server "$server" "$verb" "$node"
+if [ -n "$login" ]; then set -- "--env=CLIENT_JVMFLAGS=$login" "$@"; fi
+# the client logs to stderr; its answer is on stdout
+exec docker exec "$@" 2>/dev/null"#;
+
 /// `zkCli.sh VERB NODE` in the latch's ZooKeeper container.
 fn cli(l: &Latch, verb: &'static str, node: &str) -> Script {
-    Script::legacy(cli_script(l, &format!("{verb} {}", sh_quote(node))))
-}
-
-fn cli_script(l: &Latch, command: &str) -> String {
-    // the client logs to stderr; its answer is on stdout
-    let env = l.login.as_ref().map_or(String::new(), |f| {
-        sh_quote(&format!("--env=CLIENT_JVMFLAGS=-D{LOGIN_CONFIG}={f}")) + " "
-    });
-    format!(
-        "docker exec {env}{} timeout 30 {} -server {} {} 2>/dev/null",
-        sh_quote(&l.container),
-        sh_quote(&l.cli),
-        sh_quote(&l.server),
-        command
-    )
+    let login = l
+        .login
+        .as_ref()
+        .map_or(String::new(), |f| format!("-D{LOGIN_CONFIG}={f}"));
+    Script::new(ZK_CLI)
+        .arg(&l.container)
+        .arg(&l.cli)
+        .arg(&l.server)
+        .arg(login)
+        .arg(verb)
+        .arg(node)
 }
 
 /// The node names of a `ls` answer (`[a, b]`, possibly amid other output),
@@ -138,11 +143,22 @@ fn cli_script(l: &Latch, command: &str) -> String {
 fn parse_ls(out: &str) -> Vec<String> {
     let mut v: Vec<String> = ls_names(out)
         .into_iter()
-        .filter(|s| s.contains("latch-"))
+        .filter(|s| s.contains("latch-") && is_latch_node(s))
         .collect();
     let seq = |s: &String| s.rsplit('-').next().and_then(|n| n.parse::<u64>().ok());
     v.sort_by_key(|s| (seq(s), s.clone()));
     v
+}
+
+/// Whether `name` could be a node Curator's latch made
+/// (`_c_<uuid>-latch-<sequence>`): the names come from ZooKeeper, which any
+/// client of an ensemble without `auth = "sasl"` may write to, and one is
+/// handed back to zkCli (which splits its command line at white space).
+fn is_latch_node(name: &str) -> bool {
+    !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Every name of a `ls` answer's list (the last `[...]` of its output).
@@ -212,33 +228,31 @@ pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
     )))
 }
 
-/// Lists the cluster's running masters, then its workers, then its
+/// Lists the cluster's (`$1`) running masters, then its workers, then its
 /// `ferry submit` drivers: empty when none runs.
+const RUNNING: &str = r#"set -eu
+cluster=$1
+docker ps --quiet --filter "label=ferry.cluster=$cluster" --filter label=ferry.role=master
+docker ps --quiet --filter "label=ferry.cluster=$cluster" --filter label=ferry.role=worker
+docker ps --quiet --filter "label=ferry.driver=$cluster""#;
+
 fn running(cluster: &str) -> Script {
-    let label = |l: &str| sh_quote(&format!("label={l}"));
-    Script::legacy(format!(
-        "docker ps --quiet --filter {c} --filter {m} && docker ps --quiet --filter {c} --filter {w} && docker ps --quiet --filter {d}",
-        c = label(&format!("ferry.cluster={cluster}")),
-        m = label("ferry.role=master"),
-        w = label("ferry.role=worker"),
-        d = label(&format!("ferry.driver={cluster}")),
-    ))
+    Script::new(RUNNING).arg(cluster)
 }
 
-/// Stops a container, giving it 30 s to exit.
+/// Stops a container (`$1`), giving it 30 s to exit.
+const STOP: &str = r#"docker stop --time 30 -- "$1" >/dev/null"#;
+
 fn stop(container: &str) -> Script {
-    Script::legacy(format!(
-        "docker stop --time 30 {} >/dev/null",
-        sh_quote(container)
-    ))
+    Script::new(STOP).arg(container)
 }
 
-/// A running container's start time; nothing for a stopped one.
+/// A running container's (`$1`) start time; nothing for a stopped one.
+const STARTED: &str =
+    r#"docker inspect --format '{{if .State.Running}}{{.State.StartedAt}}{{end}}' -- "$1""#;
+
 fn started(container: &str) -> Script {
-    Script::legacy(format!(
-        "docker inspect --format '{{{{if .State.Running}}}}{{{{.State.StartedAt}}}}{{{{end}}}}' {}",
-        sh_quote(container)
-    ))
+    Script::new(STARTED).arg(container)
 }
 
 /// The leader's latch node, noted while it still leads.
@@ -384,16 +398,18 @@ mod tests {
     use crate::script::tests::HOSTILE;
 
     /// Runs `script` as an SSH server would (`sh -c LINE`), in a scratch
-    /// folder, with a stand-in `docker` first on the PATH that prints each
-    /// argument it gets NUL-terminated and each call's end as `\x01`.
+    /// folder, with a stand-in `docker` first on the PATH that writes each
+    /// argument it gets NUL-terminated, and each call's end as `\x01`, to
+    /// a file outside that folder (the scripts send docker's stdout away).
     /// Returns every call's arguments, and whether the folder stayed empty.
     fn docker_calls(script: &Script) -> (Vec<Vec<String>>, bool) {
         let bin = tempfile::tempdir().unwrap();
         let scratch = tempfile::tempdir().unwrap();
         let docker = bin.path().join("docker");
+        let calls = bin.path().join("calls");
         std::fs::write(
             &docker,
-            "#!/bin/sh\nprintf '%s\\0' \"$@\"\nprintf '\\001'\n",
+            "#!/bin/sh\n{ printf '%s\\0' \"$@\"; printf '\\001'; } >>\"$DOCKER_CALLS\"\n",
         )
         .unwrap();
         let mut perms = std::fs::metadata(&docker).unwrap().permissions();
@@ -409,10 +425,11 @@ mod tests {
             .arg(script.command_line().unwrap())
             .current_dir(scratch.path())
             .env("PATH", path)
+            .env("DOCKER_CALLS", &calls)
             .output()
             .unwrap();
         assert!(out.status.success(), "{script:?}: {out:?}");
-        let text = String::from_utf8(out.stdout).unwrap();
+        let text = std::fs::read_to_string(&calls).unwrap_or_default();
         let calls = text
             .split_terminator('\x01')
             .map(|call| {
