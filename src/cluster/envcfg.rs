@@ -290,6 +290,38 @@ mod tests {
     }
 
     #[test]
+    fn addresses_and_the_data_path_are_checked_naming_their_line() {
+        let e = import(
+            "SPARK_MODE=STANDALONE\nSPARK_MASTER=10.0.0.1;touch /tmp/pwned\nSPARK_WORKERS=10.0.0.2\n",
+            Path::new("w.cfg"),
+            "w",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "w.cfg:2: `SPARK_MASTER=10.0.0.1;touch /tmp/pwned`: `10.0.0.1;touch /tmp/pwned` is not an IPv4 address or a host name"
+        );
+        let e = import(
+            "SPARK_MODE=STANDALONE\nSPARK_MASTER=10.0.0.1\nSPARK_WORKERS=10.0.0.2,-oProxyCommand=x\n",
+            Path::new("w.cfg"),
+            "w",
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("w.cfg:3: `SPARK_WORKERS"), "{e}");
+        // a lone carriage return is not a line end to `lines()`
+        let e = import(
+            "SPARK_MODE=LOCAL\nSPARK_CLUSTER_DATA_PATH=/data/w\refe\n",
+            Path::new("w.cfg"),
+            "w",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("w.cfg:2: `SPARK_CLUSTER_DATA_PATH=/data/w\\refe`: `/data/w\\refe` is not an absolute, normal path"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn worker_ui_ports_must_match_the_workers() {
         let e = import(
             "SPARK_MODE=STANDALONE\nSPARK_MASTER=a\nSPARK_WORKERS=b,c\nSPARK_WORKER_UI_PORTS=8081\n",

@@ -744,3 +744,109 @@ fn refuses_jvm_options_with_control_characters() {
         "{e}"
     );
 }
+
+// --- every string of the cluster file has a grammar where one exists ------
+
+/// HA with a sixth host, `extra`, in no role: `lines` are its table's.
+fn with_extra_host(lines: &str) -> String {
+    format!("{HA}\n[[host]]\n{lines}\n")
+}
+
+#[test]
+fn refuses_values_outside_their_grammar_naming_the_field() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            HA.replace("\"10.0.0.11\"", "\"10.0.0.11; touch pwned\""),
+            "host.address",
+        ),
+        (
+            with_extra_host("name = \"-rf\"\naddress = \"10.0.0.99\""),
+            "host.name",
+        ),
+        (
+            with_extra_host("name = \"a$(x)\"\naddress = \"10.0.0.99\""),
+            "host.name",
+        ),
+        (
+            with_extra_host("name = \"extra\"\naddress = \"-oProxyCommand=x\""),
+            "host.address",
+        ),
+        (
+            with_extra_host(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nssh = { user = \"root@evil\" }",
+            ),
+            "host.ssh.user",
+        ),
+        (
+            with_extra_host(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nssh = { jump = \"root@a b\" }",
+            ),
+            "host.ssh.jump",
+        ),
+        (
+            with_extra_host(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nssh = { key = \"/k\\nhost forged\" }",
+            ),
+            "host.ssh.key",
+        ),
+        (
+            with_extra_host(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nlabels = { \"a b\" = \"c\" }",
+            ),
+            "host.labels",
+        ),
+        (
+            with_extra_host(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nlabels = { a = \"c\\nhost forged\" }",
+            ),
+            "host.labels",
+        ),
+        (
+            HA.replace("\"ferry/spark:3.5.3\"", "\"ferry/spark:3.5.3 --privileged\""),
+            "image.reference",
+        ),
+        (
+            HA.replace("reference = \"ferry/spark:3.5.3\"", "layout = \"out\\nspark\""),
+            "image.layout",
+        ),
+        (
+            HA.replace("delivery = \"ssh\"", "delivery = \"s3://bucket/$(touch pwned)/\""),
+            "delivery",
+        ),
+        (
+            HA.replace(
+                "delivery = \"ssh\"",
+                "delivery = \"s3://bucket/images/\"\nobject_store = { endpoint = \"http://s3 `x`\" }",
+            ),
+            "object_store.endpoint",
+        ),
+        (
+            HA.replace(
+                "delivery = \"ssh\"",
+                "delivery = \"s3://bucket/images/\"\nobject_store = { region = \"us;x\" }",
+            ),
+            "object_store.region",
+        ),
+        (
+            HA.replace("client_port = 2181", "client_port = 2181\ndata_dir = \"/data/zk:/etc\""),
+            "zookeeper.data_dir",
+        ),
+        (
+            HA.replace("memory = \"1g\"", "memory = \"1g\"\nwork_dir = \"/data/a b\""),
+            "spark.workers.work_dir",
+        ),
+        (
+            HA.replace("zookeeper_dir = \"/spark\"", "zookeeper_dir = \"spark\""),
+            "spark.masters.zookeeper_dir",
+        ),
+        (HA.replace("port = 7077", "port = 0"), "spark.masters.port"),
+    ];
+    for (text, field) in cases {
+        let e = refusal(&text);
+        assert!(
+            e.starts_with("cluster.toml:") && e.contains(&format!("`{field}`")),
+            "{field}: {e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+}
