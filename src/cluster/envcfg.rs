@@ -91,6 +91,41 @@ pub fn import(text: &str, path: &Path, name: &str) -> Result<Imported, EnvCfgErr
         }
         vars.insert(k.to_string(), (i + 1, v.to_string()));
     }
+    // checked here, with their line, by the grammars the cluster file's
+    // fields have (which check the written file again)
+    for (k, (line, v)) in &vars {
+        let check: fn(&str) -> Result<(), String> = match k.as_str() {
+            "SPARK_MASTER" | "SPARK_WORKERS" => super::grammar::address,
+            "SPARK_CLUSTER_DATA_PATH" => super::grammar::path,
+            _ => |v| {
+                if super::grammar::has_control(v) {
+                    Err("holds a control character".into())
+                } else {
+                    Ok(())
+                }
+            },
+        };
+        let items: Vec<&str> = if k == "SPARK_WORKERS" {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        } else {
+            vec![v.as_str()]
+        };
+        for item in items.into_iter().filter(|i| !i.is_empty()) {
+            if let Err(why) = check(item) {
+                return Err(invalid(
+                    *line,
+                    format!(
+                        "`{k}={}`: `{}` {why}",
+                        v.escape_debug(),
+                        item.escape_debug()
+                    ),
+                ));
+            }
+        }
+    }
     let get = |k: &str| {
         vars.get(k)
             .map(|(_, v)| v.as_str())
