@@ -850,3 +850,290 @@ fn refuses_values_outside_their_grammar_naming_the_field() {
         assert!(!e.contains('\n'), "{e}");
     }
 }
+
+// --- property: each string field, each hostile value ----------------------
+
+/// Every string field of the cluster file, as the field its refusal names
+/// and the HA file with that field set to a value (TOML-quoted).
+fn string_fields() -> Vec<(&'static str, Box<dyn Fn(&str) -> String>)> {
+    let extra = |lines: &'static str| move |q: &str| with_extra_host(&lines.replace("@V@", q));
+    let s3 = |line: &'static str| {
+        move |q: &str| {
+            HA.replace(
+                "delivery = \"ssh\"",
+                &format!(
+                    "delivery = \"s3://bucket/images/\"\n{}",
+                    line.replace("@V@", q)
+                ),
+            )
+        }
+    };
+    let master_line = |line: &'static str| move |q: &str| with_master_line(&line.replace("@V@", q));
+    let worker_line = |line: &'static str| {
+        move |q: &str| {
+            HA.replace(
+                "cores = 2\n",
+                &format!("cores = 2\n{}\n", line.replace("@V@", q)),
+            )
+        }
+    };
+    vec![
+        (
+            "name",
+            Box::new(|q: &str| HA.replace("name = \"ha\"", &format!("name = {q}"))),
+        ),
+        (
+            "host.name",
+            Box::new(extra("name = @V@\naddress = \"10.0.0.99\"")),
+        ),
+        (
+            "host.address",
+            Box::new(|q: &str| HA.replace("address = \"10.0.0.11\"", &format!("address = {q}"))),
+        ),
+        (
+            "host.ssh.user",
+            Box::new(extra(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nssh = { user = @V@ }",
+            )),
+        ),
+        (
+            "host.ssh.key",
+            Box::new(extra(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nssh = { key = @V@ }",
+            )),
+        ),
+        (
+            "host.ssh.jump",
+            Box::new(extra(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nssh = { jump = @V@ }",
+            )),
+        ),
+        (
+            "host.labels",
+            Box::new(extra(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nlabels = { @V@ = \"x\" }",
+            )),
+        ),
+        (
+            "host.labels",
+            Box::new(extra(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nlabels = { x = @V@ }",
+            )),
+        ),
+        (
+            "host `extra`.worker.memory",
+            Box::new(extra(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nworker = { memory = @V@ }",
+            )),
+        ),
+        (
+            "image.reference",
+            Box::new(|q: &str| HA.replace("\"ferry/spark:3.5.3\"", q)),
+        ),
+        (
+            "image.layout",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "reference = \"ferry/spark:3.5.3\"",
+                    &format!("layout = {q}"),
+                )
+            }),
+        ),
+        (
+            "delivery",
+            Box::new(|q: &str| HA.replace("delivery = \"ssh\"", &format!("delivery = {q}"))),
+        ),
+        (
+            "object_store.endpoint",
+            Box::new(s3("object_store = { endpoint = @V@ }")),
+        ),
+        (
+            "object_store.region",
+            Box::new(s3("object_store = { region = @V@ }")),
+        ),
+        (
+            "object_store.url_style",
+            Box::new(s3("object_store = { url_style = @V@ }")),
+        ),
+        (
+            "zookeeper.data_dir",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "client_port = 2181",
+                    &format!("client_port = 2181\ndata_dir = {q}"),
+                )
+            }),
+        ),
+        (
+            "zookeeper.jvm_options",
+            Box::new(|q: &str| {
+                HA.replacen(
+                    "jvm_options = [\"-Xmx256m\"]",
+                    &format!("jvm_options = [{q}]"),
+                    1,
+                )
+            }),
+        ),
+        (
+            "zookeeper.auth",
+            Box::new(|q: &str| HA.replace("[zookeeper]\n", &format!("[zookeeper]\nauth = {q}\n"))),
+        ),
+        (
+            "zookeeper.hosts",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "hosts = [\"node1\", \"node2\", \"node3\"]",
+                    &format!("hosts = [{q}, \"node2\", \"node3\"]"),
+                )
+            }),
+        ),
+        (
+            "spark.masters.zookeeper_dir",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "zookeeper_dir = \"/spark\"",
+                    &format!("zookeeper_dir = {q}"),
+                )
+            }),
+        ),
+        (
+            "spark.masters.properties",
+            Box::new(master_line("properties = { @V@ = 1 }")),
+        ),
+        (
+            "spark.masters.properties",
+            Box::new(master_line("properties = { \"spark.a\" = @V@ }")),
+        ),
+        (
+            "spark.masters.jvm_options",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "jvm_options = [\"-Xmx512m\"]",
+                    &format!("jvm_options = [{q}]"),
+                )
+            }),
+        ),
+        (
+            "spark.masters.hosts",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "hosts = [\"node1\", \"node2\"]",
+                    &format!("hosts = [\"node1\", {q}]"),
+                )
+            }),
+        ),
+        (
+            "spark.workers.hosts",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "hosts = [\"node4\", \"node5\"]",
+                    &format!("hosts = [\"node4\", {q}]"),
+                )
+            }),
+        ),
+        (
+            "spark.workers.memory",
+            Box::new(|q: &str| HA.replace("memory = \"1g\"", &format!("memory = {q}"))),
+        ),
+        (
+            "spark.workers.work_dir",
+            Box::new(worker_line("work_dir = @V@")),
+        ),
+        (
+            "spark.workers.ui_ports",
+            Box::new(worker_line("ui_ports = { @V@ = 9000 }")),
+        ),
+        (
+            "spark.workers.masters",
+            Box::new(worker_line("masters = [\"node1\", \"node2\", @V@]")),
+        ),
+        (
+            "spark.workers.properties",
+            Box::new(|q: &str| HA.replace("= 86400", &format!("= {q}"))),
+        ),
+        (
+            "spark.workers.properties",
+            Box::new(|q: &str| HA.replace("\"spark.worker.cleanup.appDataTtl\"", &format!("{q}"))),
+        ),
+        (
+            "spark.workers.jvm_options",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "jvm_options = [\"-Xmx256m\"]\n[spark.workers.properties]",
+                    &format!("jvm_options = [{q}]\n[spark.workers.properties]"),
+                )
+            }),
+        ),
+    ]
+}
+
+/// `v` as a one-line TOML basic string (good as a key too).
+fn basic_string(v: &str) -> String {
+    let mut q = String::from("\"");
+    for c in v.chars() {
+        match c {
+            '"' => q.push_str("\\\""),
+            '\\' => q.push_str("\\\\"),
+            c if c.is_control() => q.push_str(&format!("\\u{:04X}", c as u32)),
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
+}
+
+#[test]
+fn each_string_field_refuses_a_hostile_value_by_name_or_plans_it() {
+    let mut accepted: Vec<String> = Vec::new();
+    for (field, text_with) in string_fields() {
+        // the template itself is a good cluster file
+        let good = text_with("\"x\"");
+        assert_ne!(good, HA, "{field}: the template does not set the field");
+        for v in crate::script::tests::HOSTILE {
+            let q = basic_string(v);
+            let text = text_with(&q);
+            match ClusterFile::parse(&text, Path::new("cluster.toml")) {
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains(&format!("`{field}`")),
+                        "{field} = {v:?}: the refusal does not name the field: {e}"
+                    );
+                    assert!(!e.contains('\n'), "{field} = {v:?}: {e}");
+                }
+                Ok(file) => {
+                    plan::plan(&file, &facts())
+                        .unwrap_or_else(|e| panic!("{field} = {v:?}: no plan: {e}"));
+                    accepted.push(format!("{field} = {v:?}"));
+                }
+            }
+        }
+    }
+    // what still reaches the launcher's scripts, for its tests to carry as data
+    eprintln!("accepted:\n{}", accepted.join("\n"));
+}
+
+#[test]
+fn each_label_refuses_a_hostile_value_by_name_or_plans_it() {
+    for label in [
+        "ferry.spark.user",
+        "ferry.zookeeper.user",
+        "ferry.spark.home",
+        "ferry.zookeeper.conf",
+        "ferry.zookeeper.start",
+        "ferry.sample-job",
+    ] {
+        for v in crate::script::tests::HOSTILE {
+            let mut f = facts();
+            f.labels.insert(label.to_string(), v.to_string());
+            let e = plan::plan(&parse(HA), &f)
+                .expect_err("no hostile value fits a label's grammar")
+                .to_string();
+            assert!(
+                e.contains(&format!("label `{label}`")),
+                "{label} = {v:?}: {e}"
+            );
+            assert!(!e.contains('\n'), "{label} = {v:?}: {e}");
+        }
+    }
+}
