@@ -383,6 +383,8 @@ impl ClusterFile {
     fn check(&self, at: &At) -> Result<(), ClusterError> {
         let name = self.name.get_ref();
         if name.is_empty()
+            || name.len() > 63
+            || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -390,7 +392,7 @@ impl ClusterFile {
             return Err(at.spanned(
                 &self.name,
                 "name",
-                format!("`{name}` is not a usable cluster name: use letters, digits, `-` and `_` (it names containers and folders)"),
+                format!("`{name}` is not a usable cluster name: use letters, digits, `-` and `_`, starting with a letter or digit, at most 63 (it names containers and folders)"),
             ));
         }
         let mut seen = BTreeSet::new();
@@ -1089,6 +1091,21 @@ fn worker_memory_problem(m: &str) -> Option<String> {
     })
 }
 
+/// `message` with its control characters escaped (`\n`, `\u{1b}`): a
+/// refusal is one line, whatever the value it quotes holds.
+fn one_line(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// The file being checked, to turn byte offsets into line numbers.
 struct At<'a> {
     text: &'a str,
@@ -1101,7 +1118,7 @@ impl At<'_> {
             file: self.path.to_path_buf(),
             line: offset.map(|o| self.text[..o.min(self.text.len())].matches('\n').count() + 1),
             field: field.to_string(),
-            message,
+            message: one_line(&message),
         }
     }
     fn spanned<T>(&self, s: &Spanned<T>, field: &str, message: String) -> ClusterError {

@@ -230,16 +230,19 @@ pub fn endpoint(s: &str) -> Result<(), String> {
     }
 }
 
-/// A region name: lower-case letters, digits and `-`.
+/// A region name: lower-case letters, digits and `-`, starting with a letter.
 pub fn region(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
+    let ok = s.starts_with(|c: char| c.is_ascii_lowercase())
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
     } else {
-        Err("is not a region name (lower-case letters, digits and `-`)".into())
+        Err(
+            "is not a region name (lower-case letters, digits and `-`, starting with a letter)"
+                .into(),
+        )
     }
 }
 
@@ -399,6 +402,7 @@ mod tests {
         }
         region("us-east-1").unwrap();
         region("us;x").unwrap_err();
+        region("-rf").unwrap_err();
         prefix("images/spark/").unwrap();
         prefix("").unwrap();
         prefix("a/$(x)").unwrap_err();
