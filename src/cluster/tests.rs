@@ -1137,3 +1137,32 @@ fn each_label_refuses_a_hostile_value_by_name_or_plans_it() {
         }
     }
 }
+
+#[test]
+fn refuses_an_image_whose_reference_or_digests_are_not_well_formed() {
+    // a layout's `io.containerd.image.name` annotation names the image the
+    // hosts run: whoever made the layout chose it
+    let mut f = facts();
+    f.reference = "ferry/spark:3.5.3 --privileged".into();
+    let e = plan::plan(&parse(HA), &f).unwrap_err().to_string();
+    assert!(
+        e.starts_with(
+            "the image's reference (`ferry/spark:3.5.3 --privileged`) is not an image reference"
+        ),
+        "{e}"
+    );
+    let mut f = facts();
+    f.config_digest = "sha256:../../etc/passwd".into();
+    let e = plan::plan(&parse(HA), &f).unwrap_err().to_string();
+    assert!(
+        e.starts_with("the image's config digest (`sha256:../../etc/passwd`) is not a digest"),
+        "{e}"
+    );
+    let mut f = facts();
+    f.digest = "sha256:AB\n".into();
+    let e = plan::plan(&parse(HA), &f).unwrap_err().to_string();
+    assert!(
+        e.starts_with("the image's manifest digest (`sha256:AB\\n`)"),
+        "{e}"
+    );
+}
