@@ -212,6 +212,18 @@ pub fn image_reference(s: &str) -> Result<(), String> {
     }
 }
 
+/// A content digest: `sha256:` and 64 lower-case hex digits.
+pub fn digest(s: &str) -> Result<(), String> {
+    let ok = s.strip_prefix("sha256:").is_some_and(|d| {
+        d.len() == 64 && d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err("is not a digest (`sha256:` and 64 lower-case hex digits)".into())
+    }
+}
+
 /// An object-store endpoint: `http://` or `https://`, an address, an
 /// optional port, nothing after but an optional `/`.
 pub fn endpoint(s: &str) -> Result<(), String> {

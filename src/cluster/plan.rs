@@ -94,6 +94,16 @@ pub enum PlanError {
         shown: String,
         why: String,
     },
+    /// The image's reference (from a layout's annotation) or a digest that
+    /// is not well formed; `what` says which.
+    #[error(
+        "the image's {what} (`{shown}`) {why}; rebuild it with `ferry build`, or pass another image with `--image`"
+    )]
+    BadImage {
+        what: &'static str,
+        shown: String,
+        why: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -349,6 +359,21 @@ const OPTIONAL_PATH_LABELS: &[&str] = &["ferry.sample-job"];
 /// Computes the plan. `file` has been checked by [`ClusterFile::parse`].
 pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
     let labels = Labels { facts: image };
+    for (what, value, grammar) in [
+        (
+            "reference",
+            &image.reference,
+            grammar::image_reference as fn(&str) -> _,
+        ),
+        ("manifest digest", &image.digest, grammar::digest),
+        ("config digest", &image.config_digest, grammar::digest),
+    ] {
+        grammar(value).map_err(|why| PlanError::BadImage {
+            what,
+            shown: value.escape_debug().to_string(),
+            why,
+        })?;
+    }
     for l in OPTIONAL_PATH_LABELS {
         if image.labels.contains_key(*l) {
             labels.path(l)?;
