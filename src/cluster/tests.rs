@@ -855,7 +855,10 @@ fn refuses_values_outside_their_grammar_naming_the_field() {
 
 /// Every string field of the cluster file, as the field its refusal names
 /// and the HA file with that field set to a value (TOML-quoted).
-fn string_fields() -> Vec<(&'static str, Box<dyn Fn(&str) -> String>)> {
+/// The HA file with one field set to a (TOML-quoted) value.
+type WithField = Box<dyn Fn(&str) -> String>;
+
+fn string_fields() -> Vec<(&'static str, WithField)> {
     let extra = |lines: &'static str| move |q: &str| with_extra_host(&lines.replace("@V@", q));
     let s3 = |line: &'static str| {
         move |q: &str| {
@@ -1053,7 +1056,7 @@ fn string_fields() -> Vec<(&'static str, Box<dyn Fn(&str) -> String>)> {
         ),
         (
             "spark.workers.properties",
-            Box::new(|q: &str| HA.replace("\"spark.worker.cleanup.appDataTtl\"", &format!("{q}"))),
+            Box::new(|q: &str| HA.replace("\"spark.worker.cleanup.appDataTtl\"", q)),
         ),
         (
             "spark.workers.jvm_options",
