@@ -392,7 +392,7 @@ impl ClusterFile {
             return Err(at.spanned(
                 &self.name,
                 "name",
-                format!("`{name}` is not a usable cluster name: use letters, digits, `-` and `_`, starting with a letter or digit, at most 63 (it names containers and folders)"),
+                format!("`{name}` is not a usable cluster name: use letters, digits, `-` and `_`, starting with a letter or digit, at most 63 characters (it names containers and folders)"),
             ));
         }
         let mut seen = BTreeSet::new();
@@ -481,10 +481,13 @@ impl ClusterFile {
             ));
         }
         for (k, v) in &h.labels {
-            if let Err(why) = grammar::property_key(k) {
+            if grammar::property_key(k).is_err() {
                 return Err(err(
                     "host.labels",
-                    format!("`{}` {}", shown(k), why.replace("property", "label")),
+                    format!(
+                        "`{}` is not a label name (letters, digits and `._-`)",
+                        shown(k)
+                    ),
                 ));
             }
             if grammar::has_control(v) {
@@ -1015,7 +1018,7 @@ fn check_jvm_options(opts: &[Spanned<String>], field: &str, at: &At) -> Result<(
     for o in opts {
         let s = o.get_ref();
         // they go into ZooKeeper's `environment`, a shell file, inside
-        // double quotes, and into Spark's options, split at white space
+        // double quotes, and into the environment of Spark's daemons
         if !s.starts_with('-')
             || grammar::has_control(s)
             || s.chars()

@@ -3,6 +3,10 @@
 //! which containers run with which command, and in which order they start,
 //! with the gate each stage waits on.
 //!
+//! Every label it reads, and the image's reference and digests, are checked
+//! here against the grammar of what they name (`super::grammar`): labels
+//! come with base images, and a plan's values reach every host.
+//!
 //! Nothing here reads the disk, the clock or the network: the same inputs
 //! give byte-identical plan text and JSON. Secrets never enter a plan (the
 //! cluster file refuses them, and SSH keys are left out).
