@@ -91,6 +91,41 @@ pub fn import(text: &str, path: &Path, name: &str) -> Result<Imported, EnvCfgErr
         }
         vars.insert(k.to_string(), (i + 1, v.to_string()));
     }
+    // checked here, with their line, by the grammars the cluster file's
+    // fields have (which check the written file again)
+    for (k, (line, v)) in &vars {
+        let check: fn(&str) -> Result<(), String> = match k.as_str() {
+            "SPARK_MASTER" | "SPARK_WORKERS" => super::grammar::address,
+            "SPARK_CLUSTER_DATA_PATH" => super::grammar::path,
+            _ => |v| {
+                if super::grammar::has_control(v) {
+                    Err("holds a control character".into())
+                } else {
+                    Ok(())
+                }
+            },
+        };
+        let items: Vec<&str> = if k == "SPARK_WORKERS" {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        } else {
+            vec![v.as_str()]
+        };
+        for item in items.into_iter().filter(|i| !i.is_empty()) {
+            if let Err(why) = check(item) {
+                return Err(invalid(
+                    *line,
+                    format!(
+                        "`{k}={}`: `{}` {why}",
+                        v.escape_debug(),
+                        item.escape_debug()
+                    ),
+                ));
+            }
+        }
+    }
     let get = |k: &str| {
         vars.get(k)
             .map(|(_, v)| v.as_str())
@@ -286,6 +321,38 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "w.cfg:2: `SPARK_MODE=MESOS`: expected `LOCAL` or `STANDALONE`"
+        );
+    }
+
+    #[test]
+    fn addresses_and_the_data_path_are_checked_naming_their_line() {
+        let e = import(
+            "SPARK_MODE=STANDALONE\nSPARK_MASTER=10.0.0.1;touch /tmp/pwned\nSPARK_WORKERS=10.0.0.2\n",
+            Path::new("w.cfg"),
+            "w",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "w.cfg:2: `SPARK_MASTER=10.0.0.1;touch /tmp/pwned`: `10.0.0.1;touch /tmp/pwned` is not an IPv4 address or a host name"
+        );
+        let e = import(
+            "SPARK_MODE=STANDALONE\nSPARK_MASTER=10.0.0.1\nSPARK_WORKERS=10.0.0.2,-oProxyCommand=x\n",
+            Path::new("w.cfg"),
+            "w",
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("w.cfg:3: `SPARK_WORKERS"), "{e}");
+        // a lone carriage return is not a line end to `lines()`
+        let e = import(
+            "SPARK_MODE=LOCAL\nSPARK_CLUSTER_DATA_PATH=/data/w\refe\n",
+            Path::new("w.cfg"),
+            "w",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("w.cfg:2: `SPARK_CLUSTER_DATA_PATH=/data/w\\refe`: `/data/w\\refe` is not an absolute, normal path"),
+            "{e}"
         );
     }
 

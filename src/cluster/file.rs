@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::grammar;
+
 /// The image `ferry build` makes with no argument; used when a cluster file
 /// names no image.
 pub const DEFAULT_IMAGE: &str = "ferry/spark:3.5.3";
@@ -381,6 +383,8 @@ impl ClusterFile {
     fn check(&self, at: &At) -> Result<(), ClusterError> {
         let name = self.name.get_ref();
         if name.is_empty()
+            || name.len() > 63
+            || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -388,17 +392,17 @@ impl ClusterFile {
             return Err(at.spanned(
                 &self.name,
                 "name",
-                format!("`{name}` is not a usable cluster name: use letters, digits, `-` and `_` (it names containers and folders)"),
+                format!("`{name}` is not a usable cluster name: use letters, digits, `-` and `_`, starting with a letter or digit, at most 63 characters (it names containers and folders)"),
             ));
         }
         let mut seen = BTreeSet::new();
         for h in &self.hosts {
             let n = h.name.get_ref();
-            if n.is_empty() || n.contains(char::is_whitespace) {
+            if let Err(why) = grammar::host_name(n) {
                 return Err(at.spanned(
                     &h.name,
                     "host.name",
-                    format!("`{n}` is not a usable host name"),
+                    format!("`{}` {why}", n.escape_debug()),
                 ));
             }
             if !seen.insert(n.as_str()) {
@@ -415,8 +419,10 @@ impl ClusterFile {
                     format!("host `{n}` has an empty address"),
                 ));
             }
+            self.check_host(h, at)?;
         }
         self.check_delivery(at)?;
+        self.check_image(at)?;
         if let Some(img) = &self.image.reference
             && self.image.layout.is_some()
         {
@@ -428,6 +434,97 @@ impl ClusterFile {
         }
         self.check_roles(at)?;
         self.check_ports(at)
+    }
+
+    /// A host's address, SSH login, jump host, key path and labels: each
+    /// reaches SSH, a host script, a config file or the plan's text.
+    fn check_host(&self, h: &Host, at: &At) -> Result<(), ClusterError> {
+        let n = h.name.get_ref();
+        // no span: the error names the host, and the line of its name
+        let err = |field: &str, message: String| {
+            at.spanned(&h.name, field, format!("host `{n}`: {message}"))
+        };
+        let shown = |s: &str| s.escape_debug().to_string();
+        if let Err(why) = grammar::address(&h.address) {
+            return Err(err(
+                "host.address",
+                format!("`{}` {why}", shown(&h.address)),
+            ));
+        }
+        if let Some(u) = &h.ssh.user
+            && let Err(why) = grammar::login(u)
+        {
+            return Err(err("host.ssh.user", format!("`{}` {why}", shown(u))));
+        }
+        if h.ssh.port == Some(0) {
+            return Err(err("host.ssh.port", "port 0 is no port".into()));
+        }
+        if let Some(k) = &h.ssh.key {
+            let k = k.display().to_string();
+            if grammar::has_control(&k) {
+                return Err(err(
+                    "host.ssh.key",
+                    format!("`{}` holds a control character", shown(&k)),
+                ));
+            }
+        }
+        if let Some(j) = &h.ssh.jump
+            && self.host(j).is_none()
+            && let Err(why) = jump(j)
+        {
+            return Err(err(
+                "host.ssh.jump",
+                format!(
+                    "`{}` is neither a host of the file nor `user@address[:port]`: {why}",
+                    shown(j)
+                ),
+            ));
+        }
+        for (k, v) in &h.labels {
+            if grammar::property_key(k).is_err() {
+                return Err(err(
+                    "host.labels",
+                    format!(
+                        "`{}` is not a label name (letters, digits and `._-`)",
+                        shown(k)
+                    ),
+                ));
+            }
+            if grammar::has_control(v) {
+                return Err(err(
+                    "host.labels",
+                    format!(
+                        "the value of `{k}` (`{}`) holds a control character",
+                        shown(v)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The image the hosts run: a reference Docker reads, or a layout path.
+    fn check_image(&self, at: &At) -> Result<(), ClusterError> {
+        if let Some(r) = &self.image.reference
+            && let Err(why) = grammar::image_reference(r)
+        {
+            return Err(at.err(
+                None,
+                "image.reference",
+                format!("`{}` {why}", r.escape_debug()),
+            ));
+        }
+        if let Some(l) = &self.image.layout {
+            let l = l.display().to_string();
+            if grammar::has_control(&l) {
+                return Err(at.err(
+                    None,
+                    "image.layout",
+                    format!("`{}` holds a control character", l.escape_debug()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_delivery(&self, at: &At) -> Result<(), ClusterError> {
@@ -461,6 +558,35 @@ impl ClusterFile {
                 &self.delivery,
                 "delivery",
                 "the URL carries credentials; keep secrets out of cluster files (ferry reads the keys from the environment or --credentials-file on the machine it runs on, and hosts get only presigned URLs)".into(),
+            ));
+        }
+        // the bucket and prefix end up in the URLs the hosts fetch
+        if let Err(e) = crate::objstore::Location::parse(d) {
+            return Err(at.spanned(&self.delivery, "delivery", e.to_string()));
+        }
+        if let Err(why) = grammar::prefix(rest.split_once('/').map_or("", |(_, p)| p)) {
+            return Err(at.spanned(
+                &self.delivery,
+                "delivery",
+                format!("`{}` {why}", d.escape_debug()),
+            ));
+        }
+        if let Some(e) = &self.object_store.endpoint
+            && let Err(why) = grammar::endpoint(e)
+        {
+            return Err(at.err(
+                None,
+                "object_store.endpoint",
+                format!("`{}` {why}", e.escape_debug()),
+            ));
+        }
+        if let Some(r) = &self.object_store.region
+            && let Err(why) = grammar::region(r)
+        {
+            return Err(at.err(
+                None,
+                "object_store.region",
+                format!("`{}` {why}", r.escape_debug()),
             ));
         }
         if let Some(s) = self
@@ -690,8 +816,16 @@ impl ClusterFile {
                         format!("`{k}` looks like a secret; ferry keeps secrets out of cluster files and plans"),
                     ));
                 }
-                if v.get_ref().to_string().contains('\n') {
-                    return Err(at.spanned(v, &field, format!("`{k}` spans several lines")));
+                if let Err(why) = grammar::property_key(k) {
+                    return Err(at.spanned(v, &field, format!("`{}` {why}", k.escape_debug())));
+                }
+                let value = v.get_ref().to_string();
+                if let Err(why) = grammar::property_value(&value) {
+                    return Err(at.spanned(
+                        v,
+                        &field,
+                        format!("the value of `{k}` (`{}`) {why}", value.escape_debug()),
+                    ));
                 }
             }
         }
@@ -701,13 +835,19 @@ impl ClusterFile {
             ("spark.workers.work_dir", self.work_dir()),
             ("zookeeper.data_dir", self.zookeeper_data_dir()),
         ] {
-            if !dir.starts_with('/') || dir.split('/').any(|c| c == "..") {
-                return Err(at.err(
-                    None,
-                    field,
-                    format!("`{dir}` must be an absolute path without `..`"),
-                ));
+            // a host folder, a `--volume` source, `dataDir=` of zoo.cfg
+            if let Err(why) = grammar::path(&dir) {
+                return Err(at.err(None, field, format!("`{}` {why}", dir.escape_debug())));
             }
+        }
+        // written into spark-defaults.conf, and a latch path on the ZooKeeper side
+        let dir = self.zookeeper_dir();
+        if let Err(why) = grammar::znode(&dir) {
+            return Err(at.err(
+                None,
+                "spark.masters.zookeeper_dir",
+                format!("`{}` {why}", dir.escape_debug()),
+            ));
         }
         Ok(())
     }
@@ -715,6 +855,34 @@ impl ClusterFile {
     /// Two roles may not listen on one port of one host: every container
     /// uses the host's network.
     fn check_ports(&self, at: &At) -> Result<(), ClusterError> {
+        let m = &self.spark.masters;
+        let w = &self.spark.workers;
+        let mut given = vec![
+            ("spark.masters.port", m.port),
+            ("spark.masters.ui_port", m.ui_port),
+            ("spark.workers.port", w.port),
+            ("spark.workers.ui_port", w.ui_port),
+        ];
+        given.extend(w.ui_ports.values().map(|p| ("spark.workers.ui_ports", *p)));
+        if let Some(zk) = &self.zookeeper {
+            given.extend([
+                ("zookeeper.client_port", zk.client_port),
+                ("zookeeper.peer_port", zk.peer_port),
+                ("zookeeper.election_port", zk.election_port),
+            ]);
+            given.extend(
+                zk.admin_port
+                    .as_ref()
+                    .map(|p| ("zookeeper.admin_port", *p.get_ref())),
+            );
+        }
+        if let Some((field, _)) = given.iter().find(|(_, p)| *p == 0) {
+            return Err(at.err(
+                None,
+                field,
+                "port 0 is no port: give the port to listen on".into(),
+            ));
+        }
         let mut claims: Vec<(String, u16, String, &'static str, Option<usize>)> = Vec::new();
         let m = &self.spark.masters;
         for h in &m.hosts {
@@ -826,17 +994,40 @@ impl ClusterFile {
     }
 }
 
+/// `[user@]address[:port]`, a jump host that is not a host of the file.
+fn jump(j: &str) -> Result<(), String> {
+    let (user, rest) = match j.split_once('@') {
+        Some((u, r)) => (Some(u), r),
+        None => (None, j),
+    };
+    if let Some(u) = user {
+        grammar::login(u).map_err(|why| format!("`{u}` {why}"))?;
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (rest, None),
+    };
+    grammar::address(host).map_err(|why| format!("`{host}` {why}"))?;
+    match port {
+        Some(p) if !p.parse::<u16>().is_ok_and(|p| p > 0) => Err(format!("`{p}` is not a port")),
+        _ => Ok(()),
+    }
+}
+
 fn check_jvm_options(opts: &[Spanned<String>], field: &str, at: &At) -> Result<(), ClusterError> {
     for o in opts {
         let s = o.get_ref();
+        // they go into ZooKeeper's `environment`, a shell file, inside
+        // double quotes, and into the environment of Spark's daemons
         if !s.starts_with('-')
+            || grammar::has_control(s)
             || s.chars()
-                .any(|c| matches!(c, '"' | '\'' | '$' | '`' | '\\' | '\n'))
+                .any(|c| matches!(c, '"' | '\'' | '$' | '`' | '\\'))
         {
             return Err(at.spanned(
                 o,
                 field,
-                format!("`{s}` is not a plain JVM option (it must start with `-` and hold no quotes, `$`, backquotes or backslashes)"),
+                format!("`{}` is not a plain JVM option (it must start with `-` and hold no quotes, `$`, backquotes, backslashes or control characters)", s.escape_debug()),
             ));
         }
         if let Some(key) = s.strip_prefix("-D").and_then(|kv| kv.split('=').next())
@@ -903,6 +1094,21 @@ fn worker_memory_problem(m: &str) -> Option<String> {
     })
 }
 
+/// `message` with its control characters escaped (`\n`, `\u{1b}`): a
+/// refusal is one line, whatever the value it quotes holds.
+fn one_line(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// The file being checked, to turn byte offsets into line numbers.
 struct At<'a> {
     text: &'a str,
@@ -915,7 +1121,7 @@ impl At<'_> {
             file: self.path.to_path_buf(),
             line: offset.map(|o| self.text[..o.min(self.text.len())].matches('\n').count() + 1),
             field: field.to_string(),
-            message,
+            message: one_line(&message),
         }
     }
     fn spanned<T>(&self, s: &Spanned<T>, field: &str, message: String) -> ClusterError {

@@ -22,7 +22,6 @@ use super::file::LOGIN_CONFIG;
 use super::hosts::ClusterHost;
 use super::launch::Fleet;
 use super::plan::{JaasSection, Plan, Role, ZK_SECRET_IN, ZK_SERVER_JAAS};
-use crate::push::sh_quote;
 
 /// Where the masters' leader latch lives, and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +86,7 @@ pub fn latch(plan: &Plan) -> Option<Latch> {
 pub fn nodes(conn: &dyn ClusterHost, l: &Latch) -> Result<Vec<String>, String> {
     let out = conn.run(
         "listing the masters' leader latch",
-        &Script::legacy((cli_script(l, &format!("ls {}", sh_quote(&l.path)))).to_string()),
+        &cli(l, "ls", &l.path),
         &[],
     )?;
     Ok(parse_ls(&out))
@@ -97,13 +96,7 @@ pub fn nodes(conn: &dyn ClusterHost, l: &Latch) -> Result<Vec<String>, String> {
 pub fn delete(conn: &dyn ClusterHost, l: &Latch, node: &str) -> Result<(), String> {
     let out = conn.run(
         "handing the masters' leadership over",
-        &Script::legacy(
-            (cli_script(
-                l,
-                &format!("delete {}", sh_quote(&format!("{}/{node}", l.path))),
-            ))
-            .to_string(),
-        ),
+        &cli(l, "delete", &format!("{}/{node}", l.path)),
         &[],
     )?;
     // zkCli exits 0 either way and says what went wrong on stdout; a node
@@ -120,18 +113,29 @@ pub fn delete(conn: &dyn ClusterHost, l: &Latch, node: &str) -> Result<(), Strin
     }
 }
 
-fn cli_script(l: &Latch, command: &str) -> String {
-    // the client logs to stderr; its answer is on stdout
-    let env = l.login.as_ref().map_or(String::new(), |f| {
-        sh_quote(&format!("--env=CLIENT_JVMFLAGS=-D{LOGIN_CONFIG}={f}")) + " "
-    });
-    format!(
-        "docker exec {env}{} timeout 30 {} -server {} {} 2>/dev/null",
-        sh_quote(&l.container),
-        sh_quote(&l.cli),
-        sh_quote(&l.server),
-        command
-    )
+/// `zkCli.sh VERB NODE` in the latch's ZooKeeper container: `$1` the
+/// container, `$2` the client, `$3` the server, `$4` the JVM flag that
+/// logs the client in (or nothing), `$5` the verb, `$6` the node.
+const ZK_CLI: &str = r#"set -eu
+container=$1 cli=$2 server=$3 login=$4 verb=$5 node=$6
+set -- -- "$container" timeout 30 "$cli" -server "$server" "$verb" "$node"
+if [ -n "$login" ]; then set -- "--env=CLIENT_JVMFLAGS=$login" "$@"; fi
+# the client logs to stderr; its answer is on stdout
+exec docker exec "$@" 2>/dev/null"#;
+
+/// `zkCli.sh VERB NODE` in the latch's ZooKeeper container.
+fn cli(l: &Latch, verb: &'static str, node: &str) -> Script {
+    let login = l
+        .login
+        .as_ref()
+        .map_or(String::new(), |f| format!("-D{LOGIN_CONFIG}={f}"));
+    Script::new(ZK_CLI)
+        .arg(&l.container)
+        .arg(&l.cli)
+        .arg(&l.server)
+        .arg(login)
+        .arg(verb)
+        .arg(node)
 }
 
 /// The node names of a `ls` answer (`[a, b]`, possibly amid other output),
@@ -139,11 +143,22 @@ fn cli_script(l: &Latch, command: &str) -> String {
 fn parse_ls(out: &str) -> Vec<String> {
     let mut v: Vec<String> = ls_names(out)
         .into_iter()
-        .filter(|s| s.contains("latch-"))
+        .filter(|s| s.contains("latch-") && is_latch_node(s))
         .collect();
     let seq = |s: &String| s.rsplit('-').next().and_then(|n| n.parse::<u64>().ok());
     v.sort_by_key(|s| (seq(s), s.clone()));
     v
+}
+
+/// Whether `name` could be a node Curator's latch made
+/// (`_c_<uuid>-latch-<sequence>`): the names come from ZooKeeper, which any
+/// client of an ensemble without `auth = "sasl"` may write to, and one is
+/// handed back to zkCli (which splits its command line at white space).
+fn is_latch_node(name: &str) -> bool {
+    !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Every name of a `ls` answer's list (the last `[...]` of its output).
@@ -175,22 +190,10 @@ pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
     let Some(dir) = latch.path.strip_suffix("/leader_election") else {
         return Ok(None);
     };
-    let cluster = &fleet.plan.cluster;
-    let label = |l: &str| sh_quote(&format!("label={l}"));
-    let running = format!(
-        "docker ps --quiet --filter {c} --filter {m} && docker ps --quiet --filter {c} --filter {w} && docker ps --quiet --filter {d}",
-        c = label(&format!("ferry.cluster={cluster}")),
-        m = label("ferry.role=master"),
-        w = label("ferry.role=worker"),
-        d = label(&format!("ferry.driver={cluster}")),
-    );
+    let running = running(&fleet.plan.cluster);
     let names: Vec<String> = fleet.plan.hosts.iter().map(|h| h.name.clone()).collect();
     let found = fleet.each(&names, &|_, c| {
-        c.run(
-            "looking for running masters and workers",
-            &Script::legacy((running).to_string()),
-            &[],
-        )
+        c.run("looking for running masters and workers", &running, &[])
     });
     if !fleet.failures().is_empty() || found.iter().any(|(_, out)| !out.trim().is_empty()) {
         return Ok(None);
@@ -201,7 +204,7 @@ pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
     let state = format!("{dir}/master_status");
     let out = conn.run(
         "reading the masters' recovery state",
-        &Script::legacy((cli_script(&latch, &format!("ls {}", sh_quote(&state)))).to_string()),
+        &cli(&latch, "ls", &state),
         &[],
     )?;
     let entries = ls_names(&out);
@@ -210,9 +213,7 @@ pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
     }
     let out = conn.run(
         "clearing the masters' recovery state",
-        &Script::legacy(
-            (cli_script(&latch, &format!("deleteall {}", sh_quote(&state)))).to_string(),
-        ),
+        &cli(&latch, "deleteall", &state),
         &[],
     )?;
     if out.contains("Exception") || out.contains("Insufficient permission") {
@@ -225,6 +226,33 @@ pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
         count("app_"),
         count("driver_")
     )))
+}
+
+/// Lists the cluster's (`$1`) running masters, then its workers, then its
+/// `ferry submit` drivers: empty when none runs.
+const RUNNING: &str = r#"set -eu
+cluster=$1
+docker ps --quiet --filter "label=ferry.cluster=$cluster" --filter label=ferry.role=master
+docker ps --quiet --filter "label=ferry.cluster=$cluster" --filter label=ferry.role=worker
+docker ps --quiet --filter "label=ferry.driver=$cluster""#;
+
+fn running(cluster: &str) -> Script {
+    Script::new(RUNNING).arg(cluster)
+}
+
+/// Stops a container (`$1`), giving it 30 s to exit.
+const STOP: &str = r#"docker stop --time 30 -- "$1" >/dev/null"#;
+
+fn stop(container: &str) -> Script {
+    Script::new(STOP).arg(container)
+}
+
+/// A running container's (`$1`) start time; nothing for a stopped one.
+const STARTED: &str =
+    r#"docker inspect --format '{{if .State.Running}}{{.State.StartedAt}}{{end}}' -- "$1""#;
+
+fn started(container: &str) -> Script {
+    Script::new(STARTED).arg(container)
 }
 
 /// The leader's latch node, noted while it still leads.
@@ -263,24 +291,20 @@ pub fn note_leader<'f>(fleet: &'f Fleet, settle: Duration) -> Option<Noted<'f>> 
     Some(Noted { conn, latch, node })
 }
 
-/// Runs `stop` (a script stopping the leading master) on `host`, then
-/// hands its leadership to the next standby by deleting the node noted
-/// before. Returns what it did, for the progress lines.
+/// Stops the leading master (`container` on `host`), then hands its
+/// leadership to the next standby by deleting the node noted before.
+/// Returns what it did, for the progress lines.
 pub fn stop_leader(
     fleet: &Fleet,
     host: &str,
-    stop: &str,
+    container: &str,
     noted: Option<Noted>,
 ) -> Result<String, String> {
     let conn = fleet
         .ok(host)
         .ok_or_else(|| format!("host `{host}` cannot be reached"))?;
     let t0 = std::time::Instant::now();
-    conn.run(
-        "stopping the leading master",
-        &Script::legacy((stop).to_string()),
-        &[],
-    )?;
+    conn.run("stopping the leading master", &stop(container), &[])?;
     let stopped = t0.elapsed().as_secs_f64();
     match noted {
         Some(n) => {
@@ -308,11 +332,8 @@ pub struct Watched<'f> {
 fn started_at(conn: &dyn ClusterHost, container: &str) -> Option<String> {
     conn.run(
         "reading the leading master's start time",
-        &Script::legacy((// a stopped container (waiting for its restart) counts as changed
-        &format!(
-            "docker inspect --format '{{{{if .State.Running}}}}{{{{.State.StartedAt}}}}{{{{end}}}}' {}",
-            sh_quote(container)
-        )).to_string()),
+        // a stopped container (waiting for its restart) counts as changed
+        &started(container),
         &[],
     )
     .ok()
@@ -374,6 +395,167 @@ pub fn release_if_restarted(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::script::tests::HOSTILE;
+
+    /// Runs `script` as an SSH server would (`sh -c LINE`), in a scratch
+    /// folder, with a stand-in `docker` first on the PATH that writes each
+    /// argument it gets NUL-terminated, and each call's end as `\x01`, to
+    /// a file outside that folder (the scripts send docker's stdout away).
+    /// Returns every call's arguments, and whether the folder stayed empty.
+    fn docker_calls(script: &Script) -> (Vec<Vec<String>>, bool) {
+        let bin = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let docker = bin.path().join("docker");
+        let calls = bin.path().join("calls");
+        std::fs::write(
+            &docker,
+            "#!/bin/sh\n{ printf '%s\\0' \"$@\"; printf '\\001'; } >>\"$DOCKER_CALLS\"\n",
+        )
+        .unwrap();
+        let mut perms = std::fs::metadata(&docker).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&docker, perms).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script.command_line().unwrap())
+            .current_dir(scratch.path())
+            .env("PATH", path)
+            .env("DOCKER_CALLS", &calls)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script:?}: {out:?}");
+        let text = std::fs::read_to_string(&calls).unwrap_or_default();
+        let calls = text
+            .split_terminator('\x01')
+            .map(|call| {
+                call.split_terminator('\0')
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let untouched = std::fs::read_dir(scratch.path()).unwrap().count() == 0;
+        (calls, untouched)
+    }
+
+    /// `value` reaches `docker` as the arguments `want`, and nothing else
+    /// happens: the script's text does not hold it, and no file is made.
+    fn carried(script: Script, value: &str, want: &[Vec<&str>]) {
+        if !value.trim().is_empty() {
+            assert!(
+                !script.text().contains(value),
+                "{value:?} is in the text: {script:?}"
+            );
+        }
+        let (calls, untouched) = docker_calls(&script);
+        assert_eq!(calls, want, "{value:?}");
+        assert!(untouched, "{value:?} made a file: {script:?}");
+    }
+
+    fn latch_with(v: &str) -> Latch {
+        Latch {
+            host: "node1".into(),
+            container: format!("ferry-{v}-zookeeper"),
+            cli: format!("/opt/{v}/zkCli.sh"),
+            server: format!("{v}:2181"),
+            path: format!("/spark{v}/leader_election"),
+            login: Some(format!("/etc/{v}/z.jaas")),
+        }
+    }
+
+    #[test]
+    fn every_value_reaches_docker_as_one_argument_and_runs_nothing() {
+        for v in HOSTILE {
+            let l = latch_with(v);
+            let node = format!("{}/_c_1-latch-0000000001", l.path);
+            let env = format!("--env=CLIENT_JVMFLAGS=-D{LOGIN_CONFIG}=/etc/{v}/z.jaas");
+            carried(
+                cli(&l, "delete", &node),
+                v,
+                &[vec![
+                    "exec",
+                    &env,
+                    "--",
+                    &l.container,
+                    "timeout",
+                    "30",
+                    &l.cli,
+                    "-server",
+                    &l.server,
+                    "delete",
+                    &node,
+                ]],
+            );
+            let no_login = Latch {
+                login: None,
+                ..l.clone()
+            };
+            carried(
+                cli(&no_login, "ls", &no_login.path),
+                v,
+                &[vec![
+                    "exec",
+                    "--",
+                    &l.container,
+                    "timeout",
+                    "30",
+                    &l.cli,
+                    "-server",
+                    &l.server,
+                    "ls",
+                    &l.path,
+                ]],
+            );
+            let cluster = format!("label=ferry.cluster={v}");
+            let driver = format!("label=ferry.driver={v}");
+            carried(
+                running(v),
+                v,
+                &[
+                    vec![
+                        "ps",
+                        "--quiet",
+                        "--filter",
+                        &cluster,
+                        "--filter",
+                        "label=ferry.role=master",
+                    ],
+                    vec![
+                        "ps",
+                        "--quiet",
+                        "--filter",
+                        &cluster,
+                        "--filter",
+                        "label=ferry.role=worker",
+                    ],
+                    vec!["ps", "--quiet", "--filter", &driver],
+                ],
+            );
+            carried(stop(v), v, &[vec!["stop", "--time", "30", "--", v]]);
+            carried(
+                started(v),
+                v,
+                &[vec![
+                    "inspect",
+                    "--format",
+                    "{{if .State.Running}}{{.State.StartedAt}}{{end}}",
+                    "--",
+                    v,
+                ]],
+            );
+        }
+    }
+
+    #[test]
+    fn a_latch_node_name_that_is_not_curators_is_ignored() {
+        // names come from ZooKeeper, which any client of an open ensemble writes
+        let out = "[_c_d7e6-latch-0000000011, x;touch p-latch-0000000001, -rf-latch-0000000002, a b-latch-0000000003]";
+        assert_eq!(parse_ls(out), vec!["_c_d7e6-latch-0000000011"]);
+    }
 
     #[test]
     fn ls_lists_every_name_of_the_last_list() {

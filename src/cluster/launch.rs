@@ -465,12 +465,8 @@ fn start_role(
         ));
         if role == Role::Master && master_in(fleet, &s.host, ELECTED) {
             // a planned failover: the standby takes over at once
-            let stop = format!(
-                "docker stop --time 30 {} >/dev/null",
-                sh_quote(&s.container)
-            );
             let noted = handover::note_leader(fleet, Duration::from_secs(30));
-            match handover::stop_leader(fleet, &s.host, &stop, noted) {
+            match handover::stop_leader(fleet, &s.host, &s.container, noted) {
                 Ok(what) => p(&format!("{}: the leading master {what}", s.host)),
                 Err(why) => fleet.fail(&s.host, why),
             }
@@ -1660,9 +1656,8 @@ pub fn drill_failover(
         )
         .map_err(LaunchError::Host)?;
     } else {
-        let stop = format!("docker stop --time 30 {name} >/dev/null");
         let what =
-            handover::stop_leader(fleet, &lh.name, &stop, noted).map_err(LaunchError::Host)?;
+            handover::stop_leader(fleet, &lh.name, &lc.name, noted).map_err(LaunchError::Host)?;
         p(&format!("{}: {} {what}", lh.name, lc.name));
     }
     let too_late = |what: &str| {

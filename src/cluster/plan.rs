@@ -3,6 +3,10 @@
 //! which containers run with which command, and in which order they start,
 //! with the gate each stage waits on.
 //!
+//! Every label it reads, and the image's reference and digests, are checked
+//! here against the grammar of what they name (`super::grammar`): labels
+//! come with base images, and a plan's values reach every host.
+//!
 //! Nothing here reads the disk, the clock or the network: the same inputs
 //! give byte-identical plan text and JSON. Secrets never enter a plan (the
 //! cluster file refuses them, and SSH keys are left out).
@@ -13,7 +17,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::file::{ClusterFile, LOGIN_CONFIG, PropValue};
-use super::render;
+use super::{grammar, render};
 
 /// What the plan needs to know of the image.
 #[derive(Debug, Clone)]
@@ -82,6 +86,28 @@ pub enum PlanError {
     MissingLabel { reference: String, label: String },
     #[error("image `{reference}`: label `ferry.zookeeper.start` (`{value}`) has no `{{conf}}`")]
     BadStart { reference: String, value: String },
+    /// A label that names a user, a path or a command and does not fit its
+    /// grammar: labels are inherited from base images, so whoever made the
+    /// base chose it. `shown` is the value with control characters escaped.
+    #[error(
+        "image `{reference}`: label `{label}` (`{shown}`) {why}; fix the label where the image (or its base) sets it, or pass another image with `--image`"
+    )]
+    BadLabel {
+        reference: String,
+        label: String,
+        shown: String,
+        why: String,
+    },
+    /// The image's reference (from a layout's annotation) or a digest that
+    /// is not well formed; `what` says which.
+    #[error(
+        "the image's {what} (`{shown}`) {why}; rebuild it with `ferry build`, or pass another image with `--image`"
+    )]
+    BadImage {
+        what: &'static str,
+        shown: String,
+        why: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -290,26 +316,73 @@ const SPARK_SECRET_IN: &str = "/etc/ferry/secret";
 pub const ZK_SERVER_JAAS: &str = "zookeeper-server.jaas";
 const ZK_CLIENT_JAAS: &str = "zookeeper-client.jaas";
 
+/// The image's labels, each read through the grammar of what it names:
+/// a value that does not fit is refused here, before any plan holds it.
 struct Labels<'a> {
     facts: &'a ImageFacts,
 }
 
 impl Labels<'_> {
-    fn get(&self, label: &str) -> Result<&str, PlanError> {
-        self.facts
+    fn get(&self, label: &str, grammar: fn(&str) -> Result<(), String>) -> Result<&str, PlanError> {
+        let value = self
+            .facts
             .labels
             .get(label)
             .map(String::as_str)
             .ok_or_else(|| PlanError::MissingLabel {
                 reference: self.facts.reference.clone(),
                 label: label.to_string(),
-            })
+            })?;
+        grammar(value).map_err(|why| PlanError::BadLabel {
+            reference: self.facts.reference.clone(),
+            label: label.to_string(),
+            shown: value.escape_debug().to_string(),
+            why,
+        })?;
+        Ok(value)
+    }
+
+    fn user(&self, label: &str) -> Result<&str, PlanError> {
+        self.get(label, grammar::user)
+    }
+
+    fn path(&self, label: &str) -> Result<&str, PlanError> {
+        self.get(label, grammar::path)
+    }
+
+    fn command(&self, label: &str) -> Result<&str, PlanError> {
+        self.get(label, grammar::command)
     }
 }
+
+/// Labels other commands read from the image (`ferry submit` runs
+/// `ferry.sample-job`), checked with the plan's so that no command takes
+/// an image the plan would refuse.
+const OPTIONAL_PATH_LABELS: &[&str] = &["ferry.sample-job"];
 
 /// Computes the plan. `file` has been checked by [`ClusterFile::parse`].
 pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
     let labels = Labels { facts: image };
+    for (what, value, grammar) in [
+        (
+            "reference",
+            &image.reference,
+            grammar::image_reference as fn(&str) -> _,
+        ),
+        ("manifest digest", &image.digest, grammar::digest),
+        ("config digest", &image.config_digest, grammar::digest),
+    ] {
+        grammar(value).map_err(|why| PlanError::BadImage {
+            what,
+            shown: value.escape_debug().to_string(),
+            why,
+        })?;
+    }
+    for l in OPTIONAL_PATH_LABELS {
+        if image.labels.contains_key(*l) {
+            labels.path(l)?;
+        }
+    }
     let cluster = file.name.get_ref().as_str();
     let addr = |h: &str| -> String {
         file.host(h)
@@ -374,9 +447,9 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
     let servers = file.zookeeper_servers();
     let mut zk_url = String::new();
     if let Some(zk) = &file.zookeeper {
-        let zk_user = labels.get("ferry.zookeeper.user")?;
-        let image_conf = labels.get("ferry.zookeeper.conf")?;
-        let start = labels.get("ferry.zookeeper.start")?;
+        let zk_user = labels.user("ferry.zookeeper.user")?;
+        let image_conf = labels.path("ferry.zookeeper.conf")?;
+        let start = labels.command("ferry.zookeeper.start")?;
         if !start.contains("{conf}") {
             return Err(PlanError::BadStart {
                 reference: image.reference.clone(),
@@ -455,8 +528,8 @@ pub fn plan(file: &ClusterFile, image: &ImageFacts) -> Result<Plan, PlanError> {
     }
 
     // Spark
-    let spark_home = labels.get("ferry.spark.home")?;
-    let spark_user = labels.get("ferry.spark.user")?;
+    let spark_home = labels.path("ferry.spark.home")?;
+    let spark_user = labels.user("ferry.spark.user")?;
     let spark_class = format!("{spark_home}/bin/spark-class");
     let work_dir = file.work_dir();
     let props = |user: &BTreeMap<String, toml::Spanned<PropValue>>, ha: bool| {

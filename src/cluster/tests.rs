@@ -597,3 +597,575 @@ fn docker_run_args_follow_the_plan() {
     let e = super::launch::check_local(&plan_of(HA)).unwrap_err();
     assert!(e.to_string().contains("roles on 5 hosts"), "{e}");
 }
+
+// --- labels: a base image's labels are the image's, and are checked ------
+
+/// The plan of the HA file over an image whose `label` is `value`.
+fn label_refusal(label: &str, value: &str) -> String {
+    let mut f = facts();
+    f.labels.insert(label.to_string(), value.to_string());
+    match plan::plan(&parse(HA), &f) {
+        Ok(_) => panic!("label `{label}` = {value:?} should be refused"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn refuses_a_user_label_that_is_not_a_user_name() {
+    // inherited from a base image, this went into a sed program on every host
+    let e = label_refusal("ferry.spark.user", "x/;e touch /tmp/pwned;/");
+    assert_eq!(
+        e,
+        "image `ferry/spark:3.5.3`: label `ferry.spark.user` (`x/;e touch /tmp/pwned;/`) is not a user name (`[a-z_][a-z0-9_-]*`, at most 32 characters); fix the label where the image (or its base) sets it, or pass another image with `--image`"
+    );
+    let e = label_refusal("ferry.zookeeper.user", "-rf");
+    assert!(
+        e.contains("label `ferry.zookeeper.user` (`-rf`) is not a user name"),
+        "{e}"
+    );
+    let e = label_refusal("ferry.spark.user", &"a".repeat(33));
+    assert!(e.contains("is not a user name"), "{e}");
+    assert!(!e.contains('\n'));
+}
+
+#[test]
+fn refuses_a_path_label_that_is_relative_or_not_normal() {
+    for (label, value) in [
+        ("ferry.spark.home", "opt/spark"),
+        ("ferry.spark.home", "/opt/../etc"),
+        ("ferry.spark.home", "/opt//spark"),
+        ("ferry.spark.home", "/opt/spark/"),
+        (
+            "ferry.zookeeper.conf",
+            "/etc/zookeeper/conf\ntouch /tmp/pwned",
+        ),
+        ("ferry.zookeeper.conf", "/etc/$(touch pwned)"),
+        ("ferry.sample-job", "../jobs/x.py"),
+    ] {
+        let e = label_refusal(label, value);
+        let shown = value.escape_debug().to_string();
+        assert!(
+            e.contains(&format!(
+                "label `{label}` (`{shown}`) is not an absolute, normal path"
+            )),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+}
+
+#[test]
+fn refuses_a_command_label_with_control_characters_or_a_relative_program() {
+    for value in [
+        "/usr/share/zookeeper/bin/zkServer.sh --config {conf}\nstart-foreground",
+        "zkServer.sh --config {conf} start-foreground",
+        "/usr/share/zookeeper/bin/zkServer.sh --config {conf} \u{1b}[2J",
+    ] {
+        let e = label_refusal("ferry.zookeeper.start", value);
+        assert!(
+            e.contains("label `ferry.zookeeper.start`") && e.contains("is not a command line"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+}
+
+// --- values written into config files cannot start or swallow a line ------
+
+/// HA with `line` added to `[spark.masters]`.
+fn with_master_line(line: &str) -> String {
+    HA.replace(
+        "zookeeper_dir = \"/spark\"",
+        &format!("zookeeper_dir = \"/spark\"\n{line}"),
+    )
+}
+
+#[test]
+fn refuses_a_property_that_would_start_or_swallow_a_line_of_spark_defaults() {
+    // Java's Properties ends a line at `\r` as at `\n`: this one would set
+    // `spark.authenticate false` after ferry's `true`
+    let text = with_master_line("properties = { \"spark.a\" = \"x\\rspark.authenticate false\" }");
+    assert_eq!(
+        refusal(&text),
+        format!(
+            "cluster.toml:{}: `spark.masters.properties`: the value of `spark.a` (`x\\rspark.authenticate false`) holds a control character: a newline or carriage return would start a new line of spark-defaults.conf",
+            line(&text, "properties = ")
+        )
+    );
+    // a trailing backslash joins the next line (`spark.authenticate true`) to it
+    let text = with_master_line("properties = { \"spark.a\" = 'x\\' }");
+    assert_eq!(
+        refusal(&text),
+        format!(
+            "cluster.toml:{}: `spark.masters.properties`: the value of `spark.a` (`x\\\\`) ends with `\\`, which would join the next line of spark-defaults.conf to it",
+            line(&text, "properties = ")
+        )
+    );
+    // `=` (or `:`, or white space) in a key ends the key there
+    let text = with_master_line("properties = { \"spark.x=y\" = 1 }");
+    assert_eq!(
+        refusal(&text),
+        format!(
+            "cluster.toml:{}: `spark.masters.properties`: `spark.x=y` is not a property name (letters, digits and `._-`)",
+            line(&text, "properties = ")
+        )
+    );
+    let e = refusal(&with_master_line(
+        "properties = { \"spark.a\\nspark.authenticate\" = false }",
+    ));
+    assert!(
+        e.contains("`spark.a\\nspark.authenticate` is not a property name"),
+        "{e}"
+    );
+    // the workers' properties too
+    let e = refusal(&HA.replace("86400", "\"1\\n\""));
+    assert!(
+        e.contains("`spark.workers.properties`: the value of `spark.worker.cleanup.appDataTtl`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_a_zookeeper_dir_that_would_swallow_the_next_line() {
+    // `spark.deploy.zookeeper.dir /spark\` would swallow the `url` line after it
+    let text = HA.replace("zookeeper_dir = \"/spark\"", "zookeeper_dir = '/spark\\'");
+    let e = refusal(&text);
+    assert!(
+        e.starts_with("cluster.toml:") && e.contains("`spark.masters.zookeeper_dir`: `/spark\\\\`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_jvm_options_with_control_characters() {
+    let e = refusal(&HA.replace("\"-Xmx512m\"", "\"-Xmx512m\\r\""));
+    assert!(
+        e.contains("`spark.masters.jvm_options`: `-Xmx512m\\r` is not a plain JVM option"),
+        "{e}"
+    );
+}
+
+// --- every string of the cluster file has a grammar where one exists ------
+
+/// HA with a sixth host, `extra`, in no role: `lines` are its table's.
+fn with_extra_host(lines: &str) -> String {
+    format!("{HA}\n[[host]]\n{lines}\n")
+}
+
+#[test]
+fn refuses_values_outside_their_grammar_naming_the_field() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            HA.replace("\"10.0.0.11\"", "\"10.0.0.11; touch pwned\""),
+            "host.address",
+        ),
+        (
+            with_extra_host("name = \"-rf\"\naddress = \"10.0.0.99\""),
+            "host.name",
+        ),
+        (
+            with_extra_host("name = \"a$(x)\"\naddress = \"10.0.0.99\""),
+            "host.name",
+        ),
+        (
+            with_extra_host("name = \"extra\"\naddress = \"-oProxyCommand=x\""),
+            "host.address",
+        ),
+        (
+            with_extra_host(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nssh = { user = \"root@evil\" }",
+            ),
+            "host.ssh.user",
+        ),
+        (
+            with_extra_host(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nssh = { jump = \"root@a b\" }",
+            ),
+            "host.ssh.jump",
+        ),
+        (
+            with_extra_host(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nssh = { key = \"/k\\nhost forged\" }",
+            ),
+            "host.ssh.key",
+        ),
+        (
+            with_extra_host(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nlabels = { \"a b\" = \"c\" }",
+            ),
+            "host.labels",
+        ),
+        (
+            with_extra_host(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nlabels = { a = \"c\\nhost forged\" }",
+            ),
+            "host.labels",
+        ),
+        (
+            HA.replace("\"ferry/spark:3.5.3\"", "\"ferry/spark:3.5.3 --privileged\""),
+            "image.reference",
+        ),
+        (
+            HA.replace("reference = \"ferry/spark:3.5.3\"", "layout = \"out\\nspark\""),
+            "image.layout",
+        ),
+        (
+            HA.replace("delivery = \"ssh\"", "delivery = \"s3://bucket/$(touch pwned)/\""),
+            "delivery",
+        ),
+        (
+            HA.replace(
+                "delivery = \"ssh\"",
+                "delivery = \"s3://bucket/images/\"\nobject_store = { endpoint = \"http://s3 `x`\" }",
+            ),
+            "object_store.endpoint",
+        ),
+        (
+            HA.replace(
+                "delivery = \"ssh\"",
+                "delivery = \"s3://bucket/images/\"\nobject_store = { region = \"us;x\" }",
+            ),
+            "object_store.region",
+        ),
+        (
+            HA.replace("client_port = 2181", "client_port = 2181\ndata_dir = \"/data/zk:/etc\""),
+            "zookeeper.data_dir",
+        ),
+        (
+            HA.replace("memory = \"1g\"", "memory = \"1g\"\nwork_dir = \"/data/a b\""),
+            "spark.workers.work_dir",
+        ),
+        (
+            HA.replace("zookeeper_dir = \"/spark\"", "zookeeper_dir = \"spark\""),
+            "spark.masters.zookeeper_dir",
+        ),
+        (HA.replace("port = 7077", "port = 0"), "spark.masters.port"),
+    ];
+    for (text, field) in cases {
+        let e = refusal(&text);
+        assert!(
+            e.starts_with("cluster.toml:") && e.contains(&format!("`{field}`")),
+            "{field}: {e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+}
+
+// --- property: each string field, each hostile value ----------------------
+
+/// Every string field of the cluster file, as the field its refusal names
+/// and the HA file with that field set to a value (TOML-quoted).
+/// The HA file with one field set to a (TOML-quoted) value.
+type WithField = Box<dyn Fn(&str) -> String>;
+
+fn string_fields() -> Vec<(&'static str, WithField)> {
+    let extra = |lines: &'static str| move |q: &str| with_extra_host(&lines.replace("@V@", q));
+    let s3 = |line: &'static str| {
+        move |q: &str| {
+            HA.replace(
+                "delivery = \"ssh\"",
+                &format!(
+                    "delivery = \"s3://bucket/images/\"\n{}",
+                    line.replace("@V@", q)
+                ),
+            )
+        }
+    };
+    let master_line = |line: &'static str| move |q: &str| with_master_line(&line.replace("@V@", q));
+    let worker_line = |line: &'static str| {
+        move |q: &str| {
+            HA.replace(
+                "cores = 2\n",
+                &format!("cores = 2\n{}\n", line.replace("@V@", q)),
+            )
+        }
+    };
+    vec![
+        (
+            "name",
+            Box::new(|q: &str| HA.replace("name = \"ha\"", &format!("name = {q}"))),
+        ),
+        (
+            "host.name",
+            Box::new(extra("name = @V@\naddress = \"10.0.0.99\"")),
+        ),
+        (
+            "host.address",
+            Box::new(|q: &str| HA.replace("address = \"10.0.0.11\"", &format!("address = {q}"))),
+        ),
+        (
+            "host.ssh.user",
+            Box::new(extra(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nssh = { user = @V@ }",
+            )),
+        ),
+        (
+            "host.ssh.key",
+            Box::new(extra(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nssh = { key = @V@ }",
+            )),
+        ),
+        (
+            "host.ssh.jump",
+            Box::new(extra(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nssh = { jump = @V@ }",
+            )),
+        ),
+        (
+            "host.labels",
+            Box::new(extra(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nlabels = { @V@ = \"x\" }",
+            )),
+        ),
+        (
+            "host.labels",
+            Box::new(extra(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nlabels = { x = @V@ }",
+            )),
+        ),
+        (
+            "host `extra`.worker.memory",
+            Box::new(extra(
+                "name = \"extra\"\naddress = \"10.0.0.99\"\nworker = { memory = @V@ }",
+            )),
+        ),
+        (
+            "image.reference",
+            Box::new(|q: &str| HA.replace("\"ferry/spark:3.5.3\"", q)),
+        ),
+        (
+            "image.layout",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "reference = \"ferry/spark:3.5.3\"",
+                    &format!("layout = {q}"),
+                )
+            }),
+        ),
+        (
+            "delivery",
+            Box::new(|q: &str| HA.replace("delivery = \"ssh\"", &format!("delivery = {q}"))),
+        ),
+        (
+            "object_store.endpoint",
+            Box::new(s3("object_store = { endpoint = @V@ }")),
+        ),
+        (
+            "object_store.region",
+            Box::new(s3("object_store = { region = @V@ }")),
+        ),
+        (
+            "object_store.url_style",
+            Box::new(s3("object_store = { url_style = @V@ }")),
+        ),
+        (
+            "zookeeper.data_dir",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "client_port = 2181",
+                    &format!("client_port = 2181\ndata_dir = {q}"),
+                )
+            }),
+        ),
+        (
+            "zookeeper.jvm_options",
+            Box::new(|q: &str| {
+                HA.replacen(
+                    "jvm_options = [\"-Xmx256m\"]",
+                    &format!("jvm_options = [{q}]"),
+                    1,
+                )
+            }),
+        ),
+        (
+            "zookeeper.auth",
+            Box::new(|q: &str| HA.replace("[zookeeper]\n", &format!("[zookeeper]\nauth = {q}\n"))),
+        ),
+        (
+            "zookeeper.hosts",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "hosts = [\"node1\", \"node2\", \"node3\"]",
+                    &format!("hosts = [{q}, \"node2\", \"node3\"]"),
+                )
+            }),
+        ),
+        (
+            "spark.masters.zookeeper_dir",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "zookeeper_dir = \"/spark\"",
+                    &format!("zookeeper_dir = {q}"),
+                )
+            }),
+        ),
+        (
+            "spark.masters.properties",
+            Box::new(master_line("properties = { @V@ = 1 }")),
+        ),
+        (
+            "spark.masters.properties",
+            Box::new(master_line("properties = { \"spark.a\" = @V@ }")),
+        ),
+        (
+            "spark.masters.jvm_options",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "jvm_options = [\"-Xmx512m\"]",
+                    &format!("jvm_options = [{q}]"),
+                )
+            }),
+        ),
+        (
+            "spark.masters.hosts",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "hosts = [\"node1\", \"node2\"]",
+                    &format!("hosts = [\"node1\", {q}]"),
+                )
+            }),
+        ),
+        (
+            "spark.workers.hosts",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "hosts = [\"node4\", \"node5\"]",
+                    &format!("hosts = [\"node4\", {q}]"),
+                )
+            }),
+        ),
+        (
+            "spark.workers.memory",
+            Box::new(|q: &str| HA.replace("memory = \"1g\"", &format!("memory = {q}"))),
+        ),
+        (
+            "spark.workers.work_dir",
+            Box::new(worker_line("work_dir = @V@")),
+        ),
+        (
+            "spark.workers.ui_ports",
+            Box::new(worker_line("ui_ports = { @V@ = 9000 }")),
+        ),
+        (
+            "spark.workers.masters",
+            Box::new(worker_line("masters = [\"node1\", \"node2\", @V@]")),
+        ),
+        (
+            "spark.workers.properties",
+            Box::new(|q: &str| HA.replace("= 86400", &format!("= {q}"))),
+        ),
+        (
+            "spark.workers.properties",
+            Box::new(|q: &str| HA.replace("\"spark.worker.cleanup.appDataTtl\"", q)),
+        ),
+        (
+            "spark.workers.jvm_options",
+            Box::new(|q: &str| {
+                HA.replace(
+                    "jvm_options = [\"-Xmx256m\"]\n[spark.workers.properties]",
+                    &format!("jvm_options = [{q}]\n[spark.workers.properties]"),
+                )
+            }),
+        ),
+    ]
+}
+
+/// `v` as a one-line TOML basic string (good as a key too).
+fn basic_string(v: &str) -> String {
+    let mut q = String::from("\"");
+    for c in v.chars() {
+        match c {
+            '"' => q.push_str("\\\""),
+            '\\' => q.push_str("\\\\"),
+            c if c.is_control() => q.push_str(&format!("\\u{:04X}", c as u32)),
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
+}
+
+#[test]
+fn each_string_field_refuses_a_hostile_value_by_name_or_plans_it() {
+    let mut accepted: Vec<String> = Vec::new();
+    for (field, text_with) in string_fields() {
+        // the template itself is a good cluster file
+        let good = text_with("\"x\"");
+        assert_ne!(good, HA, "{field}: the template does not set the field");
+        for v in crate::script::tests::HOSTILE {
+            let q = basic_string(v);
+            let text = text_with(&q);
+            match ClusterFile::parse(&text, Path::new("cluster.toml")) {
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains(&format!("`{field}`")),
+                        "{field} = {v:?}: the refusal does not name the field: {e}"
+                    );
+                    assert!(!e.contains('\n'), "{field} = {v:?}: {e}");
+                }
+                Ok(file) => {
+                    plan::plan(&file, &facts())
+                        .unwrap_or_else(|e| panic!("{field} = {v:?}: no plan: {e}"));
+                    accepted.push(format!("{field} = {v:?}"));
+                }
+            }
+        }
+    }
+    // what still reaches the launcher's scripts, for its tests to carry as data
+    eprintln!("accepted:\n{}", accepted.join("\n"));
+}
+
+#[test]
+fn each_label_refuses_a_hostile_value_by_name_or_plans_it() {
+    for label in [
+        "ferry.spark.user",
+        "ferry.zookeeper.user",
+        "ferry.spark.home",
+        "ferry.zookeeper.conf",
+        "ferry.zookeeper.start",
+        "ferry.sample-job",
+    ] {
+        for v in crate::script::tests::HOSTILE {
+            let mut f = facts();
+            f.labels.insert(label.to_string(), v.to_string());
+            let e = plan::plan(&parse(HA), &f)
+                .expect_err("no hostile value fits a label's grammar")
+                .to_string();
+            assert!(
+                e.contains(&format!("label `{label}`")),
+                "{label} = {v:?}: {e}"
+            );
+            assert!(!e.contains('\n'), "{label} = {v:?}: {e}");
+        }
+    }
+}
+
+#[test]
+fn refuses_an_image_whose_reference_or_digests_are_not_well_formed() {
+    // a layout's `io.containerd.image.name` annotation names the image the
+    // hosts run: whoever made the layout chose it
+    let mut f = facts();
+    f.reference = "ferry/spark:3.5.3 --privileged".into();
+    let e = plan::plan(&parse(HA), &f).unwrap_err().to_string();
+    assert!(
+        e.starts_with(
+            "the image's reference (`ferry/spark:3.5.3 --privileged`) is not an image reference"
+        ),
+        "{e}"
+    );
+    let mut f = facts();
+    f.config_digest = "sha256:../../etc/passwd".into();
+    let e = plan::plan(&parse(HA), &f).unwrap_err().to_string();
+    assert!(
+        e.starts_with("the image's config digest (`sha256:../../etc/passwd`) is not a digest"),
+        "{e}"
+    );
+    let mut f = facts();
+    f.digest = "sha256:AB\n".into();
+    let e = plan::plan(&parse(HA), &f).unwrap_err().to_string();
+    assert!(
+        e.starts_with("the image's manifest digest (`sha256:AB\\n`)"),
+        "{e}"
+    );
+}
