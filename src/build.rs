@@ -1080,6 +1080,57 @@ fn unpack_docker_archive(path: &Path, cache: &Cache) -> Result<tempfile::TempDir
 mod tests {
     use super::*;
 
+    fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(name).unwrap();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn docker_save_manifest_cannot_name_build_machine_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("abs/victim");
+        std::fs::create_dir_all(victim.parent().unwrap()).unwrap();
+        std::fs::write(&victim, b"precious").unwrap();
+        let cache = Cache {
+            root: dir.path().join("cache"),
+        };
+        for (cfg, layer) in [
+            ("cfg.json", victim.to_str().unwrap()),
+            (victim.to_str().unwrap(), "l/layer.tar"),
+            ("cfg.json", "../abs/victim"),
+        ] {
+            let manifest = format!(r#"[{{"Config":"{cfg}","Layers":["{layer}"]}}]"#);
+            let archive = dir.path().join("base.tar");
+            std::fs::write(
+                &archive,
+                tar_of(&[
+                    ("manifest.json", manifest.as_bytes()),
+                    ("cfg.json", b"{}"),
+                    ("l/layer.tar", &[0u8; 1024]),
+                ]),
+            )
+            .unwrap();
+            let err = unpack_docker_archive(&archive, &cache)
+                .err()
+                .unwrap_or_else(|| panic!("{manifest} was accepted"));
+            let msg = format!("{err:#}");
+            assert!(
+                msg.contains("base.tar") && (msg.contains(cfg) || msg.contains(layer)),
+                "{msg}"
+            );
+            assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "{manifest}");
+        }
+    }
+
     #[test]
     fn passwd_lists_root_and_declared_users_by_id() {
         let spec: LayerSpec = toml::from_str(
