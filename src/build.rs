@@ -1031,15 +1031,29 @@ fn unpack_docker_archive(path: &Path, cache: &Cache) -> Result<tempfile::TempDir
             path.display()
         )
     })?;
-    let cfg_bytes = std::fs::read(dir.path().join(cfg_name))?;
+    // manifest.json is archive data: its names may only pick members this
+    // archive holds (as extracted above), never a path of the build machine
+    let member = |field: &str, n: &str| -> Result<PathBuf> {
+        let clean = crate::inputs::clean_components(n)
+            .ok()
+            .filter(|p| !n.starts_with('/') && !p.is_empty())
+            .map(|p| p.join("/"));
+        match clean {
+            Some(c) if names.contains(&c) => Ok(dir.path().join(c)),
+            _ => bail!(
+                "base image `{}`: manifest.json `{field}` names `{n}`, which is not a regular member of the archive (names must be relative, without `..`)",
+                path.display()
+            ),
+        }
+    };
+    let cfg_bytes = std::fs::read(member("Config", cfg_name)?)?;
     let blobs = dir.path().join("blobs/sha256");
     std::fs::create_dir_all(&blobs)?;
     let cfg_digest = oci::sha256_hex(&cfg_bytes);
     std::fs::write(blobs.join(&cfg_digest), &cfg_bytes)?;
     let mut layers = Vec::new();
     for l in m["Layers"].as_array().cloned().unwrap_or_default() {
-        let l = l.as_str().unwrap_or_default().to_string();
-        let p = dir.path().join(&l);
+        let p = member("Layers", l.as_str().unwrap_or_default())?;
         let (digest, size) = oci::digest_file(&p)?;
         let mut magic = [0u8; 4];
         let _ = std::io::Read::read(&mut std::fs::File::open(&p)?, &mut magic)?;
