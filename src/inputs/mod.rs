@@ -600,6 +600,24 @@ mod tests {
     }
 
     #[test]
+    fn whiteouts_are_refused_in_every_component() {
+        let mut t = Tree::new(0, Skeleton::default());
+        for p in ["etc/.wh.passwd", ".wh.etc/x", "a/.wh..wh..opq/b", "a/.wh.b/c/d"] {
+            let err = t.insert(p, file(b"x"), &origin()).unwrap_err();
+            assert!(err.to_string().contains("whiteout"), "{p}: {err}");
+        }
+        // nor through a symlink whose target names one
+        t.insert("x", link(".wh.etc"), &origin()).unwrap();
+        let err = t.insert("x/y", file(b"x"), &origin()).unwrap_err();
+        assert!(err.to_string().contains("whiteout"), "{err}");
+        assert!(
+            !t.entries().keys().any(|k| k.contains(".wh.")),
+            "{:?}",
+            t.entries().keys()
+        );
+    }
+
+    #[test]
     fn hardlink_needs_earlier_file() {
         let mut t = Tree::new(0, Skeleton::default());
         let err = t.insert_hardlink("a", "nope", 0, &origin()).unwrap_err();
