@@ -345,18 +345,23 @@ impl Tree {
         entry.mode &= 0o7777;
         entry.mtime = entry.mtime.min(self.created);
         let is_dir = matches!(entry.kind, Kind::Dir);
-        if path
-            .rsplit('/')
-            .next()
-            .is_some_and(|n| n.starts_with(".wh."))
-        {
-            // An overlay whiteout would delete files of lower layers at run time.
+        // An overlay whiteout would delete files of lower layers at run time,
+        // and a parent folder is written into the layer like any entry: every
+        // component counts, of the path as given and as resolved.
+        let whiteout = |p: &str| p.split('/').any(|n| n.starts_with(".wh."));
+        if whiteout(path) {
             return Err(InputError::refused(
                 origin,
                 "`.wh.` names are overlay whiteouts",
             ));
         }
         let resolved = self.resolve(path, is_dir, origin)?;
+        if whiteout(&resolved) {
+            return Err(InputError::refused(
+                origin,
+                format!("resolves to `/{resolved}`, and `.wh.` names are overlay whiteouts"),
+            ));
+        }
         if resolved.is_empty() {
             // The image root itself: only folders may land there, and it is not an entry.
             return if is_dir {
@@ -602,7 +607,12 @@ mod tests {
     #[test]
     fn whiteouts_are_refused_in_every_component() {
         let mut t = Tree::new(0, Skeleton::default());
-        for p in ["etc/.wh.passwd", ".wh.etc/x", "a/.wh..wh..opq/b", "a/.wh.b/c/d"] {
+        for p in [
+            "etc/.wh.passwd",
+            ".wh.etc/x",
+            "a/.wh..wh..opq/b",
+            "a/.wh.b/c/d",
+        ] {
             let err = t.insert(p, file(b"x"), &origin()).unwrap_err();
             assert!(err.to_string().contains("whiteout"), "{p}: {err}");
         }
