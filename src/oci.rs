@@ -527,3 +527,58 @@ pub fn verify(dir: &Path, progress: &dyn Fn(usize, usize)) -> Result<LayoutImage
     }
     Ok(img)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-image layout whose manifest blob is a symlink to `target`
+    /// (`None`: to a file holding the right bytes, outside the layout).
+    fn layout_with_linked_manifest(dir: &Path, target: Option<&Path>) {
+        let config = canonical(&json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }));
+        let cd = sha256_hex(&config);
+        let manifest = canonical(&json!({
+            "schemaVersion": 2, "mediaType": MT_MANIFEST,
+            "config": {"mediaType": MT_CONFIG, "digest": format!("sha256:{cd}"), "size": config.len()},
+            "layers": [],
+        }));
+        let md = sha256_hex(&manifest);
+        let blobs = dir.join("layout/blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        std::fs::write(blobs.join(&cd), &config).unwrap();
+        let outside = dir.join("elsewhere.json");
+        std::fs::write(&outside, &manifest).unwrap();
+        std::os::unix::fs::symlink(target.unwrap_or(&outside), blobs.join(&md)).unwrap();
+        std::fs::write(
+            dir.join("layout/oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("layout/index.json"),
+            canonical(&json!({"schemaVersion": 2, "manifests": [
+                {"mediaType": MT_MANIFEST, "digest": format!("sha256:{md}"), "size": manifest.len()}
+            ]})),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn json_blobs_are_not_read_through_links() {
+        for target in [None, Some(Path::new("/dev/zero"))] {
+            let dir = tempfile::tempdir().unwrap();
+            layout_with_linked_manifest(dir.path(), target);
+            let err = match open_layout(&dir.path().join("layout")) {
+                Ok(_) => panic!("a manifest behind a symlink to {target:?} was read"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                err.contains("blobs/sha256/") && err.contains("regular file"),
+                "{err}"
+            );
+        }
+    }
+}

@@ -491,6 +491,116 @@ mod tests {
         );
     }
 
+    /// A chain of `n` symlinks, each pointing at the next with `pad`
+    /// folder components after it, then a file beneath the first.
+    fn link_chain(n: usize, pad: usize) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..n {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            let target = format!("l{}{}", i + 1, "/x".repeat(pad));
+            b.append_link(&mut h, format!("l{i}"), target).unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, "l0/f", &b"x"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn symlink_chain_bomb_is_bounded() {
+        // three links of 2 KB targets: the resolved path is past Linux's 4096 bytes
+        let refused = |t: &[u8]| match load(t) {
+            Ok(_) => panic!("the chain was accepted"),
+            Err(e) => e.to_string(),
+        };
+        let err = refused(&link_chain(3, 1000));
+        assert!(
+            err.contains("evil.tar") && err.contains("l0/f") && err.contains("4096"),
+            "{err}"
+        );
+        // forty links of 4 KB targets (about 200 KB of tar) would ask for
+        // gigabytes of folder keys; refused at once instead
+        let bomb = link_chain(40, 2040);
+        assert!(bomb.len() < 400 << 10, "{}", bomb.len());
+        let t0 = std::time::Instant::now();
+        let err = refused(&bomb);
+        assert!(err.contains("l0/f"), "{err}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    /// A tar stream that is one extension header claiming `size` bytes, then
+    /// that many `a`s (generated, never held), counting what was read.
+    struct Endless {
+        header: Vec<u8>,
+        pos: u64,
+        size: u64,
+        read: std::rc::Rc<std::cell::Cell<u64>>,
+    }
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let total = 512 + self.size;
+            if self.pos >= total {
+                return Ok(0);
+            }
+            let n = buf.len().min((total - self.pos) as usize);
+            for (k, b) in buf[..n].iter_mut().enumerate() {
+                let at = self.pos as usize + k;
+                *b = if at < 512 { self.header[at] } else { b'a' };
+            }
+            self.pos += n as u64;
+            self.read.set(self.pos);
+            Ok(n)
+        }
+    }
+
+    fn extension_bomb(kind: u8) -> (Result<Tree, InputError>, u64) {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_entry_type(tar::EntryType::new(kind));
+        let size = 100u64 << 20;
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let r = Endless {
+            header: h.as_bytes().to_vec(),
+            pos: 0,
+            size,
+            read: read.clone(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut tree = Tree::new(0, Skeleton::default());
+        let mut stage = Stage::new(dir.path().to_path_buf());
+        let place = Placement {
+            source: "bomb.tar".into(),
+            ..Default::default()
+        };
+        let res = add_tar(&mut tree, &mut stage, r, &place).map(|()| tree);
+        (res, read.get())
+    }
+
+    #[test]
+    fn long_name_and_pax_bombs_are_refused_before_reading() {
+        for kind in [b'L', b'K', b'x'] {
+            let (res, read) = extension_bomb(kind);
+            let err = res.err().expect("refused").to_string();
+            assert!(err.contains("bomb.tar") && err.contains("header"), "{err}");
+            assert!(read < 1 << 20, "{} read {read} bytes", kind as char);
+        }
+    }
+
     #[test]
     fn truncated_archive_is_an_error() {
         let t = tar_with(&[("big", tar::EntryType::Regular, &[7u8; 5000], "")]);
