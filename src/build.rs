@@ -934,7 +934,7 @@ fn base_layer_skeleton(
     let mut counted = CountingReader { inner: r, n: 0 };
     let mut sk = Skeleton::default();
     {
-        let mut ar = tar::Archive::new(&mut counted);
+        let mut ar = crate::inputs::archive::tar_reader(&mut counted);
         for e in ar.entries()? {
             let e = e?;
             let name = String::from_utf8_lossy(&e.path_bytes())
@@ -991,7 +991,7 @@ fn unpack_docker_archive(path: &Path, cache: &Cache) -> Result<tempfile::TempDir
         .tempdir_in(cache.tmp()?)?;
     let f =
         std::fs::File::open(path).with_context(|| format!("base image `{}`", path.display()))?;
-    let mut ar = tar::Archive::new(std::io::BufReader::new(f));
+    let mut ar = crate::inputs::archive::tar_reader(std::io::BufReader::new(f));
     let mut names = Vec::new();
     for e in ar
         .entries()

@@ -350,7 +350,7 @@ impl Sources<'_> {
         }
         // a .tar bundle: take every member into the cache once, verifying each
         let f = File::open(mirror).map_err(io_err(mirror))?;
-        let mut ar = tar::Archive::new(BufReader::new(f));
+        let mut ar = crate::inputs::archive::tar_reader(BufReader::new(f));
         let bad = |e: std::io::Error| FetchError::Io {
             path: mirror.to_path_buf(),
             source: e,
