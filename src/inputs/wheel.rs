@@ -229,6 +229,68 @@ fn console_scripts(text: &str) -> Vec<(String, String, String)> {
 mod tests {
     use super::*;
 
+    fn wheel(dir: &Path, files: &[(&str, String)]) -> std::path::PathBuf {
+        let p = dir.join("evil-1.0-py3-none-any.whl");
+        let mut w = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
+        for (name, body) in files {
+            w.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            std::io::Write::write_all(&mut w, body.as_bytes()).unwrap();
+        }
+        w.finish().unwrap();
+        p
+    }
+
+    fn install(p: &Path) -> Result<Tree, InputError> {
+        let stage_dir = tempfile::tempdir().unwrap();
+        let mut stage = Stage::new(stage_dir.path().to_path_buf());
+        let mut tree = Tree::new(0, crate::inputs::Skeleton::default());
+        let t = WheelTarget {
+            site_packages: "/site".into(),
+            bin_dir: "/usr/local/bin".into(),
+            python: "/usr/bin/python3".into(),
+        };
+        add_wheel(&mut tree, &mut stage, p, "evil.whl", &t).map(|_| tree)
+    }
+
+    #[test]
+    fn what_a_wheel_holds_in_memory_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = "Name: evil\nVersion: 1.0\n".to_string();
+        let base = [
+            ("evil-1.0.dist-info/WHEEL", String::new()),
+            ("evil-1.0.dist-info/METADATA", meta.clone()),
+        ];
+        // a second METADATA, in another .dist-info
+        let mut files = base.to_vec();
+        files.push(("other-1.0.dist-info/METADATA", meta.clone()));
+        let err = install(&wheel(dir.path(), &files)).err().expect("refused");
+        assert!(
+            err.to_string().contains("evil.whl") && err.to_string().contains("other-1.0.dist-info/METADATA"),
+            "{err}"
+        );
+        // more console scripts than any honest wheel declares
+        let mut eps = "[console_scripts]\n".to_string();
+        for i in 0..10_001 {
+            eps.push_str(&format!("s{i} = m:f\n"));
+        }
+        let mut files = base.to_vec();
+        files.push(("evil-1.0.dist-info/entry_points.txt", eps));
+        let err = install(&wheel(dir.path(), &files)).err().expect("refused");
+        assert!(
+            err.to_string().contains("evil.whl") && err.to_string().contains("entry_points.txt"),
+            "{err}"
+        );
+        // scripts are staged on disk, not held
+        let mut files = base.to_vec();
+        files.push(("evil-1.0.data/scripts/run", "#!python\nprint(1)\n".into()));
+        let tree = install(&wheel(dir.path(), &files)).unwrap();
+        assert!(matches!(
+            &tree.entries()["usr/local/bin/run"].kind,
+            Kind::File { data: Data::Path(_), .. }
+        ));
+    }
+
     #[test]
     fn names_normalise() {
         assert_eq!(normalize_name("Py4J"), "py4j");
