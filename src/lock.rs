@@ -305,6 +305,59 @@ mod tests {
         }
     }
 
+    /// Reads a lock of one artifact whose `field` is `value`.
+    fn read_hostile(kind: &str, field: &str, value: &str) -> String {
+        let mut fields = vec![
+            ("kind", kind.to_string()),
+            ("name", "tini".to_string()),
+            ("file", "tini_0.19.0-1_amd64.deb".to_string()),
+            ("sha256", "a".repeat(64)),
+        ];
+        if kind == "deb" {
+            fields.push(("version", "0.19.0-1".into()));
+            fields.push(("arch", "amd64".into()));
+        }
+        if kind == "pypi" {
+            fields.push(("version", "0.10.9.7".into()));
+        }
+        fields.retain(|(k, _)| *k != field);
+        fields.push((field, value.to_string()));
+        let mut text = "version = 1\n[[artifact]]\nsize = 1\n".to_string();
+        for (k, v) in fields {
+            text.push_str(&format!("{k} = {}\n", toml::Value::String(v)));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("image.lock");
+        std::fs::write(&path, text).unwrap();
+        match Lock::read(&path) {
+            Ok(_) => panic!("{kind} `{field} = {value:?}` was accepted"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains("image.lock") && msg.contains(field), "{msg}");
+                assert_eq!(msg.lines().count(), 1, "{msg}");
+                msg
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_lock_fields_are_refused_by_name() {
+        // a path-shaped digest would pull a build-machine file into the image
+        read_hostile("url", "sha256", "../../../../etc/passwd");
+        read_hostile("deb", "sha256", &"A".repeat(64));
+        read_hostile("deb", "sha256", &"a".repeat(63));
+        // an option-shaped name or version would reach apt-get as an option
+        read_hostile("deb", "name", "-oAPT::Get::AllowUnauthenticated=1");
+        read_hostile("deb", "name", "tini -oDir=/tmp");
+        read_hostile("deb", "version", "-oAPT::Sandbox::User=root");
+        read_hostile("deb", "version", "1.0\n2");
+        read_hostile("deb", "arch", "amd64 -o");
+        read_hostile("pypi", "name", "--index-url=http://evil/");
+        read_hostile("pypi", "name", "x; os_name == 'posix'");
+        read_hostile("pypi", "version", "1.0 --hash=sha256:00");
+        read_hostile("url", "file", "../x.tgz");
+    }
+
     #[test]
     fn text_is_sorted_stamped_and_round_trips() {
         let lock = Lock {
