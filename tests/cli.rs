@@ -764,3 +764,70 @@ fn up_refuses_a_stale_image_under_the_planned_tag() {
         assert!(!Path::new(d).exists(), "`up` wrote {d}");
     }
 }
+
+#[test]
+fn a_build_never_runs_an_sdist_before_its_hash_is_checked() {
+    if !require("python3 -m pip", has("python3", "-mpip")) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // an index (a find-links folder) serving an sdist whose setup.py runs code
+    let pkg = tmp.path().join("evilpkg-1.0");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("setup.py"),
+        "import os\nopen(os.environ['EVIL_MARKER'], 'w').write('ran')\nfrom setuptools import setup\nsetup(name='evilpkg', version='1.0')\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pkg.join("PKG-INFO"),
+        "Metadata-Version: 2.1\nName: evilpkg\nVersion: 1.0\n",
+    )
+    .unwrap();
+    let links = tmp.path().join("links");
+    std::fs::create_dir_all(&links).unwrap();
+    let sdist = links.join("evilpkg-1.0.tar.gz");
+    ok(Command::new("tar")
+        .arg("-czf")
+        .arg(&sdist)
+        .arg("-C")
+        .arg(tmp.path())
+        .arg("evilpkg-1.0"));
+    let size = std::fs::metadata(&sdist).unwrap().len();
+    // the lock pins other bytes (the honest sdist) than the index serves
+    let def = tmp.path().join("image.toml");
+    std::fs::write(
+        &def,
+        "name = \"evil\"\ntag = \"1\"\n[[layer]]\nname = \"py\"\n[[layer.source]]\npypi = [\"evilpkg==1.0\"]\nsite_packages = \"/site\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("image.lock"),
+        format!(
+            "version = 1\n[[artifact]]\nkind = \"pypi\"\nname = \"evilpkg\"\nversion = \"1.0\"\nfile = \"evilpkg-1.0.tar.gz\"\nsize = {size}\nsha256 = \"{}\"\n",
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let marker = tmp.path().join("marker");
+    let (code, err) = stderr_of(
+        ferry()
+            .arg("build")
+            .arg(&def)
+            .arg("--out")
+            .arg(tmp.path().join("out"))
+            .arg("--cache")
+            .arg(tmp.path().join("cache"))
+            .env("PIP_NO_INDEX", "1")
+            .env("PIP_FIND_LINKS", &links)
+            // without isolation pip runs setup.py here, as it would with a real index
+            .env("PIP_NO_BUILD_ISOLATION", "0")
+            .env("EVIL_MARKER", &marker),
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        !marker.exists(),
+        "the sdist's setup.py ran before its hash was checked: {err}"
+    );
+    assert!(err.contains("evilpkg"), "{err}");
+}
