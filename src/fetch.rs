@@ -309,12 +309,7 @@ impl Sources<'_> {
                 stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?
             }
             ArtifactKind::Pypi => {
-                let file = pip_download(
-                    self.cache,
-                    &format!("{}=={}", a.name, a.version),
-                    src,
-                    Some(&a.file),
-                )?;
+                let file = pip_download(self.cache, PipWant::Locked(a), src, Some(&a.file))?;
                 let mut f = File::open(&file).map_err(io_err(&file))?;
                 stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?
             }
@@ -361,7 +356,8 @@ impl Sources<'_> {
             let Some(hex) = name.trim_start_matches("./").strip_prefix("sha256/") else {
                 continue;
             };
-            if hex.len() != 64 || self.cache.download(hex).exists() {
+            // a member name becomes a cache path only as a digest
+            if !crate::oci::is_hex64(hex) || self.cache.download(hex).exists() {
                 continue;
             }
             let expected = hex.to_string();
@@ -400,7 +396,7 @@ pub fn apt_download_many(
         .tempdir_in(&base)
         .map_err(io_err(&base))?;
     let out = Command::new("apt-get")
-        .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
+        .args(["download", "-q", "-o", "APT::Sandbox::User=root", "--"])
         .args(specs)
         .current_dir(dir.path())
         .output()
@@ -456,11 +452,23 @@ pub fn apt_download_many(
     Ok((debs, dir))
 }
 
+/// What `pip download` is asked for.
+pub enum PipWant<'a> {
+    /// At lock time: a requirement as the definition writes it. pip may run
+    /// an sdist's build backend to read its metadata, as it always does.
+    Request(&'a str),
+    /// At build time: the locked file. pip is given its sha256 with
+    /// `--require-hashes` and checks it as the file arrives, before it
+    /// unpacks or builds anything (an sdist's code runs only once its bytes
+    /// are the locked ones).
+    Locked(&'a Artifact),
+}
+
 /// Runs `pip download` for one requirement, for the image's platform when
 /// the source names one; returns the downloaded file (kept in the cache's tmp).
 pub fn pip_download(
     cache: &Cache,
-    req: &str,
+    want: PipWant,
     src: &SourceSpec,
     want_file: Option<&str>,
 ) -> Result<PathBuf, FetchError> {
@@ -470,6 +478,62 @@ pub fn pip_download(
         .tempdir_in(&base)
         .map_err(io_err(&base))?
         .keep();
+    let req = match &want {
+        PipWant::Request(r) => r.to_string(),
+        PipWant::Locked(a) => format!("{}=={}", a.name, a.version),
+    };
+    let req = req.as_str();
+    let mut cmd = pip_command(&dir, &want, src, want_file)?;
+    let out = cmd.output().map_err(|e| FetchError::Tool {
+        tool: "pip download".into(),
+        what: req.to_string(),
+        reason: e.to_string(),
+    })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(FetchError::Tool {
+            tool: "pip download".into(),
+            what: req.to_string(),
+            reason: err
+                .lines()
+                .filter(|l| {
+                    l.starts_with("ERROR")
+                        || l.trim_start().starts_with("Expected sha256")
+                        || l.trim_start().starts_with("Got ")
+                })
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" "),
+        });
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(io_err(&dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n != "requirements.txt"))
+        .collect();
+    files.sort();
+    if let Some(w) = want_file {
+        if let Some(f) = files.iter().find(|f| f.file_name().is_some_and(|n| n == w)) {
+            return Ok(f.clone());
+        }
+    }
+    files.into_iter().next().ok_or_else(|| FetchError::Tool {
+        tool: "pip download".into(),
+        what: req.to_string(),
+        reason: "no file was written".into(),
+    })
+}
+
+/// The `pip download` command line. A locked artifact goes through a
+/// requirements file, the only place pip takes a hash: its name and version
+/// were checked against PEP 508/440 when the lock was read, so the line
+/// holds nothing else. A requested one follows `--`, so it is never an option.
+fn pip_command(
+    dir: &Path,
+    want: &PipWant,
+    src: &SourceSpec,
+    want_file: Option<&str>,
+) -> Result<Command, FetchError> {
     let mut cmd = Command::new("python3");
     cmd.args([
         "-m",
@@ -493,39 +557,19 @@ pub fn pip_download(
             cmd.args(["--python-version", v, "--implementation", "cp"]);
         }
     }
-    cmd.arg(req);
-    let out = cmd.output().map_err(|e| FetchError::Tool {
-        tool: "pip download".into(),
-        what: req.to_string(),
-        reason: e.to_string(),
-    })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(FetchError::Tool {
-            tool: "pip download".into(),
-            what: req.to_string(),
-            reason: err
-                .lines()
-                .filter(|l| l.starts_with("ERROR"))
-                .collect::<Vec<_>>()
-                .join(" "),
-        });
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(io_err(&dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort();
-    if let Some(w) = want_file {
-        if let Some(f) = files.iter().find(|f| f.file_name().is_some_and(|n| n == w)) {
-            return Ok(f.clone());
+    match want {
+        PipWant::Request(r) => {
+            cmd.arg("--").arg(r);
+        }
+        PipWant::Locked(a) => {
+            // pip downloads into `dir` too: the file is kept apart from it
+            let reqs = dir.join("requirements.txt");
+            let line = format!("{}=={} --hash=sha256:{}\n", a.name, a.version, a.sha256);
+            std::fs::write(&reqs, line).map_err(io_err(&reqs))?;
+            cmd.arg("--require-hashes").arg("-r").arg(&reqs);
         }
     }
-    files.into_iter().next().ok_or_else(|| FetchError::Tool {
-        tool: "pip download".into(),
-        what: req.to_string(),
-        reason: "no file was written".into(),
-    })
+    Ok(cmd)
 }
 
 /// sha256 and size of a file.
