@@ -831,3 +831,40 @@ fn a_build_never_runs_an_sdist_before_its_hash_is_checked() {
     );
     assert!(err.contains("evilpkg"), "{err}");
 }
+
+#[test]
+fn an_edited_output_blob_does_not_poison_the_cache() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("out");
+    let first = build_fixture(&f.image, &cache, &out, &[]);
+    let layer = first["layers"][0]["digest"].as_str().unwrap().to_string();
+    let blob = out
+        .join("blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    // edited in place, as an editor or a stray script would: same inode, same size
+    {
+        use std::io::Write;
+        let mut w = std::fs::OpenOptions::new().write(true).open(&blob).unwrap();
+        w.write_all(b"poisoned").unwrap();
+    }
+    let again = build_fixture(&f.image, &cache, &out, &[]);
+    assert_eq!(
+        again["layers"][0]["cached"], false,
+        "the poisoned blob was reported as cached"
+    );
+    assert_eq!(first["manifest_digest"], again["manifest_digest"]);
+    for (name, bytes) in blobs(&out) {
+        assert_eq!(
+            hex_sha256(&bytes),
+            name,
+            "blob `{name}` of the rebuilt layout does not match its name"
+        );
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
