@@ -840,28 +840,40 @@ fn an_edited_output_blob_does_not_poison_the_cache() {
     let out = tmp.path().join("out");
     let first = build_fixture(&f.image, &cache, &out, &[]);
     let layer = first["layers"][0]["digest"].as_str().unwrap().to_string();
-    let blob = out
-        .join("blobs/sha256")
-        .join(layer.trim_start_matches("sha256:"));
+    let hex = layer.trim_start_matches("sha256:").to_string();
     // edited in place, as an editor or a stray script would: same inode, same size
-    {
+    let poison = |p: &Path| {
         use std::io::Write;
-        let mut w = std::fs::OpenOptions::new().write(true).open(&blob).unwrap();
+        let mut w = std::fs::OpenOptions::new().write(true).open(p).unwrap();
         w.write_all(b"poisoned").unwrap();
-    }
-    let again = build_fixture(&f.image, &cache, &out, &[]);
-    assert_eq!(
-        again["layers"][0]["cached"], false,
-        "the poisoned blob was reported as cached"
-    );
-    assert_eq!(first["manifest_digest"], again["manifest_digest"]);
-    for (name, bytes) in blobs(&out) {
-        assert_eq!(
-            hex_sha256(&bytes),
-            name,
-            "blob `{name}` of the rebuilt layout does not match its name"
+    };
+    let check = |build: &Value, what: &str| {
+        let cached_blob = std::fs::read(cache.join("blobs/sha256").join(&hex)).unwrap_or_default();
+        assert!(
+            build["layers"][0]["cached"] == false || hex_sha256(&cached_blob) == hex,
+            "{what}: the poisoned blob was reported as cached"
         );
-    }
+        assert_eq!(first["manifest_digest"], build["manifest_digest"], "{what}");
+        for (name, bytes) in blobs(&out) {
+            assert_eq!(
+                hex_sha256(&bytes),
+                name,
+                "{what}: blob `{name}` does not match its name"
+            );
+        }
+    };
+    // an edit under the output cannot reach the cache
+    poison(&out.join("blobs/sha256").join(&hex));
+    let again = build_fixture(&f.image, &cache, &out, &[]);
+    check(&again, "edited output");
+    // an edit of the cached blob itself is noticed before it is reused
+    poison(&cache.join("blobs/sha256").join(&hex));
+    let third = build_fixture(&f.image, &cache, &out, &[]);
+    assert_eq!(
+        third["layers"][0]["cached"], false,
+        "the edited cache blob was reused"
+    );
+    check(&third, "edited cache");
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
