@@ -511,12 +511,12 @@ fn passwd_files(spec: &LayerSpec) -> (String, String) {
     (join(users), join(groups))
 }
 
+/// A layer record whose blob is still what ferry wrote (see [`Cache::cached_blob`]).
 fn read_record(cache: &Cache, key: &str) -> Option<LayerRecord> {
     let bytes = std::fs::read(cache.layer_record(key)).ok()?;
     let rec: LayerRecord = serde_json::from_slice(&bytes).ok()?;
-    let ok =
-        std::fs::metadata(cache.blob(&rec.blob.digest)).is_ok_and(|m| m.len() == rec.blob.size);
-    ok.then_some(rec)
+    cache.cached_blob(&rec.blob.digest, rec.blob.size)?;
+    Some(rec)
 }
 
 /// Builds the image described by `def` with `lock`.
@@ -614,6 +614,7 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
                     tmp.persist(&dest)
                         .map_err(|e| e.error)
                         .with_context(|| format!("`{}`", dest.display()))?;
+                    cache.stamp_blob(&info.digest)?;
                     let rec = LayerRecord {
                         name: name.clone(),
                         blob: info.clone(),
@@ -865,16 +866,33 @@ fn load_base(def: &Definition, cache: &Cache) -> Result<Base> {
     for (i, l) in img.layers.iter().enumerate() {
         let src = img.blob_path(&l.digest);
         let dest = cache.blob(&l.digest);
-        if !dest.exists() {
-            let (digest, _) = oci::digest_file(&src)?;
-            if digest != l.digest {
+        if cache.cached_blob(&l.digest, l.size).is_none() {
+            // copied (a hard link would let an edit of the base poison the
+            // cache), and the copy is what is hashed
+            let tmp = tempfile::Builder::new()
+                .prefix("base-blob-")
+                .tempfile_in(cache.tmp()?)?
+                .into_temp_path();
+            std::io::copy(
+                &mut oci::open_blob(&src)?,
+                &mut std::fs::File::create(&tmp)?,
+            )
+            .with_context(|| format!("`{}`", src.display()))?;
+            let (digest, size) = oci::digest_file(&tmp)?;
+            if digest != l.digest || size != l.size {
                 bail!(
-                    "base layer `{}`: digest mismatch (found {digest})",
-                    src.display()
+                    "base layer `{}`: digest mismatch (the manifest says {} of {} bytes, found {digest} of {size})",
+                    src.display(),
+                    l.digest,
+                    l.size
                 );
             }
             std::fs::create_dir_all(dest.parent().expect("parent"))?;
-            crate::fsutil::link_or_copy(&src, &dest)?;
+            crate::fsutil::readable(&tmp)?;
+            tmp.persist(&dest)
+                .map_err(|e| e.error)
+                .with_context(|| format!("`{}`", dest.display()))?;
+            cache.stamp_blob(&l.digest)?;
         }
         let diff_id = diff_ids
             .get(i)

@@ -83,6 +83,56 @@ impl Cache {
             .join("blobs/sha256")
             .join(digest.trim_start_matches("sha256:"))
     }
+    /// Where the fingerprint of a cached blob is kept (see [`Cache::stamp_blob`]).
+    pub fn blob_stamp(&self, digest: &str) -> PathBuf {
+        self.root
+            .join("blobs/stamps")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// Records the fingerprint (size, device, inode, mtime, ctime) of a blob
+    /// ferry has just written and verified. Any write to the file later,
+    /// through any name, changes its mtime and ctime.
+    pub fn stamp_blob(&self, digest: &str) -> Result<(), FetchError> {
+        let p = self.blob(digest);
+        let stamp = fingerprint(&p).map_err(io_err(&p))?;
+        let sp = self.blob_stamp(digest);
+        let dir = sp.parent().expect("stamp path has a parent");
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        crate::fsutil::write_atomic(&sp, stamp.as_bytes()).map_err(io_err(&sp))
+    }
+
+    /// The cached blob `digest` of `size` bytes, if it is still what ferry
+    /// wrote: its fingerprint is unchanged, or (when it is not, say after a
+    /// copy of the cache) its bytes hash to `digest` again, which renews the
+    /// stamp. A blob that fails is removed, so it is built or copied anew.
+    pub fn cached_blob(&self, digest: &str, size: u64) -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:")?;
+        if !crate::oci::is_hex64(hex) {
+            return None;
+        }
+        let p = self.blob(digest);
+        let m = std::fs::symlink_metadata(&p).ok()?;
+        if !m.file_type().is_file() || m.len() != size {
+            return None;
+        }
+        let stamp = std::fs::read_to_string(self.blob_stamp(digest)).ok();
+        if stamp.is_some() && stamp == fingerprint(&p).ok() {
+            return Some(p);
+        }
+        match hash_file(&p) {
+            Ok((h, n)) if h == hex && n == size => {
+                self.stamp_blob(digest).ok()?;
+                Some(p)
+            }
+            _ => {
+                let _ = std::fs::remove_file(self.blob_stamp(digest));
+                let _ = std::fs::remove_file(&p);
+                None
+            }
+        }
+    }
+
     pub fn layer_record(&self, key: &str) -> PathBuf {
         self.root.join("layers").join(format!("{key}.json"))
     }
@@ -570,6 +620,22 @@ fn pip_command(
         }
     }
     Ok(cmd)
+}
+
+/// What identifies one version of a file's bytes without reading them.
+fn fingerprint(p: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p)?;
+    Ok(format!(
+        "size {} dev {} ino {} mtime {}.{:09} ctime {}.{:09}\n",
+        m.size(),
+        m.dev(),
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
 }
 
 /// sha256 and size of a file.

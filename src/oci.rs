@@ -107,7 +107,16 @@ fn blob_name(digest: &str) -> String {
 fn write_blob(dir: &Path, b: &Blob) -> Result<(), OciError> {
     let dest = dir.join(blob_name(&b.digest));
     match &b.source {
-        BlobSource::File(p) => fsutil::link_or_copy(p, &dest).map_err(io_err(&dest)),
+        // a copy, never a hard link: a link would share the cached blob's
+        // inode, and an edit under the output would poison the cache (the
+        // kernel's copy_file_range makes this a reflink where the file
+        // system can)
+        BlobSource::File(p) => {
+            std::fs::copy(p, &dest).map_err(io_err(&dest))?;
+            File::open(&dest)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&dest))
+        }
         BlobSource::Bytes(bytes) => {
             let mut f = File::create(&dest).map_err(io_err(&dest))?;
             f.write_all(bytes).map_err(io_err(&dest))?;
