@@ -594,7 +594,7 @@ fn pip_command(
         "-q",
         "-d",
     ]);
-    cmd.arg(&dir);
+    cmd.arg(dir);
     let sdist = want_file.is_some_and(|f| !f.ends_with(".whl"));
     if sdist {
         cmd.args(["--no-binary", ":all:"]);
