@@ -90,16 +90,16 @@ impl Cache {
             .join(digest.trim_start_matches("sha256:"))
     }
 
+    /// Where the fingerprint of a download is kept.
+    fn download_stamp(&self, sha256: &str) -> PathBuf {
+        self.root.join("downloads/stamps").join(sha256)
+    }
+
     /// Records the fingerprint (size, device, inode, mtime, ctime) of a blob
     /// ferry has just written and verified. Any write to the file later,
     /// through any name, changes its mtime and ctime.
     pub fn stamp_blob(&self, digest: &str) -> Result<(), FetchError> {
-        let p = self.blob(digest);
-        let stamp = fingerprint(&p).map_err(io_err(&p))?;
-        let sp = self.blob_stamp(digest);
-        let dir = sp.parent().expect("stamp path has a parent");
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        crate::fsutil::write_atomic(&sp, stamp.as_bytes()).map_err(io_err(&sp))
+        write_stamp(&self.blob(digest), &self.blob_stamp(digest))
     }
 
     /// The cached blob `digest` of `size` bytes, if it is still what ferry
@@ -108,29 +108,15 @@ impl Cache {
     /// stamp. A blob that fails is removed, so it is built or copied anew.
     pub fn cached_blob(&self, digest: &str, size: u64) -> Option<PathBuf> {
         let hex = digest.strip_prefix("sha256:")?;
-        if !crate::oci::is_hex64(hex) {
-            return None;
-        }
         let p = self.blob(digest);
-        let m = std::fs::symlink_metadata(&p).ok()?;
-        if !m.file_type().is_file() || m.len() != size {
-            return None;
-        }
-        let stamp = std::fs::read_to_string(self.blob_stamp(digest)).ok();
-        if stamp.is_some() && stamp == fingerprint(&p).ok() {
-            return Some(p);
-        }
-        match hash_file(&p) {
-            Ok((h, n)) if h == hex && n == size => {
-                self.stamp_blob(digest).ok()?;
-                Some(p)
-            }
-            _ => {
-                let _ = std::fs::remove_file(self.blob_stamp(digest));
-                let _ = std::fs::remove_file(&p);
-                None
-            }
-        }
+        still_verified(&p, &self.blob_stamp(digest), hex, size).then_some(p)
+    }
+
+    /// The cached download `sha256` of `size` bytes, checked as
+    /// [`Cache::cached_blob`] checks a blob.
+    pub fn cached_download(&self, sha256: &str, size: u64) -> Option<PathBuf> {
+        let p = self.download(sha256);
+        still_verified(&p, &self.download_stamp(sha256), sha256, size).then_some(p)
     }
 
     pub fn layer_record(&self, key: &str) -> PathBuf {
@@ -200,6 +186,7 @@ fn commit(cache: &Cache, tmp: tempfile::TempPath, sha256: &str) -> Result<PathBu
         path: dest.clone(),
         source: e.error,
     })?;
+    write_stamp(&dest, &cache.download_stamp(sha256))?;
     Ok(dest)
 }
 
@@ -328,8 +315,7 @@ impl Sources<'_> {
 
     /// Makes sure the locked artifact is in the cache and returns its path.
     pub fn ensure(&self, a: &Artifact, src: &SourceSpec) -> Result<PathBuf, FetchError> {
-        let path = self.cache.download(&a.sha256);
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == a.size) {
+        if let Some(path) = self.cache.cached_download(&a.sha256, a.size) {
             return Ok(path);
         }
         if let Some(m) = self.mirror {
@@ -622,6 +608,40 @@ fn pip_command(
     Ok(cmd)
 }
 
+fn write_stamp(file: &Path, stamp: &Path) -> Result<(), FetchError> {
+    let text = fingerprint(file).map_err(io_err(file))?;
+    let dir = stamp.parent().expect("stamp path has a parent");
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    crate::fsutil::write_atomic(stamp, text.as_bytes()).map_err(io_err(stamp))
+}
+
+/// Whether `file` still holds the `size` bytes hashing to `hex` it held when
+/// `stamp` was written; re-hashed (and re-stamped) when the fingerprint
+/// differs, removed when the bytes did change.
+fn still_verified(file: &Path, stamp: &Path, hex: &str, size: u64) -> bool {
+    if !crate::oci::is_hex64(hex) {
+        return false;
+    }
+    let Ok(m) = std::fs::symlink_metadata(file) else {
+        return false;
+    };
+    if !m.file_type().is_file() || m.len() != size {
+        return false;
+    }
+    let recorded = std::fs::read_to_string(stamp).ok();
+    if recorded.is_some() && recorded == fingerprint(file).ok() {
+        return true;
+    }
+    match hash_file(file) {
+        Ok((h, n)) if h == hex && n == size => write_stamp(file, stamp).is_ok(),
+        _ => {
+            let _ = std::fs::remove_file(stamp);
+            let _ = std::fs::remove_file(file);
+            false
+        }
+    }
+}
+
 /// What identifies one version of a file's bytes without reading them.
 fn fingerprint(p: &Path) -> std::io::Result<String> {
     use std::os::unix::fs::MetadataExt;
@@ -656,5 +676,36 @@ impl Write for HashWriter {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_download_edited_in_place_is_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            root: dir.path().to_path_buf(),
+        };
+        let quiet = |_: &str, _: u64, _: Option<u64>| {};
+        let (p, sha, size) =
+            cache_reader(&cache, &mut &b"honest bytes"[..], "x", None, &quiet).unwrap();
+        assert_eq!(cache.cached_download(&sha, size), Some(p.clone()));
+        // a copy of the cache (new inode, new times) is re-hashed and kept
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, &bytes).unwrap();
+        assert_eq!(cache.cached_download(&sha, size), Some(p.clone()));
+        // the same size, other bytes, same inode: refused and removed
+        {
+            let mut w = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+            w.write_all(b"evil").unwrap();
+        }
+        assert_eq!(cache.cached_download(&sha, size), None);
+        assert!(!p.exists());
+        // a digest that is not one is never a path
+        assert_eq!(cache.cached_download("../../etc/passwd", size), None);
     }
 }
