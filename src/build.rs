@@ -952,9 +952,10 @@ fn base_layer_skeleton(
     let mut counted = CountingReader { inner: r, n: 0 };
     let mut sk = Skeleton::default();
     {
+        let what = || format!("base layer `{}`", blob.display());
         let mut ar = crate::inputs::archive::tar_reader(&mut counted);
-        for e in ar.entries()? {
-            let e = e?;
+        for e in ar.entries().with_context(what)? {
+            let e = e.with_context(what)?;
             let name = String::from_utf8_lossy(&e.path_bytes())
                 .trim_start_matches("./")
                 .trim_end_matches('/')
@@ -973,6 +974,13 @@ fn base_layer_skeleton(
                 }
                 tar::EntryType::Symlink => {
                     if let Some(t) = e.link_name_bytes() {
+                        if t.len() > crate::inputs::MAX_PATH {
+                            bail!(
+                                "{}: entry `{name}`: symlink target is longer than {} bytes",
+                                what(),
+                                crate::inputs::MAX_PATH
+                            );
+                        }
                         sk.symlinks
                             .insert(name, String::from_utf8_lossy(&t).into_owned());
                     }
@@ -981,7 +989,8 @@ fn base_layer_skeleton(
             }
         }
     }
-    std::io::copy(&mut counted, &mut std::io::sink())?;
+    std::io::copy(&mut counted, &mut std::io::sink())
+        .with_context(|| format!("base layer `{}`", blob.display()))?;
     let v = (counted.n, sk);
     crate::fsutil::write_atomic(&rec_path, &serde_json::to_vec(&v)?)?;
     Ok(v)
