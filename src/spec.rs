@@ -666,6 +666,24 @@ mod tests {
     }
 
     #[test]
+    fn option_shaped_package_requests_are_refused() {
+        for (field, value) in [
+            ("deb", "[\"-oAPT::Get::AllowUnauthenticated=1\"]"),
+            ("deb", "[\"tini=-oDir=/tmp\"]"),
+            ("pypi", "[\"--index-url=http://evil/\"]"),
+            ("pypi", "[\"py4j==0.10 --hash=sha256:00\"]"),
+        ] {
+            let text = format!(
+                "name = \"x\"\ntag = \"1\"\n[[layer]]\nname = \"a\"\n[[layer.source]]\n{field} = {value}\nsite_packages = \"/s\"\n"
+            );
+            match parse(&text) {
+                Ok(_) => panic!("{field} = {value} was accepted"),
+                Err(e) => assert!(e.to_string().contains(field), "{e}"),
+            }
+        }
+    }
+
+    #[test]
     fn nix_source_stands_alone_in_its_layer() {
         let ok = parse(
             "name = \"x\"\ntag = \"1\"\n[[layer]]\nname = \"nix\"\n[[layer.source]]\nnix = [\"/nix/store/00000000000000000000000000000000-hello-2.12\"]\nmax_layers = 5\n",
