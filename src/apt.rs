@@ -148,6 +148,7 @@ impl Catalog for AptCache {
             .args([
                 "show",
                 "--no-all-versions",
+                "--",
                 &format!("{name}:{}", self.arch),
             ])
             .output()
@@ -158,7 +159,7 @@ impl Catalog for AptCache {
         } else {
             // packages of architecture `all`
             Command::new("apt-cache")
-                .args(["show", "--no-all-versions", name])
+                .args(["show", "--no-all-versions", "--", name])
                 .output()
                 .map_err(|e| AptError::Run(e.to_string()))?
         };
@@ -190,7 +191,7 @@ impl Catalog for AptCache {
             return Ok(p.clone());
         }
         let out = Command::new("apt-cache")
-            .args(["showpkg", name])
+            .args(["showpkg", "--", name])
             .output()
             .map_err(|e| AptError::Run(e.to_string()))?;
         let text = String::from_utf8_lossy(&out.stdout);

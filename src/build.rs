@@ -511,12 +511,12 @@ fn passwd_files(spec: &LayerSpec) -> (String, String) {
     (join(users), join(groups))
 }
 
+/// A layer record whose blob is still what ferry wrote (see [`Cache::cached_blob`]).
 fn read_record(cache: &Cache, key: &str) -> Option<LayerRecord> {
     let bytes = std::fs::read(cache.layer_record(key)).ok()?;
     let rec: LayerRecord = serde_json::from_slice(&bytes).ok()?;
-    let ok =
-        std::fs::metadata(cache.blob(&rec.blob.digest)).is_ok_and(|m| m.len() == rec.blob.size);
-    ok.then_some(rec)
+    cache.cached_blob(&rec.blob.digest, rec.blob.size)?;
+    Some(rec)
 }
 
 /// Builds the image described by `def` with `lock`.
@@ -614,6 +614,7 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
                     tmp.persist(&dest)
                         .map_err(|e| e.error)
                         .with_context(|| format!("`{}`", dest.display()))?;
+                    cache.stamp_blob(&info.digest)?;
                     let rec = LayerRecord {
                         name: name.clone(),
                         blob: info.clone(),
@@ -865,16 +866,33 @@ fn load_base(def: &Definition, cache: &Cache) -> Result<Base> {
     for (i, l) in img.layers.iter().enumerate() {
         let src = img.blob_path(&l.digest);
         let dest = cache.blob(&l.digest);
-        if !dest.exists() {
-            let (digest, _) = oci::digest_file(&src)?;
-            if digest != l.digest {
+        if cache.cached_blob(&l.digest, l.size).is_none() {
+            // copied (a hard link would let an edit of the base poison the
+            // cache), and the copy is what is hashed
+            let tmp = tempfile::Builder::new()
+                .prefix("base-blob-")
+                .tempfile_in(cache.tmp()?)?
+                .into_temp_path();
+            std::io::copy(
+                &mut oci::open_blob(&src)?,
+                &mut std::fs::File::create(&tmp)?,
+            )
+            .with_context(|| format!("`{}`", src.display()))?;
+            let (digest, size) = oci::digest_file(&tmp)?;
+            if digest != l.digest || size != l.size {
                 bail!(
-                    "base layer `{}`: digest mismatch (found {digest})",
-                    src.display()
+                    "base layer `{}`: digest mismatch (the manifest says {} of {} bytes, found {digest} of {size})",
+                    src.display(),
+                    l.digest,
+                    l.size
                 );
             }
             std::fs::create_dir_all(dest.parent().expect("parent"))?;
-            crate::fsutil::link_or_copy(&src, &dest)?;
+            crate::fsutil::readable(&tmp)?;
+            tmp.persist(&dest)
+                .map_err(|e| e.error)
+                .with_context(|| format!("`{}`", dest.display()))?;
+            cache.stamp_blob(&l.digest)?;
         }
         let diff_id = diff_ids
             .get(i)
@@ -934,9 +952,10 @@ fn base_layer_skeleton(
     let mut counted = CountingReader { inner: r, n: 0 };
     let mut sk = Skeleton::default();
     {
-        let mut ar = tar::Archive::new(&mut counted);
-        for e in ar.entries()? {
-            let e = e?;
+        let what = || format!("base layer `{}`", blob.display());
+        let mut ar = crate::inputs::archive::tar_reader(&mut counted);
+        for e in ar.entries().with_context(what)? {
+            let e = e.with_context(what)?;
             let name = String::from_utf8_lossy(&e.path_bytes())
                 .trim_start_matches("./")
                 .trim_end_matches('/')
@@ -955,6 +974,13 @@ fn base_layer_skeleton(
                 }
                 tar::EntryType::Symlink => {
                     if let Some(t) = e.link_name_bytes() {
+                        if t.len() > crate::inputs::MAX_PATH {
+                            bail!(
+                                "{}: entry `{name}`: symlink target is longer than {} bytes",
+                                what(),
+                                crate::inputs::MAX_PATH
+                            );
+                        }
                         sk.symlinks
                             .insert(name, String::from_utf8_lossy(&t).into_owned());
                     }
@@ -963,7 +989,8 @@ fn base_layer_skeleton(
             }
         }
     }
-    std::io::copy(&mut counted, &mut std::io::sink())?;
+    std::io::copy(&mut counted, &mut std::io::sink())
+        .with_context(|| format!("base layer `{}`", blob.display()))?;
     let v = (counted.n, sk);
     crate::fsutil::write_atomic(&rec_path, &serde_json::to_vec(&v)?)?;
     Ok(v)
@@ -991,7 +1018,7 @@ fn unpack_docker_archive(path: &Path, cache: &Cache) -> Result<tempfile::TempDir
         .tempdir_in(cache.tmp()?)?;
     let f =
         std::fs::File::open(path).with_context(|| format!("base image `{}`", path.display()))?;
-    let mut ar = tar::Archive::new(std::io::BufReader::new(f));
+    let mut ar = crate::inputs::archive::tar_reader(std::io::BufReader::new(f));
     let mut names = Vec::new();
     for e in ar
         .entries()
@@ -1031,15 +1058,29 @@ fn unpack_docker_archive(path: &Path, cache: &Cache) -> Result<tempfile::TempDir
             path.display()
         )
     })?;
-    let cfg_bytes = std::fs::read(dir.path().join(cfg_name))?;
+    // manifest.json is archive data: its names may only pick members this
+    // archive holds (as extracted above), never a path of the build machine
+    let member = |field: &str, n: &str| -> Result<PathBuf> {
+        let clean = crate::inputs::clean_components(n)
+            .ok()
+            .filter(|p| !n.starts_with('/') && !p.is_empty())
+            .map(|p| p.join("/"));
+        match clean {
+            Some(c) if names.contains(&c) => Ok(dir.path().join(c)),
+            _ => bail!(
+                "base image `{}`: manifest.json `{field}` names `{n}`, which is not a regular member of the archive (names must be relative, without `..`)",
+                path.display()
+            ),
+        }
+    };
+    let cfg_bytes = std::fs::read(member("Config", cfg_name)?)?;
     let blobs = dir.path().join("blobs/sha256");
     std::fs::create_dir_all(&blobs)?;
     let cfg_digest = oci::sha256_hex(&cfg_bytes);
     std::fs::write(blobs.join(&cfg_digest), &cfg_bytes)?;
     let mut layers = Vec::new();
     for l in m["Layers"].as_array().cloned().unwrap_or_default() {
-        let l = l.as_str().unwrap_or_default().to_string();
-        let p = dir.path().join(&l);
+        let p = member("Layers", l.as_str().unwrap_or_default())?;
         let (digest, size) = oci::digest_file(&p)?;
         let mut magic = [0u8; 4];
         let _ = std::io::Read::read(&mut std::fs::File::open(&p)?, &mut magic)?;
@@ -1079,6 +1120,57 @@ fn unpack_docker_archive(path: &Path, cache: &Cache) -> Result<tempfile::TempDir
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(name).unwrap();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn docker_save_manifest_cannot_name_build_machine_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("abs/victim");
+        std::fs::create_dir_all(victim.parent().unwrap()).unwrap();
+        std::fs::write(&victim, b"precious").unwrap();
+        let cache = Cache {
+            root: dir.path().join("cache"),
+        };
+        for (cfg, layer) in [
+            ("cfg.json", victim.to_str().unwrap()),
+            (victim.to_str().unwrap(), "l/layer.tar"),
+            ("cfg.json", "../abs/victim"),
+        ] {
+            let manifest = format!(r#"[{{"Config":"{cfg}","Layers":["{layer}"]}}]"#);
+            let archive = dir.path().join("base.tar");
+            std::fs::write(
+                &archive,
+                tar_of(&[
+                    ("manifest.json", manifest.as_bytes()),
+                    ("cfg.json", b"{}"),
+                    ("l/layer.tar", &[0u8; 1024]),
+                ]),
+            )
+            .unwrap();
+            let err = unpack_docker_archive(&archive, &cache)
+                .err()
+                .unwrap_or_else(|| panic!("{manifest} was accepted"));
+            let msg = format!("{err:#}");
+            assert!(
+                msg.contains("base.tar") && (msg.contains(cfg) || msg.contains(layer)),
+                "{msg}"
+            );
+            assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "{manifest}");
+        }
+    }
 
     #[test]
     fn passwd_lists_root_and_declared_users_by_id() {

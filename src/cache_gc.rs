@@ -244,10 +244,12 @@ pub fn gc(cache: &Cache, keep: usize, dry_run: bool) -> Result<Outcome, CacheGcE
             std::fs::remove_file(p).map_err(io(p))?;
         }
         for hex in &plan.remove {
-            let p = cache.blob(hex);
-            match std::fs::remove_file(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&p)(e)),
-                _ => {}
+            // the blob, then its fingerprint (a stamp without a blob is inert)
+            for p in [cache.blob(hex), cache.blob_stamp(hex)] {
+                match std::fs::remove_file(&p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&p)(e)),
+                    _ => {}
+                }
             }
         }
     }

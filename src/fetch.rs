@@ -83,6 +83,42 @@ impl Cache {
             .join("blobs/sha256")
             .join(digest.trim_start_matches("sha256:"))
     }
+    /// Where the fingerprint of a cached blob is kept (see [`Cache::stamp_blob`]).
+    pub fn blob_stamp(&self, digest: &str) -> PathBuf {
+        self.root
+            .join("blobs/stamps")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// Where the fingerprint of a download is kept.
+    fn download_stamp(&self, sha256: &str) -> PathBuf {
+        self.root.join("downloads/stamps").join(sha256)
+    }
+
+    /// Records the fingerprint (size, device, inode, mtime, ctime) of a blob
+    /// ferry has just written and verified. Any write to the file later,
+    /// through any name, changes its mtime and ctime.
+    pub fn stamp_blob(&self, digest: &str) -> Result<(), FetchError> {
+        write_stamp(&self.blob(digest), &self.blob_stamp(digest))
+    }
+
+    /// The cached blob `digest` of `size` bytes, if it is still what ferry
+    /// wrote: its fingerprint is unchanged, or (when it is not, say after a
+    /// copy of the cache) its bytes hash to `digest` again, which renews the
+    /// stamp. A blob that fails is removed, so it is built or copied anew.
+    pub fn cached_blob(&self, digest: &str, size: u64) -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:")?;
+        let p = self.blob(digest);
+        still_verified(&p, &self.blob_stamp(digest), hex, size).then_some(p)
+    }
+
+    /// The cached download `sha256` of `size` bytes, checked as
+    /// [`Cache::cached_blob`] checks a blob.
+    pub fn cached_download(&self, sha256: &str, size: u64) -> Option<PathBuf> {
+        let p = self.download(sha256);
+        still_verified(&p, &self.download_stamp(sha256), sha256, size).then_some(p)
+    }
+
     pub fn layer_record(&self, key: &str) -> PathBuf {
         self.root.join("layers").join(format!("{key}.json"))
     }
@@ -150,6 +186,7 @@ fn commit(cache: &Cache, tmp: tempfile::TempPath, sha256: &str) -> Result<PathBu
         path: dest.clone(),
         source: e.error,
     })?;
+    write_stamp(&dest, &cache.download_stamp(sha256))?;
     Ok(dest)
 }
 
@@ -278,8 +315,7 @@ impl Sources<'_> {
 
     /// Makes sure the locked artifact is in the cache and returns its path.
     pub fn ensure(&self, a: &Artifact, src: &SourceSpec) -> Result<PathBuf, FetchError> {
-        let path = self.cache.download(&a.sha256);
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == a.size) {
+        if let Some(path) = self.cache.cached_download(&a.sha256, a.size) {
             return Ok(path);
         }
         if let Some(m) = self.mirror {
@@ -309,12 +345,7 @@ impl Sources<'_> {
                 stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?
             }
             ArtifactKind::Pypi => {
-                let file = pip_download(
-                    self.cache,
-                    &format!("{}=={}", a.name, a.version),
-                    src,
-                    Some(&a.file),
-                )?;
+                let file = pip_download(self.cache, PipWant::Locked(a), src, Some(&a.file))?;
                 let mut f = File::open(&file).map_err(io_err(&file))?;
                 stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?
             }
@@ -350,7 +381,7 @@ impl Sources<'_> {
         }
         // a .tar bundle: take every member into the cache once, verifying each
         let f = File::open(mirror).map_err(io_err(mirror))?;
-        let mut ar = tar::Archive::new(BufReader::new(f));
+        let mut ar = crate::inputs::archive::tar_reader(BufReader::new(f));
         let bad = |e: std::io::Error| FetchError::Io {
             path: mirror.to_path_buf(),
             source: e,
@@ -361,7 +392,8 @@ impl Sources<'_> {
             let Some(hex) = name.trim_start_matches("./").strip_prefix("sha256/") else {
                 continue;
             };
-            if hex.len() != 64 || self.cache.download(hex).exists() {
+            // a member name becomes a cache path only as a digest
+            if !crate::oci::is_hex64(hex) || self.cache.download(hex).exists() {
                 continue;
             }
             let expected = hex.to_string();
@@ -400,7 +432,7 @@ pub fn apt_download_many(
         .tempdir_in(&base)
         .map_err(io_err(&base))?;
     let out = Command::new("apt-get")
-        .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
+        .args(["download", "-q", "-o", "APT::Sandbox::User=root", "--"])
         .args(specs)
         .current_dir(dir.path())
         .output()
@@ -456,11 +488,23 @@ pub fn apt_download_many(
     Ok((debs, dir))
 }
 
+/// What `pip download` is asked for.
+pub enum PipWant<'a> {
+    /// At lock time: a requirement as the definition writes it. pip may run
+    /// an sdist's build backend to read its metadata, as it always does.
+    Request(&'a str),
+    /// At build time: the locked file. pip is given its sha256 with
+    /// `--require-hashes` and checks it as the file arrives, before it
+    /// unpacks or builds anything (an sdist's code runs only once its bytes
+    /// are the locked ones).
+    Locked(&'a Artifact),
+}
+
 /// Runs `pip download` for one requirement, for the image's platform when
 /// the source names one; returns the downloaded file (kept in the cache's tmp).
 pub fn pip_download(
     cache: &Cache,
-    req: &str,
+    want: PipWant,
     src: &SourceSpec,
     want_file: Option<&str>,
 ) -> Result<PathBuf, FetchError> {
@@ -470,30 +514,12 @@ pub fn pip_download(
         .tempdir_in(&base)
         .map_err(io_err(&base))?
         .keep();
-    let mut cmd = Command::new("python3");
-    cmd.args([
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--disable-pip-version-check",
-        "-q",
-        "-d",
-    ]);
-    cmd.arg(&dir);
-    let sdist = want_file.is_some_and(|f| !f.ends_with(".whl"));
-    if sdist {
-        cmd.args(["--no-binary", ":all:"]);
-    } else {
-        cmd.args(["--only-binary", ":all:"]);
-        for p in &src.platform {
-            cmd.args(["--platform", p]);
-        }
-        if let Some(v) = &src.python_version {
-            cmd.args(["--python-version", v, "--implementation", "cp"]);
-        }
-    }
-    cmd.arg(req);
+    let req = match &want {
+        PipWant::Request(r) => r.to_string(),
+        PipWant::Locked(a) => format!("{}=={}", a.name, a.version),
+    };
+    let req = req.as_str();
+    let mut cmd = pip_command(&dir, &want, src, want_file)?;
     let out = cmd.output().map_err(|e| FetchError::Tool {
         tool: "pip download".into(),
         what: req.to_string(),
@@ -506,7 +532,12 @@ pub fn pip_download(
             what: req.to_string(),
             reason: err
                 .lines()
-                .filter(|l| l.starts_with("ERROR"))
+                .filter(|l| {
+                    l.starts_with("ERROR")
+                        || l.trim_start().starts_with("Expected sha256")
+                        || l.trim_start().starts_with("Got ")
+                })
+                .map(str::trim)
                 .collect::<Vec<_>>()
                 .join(" "),
         });
@@ -514,6 +545,7 @@ pub fn pip_download(
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(io_err(&dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n != "requirements.txt"))
         .collect();
     files.sort();
     if let Some(w) = want_file {
@@ -526,6 +558,104 @@ pub fn pip_download(
         what: req.to_string(),
         reason: "no file was written".into(),
     })
+}
+
+/// The `pip download` command line. A locked artifact goes through a
+/// requirements file, the only place pip takes a hash: its name and version
+/// were checked against PEP 508/440 when the lock was read, so the line
+/// holds nothing else. A requested one follows `--`, so it is never an option.
+fn pip_command(
+    dir: &Path,
+    want: &PipWant,
+    src: &SourceSpec,
+    want_file: Option<&str>,
+) -> Result<Command, FetchError> {
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+    ]);
+    cmd.arg(dir);
+    let sdist = want_file.is_some_and(|f| !f.ends_with(".whl"));
+    if sdist {
+        cmd.args(["--no-binary", ":all:"]);
+    } else {
+        cmd.args(["--only-binary", ":all:"]);
+        for p in &src.platform {
+            cmd.args(["--platform", p]);
+        }
+        if let Some(v) = &src.python_version {
+            cmd.args(["--python-version", v, "--implementation", "cp"]);
+        }
+    }
+    match want {
+        PipWant::Request(r) => {
+            cmd.arg("--").arg(r);
+        }
+        PipWant::Locked(a) => {
+            // pip downloads into `dir` too: the file is kept apart from it
+            let reqs = dir.join("requirements.txt");
+            let line = format!("{}=={} --hash=sha256:{}\n", a.name, a.version, a.sha256);
+            std::fs::write(&reqs, line).map_err(io_err(&reqs))?;
+            cmd.arg("--require-hashes").arg("-r").arg(&reqs);
+        }
+    }
+    Ok(cmd)
+}
+
+fn write_stamp(file: &Path, stamp: &Path) -> Result<(), FetchError> {
+    let text = fingerprint(file).map_err(io_err(file))?;
+    let dir = stamp.parent().expect("stamp path has a parent");
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    crate::fsutil::write_atomic(stamp, text.as_bytes()).map_err(io_err(stamp))
+}
+
+/// Whether `file` still holds the `size` bytes hashing to `hex` it held when
+/// `stamp` was written; re-hashed (and re-stamped) when the fingerprint
+/// differs, removed when the bytes did change.
+fn still_verified(file: &Path, stamp: &Path, hex: &str, size: u64) -> bool {
+    if !crate::oci::is_hex64(hex) {
+        return false;
+    }
+    let Ok(m) = std::fs::symlink_metadata(file) else {
+        return false;
+    };
+    if !m.file_type().is_file() || m.len() != size {
+        return false;
+    }
+    let recorded = std::fs::read_to_string(stamp).ok();
+    if recorded.is_some() && recorded == fingerprint(file).ok() {
+        return true;
+    }
+    match hash_file(file) {
+        Ok((h, n)) if h == hex && n == size => write_stamp(file, stamp).is_ok(),
+        _ => {
+            let _ = std::fs::remove_file(stamp);
+            let _ = std::fs::remove_file(file);
+            false
+        }
+    }
+}
+
+/// What identifies one version of a file's bytes without reading them.
+fn fingerprint(p: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p)?;
+    Ok(format!(
+        "size {} dev {} ino {} mtime {}.{:09} ctime {}.{:09}\n",
+        m.size(),
+        m.dev(),
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
 }
 
 /// sha256 and size of a file.
@@ -546,5 +676,36 @@ impl Write for HashWriter {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_download_edited_in_place_is_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            root: dir.path().to_path_buf(),
+        };
+        let quiet = |_: &str, _: u64, _: Option<u64>| {};
+        let (p, sha, size) =
+            cache_reader(&cache, &mut &b"honest bytes"[..], "x", None, &quiet).unwrap();
+        assert_eq!(cache.cached_download(&sha, size), Some(p.clone()));
+        // a copy of the cache (new inode, new times) is re-hashed and kept
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, &bytes).unwrap();
+        assert_eq!(cache.cached_download(&sha, size), Some(p.clone()));
+        // the same size, other bytes, same inode: refused and removed
+        {
+            let mut w = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+            w.write_all(b"evil").unwrap();
+        }
+        assert_eq!(cache.cached_download(&sha, size), None);
+        assert!(!p.exists());
+        // a digest that is not one is never a path
+        assert_eq!(cache.cached_download("../../etc/passwd", size), None);
     }
 }

@@ -43,20 +43,6 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
-/// Links `from` to `to`, or copies when a hard link is impossible (another file system).
-pub fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
-    match std::fs::hard_link(from, to) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(_) => {
-            let tmp = to.with_extension("part");
-            std::fs::copy(from, &tmp)?;
-            File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, to)
-        }
-    }
-}
-
 /// A name as one safe path component: bytes outside `[A-Za-z0-9._-]` become `%XX`.
 pub fn escape_name(name: &str) -> String {
     let mut s = String::new();

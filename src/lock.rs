@@ -25,6 +25,14 @@ pub enum LockError {
     },
     #[error("{}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
+    #[error("{}: {what}: `{field} = {value:?}` is not {expected}: a lock is input like any other; regenerate it with `ferry lock --update`", path.display())]
+    Invalid {
+        path: PathBuf,
+        what: String,
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("`{}` is out of date for {what}: run `ferry lock {}`", path.display(), def.display())]
     Stale {
         path: PathBuf,
@@ -119,6 +127,7 @@ impl Lock {
                 message: format!("line {line}: {}", e.message().trim()),
             }
         })?;
+        lock.check(path)?;
         if lock.version != LOCK_VERSION {
             return Err(LockError::Parse {
                 path: path.to_path_buf(),
@@ -129,6 +138,113 @@ impl Lock {
             });
         }
         Ok(Some(lock))
+    }
+
+    /// Checks every name, version, file name and digest against its grammar:
+    /// a lock arrives in pull requests and bundles, and its values reach the
+    /// cache as paths and `apt-get`/`pip`/`nix` as arguments.
+    pub fn check(&self, path: &Path) -> Result<(), LockError> {
+        let bad = |what: String, field: &'static str, value: &str, expected: &'static str| {
+            let mut value = value.to_string();
+            if value.len() > 120 {
+                let mut end = 120;
+                while !value.is_char_boundary(end) {
+                    end -= 1;
+                }
+                value.truncate(end);
+            }
+            LockError::Invalid {
+                path: path.to_path_buf(),
+                what,
+                field,
+                value,
+                expected,
+            }
+        };
+        for a in &self.artifacts {
+            let what = format!(
+                "artifact `{}`",
+                a.name
+                    .escape_debug()
+                    .to_string()
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
+            );
+            if !crate::oci::is_hex64(&a.sha256) {
+                return Err(bad(what, "sha256", &a.sha256, "64 lowercase hex digits"));
+            }
+            if !is_file_name(&a.file) {
+                return Err(bad(
+                    what,
+                    "file",
+                    &a.file,
+                    "a file name (no `/`, no control characters, no leading `-` or `.`)",
+                ));
+            }
+            match a.kind {
+                ArtifactKind::Deb => {
+                    if !is_deb_name(&a.name) {
+                        return Err(bad(what, "name", &a.name, "a Debian package name"));
+                    }
+                    if !is_deb_version(&a.version) {
+                        return Err(bad(what, "version", &a.version, "a Debian version"));
+                    }
+                    if !is_deb_arch(&a.arch) {
+                        return Err(bad(what, "arch", &a.arch, "a Debian architecture"));
+                    }
+                }
+                ArtifactKind::Pypi => {
+                    if !is_pypi_name(&a.name) {
+                        return Err(bad(what, "name", &a.name, "a PyPI project name (PEP 508)"));
+                    }
+                    if !is_pypi_version(&a.version) {
+                        return Err(bad(what, "version", &a.version, "a PyPI version (PEP 440)"));
+                    }
+                }
+                ArtifactKind::Url => {
+                    if a.name.chars().any(char::is_control) {
+                        return Err(bad(
+                            what,
+                            "name",
+                            &a.name,
+                            "a name without control characters",
+                        ));
+                    }
+                }
+            }
+        }
+        for c in &self.closures {
+            for p in &c.packages {
+                if !is_deb_name(p) {
+                    return Err(bad(
+                        format!("closure of layer `{}`", c.layer.escape_debug()),
+                        "packages",
+                        p,
+                        "a Debian package name",
+                    ));
+                }
+            }
+        }
+        for c in &self.nix {
+            let what = || format!("nix closure of layer `{}`", c.layer.escape_debug());
+            for p in &c.paths {
+                if !crate::inputs::nix::is_store_path(&p.path) {
+                    return Err(bad(what(), "path", &p.path, "a Nix store path"));
+                }
+                if let Some(r) = p
+                    .references
+                    .iter()
+                    .find(|r| !crate::inputs::nix::is_store_path(r))
+                {
+                    return Err(bad(what(), "references", r, "a Nix store path"));
+                }
+                if !is_nar_hash(&p.nar_hash) {
+                    return Err(bad(what(), "nar_hash", &p.nar_hash, "a `sha256-...` hash"));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn to_text(&self) -> String {
@@ -277,6 +393,143 @@ impl Lock {
     }
 }
 
+/// A file name as the lock records it: one path component, printable.
+pub fn is_file_name(f: &str) -> bool {
+    !f.is_empty()
+        && f.len() <= 255
+        && !f.starts_with('-')
+        && !f.starts_with('.')
+        && !f.contains('/')
+        && !f.chars().any(char::is_control)
+}
+
+/// A Debian package name (policy 5.6.1): `[a-z0-9][a-z0-9+.-]+`.
+pub fn is_deb_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    b.len() >= 2
+        && b.len() <= 255
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"+.-".contains(c))
+}
+
+/// A Debian version (policy 5.6.12): `[epoch:]upstream[-revision]`, the
+/// epoch digits, the upstream part starting with a digit, the whole made of
+/// `[A-Za-z0-9.+~:-]`.
+pub fn is_deb_version(v: &str) -> bool {
+    let upstream = match v.split_once(':') {
+        Some((epoch, rest)) => {
+            if epoch.is_empty() || !epoch.bytes().all(|c| c.is_ascii_digit()) {
+                return false;
+            }
+            rest
+        }
+        None => v,
+    };
+    v.len() <= 255
+        && upstream.bytes().next().is_some_and(|c| c.is_ascii_digit())
+        && upstream
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b".+~:-".contains(&c))
+}
+
+/// A Debian architecture (`amd64`, `arm64`, `all`, ...).
+pub fn is_deb_arch(a: &str) -> bool {
+    let b = a.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// A PyPI project name (PEP 508): ASCII letters and digits, with `.`, `_`
+/// and `-` only between them.
+pub fn is_pypi_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && b.len() <= 255
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+}
+
+/// A PyPI version in PEP 440's normalised form:
+/// `[N!]N(.N)*[{a|b|rc}N][.postN][.devN][+local]`.
+pub fn is_pypi_version(v: &str) -> bool {
+    fn digits(s: &[u8], i: &mut usize) -> bool {
+        let start = *i;
+        while *i < s.len() && s[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > start
+    }
+    fn word(s: &[u8], i: &mut usize, w: &[u8]) -> bool {
+        if s[*i..].starts_with(w) {
+            *i += w.len();
+            true
+        } else {
+            false
+        }
+    }
+    let lower = v.to_ascii_lowercase();
+    let s = lower.as_bytes();
+    if s.len() > 128 {
+        return false;
+    }
+    let mut i = 0;
+    if !digits(s, &mut i) {
+        return false;
+    }
+    if word(s, &mut i, b"!") && !digits(s, &mut i) {
+        return false;
+    }
+    while i < s.len() && s[i] == b'.' && s.get(i + 1).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+        digits(s, &mut i);
+    }
+    if (word(s, &mut i, b"rc") || word(s, &mut i, b"a") || word(s, &mut i, b"b"))
+        && !digits(s, &mut i)
+    {
+        return false;
+    }
+    if word(s, &mut i, b".post") && !digits(s, &mut i) {
+        return false;
+    }
+    if word(s, &mut i, b".dev") && !digits(s, &mut i) {
+        return false;
+    }
+    if word(s, &mut i, b"+") {
+        let local = &s[i..];
+        if local.is_empty()
+            || local.starts_with(b".")
+            || local.ends_with(b".")
+            || local.windows(2).any(|w| w == b"..")
+            || !local
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'.')
+        {
+            return false;
+        }
+        i = s.len();
+    }
+    i == s.len()
+}
+
+/// A narHash as Nix prints it: `sha256-<base64>` (or the older `sha256:<base32>`).
+fn is_nar_hash(h: &str) -> bool {
+    let body = h
+        .strip_prefix("sha256-")
+        .or_else(|| h.strip_prefix("sha256:"));
+    body.is_some_and(|b| {
+        !b.is_empty()
+            && b.len() <= 128
+            && b.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+    })
+}
+
 /// Splits `name=version` (or `name==version`) into its parts.
 pub fn split_req<'a>(s: &'a str, sep: &str) -> (&'a str, Option<&'a str>) {
     match s.split_once(sep) {
@@ -303,6 +556,59 @@ mod tests {
             size: 1,
             sha256: "0".repeat(64),
         }
+    }
+
+    /// Reads a lock of one artifact whose `field` is `value`.
+    fn read_hostile(kind: &str, field: &str, value: &str) -> String {
+        let mut fields = vec![
+            ("kind", kind.to_string()),
+            ("name", "tini".to_string()),
+            ("file", "tini_0.19.0-1_amd64.deb".to_string()),
+            ("sha256", "a".repeat(64)),
+        ];
+        if kind == "deb" {
+            fields.push(("version", "0.19.0-1".into()));
+            fields.push(("arch", "amd64".into()));
+        }
+        if kind == "pypi" {
+            fields.push(("version", "0.10.9.7".into()));
+        }
+        fields.retain(|(k, _)| *k != field);
+        fields.push((field, value.to_string()));
+        let mut text = "version = 1\n[[artifact]]\nsize = 1\n".to_string();
+        for (k, v) in fields {
+            text.push_str(&format!("{k} = {}\n", toml::Value::String(v)));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("image.lock");
+        std::fs::write(&path, text).unwrap();
+        match Lock::read(&path) {
+            Ok(_) => panic!("{kind} `{field} = {value:?}` was accepted"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains("image.lock") && msg.contains(field), "{msg}");
+                assert_eq!(msg.lines().count(), 1, "{msg}");
+                msg
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_lock_fields_are_refused_by_name() {
+        // a path-shaped digest would pull a build-machine file into the image
+        read_hostile("url", "sha256", "../../../../etc/passwd");
+        read_hostile("deb", "sha256", &"A".repeat(64));
+        read_hostile("deb", "sha256", &"a".repeat(63));
+        // an option-shaped name or version would reach apt-get as an option
+        read_hostile("deb", "name", "-oAPT::Get::AllowUnauthenticated=1");
+        read_hostile("deb", "name", "tini -oDir=/tmp");
+        read_hostile("deb", "version", "-oAPT::Sandbox::User=root");
+        read_hostile("deb", "version", "1.0\n2");
+        read_hostile("deb", "arch", "amd64 -o");
+        read_hostile("pypi", "name", "--index-url=http://evil/");
+        read_hostile("pypi", "name", "x; os_name == 'posix'");
+        read_hostile("pypi", "version", "1.0 --hash=sha256:00");
+        read_hostile("url", "file", "../x.tgz");
     }
 
     #[test]
@@ -394,5 +700,56 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(lock.resolve("l", &py).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn honest_names_and_versions_pass() {
+        for v in ["0.19.0-1", "1:2.36-9+deb12u14", "2.36-9~bpo12+1", "10:1.2"] {
+            assert!(is_deb_version(v), "{v}");
+        }
+        for v in ["x1", ":1", "a:1", "1:x"] {
+            assert!(!is_deb_version(v), "{v}");
+        }
+        for n in ["libc6", "g++-12", "openjdk-17-jre-headless", "libstdc++6"] {
+            assert!(is_deb_name(n), "{n}");
+        }
+        for v in [
+            "3.5.2",
+            "0.10.9.7",
+            "2.0.0rc1",
+            "1.0.post1",
+            "1.0.dev3",
+            "1!2.0",
+            "1.0+local.1",
+            "26.0.1",
+        ] {
+            assert!(is_pypi_version(v), "{v}");
+        }
+        for v in ["", "1.", "1..2", "1.0-", "v1", "1.0+", "1.0 "] {
+            assert!(!is_pypi_version(v), "{v:?}");
+        }
+        for n in [
+            "pyspark",
+            "Py4J",
+            "typing_extensions",
+            "zope.interface",
+            "a",
+        ] {
+            assert!(is_pypi_name(n), "{n}");
+        }
+        assert!(crate::inputs::nix::is_store_path(
+            "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello-2.12.1"
+        ));
+        assert!(!crate::inputs::nix::is_store_path("/nix/store/../../etc"));
+    }
+
+    #[test]
+    fn the_repository_locks_pass_the_checks() {
+        for p in ["images/busybox/image.lock", "images/spark/image.lock"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(p);
+            if let Err(e) = Lock::read(&path) {
+                panic!("{e}");
+            }
+        }
     }
 }

@@ -107,7 +107,16 @@ fn blob_name(digest: &str) -> String {
 fn write_blob(dir: &Path, b: &Blob) -> Result<(), OciError> {
     let dest = dir.join(blob_name(&b.digest));
     match &b.source {
-        BlobSource::File(p) => fsutil::link_or_copy(p, &dest).map_err(io_err(&dest)),
+        // a copy, never a hard link: a link would share the cached blob's
+        // inode, and an edit under the output would poison the cache (the
+        // kernel's copy_file_range makes this a reflink where the file
+        // system can)
+        BlobSource::File(p) => {
+            std::fs::copy(p, &dest).map_err(io_err(&dest))?;
+            File::open(&dest)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&dest))
+        }
         BlobSource::Bytes(bytes) => {
             let mut f = File::create(&dest).map_err(io_err(&dest))?;
             f.write_all(bytes).map_err(io_err(&dest))?;
@@ -347,31 +356,71 @@ fn read_json(path: &Path, limit: u64) -> Result<Value, OciError> {
     })
 }
 
-/// Reads and checks a small JSON blob against its descriptor.
+/// The largest JSON blob (manifest, config) read into memory.
+pub const MAX_JSON_BLOB: u64 = 16 << 20;
+
+/// Opens a blob of a layout, refusing anything but a regular file: a blob
+/// that is a symlink (to `/dev/zero`, or to a file elsewhere on the build
+/// machine), a device or a folder is not image content.
+pub fn open_blob(p: &Path) -> Result<File, OciError> {
+    let not_regular = || OciError::Invalid {
+        path: p.to_path_buf(),
+        message: "is not a regular file (a blob may not be a symlink, device or folder)".into(),
+    };
+    let m = std::fs::symlink_metadata(p).map_err(io_err(p))?;
+    if !m.file_type().is_file() {
+        return Err(not_regular());
+    }
+    let f = File::open(p).map_err(io_err(p))?;
+    // the name may have been swapped for a link between the two looks
+    if !f.metadata().map_err(io_err(p))?.file_type().is_file() {
+        return Err(not_regular());
+    }
+    Ok(f)
+}
+
+/// Reads and checks a small JSON blob against its descriptor: its size is
+/// checked before it is read, and no more than the descriptor's size (plus
+/// one byte, to see a longer file) is ever read.
 fn read_blob_json(dir: &Path, d: &Descriptor) -> Result<Value, OciError> {
     let p = dir.join(blob_name(&d.digest));
-    let bytes = std::fs::read(&p).map_err(io_err(&p))?;
+    let invalid = |m: String| OciError::Invalid {
+        path: p.clone(),
+        message: m,
+    };
+    if d.size > MAX_JSON_BLOB {
+        return Err(invalid(format!(
+            "the descriptor says {} bytes, over the {MAX_JSON_BLOB}-byte limit for a JSON blob",
+            d.size
+        )));
+    }
+    let f = open_blob(&p)?;
+    let on_disk = f.metadata().map_err(io_err(&p))?.len();
+    if on_disk != d.size {
+        return Err(invalid(format!(
+            "size is {on_disk} bytes, the descriptor says {}",
+            d.size
+        )));
+    }
+    let mut bytes = Vec::new();
+    f.take(d.size + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(&p))?;
     if bytes.len() as u64 != d.size {
-        return Err(OciError::Invalid {
-            path: p,
-            message: format!(
-                "size is {} bytes, the descriptor says {}",
-                bytes.len(),
-                d.size
-            ),
-        });
+        return Err(invalid(format!(
+            "size is {} bytes, the descriptor says {}",
+            bytes.len(),
+            d.size
+        )));
     }
     let found = format!("sha256:{}", sha256_hex(&bytes));
     if found != d.digest {
-        return Err(OciError::Invalid {
-            path: p,
-            message: format!("digest mismatch (expected {}, found {found})", d.digest),
-        });
+        return Err(invalid(format!(
+            "digest mismatch (expected {}, found {found})",
+            d.digest
+        )));
     }
-    serde_json::from_slice(&bytes).map_err(|e| OciError::Invalid {
-        path: p,
-        message: format!("not valid JSON: {e}"),
-    })
+    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not valid JSON: {e}")))
 }
 
 /// Opens the (first) image of an OCI layout, checking the JSON blobs' digests.
@@ -446,7 +495,7 @@ pub fn open_layout(dir: &Path) -> Result<LayoutImage, OciError> {
 
 /// Opens a layer blob as an uncompressed tar stream, by its media type.
 pub fn open_layer(path: &Path, media_type: &str) -> Result<Box<dyn Read>, OciError> {
-    let f = BufReader::with_capacity(1 << 20, File::open(path).map_err(io_err(path))?);
+    let f = BufReader::with_capacity(1 << 20, open_blob(path)?);
     Ok(
         if media_type.ends_with("+gzip")
             || media_type.ends_with(".tar.gzip")
@@ -470,8 +519,10 @@ pub fn open_layer(path: &Path, media_type: &str) -> Result<Box<dyn Read>, OciErr
 
 /// Hashes a file: (sha256:<hex>, size).
 pub fn digest_file(path: &Path) -> Result<(String, u64), OciError> {
-    let (h, n) = crate::fetch::hash_file(path).map_err(io_err(path))?;
-    Ok((format!("sha256:{h}"), n))
+    let mut f = open_blob(path)?;
+    let mut h = crate::fetch::HashWriter(Sha256::new());
+    let n = std::io::copy(&mut f, &mut h).map_err(io_err(path))?;
+    Ok((format!("sha256:{}", hex::encode(h.0.finalize())), n))
 }
 
 /// Checks every digest, size, diff_id and media type; the first fault is the error.
@@ -526,4 +577,59 @@ pub fn verify(dir: &Path, progress: &dyn Fn(usize, usize)) -> Result<LayoutImage
         }
     }
     Ok(img)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-image layout whose manifest blob is a symlink to `target`
+    /// (`None`: to a file holding the right bytes, outside the layout).
+    fn layout_with_linked_manifest(dir: &Path, target: Option<&Path>) {
+        let config = canonical(&json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }));
+        let cd = sha256_hex(&config);
+        let manifest = canonical(&json!({
+            "schemaVersion": 2, "mediaType": MT_MANIFEST,
+            "config": {"mediaType": MT_CONFIG, "digest": format!("sha256:{cd}"), "size": config.len()},
+            "layers": [],
+        }));
+        let md = sha256_hex(&manifest);
+        let blobs = dir.join("layout/blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        std::fs::write(blobs.join(&cd), &config).unwrap();
+        let outside = dir.join("elsewhere.json");
+        std::fs::write(&outside, &manifest).unwrap();
+        std::os::unix::fs::symlink(target.unwrap_or(&outside), blobs.join(&md)).unwrap();
+        std::fs::write(
+            dir.join("layout/oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("layout/index.json"),
+            canonical(&json!({"schemaVersion": 2, "manifests": [
+                {"mediaType": MT_MANIFEST, "digest": format!("sha256:{md}"), "size": manifest.len()}
+            ]})),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn json_blobs_are_not_read_through_links() {
+        for target in [None, Some(Path::new("/dev/zero"))] {
+            let dir = tempfile::tempdir().unwrap();
+            layout_with_linked_manifest(dir.path(), target);
+            let err = match open_layout(&dir.path().join("layout")) {
+                Ok(_) => panic!("a manifest behind a symlink to {target:?} was read"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                err.contains("blobs/sha256/") && err.contains("regular file"),
+                "{err}"
+            );
+        }
+    }
 }

@@ -443,6 +443,7 @@ impl Definition {
                     ));
                 }
                 check_nix_source(layer, src).map_err(|m| format!("{at}: {m}"))?;
+                check_package_requests(src).map_err(|m| format!("{at}: {m}"))?;
                 if let Some(h) = &src.sha256 {
                     if src.url.is_none() {
                         return Err(format!("{at}: `sha256` goes with `url`"));
@@ -601,6 +602,42 @@ pub fn parse_mode(s: &str) -> Option<u32> {
     (v <= 0o7777).then_some(v)
 }
 
+/// `deb` and `pypi` requests reach `apt-get`/`apt-cache` and `pip` at lock
+/// time: each must be a package name (and version) by its grammar, never
+/// anything a tool could read as an option.
+fn check_package_requests(src: &SourceSpec) -> Result<(), String> {
+    use crate::lock::{is_deb_arch, is_deb_name, is_deb_version, is_pypi_name, is_pypi_version};
+    for d in &src.deb {
+        let (name, version) = crate::lock::split_req(d, "=");
+        if !is_deb_name(name) || version.is_some_and(|v| !is_deb_version(v)) {
+            return Err(format!(
+                "`deb` entry {d:?} is not a Debian package name, optionally `=VERSION`"
+            ));
+        }
+    }
+    for p in &src.exclude_packages {
+        if !is_deb_name(p) {
+            return Err(format!(
+                "`exclude_packages` entry {p:?} is not a Debian package name"
+            ));
+        }
+    }
+    if let Some(a) = &src.arch {
+        if !is_deb_arch(a) {
+            return Err(format!("`arch = {a:?}` is not a Debian architecture"));
+        }
+    }
+    for p in &src.pypi {
+        let (name, version) = crate::lock::split_req(p, "==");
+        if !is_pypi_name(name) || version.is_some_and(|v| !is_pypi_version(v)) {
+            return Err(format!(
+                "`pypi` entry {p:?} is not a PyPI project name, optionally `==VERSION`"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,6 +700,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn option_shaped_package_requests_are_refused() {
+        for (field, value) in [
+            ("deb", "[\"-oAPT::Get::AllowUnauthenticated=1\"]"),
+            ("deb", "[\"tini=-oDir=/tmp\"]"),
+            ("pypi", "[\"--index-url=http://evil/\"]"),
+            ("pypi", "[\"py4j==0.10 --hash=sha256:00\"]"),
+        ] {
+            let text = format!(
+                "name = \"x\"\ntag = \"1\"\n[[layer]]\nname = \"a\"\n[[layer.source]]\n{field} = {value}\nsite_packages = \"/s\"\n"
+            );
+            match parse(&text) {
+                Ok(_) => panic!("{field} = {value} was accepted"),
+                Err(e) => assert!(e.to_string().contains(field), "{e}"),
+            }
+        }
     }
 
     #[test]

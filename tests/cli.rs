@@ -923,3 +923,119 @@ fn a_bad_known_hosts_line_is_shown_once_naming_file_and_line() {
     let warning = format!("warning: skipped line 2 of `{}`: ", kh.display());
     assert_eq!(err.matches(&warning).count(), 1, "{err}");
 }
+
+#[test]
+fn a_build_never_runs_an_sdist_before_its_hash_is_checked() {
+    if !require("python3 -m pip", has("python3", "-mpip")) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // an index (a find-links folder) serving an sdist whose setup.py runs code
+    let pkg = tmp.path().join("evilpkg-1.0");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("setup.py"),
+        "import os\nopen(os.environ['EVIL_MARKER'], 'w').write('ran')\nfrom setuptools import setup\nsetup(name='evilpkg', version='1.0')\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pkg.join("PKG-INFO"),
+        "Metadata-Version: 2.1\nName: evilpkg\nVersion: 1.0\n",
+    )
+    .unwrap();
+    let links = tmp.path().join("links");
+    std::fs::create_dir_all(&links).unwrap();
+    let sdist = links.join("evilpkg-1.0.tar.gz");
+    ok(Command::new("tar")
+        .arg("-czf")
+        .arg(&sdist)
+        .arg("-C")
+        .arg(tmp.path())
+        .arg("evilpkg-1.0"));
+    let size = std::fs::metadata(&sdist).unwrap().len();
+    // the lock pins other bytes (the honest sdist) than the index serves
+    let def = tmp.path().join("image.toml");
+    std::fs::write(
+        &def,
+        "name = \"evil\"\ntag = \"1\"\n[[layer]]\nname = \"py\"\n[[layer.source]]\npypi = [\"evilpkg==1.0\"]\nsite_packages = \"/site\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("image.lock"),
+        format!(
+            "version = 1\n[[artifact]]\nkind = \"pypi\"\nname = \"evilpkg\"\nversion = \"1.0\"\nfile = \"evilpkg-1.0.tar.gz\"\nsize = {size}\nsha256 = \"{}\"\n",
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let marker = tmp.path().join("marker");
+    let (code, err) = stderr_of(
+        ferry()
+            .arg("build")
+            .arg(&def)
+            .arg("--out")
+            .arg(tmp.path().join("out"))
+            .arg("--cache")
+            .arg(tmp.path().join("cache"))
+            .env("PIP_NO_INDEX", "1")
+            .env("PIP_FIND_LINKS", &links)
+            // without isolation pip runs setup.py here, as it would with a real index
+            .env("PIP_NO_BUILD_ISOLATION", "0")
+            .env("EVIL_MARKER", &marker),
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        !marker.exists(),
+        "the sdist's setup.py ran before its hash was checked: {err}"
+    );
+    assert!(err.contains("evilpkg"), "{err}");
+}
+
+#[test]
+fn an_edited_output_blob_does_not_poison_the_cache() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("out");
+    let first = build_fixture(&f.image, &cache, &out, &[]);
+    let layer = first["layers"][0]["digest"].as_str().unwrap().to_string();
+    let hex = layer.trim_start_matches("sha256:").to_string();
+    // edited in place, as an editor or a stray script would: same inode, same size
+    let poison = |p: &Path| {
+        use std::io::Write;
+        let mut w = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        w.write_all(b"poisoned").unwrap();
+    };
+    let check = |build: &Value, what: &str| {
+        let cached_blob = std::fs::read(cache.join("blobs/sha256").join(&hex)).unwrap_or_default();
+        assert!(
+            build["layers"][0]["cached"] == false || hex_sha256(&cached_blob) == hex,
+            "{what}: the poisoned blob was reported as cached"
+        );
+        assert_eq!(first["manifest_digest"], build["manifest_digest"], "{what}");
+        for (name, bytes) in blobs(&out) {
+            assert_eq!(
+                hex_sha256(&bytes),
+                name,
+                "{what}: blob `{name}` does not match its name"
+            );
+        }
+    };
+    // an edit under the output cannot reach the cache
+    poison(&out.join("blobs/sha256").join(&hex));
+    let again = build_fixture(&f.image, &cache, &out, &[]);
+    check(&again, "edited output");
+    // an edit of the cached blob itself is noticed before it is reused
+    poison(&cache.join("blobs/sha256").join(&hex));
+    let third = build_fixture(&f.image, &cache, &out, &[]);
+    assert_eq!(
+        third["layers"][0]["cached"], false,
+        "the edited cache blob was reused"
+    );
+    check(&third, "edited cache");
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -383,8 +383,9 @@ fn resolve(cache: &Cache, src: &SourceSpec, term: &Term) -> Result<Vec<Artifact>
             let mut out = Vec::new();
             for p in &src.pypi {
                 let (name, _) = split_req(p, "==");
-                let file = fetch::pip_download(cache, p, src, None).or_else(|e| {
-                    fetch::pip_download(cache, p, src, Some("sdist.tar.gz")).map_err(|_| e)
+                let want = || fetch::PipWant::Request(p);
+                let file = fetch::pip_download(cache, want(), src, None).or_else(|e| {
+                    fetch::pip_download(cache, want(), src, Some("sdist.tar.gz")).map_err(|_| e)
                 })?;
                 let file_name = file
                     .file_name()

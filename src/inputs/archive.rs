@@ -119,12 +119,230 @@ pub fn decompressor<'a>(
     Ok(match format {
         Format::Tar => Box::new(r),
         Format::TarGz => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        Format::TarXz => Box::new(xz2::read::XzDecoder::new_multi_decoder(r)),
+        Format::TarXz => {
+            // liblzma's decoder has no memory limit of its own: a crafted
+            // header can ask for gigabytes of dictionary
+            let stream =
+                xz2::stream::Stream::new_stream_decoder(MAX_XZ_MEMORY, xz2::stream::CONCATENATED)
+                    .map_err(|e| corrupt(source, e))?;
+            Box::new(xz2::read::XzDecoder::new_stream(r, stream))
+        }
         Format::TarZst => {
             Box::new(zstd::stream::read::Decoder::new(r).map_err(|e| corrupt(source, e))?)
         }
         _ => unreachable!("not a tar format"),
     })
+}
+
+/// The most memory the xz decoder may use (`xz -9` needs 65 MiB to decode).
+pub const MAX_XZ_MEMORY: u64 = 512 << 20;
+
+/// GNU long-name and long-link headers and PAX headers are held in memory
+/// whole by the tar reader: none may be larger than this.
+pub const MAX_EXTENSION_HEADER: u64 = 64 << 10;
+
+/// A tar reader over `r` whose extension headers are bounded before the
+/// tar crate reads them (see [`TarGuard`]).
+pub fn tar_reader<R: Read>(r: R) -> tar::Archive<TarGuard<R>> {
+    tar::Archive::new(TarGuard::new(r))
+}
+
+/// Watches a tar stream as the tar crate reads it, header by header, and
+/// fails the read that brings the header of an extension (GNU `L`/`K`, PAX
+/// `x`/`g`) larger than [`MAX_EXTENSION_HEADER`], before its data is read.
+/// It reads nothing ahead: every byte it passes on is one the tar crate
+/// asked for, and it follows sizes as the crate does (a PAX `size` record
+/// replaces the next entry's size; GNU sparse headers may be extended).
+pub struct TarGuard<R> {
+    inner: R,
+    state: GuardState,
+    /// Where the current header starts, for messages.
+    header_at: u64,
+    pos: u64,
+    pax_size: Option<u64>,
+}
+
+enum GuardState {
+    Header {
+        buf: Box<[u8; 512]>,
+        filled: usize,
+    },
+    /// GNU sparse extension blocks, then `data` bytes of the entry.
+    SparseExt {
+        buf: Box<[u8; 512]>,
+        filled: usize,
+        data: u64,
+    },
+    /// Passing an entry's data (and padding); a PAX header's is kept.
+    Data {
+        left: u64,
+        pax: Option<(Vec<u8>, usize)>,
+    },
+}
+
+impl<R: Read> TarGuard<R> {
+    pub fn new(inner: R) -> Self {
+        TarGuard {
+            inner,
+            state: GuardState::Header {
+                buf: Box::new([0; 512]),
+                filled: 0,
+            },
+            header_at: 0,
+            pos: 0,
+            pax_size: None,
+        }
+    }
+
+    fn header(&mut self, h: &[u8; 512]) -> std::io::Result<GuardState> {
+        let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+        let fresh = || GuardState::Header {
+            buf: Box::new([0; 512]),
+            filled: 0,
+        };
+        if h.iter().all(|b| *b == 0) {
+            return Ok(fresh());
+        }
+        let field = &h[124..136];
+        let mut size = if field[0] & 0x80 != 0 {
+            u64::from_be_bytes(field[4..12].try_into().expect("8 bytes"))
+        } else {
+            let end = field.iter().position(|b| *b == 0).unwrap_or(field.len());
+            let text = std::str::from_utf8(&field[..end]).unwrap_or("?");
+            u64::from_str_radix(text.trim(), 8)
+                .map_err(|_| bad(format!("header at byte {}: bad size field", self.header_at)))?
+        };
+        let kind = h[156];
+        let ustar = &h[257..263] == b"ustar\0" && &h[263..265] == b"00";
+        let gnu = &h[257..263] == b"ustar " && &h[263..265] == b" \0";
+        let extension = matches!(kind, b'L' | b'K' | b'x' | b'g');
+        if extension && (ustar || gnu) && size > MAX_EXTENSION_HEADER {
+            let what = match kind {
+                b'L' => "GNU long-name",
+                b'K' => "GNU long-link",
+                _ => "PAX",
+            };
+            return Err(bad(format!(
+                "the {what} header at byte {} is {size} bytes, over the {MAX_EXTENSION_HEADER}-byte limit",
+                self.header_at
+            )));
+        }
+        if !extension {
+            if let Some(p) = self.pax_size.take() {
+                size = p;
+            }
+        }
+        let padded = size
+            .checked_add(511)
+            .map(|n| n & !511)
+            .ok_or_else(|| bad("size overflow".into()))?;
+        if kind == b'S' && gnu && h[482] != 0 {
+            return Ok(GuardState::SparseExt {
+                buf: Box::new([0; 512]),
+                filled: 0,
+                data: padded,
+            });
+        }
+        let pax = (kind == b'x' && (ustar || gnu)).then(|| (Vec::new(), size as usize));
+        Ok(if padded == 0 {
+            if let Some((v, _)) = pax {
+                self.pax_size = pax_size_of(&v);
+            }
+            fresh()
+        } else {
+            GuardState::Data { left: padded, pax }
+        })
+    }
+
+    fn watch(&mut self, mut b: &[u8]) -> std::io::Result<()> {
+        while !b.is_empty() {
+            match &mut self.state {
+                GuardState::Header { buf, filled } | GuardState::SparseExt { buf, filled, .. } => {
+                    let take = (512 - *filled).min(b.len());
+                    buf[*filled..*filled + take].copy_from_slice(&b[..take]);
+                    *filled += take;
+                    b = &b[take..];
+                    self.pos += take as u64;
+                    if *filled < 512 {
+                        continue;
+                    }
+                    let block = std::mem::replace(buf, Box::new([0; 512]));
+                    *filled = 0;
+                    if let GuardState::SparseExt { data, .. } = self.state {
+                        // one more extension block follows while `isextended` is set
+                        if block[504] == 0 {
+                            self.state = if data == 0 {
+                                GuardState::Header {
+                                    buf: Box::new([0; 512]),
+                                    filled: 0,
+                                }
+                            } else {
+                                GuardState::Data {
+                                    left: data,
+                                    pax: None,
+                                }
+                            };
+                        }
+                    } else {
+                        self.state = self.header(&block)?;
+                    }
+                }
+                GuardState::Data { left, pax } => {
+                    let take = (*left).min(b.len() as u64) as usize;
+                    if let Some((v, size)) = pax {
+                        let keep = take.min(size.saturating_sub(v.len()));
+                        v.extend_from_slice(&b[..keep]);
+                    }
+                    *left -= take as u64;
+                    b = &b[take..];
+                    self.pos += take as u64;
+                    if *left == 0 {
+                        if let Some((v, _)) = pax.take() {
+                            self.pax_size = pax_size_of(&v);
+                        }
+                        self.header_at = self.pos;
+                        self.state = GuardState::Header {
+                            buf: Box::new([0; 512]),
+                            filled: 0,
+                        };
+                    }
+                }
+            }
+            if let GuardState::Header { filled: 0, .. } = self.state {
+                self.header_at = self.pos;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `size` record of a PAX header, parsed exactly as the tar crate
+/// parses it (records split at newlines; a malformed one ends the search).
+fn pax_size_of(data: &[u8]) -> Option<u64> {
+    for line in data.split(|b| *b == b'\n') {
+        if line.is_empty() {
+            return None;
+        }
+        let sp = line.iter().position(|b| *b == b' ')?;
+        let len: usize = std::str::from_utf8(&line[..sp]).ok()?.parse().ok()?;
+        if line.len() + 1 != len {
+            return None;
+        }
+        let kv = &line[sp + 1..];
+        let eq = kv.iter().position(|b| *b == b'=')?;
+        if &kv[..eq] == b"size" {
+            return std::str::from_utf8(&kv[eq + 1..]).ok()?.parse().ok();
+        }
+    }
+    None
+}
+
+impl<R: Read> Read for TarGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.watch(&buf[..n])?;
+        Ok(n)
+    }
 }
 
 /// Adds an archive file (any [`Format`] but `Plain` and `Deb`) to the tree.
@@ -153,7 +371,7 @@ pub fn add_tar(
     r: impl Read,
     place: &Placement,
 ) -> Result<(), InputError> {
-    let mut ar = tar::Archive::new(r);
+    let mut ar = tar_reader(r);
     let entries = ar.entries().map_err(|e| corrupt(&place.source, e))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| corrupt(&place.source, e))?;
@@ -489,6 +707,178 @@ mod tests {
             "{:?}",
             tree.entries().keys()
         );
+    }
+
+    /// A chain of `n` symlinks, each pointing at the next with `pad`
+    /// folder components after it, then a file beneath the first.
+    fn link_chain(n: usize, pad: usize) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..n {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            let target = format!("l{}{}", i + 1, "/x".repeat(pad));
+            b.append_link(&mut h, format!("l{i}"), target).unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, "l0/f", &b"x"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn symlink_chain_bomb_is_bounded() {
+        // three links of 2 KB targets: the resolved path is past Linux's 4096 bytes
+        let refused = |t: &[u8]| match load(t) {
+            Ok(_) => panic!("the chain was accepted"),
+            Err(e) => e.to_string(),
+        };
+        let err = refused(&link_chain(3, 1000));
+        assert!(
+            err.contains("evil.tar") && err.contains("l0/f") && err.contains("4096"),
+            "{err}"
+        );
+        // forty links of 4 KB targets (about 200 KB of tar) would ask for
+        // gigabytes of folder keys; refused at once instead
+        let bomb = link_chain(40, 2040);
+        assert!(bomb.len() < 400 << 10, "{}", bomb.len());
+        let t0 = std::time::Instant::now();
+        let err = refused(&bomb);
+        assert!(err.contains("l0/f"), "{err}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    /// A tar stream that is one extension header claiming `size` bytes, then
+    /// that many `a`s (generated, never held), counting what was read.
+    struct Endless {
+        header: Vec<u8>,
+        pos: u64,
+        size: u64,
+        read: std::rc::Rc<std::cell::Cell<u64>>,
+    }
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let total = 512 + self.size;
+            if self.pos >= total {
+                return Ok(0);
+            }
+            let n = buf.len().min((total - self.pos) as usize);
+            for (k, b) in buf[..n].iter_mut().enumerate() {
+                let at = self.pos as usize + k;
+                *b = if at < 512 { self.header[at] } else { b'a' };
+            }
+            self.pos += n as u64;
+            self.read.set(self.pos);
+            Ok(n)
+        }
+    }
+
+    fn extension_bomb(kind: u8) -> (Result<Tree, InputError>, u64) {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_entry_type(tar::EntryType::new(kind));
+        let size = 100u64 << 20;
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let r = Endless {
+            header: h.as_bytes().to_vec(),
+            pos: 0,
+            size,
+            read: read.clone(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut tree = Tree::new(0, Skeleton::default());
+        let mut stage = Stage::new(dir.path().to_path_buf());
+        let place = Placement {
+            source: "bomb.tar".into(),
+            ..Default::default()
+        };
+        let res = add_tar(&mut tree, &mut stage, r, &place).map(|()| tree);
+        (res, read.get())
+    }
+
+    #[test]
+    fn long_name_and_pax_bombs_are_refused_before_reading() {
+        for kind in [b'L', b'K', b'x'] {
+            let (res, read) = extension_bomb(kind);
+            let err = match res {
+                Ok(_) => panic!("{} header accepted", kind as char),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains("bomb.tar") && err.contains("header"), "{err}");
+            assert!(read < 1 << 20, "{} read {read} bytes", kind as char);
+        }
+    }
+
+    #[test]
+    fn honest_extension_headers_pass_the_guard() {
+        let mut b = tar::Builder::new(Vec::new());
+        let long = format!("{}/f", "d".repeat(300));
+        b.append_pax_extensions([("comment", &b"hello"[..])])
+            .unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, &long, &b"abc"[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_link(&mut h, "l", "t/".repeat(200)).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, "last", &b"z"[..]).unwrap();
+        let tree = match load(&b.into_inner().unwrap()) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(tree.entries().contains_key(&format!("opt/{long}")));
+        assert!(tree.entries().contains_key("opt/l"));
+        assert!(tree.entries().contains_key("opt/last"));
+    }
+
+    #[test]
+    fn xz_archives_decode_under_the_memory_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.tar.xz");
+        let tar = tar_with(&[("a", tar::EntryType::Regular, b"hello", "")]);
+        let mut w = xz2::write::XzEncoder::new(File::create(&p).unwrap(), 9);
+        std::io::Write::write_all(&mut w, &tar).unwrap();
+        w.finish().unwrap();
+        let mut tree = Tree::new(0, Skeleton::default());
+        let mut stage = Stage::new(dir.path().to_path_buf());
+        let place = Placement {
+            source: "x.tar.xz".into(),
+            ..Default::default()
+        };
+        if let Err(e) = add_file(&mut tree, &mut stage, &p, Format::TarXz, &place) {
+            panic!("{e}");
+        }
+        assert!(tree.entries().contains_key("a"));
     }
 
     #[test]

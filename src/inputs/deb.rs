@@ -153,7 +153,7 @@ fn tar_format(ext: &str) -> Option<Format> {
 }
 
 fn read_control(r: impl Read, src: &str) -> Result<Control, InputError> {
-    let mut ar = tar::Archive::new(r);
+    let mut ar = archive::tar_reader(r);
     for entry in ar.entries().map_err(|e| not_a_deb(src, e))? {
         let mut entry = entry.map_err(|e| not_a_deb(src, e))?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();

@@ -175,24 +175,40 @@ pub fn strip(name: &str, prefix: Option<&str>) -> Option<String> {
 /// would: `..` never climbs above the root and absolute targets start over
 /// at it. Every component but the last is followed; the last too with
 /// `follow_last`. `link_at` answers whether an image path is a symlink.
+/// Bounded as Linux is: at most 40 links followed, no target and no path
+/// (as far as it is resolved) longer than 4096 bytes, so a chain of long
+/// targets cannot ask for gigabytes of folders.
 pub fn resolve_in_root<'a>(
     parts: &[&str],
     follow_last: bool,
     link_at: impl Fn(&str) -> Option<&'a str>,
 ) -> Result<String, &'static str> {
-    let mut pending: Vec<String> = parts.iter().rev().map(|s| s.to_string()).collect();
-    let mut done: Vec<String> = Vec::new();
+    let mut pending: Vec<&str> = parts.iter().rev().copied().collect();
+    // the path resolved so far, and where each of its components starts
+    let mut done = String::new();
+    let mut starts: Vec<usize> = Vec::new();
     let mut hops = 0;
     while let Some(c) = pending.pop() {
         if c == ".." {
-            done.pop();
+            if let Some(s) = starts.pop() {
+                done.truncate(s);
+            }
             continue;
         }
-        done.push(c);
+        starts.push(done.len());
+        if !done.is_empty() {
+            done.push('/');
+        }
+        done.push_str(c);
+        if done.len() > MAX_PATH || starts.len() > MAX_DEPTH {
+            return Err(
+                "path is longer than 4096 bytes (or deeper than 256 folders) once symlinks are resolved",
+            );
+        }
         if pending.is_empty() && !follow_last {
             break;
         }
-        if let Some(target) = link_at(&done.join("/")) {
+        if let Some(target) = link_at(&done) {
             hops += 1;
             if hops > MAX_LINK_HOPS {
                 return Err("too many levels of symlinks");
@@ -200,20 +216,24 @@ pub fn resolve_in_root<'a>(
             if target.contains('\0') {
                 return Err("symlink target contains NUL");
             }
-            done.pop();
+            if target.len() > MAX_PATH {
+                return Err("symlink target is longer than 4096 bytes");
+            }
+            let s = starts.pop().expect("just pushed");
+            done.truncate(s);
             if target.starts_with('/') {
                 done.clear();
+                starts.clear();
             }
             pending.extend(
                 target
                     .split('/')
                     .filter(|t| !t.is_empty() && *t != ".")
-                    .rev()
-                    .map(str::to_string),
+                    .rev(),
             );
         }
     }
-    Ok(done.join("/"))
+    Ok(done)
 }
 
 /// The names in a folder of the build machine, sorted, so every walk is in
@@ -345,18 +365,23 @@ impl Tree {
         entry.mode &= 0o7777;
         entry.mtime = entry.mtime.min(self.created);
         let is_dir = matches!(entry.kind, Kind::Dir);
-        if path
-            .rsplit('/')
-            .next()
-            .is_some_and(|n| n.starts_with(".wh."))
-        {
-            // An overlay whiteout would delete files of lower layers at run time.
+        // An overlay whiteout would delete files of lower layers at run time,
+        // and a parent folder is written into the layer like any entry: every
+        // component counts, of the path as given and as resolved.
+        let whiteout = |p: &str| p.split('/').any(|n| n.starts_with(".wh."));
+        if whiteout(path) {
             return Err(InputError::refused(
                 origin,
                 "`.wh.` names are overlay whiteouts",
             ));
         }
         let resolved = self.resolve(path, is_dir, origin)?;
+        if whiteout(&resolved) {
+            return Err(InputError::refused(
+                origin,
+                format!("resolves to `/{resolved}`, and `.wh.` names are overlay whiteouts"),
+            ));
+        }
         if resolved.is_empty() {
             // The image root itself: only folders may land there, and it is not an entry.
             return if is_dir {
@@ -597,6 +622,29 @@ mod tests {
         t.insert("b", link("a"), &origin()).unwrap();
         let err = t.insert("a/x", file(b"x"), &origin()).unwrap_err();
         assert!(err.to_string().contains("too many levels"), "{err}");
+    }
+
+    #[test]
+    fn whiteouts_are_refused_in_every_component() {
+        let mut t = Tree::new(0, Skeleton::default());
+        for p in [
+            "etc/.wh.passwd",
+            ".wh.etc/x",
+            "a/.wh..wh..opq/b",
+            "a/.wh.b/c/d",
+        ] {
+            let err = t.insert(p, file(b"x"), &origin()).unwrap_err();
+            assert!(err.to_string().contains("whiteout"), "{p}: {err}");
+        }
+        // nor through a symlink whose target names one
+        t.insert("x", link(".wh.etc"), &origin()).unwrap();
+        let err = t.insert("x/y", file(b"x"), &origin()).unwrap_err();
+        assert!(err.to_string().contains("whiteout"), "{err}");
+        assert!(
+            !t.entries().keys().any(|k| k.contains(".wh.")),
+            "{:?}",
+            t.entries().keys()
+        );
     }
 
     #[test]

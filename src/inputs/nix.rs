@@ -58,6 +58,27 @@ pub struct StorePath {
     pub references: Vec<String>,
 }
 
+/// A store path: `/nix/store/<32 base-32 characters>-<name>`, the name made
+/// of the characters Nix allows (and not starting with `.`).
+pub fn is_store_path(p: &str) -> bool {
+    let Some(base) = p.strip_prefix("/nix/store/") else {
+        return false;
+    };
+    let Some((hash, name)) = base.split_once('-') else {
+        return false;
+    };
+    hash.len() == 32
+        && hash
+            .bytes()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        && !name.is_empty()
+        && name.len() <= 211
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c))
+}
+
 impl StorePath {
     /// `<hash>-<name>`, the path's own folder name in the store.
     pub fn base_name(&self) -> &str {

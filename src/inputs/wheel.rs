@@ -35,7 +35,18 @@ pub fn normalize_name(n: &str) -> String {
     out
 }
 
+/// Console and GUI scripts a wheel may declare: each becomes a generated
+/// file held in memory.
+pub const MAX_WHEEL_SCRIPTS: usize = 10_000;
+/// `METADATA` and `entry_points.txt` are read into memory: at most this much each.
+const MAX_WHEEL_TEXT: u64 = 16 << 20;
+/// A script under `*.data/scripts/` is read whole to rewrite its `#!` line.
+const MAX_WHEEL_SCRIPT: u64 = 64 << 20;
+
 /// Installs the wheel into `tree`; returns its (name, version) from METADATA.
+/// What it must hold in memory is bounded: one `METADATA`, one
+/// `entry_points.txt`, [`MAX_WHEEL_SCRIPTS`] generated scripts; script files
+/// are rewritten one at a time and staged on disk.
 pub fn add_wheel(
     tree: &mut Tree,
     stage: &mut Stage,
@@ -54,7 +65,8 @@ pub fn add_wheel(
         .map(|(p, _)| p.to_string())
         .unwrap_or_default();
     let mut metadata: Option<String> = None;
-    let mut entry_points: Option<String> = None;
+    // the text and the archive entry it came from
+    let mut entry_points: Option<(String, String)> = None;
     let mut saw_wheel = false;
     archive::for_each_zip_entry(file, source, |name, kind, mode, reader, size| {
         let origin = Origin {
@@ -67,16 +79,33 @@ pub fn add_wheel(
         if top.ends_with(".dist-info") && kind == ZipKind::File {
             match rest {
                 "METADATA" | "entry_points.txt" => {
+                    let seen = if rest == "METADATA" {
+                        metadata.is_some()
+                    } else {
+                        entry_points.is_some()
+                    };
+                    if seen {
+                        return Err(InputError::refused(
+                            &origin,
+                            format!("a second `{rest}`: a wheel has one `.dist-info`"),
+                        ));
+                    }
+                    if size > MAX_WHEEL_TEXT {
+                        return Err(InputError::refused(
+                            &origin,
+                            format!("{size} bytes, over the {MAX_WHEEL_TEXT}-byte limit"),
+                        ));
+                    }
                     let mut text = String::new();
                     reader
-                        .take(16 << 20)
+                        .take(MAX_WHEEL_TEXT)
                         .read_to_string(&mut text)
                         .map_err(|e| corrupt(format!("{name}: {e}")))?;
                     let bytes: Arc<[u8]> = text.as_bytes().into();
                     if rest == "METADATA" {
                         metadata = Some(text);
                     } else {
-                        entry_points = Some(text);
+                        entry_points = Some((name.to_string(), text));
                     }
                     let path = image_path(&t.site_packages, name)
                         .map_err(|r| InputError::refused(&origin, r))?;
@@ -110,13 +139,29 @@ pub fn add_wheel(
         }
         let path = image_path(dest, rel).map_err(|r| InputError::refused(&origin, r))?;
         if script && kind == ZipKind::File {
+            if size > MAX_WHEEL_SCRIPT {
+                return Err(InputError::refused(
+                    &origin,
+                    format!("script of {size} bytes, over the {MAX_WHEEL_SCRIPT}-byte limit"),
+                ));
+            }
             let mut body = Vec::new();
             reader
-                .take(size.min(64 << 20))
+                .take(MAX_WHEEL_SCRIPT)
                 .read_to_end(&mut body)
                 .map_err(|e| corrupt(format!("{name}: {e}")))?;
             let body = rewrite_shebang(&body, &t.python);
-            return insert_bytes(tree, &path, body.into(), 0o755, &origin);
+            let len = body.len() as u64;
+            return archive::add_zip_entry(
+                tree,
+                stage,
+                &path,
+                &origin,
+                ZipKind::File,
+                0o755,
+                &mut &body[..],
+                len,
+            );
         }
         archive::add_zip_entry(tree, stage, &path, &origin, kind, mode, reader, size)
     })?;
@@ -136,8 +181,21 @@ pub fn add_wheel(
             .unwrap_or_default()
     };
     let (name, version) = (field("Name"), field("Version"));
-    if let Some(ep) = entry_points {
-        for (script, module, attr) in console_scripts(&ep) {
+    if let Some((entry, ep)) = entry_points {
+        let scripts = console_scripts(&ep);
+        if scripts.len() > MAX_WHEEL_SCRIPTS {
+            return Err(InputError::refused(
+                &Origin {
+                    source: source.to_string(),
+                    entry,
+                },
+                format!(
+                    "declares {} scripts, more than {MAX_WHEEL_SCRIPTS}",
+                    scripts.len()
+                ),
+            ));
+        }
+        for (script, module, attr) in scripts {
             let origin = Origin {
                 source: source.to_string(),
                 entry: format!("entry point `{script}`"),
@@ -228,6 +286,79 @@ fn console_scripts(text: &str) -> Vec<(String, String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wheel(dir: &Path, files: &[(&str, String)]) -> std::path::PathBuf {
+        let p = dir.join("evil-1.0-py3-none-any.whl");
+        let mut w = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
+        for (name, body) in files {
+            w.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            std::io::Write::write_all(&mut w, body.as_bytes()).unwrap();
+        }
+        w.finish().unwrap();
+        p
+    }
+
+    fn install(p: &Path) -> Result<Tree, InputError> {
+        let stage_dir = tempfile::tempdir().unwrap();
+        let mut stage = Stage::new(stage_dir.path().to_path_buf());
+        let mut tree = Tree::new(0, crate::inputs::Skeleton::default());
+        let t = WheelTarget {
+            site_packages: "/site".into(),
+            bin_dir: "/usr/local/bin".into(),
+            python: "/usr/bin/python3".into(),
+        };
+        add_wheel(&mut tree, &mut stage, p, "evil.whl", &t).map(|_| tree)
+    }
+
+    fn refused(r: Result<Tree, InputError>) -> InputError {
+        match r {
+            Ok(_) => panic!("the wheel was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn what_a_wheel_holds_in_memory_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = "Name: evil\nVersion: 1.0\n".to_string();
+        let base = [
+            ("evil-1.0.dist-info/WHEEL", String::new()),
+            ("evil-1.0.dist-info/METADATA", meta.clone()),
+        ];
+        // a second METADATA, in another .dist-info
+        let mut files = base.to_vec();
+        files.push(("other-1.0.dist-info/METADATA", meta.clone()));
+        let err = refused(install(&wheel(dir.path(), &files)));
+        assert!(
+            err.to_string().contains("evil.whl")
+                && err.to_string().contains("other-1.0.dist-info/METADATA"),
+            "{err}"
+        );
+        // more console scripts than any honest wheel declares
+        let mut eps = "[console_scripts]\n".to_string();
+        for i in 0..10_001 {
+            eps.push_str(&format!("s{i} = m:f\n"));
+        }
+        let mut files = base.to_vec();
+        files.push(("evil-1.0.dist-info/entry_points.txt", eps));
+        let err = refused(install(&wheel(dir.path(), &files)));
+        assert!(
+            err.to_string().contains("evil.whl") && err.to_string().contains("entry_points.txt"),
+            "{err}"
+        );
+        // scripts are staged on disk, not held
+        let mut files = base.to_vec();
+        files.push(("evil-1.0.data/scripts/run", "#!python\nprint(1)\n".into()));
+        let tree = install(&wheel(dir.path(), &files)).unwrap();
+        assert!(matches!(
+            &tree.entries()["usr/local/bin/run"].kind,
+            Kind::File {
+                data: Data::Path(_),
+                ..
+            }
+        ));
+    }
 
     #[test]
     fn names_normalise() {
