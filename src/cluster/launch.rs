@@ -2026,20 +2026,34 @@ mod tests {
         assert!(!in_own_folders("ha", "/var/lib/ferry"));
     }
 
-    /// Runs `script` under `sh` with a stand-in `docker` first on the PATH
-    /// that says every user of the image is this test's own user (so its
-    /// folders can be given to it without root) and lists no container.
+    /// Runs `script` under `sh`, in `bin`'s parent folder, with stand-ins
+    /// first on the PATH: a `docker` whose `run` runs the command it is
+    /// given here, without the image, and an `id` that says the image's
+    /// users (`spark`, `zookeeper`) are this test's own user (so folders can
+    /// be given to them without root); `docker` lists no container.
     fn run_sh(script: &str, stdin: &[u8], bin: &std::path::Path) -> (i32, String, String) {
-        let docker = bin.join("docker");
+        run_sh_with(script, stdin, bin, STAND_IN_DOCKER)
+    }
+
+    const STAND_IN_DOCKER: &str = "#!/bin/sh\ncase \"$1\" in\n  run) shift; ep=; while [ $# -gt 0 ]; do case $1 in --entrypoint) ep=$2; shift 2 ;; --) shift; break ;; -*) shift ;; *) break ;; esac; done; shift; exec \"$ep\" \"$@\" ;;\n  ps) ;;\n  *) exit 1 ;;\nesac\n";
+
+    const STAND_IN_ID: &str = "#!/bin/sh\nflag=$1; shift\n[ \"${1-}\" = -- ] && shift\n[ $# = 0 ] && exec /usr/bin/id \"$flag\"\ncase $1 in spark|zookeeper) exec /usr/bin/id \"$flag\" ;; *) echo \"id: $1: no such user\" >&2; exit 1 ;; esac\n";
+
+    fn stand_in(bin: &std::path::Path, name: &str, body: &str) {
+        let f = bin.join(name);
+        std::fs::write(&f, body).unwrap();
+        set_mode(&f, 0o755);
+    }
+
+    fn run_sh_with(
+        script: &str,
+        stdin: &[u8],
+        bin: &std::path::Path,
+        docker: &str,
+    ) -> (i32, String, String) {
         std::fs::create_dir_all(bin).unwrap();
-        std::fs::write(
-            &docker,
-            "#!/bin/sh\ncase \"$1\" in\n  run) for u in spark zookeeper; do echo \"$u $(id -u) $(id -g)\"; done ;;\n  ps) ;;\n  *) exit 1 ;;\nesac\n",
-        )
-        .unwrap();
-        let mut perms = std::fs::metadata(&docker).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(&docker, perms).unwrap();
+        stand_in(bin, "docker", docker);
+        stand_in(bin, "id", STAND_IN_ID);
         let path = format!(
             "{}:{}",
             bin.display(),
@@ -2049,6 +2063,7 @@ mod tests {
             .arg("-c")
             .arg(script)
             .env("PATH", path)
+            .current_dir(bin.parent().unwrap())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -2061,6 +2076,214 @@ mod tests {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// The `up` files script for `host` as the line a host runs, with
+    /// ferry's own records under `state`, and the tar it reads.
+    fn up_line(plan: &Plan, host: &HostPlan, _state: &std::path::Path) -> (String, Vec<u8>) {
+        write_files_script(plan, host, None)
+    }
+
+    /// The `down --purge` script for `host`, as the line a host runs.
+    fn purge_line(plan: &Plan, host: &HostPlan, _state: &std::path::Path) -> String {
+        remove_script(plan, host, true)
+    }
+
+    /// Every path under `root`, links not followed, sorted.
+    fn tree(root: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+                if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                    todo.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A one-host plan of its own name whose host has `dirs` and `files`
+    /// (and no secret), folders of the HA example's ZooKeeper host.
+    fn scratch_plan(dirs: Vec<super::super::plan::Dir>, files: Vec<(String, &str)>) -> Plan {
+        let mut plan = ha_with_work_dir();
+        plan.cluster = format!("ferry-unit-{}", std::process::id());
+        let mut host = plan.hosts[0].clone();
+        host.dirs = dirs;
+        host.files = files
+            .into_iter()
+            .map(|(path, content)| super::super::plan::FilePlan {
+                path,
+                mode: "0644".into(),
+                sha256: String::new(),
+                content: content.into(),
+            })
+            .collect();
+        host.secret = None;
+        host.jaas.clear();
+        plan.hosts = vec![host];
+        plan
+    }
+
+    fn zk_dir(path: &std::path::Path) -> super::super::plan::Dir {
+        super::super::plan::Dir {
+            path: path.display().to_string(),
+            owner: "zookeeper".into(),
+            mode: "0750".into(),
+        }
+    }
+
+    /// A ZooKeeper container owns its data folder, and `up` writes `myid`
+    /// there as root: a link it plants where `up` stages the file, or as
+    /// the file itself, is replaced, never written through or chmodded.
+    #[test]
+    fn a_link_planted_in_a_containers_folder_is_replaced_never_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let zk = t.join("zk");
+        let myid = zk.join("myid");
+        let victim = t.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        set_mode(&victim, 0o640);
+        let up = |content: &str| {
+            let plan = scratch_plan(
+                vec![zk_dir(&zk)],
+                vec![(myid.display().to_string(), content)],
+            );
+            let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+            run_sh(&line, &tar, &bin)
+        };
+        let (code, _, err) = up("1\n");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read_to_string(&myid).unwrap(), "1\n");
+
+        // the container plants `myid.ferry-new -> victim`
+        std::os::unix::fs::symlink(&victim, zk.join("myid.ferry-new")).unwrap();
+        let (code, _, err) = up("2\n");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(mode(&victim), 0o640);
+        assert_eq!(std::fs::read_to_string(&myid).unwrap(), "2\n");
+
+        // ... or makes `myid` itself the link
+        std::fs::remove_file(&myid).unwrap();
+        std::os::unix::fs::symlink(&victim, &myid).unwrap();
+        let (code, _, err) = up("3\n");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(mode(&victim), 0o640);
+        assert!(!std::fs::symlink_metadata(&myid).unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(&myid).unwrap(), "3\n");
+    }
+
+    /// A planned folder that is a link (to a folder elsewhere) is refused:
+    /// nothing is written or chmodded through it.
+    #[test]
+    fn a_planned_folder_that_is_a_link_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let elsewhere = t.join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        set_mode(&elsewhere, 0o755);
+        let zk = t.join("zk");
+        std::os::unix::fs::symlink(&elsewhere, &zk).unwrap();
+        let plan = scratch_plan(
+            vec![zk_dir(&zk)],
+            vec![(zk.join("myid").display().to_string(), "1\n")],
+        );
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let (code, out, err) = run_sh(&line, &tar, &bin);
+        assert_ne!(code, 0, "{out}");
+        assert!(err.contains(&format!("`{}`", zk.display())), "{err}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        assert_eq!(mode(&elsewhere), 0o755);
+    }
+
+    /// A container can write a `.ferry-created` mark into a folder of the
+    /// user's that it mounts: `down --purge` must not take it for ferry's.
+    #[test]
+    fn a_forged_mark_does_not_make_purge_remove_a_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let theirs = t.join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::write(theirs.join("data.csv"), "user data\n").unwrap();
+        set_mode(&theirs, 0o755);
+        let made = t.join("made");
+        let plan = scratch_plan(vec![zk_dir(&theirs), zk_dir(&made)], vec![]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let (code, _, err) = run_sh(&line, &tar, &bin);
+        assert_eq!(code, 0, "{err}");
+        assert!(made.is_dir());
+        // the container forges ferry's mark in the user's folder
+        std::fs::write(theirs.join(".ferry-created"), format!("{}\n", plan.cluster)).unwrap();
+        let (code, out, err) = run_sh(&purge_line(&plan, &plan.hosts[0], &state), &[], &bin);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            std::fs::read_to_string(theirs.join("data.csv")).unwrap(),
+            "user data\n",
+            "{out}"
+        );
+        assert!(!made.exists(), "{out}");
+    }
+
+    /// A value that makes sed run a command, if it is ever part of a sed
+    /// program.
+    const SED_E: &str = ".*/touch pwned-sed-e/e;#";
+
+    /// Hostile owners (from the image's `ferry.*.user` labels) and image
+    /// references reach the `up` script as data: whether docker answers or
+    /// not, the script runs none of them and makes no file but the plan's.
+    #[test]
+    fn hostile_labels_and_image_references_run_nothing_in_the_up_script() {
+        let docker_fails = "#!/bin/sh\nexit 1\n";
+        let values: Vec<&str> = crate::script::tests::HOSTILE
+            .iter()
+            .copied()
+            .chain([SED_E])
+            .filter(|v| !v.contains('\0'))
+            .collect();
+        for v in values {
+            for (field, docker) in [
+                ("owner", STAND_IN_DOCKER),
+                ("image", docker_fails),
+                ("image", STAND_IN_DOCKER),
+            ] {
+                let tmp = tempfile::tempdir().unwrap();
+                let t = tmp.path();
+                let (bin, state) = (t.join("bin"), t.join("state"));
+                let zk = t.join("zk");
+                let mut d = zk_dir(&zk);
+                let mut plan;
+                if field == "owner" {
+                    d.owner = v.to_string();
+                    plan = scratch_plan(vec![d], vec![]);
+                } else {
+                    plan = scratch_plan(vec![d], vec![]);
+                    plan.image.reference = v.to_string();
+                }
+                let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+                let _ = run_sh_with(&line, &tar, &bin, docker);
+                let found: Vec<String> = tree(t)
+                    .into_iter()
+                    .filter(|p| {
+                        !(p.starts_with("bin") || p.starts_with("state") || p.starts_with("zk"))
+                    })
+                    .collect();
+                assert!(found.is_empty(), "{field} {v:?}: {found:?}");
+                let pwned: Vec<String> = tree(t)
+                    .into_iter()
+                    .filter(|p| p.contains("pwned"))
+                    .collect();
+                assert!(pwned.is_empty(), "{field} {v:?}: {pwned:?}");
+            }
+        }
     }
 
     fn mode(p: &std::path::Path) -> u32 {
