@@ -269,18 +269,14 @@ pub fn note_leader<'f>(fleet: &'f Fleet, settle: Duration) -> Option<Noted<'f>> 
 pub fn stop_leader(
     fleet: &Fleet,
     host: &str,
-    stop: &str,
+    stop: &Script,
     noted: Option<Noted>,
 ) -> Result<String, String> {
     let conn = fleet
         .ok(host)
         .ok_or_else(|| format!("host `{host}` cannot be reached"))?;
     let t0 = std::time::Instant::now();
-    conn.run(
-        "stopping the leading master",
-        &Script::legacy((stop).to_string()),
-        &[],
-    )?;
+    conn.run("stopping the leading master", stop, &[])?;
     let stopped = t0.elapsed().as_secs_f64();
     match noted {
         Some(n) => {
