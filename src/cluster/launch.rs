@@ -505,6 +505,25 @@ fn start_role(
 
 /// `NAME`: stops the container.
 const STOP_SH: &str = r#"docker stop --time 30 -- "$1" >/dev/null"#;
+/// `NAME`: starts the container.
+const START_SH: &str = r#"docker start -- "$1" >/dev/null"#;
+/// `NAME`: restarts the container.
+const RESTART_SH: &str = r#"docker restart --time 10 -- "$1" >/dev/null"#;
+/// `NAME`: stops and removes the container, if there is one.
+const REMOVE_SH: &str = r#"docker stop --time 30 -- "$1" >/dev/null 2>&1; docker rm --force -- "$1" >/dev/null 2>&1; true"#;
+/// `NAME`: SIGPWR to a running container (a Spark worker decommissions);
+/// prints `yes` if it was running.
+const DECOMMISSION_SH: &str = r#"if [ "$(docker inspect --format '{{.State.Running}}' -- "$1" 2>/dev/null)" = true ]; then docker kill --signal PWR -- "$1" >/dev/null && echo yes; fi"#;
+/// `NAME`: SIGKILLs the container's process from the host, as a crash would.
+const KILL_SH: &str = r#"pid=$(docker inspect --format '{{.State.Pid}}' -- "$1") && [ "$pid" -gt 0 ] && kill -KILL "$pid""#;
+/// `PATH`: the file's content, or nothing.
+const READ_SH: &str = r#"cat -- "$1" 2>/dev/null || true"#;
+/// `FILTER`: a line `NAME<tab>STATE<tab>SPEC` per container the filter matches.
+const STATUS_SH: &str =
+    "docker ps --all --filter \"$1\" --format '{{.Names}}\t{{.State}}\t{{.Label \"ferry.spec\"}}'";
+/// `TAIL NAME FOLLOW`: the container's log (`FOLLOW` 1: as it grows).
+const LOGS_SH: &str = r#"if [ "$3" = 1 ]; then exec docker logs --tail "$1" --follow -- "$2" 2>&1; fi
+exec docker logs --tail "$1" -- "$2" 2>&1"#;
 
 /// What `up` would do to each role's containers, in order (`--dry-run`).
 pub fn dry_run(fleet: &Fleet) -> Vec<String> {
@@ -563,7 +582,7 @@ fn cluster_secret(fleet: &Fleet, p: &(dyn Fn(&str) + Sync)) -> Result<Option<Str
         let path = &hp.secret.as_ref().expect("a holder").path;
         c.run(
             "reading the cluster's secret",
-            &Script::new(r#"cat -- "$1" 2>/dev/null || true"#).arg(path),
+            &Script::new(READ_SH).arg(path),
             &[],
         )
     });
@@ -1094,7 +1113,7 @@ impl Stranded {
             let secs = since.elapsed().as_secs();
             match conn.run(
                 "restarting a stranded worker",
-                &Script::new(r#"docker restart --time 10 -- "$1" >/dev/null"#).arg(&c.name),
+                &Script::new(RESTART_SH).arg(&c.name),
                 &[],
             ) {
                 Ok(_) => p(&format!(
@@ -1334,10 +1353,7 @@ pub struct Status {
 pub fn status(fleet: &Fleet) -> Status {
     let plan = fleet.plan;
     let names: Vec<String> = plan.hosts.iter().map(|h| h.name.clone()).collect();
-    let script = Script::new(
-        "docker ps --all --filter \"$1\" --format '{{.Names}}\t{{.State}}\t{{.Label \"ferry.spec\"}}'",
-    )
-    .arg(format!("label=ferry.cluster={}", plan.cluster));
+    let script = Script::new(STATUS_SH).arg(format!("label=ferry.cluster={}", plan.cluster));
     let found: BTreeMap<String, String> = fleet
         .each(&names, &|_, c| c.run("listing containers", &script, &[]))
         .into_iter()
@@ -1455,13 +1471,10 @@ pub fn logs(
     out: &mut dyn Write,
 ) -> Result<i32, LaunchError> {
     let tail = tail.map(|n| n.to_string()).unwrap_or_else(|| "all".into());
-    let script = Script::new(
-        r#"if [ "$3" = 1 ]; then exec docker logs --tail "$1" --follow -- "$2" 2>&1; fi
-exec docker logs --tail "$1" -- "$2" 2>&1"#,
-    )
-    .arg(tail)
-    .arg(&c.name)
-    .arg(if follow { "1" } else { "0" });
+    let script = Script::new(LOGS_SH)
+        .arg(tail)
+        .arg(&c.name)
+        .arg(if follow { "1" } else { "0" });
     conn.stream("reading logs", &script, &[], out)
         .map_err(LaunchError::Host)
 }
@@ -1483,6 +1496,33 @@ pub fn submit(
     args: &[String],
     out: &mut dyn Write,
 ) -> Result<i32, LaunchError> {
+    let script = submit_script(
+        plan,
+        on,
+        driver,
+        spark_home,
+        spark_user,
+        job,
+        local.is_some(),
+        args,
+    );
+    conn.stream("running spark-submit", &script, local.unwrap_or(&[]), out)
+        .map_err(LaunchError::Host)
+}
+
+/// The script [`submit`] runs (see [`SUBMIT_SH`]); with `local`, the job
+/// comes on its stdin.
+#[allow(clippy::too_many_arguments)]
+fn submit_script(
+    plan: &Plan,
+    on: &HostPlan,
+    driver: &str,
+    spark_home: &str,
+    spark_user: &str,
+    job: &str,
+    local: bool,
+    args: &[String],
+) -> Script {
     let mut auth = Vec::new();
     if on.secret.is_some() {
         auth = vec![
@@ -1491,7 +1531,7 @@ pub fn submit(
         ];
     }
     let job_in = match local {
-        Some(_) => {
+        true => {
             // its name is seen inside the container only; no `:` or `,`
             // may reach the volume's spec
             let name: String = std::path::Path::new(job)
@@ -1509,7 +1549,7 @@ pub fn submit(
                 .collect();
             format!("/opt/ferry/submit/{name}")
         }
-        None => job.to_string(),
+        false => job.to_string(),
     };
     let mut cmd = vec![format!("{spark_home}/bin/spark-submit")];
     cmd.extend(auth);
@@ -1528,14 +1568,10 @@ pub fn submit(
     if let Some(mib) = smallest_worker_mib(plan).filter(|m| *m < 1024) {
         cmd.extend(["--conf".into(), format!("spark.executor.memory={mib}m")]);
     }
-    let inside = if local.is_some() {
-        job_in.clone()
-    } else {
-        String::new()
-    };
+    let inside = if local { job_in.clone() } else { String::new() };
     cmd.push(job_in);
     cmd.extend(args.iter().cloned());
-    let script = Script::new(SUBMIT_SH)
+    Script::new(SUBMIT_SH)
         .arg(driver)
         .arg(format!("ferry.driver={}", plan.cluster))
         .arg(spark_user)
@@ -1543,9 +1579,7 @@ pub fn submit(
         .arg(on.secret.as_ref().map(|s| s.path.as_str()).unwrap_or(""))
         .arg(SECRET_VAR)
         .arg(inside)
-        .args(cmd);
-    conn.stream("running spark-submit", &script, local.unwrap_or(&[]), out)
-        .map_err(LaunchError::Host)
+        .args(cmd)
 }
 
 /// `DRIVER LABEL USER IMAGE SECRET VAR INSIDE CMD...`: runs the driver's
@@ -1621,10 +1655,7 @@ pub fn remove_worker(
     let running = conn
         .run(
             "signalling the worker",
-            &Script::new(
-                r#"if [ "$(docker inspect --format '{{.State.Running}}' -- "$1" 2>/dev/null)" = true ]; then docker kill --signal PWR -- "$1" >/dev/null && echo yes; fi"#,
-            )
-            .arg(name),
+            &Script::new(DECOMMISSION_SH).arg(name),
             &[],
         )
         .map_err(LaunchError::Host)?;
@@ -1653,10 +1684,7 @@ pub fn remove_worker(
     }
     conn.run(
         "removing the worker",
-        &Script::new(
-            r#"docker stop --time 30 -- "$1" >/dev/null 2>&1; docker rm --force -- "$1" >/dev/null 2>&1; true"#,
-        )
-        .arg(name),
+        &Script::new(REMOVE_SH).arg(name),
         &[],
     )
     .map_err(LaunchError::Host)?;
@@ -1744,10 +1772,7 @@ pub fn drill_failover(
         .flatten();
     let t0 = Instant::now();
     if kill {
-        let script = Script::new(
-            r#"pid=$(docker inspect --format '{{.State.Pid}}' -- "$1") && [ "$pid" -gt 0 ] && kill -KILL "$pid""#,
-        )
-        .arg(name);
+        let script = Script::new(KILL_SH).arg(name);
         conn.run("killing the leading master", &script, &[])
             .map_err(LaunchError::Host)?;
     } else {
@@ -1795,7 +1820,7 @@ pub fn drill_failover(
     if !kill {
         conn.run(
             "starting the stopped master",
-            &Script::new(r#"docker start -- "$1" >/dev/null"#).arg(name),
+            &Script::new(START_SH).arg(name),
             &[],
         )
         .map_err(LaunchError::Host)?;
@@ -1943,7 +1968,7 @@ purge() {
     if [ -n "$by" ]; then
       printf 'kept %s: cluster `%s` made it, not `%s`\n' "$1" "$by" "$c"
     else
-      printf 'kept %s: ferry has no record of making it (it was there before), so what the cluster wrote in it stays too\n' "$1"
+      printf 'kept %s: it was there before ferry (ferry has no record of making it), so what the cluster wrote in it stays too\n' "$1"
     fi
   fi
 }
@@ -2007,8 +2032,8 @@ pub fn remove_script(root: &str, plan: &Plan, hp: &HostPlan, purge: bool) -> Scr
     // folder, and its default data folders
     for d in [
         format!("/etc/ferry/{c}"),
-        format!("{STATE_ROOT}/{c}/zookeeper"),
-        format!("{STATE_ROOT}/{c}/spark-work"),
+        format!("{root}/{c}/zookeeper"),
+        format!("{root}/{c}/spark-work"),
     ] {
         s = s.args(["own", &d]);
     }
@@ -2558,7 +2583,7 @@ mod tests {
         assert_eq!(
             out,
             format!(
-                "{made}\nkept {other}: cluster `another` made it, not `{c}`\nkept {theirs}: ferry has no record of making it (it was there before), so what the cluster wrote in it stays too\n",
+                "{made}\nkept {other}: cluster `another` made it, not `{c}`\nkept {theirs}: it was there before ferry (ferry has no record of making it), so what the cluster wrote in it stays too\n",
                 made = made.display(),
                 other = other.display(),
                 theirs = theirs.display(),
@@ -2573,6 +2598,308 @@ mod tests {
         assert!(other.exists() && elsewhere.exists());
         // the record and the stage go with what they were for
         assert!(!root.join(&plan.cluster).exists());
+    }
+
+    /// A `docker` stand-in that keeps each call's arguments (NUL-ended) in
+    /// a file of its own next to it, answers `run --entrypoint` by running
+    /// the entry point here, finds nothing that is asked about, and does
+    /// everything else.
+    const LOGGING_DOCKER: &str = "#!/bin/sh\nlog=$(mktemp \"${0%/*}/call.XXXXXX\")\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done > \"$log\"\ncase $1 in\n  run) shift; ep=; while [ $# -gt 0 ]; do case $1 in --entrypoint) ep=$2; shift 2 ;; --network) shift 2 ;; --) shift; break ;; -*) shift ;; *) break ;; esac; done; [ -n \"$ep\" ] || exit 0; shift; exec \"$ep\" \"$@\" ;;\n  inspect|container|image|logs) exit 1 ;;\n  *) exit 0 ;;\nesac\n";
+
+    /// The arguments of each call the logging `docker` got.
+    fn docker_calls(bin: &std::path::Path) -> Vec<Vec<String>> {
+        std::fs::read_dir(bin)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("call.")
+            })
+            .map(|p| {
+                let text = std::fs::read_to_string(p).unwrap();
+                let mut args: Vec<String> = text.split('\0').map(str::to_string).collect();
+                args.pop();
+                args
+            })
+            .collect()
+    }
+
+    /// What one case of the property test builds from a hostile value and
+    /// the scratch folder: the script, its stdin, the paths (relative to
+    /// the scratch folder) the plan says it may make, and whether the
+    /// value must reach `docker` (as, or inside, one argument).
+    type Case = (
+        &'static str,
+        Box<dyn Fn(&str, &std::path::Path) -> (Script, Vec<u8>, Vec<String>, bool)>,
+    );
+
+    fn state_of(t: &std::path::Path) -> String {
+        t.join("state").display().to_string()
+    }
+
+    /// The up script of a one-host plan changed by `change`, with the
+    /// planned paths it may make.
+    fn up_case(
+        t: &std::path::Path,
+        secret: bool,
+        change: &dyn Fn(&mut Plan),
+    ) -> (Script, Vec<u8>, Vec<String>) {
+        let zk = t.join("zk");
+        let mut plan = scratch_plan(
+            vec![zk_dir(&zk)],
+            vec![(zk.join("myid").display().to_string(), "1\n")],
+        );
+        if secret {
+            plan.hosts[0].secret = Some(super::super::plan::SecretPlan {
+                path: zk.join("secret").display().to_string(),
+                owner: "zookeeper".into(),
+                mode: "0600".into(),
+            });
+        }
+        change(&mut plan);
+        let host = &plan.hosts[0];
+        let secret_line = format!("{SECRET_VAR}={}\n", "ab".repeat(32));
+        let (s, tar) = write_files_script(
+            &state_of(t),
+            &plan,
+            host,
+            secret.then_some(secret_line.as_str()),
+        );
+        let planned = host
+            .dirs
+            .iter()
+            .map(|d| d.path.clone())
+            .chain(host.files.iter().map(|f| f.path.clone()))
+            .chain(host.secret.iter().map(|s| s.path.clone()))
+            .collect();
+        (s, tar, planned)
+    }
+
+    fn cases() -> Vec<Case> {
+        fn one(name: &'static str, text: &'static str) -> Case {
+            (
+                name,
+                Box::new(move |v, _| (Script::new(text).arg(v), Vec::new(), Vec::new(), true)),
+            )
+        }
+        let container = |v: &str| {
+            let plan = ha_with_work_dir();
+            let mut c = plan.hosts[3].containers[0].clone();
+            c.name = v.into();
+            c.image = v.into();
+            c.user = v.into();
+            c.labels.insert("ferry.spec".into(), v.into());
+            c.labels.insert(v.into(), v.into());
+            c.env.insert("X".into(), v.into());
+            c.env_file = Some(v.into());
+            c.command.push(v.into());
+            c.mounts.push(super::super::plan::Mount {
+                source: v.into(),
+                target: v.into(),
+                read_only: true,
+            });
+            c
+        };
+        let mut cases: Vec<Case> = vec![
+            (
+                "up: image reference",
+                Box::new(|v, t| {
+                    let (s, tar, p) = up_case(t, false, &|p| p.image.reference = v.into());
+                    (s, tar, p, true)
+                }),
+            ),
+            (
+                "up: a folder's owner (an image's user label)",
+                Box::new(|v, t| {
+                    let (s, tar, p) = up_case(t, false, &|p| p.hosts[0].dirs[0].owner = v.into());
+                    (s, tar, p, false)
+                }),
+            ),
+            (
+                "up: a folder's mode",
+                Box::new(|v, t| {
+                    let (s, tar, p) = up_case(t, false, &|p| p.hosts[0].dirs[0].mode = v.into());
+                    (s, tar, p, false)
+                }),
+            ),
+            (
+                "up: a file's mode",
+                Box::new(|v, t| {
+                    let (s, tar, p) = up_case(t, false, &|p| p.hosts[0].files[0].mode = v.into());
+                    (s, tar, p, false)
+                }),
+            ),
+            (
+                "up: a folder's and its file's path",
+                Box::new(|v, t| {
+                    let dir = t.join("zk").join(v).display().to_string();
+                    let (s, tar, p) = up_case(t, false, &|p| {
+                        p.hosts[0].dirs[0].path = dir.clone();
+                        p.hosts[0].files[0].path = format!("{dir}/myid");
+                    });
+                    (s, tar, p, false)
+                }),
+            ),
+            (
+                "up: the cluster's name",
+                Box::new(|v, t| {
+                    let (s, tar, p) = up_case(t, false, &|p| p.cluster = v.into());
+                    (s, tar, p, false)
+                }),
+            ),
+            (
+                "up: the secret's path and mode",
+                Box::new(|v, t| {
+                    let path = t.join("zk").join(format!("s{v}")).display().to_string();
+                    let (s, tar, p) = up_case(t, true, &|p| {
+                        let sec = p.hosts[0].secret.as_mut().unwrap();
+                        sec.path = path.clone();
+                        sec.mode = v.into();
+                    });
+                    (s, tar, p, false)
+                }),
+            ),
+            (
+                "down: the cluster's name",
+                Box::new(|v, t| {
+                    let mut plan = scratch_plan(vec![], vec![]);
+                    plan.cluster = v.into();
+                    let s = remove_script(&state_of(t), &plan, &plan.hosts[0], false);
+                    (s, Vec::new(), Vec::new(), true)
+                }),
+            ),
+            (
+                "down --purge: a folder's path",
+                Box::new(|v, t| {
+                    let plan = scratch_plan(vec![zk_dir(&t.join("keep").join(v))], vec![]);
+                    let s = remove_script(&state_of(t), &plan, &plan.hosts[0], true);
+                    (s, Vec::new(), Vec::new(), false)
+                }),
+            ),
+            (
+                "survey: a container's name",
+                Box::new(|v, _| (Script::new(SURVEY_SH).arg(v), Vec::new(), Vec::new(), true)),
+            ),
+            (
+                "ensure: every docker run argument",
+                Box::new(move |v, _| (ensure_script(&container(v)), Vec::new(), Vec::new(), true)),
+            ),
+            (
+                "image id: the reference",
+                Box::new(|v, _| (image_id_script(v), Vec::new(), Vec::new(), true)),
+            ),
+            (
+                "gate logs: a container's name",
+                Box::new(|v, _| (logs_script(&[v], 15), Vec::new(), Vec::new(), true)),
+            ),
+            (
+                "logs: the tail and the name",
+                Box::new(|v, _| {
+                    let s = Script::new(LOGS_SH).arg(v).arg(v).arg(v);
+                    (s, Vec::new(), Vec::new(), true)
+                }),
+            ),
+            (
+                "down: the role filters",
+                Box::new(|v, _| {
+                    let s = Script::new(STOP_ROLE_SH).arg(v).arg(v);
+                    (s, Vec::new(), Vec::new(), true)
+                }),
+            ),
+            (
+                "submit: every value",
+                Box::new(|v, t| {
+                    let mut plan = ha_with_work_dir();
+                    plan.image.reference = v.into();
+                    plan.master_url = v.into();
+                    let mut on = plan.hosts[3].clone();
+                    let secret = t.join("keep").join("secret");
+                    std::fs::write(&secret, format!("{SECRET_VAR}={v}\n")).unwrap();
+                    on.secret.as_mut().unwrap().path = secret.display().to_string();
+                    on.address = v.into();
+                    let s = submit_script(&plan, &on, v, v, v, v, true, &[v.into()]);
+                    (s, b"job".to_vec(), Vec::new(), true)
+                }),
+            ),
+        ];
+        for (name, text) in [
+            ("stop", STOP_SH),
+            ("start", START_SH),
+            ("restart", RESTART_SH),
+            ("remove", REMOVE_SH),
+            ("decommission", DECOMMISSION_SH),
+            ("kill", KILL_SH),
+            ("status", STATUS_SH),
+        ] {
+            cases.push(one(name, text));
+        }
+        cases.push((
+            "read the secret: its path",
+            Box::new(|v, _| (Script::new(READ_SH).arg(v), Vec::new(), Vec::new(), false)),
+        ));
+        cases
+    }
+
+    /// Every value that reaches a script of the launcher (each cluster-file
+    /// string, label, image reference and path), drawn from hostile
+    /// values, run through the real script by `sh` in a scratch folder:
+    /// nothing runs, and no file is made or removed but the plan's.
+    #[test]
+    fn hostile_values_reach_every_launch_script_as_data() {
+        let values: Vec<&str> = crate::script::tests::HOSTILE
+            .iter()
+            .copied()
+            .chain([SED_E])
+            .filter(|v| !v.contains('\0'))
+            .collect();
+        for (name, build) in cases() {
+            for v in &values {
+                let tmp = tempfile::tempdir().unwrap();
+                let t = tmp.path();
+                let bin = t.join("bin");
+                std::fs::create_dir_all(t.join("keep/a")).unwrap();
+                std::fs::write(t.join("keep/a/user-file"), "mine\n").unwrap();
+                let (script, stdin, planned, reaches_docker) = build(v, t);
+                let before = tree(t);
+                let (_, out, err) = run_sh_with(
+                    &script.command_line().unwrap(),
+                    &stdin,
+                    &bin,
+                    LOGGING_DOCKER,
+                );
+                // a planned path, or a folder on the way to one
+                let may = |p: &str| {
+                    p.starts_with("bin")
+                        || p.starts_with("state")
+                        || before.iter().any(|b| b == p)
+                        || planned
+                            .iter()
+                            .any(|q| std::path::Path::new(q).starts_with(t.join(p)))
+                };
+                let made: Vec<String> = tree(t).into_iter().filter(|p| !may(p)).collect();
+                assert!(
+                    made.is_empty(),
+                    "{name}, {v:?}: made {made:?}\n{out}\n{err}"
+                );
+                let gone: Vec<&String> = before
+                    .iter()
+                    .filter(|p| std::fs::symlink_metadata(t.join(p)).is_err())
+                    .collect();
+                assert!(
+                    gone.is_empty(),
+                    "{name}, {v:?}: removed {gone:?}\n{out}\n{err}"
+                );
+                if reaches_docker {
+                    let calls = docker_calls(&bin);
+                    assert!(
+                        calls.iter().flatten().any(|a| a.contains(v)),
+                        "{name}, {v:?}: no docker argument holds it: {calls:?}\n{err}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
