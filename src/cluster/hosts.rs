@@ -94,7 +94,16 @@ impl ClusterHost for LocalHost {
             .map_err(|e| e.to_string())?;
         c.write_all(request).map_err(|e| e.to_string())?;
         let mut answer = Vec::new();
-        c.read_to_end(&mut answer).map_err(|e| e.to_string())?;
+        // one byte more than allowed tells an answer at the bound from one past it
+        (&mut c)
+            .take(PROBE_LIMIT as u64 + 1)
+            .read_to_end(&mut answer)
+            .map_err(|e| e.to_string())?;
+        if answer.len() > PROBE_LIMIT {
+            return Err(format!(
+                "{addr}:{port} answered a health check with more than 1 MiB: not what a health check answers"
+            ));
+        }
         Ok(answer)
     }
 }
