@@ -757,7 +757,7 @@ fn up_refuses_a_stale_image_under_the_planned_tag() {
     assert!(t0.elapsed().as_secs() < 30, "{:?}", t0.elapsed());
     let called = std::fs::read_to_string(&calls).unwrap();
     assert_eq!(
-        called, "image inspect --format {{.Id}} ferry/busybox:1.35\n",
+        called, "image inspect --format {{.Id}} -- ferry/busybox:1.35\n",
         "docker was asked for more than the image"
     );
     for d in MADE {

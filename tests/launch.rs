@@ -354,7 +354,7 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
     // h2's work folder is a user's, with a file of theirs
     f.ssh(
         1,
-        &format!("mkdir -p {WORK} && rm -f {WORK}/.ferry-created && echo mine > {WORK}/user-file && chown 185:185 {WORK} && chmod 0755 {WORK}"),
+        &format!("mkdir -p {WORK} && echo mine > {WORK}/user-file && chown 185:185 {WORK} && chmod 0755 {WORK}"),
     );
 
     // first `up`: the image goes to the hosts that lack it
@@ -362,14 +362,15 @@ fn an_ha_cluster_starts_runs_jobs_fails_over_and_converges() {
     let first = f.ok(&["up", "--json"]);
     let first: Value = serde_json::from_str(&first).unwrap();
     assert_eq!(first["ok"], true, "{first:#}");
-    // `up` made h3's work folder and marked it; h2's is used as it was
+    // `up` made h3's work folder and recorded it (in root's record, not in
+    // the folder); h2's is used as it was
     let work = |i: usize| {
         f.ssh(
             i,
-            &format!("stat -c '%a %u' {WORK}; cat {WORK}/.ferry-created 2>/dev/null || true"),
+            &format!("stat -c '%a %u' {WORK}; grep -qxF -- {WORK} /var/lib/ferry/e2e/made && echo recorded || true"),
         )
     };
-    assert_eq!(work(2), "750 185\ne2e\n");
+    assert_eq!(work(2), "750 185\nrecorded\n");
     assert_eq!(work(1), "755 185\n");
     eprintln!(
         "first up (image delivered where missing): {:.1}s",

@@ -241,7 +241,7 @@ fn running(cluster: &str) -> Script {
 }
 
 /// Stops a container (`$1`), giving it 30 s to exit.
-const STOP: &str = r#"docker stop --time 30 -- "$1" >/dev/null"#;
+pub(crate) const STOP: &str = r#"docker stop --time 30 -- "$1" >/dev/null"#;
 
 fn stop(container: &str) -> Script {
     Script::new(STOP).arg(container)

@@ -31,6 +31,10 @@ pub trait ClusterHost: Send + Sync {
 /// How long one health-check connection may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The most a health check reads of an answer (ZooKeeper's `srvr`, a
+/// master's `/json/`), so a hostile or broken server cannot fill memory.
+pub const PROBE_LIMIT: usize = 1024 * 1024;
+
 /// This machine, for `--local`.
 pub struct LocalHost;
 
@@ -90,7 +94,16 @@ impl ClusterHost for LocalHost {
             .map_err(|e| e.to_string())?;
         c.write_all(request).map_err(|e| e.to_string())?;
         let mut answer = Vec::new();
-        c.read_to_end(&mut answer).map_err(|e| e.to_string())?;
+        // one byte more than allowed tells an answer at the bound from one past it
+        (&mut c)
+            .take(PROBE_LIMIT as u64 + 1)
+            .read_to_end(&mut answer)
+            .map_err(|e| e.to_string())?;
+        if answer.len() > PROBE_LIMIT {
+            return Err(format!(
+                "{addr}:{port} answered a health check with more than 1 MiB: not what a health check answers"
+            ));
+        }
         Ok(answer)
     }
 }
@@ -161,5 +174,43 @@ impl ClusterHost for SshHost {
         self.remote
             .exchange(addr, port, request, PROBE_TIMEOUT)
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A server on loopback that reads a request and answers `size` bytes.
+    fn answering(size: usize) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = [0u8; 4];
+            let _ = s.read_exact(&mut req);
+            // the client may stop reading: a failed write is its refusal
+            let _ = s.write_all(&vec![b'x'; size]);
+        });
+        port
+    }
+
+    #[test]
+    fn a_health_answer_is_read_up_to_one_mib() {
+        let port = answering(PROBE_LIMIT);
+        let a = LocalHost.exchange("127.0.0.1", port, b"srvr").unwrap();
+        assert_eq!(a.len(), PROBE_LIMIT);
+        let port = answering(PROBE_LIMIT + 1);
+        let e = LocalHost
+            .exchange("127.0.0.1", port, b"srvr")
+            .map(|a| a.len())
+            .unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "127.0.0.1:{port} answered a health check with more than 1 MiB: not what a health check answers"
+            )
+        );
     }
 }

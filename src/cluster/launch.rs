@@ -5,9 +5,16 @@
 //!
 //! No state is kept here: each container carries `ferry.cluster`,
 //! `ferry.role` and `ferry.spec` (a hash of its planned spec and files)
-//! labels, so any operator with the cluster file sees the same truth; each
-//! folder `up` makes holds a `.ferry-created` mark, so `down --purge`
-//! removes what ferry made and keeps what was there before.
+//! labels, so any operator with the cluster file sees the same truth; the
+//! folders `up` makes are listed in a record of root's on each host
+//! (`/var/lib/ferry/<cluster>/made`, where no container reaches), so `down
+//! --purge` removes what ferry made and keeps what was there before.
+//!
+//! Every script run on a host is constant text (see [`crate::script`]):
+//! names, paths, image references and labels reach it as positional
+//! parameters. Writes as root into folders a container can write never
+//! follow a link: files are staged in a folder of root's alone and renamed
+//! into place.
 //! Idempotent: a running container whose spec label matches is left alone,
 //! a stopped one is started, a changed one is replaced. A host that fails is
 //! set aside (the rest go on) and reported; gates then wait only on the
@@ -25,7 +32,6 @@ use super::plan::{
     Action, Container, Gate, HostPlan, ImageRef, JaasSection, Plan, Role, SECRET_VAR,
 };
 use super::render;
-use crate::push::sh_quote;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -226,12 +232,8 @@ pub fn up(
             Action::WriteFiles => {
                 let secret = cluster_secret(fleet, p)?;
                 let done = fleet.each(&step.hosts, &|hp, c| {
-                    let (script, tar) = write_files_script(plan, hp, secret.as_deref());
-                    c.run(
-                        "writing the cluster's files",
-                        &Script::legacy((script).to_string()),
-                        &tar,
-                    )
+                    let (script, tar) = write_files_script(STATE_ROOT, plan, hp, secret.as_deref());
+                    c.run("writing the cluster's files", &script, &tar)
                 });
                 for (host, out) in done {
                     let changed = out.lines().filter(|l| l.starts_with("wrote ")).count();
@@ -294,16 +296,8 @@ pub fn survey(fleet: &Fleet, hosts: &[String], role: Role) -> Vec<Survey> {
     fleet
         .each(hosts, &|hp, c| {
             let mine: Vec<&Container> = hp.containers.iter().filter(|c| c.role == role).collect();
-            let script: String = mine
-                .iter()
-                .map(|c| {
-                    format!(
-                        "printf '%s ' {n}; docker container inspect --format '{{{{index .Config.Labels \"ferry.spec\"}}}} {{{{.State.Running}}}}' {n} 2>/dev/null || echo missing\n",
-                        n = sh_quote(&c.name)
-                    )
-                })
-                .collect();
-            let out = c.run("looking at the containers", &Script::legacy((script).to_string()), &[])?;
+            let script = Script::new(SURVEY_SH).args(mine.iter().map(|c| &c.name));
+            let out = c.run("looking at the containers", &script, &[])?;
             Ok(mine
                 .iter()
                 .map(|ct| {
@@ -338,6 +332,12 @@ pub fn survey(fleet: &Fleet, hosts: &[String], role: Role) -> Vec<Survey> {
         .flat_map(|(_, v)| v)
         .collect()
 }
+
+/// `NAME...`: a line `NAME SPEC RUNNING` (or `NAME missing`) for each.
+const SURVEY_SH: &str = r#"for n in "$@"; do
+  printf '%s ' "$n"
+  docker container inspect --format '{{index .Config.Labels "ferry.spec"}} {{.State.Running}}' -- "$n" 2>/dev/null || echo missing
+done"#;
 
 /// The running containers to replace one at a time, in a safe order:
 /// ZooKeeper followers before the leader, standby masters before the
@@ -419,11 +419,15 @@ fn start_role(
                 .iter()
                 .filter(|c| c.role == role && only.is_none_or(|o| o == c.name))
                 .collect();
-            c.run(
-                &format!("starting the {}", role_name(role)),
-                &Script::legacy((ensure_script(&mine)).to_string()),
-                &[],
-            )
+            let mut out = String::new();
+            for ct in mine {
+                out += &c.run(
+                    &format!("starting the {}", role_name(role)),
+                    &ensure_script(ct),
+                    &[],
+                )?;
+            }
+            Ok(out)
         })
     };
     let show = |done: Vec<(String, String)>| {
@@ -498,6 +502,26 @@ fn start_role(
     Ok(())
 }
 
+/// `NAME`: starts the container.
+const START_SH: &str = r#"docker start -- "$1" >/dev/null"#;
+/// `NAME`: restarts the container.
+const RESTART_SH: &str = r#"docker restart --time 10 -- "$1" >/dev/null"#;
+/// `NAME`: stops and removes the container, if there is one.
+const REMOVE_SH: &str = r#"docker stop --time 30 -- "$1" >/dev/null 2>&1; docker rm --force -- "$1" >/dev/null 2>&1; true"#;
+/// `NAME`: SIGPWR to a running container (a Spark worker decommissions);
+/// prints `yes` if it was running.
+const DECOMMISSION_SH: &str = r#"if [ "$(docker inspect --format '{{.State.Running}}' -- "$1" 2>/dev/null)" = true ]; then docker kill --signal PWR -- "$1" >/dev/null && echo yes; fi"#;
+/// `NAME`: SIGKILLs the container's process from the host, as a crash would.
+const KILL_SH: &str = r#"pid=$(docker inspect --format '{{.State.Pid}}' -- "$1") && [ "$pid" -gt 0 ] && kill -KILL "$pid""#;
+/// `PATH`: the file's content, or nothing.
+const READ_SH: &str = r#"cat -- "$1" 2>/dev/null || true"#;
+/// `FILTER`: a line `NAME<tab>STATE<tab>SPEC` per container the filter matches.
+const STATUS_SH: &str =
+    "docker ps --all --filter \"$1\" --format '{{.Names}}\t{{.State}}\t{{.Label \"ferry.spec\"}}'";
+/// `TAIL NAME FOLLOW`: the container's log (`FOLLOW` 1: as it grows).
+const LOGS_SH: &str = r#"if [ "$3" = 1 ]; then exec docker logs --tail "$1" --follow -- "$2" 2>&1; fi
+exec docker logs --tail "$1" -- "$2" 2>&1"#;
+
 /// What `up` would do to each role's containers, in order (`--dry-run`).
 pub fn dry_run(fleet: &Fleet) -> Vec<String> {
     let mut lines = Vec::new();
@@ -555,7 +579,7 @@ fn cluster_secret(fleet: &Fleet, p: &(dyn Fn(&str) + Sync)) -> Result<Option<Str
         let path = &hp.secret.as_ref().expect("a holder").path;
         c.run(
             "reading the cluster's secret",
-            &Script::legacy((format!("cat {} 2>/dev/null || true", sh_quote(path))).to_string()),
+            &Script::new(READ_SH).arg(path),
             &[],
         )
     });
@@ -600,152 +624,224 @@ pub fn role_name(r: Role) -> &'static str {
     }
 }
 
-/// `ours PATH`: whether this cluster's `up` made the folder (`$c` is the
-/// cluster's name). `up` leaves a `.ferry-created` file holding the
-/// cluster's name in each folder it makes, and `down --purge` removes only
-/// folders that bear it, or that lie in the cluster's own folders
-/// ([`in_own_folders`]).
-const OURS_SH: &str = r#"ours() { [ "$(head -n 1 "$1/.ferry-created" 2>/dev/null)" = "$c" ]; }
+/// Where ferry keeps, on each host, what is its alone: `<root>/<cluster>`
+/// holds the record of the folders `up` made (`made`, one path a line)
+/// and the folder it stages files in (`.stage`). Root makes both, and no
+/// container mounts them (a cluster's data folders lie below them, never
+/// at them: `up` refuses a planned folder that would hold them).
+pub const STATE_ROOT: &str = "/var/lib/ferry";
+
+/// Functions both `up` and `down --purge` use. `$state` is the cluster's
+/// folder of ferry's own (under [`STATE_ROOT`]), `$trusted_record` is set
+/// when that folder is root's alone (a record anyone else could write is
+/// not believed).
+///
+/// `root_only DIR`: a real folder (no link) of ours that no one else may
+/// write in. `in_record FILE PATH`: whether FILE lists PATH on a line.
+/// `made PATH`: whether the cluster's record says its `up` made PATH.
+const RECORDS_SH: &str = r#"nl='
+'
+me=$(id -u)
+fail() { printf '%s\n' "$1" >&2; exit 1; }
+root_only() {
+  [ -d "$1" ] && [ ! -L "$1" ] || return 1
+  _st=$(stat -c '%u %a' -- "$1") || return 1
+  [ "${_st% *}" = "$me" ] && [ $((0${_st#* } & 022)) = 0 ]
+}
+in_record() {
+  [ -f "$1" ] && [ ! -L "$1" ] || return 1
+  while IFS= read -r _l; do [ "$_l" = "$2" ] && return 0; done < "$1"
+  return 1
+}
+made() { [ -n "$trusted_record" ] && in_record "$state/made" "$1"; }
 "#;
 
-/// `mk PATH MODE OWNER OWN`: makes a missing folder, marks it as the
-/// cluster's and notes it for its owner's uid; a folder that was there and
-/// is not the cluster's (`OWN` is 1 in the cluster's own folders) keeps its
-/// mode and owner and is noted for a check that its owner can write it.
+/// `up`'s folder and file steps.
+///
+/// `no_foreign_link PATH`: no link on the way to PATH (PATH included) that
+/// someone else than root could have made (a link of root's in a folder of
+/// root's alone, `/data -> /mnt/disk1`, is the admin's and is followed).
+/// `owner_ids USER`: sets `uid` and `gid` to those of the image's USER,
+/// asked of the image itself (the user is a value for its `id`, never
+/// part of a program).
+/// `mk PATH MODE OWNER OWN`: makes a missing folder, records it as the
+/// cluster's and gives it to its owner; a folder that was there and is not
+/// the cluster's (`OWN` is 1 in the cluster's own folders) keeps its mode
+/// and owner, and its owner must be able to write it.
 /// `writable PATH UID GID`: whether that user may make files in it, by
 /// owner, group and mode (ACLs and other groups are not read).
-const MK_SH: &str = r#"new=
-theirs=
-mk() {
-  if [ ! -d "$1" ]; then
-    mkdir -p "$1" && printf '%s\n' "$c" > "$1/.ferry-created" || exit 1
-    new="$new $1:$3"
-  elif [ "$4" != 1 ] && ! ours "$1"; then
-    theirs="$theirs $1:$3"
-    return 0
-  fi
-  chmod "$2" "$1" || exit 1
+/// `stage_for DIR`: sets `at` to a folder of root's alone on DIR's file
+/// system, so that a rename from it into DIR is atomic.
+/// `put NAME PATH MODE OWNED`: puts the tar's file NAME at PATH when its
+/// content differs: copied into the stage, given its mode (and with
+/// `OWNED` 1 its folder's owner) there, then renamed into place. A rename
+/// replaces a link a container planted at PATH; nothing is ever written,
+/// chmodded or chowned through one.
+const MK_SH: &str = r#"no_foreign_link() {
+  _p= _r=${1#/}
+  while [ -n "$_r" ]; do
+    _p=$_p/${_r%%/*}
+    case $_r in */*) _r=${_r#*/} ;; *) _r= ;; esac
+    if [ -L "$_p" ]; then
+      [ "$(stat -c %u -- "$_p")" = "$me" ] && root_only "${_p%/*}/" || return 1
+    fi
+  done
+}
+owner_ids() {
+  case $1 in
+    ""|[!abcdefghijklmnopqrstuvwxyz_]*|*[!abcdefghijklmnopqrstuvwxyz0123456789_-]*)
+      fail "the image's user \`$1\` is not a user name ([a-z_][a-z0-9_-]*): check the image's \`ferry.*.user\` labels" ;;
+  esac
+  [ "$1" = "${ids_of-}" ] && return 0
+  _ids=$(docker run --rm --network none --entrypoint sh -- "$image" -c 'id -u -- "$1" && id -g -- "$1"' sh "$1") || fail "cannot read the user \`$1\` of the image \`$image\`"
+  uid=${_ids%"$nl"*} gid=${_ids#*"$nl"}
+  case $uid in ""|*[!0123456789]*) fail "user \`$1\` is not in the image \`$image\`" ;; esac
+  case $gid in ""|*[!0123456789]*) fail "user \`$1\` is not in the image \`$image\`" ;; esac
+  ids_of=$1
 }
 writable() {
-  st=$(stat -c '%u %g %a' "$1") || return 1
-  set -- "$2" "$3" $st
-  m=$((0$5))
-  if [ "$1" = "$3" ]; then b=$((m >> 6)); elif [ "$2" = "$4" ]; then b=$((m >> 3)); else b=$m; fi
-  [ $((b & 3)) = 3 ]
+  _st=$(stat -c '%u %g %a' -- "$1") || return 1
+  set -- "$2" "$3" $_st
+  _m=$((0$5))
+  if [ "$1" = "$3" ]; then _b=$((_m >> 6)); elif [ "$2" = "$4" ]; then _b=$((_m >> 3)); else _b=$_m; fi
+  [ $((_b & 3)) = 3 ]
 }
+mk() {
+  case $1 in /*) ;; *) fail "\`$1\` is not an absolute path" ;; esac
+  case $1 in *"$nl"*) fail "a planned folder's path holds a newline" ;; esac
+  case "$state/" in "${1%/}/"*) fail "\`$1\` would hold ferry's own records of the cluster (\`$state\`), which no container may write: name another folder" ;; esac
+  no_foreign_link "$1" || fail "\`$1\`: a link on its way was made by another user than root (a container may have planted it): ferry follows no such link"
+  if [ -L "$1" ] || { [ -e "$1" ] && [ ! -d "$1" ]; }; then
+    fail "\`$1\` is a link or not a folder: ferry makes and writes only real folders"
+  fi
+  if [ ! -e "$1" ]; then
+    mkdir -p -- "$1" || exit 1
+    in_record "$state/made" "$1" || printf '%s\n' "$1" >> "$state/made" || exit 1
+    if [ "$3" != root ]; then
+      owner_ids "$3"
+      chown -h -- "$uid:$gid" "$1" || exit 1
+    fi
+  elif [ "$4" != 1 ] && ! made "$1"; then
+    [ "$3" = root ] && return 0
+    owner_ids "$3"
+    writable "$1" "$uid" "$gid" || fail "\`$1\` was not made by ferry and the image's user \`$3\` (uid $uid) cannot write it: give it to that user (\`chown $uid:$gid $1\` there) or name a folder that does not exist yet (ferry makes it)"
+    return 0
+  fi
+  chmod -- "$2" "$1" || exit 1
+}
+stage_for() {
+  _dev=$(stat -c %d -- "$1") || exit 1
+  at=$stage
+  [ "$(stat -c %d -- "$at")" = "$_dev" ] && return 0
+  _top=$(stat -c %m -- "$1") || exit 1
+  at=${_top%/}/.ferry-stage
+  root_only "$_top" && { [ -d "$at" ] || mkdir -m 0700 -- "$at"; } && root_only "$at" && [ "$(stat -c %d -- "$at")" = "$_dev" ] ||
+    fail "\`$1\` is on another file system than \`$stage\`, and that file system's top folder \`$_top\` is not root's alone, so ferry has nowhere safe to stage its files there: put the folder on the same file system as \`$stage\`, or below a mount point only root writes"
+}
+put() {
+  case $2 in /*) ;; *) fail "\`$2\` is not an absolute path" ;; esac
+  _d=${2%/*}
+  [ -n "$_d" ] || _d=/
+  no_foreign_link "$_d" && [ -d "$_d" ] && [ ! -L "$_d" ] || fail "\`$2\`: its folder is missing or a link: ferry writes through no link a container could have planted"
+  if [ -f "$2" ] && [ ! -L "$2" ] && cmp -s -- "$x/$1" "$2"; then return 0; fi
+  stage_for "$_d"
+  tmp=$(mktemp -- "$at/put.XXXXXX") || exit 1
+  cat -- "$x/$1" > "$tmp" && chmod -- "$3" "$tmp" || exit 1
+  if [ "$4" = 1 ]; then
+    _own=$(stat -c %u:%g -- "$_d") && chown -- "$_own" "$tmp" || exit 1
+  fi
+  mv -fT -- "$tmp" "$2" || exit 1
+  tmp=
+  printf 'wrote %s\n' "$2"
+}
+"#;
+
+/// `up`'s files step: `STATE IMAGE` then records `dir PATH MODE OWNER OWN`,
+/// `file NAME PATH MODE`, `secret NAME PATH MODE` (owned like its folder),
+/// with the tar of the files' contents on stdin.
+const UP_FILES_HEAD: &str = r#"set -u
+umask 022
+state=$1 image=$2
+shift 2
+stage=$state/.stage"#;
+
+const UP_FILES_STEPS: &str = r#"mkdir -p -- "$state" && root_only "$state" ||
+  fail "\`$state\` (ferry's own records of the cluster) is a link, or others than root may write it: make it a folder of root's, mode 0755"
+trusted_record=1
+{ [ -d "$stage" ] || mkdir -m 0700 -- "$stage"; } && root_only "$stage" && chmod 0700 -- "$stage" ||
+  fail "\`$stage\` (where ferry stages files) is a link, or others than root may write it"
+tmp=
+x=$(mktemp -d -- "$stage/in.XXXXXX") || exit 1
+trap 'rm -rf -- "$x"; [ -z "$tmp" ] || rm -f -- "$tmp"' EXIT
+tar -xf - -C "$x" || exit 1
+while [ $# -gt 0 ]; do
+  case $1 in
+    dir) mk "$2" "$3" "$4" "$5"; shift 5 ;;
+    file) put "$2" "$3" "$4" 0; shift 4 ;;
+    secret) put "$2" "$3" "$4" 1; shift 4 ;;
+    *) fail "unknown step \`$1\`" ;;
+  esac
+done
 "#;
 
 /// Whether `path` lies in the folders ferry keeps for `cluster` alone:
-/// ferry's whatever made them (also an older ferry, before the mark).
+/// ferry's whatever made them (also an older ferry, before the record).
 pub fn in_own_folders(cluster: &str, path: &str) -> bool {
     [
         format!("/etc/ferry/{cluster}"),
-        format!("/var/lib/ferry/{cluster}"),
+        format!("{STATE_ROOT}/{cluster}"),
     ]
     .iter()
     .any(|root| path == root || path.starts_with(&format!("{root}/")))
 }
 
 /// The script that makes the host's folders (owned by the image's users,
-/// resolved to their uids in the image once, when a folder is new) and puts
+/// resolved to their uids in the image, when a folder is new) and puts
 /// each file in place atomically, only when its content differs; and the tar
 /// of the files' contents it reads on stdin. A folder that was there before
 /// (`/data/spark` from a flat config, say) is used as it is, but only if the
 /// daemon's user can write it: the host fails otherwise, naming the folder.
-pub fn write_files_script(plan: &Plan, host: &HostPlan, secret: Option<&str>) -> (String, Vec<u8>) {
-    let mut s = format!(
-        "set -u\numask 022\nc={}\n{OURS_SH}{MK_SH}",
-        sh_quote(&plan.cluster)
-    );
+/// `root` is where ferry keeps its own records ([`STATE_ROOT`]).
+pub fn write_files_script(
+    root: &str,
+    plan: &Plan,
+    host: &HostPlan,
+    secret: Option<&str>,
+) -> (Script, Vec<u8>) {
+    let mut s = Script::new(UP_FILES_HEAD)
+        .then(RECORDS_SH)
+        .then(MK_SH)
+        .then(UP_FILES_STEPS)
+        .arg(format!("{root}/{}", plan.cluster))
+        .arg(&plan.image.reference);
     for d in &host.dirs {
-        s += &format!(
-            "mk {} {} {} {}\n",
-            sh_quote(&d.path),
-            sh_quote(&d.mode),
-            sh_quote(&d.owner),
-            u8::from(in_own_folders(&plan.cluster, &d.path))
-        );
+        let own = if in_own_folders(&plan.cluster, &d.path) {
+            "1"
+        } else {
+            "0"
+        };
+        s = s.args(["dir", &d.path, &d.mode, &d.owner, own]);
     }
-    // a folder made now gets its owner's uid, read from the image itself;
-    // one that was there must be writable by it
-    let owners: Vec<&str> = {
-        let mut o: Vec<&str> = host
-            .dirs
-            .iter()
-            .map(|d| d.owner.as_str())
-            .filter(|o| *o != "root")
-            .collect();
-        o.sort();
-        o.dedup();
-        o
-    };
-    let ids = if owners.is_empty() {
-        "true".to_string()
-    } else {
-        format!(
-            "for u in {}; do echo \"$u $(id -u \"$u\") $(id -g \"$u\")\"; done",
-            owners
-                .iter()
-                .map(|o| sh_quote(o))
-                .collect::<Vec<_>>()
-                .join(" ")
-        )
-    };
-    s += &format!(
-        r#"if [ -n "$new$theirs" ]; then
-  ids=$(docker run --rm --entrypoint sh {image} -c {ids}) || {{ echo "cannot read the users of {image_plain}" >&2; exit 1; }}
-  user() {{ printf '%s\n' "$ids" | sed -n "s/^$1 \([0-9][0-9]*\) \([0-9][0-9]*\)$/\1 \2/p"; }}
-  for d in $new; do
-    owner=${{d##*:}}; path=${{d%:*}}
-    [ "$owner" = root ] && continue
-    set -- $(user "$owner")
-    [ $# = 2 ] || {{ echo "user $owner is not in the image" >&2; exit 1; }}
-    chown "$1:$2" "$path" || exit 1
-  done
-  for d in $theirs; do
-    owner=${{d##*:}}; path=${{d%:*}}
-    [ "$owner" = root ] && continue
-    set -- $(user "$owner")
-    [ $# = 2 ] || {{ echo "user $owner is not in the image" >&2; exit 1; }}
-    writable "$path" "$1" "$2" || {{ echo "\`$path\` was not made by ferry and the image's user \`$owner\` (uid $1) cannot write it: give it to that user (\`chown $1:$2 $path\` there) or name a folder that does not exist yet (ferry makes it)" >&2; exit 1; }}
-  done
-fi
-"#,
-        image = sh_quote(&plan.image.reference),
-        ids = sh_quote(&ids),
-        image_plain = plan.image.reference,
-    );
-    s += "s=$(mktemp -d) || exit 1\ntrap 'rm -rf \"$s\"' EXIT\ntar -xf - -C \"$s\" || exit 1\nput() { # staged path mode\n  if [ -f \"$2\" ] && cmp -s \"$s/$1\" \"$2\"; then return 0; fi\n  cp \"$s/$1\" \"$2.ferry-new\" && chmod \"$3\" \"$2.ferry-new\" && mv -f \"$2.ferry-new\" \"$2\" || exit 1\n  echo \"wrote $2\"\n}\n";
     let mut tar = tar::Builder::new(Vec::new());
-    for (i, f) in host.files.iter().enumerate() {
+    let mut add = |name: &str, content: &[u8]| {
         let mut h = tar::Header::new_ustar();
-        h.set_size(f.content.len() as u64);
+        h.set_size(content.len() as u64);
         h.set_mode(0o600);
         h.set_entry_type(tar::EntryType::Regular);
         h.set_cksum();
-        tar.append_data(&mut h, i.to_string(), f.content.as_bytes())
+        tar.append_data(&mut h, name, content)
             .expect("a tar in memory");
-        s += &format!("put {i} {} {}\n", sh_quote(&f.path), sh_quote(&f.mode));
+    };
+    for (i, f) in host.files.iter().enumerate() {
+        add(&i.to_string(), f.content.as_bytes());
+        s = s.args(["file", &i.to_string(), &f.path, &f.mode]);
     }
     // a secret file is owned like its folder (the image's user), never
     // readable by others, and only ever in the tar on stdin
-    let mut put_secret = |name: &str, path: &str, mode: &str, value: &str| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(value.len() as u64);
-        h.set_mode(0o600);
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_cksum();
-        tar.append_data(&mut h, name, value.as_bytes())
-            .expect("a tar in memory");
-        s += &format!(
-            "p={path}\nif ! {{ [ -f \"$p\" ] && cmp -s \"$s/{name}\" \"$p\"; }}; then\n  own=$(stat -c %u:%g \"${{p%/*}}\") || exit 1\n  (umask 077; cp \"$s/{name}\" \"$p.ferry-new\") && chmod {mode} \"$p.ferry-new\" && chown \"$own\" \"$p.ferry-new\" && mv -f \"$p.ferry-new\" \"$p\" || exit 1\n  echo \"wrote $p\"\nfi\n",
-            path = sh_quote(path),
-            mode = sh_quote(mode),
-        );
-    };
     if let Some(value) = secret {
         if let Some(sec) = &host.secret {
-            put_secret("secret", &sec.path, &sec.mode, value);
+            add("secret", value.as_bytes());
+            s = s.args(["secret", "secret", &sec.path, &sec.mode]);
         }
         let password = zookeeper_password(value);
         for (i, j) in host.jaas.iter().enumerate() {
@@ -753,7 +849,9 @@ fi
                 JaasSection::Server => render::jaas_server(&password),
                 JaasSection::Client => render::jaas_client(&password),
             };
-            put_secret(&format!("jaas{i}"), &j.path, &j.mode, &text);
+            let name = format!("jaas{i}");
+            add(&name, text.as_bytes());
+            s = s.args(["secret", &name, &j.path, &j.mode]);
         }
     }
     (s, tar.into_inner().expect("a tar in memory"))
@@ -777,11 +875,9 @@ fn zookeeper_password(secret_line: &str) -> String {
 
 /// The script that prints the id of the host's image under `reference`, or
 /// nothing when its Docker has none.
-pub fn image_id_script(reference: &str) -> String {
-    format!(
-        "docker image inspect --format '{{{{.Id}}}}' {} 2>/dev/null || true\n",
-        sh_quote(reference)
-    )
+pub fn image_id_script(reference: &str) -> Script {
+    Script::new(r#"docker image inspect --format '{{.Id}}' -- "$1" 2>/dev/null || true"#)
+        .arg(reference)
 }
 
 /// What a host's Docker holds under the plan's image reference.
@@ -847,39 +943,45 @@ pub fn run_args(c: &Container) -> Vec<String> {
         let ro = if m.read_only { ":ro" } else { "" };
         a.push(format!("{}:{}{ro}", m.source, m.target));
     }
+    // an image reference is never taken for an option
+    a.push("--".into());
     a.push(c.image.clone());
     a.extend(c.command.iter().cloned());
     a
 }
 
-/// The script that brings the containers to their planned spec, printing
-/// one line per container: unchanged, started, restarted or replaced.
-pub fn ensure_script(containers: &[&Container]) -> String {
-    let mut s = String::from(
-        "set -u\nensure() { # name spec docker-run-args...\n  name=$1; want=$2; shift 2\n  found=$(docker container inspect --format '{{index .Config.Labels \"ferry.spec\"}} {{.State.Running}}' \"$name\" 2>/dev/null) || found=\n  case \"$found\" in\n    \"$want true\") echo \"$name is up to date\" ;;\n    \"$want false\") docker start \"$name\" >/dev/null || exit 1; echo \"$name was stopped: started it\" ;;\n    \"\") docker \"$@\" >/dev/null || exit 1; echo \"started $name\" ;;\n    *) docker stop --time 30 \"$name\" >/dev/null 2>&1; docker rm --force \"$name\" >/dev/null && docker \"$@\" >/dev/null || exit 1; echo \"$name: spec changed, replaced it\" ;;\n  esac\n}\n",
-    );
-    for c in containers {
-        let args: Vec<String> = run_args(c).iter().map(|a| sh_quote(a)).collect();
-        s += &format!(
-            "ensure {} {} {}\n",
-            sh_quote(&c.name),
-            sh_quote(&c.labels["ferry.spec"]),
-            args.join(" ")
-        );
-    }
-    s
+/// `NAME SPEC RUN-ARG...`: brings the container to its planned spec (its
+/// `ferry.spec` label), printing one line: unchanged, started, or replaced;
+/// `docker` gets the run arguments as they are.
+const ENSURE_SH: &str = r#"set -u
+name=$1 want=$2
+shift 2
+found=$(docker container inspect --format '{{index .Config.Labels "ferry.spec"}} {{.State.Running}}' -- "$name" 2>/dev/null) || found=
+case $found in
+  "$want true") printf '%s is up to date\n' "$name" ;;
+  "$want false") docker start -- "$name" >/dev/null || exit 1; printf '%s was stopped: started it\n' "$name" ;;
+  "") docker "$@" >/dev/null || exit 1; printf 'started %s\n' "$name" ;;
+  *) docker stop --time 30 -- "$name" >/dev/null 2>&1; docker rm --force -- "$name" >/dev/null && docker "$@" >/dev/null || exit 1; printf '%s: spec changed, replaced it\n' "$name" ;;
+esac"#;
+
+/// The script that brings a container to its planned spec (see [`ENSURE_SH`]).
+pub fn ensure_script(c: &Container) -> Script {
+    Script::new(ENSURE_SH)
+        .arg(&c.name)
+        .arg(&c.labels["ferry.spec"])
+        .args(run_args(c))
 }
 
-fn logs_script(names: &[&str], tail: u32) -> String {
-    names
-        .iter()
-        .map(|n| {
-            format!(
-                "echo '--- last lines of {n}:'; docker logs --tail {tail} {} 2>&1\n",
-                sh_quote(n)
-            )
-        })
-        .collect()
+/// `TAIL NAME...`: the last lines of each container's log.
+const LOGS_TAIL_SH: &str = r#"tail=$1
+shift
+for n in "$@"; do
+  printf '%s\n' "--- last lines of $n:"
+  docker logs --tail "$tail" -- "$n" 2>&1
+done"#;
+
+fn logs_script(names: &[&str], tail: u32) -> Script {
+    Script::new(LOGS_TAIL_SH).arg(tail.to_string()).args(names)
 }
 
 /// Waits for a gate; `strict` (during a rolling replacement) also wants
@@ -936,11 +1038,7 @@ fn wait(
                     .filter(|c| c.role == role)
                     .map(|c| c.name.as_str())
                     .collect();
-                c.run(
-                    "reading logs",
-                    &Script::legacy((logs_script(&names, 15)).to_string()),
-                    &[],
-                )
+                c.run("reading logs", &logs_script(&names, 15), &[])
             });
             return Err(LaunchError::Gate {
                 gate: label.into(),
@@ -1012,10 +1110,7 @@ impl Stranded {
             let secs = since.elapsed().as_secs();
             match conn.run(
                 "restarting a stranded worker",
-                &Script::legacy(
-                    (format!("docker restart --time 10 {} >/dev/null", sh_quote(&c.name)))
-                        .to_string(),
-                ),
+                &Script::new(RESTART_SH).arg(&c.name),
                 &[],
             ) {
                 Ok(_) => p(&format!(
@@ -1255,18 +1350,9 @@ pub struct Status {
 pub fn status(fleet: &Fleet) -> Status {
     let plan = fleet.plan;
     let names: Vec<String> = plan.hosts.iter().map(|h| h.name.clone()).collect();
-    let script = format!(
-        "docker ps --all --filter {} --format '{{{{.Names}}}}\t{{{{.State}}}}\t{{{{.Label \"ferry.spec\"}}}}'",
-        sh_quote(&format!("label=ferry.cluster={}", plan.cluster))
-    );
+    let script = Script::new(STATUS_SH).arg(format!("label=ferry.cluster={}", plan.cluster));
     let found: BTreeMap<String, String> = fleet
-        .each(&names, &|_, c| {
-            c.run(
-                "listing containers",
-                &Script::legacy((script).to_string()),
-                &[],
-            )
-        })
+        .each(&names, &|_, c| c.run("listing containers", &script, &[]))
         .into_iter()
         .collect();
     let status_urls = plan.steps.iter().find_map(|s| match &s.gate {
@@ -1382,20 +1468,12 @@ pub fn logs(
     out: &mut dyn Write,
 ) -> Result<i32, LaunchError> {
     let tail = tail.map(|n| n.to_string()).unwrap_or_else(|| "all".into());
-    let follow = if follow { " --follow" } else { "" };
-    conn.stream(
-        "reading logs",
-        &Script::legacy(
-            (format!(
-                "exec docker logs --tail {tail}{follow} {} 2>&1",
-                sh_quote(&c.name)
-            ))
-            .to_string(),
-        ),
-        &[],
-        out,
-    )
-    .map_err(LaunchError::Host)
+    let script = Script::new(LOGS_SH)
+        .arg(tail)
+        .arg(&c.name)
+        .arg(if follow { "1" } else { "0" });
+    conn.stream("reading logs", &script, &[], out)
+        .map_err(LaunchError::Host)
 }
 
 /// Runs `spark-submit` in a throwaway container of the cluster's image on
@@ -1415,39 +1493,60 @@ pub fn submit(
     args: &[String],
     out: &mut dyn Write,
 ) -> Result<i32, LaunchError> {
-    let mut s = String::from(
-        "set -u\nexec 2>&1\nd=$(mktemp -d /tmp/ferry-submit.XXXXXX) || exit 1\ntrap 'rm -rf \"$d\"' EXIT\nchmod 0711 \"$d\"\n",
+    let script = submit_script(
+        plan,
+        on,
+        driver,
+        spark_home,
+        spark_user,
+        job,
+        local.is_some(),
+        args,
     );
-    let mut mount = String::new();
+    conn.stream("running spark-submit", &script, local.unwrap_or(&[]), out)
+        .map_err(LaunchError::Host)
+}
+
+/// The script [`submit`] runs (see [`SUBMIT_SH`]); with `local`, the job
+/// comes on its stdin.
+#[allow(clippy::too_many_arguments)]
+fn submit_script(
+    plan: &Plan,
+    on: &HostPlan,
+    driver: &str,
+    spark_home: &str,
+    spark_user: &str,
+    job: &str,
+    local: bool,
+    args: &[String],
+) -> Script {
     let mut auth = Vec::new();
-    if let Some(sec) = &on.secret {
-        // the driver needs the secret as a property (Spark requires
-        // `spark.authenticate.secret` for a standalone driver): a 0600 file
-        // of the image's user, written with the shell's builtin printf so it
-        // is in no process's arguments
-        s += &format!(
-            "(umask 077; printf 'spark.authenticate true\\nspark.authenticate.secret %s\\n' \"$(sed -n 's/^{var}=//p' {path})\" > \"$d/auth.conf\") || exit 1\nchown \"$(stat -c %u:%g {path})\" \"$d/auth.conf\" || exit 1\n",
-            path = sh_quote(&sec.path),
-            var = SECRET_VAR
-        );
-        mount += " --volume \"$d/auth.conf\":/etc/ferry/submit/auth.conf:ro";
+    if on.secret.is_some() {
         auth = vec![
             "--properties-file".to_string(),
             "/etc/ferry/submit/auth.conf".into(),
         ];
     }
     let job_in = match local {
-        Some(_) => {
-            let name = std::path::Path::new(job)
+        true => {
+            // its name is seen inside the container only; no `:` or `,`
+            // may reach the volume's spec
+            let name: String = std::path::Path::new(job)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "job.py".into());
-            s += "cat > \"$d/job\" || exit 1\nchmod 0644 \"$d/job\"\n";
-            let inside = format!("/opt/ferry/submit/{name}");
-            mount += &format!(" --volume \"$d/job\":{}", sh_quote(&format!("{inside}:ro")));
-            inside
+                .unwrap_or_else(|| "job.py".into())
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("/opt/ferry/submit/{name}")
         }
-        None => job.to_string(),
+        false => job.to_string(),
     };
     let mut cmd = vec![format!("{spark_home}/bin/spark-submit")];
     cmd.extend(auth);
@@ -1466,27 +1565,51 @@ pub fn submit(
     if let Some(mib) = smallest_worker_mib(plan).filter(|m| *m < 1024) {
         cmd.extend(["--conf".into(), format!("spark.executor.memory={mib}m")]);
     }
+    let inside = if local { job_in.clone() } else { String::new() };
     cmd.push(job_in);
     cmd.extend(args.iter().cloned());
-    s += &format!(
-        "docker run --rm --name {} --label ferry.driver={} --network host --user {}{mount} {} {}\n",
-        sh_quote(driver),
-        sh_quote(&plan.cluster),
-        sh_quote(spark_user),
-        sh_quote(&plan.image.reference),
-        cmd.iter()
-            .map(|a| sh_quote(a))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    conn.stream(
-        "running spark-submit",
-        &Script::legacy((s).to_string()),
-        local.unwrap_or(&[]),
-        out,
-    )
-    .map_err(LaunchError::Host)
+    Script::new(SUBMIT_SH)
+        .arg(driver)
+        .arg(format!("ferry.driver={}", plan.cluster))
+        .arg(spark_user)
+        .arg(&plan.image.reference)
+        .arg(on.secret.as_ref().map(|s| s.path.as_str()).unwrap_or(""))
+        .arg(SECRET_VAR)
+        .arg(inside)
+        .args(cmd)
 }
+
+/// `DRIVER LABEL USER IMAGE SECRET VAR INSIDE CMD...`: runs the driver's
+/// container. With a `SECRET` file (its `VAR=` line is the secret), the
+/// driver gets the secret as a property (Spark requires
+/// `spark.authenticate.secret` for a standalone driver): a 0600 file of the
+/// image's user, written with the shell's builtin printf so it is in no
+/// process's arguments. With `INSIDE`, the job comes on stdin and is
+/// mounted there.
+const SUBMIT_SH: &str = r#"set -u
+exec 2>&1
+driver=$1 label=$2 user=$3 image=$4 secret=$5 var=$6 inside=$7
+shift 7
+d=$(mktemp -d /tmp/ferry-submit.XXXXXX) || exit 1
+trap 'rm -rf -- "$d"' EXIT
+chmod 0711 "$d"
+set -- -- "$image" "$@"
+if [ -n "$inside" ]; then
+  cat > "$d/job" || exit 1
+  chmod 0644 "$d/job"
+  set -- --volume "$d/job:$inside:ro" "$@"
+fi
+if [ -n "$secret" ]; then
+  v=
+  while IFS= read -r l; do
+    case $l in "$var="*) v=${l#*=} ;; esac
+  done < "$secret"
+  (umask 077; printf 'spark.authenticate true\nspark.authenticate.secret %s\n' "$v" > "$d/auth.conf") || exit 1
+  chown -- "$(stat -c %u:%g -- "$secret")" "$d/auth.conf" || exit 1
+  set -- --volume "$d/auth.conf:/etc/ferry/submit/auth.conf:ro" "$@"
+fi
+docker run --rm --name "$driver" --label "$label" --network host --user "$user" "$@"
+"#;
 
 /// Drains the worker on `host`: SIGPWR makes it decommission (no new
 /// executors; Spark moves work off it), then waits until the leading master
@@ -1512,7 +1635,7 @@ pub fn remove_worker(
     let conn = fleet
         .ok(host)
         .ok_or_else(|| LaunchError::Host(format!("host `{host}` cannot be reached")))?;
-    let name = sh_quote(&c.name);
+    let name = &c.name;
     let port = c.ports.first().map(|p| p.port).unwrap_or(0);
     let me = format!("{}:{port}", hp.address);
     let cores_used = || -> Option<u64> {
@@ -1529,7 +1652,7 @@ pub fn remove_worker(
     let running = conn
         .run(
             "signalling the worker",
-            &Script::legacy((format!("if [ \"$(docker inspect --format '{{{{.State.Running}}}}' {name} 2>/dev/null)\" = true ]; then docker kill --signal PWR {name} >/dev/null && echo yes; fi")).to_string()),
+            &Script::new(DECOMMISSION_SH).arg(name),
             &[],
         )
         .map_err(LaunchError::Host)?;
@@ -1558,7 +1681,7 @@ pub fn remove_worker(
     }
     conn.run(
         "removing the worker",
-        &Script::legacy((format!("docker stop --time 30 {name} >/dev/null 2>&1; docker rm --force {name} >/dev/null 2>&1; true")).to_string()),
+        &Script::new(REMOVE_SH).arg(name),
         &[],
     )
     .map_err(LaunchError::Host)?;
@@ -1628,7 +1751,7 @@ pub fn drill_failover(
             lh.name
         ))
     })?;
-    let name = sh_quote(&lc.name);
+    let name = &lc.name;
     let how = if kill { "kill" } else { "stop" };
     p(&format!(
         "{}: {} the leading master {} ({} workers registered)",
@@ -1646,15 +1769,9 @@ pub fn drill_failover(
         .flatten();
     let t0 = Instant::now();
     if kill {
-        let script = format!(
-            "pid=$(docker inspect --format '{{{{.State.Pid}}}}' {name}) && [ \"$pid\" -gt 0 ] && kill -KILL \"$pid\""
-        );
-        conn.run(
-            "killing the leading master",
-            &Script::legacy((script).to_string()),
-            &[],
-        )
-        .map_err(LaunchError::Host)?;
+        let script = Script::new(KILL_SH).arg(name);
+        conn.run("killing the leading master", &script, &[])
+            .map_err(LaunchError::Host)?;
     } else {
         let what =
             handover::stop_leader(fleet, &lh.name, &lc.name, noted).map_err(LaunchError::Host)?;
@@ -1699,7 +1816,7 @@ pub fn drill_failover(
     if !kill {
         conn.run(
             "starting the stopped master",
-            &Script::legacy((format!("docker start {name} >/dev/null")).to_string()),
+            &Script::new(START_SH).arg(name),
             &[],
         )
         .map_err(LaunchError::Host)?;
@@ -1779,24 +1896,18 @@ pub struct Downed {
 pub fn down(fleet: &Fleet, purge: bool) -> Vec<(String, Downed)> {
     let plan = fleet.plan;
     let names: Vec<String> = plan.hosts.iter().map(|h| h.name.clone()).collect();
-    let filter = |extra: &str| sh_quote(&format!("label=ferry.cluster={}{extra}", plan.cluster));
     for role in [Role::Worker, Role::Master, Role::Zookeeper] {
+        let stop = Script::new(STOP_ROLE_SH)
+            .arg(format!("label=ferry.cluster={}", plan.cluster))
+            .arg(format!("label=ferry.role={}", role_name(role)));
         fleet.each(&names, &|_, c| {
-            c.run(
-                &format!("stopping the {}", role_name(role)),
-                &Script::legacy((format!(
-                    "ids=$(docker ps --quiet --filter {} --filter {}) || exit 1\nif [ -n \"$ids\" ]; then docker stop --time 30 $ids >/dev/null || exit 1; fi\n",
-                    filter(""),
-                    sh_quote(&format!("label=ferry.role={}", role_name(role)))
-                )).to_string()),
-                &[],
-            )
+            c.run(&format!("stopping the {}", role_name(role)), &stop, &[])
         });
     }
     fleet.each(&names, &|hp, c| {
         c.run(
             "removing the cluster's containers",
-            &Script::legacy((remove_script(plan, hp, purge)).to_string()),
+            &remove_script(STATE_ROOT, plan, hp, purge),
             &[],
         )
         .map(|o| {
@@ -1812,42 +1923,90 @@ pub fn down(fleet: &Fleet, purge: bool) -> Vec<(String, Downed)> {
     })
 }
 
-/// `purge PATH HERE`: removes a folder this cluster's `up` made; says why
-/// it keeps one the plan has on this host (`HERE` is 1) that it did not.
-const PURGE_SH: &str = r#"purge() {
-  [ -e "$1" ] || return 0
-  if ours "$1"; then
-    rm -rf "$1" && echo "$1"
+/// `FILTER FILTER`: stops the containers both label filters match, all at
+/// once (Docker prints hexadecimal ids: split, never globbed).
+const STOP_ROLE_SH: &str = r#"ids=$(docker ps --quiet --filter "$1" --filter "$2") || exit 1
+set -f
+if [ -n "$ids" ]; then docker stop --time 30 -- $ids >/dev/null || exit 1; fi"#;
+
+/// `down`'s script after the containers stopped: `ROOT CLUSTER FILTER
+/// FILTER` (the clusters' and the drivers' label filters) remove the
+/// cluster's containers (and drivers `ferry submit` left behind), printing
+/// their names; then records, with `--purge`: `purge PATH HERE` removes a
+/// folder the cluster's record says its `up` made, and says why it keeps one
+/// the plan has on this host (`HERE` is 1) that it did not; `own PATH`
+/// removes a folder of the cluster's own; `tidy` drops from the record what
+/// is gone, and the stage; `rmdir PATH` removes an empty folder.
+const DOWN_HEAD: &str = r#"set -u
+root=$1 c=$2
+names=$(docker ps --all --filter "$3" --format '{{.Names}}'; docker ps --all --filter "$4" --format '{{.Names}}') || exit 1
+shift 4
+# container names are Docker's ([a-zA-Z0-9][a-zA-Z0-9_.-]*): split, never globbed
+set -f
+if [ -n "$names" ]; then docker rm --force -- $names >/dev/null || exit 1; fi
+for n in $names; do printf '%s\n' "$n"; done
+set +f
+[ $# -gt 0 ] || exit 0
+state=$root/$c"#;
+
+const PURGE_SH: &str = r#"trusted_record=
+root_only "$state" && trusted_record=1
+purge() {
+  [ -e "$1" ] || [ -L "$1" ] || return 0
+  if made "$1"; then
+    rm -rf -- "$1" && printf '%s\n' "$1"
   elif [ "$2" = 1 ]; then
-    by=$(head -n 1 "$1/.ferry-created" 2>/dev/null)
+    by=
+    for r in "$root"/*/made; do
+      [ "$r" = "$state/made" ] && continue
+      root_only "${r%/made}" && in_record "$r" "$1" && { by=${r%/made}; by=${by##*/}; break; }
+    done
     if [ -n "$by" ]; then
-      echo "kept $1: cluster \`$by\` made it, not \`$c\`"
+      printf 'kept %s: cluster `%s` made it, not `%s`\n' "$1" "$by" "$c"
     else
-      echo "kept $1: it was there before ferry (it has no .ferry-created), so what the cluster wrote in it stays too"
+      printf 'kept %s: it was there before ferry (ferry has no record of making it), so what the cluster wrote in it stays too\n' "$1"
     fi
   fi
 }
+tidy() {
+  [ -n "$trusted_record" ] || return 0
+  rm -rf -- "$state/.stage"
+  [ -f "$state/made" ] || return 0
+  while IFS= read -r _l; do
+    if [ -e "$_l" ] || [ -L "$_l" ]; then printf '%s\n' "$_l"; fi
+  done < "$state/made" > "$state/made.new" || exit 1
+  if [ -s "$state/made.new" ]; then mv -f -- "$state/made.new" "$state/made"; else rm -f -- "$state/made.new" "$state/made"; fi
+}
+while [ $# -gt 0 ]; do
+  case $1 in
+    purge) purge "$2" "$3"; shift 3 ;;
+    own) if [ -e "$2" ] || [ -L "$2" ]; then rm -rf -- "$2" && printf '%s\n' "$2"; fi; shift 2 ;;
+    tidy) tidy; shift ;;
+    rmdir) rmdir -- "$2" 2>/dev/null || true; shift 2 ;;
+    *) fail "unknown step \`$1\`" ;;
+  esac
+done
 "#;
 
-/// The script `down` runs on a host after the containers stopped: removes
-/// them (and drivers `ferry submit` left behind), printing their names;
-/// with `purge`, the cluster's folders too (see [`PURGE_SH`]), printing
-/// each one removed, or `kept PATH: why`.
-pub fn remove_script(plan: &Plan, hp: &HostPlan, purge: bool) -> String {
-    let filter = |label: &str| sh_quote(&format!("label={label}={}", plan.cluster));
-    let mut s = format!(
-        "set -u\nnames=$(docker ps --all --filter {} --format '{{{{.Names}}}}'; docker ps --all --filter {} --format '{{{{.Names}}}}') || exit 1\nif [ -n \"$names\" ]; then docker rm --force $names >/dev/null || exit 1; fi\nfor n in $names; do echo \"$n\"; done\n",
-        filter("ferry.cluster"),
-        filter("ferry.driver"),
-    );
+/// The script `down` runs on a host after the containers stopped (see
+/// [`DOWN_HEAD`]): with `purge`, the cluster's folders too, each one
+/// removed printed, or `kept PATH: why`. `root` is where ferry keeps its
+/// own records ([`STATE_ROOT`]).
+pub fn remove_script(root: &str, plan: &Plan, hp: &HostPlan, purge: bool) -> Script {
+    let c = &plan.cluster;
+    let mut s = Script::new(DOWN_HEAD)
+        .then(RECORDS_SH)
+        .then(PURGE_SH)
+        .arg(root)
+        .arg(c)
+        .arg(format!("label=ferry.cluster={c}"))
+        .arg(format!("label=ferry.driver={c}"));
     if !purge {
         return s;
     }
-    let c = &plan.cluster;
-    s += &format!("c={}\n{OURS_SH}{PURGE_SH}", sh_quote(c));
     // every folder of the plan, on any host: a host may keep one from a
     // role it had before (a worker since removed by `ferry scale`); the
-    // mark decides
+    // record decides
     let mut folders: BTreeMap<&str, bool> = BTreeMap::new();
     for h in &plan.hosts {
         for d in &h.dirs {
@@ -1856,11 +2015,10 @@ pub fn remove_script(plan: &Plan, hp: &HostPlan, purge: bool) -> String {
     }
     let mut parents: Vec<String> = Vec::new();
     for (path, here) in folders {
-        let p = sh_quote(path);
         if in_own_folders(c, path) {
-            s += &format!("if [ -e {p} ]; then rm -rf {p} && echo {p}; fi\n");
+            s = s.args(["own", path]);
         } else {
-            s += &format!("purge {p} {}\n", u8::from(here));
+            s = s.args(["purge", path, if here { "1" } else { "0" }]);
         }
         if let Some((parent, _)) = path.rsplit_once('/') {
             parents.push(parent.to_string());
@@ -1870,21 +2028,19 @@ pub fn remove_script(plan: &Plan, hp: &HostPlan, purge: bool) -> String {
     // folder, and its default data folders
     for d in [
         format!("/etc/ferry/{c}"),
-        format!("/var/lib/ferry/{c}/zookeeper"),
-        format!("/var/lib/ferry/{c}/spark-work"),
+        format!("{root}/{c}/zookeeper"),
+        format!("{root}/{c}/spark-work"),
     ] {
-        s += &format!(
-            "if [ -e {p} ]; then rm -rf {p} && echo {p}; fi\n",
-            p = sh_quote(&d)
-        );
+        s = s.args(["own", &d]);
     }
-    parents.push(format!("/var/lib/ferry/{c}"));
+    s = s.arg("tidy");
+    parents.push(format!("{root}/{c}"));
     parents.sort();
     parents.dedup();
     for p in parents {
         // the cluster's own folders, when nothing else is in them
         if p.ends_with(&format!("/{c}")) {
-            s += &format!("rmdir {} 2>/dev/null || true\n", sh_quote(&p));
+            s = s.args(["rmdir", &p]);
         }
     }
     s
@@ -1920,8 +2076,9 @@ mod tests {
         assert_ne!(password, "ab".repeat(32));
         assert_eq!(password, zookeeper_password(&secret), "derived, so stable");
         // node1: a ZooKeeper server and a master
-        let (script, tar) = write_files_script(&plan, &plan.hosts[0], Some(&secret));
-        assert!(!script.contains(&password) && !script.contains(&"ab".repeat(32)));
+        let (script, tar) = write_files_script(STATE_ROOT, &plan, &plan.hosts[0], Some(&secret));
+        let line = script.command_line().unwrap();
+        assert!(!line.contains(&password) && !line.contains(&"ab".repeat(32)));
         let mut entries = BTreeMap::new();
         for e in tar::Archive::new(tar.as_slice()).entries().unwrap() {
             let mut e = e.unwrap();
@@ -1935,10 +2092,10 @@ mod tests {
             "/etc/ferry/ha/zookeeper-secret/zookeeper-server.jaas",
             "/etc/ferry/ha/secret/zookeeper-client.jaas",
         ] {
-            assert!(script.contains(path), "{script}");
+            assert!(script.values().iter().any(|v| v == path), "{script:?}");
         }
         // a worker's host gets no login
-        let (_, tar) = write_files_script(&plan, &plan.hosts[3], Some(&secret));
+        let (_, tar) = write_files_script(STATE_ROOT, &plan, &plan.hosts[3], Some(&secret));
         let names: Vec<String> = tar::Archive::new(tar.as_slice())
             .entries()
             .unwrap()
@@ -1956,10 +2113,12 @@ mod tests {
             digest: manifest.clone(),
             config_digest: config.clone(),
         };
+        let s = image_id_script(&image.reference);
         assert_eq!(
-            image_id_script(&image.reference),
-            "docker image inspect --format '{{.Id}}' 'ferry/spark:3.5.3' 2>/dev/null || true\n"
+            s.text(),
+            r#"docker image inspect --format '{{.Id}}' -- "$1" 2>/dev/null || true"#
         );
+        assert_eq!(s.values(), ["ferry/spark:3.5.3"]);
         assert_eq!(image_found(&image, ""), ImageFound::Missing);
         assert_eq!(image_found(&image, "\n"), ImageFound::Missing);
         assert_eq!(
@@ -1992,49 +2151,93 @@ mod tests {
         let plan = ha_with_work_dir();
         // node1: ZooKeeper and a master; node4: a worker
         let (node1, node4) = (&plan.hosts[0], &plan.hosts[3]);
-        let (up, _) = write_files_script(&plan, node4, None);
-        assert!(up.contains("c='ha'\n"), "{up}");
-        assert!(up.contains("\nmk '/data/spark' '0750' 'spark' 0\n"), "{up}");
+        let (up, _) = write_files_script(STATE_ROOT, &plan, node4, None);
+        assert_eq!(up.values()[..2], ["/var/lib/ferry/ha", "ferry/spark:3.5.3"]);
         assert!(
-            up.contains("\nmk '/etc/ferry/ha/secret' '0700' 'spark' 1\n"),
-            "{up}"
+            has_run(&up, &["dir", "/data/spark", "0750", "spark", "0"]),
+            "{up:?}"
         );
-        let (up1, _) = write_files_script(&plan, node1, None);
         assert!(
-            up1.contains("\nmk '/var/lib/ferry/ha/zookeeper' '0750' 'zookeeper' 1\n"),
-            "{up1}"
+            has_run(&up, &["dir", "/etc/ferry/ha/secret", "0700", "spark", "1"]),
+            "{up:?}"
         );
-        let down = remove_script(&plan, node4, true);
-        assert!(down.contains("\npurge '/data/spark' 1\n"), "{down}");
-        assert!(!down.contains("rm -rf '/data/spark'"), "{down}");
-        // a host without a worker now may have had one: checked, by mark
-        let down1 = remove_script(&plan, node1, true);
-        assert!(down1.contains("\npurge '/data/spark' 0\n"), "{down1}");
+        let (up1, _) = write_files_script(STATE_ROOT, &plan, node1, None);
         assert!(
-            down1.contains("rm -rf '/var/lib/ferry/ha/zookeeper'"),
-            "{down1}"
+            has_run(
+                &up1,
+                &[
+                    "dir",
+                    "/var/lib/ferry/ha/zookeeper",
+                    "0750",
+                    "zookeeper",
+                    "1"
+                ]
+            ),
+            "{up1:?}"
         );
-        assert!(!remove_script(&plan, node4, false).contains("purge"));
+        let down = remove_script(STATE_ROOT, &plan, node4, true);
+        assert!(has_run(&down, &["purge", "/data/spark", "1"]), "{down:?}");
+        assert!(!has_run(&down, &["own", "/data/spark"]), "{down:?}");
+        // a host without a worker now may have had one: checked, by record
+        let down1 = remove_script(STATE_ROOT, &plan, node1, true);
+        assert!(has_run(&down1, &["purge", "/data/spark", "0"]), "{down1:?}");
+        assert!(
+            has_run(&down1, &["own", "/var/lib/ferry/ha/zookeeper"]),
+            "{down1:?}"
+        );
+        assert!(
+            has_run(&down1, &["tidy", "rmdir", "/etc/ferry/ha"]),
+            "{down1:?}"
+        );
+        assert!(
+            has_run(&down1, &["rmdir", "/var/lib/ferry/ha"]),
+            "{down1:?}"
+        );
+        assert_eq!(
+            remove_script(STATE_ROOT, &plan, node4, false)
+                .values()
+                .len(),
+            4
+        );
         assert!(in_own_folders("ha", "/etc/ferry/ha"));
         assert!(in_own_folders("ha", "/var/lib/ferry/ha/x"));
         assert!(!in_own_folders("ha", "/var/lib/ferry/hadoop"));
         assert!(!in_own_folders("ha", "/var/lib/ferry"));
     }
 
-    /// Runs `script` under `sh` with a stand-in `docker` first on the PATH
-    /// that says every user of the image is this test's own user (so its
-    /// folders can be given to it without root) and lists no container.
+    /// Whether the script's values hold `run`, in a row.
+    fn has_run(s: &Script, run: &[&str]) -> bool {
+        s.values().windows(run.len()).any(|w| w == run)
+    }
+
+    /// Runs `script` under `sh`, in `bin`'s parent folder, with stand-ins
+    /// first on the PATH: a `docker` whose `run` runs the command it is
+    /// given here, without the image, and an `id` that says the image's
+    /// users (`spark`, `zookeeper`) are this test's own user (so folders can
+    /// be given to them without root); `docker` lists no container.
     fn run_sh(script: &str, stdin: &[u8], bin: &std::path::Path) -> (i32, String, String) {
-        let docker = bin.join("docker");
+        run_sh_with(script, stdin, bin, STAND_IN_DOCKER)
+    }
+
+    const STAND_IN_DOCKER: &str = "#!/bin/sh\ncase \"$1\" in\n  run) shift; ep=; while [ $# -gt 0 ]; do case $1 in --entrypoint) ep=$2; shift 2 ;; --network) shift 2 ;; --) shift; break ;; -*) shift ;; *) break ;; esac; done; shift; exec \"$ep\" \"$@\" ;;\n  ps) ;;\n  *) exit 1 ;;\nesac\n";
+
+    const STAND_IN_ID: &str = "#!/bin/sh\nflag=$1; shift\n[ \"${1-}\" = -- ] && shift\n[ $# = 0 ] && exec /usr/bin/id \"$flag\"\ncase $1 in spark|zookeeper) exec /usr/bin/id \"$flag\" ;; *) echo \"id: $1: no such user\" >&2; exit 1 ;; esac\n";
+
+    fn stand_in(bin: &std::path::Path, name: &str, body: &str) {
+        let f = bin.join(name);
+        std::fs::write(&f, body).unwrap();
+        set_mode(&f, 0o755);
+    }
+
+    fn run_sh_with(
+        script: &str,
+        stdin: &[u8],
+        bin: &std::path::Path,
+        docker: &str,
+    ) -> (i32, String, String) {
         std::fs::create_dir_all(bin).unwrap();
-        std::fs::write(
-            &docker,
-            "#!/bin/sh\ncase \"$1\" in\n  run) for u in spark zookeeper; do echo \"$u $(id -u) $(id -g)\"; done ;;\n  ps) ;;\n  *) exit 1 ;;\nesac\n",
-        )
-        .unwrap();
-        let mut perms = std::fs::metadata(&docker).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(&docker, perms).unwrap();
+        stand_in(bin, "docker", docker);
+        stand_in(bin, "id", STAND_IN_ID);
         let path = format!(
             "{}:{}",
             bin.display(),
@@ -2044,6 +2247,7 @@ mod tests {
             .arg("-c")
             .arg(script)
             .env("PATH", path)
+            .current_dir(bin.parent().unwrap())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -2056,6 +2260,217 @@ mod tests {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// The `up` files script for `host` as the line a host runs, with
+    /// ferry's own records under `state`, and the tar it reads.
+    fn up_line(plan: &Plan, host: &HostPlan, state: &std::path::Path) -> (String, Vec<u8>) {
+        let (s, tar) = write_files_script(&state.display().to_string(), plan, host, None);
+        (s.command_line().unwrap(), tar)
+    }
+
+    /// The `down --purge` script for `host`, as the line a host runs.
+    fn purge_line(plan: &Plan, host: &HostPlan, state: &std::path::Path) -> String {
+        remove_script(&state.display().to_string(), plan, host, true)
+            .command_line()
+            .unwrap()
+    }
+
+    /// Every path under `root`, links not followed, sorted.
+    fn tree(root: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+                if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                    todo.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A one-host plan of its own name whose host has `dirs` and `files`
+    /// (and no secret), folders of the HA example's ZooKeeper host.
+    fn scratch_plan(dirs: Vec<super::super::plan::Dir>, files: Vec<(String, &str)>) -> Plan {
+        let mut plan = ha_with_work_dir();
+        plan.cluster = format!("ferry-unit-{}", std::process::id());
+        let mut host = plan.hosts[0].clone();
+        host.dirs = dirs;
+        host.files = files
+            .into_iter()
+            .map(|(path, content)| super::super::plan::FilePlan {
+                path,
+                mode: "0644".into(),
+                sha256: String::new(),
+                content: content.into(),
+            })
+            .collect();
+        host.secret = None;
+        host.jaas.clear();
+        plan.hosts = vec![host];
+        plan
+    }
+
+    fn zk_dir(path: &std::path::Path) -> super::super::plan::Dir {
+        super::super::plan::Dir {
+            path: path.display().to_string(),
+            owner: "zookeeper".into(),
+            mode: "0750".into(),
+        }
+    }
+
+    /// A ZooKeeper container owns its data folder, and `up` writes `myid`
+    /// there as root: a link it plants where `up` stages the file, or as
+    /// the file itself, is replaced, never written through or chmodded.
+    #[test]
+    fn a_link_planted_in_a_containers_folder_is_replaced_never_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let zk = t.join("zk");
+        let myid = zk.join("myid");
+        let victim = t.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        set_mode(&victim, 0o640);
+        let up = |content: &str| {
+            let plan = scratch_plan(
+                vec![zk_dir(&zk)],
+                vec![(myid.display().to_string(), content)],
+            );
+            let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+            run_sh(&line, &tar, &bin)
+        };
+        let (code, _, err) = up("1\n");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read_to_string(&myid).unwrap(), "1\n");
+
+        // the container plants `myid.ferry-new -> victim`
+        std::os::unix::fs::symlink(&victim, zk.join("myid.ferry-new")).unwrap();
+        let (code, _, err) = up("2\n");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(mode(&victim), 0o640);
+        assert_eq!(std::fs::read_to_string(&myid).unwrap(), "2\n");
+
+        // ... or makes `myid` itself the link
+        std::fs::remove_file(&myid).unwrap();
+        std::os::unix::fs::symlink(&victim, &myid).unwrap();
+        let (code, _, err) = up("3\n");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(mode(&victim), 0o640);
+        assert!(!std::fs::symlink_metadata(&myid).unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(&myid).unwrap(), "3\n");
+    }
+
+    /// A planned folder that is a link (to a folder elsewhere) is refused:
+    /// nothing is written or chmodded through it.
+    #[test]
+    fn a_planned_folder_that_is_a_link_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let elsewhere = t.join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        set_mode(&elsewhere, 0o755);
+        let zk = t.join("zk");
+        std::os::unix::fs::symlink(&elsewhere, &zk).unwrap();
+        let plan = scratch_plan(
+            vec![zk_dir(&zk)],
+            vec![(zk.join("myid").display().to_string(), "1\n")],
+        );
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let (code, out, err) = run_sh(&line, &tar, &bin);
+        assert_ne!(code, 0, "{out}");
+        assert!(err.contains(&format!("`{}`", zk.display())), "{err}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        assert_eq!(mode(&elsewhere), 0o755);
+    }
+
+    /// A container can write a `.ferry-created` mark into a folder of the
+    /// user's that it mounts: `down --purge` must not take it for ferry's.
+    #[test]
+    fn a_forged_mark_does_not_make_purge_remove_a_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let theirs = t.join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::write(theirs.join("data.csv"), "user data\n").unwrap();
+        set_mode(&theirs, 0o755);
+        let made = t.join("made");
+        let plan = scratch_plan(vec![zk_dir(&theirs), zk_dir(&made)], vec![]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let (code, _, err) = run_sh(&line, &tar, &bin);
+        assert_eq!(code, 0, "{err}");
+        assert!(made.is_dir());
+        // the container forges ferry's mark in the user's folder
+        std::fs::write(theirs.join(".ferry-created"), format!("{}\n", plan.cluster)).unwrap();
+        let (code, out, err) = run_sh(&purge_line(&plan, &plan.hosts[0], &state), &[], &bin);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            std::fs::read_to_string(theirs.join("data.csv")).unwrap(),
+            "user data\n",
+            "{out}"
+        );
+        assert!(!made.exists(), "{out}");
+    }
+
+    /// A value that makes sed run a command, if it is ever part of a sed
+    /// program.
+    const SED_E: &str = ".*/touch pwned-sed-e/e;#";
+
+    /// Hostile owners (from the image's `ferry.*.user` labels) and image
+    /// references reach the `up` script as data: whether docker answers or
+    /// not, the script runs none of them and makes no file but the plan's.
+    #[test]
+    fn hostile_labels_and_image_references_run_nothing_in_the_up_script() {
+        let docker_fails = "#!/bin/sh\nexit 1\n";
+        let values: Vec<&str> = crate::script::tests::HOSTILE
+            .iter()
+            .copied()
+            .chain([SED_E])
+            .filter(|v| !v.contains('\0'))
+            .collect();
+        for v in values {
+            for (field, docker) in [
+                ("owner", STAND_IN_DOCKER),
+                ("image", docker_fails),
+                ("image", STAND_IN_DOCKER),
+            ] {
+                let tmp = tempfile::tempdir().unwrap();
+                let t = tmp.path();
+                let (bin, state) = (t.join("bin"), t.join("state"));
+                let zk = t.join("zk");
+                let mut d = zk_dir(&zk);
+                let mut plan;
+                if field == "owner" {
+                    d.owner = v.to_string();
+                    plan = scratch_plan(vec![d], vec![]);
+                } else {
+                    plan = scratch_plan(vec![d], vec![]);
+                    plan.image.reference = v.to_string();
+                }
+                let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+                let _ = run_sh_with(&line, &tar, &bin, docker);
+                let found: Vec<String> = tree(t)
+                    .into_iter()
+                    .filter(|p| {
+                        !(p.starts_with("bin") || p.starts_with("state") || p.starts_with("zk"))
+                    })
+                    .collect();
+                assert!(found.is_empty(), "{field} {v:?}: {found:?}");
+                let pwned: Vec<String> = tree(t)
+                    .into_iter()
+                    .filter(|p| p.contains("pwned"))
+                    .collect();
+                assert!(pwned.is_empty(), "{field} {v:?}: {pwned:?}");
+            }
+        }
     }
 
     fn mode(p: &std::path::Path) -> u32 {
@@ -2073,10 +2488,10 @@ mod tests {
     /// worker's host whose work folder `up` makes, and one whose work
     /// folder the user had made (with a file of theirs in it).
     #[test]
-    fn up_marks_what_it_makes_and_purge_keeps_what_it_did_not() {
+    fn up_records_what_it_makes_and_purge_keeps_what_it_did_not() {
         let tmp = tempfile::tempdir().unwrap();
         let t = tmp.path();
-        let bin = t.join("bin");
+        let (bin, root) = (t.join("bin"), t.join("state"));
         let mut plan = ha_with_work_dir();
         // a name of its own: the purge script also clears the cluster's
         // folders under /etc/ferry and /var/lib/ferry, of which it has none
@@ -2097,17 +2512,21 @@ mod tests {
         std::fs::write(theirs.join("data.csv"), "user data\n").unwrap();
         set_mode(&theirs, 0o755);
 
-        let (script, tar) = write_files_script(&plan, &host, None);
+        let (script, tar) = up_line(&plan, &host, &root);
         let (code, _, err) = run_sh(&script, &tar, &bin);
         assert_eq!(code, 0, "{err}");
         let made = t.join("made/work");
+        let record = root.join(&plan.cluster).join("made");
+        // the record is root's, outside every folder a container mounts
         assert_eq!(
-            std::fs::read_to_string(made.join(".ferry-created")).unwrap(),
-            format!("{}\n", plan.cluster)
+            std::fs::read_to_string(&record).unwrap(),
+            format!("{}\n", made.display())
         );
+        assert_eq!(mode(&root.join(&plan.cluster)), 0o755);
+        assert_eq!(mode(&root.join(&plan.cluster).join(".stage")), 0o700);
+        assert_eq!(std::fs::read_dir(&made).unwrap().count(), 0);
         assert_eq!(mode(&made), 0o750);
-        // the user's folder: used as it is, not marked, its mode kept
-        assert!(!theirs.join(".ferry-created").exists());
+        // the user's folder: used as it is, not recorded, its mode kept
         assert_eq!(mode(&theirs), 0o755);
 
         // a folder its daemon's user cannot write fails the host
@@ -2144,7 +2563,8 @@ mod tests {
         // another cluster's folder, and one the plan has on other hosts only
         let other = t.join("other");
         std::fs::create_dir(&other).unwrap();
-        std::fs::write(other.join(".ferry-created"), "another\n").unwrap();
+        std::fs::create_dir(root.join("another")).unwrap();
+        std::fs::write(root.join("another/made"), format!("{}\n", other.display())).unwrap();
         let elsewhere = t.join("elsewhere");
         std::fs::create_dir(&elsewhere).unwrap();
         let mut purged = plan.clone();
@@ -2154,12 +2574,12 @@ mod tests {
         away.name = "away".into();
         away.dirs = vec![dir("elsewhere", "spark"), dir("made/work", "spark")];
         purged.hosts = vec![h.clone(), away];
-        let (code, out, err) = run_sh(&remove_script(&purged, &h, true), &[], &bin);
+        let (code, out, err) = run_sh(&purge_line(&purged, &h, &root), &[], &bin);
         assert_eq!(code, 0, "{err}");
         assert_eq!(
             out,
             format!(
-                "{made}\nkept {other}: cluster `another` made it, not `{c}`\nkept {theirs}: it was there before ferry (it has no .ferry-created), so what the cluster wrote in it stays too\n",
+                "{made}\nkept {other}: cluster `another` made it, not `{c}`\nkept {theirs}: it was there before ferry (ferry has no record of making it), so what the cluster wrote in it stays too\n",
                 made = made.display(),
                 other = other.display(),
                 theirs = theirs.display(),
@@ -2172,6 +2592,310 @@ mod tests {
             "user data\n"
         );
         assert!(other.exists() && elsewhere.exists());
+        // the record and the stage go with what they were for
+        assert!(!root.join(&plan.cluster).exists());
+    }
+
+    /// A `docker` stand-in that keeps each call's arguments (NUL-ended) in
+    /// a file of its own next to it, answers `run --entrypoint` by running
+    /// the entry point here, finds nothing that is asked about, and does
+    /// everything else.
+    const LOGGING_DOCKER: &str = "#!/bin/sh\nlog=$(mktemp \"${0%/*}/call.XXXXXX\")\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done > \"$log\"\ncase $1 in\n  run) shift; ep=; while [ $# -gt 0 ]; do case $1 in --entrypoint) ep=$2; shift 2 ;; --network) shift 2 ;; --) shift; break ;; -*) shift ;; *) break ;; esac; done; [ -n \"$ep\" ] || exit 0; shift; exec \"$ep\" \"$@\" ;;\n  inspect|container|image|logs) exit 1 ;;\n  *) exit 0 ;;\nesac\n";
+
+    /// The arguments of each call the logging `docker` got.
+    fn docker_calls(bin: &std::path::Path) -> Vec<Vec<String>> {
+        std::fs::read_dir(bin)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("call.")
+            })
+            .map(|p| {
+                let text = std::fs::read_to_string(p).unwrap();
+                let mut args: Vec<String> = text.split('\0').map(str::to_string).collect();
+                args.pop();
+                args
+            })
+            .collect()
+    }
+
+    /// What one case of the property test builds from a hostile value and
+    /// the scratch folder: the script, its stdin, the paths (relative to
+    /// the scratch folder) the plan says it may make, and whether the
+    /// value must reach `docker` (as, or inside, one argument).
+    type Case = (
+        &'static str,
+        Box<dyn Fn(&str, &std::path::Path) -> (Script, Vec<u8>, Vec<String>, bool)>,
+    );
+
+    fn state_of(t: &std::path::Path) -> String {
+        t.join("state").display().to_string()
+    }
+
+    /// The up script of a one-host plan changed by `change`, with the
+    /// planned paths it may make.
+    fn up_case(
+        t: &std::path::Path,
+        secret: bool,
+        change: &dyn Fn(&mut Plan),
+    ) -> (Script, Vec<u8>, Vec<String>) {
+        let zk = t.join("zk");
+        let mut plan = scratch_plan(
+            vec![zk_dir(&zk)],
+            vec![(zk.join("myid").display().to_string(), "1\n")],
+        );
+        if secret {
+            plan.hosts[0].secret = Some(super::super::plan::SecretPlan {
+                path: zk.join("secret").display().to_string(),
+                owner: "zookeeper".into(),
+                mode: "0600".into(),
+            });
+        }
+        change(&mut plan);
+        let host = &plan.hosts[0];
+        let secret_line = format!("{SECRET_VAR}={}\n", "ab".repeat(32));
+        let (s, tar) = write_files_script(
+            &state_of(t),
+            &plan,
+            host,
+            secret.then_some(secret_line.as_str()),
+        );
+        let planned = host
+            .dirs
+            .iter()
+            .map(|d| d.path.clone())
+            .chain(host.files.iter().map(|f| f.path.clone()))
+            .chain(host.secret.iter().map(|s| s.path.clone()))
+            .collect();
+        (s, tar, planned)
+    }
+
+    fn cases() -> Vec<Case> {
+        fn one(name: &'static str, text: &'static str) -> Case {
+            (
+                name,
+                Box::new(move |v, _| (Script::new(text).arg(v), Vec::new(), Vec::new(), true)),
+            )
+        }
+        let container = |v: &str| {
+            let plan = ha_with_work_dir();
+            let mut c = plan.hosts[3].containers[0].clone();
+            c.name = v.into();
+            c.image = v.into();
+            c.user = v.into();
+            c.labels.insert("ferry.spec".into(), v.into());
+            c.labels.insert(v.into(), v.into());
+            c.env.insert("X".into(), v.into());
+            c.env_file = Some(v.into());
+            c.command.push(v.into());
+            c.mounts.push(super::super::plan::Mount {
+                source: v.into(),
+                target: v.into(),
+                read_only: true,
+            });
+            c
+        };
+        let mut cases: Vec<Case> = vec![
+            (
+                "up: image reference",
+                Box::new(|v, t| {
+                    let (s, tar, p) = up_case(t, false, &|p| p.image.reference = v.into());
+                    (s, tar, p, true)
+                }),
+            ),
+            (
+                "up: a folder's owner (an image's user label)",
+                Box::new(|v, t| {
+                    let (s, tar, p) = up_case(t, false, &|p| p.hosts[0].dirs[0].owner = v.into());
+                    (s, tar, p, false)
+                }),
+            ),
+            (
+                "up: a folder's mode",
+                Box::new(|v, t| {
+                    let (s, tar, p) = up_case(t, false, &|p| p.hosts[0].dirs[0].mode = v.into());
+                    (s, tar, p, false)
+                }),
+            ),
+            (
+                "up: a file's mode",
+                Box::new(|v, t| {
+                    let (s, tar, p) = up_case(t, false, &|p| p.hosts[0].files[0].mode = v.into());
+                    (s, tar, p, false)
+                }),
+            ),
+            (
+                "up: a folder's and its file's path",
+                Box::new(|v, t| {
+                    let dir = t.join("zk").join(v).display().to_string();
+                    let (s, tar, p) = up_case(t, false, &|p| {
+                        p.hosts[0].dirs[0].path = dir.clone();
+                        p.hosts[0].files[0].path = format!("{dir}/myid");
+                    });
+                    (s, tar, p, false)
+                }),
+            ),
+            (
+                "up: the cluster's name",
+                Box::new(|v, t| {
+                    let (s, tar, p) = up_case(t, false, &|p| p.cluster = v.into());
+                    (s, tar, p, false)
+                }),
+            ),
+            (
+                "up: the secret's path and mode",
+                Box::new(|v, t| {
+                    let path = t.join("zk").join(format!("s{v}")).display().to_string();
+                    let (s, tar, p) = up_case(t, true, &|p| {
+                        let sec = p.hosts[0].secret.as_mut().unwrap();
+                        sec.path = path.clone();
+                        sec.mode = v.into();
+                    });
+                    (s, tar, p, false)
+                }),
+            ),
+            (
+                "down: the cluster's name",
+                Box::new(|v, t| {
+                    let mut plan = scratch_plan(vec![], vec![]);
+                    plan.cluster = v.into();
+                    let s = remove_script(&state_of(t), &plan, &plan.hosts[0], false);
+                    (s, Vec::new(), Vec::new(), true)
+                }),
+            ),
+            (
+                "down --purge: a folder's path",
+                Box::new(|v, t| {
+                    let plan = scratch_plan(vec![zk_dir(&t.join("keep").join(v))], vec![]);
+                    let s = remove_script(&state_of(t), &plan, &plan.hosts[0], true);
+                    (s, Vec::new(), Vec::new(), false)
+                }),
+            ),
+            (
+                "survey: a container's name",
+                Box::new(|v, _| (Script::new(SURVEY_SH).arg(v), Vec::new(), Vec::new(), true)),
+            ),
+            (
+                "ensure: every docker run argument",
+                Box::new(move |v, _| (ensure_script(&container(v)), Vec::new(), Vec::new(), true)),
+            ),
+            (
+                "image id: the reference",
+                Box::new(|v, _| (image_id_script(v), Vec::new(), Vec::new(), true)),
+            ),
+            (
+                "gate logs: a container's name",
+                Box::new(|v, _| (logs_script(&[v], 15), Vec::new(), Vec::new(), true)),
+            ),
+            (
+                "logs: the tail and the name",
+                Box::new(|v, _| {
+                    let s = Script::new(LOGS_SH).arg(v).arg(v).arg(v);
+                    (s, Vec::new(), Vec::new(), true)
+                }),
+            ),
+            (
+                "down: the role filters",
+                Box::new(|v, _| {
+                    let s = Script::new(STOP_ROLE_SH).arg(v).arg(v);
+                    (s, Vec::new(), Vec::new(), true)
+                }),
+            ),
+            (
+                "submit: every value",
+                Box::new(|v, t| {
+                    let mut plan = ha_with_work_dir();
+                    plan.image.reference = v.into();
+                    plan.master_url = v.into();
+                    let mut on = plan.hosts[3].clone();
+                    let secret = t.join("keep").join("secret");
+                    std::fs::write(&secret, format!("{SECRET_VAR}={v}\n")).unwrap();
+                    on.secret.as_mut().unwrap().path = secret.display().to_string();
+                    on.address = v.into();
+                    let s = submit_script(&plan, &on, v, v, v, v, true, &[v.into()]);
+                    (s, b"job".to_vec(), Vec::new(), true)
+                }),
+            ),
+        ];
+        for (name, text) in [
+            ("stop", handover::STOP),
+            ("start", START_SH),
+            ("restart", RESTART_SH),
+            ("remove", REMOVE_SH),
+            ("decommission", DECOMMISSION_SH),
+            ("kill", KILL_SH),
+            ("status", STATUS_SH),
+        ] {
+            cases.push(one(name, text));
+        }
+        cases.push((
+            "read the secret: its path",
+            Box::new(|v, _| (Script::new(READ_SH).arg(v), Vec::new(), Vec::new(), false)),
+        ));
+        cases
+    }
+
+    /// Every value that reaches a script of the launcher (each cluster-file
+    /// string, label, image reference and path), drawn from hostile
+    /// values, run through the real script by `sh` in a scratch folder:
+    /// nothing runs, and no file is made or removed but the plan's.
+    #[test]
+    fn hostile_values_reach_every_launch_script_as_data() {
+        let values: Vec<&str> = crate::script::tests::HOSTILE
+            .iter()
+            .copied()
+            .chain([SED_E])
+            .filter(|v| !v.contains('\0'))
+            .collect();
+        for (name, build) in cases() {
+            for v in &values {
+                let tmp = tempfile::tempdir().unwrap();
+                let t = tmp.path();
+                let bin = t.join("bin");
+                std::fs::create_dir_all(t.join("keep/a")).unwrap();
+                std::fs::write(t.join("keep/a/user-file"), "mine\n").unwrap();
+                let (script, stdin, planned, reaches_docker) = build(v, t);
+                let before = tree(t);
+                let (_, out, err) = run_sh_with(
+                    &script.command_line().unwrap(),
+                    &stdin,
+                    &bin,
+                    LOGGING_DOCKER,
+                );
+                // a planned path, or a folder on the way to one
+                let may = |p: &str| {
+                    p.starts_with("bin")
+                        || p.starts_with("state")
+                        || before.iter().any(|b| b == p)
+                        || planned
+                            .iter()
+                            .any(|q| std::path::Path::new(q).starts_with(t.join(p)))
+                };
+                let made: Vec<String> = tree(t).into_iter().filter(|p| !may(p)).collect();
+                assert!(
+                    made.is_empty(),
+                    "{name}, {v:?}: made {made:?}\n{out}\n{err}"
+                );
+                let gone: Vec<&String> = before
+                    .iter()
+                    .filter(|p| std::fs::symlink_metadata(t.join(p)).is_err())
+                    .collect();
+                assert!(
+                    gone.is_empty(),
+                    "{name}, {v:?}: removed {gone:?}\n{out}\n{err}"
+                );
+                if reaches_docker {
+                    let calls = docker_calls(&bin);
+                    assert!(
+                        calls.iter().flatten().any(|a| a.contains(v)),
+                        "{name}, {v:?}: no docker argument holds it: {calls:?}\n{err}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

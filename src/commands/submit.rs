@@ -14,7 +14,6 @@ use crate::cli::{SshArgs, SubmitArgs};
 use crate::cluster::hosts::{ClusterHost, LocalHost, SshHost};
 use crate::cluster::launch;
 use crate::cluster::plan::{HostPlan, Plan, Role};
-use crate::push::sh_quote;
 
 pub fn run(a: SubmitArgs) -> Result<ExitCode> {
     let (cluster, job, args) =
@@ -164,7 +163,7 @@ fn remove_on_interrupt(
         let removed = conn.and_then(|c| {
             c.run(
                 "removing the driver",
-                &Script::legacy((format!("docker rm -f {} >/dev/null", sh_quote(&driver))).to_string()),
+                &Script::new(r#"docker rm -f -- "$1" >/dev/null"#).arg(&driver),
                 &[],
             )
         });

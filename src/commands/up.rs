@@ -1,7 +1,6 @@
 //! `ferry up`: deliver the image, write the files and start a cluster's
 //! containers in the plan's order, over SSH or (`--local`) on this machine.
 
-use crate::script::Script;
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -106,7 +105,7 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
         let reference = &plan.image.reference;
         let out = c.run(
             "looking for the image",
-            &Script::legacy((launch::image_id_script(reference)).to_string()),
+            &launch::image_id_script(reference),
             &[],
         )?;
         match launch::image_found(&plan.image, &out) {
