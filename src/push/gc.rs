@@ -457,6 +457,73 @@ mod tests {
         );
     }
 
+    /// What [`gc_host`] does on a host, with a local `sh`: the listing, the
+    /// plan and the removal. `Err` with the exit status when a step refused.
+    fn gc_here(store: &std::path::Path) -> Result<Plan, Option<i32>> {
+        let bin = crate::push::tests::stand_ins();
+        let st = store.to_str().unwrap();
+        let (code, out) = crate::push::tests::sh_run(&list_script(st), store, bin.path(), b"");
+        if code != Some(0) {
+            return Err(code);
+        }
+        let p = plan(&Listing::parse(&out), 1).unwrap();
+        let (code, _) = crate::push::tests::sh_run(&remove_script(st, &p), store, bin.path(), b"");
+        if code != Some(0) {
+            return Err(code);
+        }
+        Ok(p)
+    }
+
+    /// A push lists the store, finds an old blob no image records (an image
+    /// gc dropped earlier, say) and plans not to send it; gc must not remove
+    /// it under the push's feet.
+    #[test]
+    fn gc_while_a_push_holds_the_store_removes_nothing_it_listed() {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let blobs = store.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let x = h('a');
+        std::fs::write(blobs.join(&x), b"x").unwrap();
+        let old = std::process::Command::new("touch")
+            .args(["-d", "@1000"])
+            .arg(blobs.join(&x))
+            .status()
+            .unwrap();
+        assert!(old.success());
+        // the push holds the store for its whole run
+        let mut push = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec 9>>"$1/lock" && flock -s 9 && echo locked && cat >/dev/null"#)
+            .arg("sh")
+            .arg(&store)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(push.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "locked\n");
+        let bin = crate::push::tests::stand_ins();
+        let (_, out) = crate::push::tests::sh_run(
+            &crate::push::list_script(store.to_str().unwrap(), "a:b", crate::push::Runtime::Docker),
+            dir.path(),
+            bin.path(),
+            b"",
+        );
+        assert!(crate::push::HostState::parse(&out).blobs.contains_key(&x));
+        let _ = gc_here(&store);
+        assert!(blobs.join(&x).exists(), "gc removed a blob the push listed");
+        drop(push.stdin.take());
+        push.wait().unwrap();
+        // with the push over, the old blob goes
+        assert!(gc_here(&store).unwrap().remove.contains_key(&x));
+        assert!(!blobs.join(&x).exists());
+    }
+
     #[test]
     fn a_kept_image_with_an_unreadable_manifest_stops_the_host() {
         let mut out = listing_out();

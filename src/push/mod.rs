@@ -1118,7 +1118,7 @@ fn check_local(s: &Send) -> Result<(), PushError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
 
@@ -1558,6 +1558,233 @@ mod tests {
         )
         .unwrap();
         assert!(!list(&format!("{}:{system_path}", stub.display())));
+    }
+
+    /// Runs a host script with a real `sh` in `dir`, with `bin` (stand-ins)
+    /// first on the PATH: its exit status and stdout.
+    pub(crate) fn sh_run(
+        script: &str,
+        dir: &std::path::Path,
+        bin: &std::path::Path,
+        stdin: &[u8],
+    ) -> (Option<i32>, String) {
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .env("PATH", path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// A folder of stand-ins for the runtime: `docker`/`podman` read their
+    /// stdin and print nothing.
+    pub(crate) fn stand_ins() -> tempfile::TempDir {
+        let bin = tempfile::tempdir().unwrap();
+        for rt in ["docker", "podman"] {
+            let p = bin.path().join(rt);
+            std::fs::write(
+                &p,
+                "#!/bin/sh\n[ \"$2\" != load ] || cat >/dev/null\nexit 0\n",
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        bin
+    }
+
+    /// Every path under `dir`, relative to it.
+    pub(crate) fn tree(dir: &std::path::Path) -> BTreeSet<PathBuf> {
+        let mut out = BTreeSet::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf());
+                if p.is_dir() && !p.is_symlink() {
+                    todo.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// What a run may leave in the scratch folder: the store and the
+    /// folders above it, nothing else.
+    pub(crate) fn only_the_store(dir: &std::path::Path, store: &std::path::Path, case: &str) {
+        let store = store.strip_prefix(dir).unwrap_or(store);
+        for p in tree(dir) {
+            assert!(
+                p.starts_with(store) || store.starts_with(&p),
+                "{case}: the script made `{}`",
+                p.display()
+            );
+        }
+    }
+
+    /// Every value that reaches the push's scripts, drawn from shell
+    /// metacharacters: refused, or run by a real `sh` without making
+    /// anything but the store.
+    #[test]
+    fn hostile_values_in_push_scripts_run_nothing() {
+        let bin = stand_ins();
+        for v in crate::script::tests::HOSTILE {
+            let case = format!("value {v:?}");
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("store");
+            std::fs::create_dir_all(store.join("blobs/sha256")).unwrap();
+            std::fs::create_dir_all(store.join("tmp")).unwrap();
+            let st = store.to_str().unwrap();
+            // as the image reference
+            let mut img = image();
+            img.reference = v.to_string();
+            for rt in [Runtime::Docker, Runtime::Podman] {
+                sh_run(&list_script(st, v, rt), dir.path(), bin.path(), b"");
+                sh_run(&load_script(st, &img, 0, rt), dir.path(), bin.path(), b"[]");
+            }
+            sh_run(
+                &gc::record_script(st, v, &"d".repeat(64)),
+                dir.path(),
+                bin.path(),
+                b"",
+            );
+            // as a blob name
+            let mut img = image();
+            img.config.hex = v.to_string();
+            sh_run(
+                &verify_script(st, &[v.to_string()]),
+                dir.path(),
+                bin.path(),
+                b"",
+            );
+            sh_run(
+                &load_script(st, &img, 0, Runtime::Docker),
+                dir.path(),
+                bin.path(),
+                b"[]",
+            );
+            sh_run(
+                &gc::record_script(st, "a:b", v),
+                dir.path(),
+                bin.path(),
+                b"",
+            );
+            sh_run(
+                &upload_script(st),
+                dir.path(),
+                bin.path(),
+                upload_header(v, 0, 1).as_bytes(),
+            );
+            only_the_store(dir.path(), &store, &case);
+            // as the store, relative to the scratch folder and below it
+            for st in [v.to_string(), format!("{}/{v}", dir.path().display())] {
+                sh_run(
+                    &list_script(&st, "a:b", Runtime::Docker),
+                    dir.path(),
+                    bin.path(),
+                    b"",
+                );
+                sh_run(&upload_script(&st), dir.path(), bin.path(), b"");
+                sh_run(
+                    &verify_script(&st, &["a".repeat(64)]),
+                    dir.path(),
+                    bin.path(),
+                    b"",
+                );
+                sh_run(
+                    &gc::record_script(&st, "a:b", &"d".repeat(64)),
+                    dir.path(),
+                    bin.path(),
+                    b"",
+                );
+                sh_run(&gc::list_script(&st), dir.path(), bin.path(), b"");
+            }
+            let allowed = dir.path().join(v);
+            for p in tree(dir.path()) {
+                let p = dir.path().join(p);
+                assert!(
+                    p.starts_with(&store) || store.starts_with(&p) || allowed.starts_with(&p),
+                    "{case}: a script made `{}`",
+                    p.display()
+                );
+            }
+        }
+    }
+
+    /// Two pushes sending one blob at once (both found it missing): the
+    /// store ends with one blob, and it is the right one.
+    #[test]
+    fn two_uploads_of_one_blob_at_once_end_with_one_correct_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().to_str().unwrap();
+        std::fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let hex = hex::encode(Sha256::digest(&data));
+        let size = data.len() as u64;
+        let blob = dir.path().join("blobs/sha256").join(&hex);
+        let part = dir.path().join(format!("blobs/sha256/{hex}.part"));
+        let start = || {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(upload_script(store))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        // the first is half way through when the second starts
+        let mut first = start();
+        let mut first_in = first.stdin.take().unwrap();
+        first_in
+            .write_all(upload_header(&hex, 0, size).as_bytes())
+            .unwrap();
+        first_in.write_all(&data[..1_500_000]).unwrap();
+        first_in.flush().unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < 1_000_000 {
+            assert!(
+                Instant::now() < deadline,
+                "the first upload never wrote its half"
+            );
+            std::thread::yield_now();
+        }
+        let mut second = start();
+        let mut input = upload_header(&hex, 0, size).into_bytes();
+        input.extend_from_slice(&data);
+        second.stdin.take().unwrap().write_all(&input).unwrap();
+        let second = second.wait_with_output().unwrap();
+        first_in.write_all(&data[1_500_000..]).unwrap();
+        drop(first_in);
+        let first = first.wait_with_output().unwrap();
+        for out in [&first, &second] {
+            assert_eq!(
+                upload_verdicts(&String::from_utf8_lossy(&out.stdout)).get(hex.as_str()),
+                Some(&0),
+                "{out:?}"
+            );
+        }
+        assert!(
+            std::fs::read(&blob).unwrap() == data,
+            "the stored blob is damaged"
+        );
+        assert!(!part.exists());
     }
 
     #[test]
