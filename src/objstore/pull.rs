@@ -290,6 +290,13 @@ pub fn pull_host(
     check_image(dir, image).map_err(|e| e.on(&label))?;
     let remote = Remote::connect(target, &opts.push.ssh)?;
     reporter.event(&label, Event::Connected);
+    // as a push does: gc waits until the image is recorded
+    let lock = push::lock_store(
+        &remote,
+        dir,
+        push::LockMode::Shared,
+        push::PUSH_LOCK_WAIT_SECS,
+    )?;
     let out = remote.run_ok(
         "listing the store",
         &push::list_script(dir, &image.reference, opts.push.runtime).map_err(|e| e.on(&label))?,
@@ -356,6 +363,7 @@ pub fn pull_host(
         &gc::record_script(dir, &image.reference, &image.manifest.hex).map_err(|e| e.on(&label))?,
         &[],
     )?;
+    lock.release()?;
     reporter.event(
         &label,
         if plan.load {

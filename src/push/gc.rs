@@ -11,6 +11,10 @@
 //! manifest of a kept image cannot be read, nothing on that host is removed;
 //! a blob no record names at all is kept while it is young (a push may be
 //! storing it right now). Docker's own copies of images are not touched.
+//! gc holds the store's lock exclusively from its listing to its removal,
+//! and gives up at once when a push or pull holds it (they hold it shared
+//! for their whole run): a blob a push in flight found present is never
+//! removed under it. A dry run holds it shared, so it can run beside pushes.
 
 use crate::script::Script;
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +22,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use super::ssh::{Remote, SshOptions};
-use super::{BadValue, PushError, Target, check_hex, check_reference, check_store, each_host};
+use super::{
+    BadValue, LockMode, PushError, Target, check_hex, check_reference, check_store, each_host,
+    lock_store,
+};
 use crate::cache_gc::keep_newest;
 use crate::fsutil::{escape_name, unescape_name};
 use crate::oci::is_hex64;
@@ -318,6 +325,8 @@ pub fn remove_script(store: &str, p: &Plan) -> Result<Script, BadValue> {
     for hex in p.remove.keys() {
         check_hex("blob digest", hex)?;
         files.push(format!("blobs/sha256/{hex}"));
+        // under gc's exclusive lock no push holds it
+        files.push(format!("locks/{hex}"));
     }
     for hex in p.remove_parts.keys() {
         check_hex("blob digest", hex)?;
@@ -376,6 +385,14 @@ fn gc_host(
     let label = target.label();
     let list = list_script(store).map_err(|e| e.on(&label))?;
     let remote = Remote::connect(target, ssh)?;
+    // alone while it removes (a push in flight holds the store shared, from
+    // its listing to its record); without waiting: gc can be run again
+    let mode = if dry_run {
+        LockMode::Shared
+    } else {
+        LockMode::Exclusive
+    };
+    let lock = lock_store(&remote, store, mode, 0)?;
     let out = remote.run_ok("listing the store", &list, &[])?;
     let listing = Listing::parse(&String::from_utf8_lossy(&out));
     let p = plan(&listing, keep).map_err(|source| HostGcError::Plan {
@@ -386,6 +403,7 @@ fn gc_host(
         let remove = remove_script(store, &p).map_err(|e| e.on(&label))?;
         remote.run_ok("removing blobs", &remove, &[])?;
     }
+    lock.release()?;
     Ok(p)
 }
 
@@ -505,22 +523,24 @@ mod tests {
         );
     }
 
-    /// What [`gc_host`] does on a host, with a local `sh`: the listing, the
-    /// plan and the removal. `Err` with the exit status when a step refused.
+    /// What [`gc_host`] does on a host, with a local `sh`: the lock, the
+    /// listing, the plan and the removal. `Err` with the exit status when a
+    /// step refused.
     fn gc_here(store: &std::path::Path) -> Result<Plan, Option<i32>> {
-        let bin = crate::push::tests::stand_ins();
+        use crate::push::tests::{hold, release, sh_run, stand_ins};
+        let bin = stand_ins();
         let st = store.to_str().unwrap();
-        let (code, out) =
-            crate::push::tests::sh_run(&list_script(st).unwrap(), store, bin.path(), b"");
+        let lock = hold(&crate::push::store_lock_script(st, LockMode::Exclusive, 0).unwrap())?;
+        let (code, out) = sh_run(&list_script(st).unwrap(), store, bin.path(), b"");
         if code != Some(0) {
             return Err(code);
         }
         let p = plan(&Listing::parse(&out), 1).unwrap();
-        let (code, _) =
-            crate::push::tests::sh_run(&remove_script(st, &p).unwrap(), store, bin.path(), b"");
+        let (code, _) = sh_run(&remove_script(st, &p).unwrap(), store, bin.path(), b"");
         if code != Some(0) {
             return Err(code);
         }
+        release(lock);
         Ok(p)
     }
 
@@ -529,7 +549,6 @@ mod tests {
     /// it under the push's feet.
     #[test]
     fn gc_while_a_push_holds_the_store_removes_nothing_it_listed() {
-        use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         let blobs = store.join("blobs/sha256");
@@ -543,20 +562,10 @@ mod tests {
             .unwrap();
         assert!(old.success());
         // the push holds the store for its whole run
-        let mut push = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(r#"exec 9>>"$1/lock" && flock -s 9 && echo locked && cat >/dev/null"#)
-            .arg("sh")
-            .arg(&store)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(push.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line, "locked\n");
+        let push = crate::push::tests::hold(
+            &crate::push::store_lock_script(store.to_str().unwrap(), LockMode::Shared, 0).unwrap(),
+        )
+        .unwrap();
         let bin = crate::push::tests::stand_ins();
         let (_, out) = crate::push::tests::sh_run(
             &crate::push::list_script(store.to_str().unwrap(), "a:b", crate::push::Runtime::Docker)
@@ -566,10 +575,10 @@ mod tests {
             b"",
         );
         assert!(crate::push::HostState::parse(&out).blobs.contains_key(&x));
-        let _ = gc_here(&store);
+        let refused = gc_here(&store);
         assert!(blobs.join(&x).exists(), "gc removed a blob the push listed");
-        drop(push.stdin.take());
-        push.wait().unwrap();
+        assert_eq!(refused.unwrap_err(), Some(crate::push::EXIT_LOCKED));
+        crate::push::tests::release(push);
         // with the push over, the old blob goes
         assert!(gc_here(&store).unwrap().remove.contains_key(&x));
         assert!(!blobs.join(&x).exists());

@@ -11,6 +11,14 @@
 //! This module owns the store layout, the plan and the shell run on hosts; the
 //! SSH session is in [`ssh`]. It reports through [`Reporter`] and never prints.
 //! Each push records the image on the host, so [`gc`] knows what to keep.
+//!
+//! Every script is constant text and every value (the store path, the image
+//! reference, blob names) a positional parameter, checked against its
+//! grammar first ([`check_image`]). Pushes, pulls and gc share a store
+//! through `flock` ([`lock_store`]): a push holds `$STORE/lock` shared from
+//! its listing to its record, through a channel of its own, so two pushes
+//! run side by side while gc, which takes it exclusively, never runs during
+//! one; each blob is written under its own lock (see [`upload_script`]).
 
 pub mod gc;
 pub mod ssh;
@@ -160,6 +168,26 @@ pub enum PushError {
         path.display()
     )]
     LocalCorrupt { path: PathBuf, found: String },
+    #[error(
+        "on `{host}`, {what} sent more than {limit} bytes on {stream}; nothing more was read (a damaged or hostile host?)"
+    )]
+    TooMuchOutput {
+        host: String,
+        what: String,
+        stream: &'static str,
+        limit: u64,
+    },
+    #[error(
+        "`flock` is not on `{host}`; install it there (Debian: `util-linux`; busybox has it too): ferry locks the host's store so that pushes and `ferry gc` never remove each other's files"
+    )]
+    NoFlock { host: String },
+    #[error("the store `{store}` on `{host}` is {held}; {next}")]
+    StoreBusy {
+        host: String,
+        store: String,
+        held: &'static str,
+        next: &'static str,
+    },
     #[error("refusing to run a script on `{host}`: {source}")]
     BadValue {
         host: String,
@@ -751,6 +779,120 @@ pub fn list_script(store: &str, reference: &str, runtime: Runtime) -> Result<Scr
         .arg(runtime.command()))
 }
 
+/// Exit status of [`STORE_LOCK`] when the host has no `flock`.
+const EXIT_NO_FLOCK: i32 = 10;
+/// Exit status of [`STORE_LOCK`] when the lock stayed taken past the wait.
+pub(crate) const EXIT_LOCKED: i32 = 11;
+const LOCKED_MARK: &str = "--ferry-locked--";
+
+/// `$1` the store, `$2` `-s` (shared) or `-x` (exclusive), `$3` the seconds
+/// to wait. Holds `flock` on `$S/lock` for as long as the channel is open:
+/// `cat` keeps the lock's file descriptor and ends when stdin does, which is
+/// when ferry releases the lock, closes the channel, or dies (sshd then
+/// closes the pipes). It prints a line each second while it waits, so the
+/// wait is progress to the command timeout. `flock -n` in a loop rather than
+/// `flock -w`: busybox's flock has no `-w`. The exit statuses are
+/// [`EXIT_NO_FLOCK`] and [`EXIT_LOCKED`] and the mark [`LOCKED_MARK`]
+/// (a test checks them).
+const STORE_LOCK: &str = r#"S=$1 mode=$2 wait=$3
+command -v flock >/dev/null 2>&1 || exit 10
+mkdir -p -- "$S" || exit 2
+exec 9>>"$S/lock" || exit 2
+n=0
+until flock -n "$mode" 9; do
+  [ "$n" -lt "$wait" ] || exit 11
+  n=$((n + 1))
+  echo waiting
+  sleep 1
+done
+echo --ferry-locked--
+exec cat >/dev/null"#;
+
+/// How a run holds a host's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Pushes and pulls: many at once, each for its whole run, from the
+    /// listing to the record. Blobs are locked one by one while written.
+    Shared,
+    /// `ferry gc` removing files: alone.
+    Exclusive,
+}
+
+/// The script that takes the store's lock, waiting up to `wait_secs`.
+pub fn store_lock_script(store: &str, mode: LockMode, wait_secs: u32) -> Result<Script, BadValue> {
+    check_store(store)?;
+    let flag = match mode {
+        LockMode::Shared => "-s",
+        LockMode::Exclusive => "-x",
+    };
+    Ok(Script::new(STORE_LOCK)
+        .arg(store)
+        .arg(flag)
+        .arg(wait_secs.to_string()))
+}
+
+/// How long a push waits for a `ferry gc` of its host's store to end (gc
+/// holds it for two round trips).
+pub const PUSH_LOCK_WAIT_SECS: u32 = 120;
+
+/// A host's store held through an open channel; released by
+/// [`StoreLock::release`], or when the session ends (also when ferry dies).
+pub struct StoreLock<'r> {
+    running: Running<'r>,
+}
+
+/// Takes the store's lock on the host, as a push, a pull or gc does first.
+pub fn lock_store<'r>(
+    remote: &'r Remote,
+    store: &str,
+    mode: LockMode,
+    wait_secs: u32,
+) -> Result<StoreLock<'r>, PushError> {
+    let label = remote.label();
+    let script = store_lock_script(store, mode, wait_secs).map_err(|e| e.on(&label))?;
+    let mut running = remote.start("locking the store", &script)?;
+    if running.wait_for_line(LOCKED_MARK, 64 << 10)? {
+        return Ok(StoreLock { running });
+    }
+    running.feed(&mut |_| Ok(()));
+    Err(match running.finish(&[]) {
+        Err(PushError::Remote {
+            status: EXIT_NO_FLOCK,
+            ..
+        }) => PushError::NoFlock { host: label },
+        Err(PushError::Remote {
+            status: EXIT_LOCKED,
+            ..
+        }) => match mode {
+            LockMode::Exclusive => PushError::StoreBusy {
+                host: label,
+                store: store.to_string(),
+                held: "in use by a push or a pull (or another gc)",
+                next: "nothing was removed; run gc again when it has ended",
+            },
+            LockMode::Shared => PushError::StoreBusy {
+                host: label,
+                store: store.to_string(),
+                held: "still locked by `ferry gc` after 120 s",
+                next: "nothing was sent; push again when gc has ended",
+            },
+        },
+        Err(e) => e,
+        Ok(_) => remote.io_error(
+            "locking the store",
+            std::io::Error::other("the lock script ended without the lock"),
+        ),
+    })
+}
+
+impl StoreLock<'_> {
+    /// Ends the lock's channel: the host's `cat` sees the end of its stdin.
+    pub fn release(mut self) -> Result<(), PushError> {
+        self.running.feed(&mut |_| Ok(()));
+        self.running.finish(&[0]).map(drop)
+    }
+}
+
 /// A shell function printing the sha256 (hex) of the file `$1`: with
 /// `openssl` when the host has it, else `sha256sum`. Debian's `sha256sum`
 /// does not use the CPU's SHA instructions: measured here, 1.3 s of CPU for
@@ -797,6 +939,10 @@ pub const EXIT_PART_MOVED: i32 = 3;
 /// Verdict of [`upload_script`] on a blob whose bytes do not hash to its name.
 pub const EXIT_DIGEST: i32 = 4;
 
+/// Verdict of [`upload_script`] on a blob whose `.part` another push is
+/// writing right now, when this one meant to resume it: send it whole.
+pub const EXIT_BUSY: i32 = 12;
+
 /// Exit status of [`upload_script`] when stdin ended early (the sender stopped):
 /// the `.part` file is kept for the next run to resume.
 pub const EXIT_SHORT: i32 = 5;
@@ -831,15 +977,25 @@ pub fn upload_script(store: &str) -> Result<Script, BadValue> {
 }
 
 /// `$1` the store; the blobs on stdin. The verdicts are [`EXIT_NO_HASHER`]
-/// (8), [`EXIT_DIGEST`] (4), [`EXIT_PART_MOVED`] (3) and [`EXIT_SHORT`] (5),
-/// written as numbers (a test checks them). A header is checked before it
-/// names a file: 64 hex digits, and two numbers.
-const UPLOAD: &str = r#"cd -- "$1/blobs/sha256" || exit 2
+/// (8), [`EXIT_DIGEST`] (4), [`EXIT_PART_MOVED`] (3), [`EXIT_BUSY`] (12) and
+/// [`EXIT_SHORT`] (5), written as numbers (a test checks them). A header is
+/// checked before it names a file: 64 hex digits, and two numbers.
+///
+/// Each blob is written under an exclusive `flock` of `$S/locks/<hex>`,
+/// taken without waiting (the bytes are already coming): the holder owns
+/// `<hex>.part`, truncates and appends to it, and keeps the lock until the
+/// check has renamed it. A second push storing the same blob at that moment
+/// writes a private file in `$S/tmp` instead and renames it the same way
+/// (both are checked, so either copy is right); when it meant to resume the
+/// other's `.part` it cannot, and answers [`EXIT_BUSY`] to be sent it whole.
+const UPLOAD: &str = r#"S=$1
+cd -- "$S/blobs/sha256" || exit 2
+mkdir -p -- "$S/locks" "$S/tmp" || exit 2
 check() {
-  s=$(sum256 "$1.part") || { echo "8 $1"; return; }
+  s=$(sum256 "$2") || { echo "8 $1"; return; }
   case $s in
-    "$1") mv -f "$1.part" "$1" && echo "0 $1" ;;
-    *) rm -f "$1.part"; echo "4 $1" ;;
+    "$1") mv -f "$2" "$1" && echo "0 $1" ;;
+    *) rm -f "$2"; echo "4 $1" ;;
   esac
 }
 bad() { echo "bad header: $hex $offset $size" >&2; exit 2; }
@@ -848,19 +1004,31 @@ while read -r hex offset size; do
   case $offset in *[!0-9]* | "") bad ;; esac
   case $size in *[!0-9]* | "") bad ;; esac
   [ "${#hex}" -eq 64 ] || bad
-  p=$hex.part
+  exec 8>"$S/locks/$hex" || exit 2
+  if flock -n -x 8; then
+    p=$hex.part own=1
+  else
+    # another push is writing this blob: never touch its .part
+    exec 8>&-
+    if [ "$offset" != 0 ]; then head -c $((size - offset)) > /dev/null; echo "12 $hex"; continue; fi
+    p=$(mktemp "$S/tmp/$hex.XXXXXX") || exit 2
+    own=
+  fi
   [ "$offset" != 0 ] || : > "$p" || exit 2
   have=$(stat -c %s "$p" 2>/dev/null || echo 0)
   if [ "$have" != "$offset" ]; then
     echo "$p has $have bytes, expected $offset" >&2
     head -c $((size - offset)) > /dev/null
     echo "3 $hex"
+    exec 8>&-
     continue
   fi
   head -c $((size - offset)) >> "$p" || exit 2
   have=$(stat -c %s "$p")
-  [ "$have" -ge "$size" ] || { echo "$p has $have of $size bytes" >&2; wait; exit 5; }
-  check "$hex" &
+  [ "$have" -ge "$size" ] || { echo "$p has $have of $size bytes" >&2; [ -n "$own" ] || rm -f "$p"; wait; exit 5; }
+  # the check keeps its copy of the blob's lock until it has renamed
+  check "$hex" "$p" &
+  exec 8>&-
 done
 wait"#;
 
@@ -1026,6 +1194,9 @@ pub fn push_host(
     check_image(&opts.store, image).map_err(|e| e.on(&label))?;
     let remote = Remote::connect(target, &opts.ssh)?;
     reporter.event(&label, Event::Connected);
+    // held from the listing to the record, so gc cannot remove a blob
+    // this push found present and did not send
+    let lock = lock_store(&remote, &opts.store, LockMode::Shared, PUSH_LOCK_WAIT_SECS)?;
     let out = remote.run_ok(
         "listing the store",
         &list_script(&opts.store, &image.reference, opts.runtime).map_err(|e| e.on(&label))?,
@@ -1076,6 +1247,7 @@ pub fn push_host(
     }
     if !plan.load {
         record(&remote, &opts.store, image)?;
+        lock.release()?;
         reporter.event(&label, Event::UpToDate);
         return Ok(());
     }
@@ -1105,6 +1277,7 @@ pub fn push_host(
     stats.loaded = true;
     stats.loaded_without_unpigz = opts.runtime == Runtime::Docker && !state.has_unpigz;
     record(&remote, &opts.store, image)?;
+    lock.release()?;
     reporter.event(&label, Event::Loaded);
     Ok(())
 }
@@ -1251,8 +1424,10 @@ fn stored(
                     host: remote.label(),
                 });
             }
-            Some(&EXIT_DIGEST) => {
-                check_local(s)?;
+            Some(&code @ (EXIT_DIGEST | EXIT_BUSY)) => {
+                if code == EXIT_DIGEST {
+                    check_local(s)?;
+                }
                 if offset == 0 {
                     return Err(PushError::UploadCorrupt {
                         host: remote.label(),
@@ -1556,7 +1731,7 @@ pub(crate) mod tests {
             assert!(LIST.contains(&format!("echo {mark}\n")), "{mark}");
         }
         // and so are the verdicts
-        for code in [EXIT_NO_HASHER, EXIT_DIGEST, EXIT_PART_MOVED] {
+        for code in [EXIT_NO_HASHER, EXIT_DIGEST, EXIT_PART_MOVED, EXIT_BUSY] {
             assert!(UPLOAD.contains(&format!("echo \"{code} $")), "{code}");
         }
         assert!(UPLOAD.contains(&format!("exit {EXIT_SHORT}; }}")));
@@ -1856,6 +2031,86 @@ pub(crate) mod tests {
         )
     }
 
+    /// Starts a lock script with a local `sh` (as an SSH server would run
+    /// it) and waits until it holds the lock: the running script, whose
+    /// stdin's end releases it; or its exit status when it got no lock.
+    #[allow(clippy::zombie_processes)] // the caller waits, in `release`
+    pub(crate) fn hold(script: &Script) -> Result<std::process::Child, Option<i32>> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script.command_line().unwrap())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if out.read_line(&mut line).unwrap() == 0 {
+                drop(child.stdin.take());
+                return Err(child.wait().unwrap().code());
+            }
+            if line.trim_end() == LOCKED_MARK {
+                return Ok(child);
+            }
+        }
+    }
+
+    /// Ends a held lock, as closing its channel does.
+    pub(crate) fn release(mut child: std::process::Child) {
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+    }
+
+    #[test]
+    fn the_store_lock_is_shared_by_pushes_and_exclusive_for_gc() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = dir.path().join("store");
+        let st = st.to_str().unwrap();
+        let shared = || store_lock_script(st, LockMode::Shared, 0).unwrap();
+        let exclusive = store_lock_script(st, LockMode::Exclusive, 0).unwrap();
+        let a = hold(&shared()).unwrap();
+        let b = hold(&shared()).unwrap();
+        assert_eq!(hold(&exclusive).unwrap_err(), Some(EXIT_LOCKED));
+        release(a);
+        release(b);
+        let gc = hold(&exclusive).unwrap();
+        assert_eq!(hold(&shared()).unwrap_err(), Some(EXIT_LOCKED));
+        // a push waits for gc, up to its deadline
+        let st_owned = st.to_string();
+        let waiting = std::thread::spawn(move || {
+            let s = store_lock_script(&st_owned, LockMode::Shared, 30).unwrap();
+            hold(&s).map(release)
+        });
+        release(gc);
+        assert_eq!(waiting.join().unwrap(), Ok(()));
+        // a host without `flock`: a stand-in PATH with `sh` and `mkdir` only
+        let bin = tempfile::tempdir().unwrap();
+        for t in ["sh", "mkdir", "cat", "sleep"] {
+            let from = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|d| std::path::Path::new(d).join(t))
+                .find(|p| p.exists())
+                .unwrap();
+            std::os::unix::fs::symlink(from, bin.path().join(t)).unwrap();
+        }
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(STORE_LOCK)
+            .arg("sh")
+            .args(shared().values())
+            .env("PATH", bin.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(EXIT_NO_FLOCK));
+        assert!(STORE_LOCK.contains(&format!("exit {EXIT_NO_FLOCK}\n")));
+        assert!(STORE_LOCK.contains(&format!("exit {EXIT_LOCKED}\n")));
+        assert!(STORE_LOCK.contains(&format!("echo {LOCKED_MARK}\n")));
+    }
+
     /// A folder of stand-ins for the runtime: `docker`/`podman` read their
     /// stdin and print nothing.
     pub(crate) fn stand_ins() -> tempfile::TempDir {
@@ -2030,6 +2285,19 @@ pub(crate) mod tests {
         input.extend_from_slice(&data);
         second.stdin.take().unwrap().write_all(&input).unwrap();
         let second = second.wait_with_output().unwrap();
+        // one that meant to resume the first's `.part` leaves it alone and
+        // asks for the whole blob
+        let part_len = std::fs::metadata(&part).unwrap().len();
+        let mut third = start();
+        let mut input = upload_header(&hex, 1_000_000, size).into_bytes();
+        input.extend_from_slice(&data[1_000_000..]);
+        third.stdin.take().unwrap().write_all(&input).unwrap();
+        let third = third.wait_with_output().unwrap();
+        assert_eq!(
+            upload_verdicts(&String::from_utf8_lossy(&third.stdout)).get(hex.as_str()),
+            Some(&EXIT_BUSY)
+        );
+        assert!(std::fs::metadata(&part).unwrap().len() >= part_len);
         first_in.write_all(&data[1_500_000..]).unwrap();
         drop(first_in);
         let first = first.wait_with_output().unwrap();

@@ -467,6 +467,37 @@ impl Running<'_> {
         &self.what
     }
 
+    /// Reads the script's stdout until a line `mark` arrives (`Ok(true)`)
+    /// or the script's stdout ends (`Ok(false)`: [`Running::finish`] then
+    /// says why), with stdin still open. Other lines are progress (they keep
+    /// the command timeout from firing) and are dropped; no more than
+    /// `limit` bytes are read.
+    pub fn wait_for_line(&mut self, mark: &str, limit: usize) -> Result<bool, PushError> {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            let n = self
+                .ch
+                .read(&mut buf)
+                .map_err(|e| self.remote.io_error(&self.what, e))?;
+            if n == 0 {
+                return Ok(false);
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if seen.split(|b| *b == b'\n').any(|l| l == mark.as_bytes()) {
+                return Ok(true);
+            }
+            if seen.len() > limit {
+                return Err(PushError::TooMuchOutput {
+                    host: self.remote.label.clone(),
+                    what: self.what.clone(),
+                    stream: "stdout",
+                    limit: limit as u64,
+                });
+            }
+        }
+    }
+
     /// Lets `feed` write the script's stdin, then closes it. A failed write
     /// is kept for [`Running::finish`]: the script may have exited early,
     /// and its status says more.
