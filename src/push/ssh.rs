@@ -517,10 +517,19 @@ impl Running<'_> {
             fed,
         } = self;
         let what = what.as_str();
-        let mut stdout = Vec::new();
-        let read = ch.read_to_end(&mut stdout);
-        let mut stderr = String::new();
-        let _ = ch.stderr().read_to_string(&mut stderr);
+        let (read, stdout) = match read_stdout(&mut ch) {
+            Ok(out) => (Ok(()), out),
+            Err(ReadError::Io(e)) => (Err(e), Vec::new()),
+            Err(ReadError::TooLong) => {
+                return Err(PushError::TooMuchOutput {
+                    host: remote.label.clone(),
+                    what: what.to_string(),
+                    stream: "stdout",
+                    limit: STDOUT_LIMIT,
+                });
+            }
+        };
+        let stderr = read_stderr(&mut ch.stderr());
         let closed = ch.wait_close();
         let status = ch.exit_status().ok().filter(|_| closed.is_ok());
         match (status, fed) {
@@ -621,9 +630,15 @@ impl Remote {
                 .channel_direct_tcpip(host, port, None)
                 .map_err(|e| self.ssh_error(&what, e))?;
             ch.write_all(request).map_err(|e| self.io_error(&what, e))?;
-            let mut answer = Vec::new();
-            ch.read_to_end(&mut answer)
-                .map_err(|e| self.io_error(&what, e))?;
+            let answer = read_answer(&mut ch).map_err(|e| match e {
+                ReadError::Io(e) => self.io_error(&what, e),
+                ReadError::TooLong => PushError::TooMuchOutput {
+                    host: self.label.clone(),
+                    what: what.clone(),
+                    stream: "the connection",
+                    limit: ANSWER_LIMIT,
+                },
+            })?;
             let _ = ch.close();
             Ok(answer)
         })();
@@ -631,6 +646,45 @@ impl Remote {
             .set_timeout(self.command_timeout.as_millis().min(u128::from(u32::MAX)) as u32);
         result
     }
+}
+
+/// The most a script's stdout may send. The largest legitimate output is
+/// a store's listing: a `stat` line (about 80 bytes) per blob and a JSON
+/// line of diff_ids (72 bytes a layer) per image the runtime has; ten
+/// thousand blobs and a thousand images of fifty layers make about 4 MiB.
+pub const STDOUT_LIMIT: u64 = 16 << 20;
+/// How much of a script's stderr a message shows: its end, where the error is.
+pub const STDERR_KEEP: usize = 64 << 10;
+/// The most stderr read before giving up on its end.
+pub const STDERR_LIMIT: u64 = 16 << 20;
+/// The most a health probe's answer may weigh (ZooKeeper's `srvr`, a
+/// Spark master's JSON: a few KiB).
+pub const ANSWER_LIMIT: u64 = 1 << 20;
+
+/// Why a read from a host stopped.
+#[derive(Debug)]
+enum ReadError {
+    Io(std::io::Error),
+    TooLong,
+}
+
+/// A script's stdout, whole.
+fn read_stdout(r: &mut impl Read) -> Result<Vec<u8>, ReadError> {
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).map_err(ReadError::Io)?;
+    Ok(out)
+}
+
+/// A script's stderr, for a message.
+fn read_stderr(r: &mut impl Read) -> String {
+    let mut err = Vec::new();
+    let _ = r.read_to_end(&mut err);
+    String::from_utf8_lossy(&err).into_owned()
+}
+
+/// A probe's answer, up to the server's close.
+fn read_answer(r: &mut impl Read) -> Result<Vec<u8>, ReadError> {
+    read_stdout(r)
 }
 
 /// Exit status of [`command_line`] when `sudo -n` refuses the user.
@@ -841,6 +895,37 @@ mod tests {
             run(refuse, None),
             (Some(EXIT_SUDO_REFUSED), String::new(), SUDO_MARK.into())
         );
+    }
+
+    /// Stand-ins for a host that sends too much: more stdout than a script
+    /// may, a flood of stderr, an endless probe answer.
+    #[test]
+    fn reads_from_a_host_are_bounded() {
+        let mut big = std::io::repeat(b'x').take(STDOUT_LIMIT + 1);
+        assert!(matches!(read_stdout(&mut big), Err(ReadError::TooLong)));
+        let mut fits = std::io::repeat(b'x').take(STDOUT_LIMIT);
+        assert_eq!(read_stdout(&mut fits).unwrap().len() as u64, STDOUT_LIMIT);
+        // stderr keeps its end, where the error is
+        let mut flood = std::io::repeat(b'e')
+            .take(4 << 20)
+            .chain(&b"\nthe real error\n"[..]);
+        let tail = read_stderr(&mut flood);
+        assert!(tail.len() <= STDERR_KEEP + 64, "{}", tail.len());
+        assert!(tail.trim_end().ends_with("the real error"), "{tail:.40}");
+        // and stops reading when a host never stops
+        let mut endless = std::io::repeat(b'e').take(STDERR_LIMIT * 2);
+        let tail = read_stderr(&mut endless);
+        assert!(tail.len() <= STDERR_KEEP + 64);
+        assert_eq!(
+            endless.limit(),
+            STDERR_LIMIT - 1,
+            "read no more than the limit"
+        );
+        let mut answer = std::io::repeat(b'a').take(ANSWER_LIMIT + 1);
+        assert!(matches!(read_answer(&mut answer), Err(ReadError::TooLong)));
+        // a host's control characters do not reach the terminal
+        let mut esc = &b"bad \x1b[2J\x07thing\n"[..];
+        assert_eq!(read_stderr(&mut esc), "bad \\u{1b}[2J\\u{7}thing\n");
     }
 
     #[test]
