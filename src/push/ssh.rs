@@ -586,6 +586,10 @@ impl Remote {
             .sess
             .channel_session()
             .map_err(|e| self.ssh_error(what, e))?;
+        // nothing reads its stderr (a script that wants it seen redirects
+        // it): libssh2 would otherwise queue every byte of it in memory
+        ch.handle_extended_data(ssh2::ExtendedData::Ignore)
+            .map_err(|e| self.ssh_error(what, e))?;
         ch.exec(&line).map_err(|e| self.ssh_error(what, e))?;
         ch.write_all(stdin).map_err(|e| self.io_error(what, e))?;
         ch.send_eof().map_err(|e| self.ssh_error(what, e))?;
@@ -668,23 +672,62 @@ enum ReadError {
     TooLong,
 }
 
-/// A script's stdout, whole.
-fn read_stdout(r: &mut impl Read) -> Result<Vec<u8>, ReadError> {
+/// Reads `r` to its end, or refuses once it passes `limit` bytes (having
+/// read one more).
+fn read_capped(r: &mut impl Read, limit: u64) -> Result<Vec<u8>, ReadError> {
     let mut out = Vec::new();
-    r.read_to_end(&mut out).map_err(ReadError::Io)?;
+    r.take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(ReadError::Io)?;
+    if out.len() as u64 > limit {
+        return Err(ReadError::TooLong);
+    }
     Ok(out)
 }
 
-/// A script's stderr, for a message.
-fn read_stderr(r: &mut impl Read) -> String {
-    let mut err = Vec::new();
-    let _ = r.read_to_end(&mut err);
-    String::from_utf8_lossy(&err).into_owned()
+/// A script's stdout, up to [`STDOUT_LIMIT`].
+fn read_stdout(r: &mut impl Read) -> Result<Vec<u8>, ReadError> {
+    read_capped(r, STDOUT_LIMIT)
 }
 
-/// A probe's answer, up to the server's close.
+/// The end of a script's stderr, for a message: its last [`STDERR_KEEP`]
+/// bytes of the first [`STDERR_LIMIT`], with control characters but
+/// newlines and tabs shown escaped (a host's bytes must not drive the
+/// terminal). A read error ends it: the status says more.
+fn read_stderr(r: &mut impl Read) -> String {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut dropped = false;
+    let mut buf = [0u8; 16 << 10];
+    let mut r = r.take(STDERR_LIMIT);
+    while let Ok(n @ 1..) = r.read(&mut buf) {
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * STDERR_KEEP {
+            kept.drain(..kept.len() - STDERR_KEEP);
+            dropped = true;
+        }
+    }
+    if kept.len() > STDERR_KEEP {
+        kept.drain(..kept.len() - STDERR_KEEP);
+        dropped = true;
+    }
+    let text: String = String::from_utf8_lossy(&kept)
+        .chars()
+        .flat_map(|c| {
+            let plain = !c.is_control() || c == '\n' || c == '\t';
+            let shown: Vec<char> = if plain {
+                vec![c]
+            } else {
+                c.escape_default().collect()
+            };
+            shown
+        })
+        .collect();
+    if dropped { format!("…{text}") } else { text }
+}
+
+/// A probe's answer, up to the server's close, and no more than [`ANSWER_LIMIT`].
 fn read_answer(r: &mut impl Read) -> Result<Vec<u8>, ReadError> {
-    read_stdout(r)
+    read_capped(r, ANSWER_LIMIT)
 }
 
 /// Exit status of [`command_line`] when `sudo -n` refuses the user.
@@ -916,11 +959,7 @@ mod tests {
         let mut endless = std::io::repeat(b'e').take(STDERR_LIMIT * 2);
         let tail = read_stderr(&mut endless);
         assert!(tail.len() <= STDERR_KEEP + 64);
-        assert_eq!(
-            endless.limit(),
-            STDERR_LIMIT - 1,
-            "read no more than the limit"
-        );
+        assert_eq!(endless.limit(), STDERR_LIMIT, "read no more than the limit");
         let mut answer = std::io::repeat(b'a').take(ANSWER_LIMIT + 1);
         assert!(matches!(read_answer(&mut answer), Err(ReadError::TooLong)));
         // a host's control characters do not reach the terminal
