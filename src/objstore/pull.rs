@@ -296,6 +296,7 @@ pub fn pull_host(
         dir,
         push::LockMode::Shared,
         push::PUSH_LOCK_WAIT_SECS,
+        "nothing was fetched; pull again when gc has ended",
     )?;
     let out = remote.run_ok(
         "listing the store",

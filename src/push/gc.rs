@@ -392,7 +392,13 @@ fn gc_host(
     } else {
         LockMode::Exclusive
     };
-    let lock = lock_store(&remote, store, mode, 0)?;
+    let lock = lock_store(
+        &remote,
+        store,
+        mode,
+        0,
+        "nothing was removed; run gc again when it has ended",
+    )?;
     let out = remote.run_ok("listing the store", &list, &[])?;
     let listing = Listing::parse(&String::from_utf8_lossy(&out));
     let p = plan(&listing, keep).map_err(|source| HostGcError::Plan {

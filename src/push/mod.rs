@@ -841,12 +841,15 @@ pub struct StoreLock<'r> {
     running: Running<'r>,
 }
 
-/// Takes the store's lock on the host, as a push, a pull or gc does first.
+/// Takes the store's lock on the host, as a push, a pull or gc does first;
+/// `next` ends the message when the lock stays taken (what was not done,
+/// what to do).
 pub fn lock_store<'r>(
     remote: &'r Remote,
     store: &str,
     mode: LockMode,
     wait_secs: u32,
+    next: &'static str,
 ) -> Result<StoreLock<'r>, PushError> {
     let label = remote.label();
     let script = store_lock_script(store, mode, wait_secs).map_err(|e| e.on(&label))?;
@@ -863,19 +866,14 @@ pub fn lock_store<'r>(
         Err(PushError::Remote {
             status: EXIT_LOCKED,
             ..
-        }) => match mode {
-            LockMode::Exclusive => PushError::StoreBusy {
-                host: label,
-                store: store.to_string(),
-                held: "in use by a push or a pull (or another gc)",
-                next: "nothing was removed; run gc again when it has ended",
+        }) => PushError::StoreBusy {
+            host: label,
+            store: store.to_string(),
+            held: match mode {
+                LockMode::Exclusive => "in use by a push or a pull (or another gc)",
+                LockMode::Shared => "locked by `ferry gc`",
             },
-            LockMode::Shared => PushError::StoreBusy {
-                host: label,
-                store: store.to_string(),
-                held: "still locked by `ferry gc` after 120 s",
-                next: "nothing was sent; push again when gc has ended",
-            },
+            next,
         },
         Err(e) => e,
         Ok(_) => remote.io_error(
@@ -987,7 +985,9 @@ pub fn upload_script(store: &str) -> Result<Script, BadValue> {
 /// check has renamed it. A second push storing the same blob at that moment
 /// writes a private file in `$S/tmp` instead and renames it the same way
 /// (both are checked, so either copy is right); when it meant to resume the
-/// other's `.part` it cannot, and answers [`EXIT_BUSY`] to be sent it whole.
+/// other's `.part` it waits 3 s for the lock (the holder may be the script
+/// of a cut push, about to see its end), then answers [`EXIT_BUSY`] to be
+/// sent the blob whole.
 const UPLOAD: &str = r#"S=$1
 cd -- "$S/blobs/sha256" || exit 2
 mkdir -p -- "$S/locks" "$S/tmp" || exit 2
@@ -1005,14 +1005,22 @@ while read -r hex offset size; do
   case $size in *[!0-9]* | "") bad ;; esac
   [ "${#hex}" -eq 64 ] || bad
   exec 8>"$S/locks/$hex" || exit 2
-  if flock -n -x 8; then
-    p=$hex.part own=1
+  own= n=0
+  while :; do
+    if flock -n -x 8; then own=1; break; fi
+    # one resuming waits a little: the holder may be the script of a cut
+    # push that has not seen the end of its input yet
+    [ "$offset" != 0 ] && [ "$n" -lt 3 ] || break
+    n=$((n + 1))
+    sleep 1
+  done
+  if [ -n "$own" ]; then
+    p=$hex.part
   else
     # another push is writing this blob: never touch its .part
     exec 8>&-
     if [ "$offset" != 0 ]; then head -c $((size - offset)) > /dev/null; echo "12 $hex"; continue; fi
     p=$(mktemp "$S/tmp/$hex.XXXXXX") || exit 2
-    own=
   fi
   [ "$offset" != 0 ] || : > "$p" || exit 2
   have=$(stat -c %s "$p" 2>/dev/null || echo 0)
@@ -1196,7 +1204,13 @@ pub fn push_host(
     reporter.event(&label, Event::Connected);
     // held from the listing to the record, so gc cannot remove a blob
     // this push found present and did not send
-    let lock = lock_store(&remote, &opts.store, LockMode::Shared, PUSH_LOCK_WAIT_SECS)?;
+    let lock = lock_store(
+        &remote,
+        &opts.store,
+        LockMode::Shared,
+        PUSH_LOCK_WAIT_SECS,
+        "nothing was sent; push again when gc has ended",
+    )?;
     let out = remote.run_ok(
         "listing the store",
         &list_script(&opts.store, &image.reference, opts.runtime).map_err(|e| e.on(&label))?,
@@ -2194,6 +2208,10 @@ pub(crate) mod tests {
             let mut header = upload_header(v, 0, 1).into_bytes();
             header.push(b'x');
             run(upload_script(st), &header);
+            run(
+                crate::objstore::pull::fetch_script(st, v, 1),
+                b"http://h/x\n",
+            );
             let mut p = gc::Plan::default();
             p.remove.insert(v.to_string(), 1);
             run(gc::remove_script(st, &p), b"");
@@ -2225,6 +2243,8 @@ pub(crate) mod tests {
                 run(gc::record_script(&st, "a:b", &d), b"");
                 run(gc::list_script(&st), b"");
                 run(gc::remove_script(&st, &gc::Plan::default()), b"");
+                run(store_lock_script(&st, LockMode::Shared, 0), b"");
+                run(crate::objstore::pull::fetch_script(&st, &d, 1), b"");
             }
             let allowed = dir.path().join(v);
             for p in tree(dir.path()) {
