@@ -23,8 +23,8 @@ use super::{ObjError, Store};
 use crate::oci::{is_hex64, sha256_hex};
 use crate::push::ssh::Remote;
 use crate::push::{
-    self, Event, HostState, HostStats, LocalBlob, PushError, PushImage, Reporter, Send, Target, gc,
-    sh_quote,
+    self, BadValue, Event, HostState, HostStats, LocalBlob, PushError, PushImage, Reporter, Send,
+    Target, check_hex, check_image, check_store, gc,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -153,41 +153,68 @@ pub fn read_image(store: &Store, tag: Option<&str>) -> Result<PushImage, ObjErro
 const EXIT_NO_FETCHER: i32 = 6;
 const EXIT_FETCH: i32 = 7;
 
+/// `$1` the store, `$2` the blob's hex, `$3` its size; the URL on stdin.
+/// The exit statuses 2, 4 ([`push::EXIT_DIGEST`]), 6 ([`EXIT_NO_FETCHER`]),
+/// 7 ([`EXIT_FETCH`]) and 8 ([`push::EXIT_NO_HASHER`]) are written as
+/// numbers (a test checks them).
+const FETCH: &str = r#"S=$1 hex=$2 size=$3
+cd -- "$S/blobs/sha256" || exit 2
+IFS= read -r url || exit 2
+command -v openssl >/dev/null 2>&1 || command -v sha256sum >/dev/null 2>&1 || exit 8
+p=$hex.part
+have=$(stat -c %s "$p" 2>/dev/null || echo 0)
+[ "$have" -lt "$size" ] || { rm -f "$p"; have=0; }
+if command -v curl >/dev/null 2>&1; then
+  printf 'url = "%s"\noutput = "%s"\n' "$url" "$p" | curl -sSf --retry 3 -C - --config - || exit 7
+elif command -v wget >/dev/null 2>&1; then
+  # wget cannot continue from stdin's URL list: it starts over
+  rm -f "$p"
+  have=0
+  printf '%s\n' "$url" | wget -q -O "$p" -i - || exit 7
+else
+  exit 6
+fi
+s=$(sum256 "$p") || exit 8
+[ "$s" = "$hex" ] || { rm -f "$p"; exit 4; }
+mv -f "$p" "$hex" || exit 2
+echo "fetched $(($(stat -c %s "$hex") - have))""#;
+
 /// Downloads one blob into `<hex>.part` (continuing a cut download with
 /// curl), checks its sha256 (with `openssl`, else `sha256sum`, as the SSH
 /// push does) and renames it; prints `fetched <bytes>`, the bytes that came
 /// over the network. The URL is the first line of stdin and reaches
 /// curl/wget through a pipe from the shell's `printf` builtin: it is never
 /// an argument of any process.
-pub fn fetch_script(store: &str, hex: &str, size: u64) -> String {
-    format!(
-        r#"{SUM256}
-cd {store}/blobs/sha256 || exit 2
-IFS= read -r url || exit 2
-command -v openssl >/dev/null 2>&1 || command -v sha256sum >/dev/null 2>&1 || exit {EXIT_NO_HASHER}
-p={hex}.part
-have=$(stat -c %s "$p" 2>/dev/null || echo 0)
-[ "$have" -lt {size} ] || {{ rm -f "$p"; have=0; }}
-if command -v curl >/dev/null 2>&1; then
-  printf 'url = "%s"\noutput = "%s"\n' "$url" "$p" | curl -sSf --retry 3 -C - --config - || exit {EXIT_FETCH}
-elif command -v wget >/dev/null 2>&1; then
-  # wget cannot continue from stdin's URL list: it starts over
-  rm -f "$p"
-  have=0
-  printf '%s\n' "$url" | wget -q -O "$p" -i - || exit {EXIT_FETCH}
-else
-  exit {EXIT_NO_FETCHER}
-fi
-s=$(sum256 "$p") || exit {EXIT_NO_HASHER}
-[ "$s" = {hex} ] || {{ rm -f "$p"; exit {EXIT_DIGEST}; }}
-mv -f "$p" {hex} || exit 2
-echo "fetched $(($(stat -c %s {hex}) - have))"
-"#,
-        SUM256 = push::SUM256,
-        store = sh_quote(store),
-        EXIT_DIGEST = push::EXIT_DIGEST,
-        EXIT_NO_HASHER = push::EXIT_NO_HASHER,
-    )
+pub fn fetch_script(store: &str, hex: &str, size: u64) -> Result<Script, BadValue> {
+    check_store(store)?;
+    check_hex("blob digest", hex)?;
+    Ok(Script::new(push::SUM256)
+        .then(FETCH)
+        .arg(store)
+        .arg(hex)
+        .arg(size.to_string()))
+}
+
+/// A presigned URL goes into curl's config as `url = "..."`: a `"`, a `\`,
+/// a space or a control character could end the string and add an option
+/// (`output = ...`). The signer percent-encodes all of them; this makes sure.
+fn check_url(url: &str) -> Result<(), BadValue> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() <= 8192
+        && url
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\');
+    if ok {
+        Ok(())
+    } else {
+        // the query is a credential: never shown
+        let head = url.split('?').next().unwrap_or_default();
+        Err(BadValue::new(
+            "presigned URL",
+            head,
+            "holds a quote, a backslash, a space or a control character (or is not http)",
+        ))
+    }
 }
 
 /// The bytes a run of [`fetch_script`] says came over the network.
@@ -260,11 +287,20 @@ pub fn pull_host(
 ) -> Result<(), PullError> {
     let label = target.label();
     let dir = &opts.push.store;
+    check_image(dir, image).map_err(|e| e.on(&label))?;
     let remote = Remote::connect(target, &opts.push.ssh)?;
     reporter.event(&label, Event::Connected);
+    // as a push does: gc waits until the image is recorded
+    let lock = push::lock_store(
+        &remote,
+        dir,
+        push::LockMode::Shared,
+        push::PUSH_LOCK_WAIT_SECS,
+        "nothing was fetched; pull again when gc has ended",
+    )?;
     let out = remote.run_ok(
         "listing the store",
-        &Script::legacy((push::list_script(dir, &image.reference, opts.push.runtime)).to_string()),
+        &push::list_script(dir, &image.reference, opts.push.runtime).map_err(|e| e.on(&label))?,
         &[],
     )?;
     let state = HostState::parse(&String::from_utf8_lossy(&out));
@@ -281,7 +317,7 @@ pub fn pull_host(
     } else {
         let out = remote.run_checked(
             "hashing stored blobs",
-            &Script::legacy((push::verify_script(dir, &check)).to_string()),
+            &push::verify_script(dir, &check).map_err(|e| e.on(&label))?,
             &mut |_| Ok(()),
             &[0, 1],
         )?;
@@ -302,15 +338,13 @@ pub fn pull_host(
         reporter.event(&label, Event::Loading);
         let out = remote.run_ok(
             "loading the image into docker",
-            &Script::legacy(
-                (push::load_script(
-                    dir,
-                    image,
-                    state.present_prefix(&image.diff_ids),
-                    opts.push.runtime,
-                ))
-                .to_string(),
-            ),
+            &push::load_script(
+                dir,
+                image,
+                state.present_prefix(&image.diff_ids),
+                opts.push.runtime,
+            )
+            .map_err(|e| e.on(&label))?,
             &push::docker_manifest(image),
         )?;
         let found = String::from_utf8_lossy(&out).trim().to_string();
@@ -327,11 +361,10 @@ pub fn pull_host(
     }
     remote.run_ok(
         "recording the image",
-        &Script::legacy(
-            (gc::record_script(dir, &image.reference, &image.manifest.hex)).to_string(),
-        ),
+        &gc::record_script(dir, &image.reference, &image.manifest.hex).map_err(|e| e.on(&label))?,
         &[],
     )?;
+    lock.release()?;
     reporter.event(
         &label,
         if plan.load {
@@ -358,9 +391,11 @@ fn fetch(
     // made just before use, so a long queue does not outlive it
     let url = store.presign_get(&key, expiry);
     let what = format!("fetching blob sha256:{}", &s.hex[..12]);
+    check_url(&url).map_err(|e| e.on(&label))?;
+    let script = fetch_script(dir, &s.hex, s.size).map_err(|e| e.on(&label))?;
     let result = remote.run_checked(
         &what,
-        &Script::legacy((fetch_script(dir, &s.hex, s.size)).to_string()),
+        &script,
         &mut |w| {
             w.write_all(format!("{url}\n").as_bytes())
                 .map_err(|e| remote.io_error(&what, e))
@@ -377,6 +412,12 @@ fn fetch(
                 },
                 push::EXIT_NO_HASHER => PushError::NoHasher { host: label }.into(),
                 EXIT_NO_FETCHER => PullError::NoFetcher { host: label },
+                EXIT_FETCH => PullError::Fetch {
+                    host: label,
+                    object,
+                    tool: "curl or wget".into(),
+                    stderr: redact(&stderr),
+                },
                 _ => PullError::Fetch {
                     host: label,
                     object,
@@ -412,18 +453,47 @@ mod tests {
 
     #[test]
     fn the_fetch_script_keeps_the_url_out_of_arguments() {
-        let s = fetch_script("/var/lib/ferry", &"a".repeat(64), 1000);
-        assert!(s.contains("\ncd '/var/lib/ferry'/blobs/sha256"), "{s}");
-        assert!(s.contains("IFS= read -r url"), "{s}");
+        let s = fetch_script("/var/lib/ferry", &"a".repeat(64), 1000).unwrap();
+        assert_eq!(s.values(), ["/var/lib/ferry", &"a".repeat(64), "1000"]);
+        assert!(FETCH.contains("IFS= read -r url"), "{FETCH}");
         // the only uses of the URL are as an argument of the printf builtin
-        for line in s.lines().filter(|l| l.contains("$url")) {
+        for line in FETCH.lines().filter(|l| l.contains("$url")) {
             assert!(line.trim_start().starts_with("printf "), "{line}");
         }
         assert!(
-            s.contains("curl -sSf --retry 3 -C - --config -")
-                && s.contains("wget -q -O \"$p\" -i -")
+            FETCH.contains("curl -sSf --retry 3 -C - --config -")
+                && FETCH.contains("wget -q -O \"$p\" -i -")
         );
-        assert!(s.contains(&format!("exit {}", push::EXIT_DIGEST)));
+        for code in [
+            push::EXIT_DIGEST,
+            push::EXIT_NO_HASHER,
+            EXIT_FETCH,
+            EXIT_NO_FETCHER,
+        ] {
+            assert!(FETCH.contains(&format!("exit {code}")), "{code}");
+        }
+    }
+
+    #[test]
+    fn hostile_values_never_reach_the_fetch_script() {
+        for v in crate::script::tests::HOSTILE {
+            assert!(fetch_script(v, &"a".repeat(64), 1).is_err(), "{v:?}");
+            assert!(fetch_script("/s", v, 1).is_err(), "{v:?}");
+            let url = format!("http://h/b/k?X-Amz-Signature={v}");
+            let e = check_url(&url);
+            assert!(
+                e.is_err()
+                    || v.chars()
+                        .all(|c| c.is_ascii_graphic() && !"\"\\".contains(c)),
+                "{v:?}"
+            );
+            // the signature never shows in the refusal
+            if let Err(e) = e {
+                assert!(!e.to_string().contains("Signature"), "{e}");
+            }
+        }
+        assert!(check_url("http://h/b/k\"\noutput = \"/etc/shadow").is_err());
+        assert!(check_url("http://h:9/b/blobs/sha256/x?X-Amz-Signature=ab%20c").is_ok());
     }
 
     /// Serves `body` to every GET on a local port, once per connection,
@@ -484,9 +554,13 @@ mod tests {
         for t in tools {
             std::os::unix::fs::symlink(t, bin.path().join(t.file_name().unwrap())).unwrap();
         }
+        // as `sh -c TEXT sh ARGS` runs on the host; no `sh` on this PATH
+        let script = fetch_script(store.to_str().unwrap(), hex, size).unwrap();
         let mut c = std::process::Command::new("/bin/sh")
             .arg("-c")
-            .arg(fetch_script(store.to_str().unwrap(), hex, size))
+            .arg(script.text())
+            .arg("sh")
+            .args(script.values())
             .env_clear()
             .env("PATH", bin.path())
             .stdin(std::process::Stdio::piped())

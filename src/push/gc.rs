@@ -11,6 +11,10 @@
 //! manifest of a kept image cannot be read, nothing on that host is removed;
 //! a blob no record names at all is kept while it is young (a push may be
 //! storing it right now). Docker's own copies of images are not touched.
+//! gc holds the store's lock exclusively from its listing to its removal,
+//! and gives up at once when a push or pull holds it (they hold it shared
+//! for their whole run): a blob a push in flight found present is never
+//! removed under it. A dry run holds it shared, so it can run beside pushes.
 
 use crate::script::Script;
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +22,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use super::ssh::{Remote, SshOptions};
-use super::{PushError, Target, each_host, sh_quote};
+use super::{
+    BadValue, LockMode, PushError, Target, check_hex, check_reference, check_store, each_host,
+    lock_store,
+};
 use crate::cache_gc::keep_newest;
 use crate::fsutil::{escape_name, unescape_name};
 use crate::oci::is_hex64;
@@ -39,49 +46,59 @@ pub fn image_name(reference: &str) -> &str {
     }
 }
 
+/// `$1` the store, `$2` the escaped name, `$3` the manifest's hex.
+const RECORD: &str = r#"S=$1 name=$2 m=$3
+d=$S/images/$name
+mkdir -p -- "$d" || exit 2
+cd -- "$d" || exit 2
+last=$(ls | sort -n | tail -n 1)
+case "$last" in *-"$m") exit 0;; esac
+rm -f -- *-"$m"
+n=$(date +%s%N)
+prev=${last%%-*}
+if [ -n "$prev" ] && [ "$n" -le "$prev" ]; then n=$((prev + 1)); fi
+: > "$n-$m" || exit 2"#;
+
 /// Records a pushed image on the host, as the newest of its name. Pushing the
 /// newest image again records nothing; pushing an older one again moves it
 /// to the front. The sequence is the host's clock in nanoseconds, but always
 /// above the last one, so a clock set back cannot reorder images.
-pub fn record_script(store: &str, reference: &str, manifest_hex: &str) -> String {
-    format!(
-        r#"d={store}/images/{name}
-mkdir -p "$d" || exit 2
-cd "$d" || exit 2
-last=$(ls | sort -n | tail -n 1)
-case "$last" in *-{manifest_hex}) exit 0;; esac
-rm -f -- *-{manifest_hex}
-n=$(date +%s%N)
-prev=${{last%%-*}}
-if [ -n "$prev" ] && [ "$n" -le "$prev" ]; then n=$((prev + 1)); fi
-: > "$n-{manifest_hex}" || exit 2
-"#,
-        store = sh_quote(store),
-        name = sh_quote(&escape_name(image_name(reference))),
-    )
+pub fn record_script(store: &str, reference: &str, manifest_hex: &str) -> Result<Script, BadValue> {
+    check_store(store)?;
+    check_reference(reference)?;
+    check_hex("manifest digest", manifest_hex)?;
+    Ok(Script::new(RECORD)
+        .arg(store)
+        .arg(escape_name(image_name(reference)))
+        .arg(manifest_hex))
 }
 
 const NOW_MARK: &str = "--ferry-now--";
 const RECORD_MARK: &str = "--ferry-record--";
 const BLOB_MARK: &str = "--ferry-blob--";
 
+/// The most of a manifest the listing prints: a record naming a layer
+/// instead must not send the layer back.
+const MANIFEST_MAX: u64 = 4 << 20;
+
+/// `$1` the store, `$2` [`MANIFEST_MAX`]. The marks are the `*_MARK`
+/// constants (a test checks them).
+const LIST: &str = r#"cd -- "$1" 2>/dev/null || exit 0
+echo --ferry-now-- $(date +%s)
+for f in images/*/*; do
+  [ -f "$f" ] || continue
+  printf '%s %s ' --ferry-record-- "$f"
+  head -c "$2" < "blobs/sha256/${f##*-}" 2>/dev/null | tr -d '\n'
+  echo
+done
+if [ -d blobs/sha256 ]; then find blobs/sha256 -maxdepth 1 -type f -printf '--ferry-blob-- %s %T@ %f\n' || exit 2; fi"#;
+
 /// Prints the host's clock, each record with its manifest on one line (JSON
 /// has no raw newlines inside strings, so dropping them keeps it valid), and
 /// every file of the blob store with its size and age.
-pub fn list_script(store: &str) -> String {
-    format!(
-        r#"cd {store} 2>/dev/null || exit 0
-echo {NOW_MARK} $(date +%s)
-for f in images/*/*; do
-  [ -f "$f" ] || continue
-  printf '%s %s ' {RECORD_MARK} "$f"
-  tr -d '\n' < "blobs/sha256/${{f##*-}}" 2>/dev/null
-  echo
-done
-if [ -d blobs/sha256 ]; then find blobs/sha256 -maxdepth 1 -type f -printf '{BLOB_MARK} %s %T@ %f\n' || exit 2; fi
-"#,
-        store = sh_quote(store),
-    )
+pub fn list_script(store: &str) -> Result<Script, BadValue> {
+    check_store(store)?;
+    Ok(Script::new(LIST).arg(store).arg(MANIFEST_MAX.to_string()))
 }
 
 /// An image a push recorded on the host.
@@ -261,21 +278,61 @@ pub fn plan(listing: &Listing, keep: usize) -> Result<Plan, GcError> {
     Ok(p)
 }
 
+/// `$1` the store, then the files to remove, relative to it.
+const REMOVE: &str = r#"cd -- "$1" || exit 2
+shift
+for f in "$@"; do rm -f -- "$f" || exit 2; done
+rmdir images/* 2>/dev/null; true"#;
+
+/// A record's path as [`record_script`] makes it:
+/// `images/<escaped name>/<digits>-<hex>`. The listing comes from the
+/// host, which could send anything.
+fn check_record_path(path: &str) -> Result<(), BadValue> {
+    let ok = path
+        .strip_prefix("images/")
+        .and_then(|p| p.split_once('/'))
+        .is_some_and(|(name, file)| {
+            !name.is_empty()
+                && name != "."
+                && name != ".."
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-%".contains(&b))
+                && file.split_once('-').is_some_and(|(seq, hex)| {
+                    !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()) && is_hex64(hex)
+                })
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(BadValue::new(
+            "image record",
+            path,
+            "is not `images/<name>/<seq>-<sha256>`",
+        ))
+    }
+}
+
 /// Removes the dropped records first (so no image points at a missing blob),
 /// then the blobs and stale `.part` files.
-pub fn remove_script(store: &str, p: &Plan) -> String {
-    let mut s = format!("cd {} || exit 2\n", sh_quote(store));
+pub fn remove_script(store: &str, p: &Plan) -> Result<Script, BadValue> {
+    check_store(store)?;
+    let mut files = Vec::new();
     for r in &p.dropped {
-        s.push_str(&format!("rm -f -- {} || exit 2\n", sh_quote(&r.path)));
+        check_record_path(&r.path)?;
+        files.push(r.path.clone());
     }
     for hex in p.remove.keys() {
-        s.push_str(&format!("rm -f -- blobs/sha256/{hex} || exit 2\n"));
+        check_hex("blob digest", hex)?;
+        files.push(format!("blobs/sha256/{hex}"));
+        // under gc's exclusive lock no push holds it
+        files.push(format!("locks/{hex}"));
     }
     for hex in p.remove_parts.keys() {
-        s.push_str(&format!("rm -f -- blobs/sha256/{hex}.part || exit 2\n"));
+        check_hex("blob digest", hex)?;
+        files.push(format!("blobs/sha256/{hex}.part"));
     }
-    s.push_str("rmdir images/* 2>/dev/null; true\n");
-    s
+    Ok(Script::new(REMOVE).arg(store).args(files))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -325,24 +382,34 @@ fn gc_host(
     dry_run: bool,
     ssh: &SshOptions,
 ) -> Result<Plan, HostGcError> {
+    let label = target.label();
+    let list = list_script(store).map_err(|e| e.on(&label))?;
     let remote = Remote::connect(target, ssh)?;
-    let out = remote.run_ok(
-        "listing the store",
-        &Script::legacy((list_script(store)).to_string()),
-        &[],
+    // alone while it removes (a push in flight holds the store shared, from
+    // its listing to its record); without waiting: gc can be run again
+    let mode = if dry_run {
+        LockMode::Shared
+    } else {
+        LockMode::Exclusive
+    };
+    let lock = lock_store(
+        &remote,
+        store,
+        mode,
+        0,
+        "nothing was removed; run gc again when it has ended",
     )?;
+    let out = remote.run_ok("listing the store", &list, &[])?;
     let listing = Listing::parse(&String::from_utf8_lossy(&out));
     let p = plan(&listing, keep).map_err(|source| HostGcError::Plan {
         host: target.label(),
         source,
     })?;
     if !dry_run && (!p.dropped.is_empty() || !p.remove.is_empty() || !p.remove_parts.is_empty()) {
-        remote.run_ok(
-            "removing blobs",
-            &Script::legacy((remove_script(store, &p)).to_string()),
-            &[],
-        )?;
+        let remove = remove_script(store, &p).map_err(|e| e.on(&label))?;
+        remote.run_ok("removing blobs", &remove, &[])?;
     }
+    lock.release()?;
     Ok(p)
 }
 
@@ -375,11 +442,13 @@ mod tests {
             Some("reg:5000/ferry/busy box%")
         );
         assert_eq!(unescape_name("bad%4"), None);
-        let s = record_script("/var/lib/ferry", "ferry/busybox:1.35", &h('d'));
-        assert!(
-            s.starts_with("d='/var/lib/ferry'/images/'ferry%2Fbusybox'\n"),
-            "{s}"
-        );
+        let s = record_script("/var/lib/ferry", "ferry/busybox:1.35", &h('d')).unwrap();
+        assert_eq!(s.text(), RECORD);
+        assert_eq!(s.values(), ["/var/lib/ferry", "ferry%2Fbusybox", &h('d')]);
+        // the marks the parser looks for are the ones the listing prints
+        for mark in [NOW_MARK, RECORD_MARK, BLOB_MARK] {
+            assert!(LIST.contains(&format!("{mark} ")), "{mark}");
+        }
     }
 
     /// Three versions of one image (1 oldest) and one of another; blobs
@@ -446,15 +515,79 @@ mod tests {
         assert!(p.keep.contains_key(&h('b')));
         assert!(p.remove.contains_key(&h('0')));
         assert_eq!(p.remove_parts, BTreeMap::from([(h('5'), 8)]));
-        let s = remove_script("/srv/st", &p);
+        let s = remove_script("/srv/st", &p).unwrap();
+        assert_eq!(s.text(), REMOVE);
+        assert_eq!(s.values()[0], "/srv/st");
         assert!(
-            s.starts_with("cd '/srv/st' || exit 2\nrm -f -- 'images/ferry%2Fbusybox/10-"),
-            "{s}"
+            s.values()[1].starts_with("images/ferry%2Fbusybox/10-"),
+            "{s:?}"
         );
         assert!(
-            s.contains(&format!("rm -f -- blobs/sha256/{}.part", h('5'))),
-            "{s}"
+            s.values()
+                .contains(&format!("blobs/sha256/{}.part", h('5'))),
+            "{s:?}"
         );
+    }
+
+    /// What [`gc_host`] does on a host, with a local `sh`: the lock, the
+    /// listing, the plan and the removal. `Err` with the exit status when a
+    /// step refused.
+    fn gc_here(store: &std::path::Path) -> Result<Plan, Option<i32>> {
+        use crate::push::tests::{hold, release, sh_run, stand_ins};
+        let bin = stand_ins();
+        let st = store.to_str().unwrap();
+        let lock = hold(&crate::push::store_lock_script(st, LockMode::Exclusive, 0).unwrap())?;
+        let (code, out) = sh_run(&list_script(st).unwrap(), store, bin.path(), b"");
+        if code != Some(0) {
+            return Err(code);
+        }
+        let p = plan(&Listing::parse(&out), 1).unwrap();
+        let (code, _) = sh_run(&remove_script(st, &p).unwrap(), store, bin.path(), b"");
+        if code != Some(0) {
+            return Err(code);
+        }
+        release(lock);
+        Ok(p)
+    }
+
+    /// A push lists the store, finds an old blob no image records (an image
+    /// gc dropped earlier, say) and plans not to send it; gc must not remove
+    /// it under the push's feet.
+    #[test]
+    fn gc_while_a_push_holds_the_store_removes_nothing_it_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let blobs = store.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let x = h('a');
+        std::fs::write(blobs.join(&x), b"x").unwrap();
+        let old = std::process::Command::new("touch")
+            .args(["-d", "@1000"])
+            .arg(blobs.join(&x))
+            .status()
+            .unwrap();
+        assert!(old.success());
+        // the push holds the store for its whole run
+        let push = crate::push::tests::hold(
+            &crate::push::store_lock_script(store.to_str().unwrap(), LockMode::Shared, 0).unwrap(),
+        )
+        .unwrap();
+        let bin = crate::push::tests::stand_ins();
+        let (_, out) = crate::push::tests::sh_run(
+            &crate::push::list_script(store.to_str().unwrap(), "a:b", crate::push::Runtime::Docker)
+                .unwrap(),
+            dir.path(),
+            bin.path(),
+            b"",
+        );
+        assert!(crate::push::HostState::parse(&out).blobs.contains_key(&x));
+        let refused = gc_here(&store);
+        assert!(blobs.join(&x).exists(), "gc removed a blob the push listed");
+        assert_eq!(refused.unwrap_err(), Some(crate::push::EXIT_LOCKED));
+        crate::push::tests::release(push);
+        // with the push over, the old blob goes
+        assert!(gc_here(&store).unwrap().remove.contains_key(&x));
+        assert!(!blobs.join(&x).exists());
     }
 
     #[test]

@@ -11,6 +11,14 @@
 //! This module owns the store layout, the plan and the shell run on hosts; the
 //! SSH session is in [`ssh`]. It reports through [`Reporter`] and never prints.
 //! Each push records the image on the host, so [`gc`] knows what to keep.
+//!
+//! Every script is constant text and every value (the store path, the image
+//! reference, blob names) a positional parameter, checked against its
+//! grammar first ([`check_image`]). Pushes, pulls and gc share a store
+//! through `flock` ([`lock_store`]): a push holds `$STORE/lock` shared from
+//! its listing to its record, through a channel of its own, so two pushes
+//! run side by side while gc, which takes it exclusively, never runs during
+//! one; each blob is written under its own lock (see [`upload_script`]).
 
 pub mod gc;
 pub mod known_hosts;
@@ -188,6 +196,32 @@ pub enum PushError {
         path.display()
     )]
     LocalCorrupt { path: PathBuf, found: String },
+    #[error(
+        "on `{host}`, {what} sent more than {limit} bytes on {stream}; nothing more was read (a damaged or hostile host?)"
+    )]
+    TooMuchOutput {
+        host: String,
+        what: String,
+        stream: &'static str,
+        limit: u64,
+    },
+    #[error(
+        "`flock` is not on `{host}`; install it there (Debian: `util-linux`; busybox has it too): ferry locks the host's store so that pushes and `ferry gc` never remove each other's files"
+    )]
+    NoFlock { host: String },
+    #[error("the store `{store}` on `{host}` is {held}; {next}")]
+    StoreBusy {
+        host: String,
+        store: String,
+        held: &'static str,
+        next: &'static str,
+    },
+    #[error("refusing to run a script on `{host}`: {source}")]
+    BadValue {
+        host: String,
+        #[source]
+        source: BadValue,
+    },
 }
 
 /// A host as written on the command line: `ssh://user@host[:port]`.
@@ -582,31 +616,307 @@ impl Runtime {
     }
 }
 
-/// Quotes a string for a POSIX shell.
+/// Quotes a string for a POSIX shell. Nothing in the push uses it any
+/// more (its scripts are [`Script`]s); the cluster's scripts still do until
+/// they are converted.
 pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Lists the store (`<size> <name>` lines), then whether the runtime has the image.
-pub fn list_script(store: &str, reference: &str, runtime: Runtime) -> String {
-    format!(
-        r#"S={store}
-mkdir -p "$S/blobs/sha256" "$S/tmp" || exit 2
-cd "$S/blobs/sha256" || exit 2
+/// A value refused before it reaches a host script: it does not match the
+/// grammar of what it is meant to be.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("the {field} `{shown}` {reason}")]
+pub struct BadValue {
+    pub field: &'static str,
+    /// The value, escaped and cut so the message stays one line.
+    pub shown: String,
+    pub reason: &'static str,
+}
+
+impl BadValue {
+    pub(crate) fn new(field: &'static str, value: &str, reason: &'static str) -> BadValue {
+        let mut shown: String = value.escape_debug().collect();
+        if shown.chars().count() > 80 {
+            shown = shown.chars().take(80).collect::<String>() + "…";
+        }
+        BadValue {
+            field,
+            shown,
+            reason,
+        }
+    }
+
+    /// The refusal as a push error naming the host.
+    pub fn on(self, host: &str) -> PushError {
+        PushError::BadValue {
+            host: host.to_string(),
+            source: self,
+        }
+    }
+}
+
+/// The store folder on a host: absolute and normal (no `.`, `..` or empty
+/// components), printable, no longer than a Linux path.
+pub fn check_store(store: &str) -> Result<(), BadValue> {
+    let bad = |reason| Err(BadValue::new("store path", store, reason));
+    if !store.starts_with('/') {
+        return bad("is not absolute; pass --store /var/lib/ferry or another absolute path");
+    }
+    if store.len() > 4095 || store.chars().any(char::is_control) {
+        return bad("holds a control character or is too long");
+    }
+    if store.len() > 1
+        && store[1..]
+            .trim_end_matches('/')
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return bad("is not a normal path (an empty, `.` or `..` component)");
+    }
+    Ok(())
+}
+
+/// A sha256 in hex as blob names are written: exactly 64 lowercase hex digits.
+pub fn check_hex(field: &'static str, hex: &str) -> Result<(), BadValue> {
+    if is_hex64(hex) {
+        Ok(())
+    } else {
+        Err(BadValue::new(
+            field,
+            hex,
+            "is not a sha256 (64 lowercase hex digits)",
+        ))
+    }
+}
+
+/// An image reference as Docker's grammar has it:
+/// `[domain[:port]/]path[:tag][@sha256:hex]`, path components of lowercase
+/// letters and digits joined by `.`, `_`, `__` or dashes. So it never starts
+/// with `-` (an option to the runtime) and holds no space or control character.
+pub fn check_reference(reference: &str) -> Result<(), BadValue> {
+    let bad = |reason| Err(BadValue::new("image reference", reference, reason));
+    if reference.is_empty() || reference.len() > 255 {
+        return bad("is empty or longer than 255 bytes");
+    }
+    if reference.starts_with('-') {
+        return bad("starts with `-`");
+    }
+    let (rest, digest) = match reference.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (reference, None),
+    };
+    if let Some(d) = digest
+        && !d.strip_prefix("sha256:").is_some_and(is_hex64)
+    {
+        return bad("has a digest that is not `sha256:` and 64 lowercase hex digits");
+    }
+    let (name, tag) = match rest.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, Some(t)),
+        _ => (rest, None),
+    };
+    if let Some(t) = tag {
+        let ok = t.len() <= 128
+            && t.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !ok {
+            return bad("has a tag that is not `[A-Za-z0-9_][A-Za-z0-9_.-]*`");
+        }
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let first = parts[0];
+    // a first component with `.` or `:`, or `localhost`, is a registry
+    if parts.len() > 1 && (first.contains(['.', ':']) || first == "localhost") {
+        let (host, port) = match first.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (first, None),
+        };
+        let host_ok = !host.is_empty()
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        let port_ok = port.is_none_or(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+        if !host_ok || !port_ok {
+            return bad("has a registry that is not `host[:port]`");
+        }
+        parts.remove(0);
+    }
+    let component_ok = |c: &str| {
+        let b = c.as_bytes();
+        let alnum = |x: &u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+        !b.is_empty()
+            && alnum(&b[0])
+            && alnum(&b[b.len() - 1])
+            && b.iter().all(|x| alnum(x) || b"._-".contains(x))
+            && !c.contains("..")
+            && !c.contains("___")
+            && !c.contains("._")
+            && !c.contains("_.")
+            && !c.contains(".-")
+            && !c.contains("-.")
+            && !c.contains("_-")
+            && !c.contains("-_")
+    };
+    if !parts.into_iter().all(component_ok) {
+        return bad(
+            "is not a reference (`[registry/]name[:tag]`, names in lowercase letters, digits and `._-`)",
+        );
+    }
+    Ok(())
+}
+
+/// Checks everything of `image` that reaches a host script, and the store:
+/// a push or pull refuses before it connects.
+pub fn check_image(store: &str, image: &PushImage) -> Result<(), BadValue> {
+    check_store(store)?;
+    check_reference(&image.reference)?;
+    for b in image.blobs() {
+        check_hex("blob digest", &b.hex)?;
+    }
+    Ok(())
+}
+
+/// Lists the store (`<size> <name>` lines), then whether the runtime has the
+/// image. The marks are the `*_MARK` constants (a test checks they match).
+const LIST: &str = r#"S=$1 ref=$2 rt=$3
+mkdir -p -- "$S/blobs/sha256" "$S/tmp" "$S/locks" || exit 2
+cd -- "$S/blobs/sha256" || exit 2
 set -- *
 if [ -e "$1" ]; then stat -c '%s %n' -- "$@" || exit 2; fi
-[ "$(printf ab | {{ head -c 1 >/dev/null; cat; }})" = b ] && echo {EXACT_HEAD_MARK}
-command -v unpigz >/dev/null 2>&1 || echo {NO_UNPIGZ_MARK}
-command -v {rt} >/dev/null 2>&1 || echo {NO_DOCKER_MARK}
-echo {DOCKER_MARK}
-{rt} image inspect --format '{{{{.Id}}}}' {reference} 2>/dev/null || true
-echo {LAYERS_MARK}
-{rt} image ls -aq 2>/dev/null | sort -u | xargs -r {rt} image inspect --format '{{{{json .RootFS.Layers}}}}' 2>/dev/null || true
-"#,
-        store = sh_quote(store),
-        reference = sh_quote(reference),
-        rt = runtime.command(),
-    )
+[ "$(printf ab | { head -c 1 >/dev/null; cat; })" = b ] && echo --ferry-exact-head--
+command -v "$rt" >/dev/null 2>&1 || echo --ferry-no-docker--
+command -v unpigz >/dev/null 2>&1 || echo --ferry-no-unpigz--
+echo --ferry-docker--
+"$rt" image inspect --format '{{.Id}}' -- "$ref" 2>/dev/null || true
+echo --ferry-docker-layers--
+"$rt" image ls -aq 2>/dev/null | sort -u | xargs -r "$rt" image inspect --format '{{json .RootFS.Layers}}' 2>/dev/null || true"#;
+
+/// Lists the store, then whether the runtime has the image.
+pub fn list_script(store: &str, reference: &str, runtime: Runtime) -> Result<Script, BadValue> {
+    check_store(store)?;
+    check_reference(reference)?;
+    Ok(Script::new(LIST)
+        .arg(store)
+        .arg(reference)
+        .arg(runtime.command()))
+}
+
+/// Exit status of [`STORE_LOCK`] when the host has no `flock`.
+const EXIT_NO_FLOCK: i32 = 10;
+/// Exit status of [`STORE_LOCK`] when the lock stayed taken past the wait.
+pub(crate) const EXIT_LOCKED: i32 = 11;
+const LOCKED_MARK: &str = "--ferry-locked--";
+
+/// `$1` the store, `$2` `-s` (shared) or `-x` (exclusive), `$3` the seconds
+/// to wait. Holds `flock` on `$S/lock` for as long as the channel is open:
+/// `cat` keeps the lock's file descriptor and ends when stdin does, which is
+/// when ferry releases the lock, closes the channel, or dies (sshd then
+/// closes the pipes). It prints a line each second while it waits, so the
+/// wait is progress to the command timeout. `flock -n` in a loop rather than
+/// `flock -w`: busybox's flock has no `-w`. The exit statuses are
+/// [`EXIT_NO_FLOCK`] and [`EXIT_LOCKED`] and the mark [`LOCKED_MARK`]
+/// (a test checks them).
+const STORE_LOCK: &str = r#"S=$1 mode=$2 wait=$3
+command -v flock >/dev/null 2>&1 || exit 10
+mkdir -p -- "$S" || exit 2
+exec 9>>"$S/lock" || exit 2
+n=0
+until flock -n "$mode" 9; do
+  [ "$n" -lt "$wait" ] || exit 11
+  n=$((n + 1))
+  echo waiting
+  sleep 1
+done
+echo --ferry-locked--
+exec cat >/dev/null"#;
+
+/// How a run holds a host's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Pushes and pulls: many at once, each for its whole run, from the
+    /// listing to the record. Blobs are locked one by one while written.
+    Shared,
+    /// `ferry gc` removing files: alone.
+    Exclusive,
+}
+
+/// The script that takes the store's lock, waiting up to `wait_secs`.
+pub fn store_lock_script(store: &str, mode: LockMode, wait_secs: u32) -> Result<Script, BadValue> {
+    check_store(store)?;
+    let flag = match mode {
+        LockMode::Shared => "-s",
+        LockMode::Exclusive => "-x",
+    };
+    Ok(Script::new(STORE_LOCK)
+        .arg(store)
+        .arg(flag)
+        .arg(wait_secs.to_string()))
+}
+
+/// How long a push waits for a `ferry gc` of its host's store to end (gc
+/// holds it for two round trips).
+pub const PUSH_LOCK_WAIT_SECS: u32 = 120;
+
+/// A host's store held through an open channel; released by
+/// [`StoreLock::release`], or when the session ends (also when ferry dies).
+pub struct StoreLock<'r> {
+    running: Running<'r>,
+}
+
+/// Takes the store's lock on the host, as a push, a pull or gc does first;
+/// `next` ends the message when the lock stays taken (what was not done,
+/// what to do).
+pub fn lock_store<'r>(
+    remote: &'r Remote,
+    store: &str,
+    mode: LockMode,
+    wait_secs: u32,
+    next: &'static str,
+) -> Result<StoreLock<'r>, PushError> {
+    let label = remote.label();
+    let script = store_lock_script(store, mode, wait_secs).map_err(|e| e.on(&label))?;
+    let mut running = remote.start("locking the store", &script)?;
+    if running.wait_for_line(LOCKED_MARK, 64 << 10)? {
+        return Ok(StoreLock { running });
+    }
+    running.feed(&mut |_| Ok(()));
+    Err(match running.finish(&[]) {
+        Err(PushError::Remote {
+            status: EXIT_NO_FLOCK,
+            ..
+        }) => PushError::NoFlock { host: label },
+        Err(PushError::Remote {
+            status: EXIT_LOCKED,
+            ..
+        }) => PushError::StoreBusy {
+            host: label,
+            store: store.to_string(),
+            held: match mode {
+                LockMode::Exclusive => "in use by a push or a pull (or another gc)",
+                LockMode::Shared => "locked by `ferry gc`",
+            },
+            next,
+        },
+        Err(e) => e,
+        Ok(_) => remote.io_error(
+            "locking the store",
+            std::io::Error::other("the lock script ended without the lock"),
+        ),
+    })
+}
+
+impl StoreLock<'_> {
+    /// Ends the lock's channel: the host's `cat` sees the end of its stdin.
+    pub fn release(mut self) -> Result<(), PushError> {
+        self.running.feed(&mut |_| Ok(()));
+        self.running.finish(&[0]).map(drop)
+    }
 }
 
 /// A shell function printing the sha256 (hex) of the file `$1`: with
@@ -620,13 +930,18 @@ pub(crate) const SUM256: &str = r#"sum256() {
   echo "${s%% *}"
 }"#;
 
+/// `$1` the store, then the blob names.
+const VERIFY: &str = r#"cd -- "$1/blobs/sha256" || exit 2
+shift
+for h in "$@"; do s=$(sum256 "$h") && echo "$s  $h"; done"#;
+
 /// Prints `<sha256>  <name>` for each named stored blob.
-pub fn verify_script(store: &str, hexes: &[String]) -> String {
-    format!(
-        "{SUM256}\ncd {}/blobs/sha256 || exit 2\nfor h in {}; do s=$(sum256 \"$h\") && echo \"$s  $h\"; done\n",
-        sh_quote(store),
-        hexes.join(" ")
-    )
+pub fn verify_script(store: &str, hexes: &[String]) -> Result<Script, BadValue> {
+    check_store(store)?;
+    for h in hexes {
+        check_hex("blob digest", h)?;
+    }
+    Ok(Script::new(SUM256).then(VERIFY).arg(store).args(hexes))
 }
 
 /// Hex names whose content hash (from `sha256sum` output) differs from the name,
@@ -649,6 +964,10 @@ pub fn bad_blobs(sha256sum_out: &str, asked: &[String]) -> BTreeSet<String> {
 pub const EXIT_PART_MOVED: i32 = 3;
 /// Verdict of [`upload_script`] on a blob whose bytes do not hash to its name.
 pub const EXIT_DIGEST: i32 = 4;
+
+/// Verdict of [`upload_script`] on a blob whose `.part` another push is
+/// writing right now, when this one meant to resume it: send it whole.
+pub const EXIT_BUSY: i32 = 12;
 
 /// Exit status of [`upload_script`] when stdin ended early (the sender stopped):
 /// the `.part` file is kept for the next run to resume.
@@ -678,38 +997,90 @@ pub fn upload_header(hex: &str, offset: u64, size: u64) -> String {
 /// while the next one arrives. (Hashing while receiving, `tee | sha256sum`,
 /// was tried: on 2 cores it was slower, 3.8-4.5 s against 3.2-3.8 s for the
 /// 313 MB Spark jar layer, as it competes with sshd.)
-pub fn upload_script(store: &str) -> String {
-    format!(
-        r#"cd {store}/blobs/sha256 || exit 2
-{SUM256}
-check() {{
-  s=$(sum256 "$1.part") || {{ echo "{EXIT_NO_HASHER} $1"; return; }}
+pub fn upload_script(store: &str) -> Result<Script, BadValue> {
+    check_store(store)?;
+    Ok(Script::new(SUM256).then(UPLOAD).arg(store))
+}
+
+/// `$1` the store; the blobs on stdin. The verdicts are [`EXIT_NO_HASHER`]
+/// (8), [`EXIT_DIGEST`] (4), [`EXIT_PART_MOVED`] (3), [`EXIT_BUSY`] (12) and
+/// [`EXIT_SHORT`] (5), written as numbers (a test checks them). A header is
+/// checked before it names a file: 64 hex digits, and two numbers.
+///
+/// Each blob is written under an exclusive `flock` of `$S/locks/<hex>`,
+/// taken without waiting (the bytes are already coming): the holder owns
+/// `<hex>.part`, truncates and appends to it, and keeps the lock until the
+/// check has renamed it. A second push storing the same blob at that moment
+/// writes a private file in `$S/tmp` instead and renames it the same way
+/// (both are checked, so either copy is right); when it meant to resume the
+/// other's `.part` it waits 3 s for the lock (the holder may be the script
+/// of a cut push, about to see its end), then answers [`EXIT_BUSY`] to be
+/// sent the blob whole.
+const UPLOAD: &str = r#"S=$1
+cd -- "$S/blobs/sha256" || exit 2
+mkdir -p -- "$S/locks" "$S/tmp" || exit 2
+check() {
+  s=$(sum256 "$2") || { echo "8 $1"; return; }
   case $s in
-    "$1") mv -f "$1.part" "$1" && echo "0 $1" ;;
-    *) rm -f "$1.part"; echo "{EXIT_DIGEST} $1" ;;
+    "$1") mv -f "$2" "$1" && echo "0 $1" ;;
+    *) rm -f "$2"; echo "4 $1" ;;
   esac
-}}
+}
+bad() { echo "bad header: $hex $offset $size" >&2; exit 2; }
 while read -r hex offset size; do
-  case $hex$offset$size in *[!0-9a-f]* | "") echo "bad header: $hex $offset $size" >&2; exit 2 ;; esac
-  p=$hex.part
+  case $hex in *[!0-9a-f]* | "") bad ;; esac
+  case $offset in *[!0-9]* | "") bad ;; esac
+  case $size in *[!0-9]* | "") bad ;; esac
+  [ "${#hex}" -eq 64 ] || bad
+  exec 8>"$S/locks/$hex" || exit 2
+  own= n=0
+  while :; do
+    if flock -n -x 8; then own=1; break; fi
+    # one resuming waits a little: the holder may be the script of a cut
+    # push that has not seen the end of its input yet
+    [ "$offset" != 0 ] && [ "$n" -lt 3 ] || break
+    n=$((n + 1))
+    sleep 1
+  done
+  if [ -n "$own" ]; then
+    p=$hex.part
+  else
+    # another push is writing this blob: never touch its .part
+    exec 8>&-
+    if [ "$offset" != 0 ]; then head -c $((size - offset)) > /dev/null; echo "12 $hex"; continue; fi
+    p=$(mktemp "$S/tmp/$hex.XXXXXX") || exit 2
+  fi
   [ "$offset" != 0 ] || : > "$p" || exit 2
   have=$(stat -c %s "$p" 2>/dev/null || echo 0)
   if [ "$have" != "$offset" ]; then
     echo "$p has $have bytes, expected $offset" >&2
     head -c $((size - offset)) > /dev/null
-    echo "{EXIT_PART_MOVED} $hex"
+    echo "3 $hex"
+    exec 8>&-
     continue
   fi
   head -c $((size - offset)) >> "$p" || exit 2
   have=$(stat -c %s "$p")
-  [ "$have" -ge "$size" ] || {{ echo "$p has $have of $size bytes" >&2; wait; exit {EXIT_SHORT}; }}
-  check "$hex" &
+  [ "$have" -ge "$size" ] || { echo "$p has $have of $size bytes" >&2; [ -n "$own" ] || rm -f "$p"; wait; exit 5; }
+  # the check keeps its copy of the blob's lock until it has renamed
+  check "$hex" "$p" &
+  exec 8>&-
 done
-wait
-"#,
-        store = sh_quote(store),
-    )
-}
+wait"#;
+
+/// `$1` the store, `$2` the runtime, `$3` the reference, then the blobs to
+/// link into the archive.
+const LOAD: &str = r#"set -e
+S=$(cd -- "$1" && pwd)
+rt=$2 ref=$3
+shift 3
+d=$(mktemp -d "$S/tmp/load.XXXXXX")
+trap 'rm -rf "$d"' EXIT
+mkdir -p "$d/blobs/sha256"
+for h in "$@"; do ln -s "$S/blobs/sha256/$h" "$d/blobs/sha256/$h"; done
+cat > "$d/manifest.json"
+tar -C "$d" -chf - manifest.json blobs | "$rt" load >&2
+"$rt" image inspect --format '{{.Id}}' -- "$ref""#;
 
 /// Builds a docker-archive from the stored blobs (symlinks in a temp folder,
 /// `manifest.json` from stdin) and pipes it into `docker load`; prints the
@@ -717,7 +1088,13 @@ wait
 /// as a chain, are left out of the archive: `docker load` does not open the
 /// file of a layer it has, and it would otherwise copy every byte again.
 /// Podman reads every layer named in `manifest.json`, so it gets them all.
-pub fn load_script(store: &str, image: &PushImage, present: usize, runtime: Runtime) -> String {
+pub fn load_script(
+    store: &str,
+    image: &PushImage,
+    present: usize,
+    runtime: Runtime,
+) -> Result<Script, BadValue> {
+    check_image(store, image)?;
     let present = if runtime == Runtime::Docker {
         present
     } else {
@@ -728,22 +1105,11 @@ pub fn load_script(store: &str, image: &PushImage, present: usize, runtime: Runt
         .collect();
     hexes.sort_unstable();
     hexes.dedup();
-    format!(
-        r#"set -e
-S=$(cd {store} && pwd)
-d=$(mktemp -d "$S/tmp/load.XXXXXX")
-trap 'rm -rf "$d"' EXIT
-mkdir -p "$d/blobs/sha256"
-for h in {hexes}; do ln -s "$S/blobs/sha256/$h" "$d/blobs/sha256/$h"; done
-cat > "$d/manifest.json"
-tar -C "$d" -chf - manifest.json blobs | {rt} load >&2
-{rt} image inspect --format '{{{{.Id}}}}' {reference}
-"#,
-        store = sh_quote(store),
-        hexes = hexes.join(" "),
-        reference = sh_quote(&image.reference),
-        rt = runtime.command(),
-    )
+    Ok(Script::new(LOAD)
+        .arg(store)
+        .arg(runtime.command())
+        .arg(&image.reference)
+        .args(hexes))
 }
 
 /// What a push reports while it runs, per host.
@@ -861,11 +1227,21 @@ pub fn push_host(
     stats: &mut HostStats,
 ) -> Result<(), PushError> {
     let label = target.label();
+    check_image(&opts.store, image).map_err(|e| e.on(&label))?;
     let remote = Remote::connect(target, &opts.ssh)?;
     reporter.event(&label, Event::Connected);
+    // held from the listing to the record, so gc cannot remove a blob
+    // this push found present and did not send
+    let lock = lock_store(
+        &remote,
+        &opts.store,
+        LockMode::Shared,
+        PUSH_LOCK_WAIT_SECS,
+        "nothing was sent; push again when gc has ended",
+    )?;
     let out = remote.run_ok(
         "listing the store",
-        &Script::legacy((list_script(&opts.store, &image.reference, opts.runtime)).to_string()),
+        &list_script(&opts.store, &image.reference, opts.runtime).map_err(|e| e.on(&label))?,
         &[],
     )?;
     let state = HostState::parse(&String::from_utf8_lossy(&out));
@@ -881,7 +1257,7 @@ pub fn push_host(
     } else {
         let out = remote.run_checked(
             "hashing stored blobs",
-            &Script::legacy((verify_script(&opts.store, &check)).to_string()),
+            &verify_script(&opts.store, &check).map_err(|e| e.on(&label))?,
             &mut |_| Ok(()),
             &[0, 1],
         )?;
@@ -913,6 +1289,7 @@ pub fn push_host(
     }
     if !plan.load {
         record(&remote, &opts.store, image)?;
+        lock.release()?;
         reporter.event(&label, Event::UpToDate);
         return Ok(());
     }
@@ -920,15 +1297,13 @@ pub fn push_host(
     let manifest = docker_manifest(image);
     let out = remote.run_ok(
         "loading the image into docker",
-        &Script::legacy(
-            (load_script(
-                &opts.store,
-                image,
-                state.present_prefix(&image.diff_ids),
-                opts.runtime,
-            ))
-            .to_string(),
-        ),
+        &load_script(
+            &opts.store,
+            image,
+            state.present_prefix(&image.diff_ids),
+            opts.runtime,
+        )
+        .map_err(|e| e.on(&label))?,
         &manifest,
     )?;
     let found = String::from_utf8_lossy(&out).trim().to_string();
@@ -944,6 +1319,7 @@ pub fn push_host(
     stats.loaded = true;
     stats.loaded_without_unpigz = opts.runtime == Runtime::Docker && !state.has_unpigz;
     record(&remote, &opts.store, image)?;
+    lock.release()?;
     reporter.event(&label, Event::Loaded);
     Ok(())
 }
@@ -952,9 +1328,8 @@ pub fn push_host(
 fn record(remote: &Remote, store: &str, image: &PushImage) -> Result<(), PushError> {
     remote.run_ok(
         "recording the image",
-        &Script::legacy(
-            (gc::record_script(store, &image.reference, &image.manifest.hex)).to_string(),
-        ),
+        &gc::record_script(store, &image.reference, &image.manifest.hex)
+            .map_err(|e| e.on(&remote.label()))?,
         &[],
     )?;
     Ok(())
@@ -1038,7 +1413,8 @@ fn send<'r, 's>(
         [(s, _)] => format!("storing blob sha256:{}", &s.hex[..12]),
         _ => format!("storing {} blobs", sends.len()),
     };
-    let mut running = remote.start(&what, &Script::legacy((upload_script(store)).to_string()))?;
+    let script = upload_script(store).map_err(|e| e.on(&label))?;
+    let mut running = remote.start(&what, &script)?;
     running.feed(&mut feed);
     Ok(Upload {
         sends,
@@ -1064,7 +1440,23 @@ fn stored(
         bytes,
     } = upload;
     let what = running.what().to_string();
-    let out = String::from_utf8_lossy(&running.finish(&[0])?).into_owned();
+    let out = match running.finish(&[0]) {
+        Ok(out) => String::from_utf8_lossy(&out).into_owned(),
+        Err(PushError::Remote {
+            host,
+            what,
+            status: EXIT_SHORT,
+            stderr,
+        }) => {
+            return Err(PushError::Remote {
+                host,
+                what,
+                status: EXIT_SHORT,
+                stderr: format!("{stderr}; the transfer was cut: push again to resume it"),
+            });
+        }
+        Err(e) => return Err(e),
+    };
     let verdicts = upload_verdicts(&out);
     for (&(s, offset), mut sent) in sends.iter().zip(bytes) {
         match verdicts.get(s.hex.as_str()) {
@@ -1074,8 +1466,10 @@ fn stored(
                     host: remote.label(),
                 });
             }
-            Some(&EXIT_DIGEST) => {
-                check_local(s)?;
+            Some(&code @ (EXIT_DIGEST | EXIT_BUSY)) => {
+                if code == EXIT_DIGEST {
+                    check_local(s)?;
+                }
                 if offset == 0 {
                     return Err(PushError::UploadCorrupt {
                         host: remote.label(),
@@ -1146,7 +1540,7 @@ fn check_local(s: &Send) -> Result<(), PushError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
 
@@ -1364,54 +1758,99 @@ mod tests {
     }
 
     #[test]
-    fn scripts_quote_what_comes_from_the_user() {
-        assert_eq!(sh_quote("it's"), r"'it'\''s'");
-        let s = list_script("/srv/my store", "a:b", Runtime::Docker);
-        assert!(
-            s.starts_with("S='/srv/my store'\n") && s.contains("inspect --format '{{.Id}}' 'a:b'"),
-            "{s}"
-        );
+    fn scripts_are_constant_text_and_values_are_arguments() {
+        let s = list_script("/srv/my store", "a:b", Runtime::Docker).unwrap();
+        assert_eq!(s.text(), LIST);
+        assert_eq!(s.values(), ["/srv/my store", "a:b", "docker"]);
+        // the marks the parser looks for are the ones the scripts print
+        for mark in [
+            DOCKER_MARK,
+            NO_DOCKER_MARK,
+            EXACT_HEAD_MARK,
+            NO_UNPIGZ_MARK,
+            LAYERS_MARK,
+        ] {
+            assert!(LIST.contains(&format!("echo {mark}\n")), "{mark}");
+        }
+        // and so are the verdicts
+        for code in [EXIT_NO_HASHER, EXIT_DIGEST, EXIT_PART_MOVED, EXIT_BUSY] {
+            assert!(UPLOAD.contains(&format!("echo \"{code} $")), "{code}");
+        }
+        assert!(UPLOAD.contains(&format!("exit {EXIT_SHORT}; }}")));
         // layers Docker already has as a chain stay out of the archive,
         // unless the same blob is needed again further up
-        let s = load_script("/var/lib/ferry", &image(), 2, Runtime::Docker);
-        assert!(
-            s.contains(&format!("for h in {} {};", "a".repeat(64), "c".repeat(64))),
-            "{s}"
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let s = load_script("/var/lib/ferry", &image(), 2, Runtime::Docker).unwrap();
+        assert_eq!(s.text(), LOAD);
+        assert_eq!(
+            s.values(),
+            ["/var/lib/ferry", "docker", "ferry/busybox:1.35", &a, &c]
         );
-        let s = load_script("/var/lib/ferry", &image(), 0, Runtime::Docker);
-        let loop_line = format!(
-            "for h in {} {} {};",
-            "a".repeat(64),
-            "b".repeat(64),
-            "c".repeat(64)
+        let s = load_script("/var/lib/ferry", &image(), 0, Runtime::Docker).unwrap();
+        assert_eq!(&s.values()[3..], [a.clone(), b.clone(), c.clone()]);
+        let s = verify_script("/var/lib/ferry", std::slice::from_ref(&a)).unwrap();
+        assert_eq!(s.values(), ["/var/lib/ferry", &a]);
+    }
+
+    #[test]
+    fn values_with_a_grammar_are_checked() {
+        for ok in [
+            "/var/lib/ferry",
+            "/srv/my store",
+            "/",
+            "/srv/ferry/",
+            "/srv/$(x)",
+        ] {
+            assert_eq!(check_store(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "var/lib", "-rf", "/a/../b", "/a/./b", "/a//b", "/a\nb"] {
+            let e = check_store(bad).unwrap_err().to_string();
+            assert!(e.starts_with("the store path `"), "{e}");
+        }
+        for ok in [
+            "busybox",
+            "ferry/busybox:1.35",
+            "reg.example:5000/ferry/spark:3.5.2-r1",
+            "localhost/a__b/c-d.e:T_1",
+            &format!("a/b@sha256:{}", "f".repeat(64)),
+            &format!("a/b:t@sha256:{}", "f".repeat(64)),
+        ] {
+            assert_eq!(check_reference(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "-x",
+            "--help",
+            "a b",
+            "a\nb",
+            "A/b",
+            "a/b:",
+            "a/b:-t",
+            "a//b",
+            "a/../b",
+            "a/b@sha256:xyz",
+            "reg:x/a",
+            "$(touch x)",
+        ] {
+            let e = check_reference(bad).unwrap_err().to_string();
+            assert!(e.starts_with("the image reference `"), "{e}");
+        }
+        let e = BadValue::new("image reference", "a\nb", "is bad").on("root@node1");
+        assert_eq!(
+            e.to_string(),
+            "refusing to run a script on `root@node1`: the image reference `a\\nb` is bad"
         );
-        assert!(s.contains(&loop_line), "{s}");
+        assert!(check_hex("blob digest", &"A".repeat(64)).is_err());
     }
 
     #[test]
     fn podman_gets_its_own_commands_every_layer_and_bare_hex_ids() {
-        let s = list_script("/var/lib/ferry", "a:b", Runtime::Podman);
-        assert!(
-            s.contains("command -v podman ")
-                && s.contains("podman image inspect --format '{{.Id}}' 'a:b'")
-                && s.contains("xargs -r podman image inspect --format '{{json .RootFS.Layers}}'")
-                && !s.contains("docker "),
-            "{s}"
-        );
+        let s = list_script("/var/lib/ferry", "a:b", Runtime::Podman).unwrap();
+        assert_eq!(s.values()[2], "podman");
         // podman opens every layer of the archive, even one it has
-        let s = load_script("/var/lib/ferry", &image(), 2, Runtime::Podman);
-        let all = format!(
-            "for h in {} {} {};",
-            "a".repeat(64),
-            "b".repeat(64),
-            "c".repeat(64)
-        );
-        assert!(
-            s.contains(&all)
-                && s.contains("| podman load >&2\npodman image inspect")
-                && !s.contains("docker "),
-            "{s}"
-        );
+        let s = load_script("/var/lib/ferry", &image(), 2, Runtime::Podman).unwrap();
+        assert_eq!(s.values()[1], "podman");
+        assert_eq!(s.values().len(), 3 + 3);
         let id = "c".repeat(64);
         let st = HostState::parse(&format!("{DOCKER_MARK}\n{id}\n"));
         assert_eq!(st.docker_id, Some(format!("sha256:{id}")));
@@ -1444,7 +1883,12 @@ mod tests {
         input.extend_from_slice(blob);
         let mut child = std::process::Command::new("sh")
             .arg("-c")
-            .arg(upload_script(dir.path().to_str().unwrap()))
+            .arg(
+                upload_script(dir.path().to_str().unwrap())
+                    .unwrap()
+                    .command_line()
+                    .unwrap(),
+            )
             .env("PATH", &no_openssl)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -1476,7 +1920,7 @@ mod tests {
             }
             let mut child = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(upload_script(store))
+                .arg(upload_script(store).unwrap().command_line().unwrap())
                 .env("PATH", path)
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
@@ -1529,7 +1973,12 @@ mod tests {
         let asked = vec![hex.clone(), other.clone(), "f".repeat(64)];
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(verify_script(store, &asked))
+            .arg(
+                verify_script(store, &asked)
+                    .unwrap()
+                    .command_line()
+                    .unwrap(),
+            )
             .env("PATH", path)
             .output()
             .unwrap();
@@ -1565,7 +2014,12 @@ mod tests {
         let list = |path: &str| {
             let out = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(list_script(store.to_str().unwrap(), "a:b", Runtime::Docker))
+                .arg(
+                    list_script(store.to_str().unwrap(), "a:b", Runtime::Docker)
+                        .unwrap()
+                        .command_line()
+                        .unwrap(),
+                )
                 .env("PATH", path)
                 .output()
                 .unwrap();
@@ -1586,6 +2040,327 @@ mod tests {
         )
         .unwrap();
         assert!(!list(&format!("{}:{system_path}", stub.display())));
+    }
+
+    /// Runs a host script as an SSH server would (`sh -c LINE`) in `dir`,
+    /// with `bin` (stand-ins) first on the PATH: its exit status and stdout.
+    pub(crate) fn sh_run(
+        script: &Script,
+        dir: &std::path::Path,
+        bin: &std::path::Path,
+        stdin: &[u8],
+    ) -> (Option<i32>, String) {
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script.command_line().unwrap())
+            .current_dir(dir)
+            .env("PATH", path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// Starts a lock script with a local `sh` (as an SSH server would run
+    /// it) and waits until it holds the lock: the running script, whose
+    /// stdin's end releases it; or its exit status when it got no lock.
+    #[allow(clippy::zombie_processes)] // the caller waits, in `release`
+    pub(crate) fn hold(script: &Script) -> Result<std::process::Child, Option<i32>> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script.command_line().unwrap())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if out.read_line(&mut line).unwrap() == 0 {
+                drop(child.stdin.take());
+                return Err(child.wait().unwrap().code());
+            }
+            if line.trim_end() == LOCKED_MARK {
+                return Ok(child);
+            }
+        }
+    }
+
+    /// Ends a held lock, as closing its channel does.
+    pub(crate) fn release(mut child: std::process::Child) {
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+    }
+
+    #[test]
+    fn the_store_lock_is_shared_by_pushes_and_exclusive_for_gc() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = dir.path().join("store");
+        let st = st.to_str().unwrap();
+        let shared = || store_lock_script(st, LockMode::Shared, 0).unwrap();
+        let exclusive = store_lock_script(st, LockMode::Exclusive, 0).unwrap();
+        let a = hold(&shared()).unwrap();
+        let b = hold(&shared()).unwrap();
+        assert_eq!(hold(&exclusive).unwrap_err(), Some(EXIT_LOCKED));
+        release(a);
+        release(b);
+        let gc = hold(&exclusive).unwrap();
+        assert_eq!(hold(&shared()).unwrap_err(), Some(EXIT_LOCKED));
+        // a push waits for gc, up to its deadline
+        let st_owned = st.to_string();
+        let waiting = std::thread::spawn(move || {
+            let s = store_lock_script(&st_owned, LockMode::Shared, 30).unwrap();
+            hold(&s).map(release)
+        });
+        release(gc);
+        assert_eq!(waiting.join().unwrap(), Ok(()));
+        // a host without `flock`: a stand-in PATH with `sh` and `mkdir` only
+        let bin = tempfile::tempdir().unwrap();
+        for t in ["sh", "mkdir", "cat", "sleep"] {
+            let from = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|d| std::path::Path::new(d).join(t))
+                .find(|p| p.exists())
+                .unwrap();
+            std::os::unix::fs::symlink(from, bin.path().join(t)).unwrap();
+        }
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(STORE_LOCK)
+            .arg("sh")
+            .args(shared().values())
+            .env("PATH", bin.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(EXIT_NO_FLOCK));
+        assert!(STORE_LOCK.contains(&format!("exit {EXIT_NO_FLOCK}\n")));
+        assert!(STORE_LOCK.contains(&format!("exit {EXIT_LOCKED}\n")));
+        assert!(STORE_LOCK.contains(&format!("echo {LOCKED_MARK}\n")));
+    }
+
+    /// A folder of stand-ins for the runtime: `docker`/`podman` read their
+    /// stdin and print nothing.
+    pub(crate) fn stand_ins() -> tempfile::TempDir {
+        let bin = tempfile::tempdir().unwrap();
+        for rt in ["docker", "podman"] {
+            let p = bin.path().join(rt);
+            std::fs::write(
+                &p,
+                "#!/bin/sh\n[ \"$2\" != load ] || cat >/dev/null\nexit 0\n",
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        bin
+    }
+
+    /// Every path under `dir`, relative to it.
+    pub(crate) fn tree(dir: &std::path::Path) -> BTreeSet<PathBuf> {
+        let mut out = BTreeSet::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf());
+                if p.is_dir() && !p.is_symlink() {
+                    todo.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// What a run may leave in the scratch folder: the store and the
+    /// folders above it, nothing else.
+    pub(crate) fn only_the_store(dir: &std::path::Path, store: &std::path::Path, case: &str) {
+        let store = store.strip_prefix(dir).unwrap_or(store);
+        for p in tree(dir) {
+            assert!(
+                p.starts_with(store) || store.starts_with(&p),
+                "{case}: the script made `{}`",
+                p.display()
+            );
+        }
+    }
+
+    /// Every value that reaches the push's scripts, drawn from shell
+    /// metacharacters: refused, or run by a real `sh` without making
+    /// anything but the store.
+    #[test]
+    fn hostile_values_in_push_scripts_run_nothing() {
+        let bin = stand_ins();
+        let d = "d".repeat(64);
+        for v in crate::script::tests::HOSTILE {
+            let case = format!("value {v:?}");
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("store");
+            std::fs::create_dir_all(store.join("blobs/sha256")).unwrap();
+            std::fs::create_dir_all(store.join("tmp")).unwrap();
+            let st = store.to_str().unwrap();
+            let run = |r: Result<Script, BadValue>, stdin: &[u8]| {
+                if let Ok(s) = r {
+                    sh_run(&s, dir.path(), bin.path(), stdin);
+                }
+            };
+            // as the image reference: the grammar refuses every one
+            assert!(check_reference(v).is_err(), "{case}");
+            let mut img = image();
+            img.reference = v.to_string();
+            for rt in [Runtime::Docker, Runtime::Podman] {
+                run(list_script(st, v, rt), b"");
+                run(load_script(st, &img, 0, rt), b"[]");
+            }
+            run(gc::record_script(st, v, &d), b"");
+            // as a blob name, from the image or from the host's listing
+            let mut img = image();
+            img.config.hex = v.to_string();
+            run(verify_script(st, &[v.to_string()]), b"");
+            run(load_script(st, &img, 0, Runtime::Docker), b"[]");
+            run(gc::record_script(st, "a:b", v), b"");
+            let mut header = upload_header(v, 0, 1).into_bytes();
+            header.push(b'x');
+            run(upload_script(st), &header);
+            run(
+                crate::objstore::pull::fetch_script(st, v, 1),
+                b"http://h/x\n",
+            );
+            let mut p = gc::Plan::default();
+            p.remove.insert(v.to_string(), 1);
+            run(gc::remove_script(st, &p), b"");
+            p.remove.clear();
+            p.remove_parts.insert(v.to_string(), 1);
+            run(gc::remove_script(st, &p), b"");
+            for path in [
+                v.to_string(),
+                format!("images/{v}/1-{d}"),
+                format!("images/x/{v}"),
+            ] {
+                let mut p = gc::Plan::default();
+                p.dropped.push(gc::Record {
+                    path,
+                    name: "x".into(),
+                    seq: 1,
+                    manifest: d.clone(),
+                    blobs: None,
+                });
+                run(gc::remove_script(st, &p), b"");
+            }
+            only_the_store(dir.path(), &store, &case);
+            // as the store, relative to the scratch folder and below it: a
+            // relative one is refused, one below may be made
+            for st in [v.to_string(), format!("{}/{v}", dir.path().display())] {
+                run(list_script(&st, "a:b", Runtime::Docker), b"");
+                run(upload_script(&st), b"");
+                run(verify_script(&st, &["a".repeat(64)]), b"");
+                run(gc::record_script(&st, "a:b", &d), b"");
+                run(gc::list_script(&st), b"");
+                run(gc::remove_script(&st, &gc::Plan::default()), b"");
+                run(store_lock_script(&st, LockMode::Shared, 0), b"");
+                run(crate::objstore::pull::fetch_script(&st, &d, 1), b"");
+            }
+            let allowed = dir.path().join(v);
+            for p in tree(dir.path()) {
+                let p = dir.path().join(p);
+                assert!(
+                    p.starts_with(&store)
+                        || store.starts_with(&p)
+                        || p.starts_with(&allowed)
+                        || allowed.starts_with(&p),
+                    "{case}: a script made `{}`",
+                    p.display()
+                );
+            }
+        }
+    }
+
+    /// Two pushes sending one blob at once (both found it missing): the
+    /// store ends with one blob, and it is the right one.
+    #[test]
+    fn two_uploads_of_one_blob_at_once_end_with_one_correct_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().to_str().unwrap();
+        std::fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let hex = hex::encode(Sha256::digest(&data));
+        let size = data.len() as u64;
+        let blob = dir.path().join("blobs/sha256").join(&hex);
+        let part = dir.path().join(format!("blobs/sha256/{hex}.part"));
+        let start = || {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(upload_script(store).unwrap().command_line().unwrap())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        // the first is half way through when the second starts
+        let mut first = start();
+        let mut first_in = first.stdin.take().unwrap();
+        first_in
+            .write_all(upload_header(&hex, 0, size).as_bytes())
+            .unwrap();
+        first_in.write_all(&data[..1_500_000]).unwrap();
+        first_in.flush().unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < 1_000_000 {
+            assert!(
+                Instant::now() < deadline,
+                "the first upload never wrote its half"
+            );
+            std::thread::yield_now();
+        }
+        let mut second = start();
+        let mut input = upload_header(&hex, 0, size).into_bytes();
+        input.extend_from_slice(&data);
+        second.stdin.take().unwrap().write_all(&input).unwrap();
+        let second = second.wait_with_output().unwrap();
+        // one that meant to resume the first's `.part` leaves it alone and
+        // asks for the whole blob
+        let part_len = std::fs::metadata(&part).unwrap().len();
+        let mut third = start();
+        let mut input = upload_header(&hex, 1_000_000, size).into_bytes();
+        input.extend_from_slice(&data[1_000_000..]);
+        third.stdin.take().unwrap().write_all(&input).unwrap();
+        let third = third.wait_with_output().unwrap();
+        assert_eq!(
+            upload_verdicts(&String::from_utf8_lossy(&third.stdout)).get(hex.as_str()),
+            Some(&EXIT_BUSY)
+        );
+        assert!(std::fs::metadata(&part).unwrap().len() >= part_len);
+        first_in.write_all(&data[1_500_000..]).unwrap();
+        drop(first_in);
+        let first = first.wait_with_output().unwrap();
+        for out in [&first, &second] {
+            assert_eq!(
+                upload_verdicts(&String::from_utf8_lossy(&out.stdout)).get(hex.as_str()),
+                Some(&0),
+                "{out:?}"
+            );
+        }
+        assert!(
+            std::fs::read(&blob).unwrap() == data,
+            "the stored blob is damaged"
+        );
+        assert!(!part.exists());
     }
 
     #[test]

@@ -487,6 +487,37 @@ impl Running<'_> {
         &self.what
     }
 
+    /// Reads the script's stdout until a line `mark` arrives (`Ok(true)`)
+    /// or the script's stdout ends (`Ok(false)`: [`Running::finish`] then
+    /// says why), with stdin still open. Other lines are progress (they keep
+    /// the command timeout from firing) and are dropped; no more than
+    /// `limit` bytes are read.
+    pub fn wait_for_line(&mut self, mark: &str, limit: usize) -> Result<bool, PushError> {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            let n = self
+                .ch
+                .read(&mut buf)
+                .map_err(|e| self.remote.io_error(&self.what, e))?;
+            if n == 0 {
+                return Ok(false);
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if seen.split(|b| *b == b'\n').any(|l| l == mark.as_bytes()) {
+                return Ok(true);
+            }
+            if seen.len() > limit {
+                return Err(PushError::TooMuchOutput {
+                    host: self.remote.label.clone(),
+                    what: self.what.clone(),
+                    stream: "stdout",
+                    limit: limit as u64,
+                });
+            }
+        }
+    }
+
     /// Lets `feed` write the script's stdin, then closes it. A failed write
     /// is kept for [`Running::finish`]: the script may have exited early,
     /// and its status says more.
@@ -506,10 +537,19 @@ impl Running<'_> {
             fed,
         } = self;
         let what = what.as_str();
-        let mut stdout = Vec::new();
-        let read = ch.read_to_end(&mut stdout);
-        let mut stderr = String::new();
-        let _ = ch.stderr().read_to_string(&mut stderr);
+        let (read, stdout) = match read_stdout(&mut ch) {
+            Ok(out) => (Ok(()), out),
+            Err(ReadError::Io(e)) => (Err(e), Vec::new()),
+            Err(ReadError::TooLong) => {
+                return Err(PushError::TooMuchOutput {
+                    host: remote.label.clone(),
+                    what: what.to_string(),
+                    stream: "stdout",
+                    limit: STDOUT_LIMIT,
+                });
+            }
+        };
+        let stderr = read_stderr(&mut ch.stderr());
         let closed = ch.wait_close();
         let status = ch.exit_status().ok().filter(|_| closed.is_ok());
         match (status, fed) {
@@ -566,6 +606,10 @@ impl Remote {
             .sess
             .channel_session()
             .map_err(|e| self.ssh_error(what, e))?;
+        // nothing reads its stderr (a script that wants it seen redirects
+        // it): libssh2 would otherwise queue every byte of it in memory
+        ch.handle_extended_data(ssh2::ExtendedData::Ignore)
+            .map_err(|e| self.ssh_error(what, e))?;
         ch.exec(&line).map_err(|e| self.ssh_error(what, e))?;
         ch.write_all(stdin).map_err(|e| self.io_error(what, e))?;
         ch.send_eof().map_err(|e| self.ssh_error(what, e))?;
@@ -610,9 +654,15 @@ impl Remote {
                 .channel_direct_tcpip(host, port, None)
                 .map_err(|e| self.ssh_error(&what, e))?;
             ch.write_all(request).map_err(|e| self.io_error(&what, e))?;
-            let mut answer = Vec::new();
-            ch.read_to_end(&mut answer)
-                .map_err(|e| self.io_error(&what, e))?;
+            let answer = read_answer(&mut ch).map_err(|e| match e {
+                ReadError::Io(e) => self.io_error(&what, e),
+                ReadError::TooLong => PushError::TooMuchOutput {
+                    host: self.label.clone(),
+                    what: what.clone(),
+                    stream: "the connection",
+                    limit: ANSWER_LIMIT,
+                },
+            })?;
             let _ = ch.close();
             Ok(answer)
         })();
@@ -620,6 +670,84 @@ impl Remote {
             .set_timeout(self.command_timeout.as_millis().min(u128::from(u32::MAX)) as u32);
         result
     }
+}
+
+/// The most a script's stdout may send. The largest legitimate output is
+/// a store's listing: a `stat` line (about 80 bytes) per blob and a JSON
+/// line of diff_ids (72 bytes a layer) per image the runtime has; ten
+/// thousand blobs and a thousand images of fifty layers make about 4 MiB.
+pub const STDOUT_LIMIT: u64 = 16 << 20;
+/// How much of a script's stderr a message shows: its end, where the error is.
+pub const STDERR_KEEP: usize = 64 << 10;
+/// The most stderr read before giving up on its end.
+pub const STDERR_LIMIT: u64 = 16 << 20;
+/// The most a health probe's answer may weigh (ZooKeeper's `srvr`, a
+/// Spark master's JSON: a few KiB).
+pub const ANSWER_LIMIT: u64 = 1 << 20;
+
+/// Why a read from a host stopped.
+#[derive(Debug)]
+enum ReadError {
+    Io(std::io::Error),
+    TooLong,
+}
+
+/// Reads `r` to its end, or refuses once it passes `limit` bytes (having
+/// read one more).
+fn read_capped(r: &mut impl Read, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let mut out = Vec::new();
+    r.take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(ReadError::Io)?;
+    if out.len() as u64 > limit {
+        return Err(ReadError::TooLong);
+    }
+    Ok(out)
+}
+
+/// A script's stdout, up to [`STDOUT_LIMIT`].
+fn read_stdout(r: &mut impl Read) -> Result<Vec<u8>, ReadError> {
+    read_capped(r, STDOUT_LIMIT)
+}
+
+/// The end of a script's stderr, for a message: its last [`STDERR_KEEP`]
+/// bytes of the first [`STDERR_LIMIT`], with control characters but
+/// newlines and tabs shown escaped (a host's bytes must not drive the
+/// terminal). A read error ends it: the status says more.
+fn read_stderr(r: &mut impl Read) -> String {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut dropped = false;
+    let mut buf = [0u8; 16 << 10];
+    let mut r = r.take(STDERR_LIMIT);
+    while let Ok(n @ 1..) = r.read(&mut buf) {
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * STDERR_KEEP {
+            kept.drain(..kept.len() - STDERR_KEEP);
+            dropped = true;
+        }
+    }
+    if kept.len() > STDERR_KEEP {
+        kept.drain(..kept.len() - STDERR_KEEP);
+        dropped = true;
+    }
+    let text: String = String::from_utf8_lossy(&kept)
+        .chars()
+        .flat_map(|c| {
+            let plain = !c.is_control() || c == '\n' || c == '\t';
+            let shown: Vec<char> = if plain {
+                vec![c]
+            } else {
+                c.escape_default().collect()
+            };
+            shown
+        })
+        .collect();
+    if dropped { format!("…{text}") } else { text }
+}
+
+/// A probe's answer, up to the server's close, and no more than [`ANSWER_LIMIT`].
+fn read_answer(r: &mut impl Read) -> Result<Vec<u8>, ReadError> {
+    read_capped(r, ANSWER_LIMIT)
 }
 
 /// Exit status of [`command_line`] when `sudo -n` refuses the user.
@@ -828,6 +956,33 @@ mod tests {
             run(refuse, None),
             (Some(EXIT_SUDO_REFUSED), String::new(), SUDO_MARK.into())
         );
+    }
+
+    /// Stand-ins for a host that sends too much: more stdout than a script
+    /// may, a flood of stderr, an endless probe answer.
+    #[test]
+    fn reads_from_a_host_are_bounded() {
+        let mut big = std::io::repeat(b'x').take(STDOUT_LIMIT + 1);
+        assert!(matches!(read_stdout(&mut big), Err(ReadError::TooLong)));
+        let mut fits = std::io::repeat(b'x').take(STDOUT_LIMIT);
+        assert_eq!(read_stdout(&mut fits).unwrap().len() as u64, STDOUT_LIMIT);
+        // stderr keeps its end, where the error is
+        let mut flood = std::io::repeat(b'e')
+            .take(4 << 20)
+            .chain(&b"\nthe real error\n"[..]);
+        let tail = read_stderr(&mut flood);
+        assert!(tail.len() <= STDERR_KEEP + 64, "{}", tail.len());
+        assert!(tail.trim_end().ends_with("the real error"), "{tail:.40}");
+        // and stops reading when a host never stops
+        let mut endless = std::io::repeat(b'e').take(STDERR_LIMIT * 2);
+        let tail = read_stderr(&mut endless);
+        assert!(tail.len() <= STDERR_KEEP + 64);
+        assert_eq!(endless.limit(), STDERR_LIMIT, "read no more than the limit");
+        let mut answer = std::io::repeat(b'a').take(ANSWER_LIMIT + 1);
+        assert!(matches!(read_answer(&mut answer), Err(ReadError::TooLong)));
+        // a host's control characters do not reach the terminal
+        let mut esc = &b"bad \x1b[2J\x07thing\n"[..];
+        assert_eq!(read_stderr(&mut esc), "bad \\u{1b}[2J\\u{7}thing\n");
     }
 
     #[test]
