@@ -13,13 +13,12 @@
 //! This is the one place that quotes for a shell; nothing else in ferry may.
 //! A value holding NUL cannot be carried by `exec` and is refused.
 
-use std::borrow::Cow;
 use std::fmt;
 
 /// A script to run under `sh`, with its values apart from its text.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Script {
-    text: Vec<Cow<'static, str>>,
+    text: Vec<&'static str>,
     args: Vec<String>,
 }
 
@@ -34,24 +33,14 @@ impl Script {
     /// A script of constant text, with no values yet.
     pub fn new(text: &'static str) -> Script {
         Script {
-            text: vec![Cow::Borrowed(text)],
-            args: Vec::new(),
-        }
-    }
-
-    /// TRANSITION ONLY: a script whose text was built with values in it.
-    /// Every caller is being moved to [`Script::new`]; this goes when the
-    /// last one has.
-    pub fn legacy(text: String) -> Script {
-        Script {
-            text: vec![Cow::Owned(text)],
+            text: vec![text],
             args: Vec::new(),
         }
     }
 
     /// Adds more constant text (a function library, a step), on a line of its own.
     pub fn then(mut self, text: &'static str) -> Script {
-        self.text.push(Cow::Borrowed(text));
+        self.text.push(text);
         self
     }
 

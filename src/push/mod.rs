@@ -616,13 +616,6 @@ impl Runtime {
     }
 }
 
-/// Quotes a string for a POSIX shell. Nothing in the push uses it any
-/// more (its scripts are [`Script`]s); the cluster's scripts still do until
-/// they are converted.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 /// A value refused before it reaches a host script: it does not match the
 /// grammar of what it is meant to be.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
