@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::fetch::Cache;
 use crate::fsutil::{escape_name, unescape_name, write_atomic};
-use crate::oci::is_hex64;
+use crate::grammar::is_hex64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheGcError {

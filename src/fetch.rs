@@ -393,7 +393,7 @@ impl Sources<'_> {
                 continue;
             };
             // a member name becomes a cache path only as a digest
-            if !crate::oci::is_hex64(hex) || self.cache.download(hex).exists() {
+            if !crate::grammar::is_hex64(hex) || self.cache.download(hex).exists() {
                 continue;
             }
             let expected = hex.to_string();
@@ -619,7 +619,7 @@ fn write_stamp(file: &Path, stamp: &Path) -> Result<(), FetchError> {
 /// `stamp` was written; re-hashed (and re-stamped) when the fingerprint
 /// differs, removed when the bytes did change.
 fn still_verified(file: &Path, stamp: &Path, hex: &str, size: u64) -> bool {
-    if !crate::oci::is_hex64(hex) {
+    if !crate::grammar::is_hex64(hex) {
         return false;
     }
     let Ok(m) = std::fs::symlink_metadata(file) else {

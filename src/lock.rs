@@ -171,7 +171,7 @@ impl Lock {
                     .take(80)
                     .collect::<String>()
             );
-            if !crate::oci::is_hex64(&a.sha256) {
+            if !crate::grammar::is_hex64(&a.sha256) {
                 return Err(bad(what, "sha256", &a.sha256, "64 lowercase hex digits"));
             }
             if !is_file_name(&a.file) {

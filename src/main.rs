@@ -15,6 +15,7 @@ mod commands;
 mod default_image;
 mod fetch;
 mod fsutil;
+mod grammar;
 mod inputs;
 mod layer;
 mod lock;

@@ -43,13 +43,6 @@ pub fn canonical(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).expect("JSON values serialise")
 }
 
-/// Whether `s` is a sha256 in lower-case hex, as blob files are named.
-pub fn is_hex64(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }

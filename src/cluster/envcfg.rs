@@ -95,10 +95,10 @@ pub fn import(text: &str, path: &Path, name: &str) -> Result<Imported, EnvCfgErr
     // fields have (which check the written file again)
     for (k, (line, v)) in &vars {
         let check: fn(&str) -> Result<(), String> = match k.as_str() {
-            "SPARK_MASTER" | "SPARK_WORKERS" => super::grammar::address,
-            "SPARK_CLUSTER_DATA_PATH" => super::grammar::path,
+            "SPARK_MASTER" | "SPARK_WORKERS" => crate::grammar::address,
+            "SPARK_CLUSTER_DATA_PATH" => crate::grammar::path,
             _ => |v| {
-                if super::grammar::has_control(v) {
+                if crate::grammar::has_control(v) {
                     Err("holds a control character".into())
                 } else {
                     Ok(())

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::grammar;
+use crate::grammar;
 
 /// The image `ferry build` makes with no argument; used when a cluster file
 /// names no image.

@@ -1,11 +1,9 @@
 //! Clusters: the cluster file (`file`), the flat-config import (`envcfg`),
-//! the grammars of the values they carry to hosts (`grammar`),
 //! the pure run plan (`plan`) and the text of the files it writes (`render`),
 //! and `launch`, which alone runs a plan on its `hosts` (SSH, or this machine).
 
 pub mod envcfg;
 pub mod file;
-pub mod grammar;
 pub mod handover;
 pub mod hosts;
 pub mod launch;

@@ -4,7 +4,7 @@
 //! with the gate each stage waits on.
 //!
 //! Every label it reads, and the image's reference and digests, are checked
-//! here against the grammar of what they name (`super::grammar`): labels
+//! here against the grammar of what they name (`crate::grammar`): labels
 //! come with base images, and a plan's values reach every host.
 //!
 //! Nothing here reads the disk, the clock or the network: the same inputs
@@ -17,7 +17,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::file::{ClusterFile, LOGIN_CONFIG, PropValue};
-use super::{grammar, render};
+use super::render;
+use crate::grammar;
 
 /// What the plan needs to know of the image.
 #[derive(Debug, Clone)]

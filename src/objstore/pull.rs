@@ -20,7 +20,8 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::{ObjError, Store};
-use crate::oci::{is_hex64, sha256_hex};
+use crate::grammar::is_hex64;
+use crate::oci::sha256_hex;
 use crate::push::ssh::Remote;
 use crate::push::{
     self, BadValue, Event, HostState, HostStats, LocalBlob, PushError, PushImage, Reporter, Send,

@@ -28,7 +28,7 @@ use super::{
 };
 use crate::cache_gc::keep_newest;
 use crate::fsutil::{escape_name, unescape_name};
-use crate::oci::is_hex64;
+use crate::grammar::is_hex64;
 
 /// A blob no record names is kept this long after it was written: a push may
 /// be under way and not have recorded its image yet.

@@ -35,7 +35,8 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::oci::{self, LayoutImage, is_hex64};
+use crate::grammar::is_hex64;
+use crate::oci::{self, LayoutImage};
 use ssh::{Remote, Running, SshOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -624,11 +625,11 @@ pub struct BadValue {
     pub field: &'static str,
     /// The value, escaped and cut so the message stays one line.
     pub shown: String,
-    pub reason: &'static str,
+    pub reason: String,
 }
 
 impl BadValue {
-    pub(crate) fn new(field: &'static str, value: &str, reason: &'static str) -> BadValue {
+    pub(crate) fn new(field: &'static str, value: &str, reason: impl Into<String>) -> BadValue {
         let mut shown: String = value.escape_debug().collect();
         if shown.chars().count() > 80 {
             shown = shown.chars().take(80).collect::<String>() + "…";
@@ -636,7 +637,7 @@ impl BadValue {
         BadValue {
             field,
             shown,
-            reason,
+            reason: reason.into(),
         }
     }
 
@@ -650,7 +651,9 @@ impl BadValue {
 }
 
 /// The store folder on a host: absolute and normal (no `.`, `..` or empty
-/// components), printable, no longer than a Linux path.
+/// components), printable, no longer than a Linux path. Looser than
+/// [`crate::grammar::path`] on purpose: the store reaches scripts only as a
+/// value and is never written into a file a daemon or a shell reads.
 pub fn check_store(store: &str) -> Result<(), BadValue> {
     let bad = |reason| Err(BadValue::new("store path", store, reason));
     if !store.starts_with('/') {
@@ -683,85 +686,12 @@ pub fn check_hex(field: &'static str, hex: &str) -> Result<(), BadValue> {
     }
 }
 
-/// An image reference as Docker's grammar has it:
-/// `[domain[:port]/]path[:tag][@sha256:hex]`, path components of lowercase
-/// letters and digits joined by `.`, `_`, `__` or dashes. So it never starts
-/// with `-` (an option to the runtime) and holds no space or control character.
+/// An image reference as Docker reads one ([`crate::grammar::image_reference`]):
+/// so it never starts with `-` (an option to the runtime) and holds no
+/// space or control character.
 pub fn check_reference(reference: &str) -> Result<(), BadValue> {
-    let bad = |reason| Err(BadValue::new("image reference", reference, reason));
-    if reference.is_empty() || reference.len() > 255 {
-        return bad("is empty or longer than 255 bytes");
-    }
-    if reference.starts_with('-') {
-        return bad("starts with `-`");
-    }
-    let (rest, digest) = match reference.split_once('@') {
-        Some((r, d)) => (r, Some(d)),
-        None => (reference, None),
-    };
-    if let Some(d) = digest
-        && !d.strip_prefix("sha256:").is_some_and(is_hex64)
-    {
-        return bad("has a digest that is not `sha256:` and 64 lowercase hex digits");
-    }
-    let (name, tag) = match rest.rsplit_once(':') {
-        Some((n, t)) if !t.contains('/') => (n, Some(t)),
-        _ => (rest, None),
-    };
-    if let Some(t) = tag {
-        let ok = t.len() <= 128
-            && t.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-            && t.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-        if !ok {
-            return bad("has a tag that is not `[A-Za-z0-9_][A-Za-z0-9_.-]*`");
-        }
-    }
-    let mut parts: Vec<&str> = name.split('/').collect();
-    let first = parts[0];
-    // a first component with `.` or `:`, or `localhost`, is a registry
-    if parts.len() > 1 && (first.contains(['.', ':']) || first == "localhost") {
-        let (host, port) = match first.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (first, None),
-        };
-        let host_ok = !host.is_empty()
-            && host.split('.').all(|l| {
-                !l.is_empty()
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            });
-        let port_ok = port.is_none_or(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
-        if !host_ok || !port_ok {
-            return bad("has a registry that is not `host[:port]`");
-        }
-        parts.remove(0);
-    }
-    let component_ok = |c: &str| {
-        let b = c.as_bytes();
-        let alnum = |x: &u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-        !b.is_empty()
-            && alnum(&b[0])
-            && alnum(&b[b.len() - 1])
-            && b.iter().all(|x| alnum(x) || b"._-".contains(x))
-            && !c.contains("..")
-            && !c.contains("___")
-            && !c.contains("._")
-            && !c.contains("_.")
-            && !c.contains(".-")
-            && !c.contains("-.")
-            && !c.contains("_-")
-            && !c.contains("-_")
-    };
-    if !parts.into_iter().all(component_ok) {
-        return bad(
-            "is not a reference (`[registry/]name[:tag]`, names in lowercase letters, digits and `._-`)",
-        );
-    }
-    Ok(())
+    crate::grammar::image_reference(reference)
+        .map_err(|reason| BadValue::new("image reference", reference, reason))
 }
 
 /// Checks everything of `image` that reaches a host script, and the store:

@@ -1,10 +1,13 @@
-//! Grammars for the values a plan carries to hosts: user names, paths,
-//! command lines, host addresses, ZooKeeper paths, image references and
-//! the keys and values of config files.
+//! Grammars for the values that come from outside and reach hosts, paths
+//! or tools: user names, paths, command lines, host addresses, ZooKeeper
+//! paths, image references, digests and the keys and values of config
+//! files. The cluster file, the plan (image labels), pushes and pulls (a
+//! host's answers) and the lock all check against these, so one value is
+//! held to one grammar wherever it is read.
 //!
-//! A value from an image label or a cluster file reaches host scripts (as
-//! data: see `crate::script`) and config files the daemons read (as text,
-//! where a newline starts a new setting). So it is checked where ferry
+//! A value from an image label, a cluster file or a host reaches host
+//! scripts (as data: see `crate::script`) and config files the daemons read
+//! (as text, where a newline starts a new setting). So it is checked where ferry
 //! reads it, against the narrowest grammar that fits what it names; each
 //! check here says what is wrong in words the caller puts after the value
 //! (`` `x` is not a user name (...) ``). Nothing here knows where a value
@@ -14,6 +17,11 @@
 /// ferry accepts.
 const MAX_PATH: usize = 4096;
 const MAX_USER: usize = 32;
+
+/// Whether `s` is a sha256 in lower-case hex, as blob files are named.
+pub fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
 
 /// A user of an image: `[a-z_][a-z0-9_-]*`, at most 32 characters.
 pub fn user(s: &str) -> Result<(), String> {
@@ -165,8 +173,7 @@ pub fn address(s: &str) -> Result<(), String> {
 /// lower-case letters and digits joined by `.`, `_` or `-`; or a bare
 /// `sha256:<64 hex>`.
 pub fn image_reference(s: &str) -> Result<(), String> {
-    let hex64 =
-        |d: &str| d.len() == 64 && d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let hex64 = is_hex64;
     let ok = (|| {
         if let Some(d) = s.strip_prefix("sha256:") {
             return hex64(d);
@@ -214,9 +221,7 @@ pub fn image_reference(s: &str) -> Result<(), String> {
 
 /// A content digest: `sha256:` and 64 lower-case hex digits.
 pub fn digest(s: &str) -> Result<(), String> {
-    let ok = s.strip_prefix("sha256:").is_some_and(|d| {
-        d.len() == 64 && d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    });
+    let ok = s.strip_prefix("sha256:").is_some_and(is_hex64);
     if ok {
         Ok(())
     } else {
