@@ -530,6 +530,11 @@ mod sshd_tests {
 
     /// An sshd of its own, or `None` (said loudly) when sshd is not installed.
     fn sshd() -> Option<Sshd> {
+        sshd_with("")
+    }
+
+    /// An sshd with `extra` lines in its config.
+    fn sshd_with(extra: &str) -> Option<Sshd> {
         let bin = Path::new("/usr/sbin/sshd");
         if !bin.exists() {
             eprintln!("SKIPPED: /usr/sbin/sshd is not installed (apt-get install openssh-server)");
@@ -549,7 +554,7 @@ mod sshd_tests {
         let config = format!(
             "ListenAddress 127.0.0.1:{port}\nHostKey {d}/host_ed25519\nHostKey {d}/host_ecdsa\n\
              AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\nUsePAM no\n\
-             StrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n",
+             StrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n{extra}",
             d = d.display()
         );
         std::fs::write(d.join("sshd_config"), config).unwrap();
@@ -569,6 +574,25 @@ mod sshd_tests {
             std::thread::yield_now();
         }
         Some(s)
+    }
+
+    /// A login shell that reads quotes otherwise than `sh` (here fish, as
+    /// sshd's ForceCommand makes it the shell of every command line) is
+    /// refused before any script runs.
+    #[test]
+    fn a_host_whose_login_shell_is_not_posix_is_refused() {
+        if !Path::new("/usr/bin/fish").exists() {
+            eprintln!("SKIPPED: fish is not installed (tests/run.sh installs it)");
+            return;
+        }
+        let force = "ForceCommand exec /usr/bin/fish -c \"$SSH_ORIGINAL_COMMAND\"\n";
+        let Some(s) = sshd_with(force) else { return };
+        let e = s
+            .connect(&format!("{} {}\n", s.entry(), s.host_key("ed25519")))
+            .err()
+            .expect("a fish login shell is refused");
+        assert!(matches!(e, PushError::LoginShell { .. }), "{e}");
+        assert!(e.to_string().contains("chsh -s /bin/bash"), "{e}");
     }
 
     #[test]

@@ -186,6 +186,14 @@ pub enum PushError {
         "`sudo` is not installed on `{host}`, and `{user}` is not root; install sudo there, log in as root, or pass --no-sudo when `{user}` is in the docker group and can write the store"
     )]
     NoSudo { host: String, user: String },
+    #[error(
+        "the login shell of `{user}` on `{host}` does not read POSIX quoting (a test value came back as {got:?}): ferry passes every value quoted for `sh`, and another shell (fish, csh) could read a value as code; make that user's login shell /bin/sh or bash (`chsh -s /bin/bash {user}`)"
+    )]
+    LoginShell {
+        host: String,
+        user: String,
+        got: String,
+    },
     #[error("cannot read `{}`", path.display())]
     Local {
         path: PathBuf,

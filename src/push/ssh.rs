@@ -376,14 +376,53 @@ impl Remote {
         let hop = open(t, o)?;
         hop.sess
             .set_timeout(o.command_timeout.as_millis().min(u128::from(u32::MAX)) as u32);
-        Ok(Remote {
+        let remote = Remote {
             sess: hop.sess,
             _tunnel: hop.tunnel,
             label: t.label(),
             user: t.user.clone(),
             sudo: t.sudo,
             command_timeout: o.command_timeout,
-        })
+        };
+        remote.check_login_shell()?;
+        Ok(remote)
+    }
+
+    /// sshd hands every command line to the user's login shell, and the
+    /// values in it are quoted for a POSIX shell: a shell that reads quotes
+    /// otherwise (fish reads `\'` inside single quotes as a quote, csh
+    /// expands `!`) could take a value for code. So before any script runs,
+    /// one value holding every character that matters must come back as
+    /// itself, and a host whose login shell mangles it is refused. (Only
+    /// the login shell parses the line: behind `sudo`, `sh -c` gets its
+    /// arguments as they are.)
+    fn check_login_shell(&self) -> Result<(), PushError> {
+        let what = "checking the login shell";
+        let line = Script::new(SHELL_PROBE)
+            .arg(SHELL_PROBE_VALUE)
+            .command_line()
+            .expect("the probe holds no NUL");
+        let mut ch = self
+            .sess
+            .channel_session()
+            .map_err(|e| self.ssh_error(what, e))?;
+        ch.exec(&line).map_err(|e| self.ssh_error(what, e))?;
+        let _ = ch.send_eof();
+        let mut out = Vec::new();
+        (&mut ch)
+            .take(4096)
+            .read_to_end(&mut out)
+            .map_err(|e| self.io_error(what, e))?;
+        let _ = ch.wait_close();
+        if login_shell_reads_posix_quotes(&out) {
+            Ok(())
+        } else {
+            Err(PushError::LoginShell {
+                host: self.label.clone(),
+                user: self.user.clone(),
+                got: String::from_utf8_lossy(&out).into_owned(),
+            })
+        }
     }
 
     pub fn label(&self) -> String {
@@ -750,6 +789,16 @@ fn read_answer(r: &mut impl Read) -> Result<Vec<u8>, ReadError> {
     read_capped(r, ANSWER_LIMIT)
 }
 
+/// Prints its one value as it arrived.
+const SHELL_PROBE: &str = r#"printf '%s' "$1""#;
+/// Every character POSIX quoting must carry and other shells read otherwise.
+const SHELL_PROBE_VALUE: &str = "a'b\\c\\\\d\\'e\"f$g`h!i *?[j]~{k,l}\n#m\\";
+
+/// Whether the probe's value came back as itself.
+fn login_shell_reads_posix_quotes(out: &[u8]) -> bool {
+    out == SHELL_PROBE_VALUE.as_bytes()
+}
+
 /// Exit status of [`command_line`] when `sudo -n` refuses the user.
 const EXIT_SUDO_REFUSED: i32 = 97;
 /// Exit status of [`command_line`] when there is no `sudo`.
@@ -905,6 +954,33 @@ mod tests {
         assert_eq!(fingerprint(b"foob"), "SHA256:Zm9vYg");
         assert_eq!(fingerprint(b"fooba"), "SHA256:Zm9vYmE");
         assert_eq!(fingerprint(&[0xff; 32]).len(), 7 + 43);
+    }
+
+    /// The probe passes through POSIX shells and catches the others: run as
+    /// sshd would, `SHELL -c LINE`.
+    #[test]
+    fn a_login_shell_that_is_not_posix_is_caught() {
+        let line = Script::new(SHELL_PROBE)
+            .arg(SHELL_PROBE_VALUE)
+            .command_line()
+            .unwrap();
+        let through = |shell: &str| {
+            std::process::Command::new(shell)
+                .arg("-c")
+                .arg(&line)
+                .output()
+                .ok()
+                .map(|o| login_shell_reads_posix_quotes(&o.stdout))
+        };
+        for posix in ["sh", "bash"] {
+            assert_eq!(through(posix), Some(true), "{posix}");
+        }
+        for other in ["fish", "tcsh"] {
+            match through(other) {
+                Some(ok) => assert!(!ok, "{other} read the probe as sh does"),
+                None => eprintln!("SKIPPED: `{other}` is not installed (tests/run.sh installs it)"),
+            }
+        }
     }
 
     #[test]
