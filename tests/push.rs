@@ -103,7 +103,7 @@ impl Hosts {
 
     /// An empty store and no image in Docker.
     fn reset(&self, i: usize) {
-        self.ssh_ok(i, &format!("rm -rf /var/lib/ferry/blobs /var/lib/ferry/tmp /var/lib/ferry/images; docker rmi -f {REFERENCE} >/dev/null 2>&1; true"));
+        self.ssh_ok(i, &format!("rm -rf /var/lib/ferry/blobs /var/lib/ferry/tmp /var/lib/ferry/images /var/lib/ferry/lock /var/lib/ferry/locks; docker rmi -f {REFERENCE} >/dev/null 2>&1; true"));
     }
 
     /// The fixture's FERRY_NET, as `up` wrote it in `env`: the script needs it to name the namespaces.
@@ -696,7 +696,7 @@ fn the_spark_image_goes_to_three_hosts_with_no_more_than_its_bytes_on_the_wire()
     };
     let h = Hosts::open(dir);
     for i in 0..3 {
-        h.ssh_ok(i, "rm -rf /var/lib/ferry/blobs /var/lib/ferry/tmp; docker rmi -f ferry/spark:3.5.3 >/dev/null 2>&1; true");
+        h.ssh_ok(i, "rm -rf /var/lib/ferry/blobs /var/lib/ferry/tmp /var/lib/ferry/lock /var/lib/ferry/locks; docker rmi -f ferry/spark:3.5.3 >/dev/null 2>&1; true");
     }
     let payload: u64 = std::fs::read_dir(spark.join("blobs/sha256"))
         .unwrap()

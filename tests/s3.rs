@@ -170,7 +170,7 @@ impl Env {
     }
 
     fn reset(&self, i: usize, reference: &str) {
-        self.ssh_ok(i, &format!("rm -rf /var/lib/ferry/blobs /var/lib/ferry/tmp /var/lib/ferry/images; docker rmi -f {reference} >/dev/null 2>&1; true"));
+        self.ssh_ok(i, &format!("rm -rf /var/lib/ferry/blobs /var/lib/ferry/tmp /var/lib/ferry/images /var/lib/ferry/lock /var/lib/ferry/locks; docker rmi -f {reference} >/dev/null 2>&1; true"));
     }
 
     /// A request another S3 client makes (curl's own SigV4), keys on its stdin.
