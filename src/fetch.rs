@@ -495,8 +495,12 @@ pub enum PipWant<'a> {
     Request(&'a str),
     /// At build time: the locked file. pip is given its sha256 with
     /// `--require-hashes` and checks it as the file arrives, before it
-    /// unpacks or builds anything (an sdist's code runs only once its bytes
-    /// are the locked ones).
+    /// unpacks or builds anything. pip then prepares an sdist's metadata; it
+    /// does so without build isolation, with the build machine's own build
+    /// backend (setuptools), since an isolated environment is filled from the
+    /// index with no hash check (pypa/pip#11974): nothing but the hashed file
+    /// is read from the index, and the sdist's own code runs only once its
+    /// bytes are the locked ones.
     Locked(&'a Artifact),
 }
 
@@ -527,19 +531,27 @@ pub fn pip_download(
     })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
+        let mut reason = err
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                l.starts_with("ERROR")
+                    || l.starts_with("error:")
+                    || l.starts_with("ModuleNotFoundError")
+                    || l.starts_with("Expected sha256")
+                    || l.starts_with("Got ")
+            })
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
+        if matches!(want, PipWant::Locked(_)) && is_sdist(want_file) && !reason.contains("sha256")
+        {
+            reason.push_str(" (a locked sdist's metadata is prepared with this machine's own build backend, never one from the index: install it, for setuptools `python3-setuptools` and `python3-wheel`)");
+        }
         return Err(FetchError::Tool {
             tool: "pip download".into(),
             what: req.to_string(),
-            reason: err
-                .lines()
-                .filter(|l| {
-                    l.starts_with("ERROR")
-                        || l.trim_start().starts_with("Expected sha256")
-                        || l.trim_start().starts_with("Got ")
-                })
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join(" "),
+            reason,
         });
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -581,9 +593,11 @@ fn pip_command(
         "-d",
     ]);
     cmd.arg(dir);
-    let sdist = want_file.is_some_and(|f| !f.ends_with(".whl"));
-    if sdist {
+    if is_sdist(want_file) {
         cmd.args(["--no-binary", ":all:"]);
+        if matches!(want, PipWant::Locked(_)) {
+            cmd.arg("--no-build-isolation");
+        }
     } else {
         cmd.args(["--only-binary", ":all:"]);
         for p in &src.platform {
@@ -606,6 +620,10 @@ fn pip_command(
         }
     }
     Ok(cmd)
+}
+
+fn is_sdist(want_file: Option<&str>) -> bool {
+    want_file.is_some_and(|f| !f.ends_with(".whl"))
 }
 
 fn write_stamp(file: &Path, stamp: &Path) -> Result<(), FetchError> {
