@@ -528,6 +528,7 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
         offline: opts.offline,
         mirror: opts.mirror,
         progress: &dl,
+        locked: &lock.artifacts,
     };
     let base = load_base(def, opts.cache)?;
     let all = lock.for_definition(def, &lock_path)?;

@@ -256,6 +256,8 @@ pub struct Sources<'a> {
     pub offline: bool,
     pub mirror: Option<&'a Path>,
     pub progress: Progress<'a>,
+    /// Every artifact of the lock: what a `.tar` bundle may put in the cache.
+    pub locked: &'a [Artifact],
 }
 
 impl Sources<'_> {
@@ -544,8 +546,7 @@ pub fn pip_download(
             .map(str::trim)
             .collect::<Vec<_>>()
             .join(" ");
-        if matches!(want, PipWant::Locked(_)) && is_sdist(want_file) && !reason.contains("sha256")
-        {
+        if matches!(want, PipWant::Locked(_)) && is_sdist(want_file) && !reason.contains("sha256") {
             reason.push_str(" (a locked sdist's metadata is prepared with this machine's own build backend, never one from the index: install it, for setuptools `python3-setuptools` and `python3-wheel`)");
         }
         return Err(FetchError::Tool {
@@ -725,5 +726,162 @@ mod tests {
         assert!(!p.exists());
         // a digest that is not one is never a path
         assert_eq!(cache.cached_download("../../etc/passwd", size), None);
+    }
+
+    fn url_artifact(size: u64, sha256: &str) -> Artifact {
+        Artifact {
+            kind: ArtifactKind::Url,
+            name: "x".into(),
+            version: String::new(),
+            arch: String::new(),
+            file: "x.tgz".into(),
+            size,
+            sha256: sha256.into(),
+        }
+    }
+
+    fn sources<'a>(
+        cache: &'a Cache,
+        mirror: Option<&'a Path>,
+        locked: &'a [Artifact],
+    ) -> Sources<'a> {
+        Sources {
+            cache,
+            offline: false,
+            mirror,
+            progress: &|_: &str, _: u64, _: Option<u64>| {},
+            locked,
+        }
+    }
+
+    #[test]
+    fn a_url_sending_more_than_its_locked_size_is_cut_off() {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // a server whose body has no end (it stops at 64 MiB only so that an
+        // unbounded reader still ends the test)
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut req = Vec::new();
+            let mut b = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap() == 1 {
+                req.push(b[0]);
+            }
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            let chunk = vec![b'z'; 1 << 16];
+            let mut sent = 0u64;
+            while sent < 64 << 20 && c.write_all(&chunk).is_ok() {
+                sent += chunk.len() as u64;
+            }
+            sent
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            root: dir.path().to_path_buf(),
+        };
+        let a = url_artifact(1000, &"ab".repeat(32));
+        let url = format!("http://127.0.0.1:{port}/endless.tgz");
+        let src = SourceSpec {
+            url: Some(url.clone()),
+            ..Default::default()
+        };
+        let locked = [a.clone()];
+        let err = sources(&cache, None, &locked)
+            .ensure(&a, &src)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&url) && err.contains("more than the 1000 bytes"),
+            "{err}"
+        );
+        let sent = server.join().unwrap();
+        assert!(sent < 64 << 20, "the whole endless body was read");
+    }
+
+    #[test]
+    fn a_bundle_folder_member_is_a_regular_file_of_its_locked_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            root: dir.path().join("cache"),
+        };
+        let mirror = dir.path().join("bundle");
+        std::fs::create_dir_all(mirror.join("sha256")).unwrap();
+        let good = b"locked bytes";
+        let hex = hex::encode(Sha256::digest(good));
+        let a = url_artifact(good.len() as u64, &hex);
+        let locked = [a.clone()];
+        let member = mirror.join("sha256").join(&hex);
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, good).unwrap();
+        // a link, even to the right bytes, is not a member
+        std::os::unix::fs::symlink(&elsewhere, &member).unwrap();
+        let err = sources(&cache, Some(&mirror), &locked)
+            .ensure(&a, &SourceSpec::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&member.display().to_string()), "{err}");
+        // nor is a link to an endless device
+        std::fs::remove_file(&member).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &member).unwrap();
+        let err = sources(&cache, Some(&mirror), &locked)
+            .ensure(&a, &SourceSpec::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&member.display().to_string()), "{err}");
+        // a longer file is read no further than its locked size and one byte
+        std::fs::remove_file(&member).unwrap();
+        std::fs::write(&member, [&good[..], b"and more"].concat()).unwrap();
+        let err = sources(&cache, Some(&mirror), &locked)
+            .ensure(&a, &SourceSpec::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than the 12 bytes"), "{err}");
+        // the honest file is taken
+        std::fs::write(&member, good).unwrap();
+        let p = sources(&cache, Some(&mirror), &locked)
+            .ensure(&a, &SourceSpec::default())
+            .unwrap();
+        assert_eq!(std::fs::read(p).unwrap(), good);
+    }
+
+    #[test]
+    fn a_bundle_tar_gives_only_locked_regular_members() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            root: dir.path().join("cache"),
+        };
+        let good = b"locked bytes";
+        let hex = hex::encode(Sha256::digest(good));
+        let other = b"bytes no lock names";
+        let other_hex = hex::encode(Sha256::digest(other));
+        let a = url_artifact(good.len() as u64, &hex);
+        let locked = [a.clone()];
+        let bundle = dir.path().join("bundle.tar");
+        let mut b = tar::Builder::new(File::create(&bundle).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(other.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, format!("sha256/{other_hex}"), &other[..])
+            .unwrap();
+        // a sparse member declares its size (here 1 MiB of holes, 60 GB as
+        // easily) in no bytes: it is never read
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_size(0);
+        h.set_mode(0o644);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.set_real_size(1 << 20);
+        gnu.sparse[0].set_offset(1 << 20);
+        gnu.sparse[0].set_length(0);
+        b.append_data(&mut h, format!("sha256/{hex}"), &[][..])
+            .unwrap();
+        b.into_inner().unwrap();
+        let got = sources(&cache, Some(&bundle), &locked).take_from_mirror(&bundle, &a);
+        assert!(matches!(got, Ok(None)), "{got:?}");
+        assert!(
+            !cache.download(&other_hex).exists(),
+            "a member no lock names was taken into the cache"
+        );
     }
 }
