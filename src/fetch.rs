@@ -32,6 +32,13 @@ pub enum FetchError {
         sha256: String,
         mirror: bool,
     },
+    #[error("`{what}` {} the {expected} bytes the lock records: the file changed upstream or in transit, or is not the locked one", match got { Some(n) => format!("ended after {n} of"), None => "holds more than".into() })]
+    Size {
+        what: String,
+        expected: u64,
+        /// What arrived when it was short; `None` when it was longer.
+        got: Option<u64>,
+    },
     #[error("cannot download `{url}`: {reason}")]
     Http { url: String, reason: String },
     #[error("`{tool}` failed for `{what}`: {reason}")]
@@ -132,14 +139,26 @@ impl Cache {
 /// Reports download progress: (what, bytes so far, total if known).
 pub type Progress<'a> = &'a (dyn Fn(&str, u64, Option<u64>) + Sync);
 
-/// Hashes a reader into a temp file in the cache; returns (temp path, sha256, size).
+/// What a stream must hold: exactly the locked size, named in errors as `what`.
+struct Expect<'a> {
+    size: u64,
+    what: &'a str,
+}
+
+/// Hashes a reader into a temp file in the cache; returns (temp path, sha256,
+/// size). With `expect`, no more than its size and one byte is ever read (an
+/// endless stream cannot fill the disk before the hash check), and any other
+/// length is an error.
 fn stream_to_temp(
     cache: &Cache,
     r: &mut dyn Read,
     label: &str,
     total: Option<u64>,
+    expect: Option<Expect>,
     progress: Progress,
 ) -> Result<(tempfile::TempPath, String, u64), FetchError> {
+    let total = expect.as_ref().map(|e| e.size).or(total);
+    let mut r = r.take(total.map_or(u64::MAX, |n| n.saturating_add(1)));
     let dir = cache.tmp()?;
     let tmp = tempfile::Builder::new()
         .prefix("dl-")
@@ -159,9 +178,16 @@ fn stream_to_temp(
         if k == 0 {
             break;
         }
+        n += k as u64;
+        if let Some(e) = expect.as_ref().filter(|e| n > e.size) {
+            return Err(FetchError::Size {
+                what: e.what.to_string(),
+                expected: e.size,
+                got: None,
+            });
+        }
         h.update(&buf[..k]);
         w.write_all(&buf[..k]).map_err(io_err(&path))?;
-        n += k as u64;
         if n - last >= 8 << 20 {
             progress(label, n, total);
             last = n;
@@ -171,6 +197,13 @@ fn stream_to_temp(
         path: path.to_path_buf(),
         source: e.into_error(),
     })?;
+    if let Some(e) = expect.filter(|e| n != e.size) {
+        return Err(FetchError::Size {
+            what: e.what.to_string(),
+            expected: e.size,
+            got: Some(n),
+        });
+    }
     file.sync_all().map_err(io_err(&path))?;
     progress(label, n, total);
     Ok((path, hex::encode(h.finalize()), n))
@@ -198,7 +231,7 @@ pub fn cache_reader(
     total: Option<u64>,
     progress: Progress,
 ) -> Result<(PathBuf, String, u64), FetchError> {
-    let (tmp, sha, size) = stream_to_temp(cache, r, label, total, progress)?;
+    let (tmp, sha, size) = stream_to_temp(cache, r, label, total, None, progress)?;
     let p = commit(cache, tmp, &sha)?;
     Ok((p, sha, size))
 }
@@ -296,7 +329,8 @@ impl Sources<'_> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let (tmp, sha, _) = stream_to_temp(self.cache, &mut f, &label, None, self.progress)?;
+            let (tmp, sha, _) =
+                stream_to_temp(self.cache, &mut f, &label, None, None, self.progress)?;
             match missing.iter().find(|a| a.sha256 == sha) {
                 Some(_) => {
                     commit(self.cache, tmp, &sha)?;
@@ -335,21 +369,30 @@ impl Sources<'_> {
         let (tmp, sha, _) = match a.kind {
             ArtifactKind::Url => {
                 let url = src.url.as_deref().unwrap_or_default();
-                let (mut r, len) = open_url(url)?;
-                stream_to_temp(self.cache, &mut r, &a.file, len, self.progress)?
+                let (mut r, _) = open_url(url)?;
+                let expect = Expect {
+                    size: a.size,
+                    what: url,
+                };
+                stream_to_temp(
+                    self.cache,
+                    &mut r,
+                    &a.file,
+                    None,
+                    Some(expect),
+                    self.progress,
+                )?
             }
             ArtifactKind::Deb => {
                 let (file, _guard) = apt_download(
                     self.cache,
                     &format!("{}:{}={}", a.name, a.arch, a.version).replace(":all=", "="),
                 )?;
-                let mut f = File::open(&file).map_err(io_err(&file))?;
-                stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?
+                self.stream_file(&file, a)?
             }
             ArtifactKind::Pypi => {
                 let file = pip_download(self.cache, PipWant::Locked(a), src, Some(&a.file))?;
-                let mut f = File::open(&file).map_err(io_err(&file))?;
-                stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?
+                self.stream_file(&file, a)?
             }
         };
         if sha != a.sha256 {
@@ -363,14 +406,35 @@ impl Sources<'_> {
         commit(self.cache, tmp, &sha)
     }
 
+    /// Hashes the regular file `p`, which must hold `a`'s locked size, into a temp file.
+    fn stream_file(
+        &self,
+        p: &Path,
+        a: &Artifact,
+    ) -> Result<(tempfile::TempPath, String, u64), FetchError> {
+        let mut f = crate::fsutil::open_regular(p).map_err(io_err(p))?;
+        let what = p.display().to_string();
+        let expect = Expect {
+            size: a.size,
+            what: &what,
+        };
+        stream_to_temp(
+            self.cache,
+            &mut f,
+            &a.file,
+            None,
+            Some(expect),
+            self.progress,
+        )
+    }
+
     fn take_from_mirror(&self, mirror: &Path, a: &Artifact) -> Result<Option<PathBuf>, FetchError> {
         if mirror.is_dir() {
             let p = mirror.join("sha256").join(&a.sha256);
-            let Ok(mut f) = File::open(&p) else {
+            if std::fs::symlink_metadata(&p).is_err() {
                 return Ok(None);
-            };
-            let (tmp, sha, _) =
-                stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?;
+            }
+            let (tmp, sha, _) = self.stream_file(&p, a)?;
             if sha != a.sha256 {
                 return Err(FetchError::Mismatch {
                     file: p.display().to_string(),
@@ -381,7 +445,9 @@ impl Sources<'_> {
             }
             return commit(self.cache, tmp, &sha).map(Some);
         }
-        // a .tar bundle: take every member into the cache once, verifying each
+        // a .tar bundle: take every locked member into the cache once,
+        // verifying each; what no lock names, or is not a plain regular
+        // member (a sparse one declares any size in no bytes), is never read
         let f = File::open(mirror).map_err(io_err(mirror))?;
         let mut ar = crate::inputs::archive::tar_reader(BufReader::new(f));
         let bad = |e: std::io::Error| FetchError::Io {
@@ -395,11 +461,29 @@ impl Sources<'_> {
                 continue;
             };
             // a member name becomes a cache path only as a digest
-            if !crate::grammar::is_hex64(hex) || self.cache.download(hex).exists() {
+            if !crate::grammar::is_hex64(hex)
+                || entry.header().entry_type() != tar::EntryType::Regular
+                || self.cache.download(hex).exists()
+            {
                 continue;
             }
+            let Some(locked) = self.locked.iter().find(|l| l.sha256 == hex) else {
+                continue;
+            };
             let expected = hex.to_string();
-            let (tmp, sha, _) = stream_to_temp(self.cache, &mut entry, &name, None, self.progress)?;
+            let what = format!("{}:{name}", mirror.display());
+            let expect = Expect {
+                size: locked.size,
+                what: &what,
+            };
+            let (tmp, sha, _) = stream_to_temp(
+                self.cache,
+                &mut entry,
+                &name,
+                None,
+                Some(expect),
+                self.progress,
+            )?;
             if sha != expected {
                 return Err(FetchError::Mismatch {
                     file: format!("{}:{name}", mirror.display()),
