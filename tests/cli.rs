@@ -1127,3 +1127,72 @@ fn a_build_never_fetches_or_runs_the_build_backend_an_sdist_names() {
         "the build backend the sdist names was fetched from the index and run: {err}"
     );
 }
+
+#[test]
+fn a_file_url_reads_only_under_the_definitions_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, "the build machine's private key\n").unwrap();
+    let images = tmp.path().join("image");
+    std::fs::create_dir_all(&images).unwrap();
+    // a link inside the folder to a file outside it is outside too
+    std::os::unix::fs::symlink(&secret, images.join("inside-link")).unwrap();
+    let def = images.join("image.toml");
+    let lock = images.join("image.lock");
+    for url in [
+        format!("file://{}", secret.display()),
+        format!("file://{}", images.join("inside-link").display()),
+        format!("file://{}/../secret", images.display()),
+    ] {
+        std::fs::write(
+            &def,
+            format!("name = \"x\"\ntag = \"1\"\n[[layer]]\nname = \"a\"\n[[layer.source]]\nurl = \"{url}\"\nunpack = false\ndest = \"/k\"\n"),
+        )
+        .unwrap();
+        let (code, err) = stderr_of(
+            ferry()
+                .arg("lock")
+                .arg(&def)
+                .arg("--cache")
+                .arg(tmp.path().join("cache")),
+        );
+        assert_eq!(code, 2, "{url}: {err}");
+        assert!(
+            err.contains(&url) && err.contains("image.toml") && err.contains("copy"),
+            "{url}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!lock.exists(), "{url}: the file was locked");
+        // nor does a lock that came with the definition make a build read it
+        let size = std::fs::metadata(&secret).unwrap().len();
+        std::fs::write(
+            &lock,
+            format!("version = 1\n[[artifact]]\nkind = \"url\"\nname = \"x\"\nfile = \"secret\"\nsize = {size}\nsha256 = \"{}\"\n", "ab".repeat(32)),
+        )
+        .unwrap();
+        let (code, err) = stderr_of(
+            ferry()
+                .arg("build")
+                .arg(&def)
+                .arg("--out")
+                .arg(tmp.path().join("out"))
+                .arg("--cache")
+                .arg(tmp.path().join("cache")),
+        );
+        assert_eq!(code, 2, "{url}: {err}");
+        assert!(err.contains(&url) && !err.contains("mismatch"), "{url}: {err}");
+        std::fs::remove_file(&lock).unwrap();
+    }
+    // a file under the folder is read as before
+    std::fs::write(images.join("ok.txt"), "fine\n").unwrap();
+    std::fs::write(
+        &def,
+        format!("name = \"x\"\ntag = \"1\"\n[[layer]]\nname = \"a\"\n[[layer.source]]\nurl = \"file://{}\"\nunpack = false\ndest = \"/k\"\n", images.join("ok.txt").display()),
+    )
+    .unwrap();
+    ok(ferry()
+        .arg("lock")
+        .arg(&def)
+        .arg("--cache")
+        .arg(tmp.path().join("cache")));
+}
