@@ -529,6 +529,7 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
         mirror: opts.mirror,
         progress: &dl,
         locked: &lock.artifacts,
+        definition: &def.path,
     };
     let base = load_base(def, opts.cache)?;
     let all = lock.for_definition(def, &lock_path)?;

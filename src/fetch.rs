@@ -39,6 +39,12 @@ pub enum FetchError {
         /// What arrived when it was short; `None` when it was longer.
         got: Option<u64>,
     },
+    #[error("`{}`: `url = \"{url}\"` names a file outside the definition's folder `{}` (links resolved): copy the file into that folder and name the copy", definition.display(), dir.display())]
+    OutsideFileUrl {
+        definition: PathBuf,
+        url: String,
+        dir: PathBuf,
+    },
     #[error("cannot download `{url}`: {reason}")]
     Http { url: String, reason: String },
     #[error("`{tool}` failed for `{what}`: {reason}")]
@@ -236,13 +242,28 @@ pub fn cache_reader(
     Ok((p, sha, size))
 }
 
-/// Opens a URL (http, https or file) as a reader with its length when known.
-pub fn open_url(url: &str) -> Result<(Box<dyn Read>, Option<u64>), FetchError> {
+/// Opens a URL (http, https or file) of the definition `definition` as a
+/// reader with its length when known. A `file://` URL may name only a regular
+/// file under the definition's own folder, links resolved: a definition that
+/// arrives in a pull request cannot have `/root/.ssh/id_rsa` hashed into its
+/// lock and its image.
+pub fn open_url(url: &str, definition: &Path) -> Result<(Box<dyn Read>, Option<u64>), FetchError> {
     if let Some(path) = url.strip_prefix("file://") {
-        let f = File::open(path).map_err(|e| FetchError::Http {
+        let cannot = |e: std::io::Error| FetchError::Http {
             url: url.to_string(),
             reason: e.to_string(),
-        })?;
+        };
+        let dir = crate::fsutil::parent_dir(definition);
+        let real = std::fs::canonicalize(path).map_err(cannot)?;
+        let root = std::fs::canonicalize(dir).map_err(io_err(dir))?;
+        if !real.starts_with(&root) {
+            return Err(FetchError::OutsideFileUrl {
+                definition: definition.to_path_buf(),
+                url: url.to_string(),
+                dir: root,
+            });
+        }
+        let f = crate::fsutil::open_regular(&real).map_err(cannot)?;
         let len = f.metadata().ok().map(|m| m.len());
         return Ok((Box::new(BufReader::new(f)), len));
     }
@@ -291,6 +312,8 @@ pub struct Sources<'a> {
     pub progress: Progress<'a>,
     /// Every artifact of the lock: what a `.tar` bundle may put in the cache.
     pub locked: &'a [Artifact],
+    /// The definition file, under whose folder `file://` URLs must lie.
+    pub definition: &'a Path,
 }
 
 impl Sources<'_> {
@@ -369,7 +392,7 @@ impl Sources<'_> {
         let (tmp, sha, _) = match a.kind {
             ArtifactKind::Url => {
                 let url = src.url.as_deref().unwrap_or_default();
-                let (mut r, _) = open_url(url)?;
+                let (mut r, _) = open_url(url, self.definition)?;
                 let expect = Expect {
                     size: a.size,
                     what: url,
@@ -835,6 +858,7 @@ mod tests {
             mirror,
             progress: &|_: &str, _: u64, _: Option<u64>| {},
             locked,
+            definition: Path::new("image.toml"),
         }
     }
 

@@ -1165,9 +1165,10 @@ fn a_file_url_reads_only_under_the_definitions_folder() {
         assert!(!lock.exists(), "{url}: the file was locked");
         // nor does a lock that came with the definition make a build read it
         let size = std::fs::metadata(&secret).unwrap().len();
+        let file = url.rsplit('/').next().unwrap();
         std::fs::write(
             &lock,
-            format!("version = 1\n[[artifact]]\nkind = \"url\"\nname = \"x\"\nfile = \"secret\"\nsize = {size}\nsha256 = \"{}\"\n", "ab".repeat(32)),
+            format!("version = 1\n[[artifact]]\nkind = \"url\"\nname = \"{file}\"\nfile = \"{file}\"\nsize = {size}\nsha256 = \"{}\"\n", "ab".repeat(32)),
         )
         .unwrap();
         let (code, err) = stderr_of(
@@ -1180,7 +1181,10 @@ fn a_file_url_reads_only_under_the_definitions_folder() {
                 .arg(tmp.path().join("cache")),
         );
         assert_eq!(code, 2, "{url}: {err}");
-        assert!(err.contains(&url) && !err.contains("mismatch"), "{url}: {err}");
+        assert!(
+            err.contains(&url) && !err.contains("mismatch"),
+            "{url}: {err}"
+        );
         std::fs::remove_file(&lock).unwrap();
     }
     // a file under the folder is read as before

@@ -26,6 +26,7 @@ pub fn run(a: VendorArgs) -> Result<ExitCode> {
         mirror: a.mirror.as_deref(),
         progress: &progress,
         locked: &lock.artifacts,
+        definition: &def.path,
     };
     let mut files = Vec::new();
     for layer in &def.spec.layers {
