@@ -625,4 +625,51 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_layout_files_are_regular_files_never_links_or_fifos() {
+        let dir = tempfile::tempdir().unwrap();
+        layout_with_linked_manifest(dir.path(), None);
+        let layout = dir.path().join("layout");
+        for e in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+            let p = e.unwrap().path();
+            let bytes = std::fs::read(&p).unwrap();
+            std::fs::remove_file(&p).unwrap();
+            std::fs::write(&p, bytes).unwrap();
+        }
+        assert!(open_layout(&layout).is_ok());
+        let copy = dir.path().join("oci-layout-copy");
+        std::fs::rename(layout.join("oci-layout"), &copy).unwrap();
+        std::os::unix::fs::symlink(&copy, layout.join("oci-layout")).unwrap();
+        let err = open_layout(&layout)
+            .err()
+            .expect("a linked oci-layout was read")
+            .to_string();
+        assert!(
+            err.contains("oci-layout") && err.contains("regular file"),
+            "{err}"
+        );
+        // a FIFO would block the reader forever: it must be refused at once
+        std::fs::remove_file(layout.join("oci-layout")).unwrap();
+        std::fs::rename(&copy, layout.join("oci-layout")).unwrap();
+        std::fs::remove_file(layout.join("index.json")).unwrap();
+        let fifo = layout.join("index.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_layout(&layout).err().map(|e| e.to_string()));
+        });
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("reading a layout whose index.json is a FIFO blocked")
+            .expect("a FIFO index.json was read");
+        assert!(
+            err.contains("index.json") && err.contains("regular file"),
+            "{err}"
+        );
+    }
 }
