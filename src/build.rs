@@ -968,8 +968,8 @@ fn skeleton_of(
     what: &str,
     limits: crate::inputs::Limits,
 ) -> Result<Skeleton> {
-    let _ = limits;
     let mut sk = Skeleton::default();
+    let mut path_bytes = 0usize;
     {
         let what = || what.to_string();
         let mut ar = crate::inputs::archive::tar_reader(r);
@@ -980,6 +980,17 @@ fn skeleton_of(
                 .trim_end_matches('/')
                 .to_string();
             let h = e.header();
+            let kept = matches!(
+                h.entry_type(),
+                tar::EntryType::Directory | tar::EntryType::Symlink
+            );
+            if kept && !sk.dirs.contains_key(&name) && !sk.symlinks.contains_key(&name) {
+                let len = name.len() + e.link_name_bytes().map_or(0, |t| t.len());
+                limits
+                    .check(sk.dirs.len() + sk.symlinks.len(), path_bytes, len)
+                    .map_err(|m| anyhow!("{}: entry `{name}`: {m}", what()))?;
+                path_bytes += len;
+            }
             match h.entry_type() {
                 tar::EntryType::Directory => {
                     sk.dirs.insert(

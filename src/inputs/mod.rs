@@ -380,16 +380,18 @@ impl Tree {
                         .get(parent)
                         .copied()
                         .unwrap_or((0o755, 0, 0));
-                    self.entries.insert(
+                    let mtime = self.created;
+                    self.put(
                         parent.to_string(),
                         Entry {
                             kind: Kind::Dir,
                             mode,
                             uid,
                             gid,
-                            mtime: self.created,
+                            mtime,
                         },
-                    );
+                        origin,
+                    )?;
                 }
             }
         }
@@ -443,7 +445,18 @@ impl Tree {
                 ));
             }
         }
-        self.entries.insert(resolved, entry);
+        self.put(resolved, entry, origin)
+    }
+
+    /// Sets the entry at `key`, counting a new key against the limits.
+    fn put(&mut self, key: String, entry: Entry, origin: &Origin) -> Result<(), InputError> {
+        if !self.entries.contains_key(&key) {
+            self.limits
+                .check(self.entries.len(), self.path_bytes, key.len())
+                .map_err(|m| InputError::refused(origin, m))?;
+            self.path_bytes += key.len();
+        }
+        self.entries.insert(key, entry);
         Ok(())
     }
 
