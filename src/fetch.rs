@@ -164,7 +164,11 @@ fn stream_to_temp(
     progress: Progress,
 ) -> Result<(tempfile::TempPath, String, u64), FetchError> {
     let total = expect.as_ref().map(|e| e.size).or(total);
-    let mut r = r.take(total.map_or(u64::MAX, |n| n.saturating_add(1)));
+    let mut r = r.take(
+        expect
+            .as_ref()
+            .map_or(u64::MAX, |e| e.size.saturating_add(1)),
+    );
     let dir = cache.tmp()?;
     let tmp = tempfile::Builder::new()
         .prefix("dl-")
