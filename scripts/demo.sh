@@ -35,6 +35,12 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "error: dockerd did not start: see /var/log/ferry-dockerd.log" >&2; exit 1; }
 fi
+# a locked sdist (pyspark) is prepared with this machine's own setuptools, never one from the index
+if ! python3 -c 'import setuptools, wheel' 2>/dev/null; then
+  echo "== installing python3-setuptools python3-wheel"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-setuptools python3-wheel >/dev/null
+fi
 
 echo "== building ferry"
 cargo build --release --quiet

@@ -528,6 +528,8 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
         offline: opts.offline,
         mirror: opts.mirror,
         progress: &dl,
+        locked: &lock.artifacts,
+        definition: &def.path,
     };
     let base = load_base(def, opts.cache)?;
     let all = lock.for_definition(def, &lock_path)?;
@@ -950,10 +952,27 @@ fn base_layer_skeleton(
     }
     let r = oci::open_layer(blob, media_type)?;
     let mut counted = CountingReader { inner: r, n: 0 };
+    let what = format!("base layer `{}`", blob.display());
+    let sk = skeleton_of(&mut counted, &what, crate::inputs::Limits::DEFAULT)?;
+    std::io::copy(&mut counted, &mut std::io::sink())
+        .with_context(|| format!("base layer `{}`", blob.display()))?;
+    let v = (counted.n, sk);
+    crate::fsutil::write_atomic(&rec_path, &serde_json::to_vec(&v)?)?;
+    Ok(v)
+}
+
+/// Reads the folders and symlinks of the layer tar `r` (`what` in errors),
+/// holding no more of them than `limits` allows.
+fn skeleton_of(
+    r: &mut dyn std::io::Read,
+    what: &str,
+    limits: crate::inputs::Limits,
+) -> Result<Skeleton> {
     let mut sk = Skeleton::default();
+    let mut path_bytes = 0usize;
     {
-        let what = || format!("base layer `{}`", blob.display());
-        let mut ar = crate::inputs::archive::tar_reader(&mut counted);
+        let what = || what.to_string();
+        let mut ar = crate::inputs::archive::tar_reader(r);
         for e in ar.entries().with_context(what)? {
             let e = e.with_context(what)?;
             let name = String::from_utf8_lossy(&e.path_bytes())
@@ -961,6 +980,17 @@ fn base_layer_skeleton(
                 .trim_end_matches('/')
                 .to_string();
             let h = e.header();
+            let kept = matches!(
+                h.entry_type(),
+                tar::EntryType::Directory | tar::EntryType::Symlink
+            );
+            if kept && !sk.dirs.contains_key(&name) && !sk.symlinks.contains_key(&name) {
+                let len = name.len() + e.link_name_bytes().map_or(0, |t| t.len());
+                limits
+                    .check(sk.dirs.len() + sk.symlinks.len(), path_bytes, len)
+                    .map_err(|m| anyhow!("{}: entry `{name}`: {m}", what()))?;
+                path_bytes += len;
+            }
             match h.entry_type() {
                 tar::EntryType::Directory => {
                     sk.dirs.insert(
@@ -989,11 +1019,7 @@ fn base_layer_skeleton(
             }
         }
     }
-    std::io::copy(&mut counted, &mut std::io::sink())
-        .with_context(|| format!("base layer `{}`", blob.display()))?;
-    let v = (counted.n, sk);
-    crate::fsutil::write_atomic(&rec_path, &serde_json::to_vec(&v)?)?;
-    Ok(v)
+    Ok(sk)
 }
 
 struct CountingReader<R> {
@@ -1133,6 +1159,37 @@ mod tests {
             b.append(&h, *data).unwrap();
         }
         b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_base_skeleton_holds_no_more_entries_than_its_limits() {
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..11 {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            h.set_mode(0o755);
+            h.set_path(format!("d{i}/")).unwrap();
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        let small = crate::inputs::Limits {
+            entries: 10,
+            path_bytes: 1 << 20,
+        };
+        let err = skeleton_of(&mut &bytes[..], "base layer `x.tar`", small)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("x.tar") && err.contains("10 entries"), "{err}");
+        let small = crate::inputs::Limits {
+            entries: 1000,
+            path_bytes: 20,
+        };
+        let err = skeleton_of(&mut &bytes[..], "base layer `x.tar`", small)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("x.tar") && err.contains("20 bytes"), "{err}");
     }
 
     #[test]

@@ -32,6 +32,19 @@ pub enum FetchError {
         sha256: String,
         mirror: bool,
     },
+    #[error("`{what}` {} the {expected} bytes the lock records: the file changed upstream or in transit, or is not the locked one", match got { Some(n) => format!("ended after {n} of"), None => "holds more than".into() })]
+    Size {
+        what: String,
+        expected: u64,
+        /// What arrived when it was short; `None` when it was longer.
+        got: Option<u64>,
+    },
+    #[error("`{}`: `url = \"{url}\"` names a file outside the definition's folder `{}` (links resolved): copy the file into that folder and name the copy", definition.display(), dir.display())]
+    OutsideFileUrl {
+        definition: PathBuf,
+        url: String,
+        dir: PathBuf,
+    },
     #[error("cannot download `{url}`: {reason}")]
     Http { url: String, reason: String },
     #[error("`{tool}` failed for `{what}`: {reason}")]
@@ -132,14 +145,30 @@ impl Cache {
 /// Reports download progress: (what, bytes so far, total if known).
 pub type Progress<'a> = &'a (dyn Fn(&str, u64, Option<u64>) + Sync);
 
-/// Hashes a reader into a temp file in the cache; returns (temp path, sha256, size).
+/// What a stream must hold: exactly the locked size, named in errors as `what`.
+struct Expect<'a> {
+    size: u64,
+    what: &'a str,
+}
+
+/// Hashes a reader into a temp file in the cache; returns (temp path, sha256,
+/// size). With `expect`, no more than its size and one byte is ever read (an
+/// endless stream cannot fill the disk before the hash check), and any other
+/// length is an error.
 fn stream_to_temp(
     cache: &Cache,
     r: &mut dyn Read,
     label: &str,
     total: Option<u64>,
+    expect: Option<Expect>,
     progress: Progress,
 ) -> Result<(tempfile::TempPath, String, u64), FetchError> {
+    let total = expect.as_ref().map(|e| e.size).or(total);
+    let mut r = r.take(
+        expect
+            .as_ref()
+            .map_or(u64::MAX, |e| e.size.saturating_add(1)),
+    );
     let dir = cache.tmp()?;
     let tmp = tempfile::Builder::new()
         .prefix("dl-")
@@ -159,9 +188,16 @@ fn stream_to_temp(
         if k == 0 {
             break;
         }
+        n += k as u64;
+        if let Some(e) = expect.as_ref().filter(|e| n > e.size) {
+            return Err(FetchError::Size {
+                what: e.what.to_string(),
+                expected: e.size,
+                got: None,
+            });
+        }
         h.update(&buf[..k]);
         w.write_all(&buf[..k]).map_err(io_err(&path))?;
-        n += k as u64;
         if n - last >= 8 << 20 {
             progress(label, n, total);
             last = n;
@@ -171,6 +207,13 @@ fn stream_to_temp(
         path: path.to_path_buf(),
         source: e.into_error(),
     })?;
+    if let Some(e) = expect.filter(|e| n != e.size) {
+        return Err(FetchError::Size {
+            what: e.what.to_string(),
+            expected: e.size,
+            got: Some(n),
+        });
+    }
     file.sync_all().map_err(io_err(&path))?;
     progress(label, n, total);
     Ok((path, hex::encode(h.finalize()), n))
@@ -198,18 +241,33 @@ pub fn cache_reader(
     total: Option<u64>,
     progress: Progress,
 ) -> Result<(PathBuf, String, u64), FetchError> {
-    let (tmp, sha, size) = stream_to_temp(cache, r, label, total, progress)?;
+    let (tmp, sha, size) = stream_to_temp(cache, r, label, total, None, progress)?;
     let p = commit(cache, tmp, &sha)?;
     Ok((p, sha, size))
 }
 
-/// Opens a URL (http, https or file) as a reader with its length when known.
-pub fn open_url(url: &str) -> Result<(Box<dyn Read>, Option<u64>), FetchError> {
+/// Opens a URL (http, https or file) of the definition `definition` as a
+/// reader with its length when known. A `file://` URL may name only a regular
+/// file under the definition's own folder, links resolved: a definition that
+/// arrives in a pull request cannot have `/root/.ssh/id_rsa` hashed into its
+/// lock and its image.
+pub fn open_url(url: &str, definition: &Path) -> Result<(Box<dyn Read>, Option<u64>), FetchError> {
     if let Some(path) = url.strip_prefix("file://") {
-        let f = File::open(path).map_err(|e| FetchError::Http {
+        let cannot = |e: std::io::Error| FetchError::Http {
             url: url.to_string(),
             reason: e.to_string(),
-        })?;
+        };
+        let dir = crate::fsutil::parent_dir(definition);
+        let real = std::fs::canonicalize(path).map_err(cannot)?;
+        let root = std::fs::canonicalize(dir).map_err(io_err(dir))?;
+        if !real.starts_with(&root) {
+            return Err(FetchError::OutsideFileUrl {
+                definition: definition.to_path_buf(),
+                url: url.to_string(),
+                dir: root,
+            });
+        }
+        let f = crate::fsutil::open_regular(&real).map_err(cannot)?;
         let len = f.metadata().ok().map(|m| m.len());
         return Ok((Box::new(BufReader::new(f)), len));
     }
@@ -256,6 +314,10 @@ pub struct Sources<'a> {
     pub offline: bool,
     pub mirror: Option<&'a Path>,
     pub progress: Progress<'a>,
+    /// Every artifact of the lock: what a `.tar` bundle may put in the cache.
+    pub locked: &'a [Artifact],
+    /// The definition file, under whose folder `file://` URLs must lie.
+    pub definition: &'a Path,
 }
 
 impl Sources<'_> {
@@ -294,7 +356,8 @@ impl Sources<'_> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let (tmp, sha, _) = stream_to_temp(self.cache, &mut f, &label, None, self.progress)?;
+            let (tmp, sha, _) =
+                stream_to_temp(self.cache, &mut f, &label, None, None, self.progress)?;
             match missing.iter().find(|a| a.sha256 == sha) {
                 Some(_) => {
                     commit(self.cache, tmp, &sha)?;
@@ -333,21 +396,30 @@ impl Sources<'_> {
         let (tmp, sha, _) = match a.kind {
             ArtifactKind::Url => {
                 let url = src.url.as_deref().unwrap_or_default();
-                let (mut r, len) = open_url(url)?;
-                stream_to_temp(self.cache, &mut r, &a.file, len, self.progress)?
+                let (mut r, _) = open_url(url, self.definition)?;
+                let expect = Expect {
+                    size: a.size,
+                    what: url,
+                };
+                stream_to_temp(
+                    self.cache,
+                    &mut r,
+                    &a.file,
+                    None,
+                    Some(expect),
+                    self.progress,
+                )?
             }
             ArtifactKind::Deb => {
                 let (file, _guard) = apt_download(
                     self.cache,
                     &format!("{}:{}={}", a.name, a.arch, a.version).replace(":all=", "="),
                 )?;
-                let mut f = File::open(&file).map_err(io_err(&file))?;
-                stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?
+                self.stream_file(&file, a)?
             }
             ArtifactKind::Pypi => {
                 let file = pip_download(self.cache, PipWant::Locked(a), src, Some(&a.file))?;
-                let mut f = File::open(&file).map_err(io_err(&file))?;
-                stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?
+                self.stream_file(&file, a)?
             }
         };
         if sha != a.sha256 {
@@ -361,14 +433,35 @@ impl Sources<'_> {
         commit(self.cache, tmp, &sha)
     }
 
+    /// Hashes the regular file `p`, which must hold `a`'s locked size, into a temp file.
+    fn stream_file(
+        &self,
+        p: &Path,
+        a: &Artifact,
+    ) -> Result<(tempfile::TempPath, String, u64), FetchError> {
+        let mut f = crate::fsutil::open_regular(p).map_err(io_err(p))?;
+        let what = p.display().to_string();
+        let expect = Expect {
+            size: a.size,
+            what: &what,
+        };
+        stream_to_temp(
+            self.cache,
+            &mut f,
+            &a.file,
+            None,
+            Some(expect),
+            self.progress,
+        )
+    }
+
     fn take_from_mirror(&self, mirror: &Path, a: &Artifact) -> Result<Option<PathBuf>, FetchError> {
         if mirror.is_dir() {
             let p = mirror.join("sha256").join(&a.sha256);
-            let Ok(mut f) = File::open(&p) else {
+            if std::fs::symlink_metadata(&p).is_err() {
                 return Ok(None);
-            };
-            let (tmp, sha, _) =
-                stream_to_temp(self.cache, &mut f, &a.file, Some(a.size), self.progress)?;
+            }
+            let (tmp, sha, _) = self.stream_file(&p, a)?;
             if sha != a.sha256 {
                 return Err(FetchError::Mismatch {
                     file: p.display().to_string(),
@@ -379,7 +472,9 @@ impl Sources<'_> {
             }
             return commit(self.cache, tmp, &sha).map(Some);
         }
-        // a .tar bundle: take every member into the cache once, verifying each
+        // a .tar bundle: take every locked member into the cache once,
+        // verifying each; what no lock names, or is not a plain regular
+        // member (a sparse one declares any size in no bytes), is never read
         let f = File::open(mirror).map_err(io_err(mirror))?;
         let mut ar = crate::inputs::archive::tar_reader(BufReader::new(f));
         let bad = |e: std::io::Error| FetchError::Io {
@@ -393,11 +488,29 @@ impl Sources<'_> {
                 continue;
             };
             // a member name becomes a cache path only as a digest
-            if !crate::grammar::is_hex64(hex) || self.cache.download(hex).exists() {
+            if !crate::grammar::is_hex64(hex)
+                || entry.header().entry_type() != tar::EntryType::Regular
+                || self.cache.download(hex).exists()
+            {
                 continue;
             }
+            let Some(locked) = self.locked.iter().find(|l| l.sha256 == hex) else {
+                continue;
+            };
             let expected = hex.to_string();
-            let (tmp, sha, _) = stream_to_temp(self.cache, &mut entry, &name, None, self.progress)?;
+            let what = format!("{}:{name}", mirror.display());
+            let expect = Expect {
+                size: locked.size,
+                what: &what,
+            };
+            let (tmp, sha, _) = stream_to_temp(
+                self.cache,
+                &mut entry,
+                &name,
+                None,
+                Some(expect),
+                self.progress,
+            )?;
             if sha != expected {
                 return Err(FetchError::Mismatch {
                     file: format!("{}:{name}", mirror.display()),
@@ -495,8 +608,12 @@ pub enum PipWant<'a> {
     Request(&'a str),
     /// At build time: the locked file. pip is given its sha256 with
     /// `--require-hashes` and checks it as the file arrives, before it
-    /// unpacks or builds anything (an sdist's code runs only once its bytes
-    /// are the locked ones).
+    /// unpacks or builds anything. pip then prepares an sdist's metadata; it
+    /// does so without build isolation, with the build machine's own build
+    /// backend (setuptools), since an isolated environment is filled from the
+    /// index with no hash check (pypa/pip#11974): nothing but the hashed file
+    /// is read from the index, and the sdist's own code runs only once its
+    /// bytes are the locked ones.
     Locked(&'a Artifact),
 }
 
@@ -527,19 +644,26 @@ pub fn pip_download(
     })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
+        let mut reason = err
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                l.starts_with("ERROR")
+                    || l.starts_with("error:")
+                    || l.starts_with("ModuleNotFoundError")
+                    || l.starts_with("Expected sha256")
+                    || l.starts_with("Got ")
+            })
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
+        if matches!(want, PipWant::Locked(_)) && is_sdist(want_file) && !reason.contains("sha256") {
+            reason.push_str(" (a locked sdist's metadata is prepared with this machine's own build backend, never one from the index: install it, for setuptools `python3-setuptools` and `python3-wheel`)");
+        }
         return Err(FetchError::Tool {
             tool: "pip download".into(),
             what: req.to_string(),
-            reason: err
-                .lines()
-                .filter(|l| {
-                    l.starts_with("ERROR")
-                        || l.trim_start().starts_with("Expected sha256")
-                        || l.trim_start().starts_with("Got ")
-                })
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join(" "),
+            reason,
         });
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -581,9 +705,11 @@ fn pip_command(
         "-d",
     ]);
     cmd.arg(dir);
-    let sdist = want_file.is_some_and(|f| !f.ends_with(".whl"));
-    if sdist {
+    if is_sdist(want_file) {
         cmd.args(["--no-binary", ":all:"]);
+        if matches!(want, PipWant::Locked(_)) {
+            cmd.arg("--no-build-isolation");
+        }
     } else {
         cmd.args(["--only-binary", ":all:"]);
         for p in &src.platform {
@@ -606,6 +732,10 @@ fn pip_command(
         }
     }
     Ok(cmd)
+}
+
+fn is_sdist(want_file: Option<&str>) -> bool {
+    want_file.is_some_and(|f| !f.ends_with(".whl"))
 }
 
 fn write_stamp(file: &Path, stamp: &Path) -> Result<(), FetchError> {
@@ -707,5 +837,163 @@ mod tests {
         assert!(!p.exists());
         // a digest that is not one is never a path
         assert_eq!(cache.cached_download("../../etc/passwd", size), None);
+    }
+
+    fn url_artifact(size: u64, sha256: &str) -> Artifact {
+        Artifact {
+            kind: ArtifactKind::Url,
+            name: "x".into(),
+            version: String::new(),
+            arch: String::new(),
+            file: "x.tgz".into(),
+            size,
+            sha256: sha256.into(),
+        }
+    }
+
+    fn sources<'a>(
+        cache: &'a Cache,
+        mirror: Option<&'a Path>,
+        locked: &'a [Artifact],
+    ) -> Sources<'a> {
+        Sources {
+            cache,
+            offline: false,
+            mirror,
+            progress: &|_: &str, _: u64, _: Option<u64>| {},
+            locked,
+            definition: Path::new("image.toml"),
+        }
+    }
+
+    #[test]
+    fn a_url_sending_more_than_its_locked_size_is_cut_off() {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // a server whose body has no end (it stops at 64 MiB only so that an
+        // unbounded reader still ends the test)
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut req = Vec::new();
+            let mut b = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap() == 1 {
+                req.push(b[0]);
+            }
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            let chunk = vec![b'z'; 1 << 16];
+            let mut sent = 0u64;
+            while sent < 64 << 20 && c.write_all(&chunk).is_ok() {
+                sent += chunk.len() as u64;
+            }
+            sent
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            root: dir.path().to_path_buf(),
+        };
+        let a = url_artifact(1000, &"ab".repeat(32));
+        let url = format!("http://127.0.0.1:{port}/endless.tgz");
+        let src = SourceSpec {
+            url: Some(url.clone()),
+            ..Default::default()
+        };
+        let locked = [a.clone()];
+        let err = sources(&cache, None, &locked)
+            .ensure(&a, &src)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&url) && err.contains("more than the 1000 bytes"),
+            "{err}"
+        );
+        let sent = server.join().unwrap();
+        assert!(sent < 64 << 20, "the whole endless body was read");
+    }
+
+    #[test]
+    fn a_bundle_folder_member_is_a_regular_file_of_its_locked_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            root: dir.path().join("cache"),
+        };
+        let mirror = dir.path().join("bundle");
+        std::fs::create_dir_all(mirror.join("sha256")).unwrap();
+        let good = b"locked bytes";
+        let hex = hex::encode(Sha256::digest(good));
+        let a = url_artifact(good.len() as u64, &hex);
+        let locked = [a.clone()];
+        let member = mirror.join("sha256").join(&hex);
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, good).unwrap();
+        // a link, even to the right bytes, is not a member
+        std::os::unix::fs::symlink(&elsewhere, &member).unwrap();
+        let err = sources(&cache, Some(&mirror), &locked)
+            .ensure(&a, &SourceSpec::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&member.display().to_string()), "{err}");
+        // nor is a link to an endless device
+        std::fs::remove_file(&member).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &member).unwrap();
+        let err = sources(&cache, Some(&mirror), &locked)
+            .ensure(&a, &SourceSpec::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&member.display().to_string()), "{err}");
+        // a longer file is read no further than its locked size and one byte
+        std::fs::remove_file(&member).unwrap();
+        std::fs::write(&member, [&good[..], b"and more"].concat()).unwrap();
+        let err = sources(&cache, Some(&mirror), &locked)
+            .ensure(&a, &SourceSpec::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than the 12 bytes"), "{err}");
+        // the honest file is taken
+        std::fs::write(&member, good).unwrap();
+        let p = sources(&cache, Some(&mirror), &locked)
+            .ensure(&a, &SourceSpec::default())
+            .unwrap();
+        assert_eq!(std::fs::read(p).unwrap(), good);
+    }
+
+    #[test]
+    fn a_bundle_tar_gives_only_locked_regular_members() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            root: dir.path().join("cache"),
+        };
+        let good = b"locked bytes";
+        let hex = hex::encode(Sha256::digest(good));
+        let other = b"bytes no lock names";
+        let other_hex = hex::encode(Sha256::digest(other));
+        let a = url_artifact(good.len() as u64, &hex);
+        let locked = [a.clone()];
+        let bundle = dir.path().join("bundle.tar");
+        let mut b = tar::Builder::new(File::create(&bundle).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(other.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, format!("sha256/{other_hex}"), &other[..])
+            .unwrap();
+        // a sparse member declares its size (here 1 MiB of holes, 60 GB as
+        // easily) in no bytes: it is never read
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_size(0);
+        h.set_mode(0o644);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.set_real_size(1 << 20);
+        gnu.sparse[0].set_offset(1 << 20);
+        gnu.sparse[0].set_length(0);
+        b.append_data(&mut h, format!("sha256/{hex}"), &[][..])
+            .unwrap();
+        b.into_inner().unwrap();
+        let got = sources(&cache, Some(&bundle), &locked).take_from_mirror(&bundle, &a);
+        assert!(matches!(got, Ok(None)), "{got:?}");
+        assert!(
+            !cache.download(&other_hex).exists(),
+            "a member no lock names was taken into the cache"
+        );
     }
 }

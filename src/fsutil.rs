@@ -36,6 +36,33 @@ pub fn readable(path: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
 }
 
+/// Opens `path` for reading only if it is a regular file, never following a
+/// link and never waiting on a FIFO (`O_NOFOLLOW | O_NONBLOCK`, then `fstat`):
+/// a link to `/dev/zero`, a device or a pipe is refused, not read.
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let not_regular = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "is not a regular file (a link, device, FIFO or folder is refused)",
+        )
+    };
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP => not_regular(),
+        e => std::io::Error::from(e),
+    })?;
+    let f = File::from(fd);
+    if !f.metadata()?.file_type().is_file() {
+        return Err(not_regular());
+    }
+    Ok(f)
+}
+
 /// Best effort: makes a rename durable.
 pub fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {

@@ -337,8 +337,10 @@ impl LayoutImage {
     }
 }
 
+/// Reads a layout's own JSON file (`oci-layout`, `index.json`), opened as
+/// [`open_blob`] opens a blob, and no more than `limit` bytes of it.
 fn read_json(path: &Path, limit: u64) -> Result<Value, OciError> {
-    let f = File::open(path).map_err(io_err(path))?;
+    let f = open_regular(path, "a layout file")?;
     let mut bytes = Vec::new();
     f.take(limit)
         .read_to_end(&mut bytes)
@@ -356,20 +358,27 @@ pub const MAX_JSON_BLOB: u64 = 16 << 20;
 /// that is a symlink (to `/dev/zero`, or to a file elsewhere on the build
 /// machine), a device or a folder is not image content.
 pub fn open_blob(p: &Path) -> Result<File, OciError> {
-    let not_regular = || OciError::Invalid {
-        path: p.to_path_buf(),
-        message: "is not a regular file (a blob may not be a symlink, device or folder)".into(),
-    };
-    let m = std::fs::symlink_metadata(p).map_err(io_err(p))?;
-    if !m.file_type().is_file() {
-        return Err(not_regular());
-    }
-    let f = File::open(p).map_err(io_err(p))?;
-    // the name may have been swapped for a link between the two looks
-    if !f.metadata().map_err(io_err(p))?.file_type().is_file() {
-        return Err(not_regular());
-    }
-    Ok(f)
+    open_regular(p, "a blob")
+}
+
+/// Opens `p` without following a link or waiting on a FIFO, and only if it
+/// is a regular file; `what` names it in the refusal.
+fn open_regular(p: &Path, what: &str) -> Result<File, OciError> {
+    crate::fsutil::open_regular(p).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidInput && e.get_ref().is_some() {
+            OciError::Invalid {
+                path: p.to_path_buf(),
+                message: format!(
+                    "is not a regular file ({what} may not be a symlink, device, FIFO or folder)"
+                ),
+            }
+        } else {
+            OciError::Io {
+                path: p.to_path_buf(),
+                source: e,
+            }
+        }
+    })
 }
 
 /// Reads and checks a small JSON blob against its descriptor: its size is
@@ -624,5 +633,52 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn the_layout_files_are_regular_files_never_links_or_fifos() {
+        let dir = tempfile::tempdir().unwrap();
+        layout_with_linked_manifest(dir.path(), None);
+        let layout = dir.path().join("layout");
+        for e in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+            let p = e.unwrap().path();
+            let bytes = std::fs::read(&p).unwrap();
+            std::fs::remove_file(&p).unwrap();
+            std::fs::write(&p, bytes).unwrap();
+        }
+        assert!(open_layout(&layout).is_ok());
+        let copy = dir.path().join("oci-layout-copy");
+        std::fs::rename(layout.join("oci-layout"), &copy).unwrap();
+        std::os::unix::fs::symlink(&copy, layout.join("oci-layout")).unwrap();
+        let err = match open_layout(&layout) {
+            Ok(_) => panic!("a linked oci-layout was read"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("oci-layout") && err.contains("regular file"),
+            "{err}"
+        );
+        // a FIFO would block the reader forever: it must be refused at once
+        std::fs::remove_file(layout.join("oci-layout")).unwrap();
+        std::fs::rename(&copy, layout.join("oci-layout")).unwrap();
+        std::fs::remove_file(layout.join("index.json")).unwrap();
+        let fifo = layout.join("index.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_layout(&layout).err().map(|e| e.to_string()));
+        });
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("reading a layout whose index.json is a FIFO blocked")
+            .expect("a FIFO index.json was read");
+        assert!(
+            err.contains("index.json") && err.contains("regular file"),
+            "{err}"
+        );
     }
 }

@@ -1039,3 +1039,164 @@ fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+#[test]
+fn a_build_never_fetches_or_runs_the_build_backend_an_sdist_names() {
+    if !require("python3 -m pip", has("python3", "-mpip")) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("marker");
+    let links = tmp.path().join("links");
+    std::fs::create_dir_all(&links).unwrap();
+    // the index serves a build backend (an sdist, as `--no-binary :all:`
+    // asks for, that builds itself) whose code writes the marker...
+    let backend = tmp.path().join("evilbackend-1.0");
+    std::fs::create_dir_all(&backend).unwrap();
+    std::fs::write(
+        backend.join("evilbackend.py"),
+        "import os\nopen(os.environ['EVIL_MARKER'], 'w').write('ran')\n",
+    )
+    .unwrap();
+    std::fs::write(
+        backend.join("pyproject.toml"),
+        "[build-system]\nrequires = []\nbuild-backend = \"evilbackend\"\nbackend-path = [\".\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        backend.join("PKG-INFO"),
+        "Metadata-Version: 2.1\nName: evilbackend\nVersion: 1.0\n",
+    )
+    .unwrap();
+    ok(Command::new("tar")
+        .arg("-czf")
+        .arg(links.join("evilbackend-1.0.tar.gz"))
+        .arg("-C")
+        .arg(tmp.path())
+        .arg("evilbackend-1.0"));
+    // ...and the locked sdist (its hash is right) names that backend
+    let pkg = tmp.path().join("goodpkg-1.0");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("pyproject.toml"),
+        "[build-system]\nrequires = [\"evilbackend\"]\nbuild-backend = \"evilbackend\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pkg.join("PKG-INFO"),
+        "Metadata-Version: 2.1\nName: goodpkg\nVersion: 1.0\n",
+    )
+    .unwrap();
+    let sdist = links.join("goodpkg-1.0.tar.gz");
+    ok(Command::new("tar")
+        .arg("-czf")
+        .arg(&sdist)
+        .arg("-C")
+        .arg(tmp.path())
+        .arg("goodpkg-1.0"));
+    let bytes = std::fs::read(&sdist).unwrap();
+    let def = tmp.path().join("image.toml");
+    std::fs::write(
+        &def,
+        "name = \"good\"\ntag = \"1\"\n[[layer]]\nname = \"py\"\n[[layer.source]]\npypi = [\"goodpkg==1.0\"]\nsite_packages = \"/site\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("image.lock"),
+        format!(
+            "version = 1\n[[artifact]]\nkind = \"pypi\"\nname = \"goodpkg\"\nversion = \"1.0\"\nfile = \"goodpkg-1.0.tar.gz\"\nsize = {}\nsha256 = \"{}\"\n",
+            bytes.len(),
+            hex_sha256(&bytes)
+        ),
+    )
+    .unwrap();
+    let (_, err) = stderr_of(
+        ferry()
+            .arg("build")
+            .arg(&def)
+            .arg("--out")
+            .arg(tmp.path().join("out"))
+            .arg("--cache")
+            .arg(tmp.path().join("cache"))
+            .env("PIP_NO_INDEX", "1")
+            .env("PIP_FIND_LINKS", &links)
+            .env("EVIL_MARKER", &marker),
+    );
+    assert!(
+        !marker.exists(),
+        "the build backend the sdist names was fetched from the index and run: {err}"
+    );
+}
+
+#[test]
+fn a_file_url_reads_only_under_the_definitions_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, "the build machine's private key\n").unwrap();
+    let images = tmp.path().join("image");
+    std::fs::create_dir_all(&images).unwrap();
+    // a link inside the folder to a file outside it is outside too
+    std::os::unix::fs::symlink(&secret, images.join("inside-link")).unwrap();
+    let def = images.join("image.toml");
+    let lock = images.join("image.lock");
+    for url in [
+        format!("file://{}", secret.display()),
+        format!("file://{}", images.join("inside-link").display()),
+        format!("file://{}/../secret", images.display()),
+    ] {
+        std::fs::write(
+            &def,
+            format!("name = \"x\"\ntag = \"1\"\n[[layer]]\nname = \"a\"\n[[layer.source]]\nurl = \"{url}\"\nunpack = false\ndest = \"/k\"\n"),
+        )
+        .unwrap();
+        let (code, err) = stderr_of(
+            ferry()
+                .arg("lock")
+                .arg(&def)
+                .arg("--cache")
+                .arg(tmp.path().join("cache")),
+        );
+        assert_eq!(code, 2, "{url}: {err}");
+        assert!(
+            err.contains(&url) && err.contains("image.toml") && err.contains("copy"),
+            "{url}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!lock.exists(), "{url}: the file was locked");
+        // nor does a lock that came with the definition make a build read it
+        let size = std::fs::metadata(&secret).unwrap().len();
+        let file = url.rsplit('/').next().unwrap();
+        std::fs::write(
+            &lock,
+            format!("version = 1\n[[artifact]]\nkind = \"url\"\nname = \"{file}\"\nfile = \"{file}\"\nsize = {size}\nsha256 = \"{}\"\n", "ab".repeat(32)),
+        )
+        .unwrap();
+        let (code, err) = stderr_of(
+            ferry()
+                .arg("build")
+                .arg(&def)
+                .arg("--out")
+                .arg(tmp.path().join("out"))
+                .arg("--cache")
+                .arg(tmp.path().join("cache")),
+        );
+        assert_eq!(code, 2, "{url}: {err}");
+        assert!(
+            err.contains(&url) && !err.contains("mismatch"),
+            "{url}: {err}"
+        );
+        std::fs::remove_file(&lock).unwrap();
+    }
+    // a file under the folder is read as before
+    std::fs::write(images.join("ok.txt"), "fine\n").unwrap();
+    std::fs::write(
+        &def,
+        format!("name = \"x\"\ntag = \"1\"\n[[layer]]\nname = \"a\"\n[[layer.source]]\nurl = \"file://{}\"\nunpack = false\ndest = \"/k\"\n", images.join("ok.txt").display()),
+    )
+    .unwrap();
+    ok(ferry()
+        .arg("lock")
+        .arg(&def)
+        .arg("--cache")
+        .arg(tmp.path().join("cache")));
+}

@@ -50,6 +50,8 @@ command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 command -v ip >/dev/null || missing+=(iproute2)
 # tests/nix_closure.rs: Nix closures as image inputs, run on a static busybox
 command -v nix-store >/dev/null || missing+=(nix-bin)
+# a locked sdist is prepared with this machine's own setuptools, never one from the index
+python3 -c 'import setuptools, wheel' 2>/dev/null || missing+=(python3-setuptools python3-wheel)
 { [ -x /bin/busybox ] && ! grep -q /lib64/ld-linux /bin/busybox; } || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ] || ! apt-cache show busybox-static >/dev/null 2>&1; then
   say "installing: ${missing[*]:-(package lists only)}"

@@ -129,7 +129,7 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
                     new.closures.push(closure);
                     arts
                 }
-                Err(_) => resolve(&cache, src, &term)
+                Err(_) => resolve(&cache, &def.path, src, &term)
                     .with_context(|| format!("locking layer `{}`", layer.name))?,
             };
             installed.extend(
@@ -317,14 +317,19 @@ fn pin_deb(cache: &Cache, file: &std::path::Path, progress: fetch::Progress) -> 
     })
 }
 
-fn resolve(cache: &Cache, src: &SourceSpec, term: &Term) -> Result<Vec<Artifact>> {
+fn resolve(
+    cache: &Cache,
+    def: &std::path::Path,
+    src: &SourceSpec,
+    term: &Term,
+) -> Result<Vec<Artifact>> {
     let progress = |w: &str, n: u64, t: Option<u64>| term.download(w, n, t);
     match src.kind() {
         SourceKind::Path | SourceKind::Nix => Ok(vec![]),
         SourceKind::Url => {
             let url = src.url.as_deref().unwrap_or_default();
             let file = url_file_name(url);
-            let (mut r, len) = fetch::open_url(url)?;
+            let (mut r, len) = fetch::open_url(url, def)?;
             let (_, sha, size) = fetch::cache_reader(cache, &mut r, &file, len, &progress)?;
             if let Some(want) = &src.sha256 {
                 if !want.eq_ignore_ascii_case(&sha) {

@@ -25,6 +25,8 @@ pub fn run(a: VendorArgs) -> Result<ExitCode> {
         offline: a.offline,
         mirror: a.mirror.as_deref(),
         progress: &progress,
+        locked: &lock.artifacts,
+        definition: &def.path,
     };
     let mut files = Vec::new();
     for layer in &def.spec.layers {

@@ -111,6 +111,39 @@ impl Skeleton {
 /// A folder's worth of limits that keep absurd inputs from doing harm.
 pub const MAX_PATH: usize = 4096;
 const MAX_DEPTH: usize = 256;
+
+/// How much of one layer (or one base layer's skeleton) is held in memory:
+/// an archive of millions of tiny entries, or of long names, is refused
+/// before it exhausts the build machine.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub entries: usize,
+    pub path_bytes: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        entries: 1_000_000,
+        path_bytes: 256 << 20,
+    };
+
+    /// Whether one more name of `len` bytes fits beside `count` names of `bytes` bytes.
+    pub fn check(&self, count: usize, bytes: usize, len: usize) -> Result<(), String> {
+        if count >= self.entries {
+            return Err(format!(
+                "the layer holds more than {} entries (the limit)",
+                self.entries
+            ));
+        }
+        if bytes.saturating_add(len) > self.path_bytes {
+            return Err(format!(
+                "the layer's path names exceed {} bytes (the limit)",
+                self.path_bytes
+            ));
+        }
+        Ok(())
+    }
+}
 const MAX_LINK_HOPS: usize = 40;
 
 #[derive(Debug)]
@@ -119,6 +152,9 @@ pub struct Tree {
     below: Skeleton,
     created: u64,
     next_group: u64,
+    limits: Limits,
+    /// The bytes of every key of `entries`.
+    path_bytes: usize,
 }
 
 /// Splits a path from an archive or a definition into clean components.
@@ -255,7 +291,15 @@ impl Tree {
             below,
             created,
             next_group: 0,
+            limits: Limits::DEFAULT,
+            path_bytes: 0,
         }
+    }
+
+    #[cfg(test)]
+    pub fn with_limits(mut self, limits: Limits) -> Tree {
+        self.limits = limits;
+        self
     }
 
     pub fn created(&self) -> u64 {
@@ -336,16 +380,18 @@ impl Tree {
                         .get(parent)
                         .copied()
                         .unwrap_or((0o755, 0, 0));
-                    self.entries.insert(
+                    let mtime = self.created;
+                    self.put(
                         parent.to_string(),
                         Entry {
                             kind: Kind::Dir,
                             mode,
                             uid,
                             gid,
-                            mtime: self.created,
+                            mtime,
                         },
-                    );
+                        origin,
+                    )?;
                 }
             }
         }
@@ -399,7 +445,18 @@ impl Tree {
                 ));
             }
         }
-        self.entries.insert(resolved, entry);
+        self.put(resolved, entry, origin)
+    }
+
+    /// Sets the entry at `key`, counting a new key against the limits.
+    fn put(&mut self, key: String, entry: Entry, origin: &Origin) -> Result<(), InputError> {
+        if !self.entries.contains_key(&key) {
+            self.limits
+                .check(self.entries.len(), self.path_bytes, key.len())
+                .map_err(|m| InputError::refused(origin, m))?;
+            self.path_bytes += key.len();
+        }
+        self.entries.insert(key, entry);
         Ok(())
     }
 
@@ -558,6 +615,49 @@ mod tests {
             gid: 0,
             mtime: 0,
         }
+    }
+
+    #[test]
+    fn a_layer_holds_no_more_entries_or_path_bytes_than_its_limits() {
+        let small = Limits {
+            entries: 10,
+            path_bytes: 1 << 20,
+        };
+        let mut t = Tree::new(0, Skeleton::default()).with_limits(small);
+        for i in 0..10 {
+            t.insert(&format!("f{i}"), file(b"x"), &origin()).unwrap();
+        }
+        // a replaced entry is no new one
+        t.insert("f0", file(b"y"), &origin()).unwrap();
+        let err = t
+            .insert("f10", file(b"x"), &origin())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test.tar") && err.contains("10 entries"),
+            "{err}"
+        );
+        // implicit parents count too
+        let mut t = Tree::new(0, Skeleton::default()).with_limits(small);
+        let err = t
+            .insert("a/b/c/d/e/f/g/h/i/j/k", file(b"x"), &origin())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("10 entries"), "{err}");
+        let small = Limits {
+            entries: 1000,
+            path_bytes: 100,
+        };
+        let mut t = Tree::new(0, Skeleton::default()).with_limits(small);
+        t.insert(&"a".repeat(60), file(b"x"), &origin()).unwrap();
+        let err = t
+            .insert(&"b".repeat(60), file(b"x"), &origin())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test.tar") && err.contains("100 bytes"),
+            "{err}"
+        );
     }
 
     #[test]
