@@ -153,6 +153,8 @@ pub fn read_image(store: &Store, tag: Option<&str>) -> Result<PushImage, ObjErro
 /// Exit statuses of [`fetch_script`].
 const EXIT_NO_FETCHER: i32 = 6;
 const EXIT_FETCH: i32 = 7;
+/// Exit status of [`fetch_script`] when the endpoint sent more than the blob's size.
+const EXIT_TOO_BIG: i32 = 9;
 
 /// `$1` the store, `$2` the blob's hex, `$3` its size; the URL on stdin.
 /// The exit statuses 2, 4 ([`push::EXIT_DIGEST`]), 6 ([`EXIT_NO_FETCHER`]),
@@ -536,6 +538,50 @@ mod tests {
         format!("http://{addr}/b/blobs/sha256/x?X-Amz-Signature=abc&X-Amz-Date=1")
     }
 
+    /// Serves `prefix`, then bytes without end (no `Content-Length`), as a
+    /// hostile endpoint would, up to `cap` bytes; counts what it could send.
+    fn serve_endless(
+        prefix: Vec<u8>,
+        cap: usize,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Write};
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = sent.clone();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let mut w = conn;
+                let _ = write!(w, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                let mut chunk = prefix.clone();
+                chunk.resize(64 << 10, b'z');
+                let mut n = 0;
+                while n < cap && w.write_all(&chunk).is_ok() {
+                    n += chunk.len();
+                    count.fetch_add(chunk.len(), Ordering::SeqCst);
+                    chunk.fill(b'z');
+                }
+            }
+        });
+        (
+            format!("http://{addr}/b/blobs/sha256/x?X-Amz-Signature=abc"),
+            sent,
+        )
+    }
+
+    /// What the fetch script runs besides the fetcher and the hasher.
+    fn base_tools() -> Vec<std::path::PathBuf> {
+        ["stat", "rm", "mv", "mkdir", "mktemp", "head", "flock", "sleep"]
+            .iter()
+            .map(|t| system_tool(t).unwrap())
+            .collect()
+    }
+
     fn system_tool(name: &str) -> Option<std::path::PathBuf> {
         ["/usr/bin", "/bin"]
             .iter()
@@ -586,10 +632,7 @@ mod tests {
         let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let hex = sha256_hex(&body);
         let size = body.len() as u64;
-        let base: Vec<_> = ["stat", "rm", "mv"]
-            .iter()
-            .map(|t| system_tool(t).unwrap())
-            .collect();
+        let base = base_tools();
         for (tool, hasher) in [
             ("curl", "openssl"),
             ("curl", "sha256sum"),
@@ -640,6 +683,72 @@ mod tests {
         }
     }
 
+    /// An endpoint that answers a blob without end: the host stops at the
+    /// blob's size (and one byte more, to know), and keeps nothing.
+    #[test]
+    fn a_hostile_endpoint_cannot_fill_the_hosts_disk() {
+        let body = b"the blob".to_vec();
+        let hex = sha256_hex(&body);
+        let cap = 64 << 20;
+        for tool in ["curl", "wget"] {
+            let Some(fetcher) = system_tool(tool) else {
+                eprintln!("\n*** SKIPPED the {tool} case: not installed ***\n");
+                continue;
+            };
+            let mut tools = base_tools();
+            tools.extend([fetcher, system_tool("sha256sum").unwrap()]);
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("store");
+            let blobs = store.join("blobs/sha256");
+            std::fs::create_dir_all(&blobs).unwrap();
+            let (url, sent) = serve_endless(body.clone(), cap);
+            let (code, _) = run_fetch(&tools, &store, &hex, body.len() as u64, &url);
+            assert_eq!(code, Some(EXIT_TOO_BIG), "{tool}");
+            let sent = sent.load(Ordering::SeqCst);
+            assert!(sent < cap, "{tool}: the host took all {sent} bytes");
+            assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 0, "{tool}");
+        }
+    }
+
+    /// A push (or another pull) writing the same blob holds its lock: the
+    /// pull leaves that `.part` alone, fetches into a file of its own, and
+    /// stores the blob.
+    #[test]
+    fn a_pull_never_touches_a_part_another_writer_holds() {
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let hex = sha256_hex(&body);
+        let theirs = vec![7u8; 150_000];
+        for tool in ["curl", "wget"] {
+            let Some(fetcher) = system_tool(tool) else {
+                eprintln!("\n*** SKIPPED the {tool} case: not installed ***\n");
+                continue;
+            };
+            let mut tools = base_tools();
+            tools.extend([fetcher, system_tool("sha256sum").unwrap()]);
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("store");
+            let blobs = store.join("blobs/sha256");
+            for d in [&blobs, &store.join("locks"), &store.join("tmp")] {
+                std::fs::create_dir_all(d).unwrap();
+            }
+            let part = blobs.join(format!("{hex}.part"));
+            std::fs::write(&part, &theirs).unwrap();
+            let lock = std::fs::File::create(store.join("locks").join(&hex)).unwrap();
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .unwrap();
+            let url = serve(body.clone());
+            assert_eq!(
+                run_fetch(&tools, &store, &hex, body.len() as u64, &url),
+                (Some(0), format!("fetched {}\n", body.len())),
+                "{tool}"
+            );
+            assert_eq!(std::fs::read(blobs.join(&hex)).unwrap(), body, "{tool}");
+            assert_eq!(std::fs::read(&part).unwrap(), theirs, "{tool}: the .part changed");
+            assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+            drop(lock);
+        }
+    }
+
     #[test]
     fn a_host_without_a_hasher_is_told_apart_from_a_tampered_blob() {
         let Some(curl) = system_tool("curl") else {
@@ -651,11 +760,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         std::fs::create_dir_all(store.join("blobs/sha256")).unwrap();
-        let tools: Vec<_> = ["stat", "rm", "mv"]
-            .iter()
-            .map(|t| system_tool(t).unwrap())
-            .chain([curl])
-            .collect();
+        let mut tools = base_tools();
+        tools.push(curl);
         let url = serve(body.clone());
         assert_eq!(
             run_fetch(&tools, &store, &hex, body.len() as u64, &url).0,
