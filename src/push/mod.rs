@@ -922,16 +922,32 @@ pub fn upload_header(hex: &str, offset: u64, size: u64) -> String {
 /// 313 MB Spark jar layer, as it competes with sshd.)
 pub fn upload_script(store: &str) -> Result<Script, BadValue> {
     check_store(store)?;
-    Ok(Script::new(SUM256).then(UPLOAD).arg(store))
+    Ok(Script::new(SUM256).then(BLOB_LOCK).then(UPLOAD).arg(store))
 }
+
+/// A shell function: `blob_lock HEX TRIES` takes an exclusive `flock` of
+/// `$S/locks/HEX` on file descriptor 8, without waiting, and tries again
+/// each second up to TRIES times; when another holds it, it closes 8 and
+/// returns 1. The holder owns `HEX.part` and keeps 8 open until it has
+/// renamed the blob into place. Shared by the SSH push's upload and the
+/// hosts' pulls from a bucket, so either keeps off the other's `.part`.
+pub(crate) const BLOB_LOCK: &str = r#"blob_lock() {
+  exec 8>"$S/locks/$1" || exit 2
+  n=0
+  until flock -n -x 8; do
+    [ "$n" -lt "$2" ] || { exec 8>&-; return 1; }
+    n=$((n + 1))
+    sleep 1
+  done
+}"#;
 
 /// `$1` the store; the blobs on stdin. The verdicts are [`EXIT_NO_HASHER`]
 /// (8), [`EXIT_DIGEST`] (4), [`EXIT_PART_MOVED`] (3), [`EXIT_BUSY`] (12) and
 /// [`EXIT_SHORT`] (5), written as numbers (a test checks them). A header is
 /// checked before it names a file: 64 hex digits, and two numbers.
 ///
-/// Each blob is written under an exclusive `flock` of `$S/locks/<hex>`,
-/// taken without waiting (the bytes are already coming): the holder owns
+/// Each blob is written under an exclusive `flock` of `$S/locks/<hex>`
+/// ([`BLOB_LOCK`]), taken without waiting (the bytes are already coming): the holder owns
 /// `<hex>.part`, truncates and appends to it, and keeps the lock until the
 /// check has renamed it. A second push storing the same blob at that moment
 /// writes a private file in `$S/tmp` instead and renames it the same way
@@ -955,21 +971,16 @@ while read -r hex offset size; do
   case $offset in *[!0-9]* | "") bad ;; esac
   case $size in *[!0-9]* | "") bad ;; esac
   [ "${#hex}" -eq 64 ] || bad
-  exec 8>"$S/locks/$hex" || exit 2
-  own= n=0
-  while :; do
-    if flock -n -x 8; then own=1; break; fi
-    # one resuming waits a little: the holder may be the script of a cut
-    # push that has not seen the end of its input yet
-    [ "$offset" != 0 ] && [ "$n" -lt 3 ] || break
-    n=$((n + 1))
-    sleep 1
-  done
-  if [ -n "$own" ]; then
+  # one resuming waits a little: the holder may be the script of a cut
+  # push that has not seen the end of its input yet
+  tries=0
+  [ "$offset" = 0 ] || tries=3
+  own=
+  if blob_lock "$hex" "$tries"; then
+    own=1
     p=$hex.part
   else
     # another push is writing this blob: never touch its .part
-    exec 8>&-
     if [ "$offset" != 0 ]; then head -c $((size - offset)) > /dev/null; echo "12 $hex"; continue; fi
     p=$(mktemp "$S/tmp/$hex.XXXXXX") || exit 2
   fi
