@@ -590,6 +590,50 @@ mod tests {
         assert!(!blobs.join(&x).exists());
     }
 
+    /// sshd hands the command line to the login shell as one argument, and
+    /// Linux refuses any argument over 128 KiB (E2BIG): the list of files
+    /// to remove cannot be part of it.
+    #[test]
+    fn a_gc_of_5000_blobs_fits_a_command_line_and_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        for d in ["blobs/sha256", "locks", "images/x"] {
+            std::fs::create_dir_all(store.join(d)).unwrap();
+        }
+        let mut p = Plan::default();
+        for i in 0..5000u32 {
+            let hex = format!("{:064x}", u64::from(i) + 1);
+            std::fs::write(store.join("blobs/sha256").join(&hex), b"x").unwrap();
+            std::fs::write(store.join("locks").join(&hex), b"").unwrap();
+            p.remove.insert(hex, 1);
+        }
+        let part = h('5');
+        std::fs::write(store.join(format!("blobs/sha256/{part}.part")), b"x").unwrap();
+        p.remove_parts.insert(part, 1);
+        let record = format!("images/x/1-{}", h('6'));
+        std::fs::write(store.join(&record), b"").unwrap();
+        p.dropped.push(Record {
+            path: record,
+            name: "x".into(),
+            seq: 1,
+            manifest: h('6'),
+            blobs: None,
+        });
+        let s = remove_script(store.to_str().unwrap(), &p).unwrap();
+        let line = s.command_line().unwrap();
+        assert!(line.len() < 100 << 10, "{} bytes", line.len());
+        let bin = crate::push::tests::stand_ins();
+        let (code, _) = crate::push::tests::sh_run(&s, &store, bin.path(), b"");
+        assert_eq!(code, Some(0));
+        assert_eq!(
+            crate::push::tests::tree(&store),
+            ["blobs", "blobs/sha256", "locks", "images"]
+                .iter()
+                .map(std::path::PathBuf::from)
+                .collect()
+        );
+    }
+
     #[test]
     fn a_kept_image_with_an_unreadable_manifest_stops_the_host() {
         let mut out = listing_out();

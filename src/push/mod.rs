@@ -1691,6 +1691,17 @@ pub(crate) mod tests {
         );
     }
 
+    /// The blobs to hash can be many (every blob of a large image with
+    /// `--verify`): they go on stdin, not in the one command-line argument
+    /// sshd hands the login shell (Linux refuses one over 128 KiB).
+    #[test]
+    fn hashing_5000_blobs_fits_a_command_line() {
+        let hexes: Vec<String> = (0..5000u64).map(|i| format!("{i:064x}")).collect();
+        let s = verify_script("/var/lib/ferry", &hexes).unwrap();
+        let line = s.command_line().unwrap();
+        assert!(line.len() < 100 << 10, "{} bytes", line.len());
+    }
+
     #[test]
     fn scripts_are_constant_text_and_values_are_arguments() {
         let s = list_script("/srv/my store", "a:b", Runtime::Docker).unwrap();
