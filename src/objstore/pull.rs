@@ -360,10 +360,12 @@ pub fn pull_host(
     let bad = if check.is_empty() {
         BTreeSet::new()
     } else {
+        let (verify, names) = push::verify_script(dir, &check).map_err(|e| e.on(&label))?;
+        let what = "hashing stored blobs";
         let out = remote.run_checked(
-            "hashing stored blobs",
-            &push::verify_script(dir, &check).map_err(|e| e.on(&label))?,
-            &mut |_| Ok(()),
+            what,
+            &verify,
+            &mut |w| w.write_all(&names).map_err(|e| remote.io_error(what, e)),
             &[0, 1],
         )?;
         push::bad_blobs(&String::from_utf8_lossy(&out), &check)
