@@ -985,6 +985,122 @@ mod tests {
         assert_eq!(read_stderr(&mut esc), "bad \\u{1b}[2J\\u{7}thing\n");
     }
 
+    /// An sshd on 127.0.0.1 for one test, letting the current user in with
+    /// a fresh key: the target, the options, and the running daemon (killed
+    /// when dropped). `None`, said loudly, on a box without OpenSSH's sshd.
+    struct LocalSshd {
+        child: std::process::Child,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for LocalSshd {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn local_sshd() -> Option<(LocalSshd, Target, SshOptions)> {
+        let sshd = Path::new("/usr/sbin/sshd");
+        if !sshd.exists() || !Path::new("/run/sshd").is_dir() {
+            eprintln!("\n*** SKIPPED: no /usr/sbin/sshd (or no /run/sshd) ***\n");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for key in ["host", "id"] {
+            let ok = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(d.join(key))
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "ssh-keygen");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = d.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "ListenAddress 127.0.0.1:{port}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\nStrictModes no\nUsePAM no\nPermitRootLogin yes\nPasswordAuthentication no\nLogLevel ERROR\n",
+                d.join("host").display(),
+                d.join("id.pub").display()
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(child.try_wait().unwrap().is_none(), "sshd exited");
+            assert!(std::time::Instant::now() < deadline, "sshd never listened");
+            std::thread::yield_now();
+        }
+        let user = String::from_utf8(
+            std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let mut target = Target::new(user.trim(), "127.0.0.1", port);
+        target.sudo = false;
+        let opts = SshOptions {
+            identities: vec![d.join("id")],
+            known_hosts: d.join("known_hosts"),
+            accept_new_host_keys: true,
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(5),
+            password: None,
+            passphrase: None,
+        };
+        Some((LocalSshd { child, _dir: dir }, target, opts))
+    }
+
+    /// A script that writes more to stderr than a channel's window (2 MiB)
+    /// before it ends its stdout: read in turn, both streams flow; read one
+    /// after the other, the host waits for its stderr to be read while
+    /// ferry waits for stdout, until the command timeout.
+    #[test]
+    fn a_script_flooding_stderr_before_its_stdout_ends_is_read_whole() {
+        let Some((_sshd, target, opts)) = local_sshd() else {
+            return;
+        };
+        let remote = Remote::connect(&target, &opts).unwrap();
+        let flood =
+            Script::new("head -c 4194304 /dev/zero >&2; echo out; echo the error >&2; exit \"$1\"");
+        assert_eq!(
+            remote
+                .run_ok("flooding stderr", &flood.clone().arg("0"), b"")
+                .unwrap(),
+            b"out\n"
+        );
+        match remote.run_ok("flooding stderr", &flood.arg("3"), b"") {
+            Err(PushError::Remote { status, stderr, .. }) => {
+                assert_eq!(status, 3);
+                assert!(stderr.ends_with("the error"), "{:.40}", stderr);
+            }
+            other => panic!("{other:?}"),
+        }
+        let quiet = Script::new("cat; echo done >&2");
+        assert_eq!(remote.run_ok("echoing", &quiet, b"hi\n").unwrap(), b"hi\n");
+        // and stdout past its limit is still refused
+        let big = Script::new("head -c 16777217 /dev/zero");
+        assert!(matches!(
+            remote.run_ok("flooding stdout", &big, b""),
+            Err(PushError::TooMuchOutput { .. })
+        ));
+    }
+
     #[test]
     fn known_hosts_lines_are_appended_on_their_own_line() {
         let dir = tempfile::tempdir().unwrap();
