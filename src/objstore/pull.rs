@@ -45,6 +45,14 @@ pub enum PullError {
         tool: String,
         stderr: String,
     },
+    #[error(
+        "on `{host}`, the endpoint sent more than the {size} bytes of `{object}`: the bucket's copy is not the one the image names (or the endpoint is not the bucket); nothing was kept; push the image again"
+    )]
+    TooBig {
+        host: String,
+        object: String,
+        size: u64,
+    },
     #[error("`{host}` has neither curl nor wget; install one of them there")]
     NoFetcher { host: String },
 }
@@ -153,43 +161,79 @@ pub fn read_image(store: &Store, tag: Option<&str>) -> Result<PushImage, ObjErro
 /// Exit statuses of [`fetch_script`].
 const EXIT_NO_FETCHER: i32 = 6;
 const EXIT_FETCH: i32 = 7;
+/// Exit status of [`fetch_script`] when the endpoint sent more than the blob's size.
+const EXIT_TOO_BIG: i32 = 9;
 
 /// `$1` the store, `$2` the blob's hex, `$3` its size; the URL on stdin.
 /// The exit statuses 2, 4 ([`push::EXIT_DIGEST`]), 6 ([`EXIT_NO_FETCHER`]),
-/// 7 ([`EXIT_FETCH`]) and 8 ([`push::EXIT_NO_HASHER`]) are written as
-/// numbers (a test checks them).
+/// 7 ([`EXIT_FETCH`]), 8 ([`push::EXIT_NO_HASHER`]) and 9
+/// ([`EXIT_TOO_BIG`]) are written as numbers (a test checks them).
+///
+/// The download goes through `head -c`, asking for one byte more than the
+/// blob lacks: an endpoint answering without end fills no more than that,
+/// and the byte more tells it apart from one that stopped short. curl's own
+/// `--retry` would write a cut transfer's bytes twice into the pipe, so the
+/// loop retries, continuing from what the file has.
 const FETCH: &str = r#"S=$1 hex=$2 size=$3
 cd -- "$S/blobs/sha256" || exit 2
+mkdir -p -- "$S/locks" "$S/tmp" || exit 2
 IFS= read -r url || exit 2
 command -v openssl >/dev/null 2>&1 || command -v sha256sum >/dev/null 2>&1 || exit 8
-p=$hex.part
-have=$(stat -c %s "$p" 2>/dev/null || echo 0)
-[ "$have" -lt "$size" ] || { rm -f "$p"; have=0; }
-if command -v curl >/dev/null 2>&1; then
-  printf 'url = "%s"\noutput = "%s"\n' "$url" "$p" | curl -sSf --retry 3 -C - --config - || exit 7
-elif command -v wget >/dev/null 2>&1; then
-  # wget cannot continue from stdin's URL list: it starts over
-  rm -f "$p"
-  have=0
-  printf '%s\n' "$url" | wget -q -O "$p" -i - || exit 7
-else
-  exit 6
+if command -v curl >/dev/null 2>&1; then get=curl
+elif command -v wget >/dev/null 2>&1; then get=wget
+else exit 6
 fi
-s=$(sum256 "$p") || exit 8
+own=
+if blob_lock "$hex" 0; then
+  own=1
+  p=$hex.part
+  have=$(stat -c %s "$p" 2>/dev/null || echo 0)
+  [ "$have" -lt "$size" ] || { rm -f "$p"; have=0; }
+else
+  # a push or another pull is writing this blob: never touch its .part
+  p=$(mktemp "$S/tmp/$hex.XXXXXX") || exit 2
+  have=0
+fi
+from=$have
+if [ "$get" = curl ]; then
+  tries=0
+  while [ "$have" -lt "$size" ] && [ "$tries" -lt 3 ]; do
+    [ "$tries" = 0 ] || sleep "$tries"
+    tries=$((tries + 1))
+    printf 'url = "%s"\n' "$url" | curl -sSf -C "$have" --config - | head -c "$((size - have + 1))" >> "$p"
+    have=$(stat -c %s "$p") || exit 2
+  done
+else
+  # wget cannot continue from stdin's URL list: it starts over
+  from=0
+  printf '%s\n' "$url" | wget -q -O - -i - | head -c "$((size + 1))" > "$p"
+  have=$(stat -c %s "$p") || exit 2
+fi
+if [ "$have" -gt "$size" ]; then
+  rm -f "$p"
+  echo "the endpoint sent more than the blob's $size bytes" >&2
+  exit 9
+fi
+# a cut download is kept for curl to continue, unless it is a private copy
+[ "$have" -eq "$size" ] || { [ -n "$own" ] || rm -f "$p"; exit 7; }
+s=$(sum256 "$p") || { [ -n "$own" ] || rm -f "$p"; exit 8; }
 [ "$s" = "$hex" ] || { rm -f "$p"; exit 4; }
 mv -f "$p" "$hex" || exit 2
-echo "fetched $(($(stat -c %s "$hex") - have))""#;
+echo "fetched $((size - from))""#;
 
 /// Downloads one blob into `<hex>.part` (continuing a cut download with
 /// curl), checks its sha256 (with `openssl`, else `sha256sum`, as the SSH
 /// push does) and renames it; prints `fetched <bytes>`, the bytes that came
-/// over the network. The URL is the first line of stdin and reaches
-/// curl/wget through a pipe from the shell's `printf` builtin: it is never
-/// an argument of any process.
+/// over the network. It holds the blob's lock ([`push::BLOB_LOCK`]) as an
+/// upload does; when a push or another pull holds it, it downloads into a
+/// file of its own in `$S/tmp` instead. The URL is the first line of stdin
+/// and reaches curl/wget through a pipe from the shell's `printf` builtin:
+/// it is never an argument of any process.
 pub fn fetch_script(store: &str, hex: &str, size: u64) -> Result<Script, BadValue> {
     check_store(store)?;
     check_hex("blob digest", hex)?;
     Ok(Script::new(push::SUM256)
+        .then(push::BLOB_LOCK)
         .then(FETCH)
         .arg(store)
         .arg(hex)
@@ -316,10 +360,12 @@ pub fn pull_host(
     let bad = if check.is_empty() {
         BTreeSet::new()
     } else {
+        let (verify, names) = push::verify_script(dir, &check).map_err(|e| e.on(&label))?;
+        let what = "hashing stored blobs";
         let out = remote.run_checked(
-            "hashing stored blobs",
-            &push::verify_script(dir, &check).map_err(|e| e.on(&label))?,
-            &mut |_| Ok(()),
+            what,
+            &verify,
+            &mut |w| w.write_all(&names).map_err(|e| remote.io_error(what, e)),
             &[0, 1],
         )?;
         push::bad_blobs(&String::from_utf8_lossy(&out), &check)
@@ -413,6 +459,11 @@ fn fetch(
                 },
                 push::EXIT_NO_HASHER => PushError::NoHasher { host: label }.into(),
                 EXIT_NO_FETCHER => PullError::NoFetcher { host: label },
+                EXIT_TOO_BIG => PullError::TooBig {
+                    host: label,
+                    object,
+                    size: s.size,
+                },
                 EXIT_FETCH => PullError::Fetch {
                     host: label,
                     object,
@@ -462,14 +513,18 @@ mod tests {
             assert!(line.trim_start().starts_with("printf "), "{line}");
         }
         assert!(
-            FETCH.contains("curl -sSf --retry 3 -C - --config -")
-                && FETCH.contains("wget -q -O \"$p\" -i -")
+            FETCH.contains("curl -sSf -C \"$have\" --config - | head -c")
+                && FETCH.contains("wget -q -O - -i - | head -c")
         );
+        // the blob's lock is the upload's, not a copy of it
+        assert_eq!(s.text().matches("blob_lock()").count(), 1);
+        assert!(s.text().contains(push::BLOB_LOCK));
         for code in [
             push::EXIT_DIGEST,
             push::EXIT_NO_HASHER,
             EXIT_FETCH,
             EXIT_NO_FETCHER,
+            EXIT_TOO_BIG,
         ] {
             assert!(FETCH.contains(&format!("exit {code}")), "{code}");
         }
@@ -536,6 +591,52 @@ mod tests {
         format!("http://{addr}/b/blobs/sha256/x?X-Amz-Signature=abc&X-Amz-Date=1")
     }
 
+    /// Serves `prefix`, then bytes without end (no `Content-Length`), as a
+    /// hostile endpoint would, up to `cap` bytes; counts what it could send.
+    fn serve_endless(
+        prefix: Vec<u8>,
+        cap: usize,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Write};
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = sent.clone();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let mut w = conn;
+                let _ = write!(w, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                let mut chunk = prefix.clone();
+                chunk.resize(64 << 10, b'z');
+                let mut n = 0;
+                while n < cap && w.write_all(&chunk).is_ok() {
+                    n += chunk.len();
+                    count.fetch_add(chunk.len(), Ordering::SeqCst);
+                    chunk.fill(b'z');
+                }
+            }
+        });
+        (
+            format!("http://{addr}/b/blobs/sha256/x?X-Amz-Signature=abc"),
+            sent,
+        )
+    }
+
+    /// What the fetch script runs besides the fetcher and the hasher.
+    fn base_tools() -> Vec<std::path::PathBuf> {
+        [
+            "stat", "rm", "mv", "mkdir", "mktemp", "head", "flock", "sleep",
+        ]
+        .iter()
+        .map(|t| system_tool(t).unwrap())
+        .collect()
+    }
+
     fn system_tool(name: &str) -> Option<std::path::PathBuf> {
         ["/usr/bin", "/bin"]
             .iter()
@@ -586,10 +687,7 @@ mod tests {
         let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let hex = sha256_hex(&body);
         let size = body.len() as u64;
-        let base: Vec<_> = ["stat", "rm", "mv"]
-            .iter()
-            .map(|t| system_tool(t).unwrap())
-            .collect();
+        let base = base_tools();
         for (tool, hasher) in [
             ("curl", "openssl"),
             ("curl", "sha256sum"),
@@ -640,6 +738,75 @@ mod tests {
         }
     }
 
+    /// An endpoint that answers a blob without end: the host stops at the
+    /// blob's size (and one byte more, to know), and keeps nothing.
+    #[test]
+    fn a_hostile_endpoint_cannot_fill_the_hosts_disk() {
+        let body = b"the blob".to_vec();
+        let hex = sha256_hex(&body);
+        let cap = 64 << 20;
+        for tool in ["curl", "wget"] {
+            let Some(fetcher) = system_tool(tool) else {
+                eprintln!("\n*** SKIPPED the {tool} case: not installed ***\n");
+                continue;
+            };
+            let mut tools = base_tools();
+            tools.extend([fetcher, system_tool("sha256sum").unwrap()]);
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("store");
+            let blobs = store.join("blobs/sha256");
+            std::fs::create_dir_all(&blobs).unwrap();
+            let (url, sent) = serve_endless(body.clone(), cap);
+            let (code, _) = run_fetch(&tools, &store, &hex, body.len() as u64, &url);
+            assert_eq!(code, Some(EXIT_TOO_BIG), "{tool}");
+            let sent = sent.load(Ordering::SeqCst);
+            assert!(sent < cap, "{tool}: the host took all {sent} bytes");
+            assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 0, "{tool}");
+        }
+    }
+
+    /// A push (or another pull) writing the same blob holds its lock: the
+    /// pull leaves that `.part` alone, fetches into a file of its own, and
+    /// stores the blob.
+    #[test]
+    fn a_pull_never_touches_a_part_another_writer_holds() {
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let hex = sha256_hex(&body);
+        let theirs = vec![7u8; 150_000];
+        for tool in ["curl", "wget"] {
+            let Some(fetcher) = system_tool(tool) else {
+                eprintln!("\n*** SKIPPED the {tool} case: not installed ***\n");
+                continue;
+            };
+            let mut tools = base_tools();
+            tools.extend([fetcher, system_tool("sha256sum").unwrap()]);
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("store");
+            let blobs = store.join("blobs/sha256");
+            for d in [&blobs, &store.join("locks"), &store.join("tmp")] {
+                std::fs::create_dir_all(d).unwrap();
+            }
+            let part = blobs.join(format!("{hex}.part"));
+            std::fs::write(&part, &theirs).unwrap();
+            let lock = std::fs::File::create(store.join("locks").join(&hex)).unwrap();
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+            let url = serve(body.clone());
+            assert_eq!(
+                run_fetch(&tools, &store, &hex, body.len() as u64, &url),
+                (Some(0), format!("fetched {}\n", body.len())),
+                "{tool}"
+            );
+            assert_eq!(std::fs::read(blobs.join(&hex)).unwrap(), body, "{tool}");
+            assert_eq!(
+                std::fs::read(&part).unwrap(),
+                theirs,
+                "{tool}: the .part changed"
+            );
+            assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+            drop(lock);
+        }
+    }
+
     #[test]
     fn a_host_without_a_hasher_is_told_apart_from_a_tampered_blob() {
         let Some(curl) = system_tool("curl") else {
@@ -651,11 +818,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         std::fs::create_dir_all(store.join("blobs/sha256")).unwrap();
-        let tools: Vec<_> = ["stat", "rm", "mv"]
-            .iter()
-            .map(|t| system_tool(t).unwrap())
-            .chain([curl])
-            .collect();
+        let mut tools = base_tools();
+        tools.push(curl);
         let url = serve(body.clone());
         assert_eq!(
             run_fetch(&tools, &store, &hex, body.len() as u64, &url).0,

@@ -278,10 +278,14 @@ pub fn plan(listing: &Listing, keep: usize) -> Result<Plan, GcError> {
     Ok(p)
 }
 
-/// `$1` the store, then the files to remove, relative to it.
+/// `$1` the store; on stdin the files to remove, relative to it, one a
+/// line (on the command line, a few hundred would pass the 128 KiB Linux
+/// allows one argument, and sshd passes the whole line as one). The names
+/// hold no blank, quote or backslash ([`remove_script`] checks them), so
+/// `xargs` splits them as they are, and runs `rm` a few times rather than
+/// once a file.
 const REMOVE: &str = r#"cd -- "$1" || exit 2
-shift
-for f in "$@"; do rm -f -- "$f" || exit 2; done
+xargs rm -f -- || exit 2
 rmdir images/* 2>/dev/null; true"#;
 
 /// A record's path as [`record_script`] makes it:
@@ -314,8 +318,10 @@ fn check_record_path(path: &str) -> Result<(), BadValue> {
 }
 
 /// Removes the dropped records first (so no image points at a missing blob),
-/// then the blobs and stale `.part` files.
-pub fn remove_script(store: &str, p: &Plan) -> Result<Script, BadValue> {
+/// then the blobs and stale `.part` files: the script, and its stdin (the
+/// files, one a line; each is checked, so none holds a newline, a blank, a
+/// quote or a backslash).
+pub fn remove_script(store: &str, p: &Plan) -> Result<(Script, Vec<u8>), BadValue> {
     check_store(store)?;
     let mut files = Vec::new();
     for r in &p.dropped {
@@ -332,7 +338,12 @@ pub fn remove_script(store: &str, p: &Plan) -> Result<Script, BadValue> {
         check_hex("blob digest", hex)?;
         files.push(format!("blobs/sha256/{hex}.part"));
     }
-    Ok(Script::new(REMOVE).arg(store).args(files))
+    let mut list = String::new();
+    for f in files {
+        list.push_str(&f);
+        list.push('\n');
+    }
+    Ok((Script::new(REMOVE).arg(store), list.into_bytes()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -406,8 +417,8 @@ fn gc_host(
         source,
     })?;
     if !dry_run && (!p.dropped.is_empty() || !p.remove.is_empty() || !p.remove_parts.is_empty()) {
-        let remove = remove_script(store, &p).map_err(|e| e.on(&label))?;
-        remote.run_ok("removing blobs", &remove, &[])?;
+        let (remove, files) = remove_script(store, &p).map_err(|e| e.on(&label))?;
+        remote.run_ok("removing blobs", &remove, &files)?;
     }
     lock.release()?;
     Ok(p)
@@ -515,17 +526,18 @@ mod tests {
         assert!(p.keep.contains_key(&h('b')));
         assert!(p.remove.contains_key(&h('0')));
         assert_eq!(p.remove_parts, BTreeMap::from([(h('5'), 8)]));
-        let s = remove_script("/srv/st", &p).unwrap();
+        let (s, files) = remove_script("/srv/st", &p).unwrap();
         assert_eq!(s.text(), REMOVE);
-        assert_eq!(s.values()[0], "/srv/st");
+        assert_eq!(s.values(), ["/srv/st"]);
+        let files = String::from_utf8(files).unwrap();
+        let files: Vec<&str> = files.lines().collect();
         assert!(
-            s.values()[1].starts_with("images/ferry%2Fbusybox/10-"),
-            "{s:?}"
+            files[0].starts_with("images/ferry%2Fbusybox/10-"),
+            "{files:?}"
         );
         assert!(
-            s.values()
-                .contains(&format!("blobs/sha256/{}.part", h('5'))),
-            "{s:?}"
+            files.contains(&format!("blobs/sha256/{}.part", h('5')).as_str()),
+            "{files:?}"
         );
     }
 
@@ -542,7 +554,8 @@ mod tests {
             return Err(code);
         }
         let p = plan(&Listing::parse(&out), 1).unwrap();
-        let (code, _) = sh_run(&remove_script(st, &p).unwrap(), store, bin.path(), b"");
+        let (remove, files) = remove_script(st, &p).unwrap();
+        let (code, _) = sh_run(&remove, store, bin.path(), &files);
         if code != Some(0) {
             return Err(code);
         }
@@ -588,6 +601,50 @@ mod tests {
         // with the push over, the old blob goes
         assert!(gc_here(&store).unwrap().remove.contains_key(&x));
         assert!(!blobs.join(&x).exists());
+    }
+
+    /// sshd hands the command line to the login shell as one argument, and
+    /// Linux refuses any argument over 128 KiB (E2BIG): the list of files
+    /// to remove cannot be part of it.
+    #[test]
+    fn a_gc_of_5000_blobs_fits_a_command_line_and_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        for d in ["blobs/sha256", "locks", "images/x"] {
+            std::fs::create_dir_all(store.join(d)).unwrap();
+        }
+        let mut p = Plan::default();
+        for i in 0..5000u32 {
+            let hex = format!("{:064x}", u64::from(i) + 1);
+            std::fs::write(store.join("blobs/sha256").join(&hex), b"x").unwrap();
+            std::fs::write(store.join("locks").join(&hex), b"").unwrap();
+            p.remove.insert(hex, 1);
+        }
+        let part = h('5');
+        std::fs::write(store.join(format!("blobs/sha256/{part}.part")), b"x").unwrap();
+        p.remove_parts.insert(part, 1);
+        let record = format!("images/x/1-{}", h('6'));
+        std::fs::write(store.join(&record), b"").unwrap();
+        p.dropped.push(Record {
+            path: record,
+            name: "x".into(),
+            seq: 1,
+            manifest: h('6'),
+            blobs: None,
+        });
+        let (s, files) = remove_script(store.to_str().unwrap(), &p).unwrap();
+        let line = s.command_line().unwrap();
+        assert!(line.len() < 100 << 10, "{} bytes", line.len());
+        let bin = crate::push::tests::stand_ins();
+        let (code, _) = crate::push::tests::sh_run(&s, &store, bin.path(), &files);
+        assert_eq!(code, Some(0));
+        assert_eq!(
+            crate::push::tests::tree(&store),
+            ["blobs", "blobs/sha256", "locks", "images"]
+                .iter()
+                .map(std::path::PathBuf::from)
+                .collect()
+        );
     }
 
     #[test]

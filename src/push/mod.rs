@@ -861,18 +861,27 @@ pub(crate) const SUM256: &str = r#"sum256() {
   echo "${s%% *}"
 }"#;
 
-/// `$1` the store, then the blob names.
+/// `$1` the store; the blob names on stdin, one a line (`sum256` reads
+/// each file through its own redirection, never the list).
 const VERIFY: &str = r#"cd -- "$1/blobs/sha256" || exit 2
-shift
-for h in "$@"; do s=$(sum256 "$h") && echo "$s  $h"; done"#;
+while IFS= read -r h; do s=$(sum256 "$h") && echo "$s  $h"; done"#;
 
-/// Prints `<sha256>  <name>` for each named stored blob.
-pub fn verify_script(store: &str, hexes: &[String]) -> Result<Script, BadValue> {
+/// Prints `<sha256>  <name>` for each named stored blob: the script, and its
+/// stdin (the names, one a line). The names are many with `--verify` of a
+/// large image; on the command line they could pass the 128 KiB Linux
+/// allows one argument (sshd passes the whole line as one).
+pub fn verify_script(store: &str, hexes: &[String]) -> Result<(Script, Vec<u8>), BadValue> {
     check_store(store)?;
+    let mut list = String::new();
     for h in hexes {
         check_hex("blob digest", h)?;
+        list.push_str(h);
+        list.push('\n');
     }
-    Ok(Script::new(SUM256).then(VERIFY).arg(store).args(hexes))
+    Ok((
+        Script::new(SUM256).then(VERIFY).arg(store),
+        list.into_bytes(),
+    ))
 }
 
 /// Hex names whose content hash (from `sha256sum` output) differs from the name,
@@ -930,16 +939,32 @@ pub fn upload_header(hex: &str, offset: u64, size: u64) -> String {
 /// 313 MB Spark jar layer, as it competes with sshd.)
 pub fn upload_script(store: &str) -> Result<Script, BadValue> {
     check_store(store)?;
-    Ok(Script::new(SUM256).then(UPLOAD).arg(store))
+    Ok(Script::new(SUM256).then(BLOB_LOCK).then(UPLOAD).arg(store))
 }
+
+/// A shell function: `blob_lock HEX TRIES` takes an exclusive `flock` of
+/// `$S/locks/HEX` on file descriptor 8, without waiting, and tries again
+/// each second up to TRIES times; when another holds it, it closes 8 and
+/// returns 1. The holder owns `HEX.part` and keeps 8 open until it has
+/// renamed the blob into place. Shared by the SSH push's upload and the
+/// hosts' pulls from a bucket, so either keeps off the other's `.part`.
+pub(crate) const BLOB_LOCK: &str = r#"blob_lock() {
+  exec 8>"$S/locks/$1" || exit 2
+  n=0
+  until flock -n -x 8; do
+    [ "$n" -lt "$2" ] || { exec 8>&-; return 1; }
+    n=$((n + 1))
+    sleep 1
+  done
+}"#;
 
 /// `$1` the store; the blobs on stdin. The verdicts are [`EXIT_NO_HASHER`]
 /// (8), [`EXIT_DIGEST`] (4), [`EXIT_PART_MOVED`] (3), [`EXIT_BUSY`] (12) and
 /// [`EXIT_SHORT`] (5), written as numbers (a test checks them). A header is
 /// checked before it names a file: 64 hex digits, and two numbers.
 ///
-/// Each blob is written under an exclusive `flock` of `$S/locks/<hex>`,
-/// taken without waiting (the bytes are already coming): the holder owns
+/// Each blob is written under an exclusive `flock` of `$S/locks/<hex>`
+/// ([`BLOB_LOCK`]), taken without waiting (the bytes are already coming): the holder owns
 /// `<hex>.part`, truncates and appends to it, and keeps the lock until the
 /// check has renamed it. A second push storing the same blob at that moment
 /// writes a private file in `$S/tmp` instead and renames it the same way
@@ -963,21 +988,16 @@ while read -r hex offset size; do
   case $offset in *[!0-9]* | "") bad ;; esac
   case $size in *[!0-9]* | "") bad ;; esac
   [ "${#hex}" -eq 64 ] || bad
-  exec 8>"$S/locks/$hex" || exit 2
-  own= n=0
-  while :; do
-    if flock -n -x 8; then own=1; break; fi
-    # one resuming waits a little: the holder may be the script of a cut
-    # push that has not seen the end of its input yet
-    [ "$offset" != 0 ] && [ "$n" -lt 3 ] || break
-    n=$((n + 1))
-    sleep 1
-  done
-  if [ -n "$own" ]; then
+  # one resuming waits a little: the holder may be the script of a cut
+  # push that has not seen the end of its input yet
+  tries=0
+  [ "$offset" = 0 ] || tries=3
+  own=
+  if blob_lock "$hex" "$tries"; then
+    own=1
     p=$hex.part
   else
     # another push is writing this blob: never touch its .part
-    exec 8>&-
     if [ "$offset" != 0 ]; then head -c $((size - offset)) > /dev/null; echo "12 $hex"; continue; fi
     p=$(mktemp "$S/tmp/$hex.XXXXXX") || exit 2
   fi
@@ -1019,6 +1039,9 @@ tar -C "$d" -chf - manifest.json blobs | "$rt" load >&2
 /// as a chain, are left out of the archive: `docker load` does not open the
 /// file of a layer it has, and it would otherwise copy every byte again.
 /// Podman reads every layer named in `manifest.json`, so it gets them all.
+/// The blobs are arguments (stdin carries `manifest.json`): they are the
+/// image's config and layers, which do not grow with the store, where gc's
+/// and the hash's lists of names do (those come on stdin).
 pub fn load_script(
     store: &str,
     image: &PushImage,
@@ -1186,10 +1209,12 @@ pub fn push_host(
     let bad = if check.is_empty() {
         BTreeSet::new()
     } else {
+        let (verify, names) = verify_script(&opts.store, &check).map_err(|e| e.on(&label))?;
+        let what = "hashing stored blobs";
         let out = remote.run_checked(
-            "hashing stored blobs",
-            &verify_script(&opts.store, &check).map_err(|e| e.on(&label))?,
-            &mut |_| Ok(()),
+            what,
+            &verify,
+            &mut |w| w.write_all(&names).map_err(|e| remote.io_error(what, e)),
             &[0, 1],
         )?;
         bad_blobs(&String::from_utf8_lossy(&out), &check)
@@ -1688,6 +1713,17 @@ pub(crate) mod tests {
         );
     }
 
+    /// The blobs to hash can be many (every blob of a large image with
+    /// `--verify`): they go on stdin, not in the one command-line argument
+    /// sshd hands the login shell (Linux refuses one over 128 KiB).
+    #[test]
+    fn hashing_5000_blobs_fits_a_command_line() {
+        let hexes: Vec<String> = (0..5000u64).map(|i| format!("{i:064x}")).collect();
+        let (s, _) = verify_script("/var/lib/ferry", &hexes).unwrap();
+        let line = s.command_line().unwrap();
+        assert!(line.len() < 100 << 10, "{} bytes", line.len());
+    }
+
     #[test]
     fn scripts_are_constant_text_and_values_are_arguments() {
         let s = list_script("/srv/my store", "a:b", Runtime::Docker).unwrap();
@@ -1719,8 +1755,9 @@ pub(crate) mod tests {
         );
         let s = load_script("/var/lib/ferry", &image(), 0, Runtime::Docker).unwrap();
         assert_eq!(&s.values()[3..], [a.clone(), b.clone(), c.clone()]);
-        let s = verify_script("/var/lib/ferry", std::slice::from_ref(&a)).unwrap();
-        assert_eq!(s.values(), ["/var/lib/ferry", &a]);
+        let (s, names) = verify_script("/var/lib/ferry", std::slice::from_ref(&a)).unwrap();
+        assert_eq!(s.values(), ["/var/lib/ferry"]);
+        assert_eq!(names, format!("{a}\n").into_bytes());
     }
 
     #[test]
@@ -1902,17 +1939,17 @@ pub(crate) mod tests {
         let other = "e".repeat(64);
         std::fs::write(dir.path().join("blobs/sha256").join(&other), b"x").unwrap();
         let asked = vec![hex.clone(), other.clone(), "f".repeat(64)];
-        let out = std::process::Command::new("sh")
+        let (verify, names) = verify_script(store, &asked).unwrap();
+        let mut child = std::process::Command::new("sh")
             .arg("-c")
-            .arg(
-                verify_script(store, &asked)
-                    .unwrap()
-                    .command_line()
-                    .unwrap(),
-            )
+            .arg(verify.command_line().unwrap())
             .env("PATH", path)
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        child.stdin.take().unwrap().write_all(&names).unwrap();
+        let out = child.wait_with_output().unwrap();
         assert_eq!(
             bad_blobs(&String::from_utf8_lossy(&out.stdout), &asked),
             BTreeSet::from([other, "f".repeat(64)]),
@@ -2149,6 +2186,12 @@ pub(crate) mod tests {
                     sh_run(&s, dir.path(), bin.path(), stdin);
                 }
             };
+            // scripts whose list of names comes on stdin
+            let with_stdin = |r: Result<(Script, Vec<u8>), BadValue>| {
+                if let Ok((s, stdin)) = r {
+                    sh_run(&s, dir.path(), bin.path(), &stdin);
+                }
+            };
             // as the image reference: the grammar refuses every one
             assert!(check_reference(v).is_err(), "{case}");
             let mut img = image();
@@ -2161,7 +2204,7 @@ pub(crate) mod tests {
             // as a blob name, from the image or from the host's listing
             let mut img = image();
             img.config.hex = v.to_string();
-            run(verify_script(st, &[v.to_string()]), b"");
+            with_stdin(verify_script(st, &[v.to_string()]));
             run(load_script(st, &img, 0, Runtime::Docker), b"[]");
             run(gc::record_script(st, "a:b", v), b"");
             let mut header = upload_header(v, 0, 1).into_bytes();
@@ -2173,10 +2216,10 @@ pub(crate) mod tests {
             );
             let mut p = gc::Plan::default();
             p.remove.insert(v.to_string(), 1);
-            run(gc::remove_script(st, &p), b"");
+            with_stdin(gc::remove_script(st, &p));
             p.remove.clear();
             p.remove_parts.insert(v.to_string(), 1);
-            run(gc::remove_script(st, &p), b"");
+            with_stdin(gc::remove_script(st, &p));
             for path in [
                 v.to_string(),
                 format!("images/{v}/1-{d}"),
@@ -2190,7 +2233,7 @@ pub(crate) mod tests {
                     manifest: d.clone(),
                     blobs: None,
                 });
-                run(gc::remove_script(st, &p), b"");
+                with_stdin(gc::remove_script(st, &p));
             }
             only_the_store(dir.path(), &store, &case);
             // as the store, relative to the scratch folder and below it: a
@@ -2198,10 +2241,10 @@ pub(crate) mod tests {
             for st in [v.to_string(), format!("{}/{v}", dir.path().display())] {
                 run(list_script(&st, "a:b", Runtime::Docker), b"");
                 run(upload_script(&st), b"");
-                run(verify_script(&st, &["a".repeat(64)]), b"");
+                with_stdin(verify_script(&st, &["a".repeat(64)]));
                 run(gc::record_script(&st, "a:b", &d), b"");
                 run(gc::list_script(&st), b"");
-                run(gc::remove_script(&st, &gc::Plan::default()), b"");
+                with_stdin(gc::remove_script(&st, &gc::Plan::default()));
                 run(store_lock_script(&st, LockMode::Shared, 0), b"");
                 run(crate::objstore::pull::fetch_script(&st, &d, 1), b"");
             }
