@@ -35,11 +35,19 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "error: dockerd did not start: see /var/log/ferry-dockerd.log" >&2; exit 1; }
 fi
-# a locked sdist (pyspark) is prepared with this machine's own setuptools, never one from the index
+# a locked sdist (pyspark) is prepared with this machine's own setuptools and
+# wheel, never ones from the index at build time: Debian's python3 gets
+# Debian's packages, another python3 first on the PATH gets them from pip
 if ! python3 -c 'import setuptools, wheel' 2>/dev/null; then
-  echo "== installing python3-setuptools python3-wheel"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-setuptools python3-wheel >/dev/null
+  if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+    echo "== installing python3-setuptools python3-wheel"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-setuptools python3-wheel >/dev/null
+  else
+    echo "== installing setuptools and wheel for $(command -v python3)"
+    python3 -m pip install --quiet setuptools wheel 2>/dev/null ||
+      python3 -m pip install --quiet --break-system-packages setuptools wheel
+  fi
 fi
 
 echo "== building ferry"

@@ -50,13 +50,24 @@ command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 command -v ip >/dev/null || missing+=(iproute2)
 # tests/nix_closure.rs: Nix closures as image inputs, run on a static busybox
 command -v nix-store >/dev/null || missing+=(nix-bin)
-# a locked sdist is prepared with this machine's own setuptools, never one from the index
-python3 -c 'import setuptools, wheel' 2>/dev/null || missing+=(python3-setuptools python3-wheel)
+# a locked sdist is prepared with this machine's own setuptools and wheel,
+# never ones from the index at build time (Debian's python3 gets Debian's;
+# another python3 first on the PATH, a pyenv one say, gets them from pip
+# below, once, as part of setting up the machine)
+py_tools=0
+python3 -c 'import setuptools, wheel' 2>/dev/null || py_tools=1
+[ $py_tools = 1 ] && [ "$(command -v python3)" = /usr/bin/python3 ] && missing+=(python3-setuptools python3-wheel)
 { [ -x /bin/busybox ] && ! grep -q /lib64/ld-linux /bin/busybox; } || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ] || ! apt-cache show busybox-static >/dev/null 2>&1; then
   say "installing: ${missing[*]:-(package lists only)}"
   as_root apt-get update -qq
   [ ${#missing[@]} -gt 0 ] && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import setuptools, wheel' 2>/dev/null; then
+  say "installing setuptools and wheel for $(command -v python3)"
+  python3 -m pip install --quiet setuptools wheel 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages setuptools wheel
 fi
 
 # --- a Docker daemon --------------------------------------------------------
