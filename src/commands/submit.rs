@@ -28,16 +28,7 @@ pub fn run(a: SubmitArgs) -> Result<ExitCode> {
             .cloned()
             .with_context(|| format!("image `{}` has no `{l}` label", loaded.facts.reference))
     };
-    let job = match job {
-        Some(j) => j,
-        None => label("ferry.sample-job")?,
-    };
-    let local_job = std::path::Path::new(&job);
-    let content = if local_job.is_file() {
-        Some(std::fs::read(local_job).with_context(|| format!("reading `{job}`"))?)
-    } else {
-        None
-    };
+    let (job, content) = job_and_content(job, || label("ferry.sample-job"))?;
     let fleet = connect(plan, &a.ssh, a.local);
     // the driver runs on a master's host: it reaches masters and workers
     let on = plan
@@ -131,6 +122,27 @@ fn split_items(
         args.remove(0);
     }
     Ok((cluster, job, args))
+}
+
+/// The most of a job file on this machine that is sent to the driver.
+const MAX_JOB_BYTES: u64 = 64 << 20;
+
+/// The job to run and, when it is a file on this machine, its content.
+fn job_and_content(
+    given: Option<String>,
+    sample: impl FnOnce() -> Result<String>,
+) -> Result<(String, Option<Vec<u8>>)> {
+    let job = match given {
+        Some(j) => j,
+        None => sample()?,
+    };
+    let local_job = std::path::Path::new(&job);
+    let content = if local_job.is_file() {
+        Some(std::fs::read(local_job).with_context(|| format!("reading `{job}`"))?)
+    } else {
+        None
+    };
+    Ok((job, content))
 }
 
 /// Set by the Ctrl-C handler before it removes the driver.
@@ -266,6 +278,39 @@ mod tests {
         // no job: the image's sample job
         let (c, job, args, _) = split(&["c.toml"]);
         assert_eq!((c.as_deref(), job, args.len()), (Some("c.toml"), None, 0));
+    }
+
+    #[test]
+    fn a_sample_job_from_a_label_is_never_read_here() {
+        // a base image's label naming a file of the operator's machine
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("id_ed25519");
+        std::fs::write(&secret, b"PRIVATE KEY").unwrap();
+        let named = secret.display().to_string();
+        let (job, content) = job_and_content(None, || Ok(named.clone())).unwrap();
+        assert_eq!(job, named);
+        assert!(content.is_none(), "the label's path was read on this machine");
+        // a job named on the command line is read and sent
+        let (_, content) = job_and_content(Some(named.clone()), || unreachable!()).unwrap();
+        assert_eq!(content.as_deref(), Some(&b"PRIVATE KEY"[..]));
+    }
+
+    #[test]
+    fn a_local_job_past_the_cap_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.py");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_JOB_BYTES + 1).unwrap();
+        let e = job_and_content(Some(big.display().to_string()), || unreachable!())
+            .err()
+            .expect("a job past the cap was read")
+            .to_string();
+        assert!(e.contains("big.py") && e.contains("64 MiB"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        f.set_len(MAX_JOB_BYTES).unwrap();
+        let (_, content) = job_and_content(Some(big.display().to_string()), || unreachable!())
+            .unwrap();
+        assert_eq!(content.map(|c| c.len() as u64), Some(MAX_JOB_BYTES));
     }
 
     #[test]
