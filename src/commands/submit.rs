@@ -3,6 +3,7 @@
 //! streams to this terminal.
 
 use crate::script::Script;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -128,21 +129,32 @@ fn split_items(
 const MAX_JOB_BYTES: u64 = 64 << 20;
 
 /// The job to run and, when it is a file on this machine, its content.
+/// Only a job named on the command line is ever read here: one named by
+/// the image's `ferry.sample-job` label is a path inside the image (a base
+/// image's label could otherwise name any file of this machine, and have it
+/// handed to the image's driver).
 fn job_and_content(
     given: Option<String>,
     sample: impl FnOnce() -> Result<String>,
 ) -> Result<(String, Option<Vec<u8>>)> {
-    let job = match given {
-        Some(j) => j,
-        None => sample()?,
+    let Some(job) = given else {
+        return Ok((sample()?, None));
     };
-    let local_job = std::path::Path::new(&job);
-    let content = if local_job.is_file() {
-        Some(std::fs::read(local_job).with_context(|| format!("reading `{job}`"))?)
-    } else {
-        None
-    };
-    Ok((job, content))
+    let local_job = Path::new(&job);
+    if !local_job.is_file() {
+        return Ok((job, None));
+    }
+    let mut content = Vec::new();
+    std::fs::File::open(local_job)
+        .and_then(|f| f.take(MAX_JOB_BYTES + 1).read_to_end(&mut content))
+        .with_context(|| format!("reading `{job}`"))?;
+    if content.len() as u64 > MAX_JOB_BYTES {
+        bail!(
+            "`{job}` is larger than {} MiB, the most `ferry submit` sends: put it in the image, or on storage the cluster reads",
+            MAX_JOB_BYTES >> 20
+        );
+    }
+    Ok((job, Some(content)))
 }
 
 /// Set by the Ctrl-C handler before it removes the driver.
