@@ -737,6 +737,65 @@ fn refuses_a_zookeeper_dir_that_would_swallow_the_next_line() {
 }
 
 #[test]
+fn refuses_jvm_options_that_set_what_ferry_derives() {
+    // `-D` options are system properties, which beat spark-defaults.conf
+    // and zoo.cfg: they must not switch authentication off or point the
+    // masters at another ensemble
+    let sections = [
+        (
+            "zookeeper.jvm_options",
+            "jvm_options = [\"-Xmx256m\"]\n\n[spark",
+        ),
+        ("spark.masters.jvm_options", "jvm_options = [\"-Xmx512m\"]"),
+        (
+            "spark.workers.jvm_options",
+            "jvm_options = [\"-Xmx256m\"]\n[spark.workers",
+        ),
+    ];
+    for (field, old) in sections {
+        assert!(HA.contains(old), "{old}");
+        for (opt, key) in [
+            ("-Dspark.authenticate=false", "spark.authenticate"),
+            ("-Dspark.authenticate", "spark.authenticate"),
+            (
+                "-Dspark.authenticate.enableSaslEncryption=false",
+                "spark.authenticate.enableSaslEncryption",
+            ),
+            (
+                "-Dspark.deploy.zookeeper.url=evil:2181",
+                "spark.deploy.zookeeper.url",
+            ),
+            (
+                "-Dspark.deploy.recoveryMode=NONE",
+                "spark.deploy.recoveryMode",
+            ),
+            ("-Dzookeeper.authProvider.1=x.Y", "zookeeper.authProvider.1"),
+            ("-Dzookeeper.sasl.client=false", "zookeeper.sasl.client"),
+            (
+                "-Dzookeeper.enforce.auth.enabled=false",
+                "zookeeper.enforce.auth.enabled",
+            ),
+        ] {
+            let to = old.replacen("\"]", &format!("\", \"{opt}\"]"), 1);
+            let text = HA.replacen(old, &to, 1);
+            assert_eq!(
+                refusal(&text),
+                format!(
+                    "cluster.toml:{}: `{field}`: `{key}` is set by ferry (or guards what it sets); remove it here",
+                    line(&text, opt)
+                ),
+                "{field} {opt}"
+            );
+        }
+    }
+    // other system properties stay the operator's own
+    parse(&HA.replace(
+        "jvm_options = [\"-Xmx512m\"]",
+        "jvm_options = [\"-Xmx512m\", \"-Djava.net.preferIPv4Stack=true\", \"-Dspark.ui.port=8090\"]",
+    ));
+}
+
+#[test]
 fn refuses_jvm_options_with_control_characters() {
     let e = refusal(&HA.replace("\"-Xmx512m\"", "\"-Xmx512m\\r\""));
     assert!(

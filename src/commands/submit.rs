@@ -301,7 +301,10 @@ mod tests {
         let named = secret.display().to_string();
         let (job, content) = job_and_content(None, || Ok(named.clone())).unwrap();
         assert_eq!(job, named);
-        assert!(content.is_none(), "the label's path was read on this machine");
+        assert!(
+            content.is_none(),
+            "the label's path was read on this machine"
+        );
         // a job named on the command line is read and sent
         let (_, content) = job_and_content(Some(named.clone()), || unreachable!()).unwrap();
         assert_eq!(content.as_deref(), Some(&b"PRIVATE KEY"[..]));
@@ -320,8 +323,8 @@ mod tests {
         assert!(e.contains("big.py") && e.contains("64 MiB"), "{e}");
         assert!(!e.contains('\n'), "{e}");
         f.set_len(MAX_JOB_BYTES).unwrap();
-        let (_, content) = job_and_content(Some(big.display().to_string()), || unreachable!())
-            .unwrap();
+        let (_, content) =
+            job_and_content(Some(big.display().to_string()), || unreachable!()).unwrap();
         assert_eq!(content.map(|c| c.len() as u64), Some(MAX_JOB_BYTES));
     }
 
