@@ -1030,13 +1030,32 @@ fn check_jvm_options(opts: &[Spanned<String>], field: &str, at: &At) -> Result<(
                 format!("`{}` is not a plain JVM option (it must start with `-` and hold no quotes, `$`, backquotes, backslashes or control characters)", s.escape_debug()),
             ));
         }
-        if let Some(key) = s.strip_prefix("-D").and_then(|kv| kv.split('=').next())
-            && looks_secret(key)
-        {
-            return Err(at.spanned(o, field, format!("`{key}` looks like a secret; ferry keeps secrets out of cluster files and plans")));
+        if let Some(key) = s.strip_prefix("-D").and_then(|kv| kv.split('=').next()) {
+            if derived_system_property(key) {
+                return Err(at.spanned(
+                    o,
+                    field,
+                    format!("`{key}` is set by ferry (or guards what it sets); remove it here"),
+                ));
+            }
+            if looks_secret(key) {
+                return Err(at.spanned(o, field, format!("`{key}` looks like a secret; ferry keeps secrets out of cluster files and plans")));
+            }
         }
     }
     Ok(())
+}
+
+/// Whether a system property (a `-D` JVM option) would override what ferry
+/// derives: system properties beat spark-defaults.conf (Spark reads every
+/// `spark.*` one) and zoo.cfg (ZooKeeper reads `zookeeper.*`, its auth
+/// providers and SASL switches among them), so `-Dspark.authenticate=false`
+/// would switch RPC authentication off.
+fn derived_system_property(key: &str) -> bool {
+    DERIVED_PROPERTIES.contains(&key)
+        || ["spark.authenticate", "spark.deploy.", "zookeeper."]
+            .iter()
+            .any(|p| key.starts_with(p))
 }
 
 /// The dotted field of the `key = value` line at `offset`, under the last
