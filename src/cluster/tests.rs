@@ -737,6 +737,21 @@ fn refuses_a_zookeeper_dir_that_would_swallow_the_next_line() {
 }
 
 #[test]
+fn refuses_a_cluster_name_the_push_store_uses() {
+    // cluster state and the push store share /var/lib/ferry
+    for name in ["images", "tmp", "blobs", "locks", "lock"] {
+        let text = HA.replacen("name = \"ha\"", &format!("name = \"{name}\""), 1);
+        assert_eq!(
+            refusal(&text),
+            format!(
+                "cluster.toml:4: `name`: `{name}` is a folder of the push store beside the cluster's state in /var/lib/ferry; choose another cluster name"
+            )
+        );
+    }
+    parse(&HA.replacen("name = \"ha\"", "name = \"images2\"", 1));
+}
+
+#[test]
 fn refuses_jvm_options_that_set_what_ferry_derives() {
     // `-D` options are system properties, which beat spark-defaults.conf
     // and zoo.cfg: they must not switch authentication off or point the
