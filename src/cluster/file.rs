@@ -382,18 +382,8 @@ impl ClusterFile {
 
     fn check(&self, at: &At) -> Result<(), ClusterError> {
         let name = self.name.get_ref();
-        if name.is_empty()
-            || name.len() > 63
-            || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(at.spanned(
-                &self.name,
-                "name",
-                format!("`{name}` is not a usable cluster name: use letters, digits, `-` and `_`, starting with a letter or digit, at most 63 characters (it names containers and folders)"),
-            ));
+        if let Err(why) = grammar::cluster_name(name) {
+            return Err(at.spanned(&self.name, "name", format!("`{name}` {why}")));
         }
         let mut seen = BTreeSet::new();
         for h in &self.hosts {
