@@ -2420,6 +2420,38 @@ mod tests {
         assert!(!made.exists(), "{out}");
     }
 
+    /// `up` asks the image for its user's ids with a `docker run` that
+    /// never pulls (a tag gone from the host is not fetched from a
+    /// registry) and reads at most 64 bytes of its answer.
+    #[test]
+    fn the_owner_is_asked_of_the_local_image_with_a_bounded_answer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let plan = scratch_plan(vec![zk_dir(&t.join("zk"))], vec![]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let (code, _, err) = run_sh_with(&line, &tar, &bin, LOGGING_DOCKER);
+        assert_eq!(code, 0, "{err}");
+        let runs: Vec<Vec<String>> = docker_calls(&bin)
+            .into_iter()
+            .filter(|c| c.first().is_some_and(|a| a == "run"))
+            .collect();
+        assert!(!runs.is_empty());
+        for r in &runs {
+            assert!(r.iter().any(|a| a == "--pull=never"), "{r:?}");
+        }
+        // an image that answers without end
+        let t = tmp.path().join("endless");
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let plan = scratch_plan(vec![zk_dir(&t.join("zk"))], vec![]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let endless = "#!/bin/sh\n[ \"$1\" = run ] && exec yes 1\nexit 1\n";
+        let (code, _, err) = run_sh_with(&line, &tar, &bin, endless);
+        assert_ne!(code, 0);
+        assert!(err.contains("user `zookeeper`"), "{err}");
+        assert!(err.len() < 1024, "{err}");
+    }
+
     /// A value that makes sed run a command, if it is ever part of a sed
     /// program.
     const SED_E: &str = ".*/touch pwned-sed-e/e;#";
