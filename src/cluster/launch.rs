@@ -663,7 +663,7 @@ made() { [ -n "$trusted_record" ] && in_record "$state/made" "$1"; }
 /// root's alone, `/data -> /mnt/disk1`, is the admin's and is followed).
 /// `owner_ids USER`: sets `uid` and `gid` to those of the image's USER,
 /// asked of the image itself (the user is a value for its `id`, never
-/// part of a program).
+/// part of a program), never pulled, its answer read to 64 bytes at most.
 /// `mk PATH MODE OWNER OWN`: makes a missing folder, records it as the
 /// cluster's and gives it to its owner; a folder that was there and is not
 /// the cluster's (`OWN` is 1 in the cluster's own folders) keeps its mode
@@ -693,8 +693,9 @@ owner_ids() {
       fail "the image's user \`$1\` is not a user name ([a-z_][a-z0-9_-]*): check the image's \`ferry.*.user\` labels" ;;
   esac
   [ "$1" = "${ids_of-}" ] && return 0
-  _ids=$(docker run --rm --network none --entrypoint sh -- "$image" -c 'id -u -- "$1" && id -g -- "$1"' sh "$1") || fail "cannot read the user \`$1\` of the image \`$image\`"
-  uid=${_ids%"$nl"*} gid=${_ids#*"$nl"}
+  _ids=$(docker run --rm --pull=never --network none --entrypoint sh -- "$image" -c 'id -u -- "$1" && id -g -- "$1"' sh "$1" | head -c 64)
+  case $_ids in *"$nl"*) ;; *) fail "cannot read the user \`$1\` of the image \`$image\`" ;; esac
+  uid=${_ids%%"$nl"*} gid=${_ids#*"$nl"}
   case $uid in ""|*[!0123456789]*) fail "user \`$1\` is not in the image \`$image\`" ;; esac
   case $gid in ""|*[!0123456789]*) fail "user \`$1\` is not in the image \`$image\`" ;; esac
   ids_of=$1
