@@ -737,6 +737,62 @@ fn refuses_a_zookeeper_dir_that_would_swallow_the_next_line() {
 }
 
 #[test]
+fn refuses_a_planned_folder_inside_another() {
+    // a container owns the outer folder: it could swap the inner one for a
+    // link between `up`'s check and its act
+    let with = |work: &str, data: &str| {
+        HA.replacen(
+            "[spark.workers]\n",
+            &format!("[spark.workers]\nwork_dir = \"{work}\"\n"),
+            1,
+        )
+        .replacen(
+            "[zookeeper]\n",
+            &format!("[zookeeper]\ndata_dir = \"{data}\"\n"),
+            1,
+        )
+    };
+    for (work, data, inner, outer) in [
+        (
+            "/srv/spark",
+            "/srv/spark/zk",
+            "zookeeper.data_dir",
+            "spark.workers.work_dir",
+        ),
+        (
+            "/srv/zk/work",
+            "/srv/zk",
+            "spark.workers.work_dir",
+            "zookeeper.data_dir",
+        ),
+        (
+            "/srv/both",
+            "/srv/both",
+            "zookeeper.data_dir",
+            "spark.workers.work_dir",
+        ),
+    ] {
+        let e = refusal(&with(work, data));
+        assert!(
+            e.starts_with("cluster.toml: `")
+                && e.contains(&format!("`{inner}`"))
+                && e.contains(&format!("`{outer}`"))
+                && e.contains("inside")
+                && !e.contains('\n'),
+            "{work} {data}: {e}"
+        );
+    }
+    // ferry's config folders are root's: no container folder may hold them
+    let e = refusal(&with("/etc", "/srv/zk"));
+    assert!(
+        e.contains("`spark.workers.work_dir`") && e.contains("/etc/ferry"),
+        "{e}"
+    );
+    // side by side is fine
+    parse(&with("/srv/spark", "/srv/spark-zk"));
+}
+
+#[test]
 fn refuses_a_cluster_name_the_push_store_uses() {
     // cluster state and the push store share /var/lib/ferry
     for name in ["images", "tmp", "blobs", "locks", "lock"] {
