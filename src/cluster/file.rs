@@ -830,6 +830,39 @@ impl ClusterFile {
                 return Err(at.err(None, field, format!("`{}` {why}", dir.escape_debug())));
             }
         }
+        // a container owns and mounts these folders: one inside another (or
+        // holding ferry's config folders) could be swapped for a link by
+        // the outer folder's container while `up` works in it as root
+        let planned = [
+            ("spark.workers.work_dir", self.work_dir()),
+            ("zookeeper.data_dir", self.zookeeper_data_dir()),
+        ];
+        let inside =
+            |inner: &str, outer: &str| inner == outer || inner.starts_with(&format!("{outer}/"));
+        for (i, (outer_field, outer)) in planned.iter().enumerate() {
+            for (inner_field, inner) in &planned[i + 1..] {
+                let (inner_field, inner, outer_field, outer) = if inside(inner, outer) {
+                    (inner_field, inner, outer_field, outer)
+                } else if inside(outer, inner) {
+                    (outer_field, outer, inner_field, inner)
+                } else {
+                    continue;
+                };
+                return Err(at.err(
+                    None,
+                    inner_field,
+                    format!("`{inner}` is inside `{outer_field}` (`{outer}`), a folder a container owns: give each its own folder, side by side"),
+                ));
+            }
+            let conf = format!("/etc/ferry/{}", self.name.get_ref());
+            if inside(&conf, outer) {
+                return Err(at.err(
+                    None,
+                    outer_field,
+                    format!("`{outer}` would hold ferry's config folder `{conf}`, which only root may write: name another folder"),
+                ));
+            }
+        }
         // written into spark-defaults.conf, and a latch path on the ZooKeeper side
         let dir = self.zookeeper_dir();
         if let Err(why) = grammar::znode(&dir) {
