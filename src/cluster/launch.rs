@@ -2453,6 +2453,67 @@ mod tests {
         assert!(err.len() < 1024, "{err}");
     }
 
+    /// An image whose user is uid 0 would own its folders as root: links it
+    /// plants there would pass for root's. `up` gives no folder to it.
+    #[test]
+    fn an_image_user_of_uid_0_gets_no_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let zk = t.join("zk");
+        let plan = scratch_plan(vec![zk_dir(&zk)], vec![]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let as_root = "#!/bin/sh\n[ \"$1\" = run ] && printf '0\\n0\\n'\n";
+        let (code, _, err) = run_sh_with(&line, &tar, &bin, as_root);
+        assert_ne!(code, 0);
+        assert!(
+            err.contains("`zookeeper` is uid 0") && err.contains("`ferry.zookeeper.user`"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!zk.exists());
+    }
+
+    /// A folder on the way to a planned folder, or to a file's folder, that
+    /// others than root may change (a container's, or one open to all) is
+    /// refused: its entries could be swapped for links between check and
+    /// act. A sticky folder open to all (`/tmp`) is passed when the next
+    /// name on the way is root's.
+    #[test]
+    fn a_folder_others_may_write_on_the_way_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let open = t.join("open");
+        std::fs::create_dir(&open).unwrap();
+        set_mode(&open, 0o777);
+        let zk = open.join("zk");
+        let plan = scratch_plan(vec![zk_dir(&zk)], vec![]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let (code, _, err) = run_sh(&line, &tar, &bin);
+        assert_ne!(code, 0);
+        assert!(err.contains(&format!("`{}`", open.display())), "{err}");
+        assert!(!zk.exists());
+        // a file whose folder lies in such a folder
+        let conf = open.join("conf");
+        std::fs::create_dir(&conf).unwrap();
+        set_mode(&conf, 0o755);
+        let cfg = conf.join("zoo.cfg");
+        let plan = scratch_plan(vec![], vec![(cfg.display().to_string(), "x\n")]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let (code, _, err) = run_sh(&line, &tar, &bin);
+        assert_ne!(code, 0);
+        assert!(err.contains(&format!("`{}`", open.display())), "{err}");
+        assert!(!cfg.exists());
+        // closed again, both go through
+        set_mode(&open, 0o755);
+        let plan = scratch_plan(vec![zk_dir(&zk)], vec![(cfg.display().to_string(), "x\n")]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let (code, _, err) = run_sh(&line, &tar, &bin);
+        assert_eq!(code, 0, "{err}");
+        assert!(zk.is_dir() && cfg.is_file());
+    }
+
     /// A value that makes sed run a command, if it is ever part of a sed
     /// program.
     const SED_E: &str = ".*/touch pwned-sed-e/e;#";
