@@ -661,9 +661,16 @@ made() { [ -n "$trusted_record" ] && in_record "$state/made" "$1"; }
 /// `no_foreign_link PATH`: no link on the way to PATH (PATH included) that
 /// someone else than root could have made (a link of root's in a folder of
 /// root's alone, `/data -> /mnt/disk1`, is the admin's and is followed).
+/// `steady PATH`: every folder holding a name on the way to PATH (PATH
+/// itself not: it may be a container's) is root's and only root may
+/// change its entries, or is sticky (`/tmp`) with the name below it root's;
+/// else `bad` is the first that is not. So no one else can swap a name on
+/// the way for a link between `up`'s checks and its writes.
 /// `owner_ids USER`: sets `uid` and `gid` to those of the image's USER,
 /// asked of the image itself (the user is a value for its `id`, never
-/// part of a program), never pulled, its answer read to 64 bytes at most.
+/// part of a program), never pulled, its answer read to 64 bytes at most;
+/// uid 0 is refused (a container of root's would own its folders as root,
+/// and the links it plants there would pass for the admin's).
 /// `mk PATH MODE OWNER OWN`: makes a missing folder, records it as the
 /// cluster's and gives it to its owner; a folder that was there and is not
 /// the cluster's (`OWN` is 1 in the cluster's own folders) keeps its mode
@@ -687,6 +694,22 @@ const MK_SH: &str = r#"no_foreign_link() {
     fi
   done
 }
+steady() {
+  _h=/ _r=${1#/}
+  while [ -n "$_r" ]; do
+    _p=${_h%/}/${_r%%/*}
+    case $_r in */*) _r=${_r#*/} ;; *) _r= ;; esac
+    bad=$_h
+    _st=$(stat -c '%u %a' -- "$_h") || return 1
+    case ${_st% *} in 0|"$me") ;; *) return 1 ;; esac
+    if [ $((0${_st#* } & 022)) != 0 ]; then
+      [ $((0${_st#* } & 01000)) != 0 ] && [ -d "$_p" ] && [ ! -L "$_p" ] || return 1
+      case $(stat -c %u -- "$_p") in 0|"$me") ;; *) return 1 ;; esac
+    fi
+    [ -e "$_p" ] || return 0
+    _h=$_p
+  done
+}
 owner_ids() {
   case $1 in
     ""|[!abcdefghijklmnopqrstuvwxyz_]*|*[!abcdefghijklmnopqrstuvwxyz0123456789_-]*)
@@ -698,6 +721,7 @@ owner_ids() {
   uid=${_ids%%"$nl"*} gid=${_ids#*"$nl"}
   case $uid in ""|*[!0123456789]*) fail "user \`$1\` is not in the image \`$image\`" ;; esac
   case $gid in ""|*[!0123456789]*) fail "user \`$1\` is not in the image \`$image\`" ;; esac
+  [ "$uid" != 0 ] || fail "the image's user \`$1\` is uid 0 (root) in the image \`$image\`: ferry gives no folder to root; name a user of its own in the image's \`ferry.spark.user\` or \`ferry.zookeeper.user\` label"
   ids_of=$1
 }
 writable() {
@@ -712,14 +736,15 @@ mk() {
   case $1 in *"$nl"*) fail "a planned folder's path holds a newline" ;; esac
   case "$state/" in "${1%/}/"*) fail "\`$1\` would hold ferry's own records of the cluster (\`$state\`), which no container may write: name another folder" ;; esac
   no_foreign_link "$1" || fail "\`$1\`: a link on its way was made by another user than root (a container may have planted it): ferry follows no such link"
+  steady "$1" || fail "\`$1\`: \`$bad\` on its way is not root's alone (others may change its entries, and swap one for a link): make it root's with mode 0755, or name a folder elsewhere"
   if [ -L "$1" ] || { [ -e "$1" ] && [ ! -d "$1" ]; }; then
     fail "\`$1\` is a link or not a folder: ferry makes and writes only real folders"
   fi
   if [ ! -e "$1" ]; then
+    [ "$3" = root ] || owner_ids "$3"
     mkdir -p -- "$1" || exit 1
     in_record "$state/made" "$1" || printf '%s\n' "$1" >> "$state/made" || exit 1
     if [ "$3" != root ]; then
-      owner_ids "$3"
       chown -h -- "$uid:$gid" "$1" || exit 1
     fi
   elif [ "$4" != 1 ] && ! made "$1"; then
@@ -744,6 +769,7 @@ put() {
   _d=${2%/*}
   [ -n "$_d" ] || _d=/
   no_foreign_link "$_d" && [ -d "$_d" ] && [ ! -L "$_d" ] || fail "\`$2\`: its folder is missing or a link: ferry writes through no link a container could have planted"
+  steady "$_d" || fail "\`$2\`: \`$bad\` on its way is not root's alone (others may change its entries, and swap one for a link): make it root's with mode 0755, or name a folder elsewhere"
   if [ -f "$2" ] && [ ! -L "$2" ] && cmp -s -- "$x/$1" "$2"; then return 0; fi
   stage_for "$_d"
   tmp=$(mktemp -- "$at/put.XXXXXX") || exit 1
@@ -2222,7 +2248,28 @@ mod tests {
 
     const STAND_IN_DOCKER: &str = "#!/bin/sh\ncase \"$1\" in\n  run) shift; ep=; while [ $# -gt 0 ]; do case $1 in --entrypoint) ep=$2; shift 2 ;; --network) shift 2 ;; --) shift; break ;; -*) shift ;; *) break ;; esac; done; shift; exec \"$ep\" \"$@\" ;;\n  ps) ;;\n  *) exit 1 ;;\nesac\n";
 
-    const STAND_IN_ID: &str = "#!/bin/sh\nflag=$1; shift\n[ \"${1-}\" = -- ] && shift\n[ $# = 0 ] && exec /usr/bin/id \"$flag\"\ncase $1 in spark|zookeeper) exec /usr/bin/id \"$flag\" ;; *) echo \"id: $1: no such user\" >&2; exit 1 ;; esac\n";
+    /// The image's users are this test's own user, or uid and gid 4242
+    /// when it runs as root (`up` gives no folder to uid 0).
+    const STAND_IN_ID: &str = "#!/bin/sh\nflag=$1; shift\n[ \"${1-}\" = -- ] && shift\n[ $# = 0 ] && exec /usr/bin/id \"$flag\"\ncase $1 in spark|zookeeper) [ \"$(/usr/bin/id -u)\" = 0 ] && echo 4242 && exit 0; exec /usr/bin/id \"$flag\" ;; *) echo \"id: $1: no such user\" >&2; exit 1 ;; esac\n";
+
+    /// Gives `p` to the image's users as the stand-in `id` says them (a
+    /// folder the user made for them).
+    fn give_to_image_user(p: &std::path::Path) {
+        let (u, g) = image_ids();
+        std::os::unix::fs::chown(p, u.parse().ok(), g.parse().ok()).unwrap();
+    }
+
+    /// The uid and gid the stand-in `id` gives the image's users.
+    fn image_ids() -> (String, String) {
+        let id = |flag: &str| {
+            let out = std::process::Command::new("id").arg(flag).output().unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        match id("-u").as_str() {
+            "0" => ("4242".into(), "4242".into()),
+            _ => (id("-u"), id("-g")),
+        }
+    }
 
     fn stand_in(bin: &std::path::Path, name: &str, body: &str) {
         let f = bin.join(name);
@@ -2403,6 +2450,7 @@ mod tests {
         std::fs::create_dir(&theirs).unwrap();
         std::fs::write(theirs.join("data.csv"), "user data\n").unwrap();
         set_mode(&theirs, 0o755);
+        give_to_image_user(&theirs);
         let made = t.join("made");
         let plan = scratch_plan(vec![zk_dir(&theirs), zk_dir(&made)], vec![]);
         let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
@@ -2605,6 +2653,7 @@ mod tests {
         std::fs::create_dir(&theirs).unwrap();
         std::fs::write(theirs.join("data.csv"), "user data\n").unwrap();
         set_mode(&theirs, 0o755);
+        give_to_image_user(&theirs);
 
         let (script, tar) = up_line(&plan, &host, &root);
         let (code, _, err) = run_sh(&script, &tar, &bin);
@@ -2628,22 +2677,7 @@ mod tests {
         let (code, _, err) = run_sh(&script, &tar, &bin);
         set_mode(&theirs, 0o755);
         assert_eq!(code, 1, "{err}");
-        let uid = String::from_utf8(
-            std::process::Command::new("id")
-                .arg("-u")
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
-        let gid = String::from_utf8(
-            std::process::Command::new("id")
-                .arg("-g")
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
+        let (uid, gid) = image_ids();
         assert_eq!(
             err.trim(),
             format!(
