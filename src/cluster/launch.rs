@@ -2562,6 +2562,30 @@ mod tests {
         assert!(zk.is_dir() && cfg.is_file());
     }
 
+    /// `down --purge` removes what `up` made only through folders root
+    /// alone may change: a name on the way could else be a link planted
+    /// since, and `rm -rf` would follow it.
+    #[test]
+    fn purge_keeps_a_folder_on_a_way_others_may_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let open = t.join("open");
+        std::fs::create_dir(&open).unwrap();
+        set_mode(&open, 0o755);
+        let zk = open.join("zk");
+        let plan = scratch_plan(vec![zk_dir(&zk)], vec![]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let (code, _, err) = run_sh(&line, &tar, &bin);
+        assert_eq!(code, 0, "{err}");
+        assert!(zk.is_dir());
+        set_mode(&open, 0o777);
+        let (code, out, err) = run_sh(&purge_line(&plan, &plan.hosts[0], &state), &[], &bin);
+        assert_eq!(code, 0, "{err}");
+        assert!(zk.is_dir(), "{out}");
+        assert!(out.contains(&format!("`{}`", open.display())), "{out}");
+    }
+
     /// A value that makes sed run a command, if it is ever part of a sed
     /// program.
     const SED_E: &str = ".*/touch pwned-sed-e/e;#";
