@@ -639,6 +639,11 @@ pub const STATE_ROOT: &str = "/var/lib/ferry";
 /// `root_only DIR`: a real folder (no link) of ours that no one else may
 /// write in. `in_record FILE PATH`: whether FILE lists PATH on a line.
 /// `made PATH`: whether the cluster's record says its `up` made PATH.
+/// `steady PATH`: every folder holding a name on the way to PATH (PATH
+/// itself not: it may be a container's) is root's and only root may
+/// change its entries, or is sticky (`/tmp`) with the name below it root's;
+/// else `bad` is the first that is not. So no one else can swap a name on
+/// the way for a link between `up`'s checks and its writes.
 const RECORDS_SH: &str = r#"nl='
 '
 me=$(id -u)
@@ -654,6 +659,22 @@ in_record() {
   return 1
 }
 made() { [ -n "$trusted_record" ] && in_record "$state/made" "$1"; }
+steady() {
+  _h=/ _r=${1#/}
+  while [ -n "$_r" ]; do
+    _p=${_h%/}/${_r%%/*}
+    case $_r in */*) _r=${_r#*/} ;; *) _r= ;; esac
+    bad=$_h
+    _st=$(stat -c '%u %a' -- "$_h") || return 1
+    case ${_st% *} in 0|"$me") ;; *) return 1 ;; esac
+    if [ $((0${_st#* } & 022)) != 0 ]; then
+      [ $((0${_st#* } & 01000)) != 0 ] && [ -d "$_p" ] && [ ! -L "$_p" ] || return 1
+      case $(stat -c %u -- "$_p") in 0|"$me") ;; *) return 1 ;; esac
+    fi
+    [ -e "$_p" ] || return 0
+    _h=$_p
+  done
+}
 "#;
 
 /// `up`'s folder and file steps.
@@ -661,11 +682,6 @@ made() { [ -n "$trusted_record" ] && in_record "$state/made" "$1"; }
 /// `no_foreign_link PATH`: no link on the way to PATH (PATH included) that
 /// someone else than root could have made (a link of root's in a folder of
 /// root's alone, `/data -> /mnt/disk1`, is the admin's and is followed).
-/// `steady PATH`: every folder holding a name on the way to PATH (PATH
-/// itself not: it may be a container's) is root's and only root may
-/// change its entries, or is sticky (`/tmp`) with the name below it root's;
-/// else `bad` is the first that is not. So no one else can swap a name on
-/// the way for a link between `up`'s checks and its writes.
 /// `owner_ids USER`: sets `uid` and `gid` to those of the image's USER,
 /// asked of the image itself (the user is a value for its `id`, never
 /// part of a program), never pulled, its answer read to 64 bytes at most;
@@ -692,22 +708,6 @@ const MK_SH: &str = r#"no_foreign_link() {
     if [ -L "$_p" ]; then
       [ "$(stat -c %u -- "$_p")" = "$me" ] && root_only "${_p%/*}/" || return 1
     fi
-  done
-}
-steady() {
-  _h=/ _r=${1#/}
-  while [ -n "$_r" ]; do
-    _p=${_h%/}/${_r%%/*}
-    case $_r in */*) _r=${_r#*/} ;; *) _r= ;; esac
-    bad=$_h
-    _st=$(stat -c '%u %a' -- "$_h") || return 1
-    case ${_st% *} in 0|"$me") ;; *) return 1 ;; esac
-    if [ $((0${_st#* } & 022)) != 0 ]; then
-      [ $((0${_st#* } & 01000)) != 0 ] && [ -d "$_p" ] && [ ! -L "$_p" ] || return 1
-      case $(stat -c %u -- "$_p") in 0|"$me") ;; *) return 1 ;; esac
-    fi
-    [ -e "$_p" ] || return 0
-    _h=$_p
   done
 }
 owner_ids() {
@@ -1980,7 +1980,9 @@ const PURGE_SH: &str = r#"trusted_record=
 root_only "$state" && trusted_record=1
 purge() {
   [ -e "$1" ] || [ -L "$1" ] || return 0
-  if made "$1"; then
+  if made "$1" && ! steady "$1"; then
+    printf 'kept %s: `%s` on its way is not root'"'"'s alone (others may change its entries, and swap one for a link)\n' "$1" "$bad"
+  elif made "$1"; then
     rm -rf -- "$1" && printf '%s\n' "$1"
   elif [ "$2" = 1 ]; then
     by=
