@@ -2588,6 +2588,86 @@ mod tests {
         assert!(out.contains(&format!("`{}`", open.display())), "{out}");
     }
 
+    /// The path of the host's own `tool`.
+    fn real(tool: &str) -> String {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "command -v \"$1\"", "sh", tool])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// On a host whose `mv` has no `-T` and whose `stat` has no `%m`
+    /// (busybox), `up` still puts files in place, also on a file system of
+    /// their own (here a stand-in `stat` says `other` is one), staging them
+    /// at that file system's top; a folder (or a link to one) where a file
+    /// goes is refused, never moved into.
+    #[test]
+    fn up_puts_files_with_a_busybox_mv_and_stat() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let other = t.join("other");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir(&other).unwrap();
+        set_mode(&other, 0o755);
+        stand_in(
+            &bin,
+            "mv",
+            &format!(
+                "#!/bin/sh\nfor a in \"$@\"; do case $a in --) break ;; -*T*) echo \"mv: invalid option -- 'T'\" >&2; exit 1 ;; esac; done\nexec {} \"$@\"\n",
+                real("mv")
+            ),
+        );
+        stand_in(
+            &bin,
+            "stat",
+            &format!(
+                "#!/bin/sh\nfor a in \"$@\"; do case $a in *%m*) echo \"stat: unknown format\" >&2; exit 1 ;; esac; done\nif [ \"$1 $2 $3\" = \"-c %d --\" ]; then case $4 in {o}|{o}/*) echo 999; exit 0 ;; esac; fi\nexec {} \"$@\"\n",
+                real("stat"),
+                o = other.display()
+            ),
+        );
+        let zk = other.join("zk");
+        let myid = zk.join("myid");
+        let up = |content: &str| {
+            let plan = scratch_plan(
+                vec![zk_dir(&zk)],
+                vec![(myid.display().to_string(), content)],
+            );
+            let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+            run_sh(&line, &tar, &bin)
+        };
+        let (code, _, err) = up("1\n");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read_to_string(&myid).unwrap(), "1\n");
+        assert!(other.join(".ferry-stage").is_dir());
+        // a link the container planted as the file is replaced
+        let victim = t.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        std::fs::remove_file(&myid).unwrap();
+        std::os::unix::fs::symlink(&victim, &myid).unwrap();
+        let (code, _, err) = up("2\n");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(std::fs::read_to_string(&myid).unwrap(), "2\n");
+        // a link to a folder, or a folder, is refused: nothing goes into it
+        let elsewhere = t.join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::remove_file(&myid).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &myid).unwrap();
+        let (code, _, err) = up("3\n");
+        assert_ne!(code, 0);
+        assert!(err.contains(&format!("`{}`", myid.display())), "{err}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        std::fs::remove_file(&myid).unwrap();
+        std::fs::create_dir(&myid).unwrap();
+        let (code, _, err) = up("4\n");
+        assert_ne!(code, 0);
+        assert!(err.contains(&format!("`{}`", myid.display())), "{err}");
+        assert_eq!(std::fs::read_dir(&myid).unwrap().count(), 0);
+    }
+
     /// A value that makes sed run a command, if it is ever part of a sed
     /// program.
     const SED_E: &str = ".*/touch pwned-sed-e/e;#";
