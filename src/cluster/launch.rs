@@ -700,6 +700,8 @@ steady() {
 /// `OWNED` 1 its folder's owner) there, then renamed into place. A rename
 /// replaces a link a container planted at PATH; nothing is ever written,
 /// chmodded or chowned through one.
+/// `mv_t`: whether this host's `mv` has `-T` (busybox's may not), asked
+/// once, of a file in the stage.
 const MK_SH: &str = r#"no_foreign_link() {
   _p= _r=${1#/}
   while [ -n "$_r" ]; do
@@ -759,10 +761,24 @@ stage_for() {
   _dev=$(stat -c %d -- "$1") || exit 1
   at=$stage
   [ "$(stat -c %d -- "$at")" = "$_dev" ] && return 0
-  _top=$(stat -c %m -- "$1") || exit 1
+  # its file system's top: the highest folder above it on the same device
+  _top=$1
+  while [ "$_top" != / ]; do
+    _up=${_top%/*}
+    [ -n "$_up" ] || _up=/
+    [ "$(stat -c %d -- "$_up")" = "$_dev" ] || break
+    _top=$_up
+  done
   at=${_top%/}/.ferry-stage
   root_only "$_top" && { [ -d "$at" ] || mkdir -m 0700 -- "$at"; } && root_only "$at" && [ "$(stat -c %d -- "$at")" = "$_dev" ] ||
     fail "\`$1\` is on another file system than \`$stage\`, and that file system's top folder \`$_top\` is not root's alone, so ferry has nowhere safe to stage its files there: put the folder on the same file system as \`$stage\`, or below a mount point only root writes"
+}
+mv_t() {
+  if [ -z "${_mv_t-}" ]; then
+    _a=$(mktemp -- "$at/probe.XXXXXX") || exit 1
+    if mv -fT -- "$_a" "$_a.T" 2>/dev/null; then _mv_t=1; rm -f -- "$_a.T"; else _mv_t=0; rm -f -- "$_a"; fi
+  fi
+  [ "$_mv_t" = 1 ]
 }
 put() {
   case $2 in /*) ;; *) fail "\`$2\` is not an absolute path" ;; esac
@@ -777,7 +793,9 @@ put() {
   if [ "$4" = 1 ]; then
     _own=$(stat -c %u:%g -- "$_d") && chown -- "$_own" "$tmp" || exit 1
   fi
-  mv -fT -- "$tmp" "$2" || exit 1
+  # a plain `mv` moves into a folder (or a link to one) at the target
+  [ ! -d "$2" ] || fail "\`$2\` is a folder or a link to one: ferry puts a file there only in place of a file or a link"
+  if mv_t; then mv -fT -- "$tmp" "$2" || exit 1; else mv -f -- "$tmp" "$2" || exit 1; fi
   tmp=
   printf 'wrote %s\n' "$2"
 }
