@@ -196,6 +196,35 @@ mod tests {
         port
     }
 
+    /// `--local` reads a script's output as the SSH side does: stdout up
+    /// to 16 MiB, the end of stderr with its control characters escaped.
+    #[test]
+    fn local_output_is_bounded_and_escaped() {
+        let e = LocalHost
+            .run(
+                "testing",
+                &Script::new("printf 'boom\\033[2J\\033]0;owned\\007\\n' >&2; exit 3"),
+                &[],
+            )
+            .unwrap_err();
+        assert!(!e.chars().any(|c| c.is_control()), "{e:?}");
+        assert!(e.contains("boom\\u{1b}[2J"), "{e:?}");
+        let e = LocalHost
+            .run(
+                "testing",
+                &Script::new("head -c 17000000 /dev/zero; i=0; while [ $i -lt 1100 ]; do printf '%064d\\n' $i >&2; i=$((i+1)); done; exit 1"),
+                &[],
+            )
+            .err()
+            .expect("a failed script");
+        assert!(e.len() < (64 << 10) + 200, "{}", e.len());
+        let e = LocalHost
+            .run("testing", &Script::new("head -c 17000000 /dev/zero"), &[])
+            .err()
+            .expect("17 MB of stdout was taken");
+        assert!(e.contains("16 MiB"), "{e}");
+    }
+
     #[test]
     fn a_health_answer_is_read_up_to_one_mib() {
         let port = answering(PROBE_LIMIT);

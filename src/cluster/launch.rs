@@ -1089,15 +1089,19 @@ fn wait(
                 gate: label.into(),
                 secs: deadline,
                 last,
-                logs: logs
-                    .into_iter()
-                    .map(|(h, l)| format!("{h}:\n{}", l.trim_end()))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
+                logs: gate_logs(logs),
             });
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The containers' last log lines of each host, for a gate's failure.
+fn gate_logs(logs: Vec<(String, String)>) -> String {
+    logs.into_iter()
+        .map(|(h, l)| format!("{h}:\n{}", l.trim_end()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// How long a running worker may stay unregistered with an ALIVE master
@@ -2684,6 +2688,28 @@ mod tests {
         assert_ne!(code, 0);
         assert!(err.contains(&format!("`{}`", myid.display())), "{err}");
         assert_eq!(std::fs::read_dir(&myid).unwrap().count(), 0);
+    }
+
+    /// A container's log reaches the operator's terminal in a gate's
+    /// failure: its control characters are shown escaped (lines stay
+    /// lines), and a host's part is bounded.
+    #[test]
+    fn gate_logs_cannot_drive_the_terminal() {
+        let shown = gate_logs(vec![(
+            "node1".into(),
+            "--- last lines of c:\n\u{1b}]0;owned\u{7}\u{1b}[2Jline\r\n".into(),
+        )]);
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown:?}"
+        );
+        assert!(
+            shown.starts_with("node1:\n--- last lines of c:\n"),
+            "{shown:?}"
+        );
+        assert!(shown.contains("\\u{1b}[2Jline"), "{shown:?}");
+        let long = gate_logs(vec![("node1".into(), "x".repeat(1 << 20))]);
+        assert!(long.len() <= (64 << 10) + 64, "{}", long.len());
     }
 
     /// A value that makes sed run a command, if it is ever part of a sed
