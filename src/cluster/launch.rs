@@ -1096,10 +1096,22 @@ fn wait(
     }
 }
 
-/// The containers' last log lines of each host, for a gate's failure.
+/// The most of one host's log lines a gate's failure shows: their end.
+const GATE_LOG_KEEP: usize = 64 << 10;
+
+/// The containers' last log lines of each host, for a gate's failure:
+/// bounded, and shown so that they cannot drive the terminal.
 fn gate_logs(logs: Vec<(String, String)>) -> String {
     logs.into_iter()
-        .map(|(h, l)| format!("{h}:\n{}", l.trim_end()))
+        .map(|(h, l)| {
+            let l = l.trim_end();
+            let mut from = l.len().saturating_sub(GATE_LOG_KEEP);
+            while !l.is_char_boundary(from) {
+                from += 1;
+            }
+            let cut = if from > 0 { "…" } else { "" };
+            format!("{h}:\n{cut}{}", super::hosts::shown(&l[from..]))
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
