@@ -274,12 +274,12 @@ mod tests {
                 &[],
             )
             .err()
-            .expect("a failed script");
+            .unwrap_or_else(|| panic!("a failed script"));
         assert!(e.len() < (64 << 10) + 200, "{}", e.len());
         let e = LocalHost
             .run("testing", &Script::new("head -c 17000000 /dev/zero"), &[])
             .err()
-            .expect("17 MB of stdout was taken");
+            .unwrap_or_else(|| panic!("17 MB of stdout was taken"));
         assert!(e.contains("16 MiB"), "{e}");
     }
 

@@ -316,10 +316,10 @@ mod tests {
         let big = dir.path().join("big.py");
         let f = std::fs::File::create(&big).unwrap();
         f.set_len(MAX_JOB_BYTES + 1).unwrap();
-        let e = job_and_content(Some(big.display().to_string()), || unreachable!())
-            .err()
-            .expect("a job past the cap was read")
-            .to_string();
+        let Err(e) = job_and_content(Some(big.display().to_string()), || unreachable!()) else {
+            panic!("a job past the cap was read")
+        };
+        let e = e.to_string();
         assert!(e.contains("big.py") && e.contains("64 MiB"), "{e}");
         assert!(!e.contains('\n'), "{e}");
         f.set_len(MAX_JOB_BYTES).unwrap();
