@@ -701,7 +701,9 @@ steady() {
 /// replaces a link a container planted at PATH; nothing is ever written,
 /// chmodded or chowned through one.
 /// `mv_t`: whether this host's `mv` has `-T` (busybox's may not), asked
-/// once, of a file in the stage.
+/// once, of a file in the stage. Without it, a link to a folder planted
+/// between `put`'s check and its `mv` would take the staged file into that
+/// folder (a new file of root's, never an overwrite): `-T` closes that.
 const MK_SH: &str = r#"no_foreign_link() {
   _p= _r=${1#/}
   while [ -n "$_r" ]; do
