@@ -1,6 +1,6 @@
 //! Grammars for the values that come from outside and reach hosts, paths
 //! or tools: user names, paths, command lines, host addresses, ZooKeeper
-//! paths, image references, digests and the keys and values of config
+//! paths, cluster names, image references, digests and the keys and values of config
 //! files. The cluster file, the plan (image labels), pushes and pulls (a
 //! host's answers) and the lock all check against these, so one value is
 //! held to one grammar wherever it is read.
@@ -98,6 +98,28 @@ pub fn property_value(s: &str) -> Result<(), String> {
         Err("holds a control character: a newline or carriage return would start a new line of spark-defaults.conf".into())
     } else if s.ends_with('\\') {
         Err("ends with `\\`, which would join the next line of spark-defaults.conf to it".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// The folders of the push store, which shares `/var/lib/ferry` (the
+/// default store) with the clusters' state, one folder per cluster name.
+const PUSH_STORE_FOLDERS: &[&str] = &["blobs", "images", "lock", "locks", "tmp"];
+
+/// A cluster name: letters, digits, `-` and `_`, starting with a letter or
+/// digit, at most 63 characters (it names containers and folders), and not
+/// a folder of the push store.
+pub fn cluster_name(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        Err("is not a usable cluster name: use letters, digits, `-` and `_`, starting with a letter or digit, at most 63 characters (it names containers and folders)".into())
+    } else if PUSH_STORE_FOLDERS.contains(&s) {
+        Err("is a folder of the push store beside the cluster's state in /var/lib/ferry; choose another cluster name".into())
     } else {
         Ok(())
     }

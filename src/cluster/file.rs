@@ -382,18 +382,8 @@ impl ClusterFile {
 
     fn check(&self, at: &At) -> Result<(), ClusterError> {
         let name = self.name.get_ref();
-        if name.is_empty()
-            || name.len() > 63
-            || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(at.spanned(
-                &self.name,
-                "name",
-                format!("`{name}` is not a usable cluster name: use letters, digits, `-` and `_`, starting with a letter or digit, at most 63 characters (it names containers and folders)"),
-            ));
+        if let Err(why) = grammar::cluster_name(name) {
+            return Err(at.spanned(&self.name, "name", format!("`{name}` {why}")));
         }
         let mut seen = BTreeSet::new();
         for h in &self.hosts {
@@ -840,6 +830,39 @@ impl ClusterFile {
                 return Err(at.err(None, field, format!("`{}` {why}", dir.escape_debug())));
             }
         }
+        // a container owns and mounts these folders: one inside another (or
+        // holding ferry's config folders) could be swapped for a link by
+        // the outer folder's container while `up` works in it as root
+        let planned = [
+            ("spark.workers.work_dir", self.work_dir()),
+            ("zookeeper.data_dir", self.zookeeper_data_dir()),
+        ];
+        let inside =
+            |inner: &str, outer: &str| inner == outer || inner.starts_with(&format!("{outer}/"));
+        for (i, (outer_field, outer)) in planned.iter().enumerate() {
+            for (inner_field, inner) in &planned[i + 1..] {
+                let (inner_field, inner, outer_field, outer) = if inside(inner, outer) {
+                    (inner_field, inner, outer_field, outer)
+                } else if inside(outer, inner) {
+                    (outer_field, outer, inner_field, inner)
+                } else {
+                    continue;
+                };
+                return Err(at.err(
+                    None,
+                    inner_field,
+                    format!("`{inner}` is inside `{outer_field}` (`{outer}`), a folder a container owns: give each its own folder, side by side"),
+                ));
+            }
+            let conf = format!("/etc/ferry/{}", self.name.get_ref());
+            if inside(&conf, outer) {
+                return Err(at.err(
+                    None,
+                    outer_field,
+                    format!("`{outer}` would hold ferry's config folder `{conf}`, which only root may write: name another folder"),
+                ));
+            }
+        }
         // written into spark-defaults.conf, and a latch path on the ZooKeeper side
         let dir = self.zookeeper_dir();
         if let Err(why) = grammar::znode(&dir) {
@@ -1030,13 +1053,32 @@ fn check_jvm_options(opts: &[Spanned<String>], field: &str, at: &At) -> Result<(
                 format!("`{}` is not a plain JVM option (it must start with `-` and hold no quotes, `$`, backquotes, backslashes or control characters)", s.escape_debug()),
             ));
         }
-        if let Some(key) = s.strip_prefix("-D").and_then(|kv| kv.split('=').next())
-            && looks_secret(key)
-        {
-            return Err(at.spanned(o, field, format!("`{key}` looks like a secret; ferry keeps secrets out of cluster files and plans")));
+        if let Some(key) = s.strip_prefix("-D").and_then(|kv| kv.split('=').next()) {
+            if derived_system_property(key) {
+                return Err(at.spanned(
+                    o,
+                    field,
+                    format!("`{key}` is set by ferry (or guards what it sets); remove it here"),
+                ));
+            }
+            if looks_secret(key) {
+                return Err(at.spanned(o, field, format!("`{key}` looks like a secret; ferry keeps secrets out of cluster files and plans")));
+            }
         }
     }
     Ok(())
+}
+
+/// Whether a system property (a `-D` JVM option) would override what ferry
+/// derives: system properties beat spark-defaults.conf (Spark reads every
+/// `spark.*` one) and zoo.cfg (ZooKeeper reads `zookeeper.*`, its auth
+/// providers and SASL switches among them), so `-Dspark.authenticate=false`
+/// would switch RPC authentication off.
+fn derived_system_property(key: &str) -> bool {
+    DERIVED_PROPERTIES.contains(&key)
+        || ["spark.authenticate", "spark.deploy.", "zookeeper."]
+            .iter()
+            .any(|p| key.starts_with(p))
 }
 
 /// The dotted field of the `key = value` line at `offset`, under the last

@@ -7,7 +7,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::push::ssh::{Remote, SshOptions};
+use crate::push::ssh::{Remote, STDERR_KEEP, STDOUT_LIMIT, SshOptions};
 use crate::push::{PushError, Target};
 use crate::script::Script;
 
@@ -40,18 +40,37 @@ pub struct LocalHost;
 
 impl ClusterHost for LocalHost {
     fn run(&self, what: &str, script: &Script, stdin: &[u8]) -> Result<String, String> {
-        let (child, feeder) = spawn_sh(what, script, stdin, Stdio::piped())?;
-        let out = child
-            .wait_with_output()
+        let (mut child, feeder) = spawn_sh(what, script, stdin, Stdio::piped())?;
+        let mut err = child.stderr.take().expect("stderr is piped");
+        let stderr = std::thread::spawn(move || stderr_end(&mut err));
+        let mut stdout = Vec::new();
+        let read = {
+            // dropped before the wait: a writer past the bound gets SIGPIPE
+            let from = child.stdout.take().expect("stdout is piped");
+            from.take(STDOUT_LIMIT + 1).read_to_end(&mut stdout)
+        };
+        let too_long = stdout.len() as u64 > STDOUT_LIMIT;
+        if too_long {
+            let _ = child.kill();
+        }
+        let status = child
+            .wait()
             .map_err(|e| format!("this machine: {what}: {e}"))?;
+        let stderr = stderr.join().unwrap_or_default();
         let _ = feeder.join();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        if too_long {
+            return Err(format!(
+                "this machine: {what}: its output passed {} MiB, more than any of ferry's scripts prints; stopped it",
+                STDOUT_LIMIT >> 20
+            ));
+        }
+        read.map_err(|e| format!("this machine: {what}: {e}"))?;
+        if status.success() {
+            Ok(String::from_utf8_lossy(&stdout).into_owned())
         } else {
             Err(format!(
-                "this machine: {what} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+                "this machine: {what} failed ({status}): {}",
+                stderr.trim()
             ))
         }
     }
@@ -106,6 +125,45 @@ impl ClusterHost for LocalHost {
         }
         Ok(answer)
     }
+}
+
+/// The end of a script's stderr, for a message, as the SSH side keeps it:
+/// its last [`STDERR_KEEP`] bytes, shown with [`shown`]. All of it is read
+/// (the script would block on a full pipe), only its end kept.
+fn stderr_end(r: &mut impl Read) -> String {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    let mut dropped = false;
+    while let Ok(n @ 1..) = r.read(&mut buf) {
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * STDERR_KEEP {
+            kept.drain(..kept.len() - STDERR_KEEP);
+            dropped = true;
+        }
+    }
+    if kept.len() > STDERR_KEEP {
+        kept.drain(..kept.len() - STDERR_KEEP);
+        dropped = true;
+    }
+    let text = shown(&String::from_utf8_lossy(&kept));
+    if dropped { format!("…{text}") } else { text }
+}
+
+/// Text from a host (a script's message, a container's log) as the
+/// operator's terminal may show it: control characters but newlines and
+/// tabs escaped, so a host's bytes cannot drive the terminal.
+pub fn shown(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let plain = !c.is_control() || c == '\n' || c == '\t';
+            let shown: Vec<char> = if plain {
+                vec![c]
+            } else {
+                c.escape_default().collect()
+            };
+            shown
+        })
+        .collect()
 }
 
 /// `sh -c script` with its stdout piped and `stdin` fed from a thread (so a
@@ -194,6 +252,35 @@ mod tests {
             let _ = s.write_all(&vec![b'x'; size]);
         });
         port
+    }
+
+    /// `--local` reads a script's output as the SSH side does: stdout up
+    /// to 16 MiB, the end of stderr with its control characters escaped.
+    #[test]
+    fn local_output_is_bounded_and_escaped() {
+        let e = LocalHost
+            .run(
+                "testing",
+                &Script::new("printf 'boom\\033[2J\\033]0;owned\\007\\n' >&2; exit 3"),
+                &[],
+            )
+            .unwrap_err();
+        assert!(!e.chars().any(|c| c.is_control()), "{e:?}");
+        assert!(e.contains("boom\\u{1b}[2J"), "{e:?}");
+        let e = LocalHost
+            .run(
+                "testing",
+                &Script::new("head -c 17000000 /dev/zero; i=0; while [ $i -lt 1100 ]; do printf '%064d\\n' $i >&2; i=$((i+1)); done; exit 1"),
+                &[],
+            )
+            .err()
+            .unwrap_or_else(|| panic!("a failed script"));
+        assert!(e.len() < (64 << 10) + 200, "{}", e.len());
+        let e = LocalHost
+            .run("testing", &Script::new("head -c 17000000 /dev/zero"), &[])
+            .err()
+            .unwrap_or_else(|| panic!("17 MB of stdout was taken"));
+        assert!(e.contains("16 MiB"), "{e}");
     }
 
     #[test]

@@ -639,6 +639,11 @@ pub const STATE_ROOT: &str = "/var/lib/ferry";
 /// `root_only DIR`: a real folder (no link) of ours that no one else may
 /// write in. `in_record FILE PATH`: whether FILE lists PATH on a line.
 /// `made PATH`: whether the cluster's record says its `up` made PATH.
+/// `steady PATH`: every folder holding a name on the way to PATH (PATH
+/// itself not: it may be a container's) is root's and only root may
+/// change its entries, or is sticky (`/tmp`) with the name below it root's;
+/// else `bad` is the first that is not. So no one else can swap a name on
+/// the way for a link between `up`'s checks and its writes.
 const RECORDS_SH: &str = r#"nl='
 '
 me=$(id -u)
@@ -654,6 +659,22 @@ in_record() {
   return 1
 }
 made() { [ -n "$trusted_record" ] && in_record "$state/made" "$1"; }
+steady() {
+  _h=/ _r=${1#/}
+  while [ -n "$_r" ]; do
+    _p=${_h%/}/${_r%%/*}
+    case $_r in */*) _r=${_r#*/} ;; *) _r= ;; esac
+    bad=$_h
+    _st=$(stat -c '%u %a' -- "$_h") || return 1
+    case ${_st% *} in 0|"$me") ;; *) return 1 ;; esac
+    if [ $((0${_st#* } & 022)) != 0 ]; then
+      [ $((0${_st#* } & 01000)) != 0 ] && [ -d "$_p" ] && [ ! -L "$_p" ] || return 1
+      case $(stat -c %u -- "$_p") in 0|"$me") ;; *) return 1 ;; esac
+    fi
+    [ -e "$_p" ] || return 0
+    _h=$_p
+  done
+}
 "#;
 
 /// `up`'s folder and file steps.
@@ -663,7 +684,9 @@ made() { [ -n "$trusted_record" ] && in_record "$state/made" "$1"; }
 /// root's alone, `/data -> /mnt/disk1`, is the admin's and is followed).
 /// `owner_ids USER`: sets `uid` and `gid` to those of the image's USER,
 /// asked of the image itself (the user is a value for its `id`, never
-/// part of a program).
+/// part of a program), never pulled, its answer read to 64 bytes at most;
+/// uid 0 is refused (a container of root's would own its folders as root,
+/// and the links it plants there would pass for the admin's).
 /// `mk PATH MODE OWNER OWN`: makes a missing folder, records it as the
 /// cluster's and gives it to its owner; a folder that was there and is not
 /// the cluster's (`OWN` is 1 in the cluster's own folders) keeps its mode
@@ -677,6 +700,10 @@ made() { [ -n "$trusted_record" ] && in_record "$state/made" "$1"; }
 /// `OWNED` 1 its folder's owner) there, then renamed into place. A rename
 /// replaces a link a container planted at PATH; nothing is ever written,
 /// chmodded or chowned through one.
+/// `mv_t`: whether this host's `mv` has `-T` (busybox's may not), asked
+/// once, of a file in the stage. Without it, a link to a folder planted
+/// between `put`'s check and its `mv` would take the staged file into that
+/// folder (a new file of root's, never an overwrite): `-T` closes that.
 const MK_SH: &str = r#"no_foreign_link() {
   _p= _r=${1#/}
   while [ -n "$_r" ]; do
@@ -693,10 +720,12 @@ owner_ids() {
       fail "the image's user \`$1\` is not a user name ([a-z_][a-z0-9_-]*): check the image's \`ferry.*.user\` labels" ;;
   esac
   [ "$1" = "${ids_of-}" ] && return 0
-  _ids=$(docker run --rm --network none --entrypoint sh -- "$image" -c 'id -u -- "$1" && id -g -- "$1"' sh "$1") || fail "cannot read the user \`$1\` of the image \`$image\`"
-  uid=${_ids%"$nl"*} gid=${_ids#*"$nl"}
+  _ids=$(docker run --rm --pull=never --network none --entrypoint sh -- "$image" -c 'id -u -- "$1" && id -g -- "$1"' sh "$1" | head -c 64)
+  case $_ids in *"$nl"*) ;; *) fail "cannot read the user \`$1\` of the image \`$image\`" ;; esac
+  uid=${_ids%%"$nl"*} gid=${_ids#*"$nl"}
   case $uid in ""|*[!0123456789]*) fail "user \`$1\` is not in the image \`$image\`" ;; esac
   case $gid in ""|*[!0123456789]*) fail "user \`$1\` is not in the image \`$image\`" ;; esac
+  [ "$uid" != 0 ] || fail "the image's user \`$1\` is uid 0 (root) in the image \`$image\`: ferry gives no folder to root; name a user of its own in the image's \`ferry.spark.user\` or \`ferry.zookeeper.user\` label"
   ids_of=$1
 }
 writable() {
@@ -711,14 +740,15 @@ mk() {
   case $1 in *"$nl"*) fail "a planned folder's path holds a newline" ;; esac
   case "$state/" in "${1%/}/"*) fail "\`$1\` would hold ferry's own records of the cluster (\`$state\`), which no container may write: name another folder" ;; esac
   no_foreign_link "$1" || fail "\`$1\`: a link on its way was made by another user than root (a container may have planted it): ferry follows no such link"
+  steady "$1" || fail "\`$1\`: \`$bad\` on its way is not root's alone (others may change its entries, and swap one for a link): make it root's with mode 0755, or name a folder elsewhere"
   if [ -L "$1" ] || { [ -e "$1" ] && [ ! -d "$1" ]; }; then
     fail "\`$1\` is a link or not a folder: ferry makes and writes only real folders"
   fi
   if [ ! -e "$1" ]; then
+    [ "$3" = root ] || owner_ids "$3"
     mkdir -p -- "$1" || exit 1
     in_record "$state/made" "$1" || printf '%s\n' "$1" >> "$state/made" || exit 1
     if [ "$3" != root ]; then
-      owner_ids "$3"
       chown -h -- "$uid:$gid" "$1" || exit 1
     fi
   elif [ "$4" != 1 ] && ! made "$1"; then
@@ -733,16 +763,31 @@ stage_for() {
   _dev=$(stat -c %d -- "$1") || exit 1
   at=$stage
   [ "$(stat -c %d -- "$at")" = "$_dev" ] && return 0
-  _top=$(stat -c %m -- "$1") || exit 1
+  # its file system's top: the highest folder above it on the same device
+  _top=$1
+  while [ "$_top" != / ]; do
+    _up=${_top%/*}
+    [ -n "$_up" ] || _up=/
+    [ "$(stat -c %d -- "$_up")" = "$_dev" ] || break
+    _top=$_up
+  done
   at=${_top%/}/.ferry-stage
   root_only "$_top" && { [ -d "$at" ] || mkdir -m 0700 -- "$at"; } && root_only "$at" && [ "$(stat -c %d -- "$at")" = "$_dev" ] ||
     fail "\`$1\` is on another file system than \`$stage\`, and that file system's top folder \`$_top\` is not root's alone, so ferry has nowhere safe to stage its files there: put the folder on the same file system as \`$stage\`, or below a mount point only root writes"
+}
+mv_t() {
+  if [ -z "${_mv_t-}" ]; then
+    _a=$(mktemp -- "$at/probe.XXXXXX") || exit 1
+    if mv -fT -- "$_a" "$_a.T" 2>/dev/null; then _mv_t=1; rm -f -- "$_a.T"; else _mv_t=0; rm -f -- "$_a"; fi
+  fi
+  [ "$_mv_t" = 1 ]
 }
 put() {
   case $2 in /*) ;; *) fail "\`$2\` is not an absolute path" ;; esac
   _d=${2%/*}
   [ -n "$_d" ] || _d=/
   no_foreign_link "$_d" && [ -d "$_d" ] && [ ! -L "$_d" ] || fail "\`$2\`: its folder is missing or a link: ferry writes through no link a container could have planted"
+  steady "$_d" || fail "\`$2\`: \`$bad\` on its way is not root's alone (others may change its entries, and swap one for a link): make it root's with mode 0755, or name a folder elsewhere"
   if [ -f "$2" ] && [ ! -L "$2" ] && cmp -s -- "$x/$1" "$2"; then return 0; fi
   stage_for "$_d"
   tmp=$(mktemp -- "$at/put.XXXXXX") || exit 1
@@ -750,7 +795,9 @@ put() {
   if [ "$4" = 1 ]; then
     _own=$(stat -c %u:%g -- "$_d") && chown -- "$_own" "$tmp" || exit 1
   fi
-  mv -fT -- "$tmp" "$2" || exit 1
+  # a plain `mv` moves into a folder (or a link to one) at the target
+  [ ! -d "$2" ] || fail "\`$2\` is a folder or a link to one: ferry puts a file there only in place of a file or a link"
+  if mv_t; then mv -fT -- "$tmp" "$2" || exit 1; else mv -f -- "$tmp" "$2" || exit 1; fi
   tmp=
   printf 'wrote %s\n' "$2"
 }
@@ -1044,15 +1091,31 @@ fn wait(
                 gate: label.into(),
                 secs: deadline,
                 last,
-                logs: logs
-                    .into_iter()
-                    .map(|(h, l)| format!("{h}:\n{}", l.trim_end()))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
+                logs: gate_logs(logs),
             });
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The most of one host's log lines a gate's failure shows: their end.
+const GATE_LOG_KEEP: usize = 64 << 10;
+
+/// The containers' last log lines of each host, for a gate's failure:
+/// bounded, and shown so that they cannot drive the terminal.
+fn gate_logs(logs: Vec<(String, String)>) -> String {
+    logs.into_iter()
+        .map(|(h, l)| {
+            let l = l.trim_end();
+            let mut from = l.len().saturating_sub(GATE_LOG_KEEP);
+            while !l.is_char_boundary(from) {
+                from += 1;
+            }
+            let cut = if from > 0 { "…" } else { "" };
+            format!("{h}:\n{cut}{}", super::hosts::shown(&l[from..]))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// How long a running worker may stay unregistered with an ALIVE master
@@ -1953,7 +2016,9 @@ const PURGE_SH: &str = r#"trusted_record=
 root_only "$state" && trusted_record=1
 purge() {
   [ -e "$1" ] || [ -L "$1" ] || return 0
-  if made "$1"; then
+  if made "$1" && ! steady "$1"; then
+    printf 'kept %s: `%s` on its way is not root'"'"'s alone (others may change its entries, and swap one for a link)\n' "$1" "$bad"
+  elif made "$1"; then
     rm -rf -- "$1" && printf '%s\n' "$1"
   elif [ "$2" = 1 ]; then
     by=
@@ -2221,7 +2286,28 @@ mod tests {
 
     const STAND_IN_DOCKER: &str = "#!/bin/sh\ncase \"$1\" in\n  run) shift; ep=; while [ $# -gt 0 ]; do case $1 in --entrypoint) ep=$2; shift 2 ;; --network) shift 2 ;; --) shift; break ;; -*) shift ;; *) break ;; esac; done; shift; exec \"$ep\" \"$@\" ;;\n  ps) ;;\n  *) exit 1 ;;\nesac\n";
 
-    const STAND_IN_ID: &str = "#!/bin/sh\nflag=$1; shift\n[ \"${1-}\" = -- ] && shift\n[ $# = 0 ] && exec /usr/bin/id \"$flag\"\ncase $1 in spark|zookeeper) exec /usr/bin/id \"$flag\" ;; *) echo \"id: $1: no such user\" >&2; exit 1 ;; esac\n";
+    /// The image's users are this test's own user, or uid and gid 4242
+    /// when it runs as root (`up` gives no folder to uid 0).
+    const STAND_IN_ID: &str = "#!/bin/sh\nflag=$1; shift\n[ \"${1-}\" = -- ] && shift\n[ $# = 0 ] && exec /usr/bin/id \"$flag\"\ncase $1 in spark|zookeeper) [ \"$(/usr/bin/id -u)\" = 0 ] && echo 4242 && exit 0; exec /usr/bin/id \"$flag\" ;; *) echo \"id: $1: no such user\" >&2; exit 1 ;; esac\n";
+
+    /// Gives `p` to the image's users as the stand-in `id` says them (a
+    /// folder the user made for them).
+    fn give_to_image_user(p: &std::path::Path) {
+        let (u, g) = image_ids();
+        std::os::unix::fs::chown(p, u.parse().ok(), g.parse().ok()).unwrap();
+    }
+
+    /// The uid and gid the stand-in `id` gives the image's users.
+    fn image_ids() -> (String, String) {
+        let id = |flag: &str| {
+            let out = std::process::Command::new("id").arg(flag).output().unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        match id("-u").as_str() {
+            "0" => ("4242".into(), "4242".into()),
+            _ => (id("-u"), id("-g")),
+        }
+    }
 
     fn stand_in(bin: &std::path::Path, name: &str, body: &str) {
         let f = bin.join(name);
@@ -2402,6 +2488,7 @@ mod tests {
         std::fs::create_dir(&theirs).unwrap();
         std::fs::write(theirs.join("data.csv"), "user data\n").unwrap();
         set_mode(&theirs, 0o755);
+        give_to_image_user(&theirs);
         let made = t.join("made");
         let plan = scratch_plan(vec![zk_dir(&theirs), zk_dir(&made)], vec![]);
         let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
@@ -2418,6 +2505,225 @@ mod tests {
             "{out}"
         );
         assert!(!made.exists(), "{out}");
+    }
+
+    /// `up` asks the image for its user's ids with a `docker run` that
+    /// never pulls (a tag gone from the host is not fetched from a
+    /// registry) and reads at most 64 bytes of its answer.
+    #[test]
+    fn the_owner_is_asked_of_the_local_image_with_a_bounded_answer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let plan = scratch_plan(vec![zk_dir(&t.join("zk"))], vec![]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let (code, _, err) = run_sh_with(&line, &tar, &bin, LOGGING_DOCKER);
+        assert_eq!(code, 0, "{err}");
+        let runs: Vec<Vec<String>> = docker_calls(&bin)
+            .into_iter()
+            .filter(|c| c.first().is_some_and(|a| a == "run"))
+            .collect();
+        assert!(!runs.is_empty());
+        for r in &runs {
+            assert!(r.iter().any(|a| a == "--pull=never"), "{r:?}");
+        }
+        // an image that answers without end
+        let t = tmp.path().join("endless");
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let plan = scratch_plan(vec![zk_dir(&t.join("zk"))], vec![]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let endless = "#!/bin/sh\n[ \"$1\" = run ] && exec yes 1\nexit 1\n";
+        let (code, _, err) = run_sh_with(&line, &tar, &bin, endless);
+        assert_ne!(code, 0);
+        assert!(err.contains("user `zookeeper`"), "{err}");
+        assert!(err.len() < 1024, "{err}");
+    }
+
+    /// An image whose user is uid 0 would own its folders as root: links it
+    /// plants there would pass for root's. `up` gives no folder to it.
+    #[test]
+    fn an_image_user_of_uid_0_gets_no_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let zk = t.join("zk");
+        let plan = scratch_plan(vec![zk_dir(&zk)], vec![]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let as_root = "#!/bin/sh\n[ \"$1\" = run ] && printf '0\\n0\\n'\n";
+        let (code, _, err) = run_sh_with(&line, &tar, &bin, as_root);
+        assert_ne!(code, 0);
+        assert!(
+            err.contains("`zookeeper` is uid 0") && err.contains("`ferry.zookeeper.user`"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!zk.exists());
+    }
+
+    /// A folder on the way to a planned folder, or to a file's folder, that
+    /// others than root may change (a container's, or one open to all) is
+    /// refused: its entries could be swapped for links between check and
+    /// act. A sticky folder open to all (`/tmp`) is passed when the next
+    /// name on the way is root's.
+    #[test]
+    fn a_folder_others_may_write_on_the_way_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let open = t.join("open");
+        std::fs::create_dir(&open).unwrap();
+        set_mode(&open, 0o777);
+        let zk = open.join("zk");
+        let plan = scratch_plan(vec![zk_dir(&zk)], vec![]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let (code, _, err) = run_sh(&line, &tar, &bin);
+        assert_ne!(code, 0);
+        assert!(err.contains(&format!("`{}`", open.display())), "{err}");
+        assert!(!zk.exists());
+        // a file whose folder lies in such a folder
+        let conf = open.join("conf");
+        std::fs::create_dir(&conf).unwrap();
+        set_mode(&conf, 0o755);
+        let cfg = conf.join("zoo.cfg");
+        let plan = scratch_plan(vec![], vec![(cfg.display().to_string(), "x\n")]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let (code, _, err) = run_sh(&line, &tar, &bin);
+        assert_ne!(code, 0);
+        assert!(err.contains(&format!("`{}`", open.display())), "{err}");
+        assert!(!cfg.exists());
+        // closed again, both go through
+        set_mode(&open, 0o755);
+        let plan = scratch_plan(vec![zk_dir(&zk)], vec![(cfg.display().to_string(), "x\n")]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let (code, _, err) = run_sh(&line, &tar, &bin);
+        assert_eq!(code, 0, "{err}");
+        assert!(zk.is_dir() && cfg.is_file());
+    }
+
+    /// `down --purge` removes what `up` made only through folders root
+    /// alone may change: a name on the way could else be a link planted
+    /// since, and `rm -rf` would follow it.
+    #[test]
+    fn purge_keeps_a_folder_on_a_way_others_may_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let open = t.join("open");
+        std::fs::create_dir(&open).unwrap();
+        set_mode(&open, 0o755);
+        let zk = open.join("zk");
+        let plan = scratch_plan(vec![zk_dir(&zk)], vec![]);
+        let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+        let (code, _, err) = run_sh(&line, &tar, &bin);
+        assert_eq!(code, 0, "{err}");
+        assert!(zk.is_dir());
+        set_mode(&open, 0o777);
+        let (code, out, err) = run_sh(&purge_line(&plan, &plan.hosts[0], &state), &[], &bin);
+        assert_eq!(code, 0, "{err}");
+        assert!(zk.is_dir(), "{out}");
+        assert!(out.contains(&format!("`{}`", open.display())), "{out}");
+    }
+
+    /// The path of the host's own `tool`.
+    fn real(tool: &str) -> String {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "command -v \"$1\"", "sh", tool])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// On a host whose `mv` has no `-T` and whose `stat` has no `%m`
+    /// (busybox), `up` still puts files in place, also on a file system of
+    /// their own (here a stand-in `stat` says `other` is one), staging them
+    /// at that file system's top; a folder (or a link to one) where a file
+    /// goes is refused, never moved into.
+    #[test]
+    fn up_puts_files_with_a_busybox_mv_and_stat() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, state) = (t.join("bin"), t.join("state"));
+        let other = t.join("other");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir(&other).unwrap();
+        set_mode(&other, 0o755);
+        stand_in(
+            &bin,
+            "mv",
+            &format!(
+                "#!/bin/sh\nfor a in \"$@\"; do case $a in --) break ;; -*T*) echo \"mv: invalid option -- 'T'\" >&2; exit 1 ;; esac; done\nexec {} \"$@\"\n",
+                real("mv")
+            ),
+        );
+        stand_in(
+            &bin,
+            "stat",
+            &format!(
+                "#!/bin/sh\nfor a in \"$@\"; do case $a in *%m*) echo \"stat: unknown format\" >&2; exit 1 ;; esac; done\nif [ \"$1 $2 $3\" = \"-c %d --\" ]; then case $4 in {o}|{o}/*) echo 999; exit 0 ;; esac; fi\nexec {} \"$@\"\n",
+                real("stat"),
+                o = other.display()
+            ),
+        );
+        let zk = other.join("zk");
+        let myid = zk.join("myid");
+        let up = |content: &str| {
+            let plan = scratch_plan(
+                vec![zk_dir(&zk)],
+                vec![(myid.display().to_string(), content)],
+            );
+            let (line, tar) = up_line(&plan, &plan.hosts[0], &state);
+            run_sh(&line, &tar, &bin)
+        };
+        let (code, _, err) = up("1\n");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read_to_string(&myid).unwrap(), "1\n");
+        assert!(other.join(".ferry-stage").is_dir());
+        // a link the container planted as the file is replaced
+        let victim = t.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        std::fs::remove_file(&myid).unwrap();
+        std::os::unix::fs::symlink(&victim, &myid).unwrap();
+        let (code, _, err) = up("2\n");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(std::fs::read_to_string(&myid).unwrap(), "2\n");
+        // a link to a folder, or a folder, is refused: nothing goes into it
+        let elsewhere = t.join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::remove_file(&myid).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &myid).unwrap();
+        let (code, _, err) = up("3\n");
+        assert_ne!(code, 0);
+        assert!(err.contains(&format!("`{}`", myid.display())), "{err}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        std::fs::remove_file(&myid).unwrap();
+        std::fs::create_dir(&myid).unwrap();
+        let (code, _, err) = up("4\n");
+        assert_ne!(code, 0);
+        assert!(err.contains(&format!("`{}`", myid.display())), "{err}");
+        assert_eq!(std::fs::read_dir(&myid).unwrap().count(), 0);
+    }
+
+    /// A container's log reaches the operator's terminal in a gate's
+    /// failure: its control characters are shown escaped (lines stay
+    /// lines), and a host's part is bounded.
+    #[test]
+    fn gate_logs_cannot_drive_the_terminal() {
+        let shown = gate_logs(vec![(
+            "node1".into(),
+            "--- last lines of c:\n\u{1b}]0;owned\u{7}\u{1b}[2Jline\r\n".into(),
+        )]);
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown:?}"
+        );
+        assert!(
+            shown.starts_with("node1:\n--- last lines of c:\n"),
+            "{shown:?}"
+        );
+        assert!(shown.contains("\\u{1b}[2Jline"), "{shown:?}");
+        let long = gate_logs(vec![("node1".into(), "x".repeat(1 << 20))]);
+        assert!(long.len() <= (64 << 10) + 64, "{}", long.len());
     }
 
     /// A value that makes sed run a command, if it is ever part of a sed
@@ -2511,6 +2817,7 @@ mod tests {
         std::fs::create_dir(&theirs).unwrap();
         std::fs::write(theirs.join("data.csv"), "user data\n").unwrap();
         set_mode(&theirs, 0o755);
+        give_to_image_user(&theirs);
 
         let (script, tar) = up_line(&plan, &host, &root);
         let (code, _, err) = run_sh(&script, &tar, &bin);
@@ -2534,22 +2841,7 @@ mod tests {
         let (code, _, err) = run_sh(&script, &tar, &bin);
         set_mode(&theirs, 0o755);
         assert_eq!(code, 1, "{err}");
-        let uid = String::from_utf8(
-            std::process::Command::new("id")
-                .arg("-u")
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
-        let gid = String::from_utf8(
-            std::process::Command::new("id")
-                .arg("-g")
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
+        let (uid, gid) = image_ids();
         assert_eq!(
             err.trim(),
             format!(

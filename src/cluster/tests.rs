@@ -737,6 +737,136 @@ fn refuses_a_zookeeper_dir_that_would_swallow_the_next_line() {
 }
 
 #[test]
+fn refuses_a_planned_folder_inside_another() {
+    // a container owns the outer folder: it could swap the inner one for a
+    // link between `up`'s check and its act
+    let with = |work: &str, data: &str| {
+        HA.replacen(
+            "[spark.workers]\n",
+            &format!("[spark.workers]\nwork_dir = \"{work}\"\n"),
+            1,
+        )
+        .replacen(
+            "[zookeeper]\n",
+            &format!("[zookeeper]\ndata_dir = \"{data}\"\n"),
+            1,
+        )
+    };
+    for (work, data, inner, outer) in [
+        (
+            "/srv/spark",
+            "/srv/spark/zk",
+            "zookeeper.data_dir",
+            "spark.workers.work_dir",
+        ),
+        (
+            "/srv/zk/work",
+            "/srv/zk",
+            "spark.workers.work_dir",
+            "zookeeper.data_dir",
+        ),
+        (
+            "/srv/both",
+            "/srv/both",
+            "zookeeper.data_dir",
+            "spark.workers.work_dir",
+        ),
+    ] {
+        let e = refusal(&with(work, data));
+        assert!(
+            e.starts_with("cluster.toml: `")
+                && e.contains(&format!("`{inner}`"))
+                && e.contains(&format!("`{outer}`"))
+                && e.contains("inside")
+                && !e.contains('\n'),
+            "{work} {data}: {e}"
+        );
+    }
+    // ferry's config folders are root's: no container folder may hold them
+    let e = refusal(&with("/etc", "/srv/zk"));
+    assert!(
+        e.contains("`spark.workers.work_dir`") && e.contains("/etc/ferry"),
+        "{e}"
+    );
+    // side by side is fine
+    parse(&with("/srv/spark", "/srv/spark-zk"));
+}
+
+#[test]
+fn refuses_a_cluster_name_the_push_store_uses() {
+    // cluster state and the push store share /var/lib/ferry
+    for name in ["images", "tmp", "blobs", "locks", "lock"] {
+        let text = HA.replacen("name = \"ha\"", &format!("name = \"{name}\""), 1);
+        assert_eq!(
+            refusal(&text),
+            format!(
+                "cluster.toml:4: `name`: `{name}` is a folder of the push store beside the cluster's state in /var/lib/ferry; choose another cluster name"
+            )
+        );
+    }
+    parse(&HA.replacen("name = \"ha\"", "name = \"images2\"", 1));
+}
+
+#[test]
+fn refuses_jvm_options_that_set_what_ferry_derives() {
+    // `-D` options are system properties, which beat spark-defaults.conf
+    // and zoo.cfg: they must not switch authentication off or point the
+    // masters at another ensemble
+    let sections = [
+        (
+            "zookeeper.jvm_options",
+            "jvm_options = [\"-Xmx256m\"]\n\n[spark",
+        ),
+        ("spark.masters.jvm_options", "jvm_options = [\"-Xmx512m\"]"),
+        (
+            "spark.workers.jvm_options",
+            "jvm_options = [\"-Xmx256m\"]\n[spark.workers",
+        ),
+    ];
+    for (field, old) in sections {
+        assert!(HA.contains(old), "{old}");
+        for (opt, key) in [
+            ("-Dspark.authenticate=false", "spark.authenticate"),
+            ("-Dspark.authenticate", "spark.authenticate"),
+            (
+                "-Dspark.authenticate.enableSaslEncryption=false",
+                "spark.authenticate.enableSaslEncryption",
+            ),
+            (
+                "-Dspark.deploy.zookeeper.url=evil:2181",
+                "spark.deploy.zookeeper.url",
+            ),
+            (
+                "-Dspark.deploy.recoveryMode=NONE",
+                "spark.deploy.recoveryMode",
+            ),
+            ("-Dzookeeper.authProvider.1=x.Y", "zookeeper.authProvider.1"),
+            ("-Dzookeeper.sasl.client=false", "zookeeper.sasl.client"),
+            (
+                "-Dzookeeper.enforce.auth.enabled=false",
+                "zookeeper.enforce.auth.enabled",
+            ),
+        ] {
+            let to = old.replacen("\"]", &format!("\", \"{opt}\"]"), 1);
+            let text = HA.replacen(old, &to, 1);
+            assert_eq!(
+                refusal(&text),
+                format!(
+                    "cluster.toml:{}: `{field}`: `{key}` is set by ferry (or guards what it sets); remove it here",
+                    line(&text, opt)
+                ),
+                "{field} {opt}"
+            );
+        }
+    }
+    // other system properties stay the operator's own
+    parse(&HA.replace(
+        "jvm_options = [\"-Xmx512m\"]",
+        "jvm_options = [\"-Xmx512m\", \"-Djava.net.preferIPv4Stack=true\", \"-Dspark.ui.port=8090\"]",
+    ));
+}
+
+#[test]
 fn refuses_jvm_options_with_control_characters() {
     let e = refusal(&HA.replace("\"-Xmx512m\"", "\"-Xmx512m\\r\""));
     assert!(

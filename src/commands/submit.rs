@@ -3,6 +3,7 @@
 //! streams to this terminal.
 
 use crate::script::Script;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,16 +29,7 @@ pub fn run(a: SubmitArgs) -> Result<ExitCode> {
             .cloned()
             .with_context(|| format!("image `{}` has no `{l}` label", loaded.facts.reference))
     };
-    let job = match job {
-        Some(j) => j,
-        None => label("ferry.sample-job")?,
-    };
-    let local_job = std::path::Path::new(&job);
-    let content = if local_job.is_file() {
-        Some(std::fs::read(local_job).with_context(|| format!("reading `{job}`"))?)
-    } else {
-        None
-    };
+    let (job, content) = job_and_content(job, || label("ferry.sample-job"))?;
     let fleet = connect(plan, &a.ssh, a.local);
     // the driver runs on a master's host: it reaches masters and workers
     let on = plan
@@ -131,6 +123,38 @@ fn split_items(
         args.remove(0);
     }
     Ok((cluster, job, args))
+}
+
+/// The most of a job file on this machine that is sent to the driver.
+const MAX_JOB_BYTES: u64 = 64 << 20;
+
+/// The job to run and, when it is a file on this machine, its content.
+/// Only a job named on the command line is ever read here: one named by
+/// the image's `ferry.sample-job` label is a path inside the image (a base
+/// image's label could otherwise name any file of this machine, and have it
+/// handed to the image's driver).
+fn job_and_content(
+    given: Option<String>,
+    sample: impl FnOnce() -> Result<String>,
+) -> Result<(String, Option<Vec<u8>>)> {
+    let Some(job) = given else {
+        return Ok((sample()?, None));
+    };
+    let local_job = Path::new(&job);
+    if !local_job.is_file() {
+        return Ok((job, None));
+    }
+    let mut content = Vec::new();
+    std::fs::File::open(local_job)
+        .and_then(|f| f.take(MAX_JOB_BYTES + 1).read_to_end(&mut content))
+        .with_context(|| format!("reading `{job}`"))?;
+    if content.len() as u64 > MAX_JOB_BYTES {
+        bail!(
+            "`{job}` is larger than {} MiB, the most `ferry submit` sends: put it in the image, or on storage the cluster reads",
+            MAX_JOB_BYTES >> 20
+        );
+    }
+    Ok((job, Some(content)))
 }
 
 /// Set by the Ctrl-C handler before it removes the driver.
@@ -266,6 +290,42 @@ mod tests {
         // no job: the image's sample job
         let (c, job, args, _) = split(&["c.toml"]);
         assert_eq!((c.as_deref(), job, args.len()), (Some("c.toml"), None, 0));
+    }
+
+    #[test]
+    fn a_sample_job_from_a_label_is_never_read_here() {
+        // a base image's label naming a file of the operator's machine
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("id_ed25519");
+        std::fs::write(&secret, b"PRIVATE KEY").unwrap();
+        let named = secret.display().to_string();
+        let (job, content) = job_and_content(None, || Ok(named.clone())).unwrap();
+        assert_eq!(job, named);
+        assert!(
+            content.is_none(),
+            "the label's path was read on this machine"
+        );
+        // a job named on the command line is read and sent
+        let (_, content) = job_and_content(Some(named.clone()), || unreachable!()).unwrap();
+        assert_eq!(content.as_deref(), Some(&b"PRIVATE KEY"[..]));
+    }
+
+    #[test]
+    fn a_local_job_past_the_cap_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.py");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_JOB_BYTES + 1).unwrap();
+        let Err(e) = job_and_content(Some(big.display().to_string()), || unreachable!()) else {
+            panic!("a job past the cap was read")
+        };
+        let e = e.to_string();
+        assert!(e.contains("big.py") && e.contains("64 MiB"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        f.set_len(MAX_JOB_BYTES).unwrap();
+        let (_, content) =
+            job_and_content(Some(big.display().to_string()), || unreachable!()).unwrap();
+        assert_eq!(content.map(|c| c.len() as u64), Some(MAX_JOB_BYTES));
     }
 
     #[test]
