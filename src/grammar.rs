@@ -128,10 +128,8 @@ pub fn cluster_name(s: &str) -> Result<(), String> {
 /// A ZooKeeper path (`spark.deploy.zookeeper.dir`): absolute, not the root,
 /// no trailing `/`, no empty, `.` or `..` name, names as in [`path`].
 pub fn znode(s: &str) -> Result<(), String> {
-    let ok = s.len() <= MAX_PATH
-        && s.strip_prefix('/')
-            .is_some_and(|rest| rest.split('/').all(path_name));
-    if ok {
+    // the same names and shape as a path; only the message differs
+    if path(s).is_ok() {
         Ok(())
     } else {
         Err("is not a ZooKeeper path (`/a/b`, names of letters, digits and `._+@-`; not `/` alone, no `.` or `..` names, `//` or trailing `/`)".into())

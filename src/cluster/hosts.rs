@@ -145,25 +145,8 @@ fn stderr_end(r: &mut impl Read) -> String {
         kept.drain(..kept.len() - STDERR_KEEP);
         dropped = true;
     }
-    let text = shown(&String::from_utf8_lossy(&kept));
+    let text = crate::push::ssh::shown(&String::from_utf8_lossy(&kept));
     if dropped { format!("…{text}") } else { text }
-}
-
-/// Text from a host (a script's message, a container's log) as the
-/// operator's terminal may show it: control characters but newlines and
-/// tabs escaped, so a host's bytes cannot drive the terminal.
-pub fn shown(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let plain = !c.is_control() || c == '\n' || c == '\t';
-            let shown: Vec<char> = if plain {
-                vec![c]
-            } else {
-                c.escape_default().collect()
-            };
-            shown
-        })
-        .collect()
 }
 
 /// `sh -c script` with its stdout piped and `stdin` fed from a thread (so a

@@ -1112,7 +1112,7 @@ fn gate_logs(logs: Vec<(String, String)>) -> String {
                 from += 1;
             }
             let cut = if from > 0 { "…" } else { "" };
-            format!("{h}:\n{cut}{}", super::hosts::shown(&l[from..]))
+            format!("{h}:\n{cut}{}", crate::push::ssh::shown(&l[from..]))
         })
         .collect::<Vec<_>>()
         .join("\n")

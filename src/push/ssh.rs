@@ -855,6 +855,23 @@ fn read_capped(r: &mut impl Read, limit: u64) -> Result<Vec<u8>, ReadError> {
     Ok(out)
 }
 
+/// Text from a host (a script's message, a container's log) as the
+/// operator's terminal may show it: control characters but newlines and
+/// tabs escaped, so a host's bytes cannot drive the terminal.
+pub fn shown(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let plain = !c.is_control() || c == '\n' || c == '\t';
+            let shown: Vec<char> = if plain {
+                vec![c]
+            } else {
+                c.escape_default().collect()
+            };
+            shown
+        })
+        .collect()
+}
+
 /// The end of a script's stderr, for a message, kept as it comes: its last
 /// [`STDERR_KEEP`] bytes, with control characters but newlines and tabs
 /// shown escaped (a host's bytes must not drive the terminal).
@@ -879,18 +896,7 @@ impl StderrTail {
     fn text(&self) -> String {
         let start = self.kept.len().saturating_sub(STDERR_KEEP);
         let dropped = self.dropped || start > 0;
-        let text: String = String::from_utf8_lossy(&self.kept[start..])
-            .chars()
-            .flat_map(|c| {
-                let plain = !c.is_control() || c == '\n' || c == '\t';
-                let shown: Vec<char> = if plain {
-                    vec![c]
-                } else {
-                    c.escape_default().collect()
-                };
-                shown
-            })
-            .collect();
+        let text = shown(&String::from_utf8_lossy(&self.kept[start..]));
         if dropped { format!("…{text}") } else { text }
     }
 }
