@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use ssh2::{BlockDirections, Channel, HashType, MethodType, Session};
@@ -51,8 +51,6 @@ static KNOWN_HOSTS_WRITE: Mutex<()> = Mutex::new(());
 pub struct Remote {
     // dropped before the tunnel it may run through
     sess: Session,
-    /// A duplicate of the session's socket, to wait on while reading.
-    fd: OwnedFd,
     _tunnel: Option<Tunnel>,
     label: String,
     user: String,
@@ -380,7 +378,6 @@ impl Remote {
             .set_timeout(o.command_timeout.as_millis().min(u128::from(u32::MAX)) as u32);
         let remote = Remote {
             sess: hop.sess,
-            fd: hop.fd,
             _tunnel: hop.tunnel,
             label: t.label(),
             user: t.user.clone(),
@@ -579,18 +576,19 @@ impl Running<'_> {
             fed,
         } = self;
         let what = what.as_str();
-        let (read, stdout, stderr) = match remote.read_outputs(&mut ch) {
-            Ok((out, err)) => (Ok(()), out, err),
-            Err(OutputsError::Io(e, err)) => (Err(e), Vec::new(), err),
-            Err(OutputsError::TooLong(stream, limit)) => {
+        let (read, stdout) = match read_stdout(&mut ch) {
+            Ok(out) => (Ok(()), out),
+            Err(ReadError::Io(e)) => (Err(e), Vec::new()),
+            Err(ReadError::TooLong) => {
                 return Err(PushError::TooMuchOutput {
                     host: remote.label.clone(),
                     what: what.to_string(),
-                    stream,
-                    limit,
+                    stream: "stdout",
+                    limit: STDOUT_LIMIT,
                 });
             }
         };
+        let stderr = read_stderr(&mut ch.stderr());
         let closed = ch.wait_close();
         let status = ch.exit_status().ok().filter(|_| closed.is_ok());
         match (status, fed) {
@@ -630,115 +628,7 @@ impl Running<'_> {
     }
 }
 
-/// Why reading a script's outputs stopped.
-enum OutputsError {
-    /// With the end of stderr read so far.
-    Io(std::io::Error, String),
-    /// The stream, and its limit.
-    TooLong(&'static str, u64),
-}
-
 impl Remote {
-    /// Reads a script's stdout (up to [`STDOUT_LIMIT`]) and the end of its
-    /// stderr (up to [`STDERR_LIMIT`]) in turn, as they come, until both
-    /// end. libssh2 holds no more than a channel's window (2 MiB) of unread
-    /// bytes, of both streams together: reading stdout to its end first
-    /// would leave a host that writes more stderr than that waiting for it
-    /// to be read, and ferry waiting for stdout, until the command timeout.
-    /// The session is non-blocking meanwhile (this thread alone uses it);
-    /// the command timeout bounds a wait with no byte on either stream.
-    fn read_outputs(&self, ch: &mut Channel) -> Result<(Vec<u8>, String), OutputsError> {
-        self.sess.set_blocking(false);
-        let r = self.read_outputs_nonblocking(ch);
-        self.sess.set_blocking(true);
-        r
-    }
-
-    fn read_outputs_nonblocking(
-        &self,
-        ch: &mut Channel,
-    ) -> Result<(Vec<u8>, String), OutputsError> {
-        let would_block = |e: &std::io::Error| e.kind() == ErrorKind::WouldBlock;
-        let mut stdout = Vec::new();
-        let mut stderr = StderrTail::default();
-        let mut err_stream = ch.stderr();
-        let (mut out_open, mut err_open) = (true, true);
-        let mut buf = vec![0u8; 32 << 10];
-        let mut quiet_since = Instant::now();
-        let mut idle = 0;
-        while out_open || err_open {
-            let mut moved = false;
-            if out_open {
-                match ch.read(&mut buf) {
-                    Ok(0) => out_open = false,
-                    Ok(n) => {
-                        if (stdout.len() + n) as u64 > STDOUT_LIMIT {
-                            return Err(OutputsError::TooLong("stdout", STDOUT_LIMIT));
-                        }
-                        stdout.extend_from_slice(&buf[..n]);
-                        moved = true;
-                    }
-                    Err(e) if would_block(&e) => {}
-                    Err(e) => return Err(OutputsError::Io(e, stderr.text())),
-                }
-            }
-            if err_open {
-                match err_stream.read(&mut buf) {
-                    Ok(0) => err_open = false,
-                    Ok(n) => {
-                        stderr.push(&buf[..n]);
-                        if stderr.read > STDERR_LIMIT {
-                            return Err(OutputsError::TooLong("stderr", STDERR_LIMIT));
-                        }
-                        moved = true;
-                    }
-                    Err(e) if would_block(&e) => {}
-                    // a read error ends stderr: the status says more
-                    Err(_) => err_open = false,
-                }
-            }
-            if moved {
-                quiet_since = Instant::now();
-                idle = 0;
-                continue;
-            }
-            // libssh2 may have buffered a packet while a call would have
-            // blocked: one more round before waiting in poll
-            idle += 1;
-            if idle < 2 {
-                continue;
-            }
-            let left = if self.command_timeout.is_zero() {
-                None
-            } else {
-                match self.command_timeout.checked_sub(quiet_since.elapsed()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => {
-                        let e = std::io::Error::from(ErrorKind::TimedOut);
-                        return Err(OutputsError::Io(e, stderr.text()));
-                    }
-                }
-            };
-            let mut flags = PollFlags::IN;
-            if matches!(
-                self.sess.block_directions(),
-                BlockDirections::Outbound | BlockDirections::Both
-            ) {
-                flags |= PollFlags::OUT;
-            }
-            let mut fds = [PollFd::new(&self.fd, flags)];
-            let wait = left.map(|d| Timespec {
-                tv_sec: d.as_secs().min(86_400) as _,
-                tv_nsec: d.subsec_nanos() as _,
-            });
-            match poll(&mut fds, wait.as_ref()) {
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(OutputsError::Io(e.into(), stderr.text())),
-            }
-        }
-        Ok((stdout, stderr.text()))
-    }
-
     /// Runs `script` with `stdin`, copying its stdout (and stderr, when the
     /// script redirects it) to `out` as it comes; returns the exit status.
     /// No command timeout applies: a job or `logs --follow` may be quiet
@@ -828,8 +718,7 @@ impl Remote {
 pub const STDOUT_LIMIT: u64 = 16 << 20;
 /// How much of a script's stderr a message shows: its end, where the error is.
 pub const STDERR_KEEP: usize = 64 << 10;
-/// The most stderr a script may send: past it the run is refused (a host
-/// that never stops writing would otherwise keep it going).
+/// The most stderr read before giving up on its end.
 pub const STDERR_LIMIT: u64 = 16 << 20;
 /// The most a health probe's answer may weigh (ZooKeeper's `srvr`, a
 /// Spark master's JSON: a few KiB).
@@ -872,33 +761,33 @@ pub fn shown(text: &str) -> String {
         .collect()
 }
 
-/// The end of a script's stderr, for a message, kept as it comes: its last
-/// [`STDERR_KEEP`] bytes, with control characters but newlines and tabs
-/// shown escaped (a host's bytes must not drive the terminal).
-#[derive(Default)]
-struct StderrTail {
-    kept: Vec<u8>,
-    dropped: bool,
-    /// Every byte seen, kept or not.
-    read: u64,
+/// A script's stdout, up to [`STDOUT_LIMIT`].
+fn read_stdout(r: &mut impl Read) -> Result<Vec<u8>, ReadError> {
+    read_capped(r, STDOUT_LIMIT)
 }
 
-impl StderrTail {
-    fn push(&mut self, bytes: &[u8]) {
-        self.read += bytes.len() as u64;
-        self.kept.extend_from_slice(bytes);
-        if self.kept.len() > 2 * STDERR_KEEP {
-            self.kept.drain(..self.kept.len() - STDERR_KEEP);
-            self.dropped = true;
+/// The end of a script's stderr, for a message: its last [`STDERR_KEEP`]
+/// bytes of the first [`STDERR_LIMIT`], with control characters but
+/// newlines and tabs shown escaped (a host's bytes must not drive the
+/// terminal). A read error ends it: the status says more.
+fn read_stderr(r: &mut impl Read) -> String {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut dropped = false;
+    let mut buf = [0u8; 16 << 10];
+    let mut r = r.take(STDERR_LIMIT);
+    while let Ok(n @ 1..) = r.read(&mut buf) {
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * STDERR_KEEP {
+            kept.drain(..kept.len() - STDERR_KEEP);
+            dropped = true;
         }
     }
-
-    fn text(&self) -> String {
-        let start = self.kept.len().saturating_sub(STDERR_KEEP);
-        let dropped = self.dropped || start > 0;
-        let text = shown(&String::from_utf8_lossy(&self.kept[start..]));
-        if dropped { format!("…{text}") } else { text }
+    if kept.len() > STDERR_KEEP {
+        kept.drain(..kept.len() - STDERR_KEEP);
+        dropped = true;
     }
+    let text = shown(&String::from_utf8_lossy(&kept));
+    if dropped { format!("…{text}") } else { text }
 }
 
 /// A probe's answer, up to the server's close, and no more than [`ANSWER_LIMIT`].
@@ -1155,14 +1044,10 @@ mod tests {
     /// may, a flood of stderr, an endless probe answer.
     #[test]
     fn reads_from_a_host_are_bounded() {
-        let read_stderr = |r: &mut dyn Read| {
-            let mut tail = StderrTail::default();
-            let mut buf = [0u8; 16 << 10];
-            while let Ok(n @ 1..) = r.read(&mut buf) {
-                tail.push(&buf[..n]);
-            }
-            tail.text()
-        };
+        let mut big = std::io::repeat(b'x').take(STDOUT_LIMIT + 1);
+        assert!(matches!(read_stdout(&mut big), Err(ReadError::TooLong)));
+        let mut fits = std::io::repeat(b'x').take(STDOUT_LIMIT);
+        assert_eq!(read_stdout(&mut fits).unwrap().len() as u64, STDOUT_LIMIT);
         // stderr keeps its end, where the error is
         let mut flood = std::io::repeat(b'e')
             .take(4 << 20)
@@ -1170,6 +1055,11 @@ mod tests {
         let tail = read_stderr(&mut flood);
         assert!(tail.len() <= STDERR_KEEP + 64, "{}", tail.len());
         assert!(tail.trim_end().ends_with("the real error"), "{tail:.40}");
+        // and stops reading when a host never stops
+        let mut endless = std::io::repeat(b'e').take(STDERR_LIMIT * 2);
+        let tail = read_stderr(&mut endless);
+        assert!(tail.len() <= STDERR_KEEP + 64);
+        assert_eq!(endless.limit(), STDERR_LIMIT, "read no more than the limit");
         let mut answer = std::io::repeat(b'a').take(ANSWER_LIMIT + 1);
         assert!(matches!(read_answer(&mut answer), Err(ReadError::TooLong)));
         // a host's control characters do not reach the terminal
@@ -1285,22 +1175,11 @@ mod tests {
         }
         let quiet = Script::new("cat; echo done >&2");
         assert_eq!(remote.run_ok("echoing", &quiet, b"hi\n").unwrap(), b"hi\n");
-        // and either stream past its limit is refused, not read on
+        // and stdout past its limit is still refused
         let big = Script::new("head -c 16777217 /dev/zero");
         assert!(matches!(
             remote.run_ok("flooding stdout", &big, b""),
-            Err(PushError::TooMuchOutput {
-                stream: "stdout",
-                ..
-            })
-        ));
-        let endless = Script::new("while :; do cat /dev/zero; done >&2");
-        assert!(matches!(
-            remote.run_ok("flooding stderr", &endless, b""),
-            Err(PushError::TooMuchOutput {
-                stream: "stderr",
-                ..
-            })
+            Err(PushError::TooMuchOutput { .. })
         ));
     }
 
