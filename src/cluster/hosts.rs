@@ -7,7 +7,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::push::ssh::{Remote, STDERR_KEEP, STDOUT_LIMIT, SshOptions};
+use crate::push::ssh::{Remote, STDOUT_LIMIT, SshOptions, stderr_tail};
 use crate::push::{PushError, Target};
 use crate::script::Script;
 
@@ -42,7 +42,7 @@ impl ClusterHost for LocalHost {
     fn run(&self, what: &str, script: &Script, stdin: &[u8]) -> Result<String, String> {
         let (mut child, feeder) = spawn_sh(what, script, stdin, Stdio::piped())?;
         let mut err = child.stderr.take().expect("stderr is piped");
-        let stderr = std::thread::spawn(move || stderr_end(&mut err));
+        let stderr = std::thread::spawn(move || stderr_tail(&mut err));
         let mut stdout = Vec::new();
         let read = {
             // dropped before the wait: a writer past the bound gets SIGPIPE
@@ -125,28 +125,6 @@ impl ClusterHost for LocalHost {
         }
         Ok(answer)
     }
-}
-
-/// The end of a script's stderr, for a message, as the SSH side keeps it:
-/// its last [`STDERR_KEEP`] bytes, shown with [`shown`]. All of it is read
-/// (the script would block on a full pipe), only its end kept.
-fn stderr_end(r: &mut impl Read) -> String {
-    let mut kept: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 16 << 10];
-    let mut dropped = false;
-    while let Ok(n @ 1..) = r.read(&mut buf) {
-        kept.extend_from_slice(&buf[..n]);
-        if kept.len() > 2 * STDERR_KEEP {
-            kept.drain(..kept.len() - STDERR_KEEP);
-            dropped = true;
-        }
-    }
-    if kept.len() > STDERR_KEEP {
-        kept.drain(..kept.len() - STDERR_KEEP);
-        dropped = true;
-    }
-    let text = crate::push::ssh::shown(&String::from_utf8_lossy(&kept));
-    if dropped { format!("…{text}") } else { text }
 }
 
 /// `sh -c script` with its stdout piped and `stdin` fed from a thread (so a

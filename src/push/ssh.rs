@@ -771,10 +771,17 @@ fn read_stdout(r: &mut impl Read) -> Result<Vec<u8>, ReadError> {
 /// newlines and tabs shown escaped (a host's bytes must not drive the
 /// terminal). A read error ends it: the status says more.
 fn read_stderr(r: &mut impl Read) -> String {
+    stderr_tail(&mut r.take(STDERR_LIMIT))
+}
+
+/// The last [`STDERR_KEEP`] bytes of everything `r` gives, shown with
+/// [`shown`] (`…` first when more came). Reads to the end, holding at
+/// most twice [`STDERR_KEEP`]: the SSH side bounds `r` first, `--local`
+/// reads a pipe whole so the script never blocks on it.
+pub fn stderr_tail(r: &mut impl Read) -> String {
     let mut kept: Vec<u8> = Vec::new();
     let mut dropped = false;
     let mut buf = [0u8; 16 << 10];
-    let mut r = r.take(STDERR_LIMIT);
     while let Ok(n @ 1..) = r.read(&mut buf) {
         kept.extend_from_slice(&buf[..n]);
         if kept.len() > 2 * STDERR_KEEP {
