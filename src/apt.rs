@@ -1,18 +1,16 @@
 //! Debian dependency closures, resolved at lock time only (never when
-//! building) through the ordinary `apt-cache` client. One alternative is
+//! building) on a catalogue: the archive's indexes as ferry reads them
+//! (`crate::debian::Index`), a table in tests. One alternative is
 //! chosen per dependency: one already chosen or requested wins, else the
 //! first that exists; packages earlier layers already have count as
 //! installed, so a layer holds only what it adds.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AptError {
-    #[error("`apt-cache` failed: {0} (is this a Debian or Ubuntu machine?)")]
-    Run(String),
     #[error(
-        "Debian package `{name}` is unknown to apt (needed by {by}): run `apt-get update`, or check the name"
+        "Debian package `{name}` is in none of the definition's suites (needed by {by}): check the name, and `[debian]`'s suites and components"
     )]
     Unknown { name: String, by: String },
 }
@@ -25,7 +23,7 @@ pub struct PackageInfo {
     pub provides: Vec<String>,
 }
 
-/// Answers questions about packages; `apt-cache` in real use, a table in tests.
+/// Answers questions about packages; the archive's index in real use, a table in tests.
 pub trait Catalog {
     /// `None` when no real package has this name (it may be virtual).
     fn info(&mut self, name: &str) -> Result<Option<PackageInfo>, AptError>;
@@ -120,95 +118,6 @@ pub fn closure(
         }
     }
     Ok(chosen.into_iter().collect())
-}
-
-/// The system's apt, through `apt-cache`.
-#[derive(Default)]
-pub struct AptCache {
-    info: BTreeMap<String, Option<PackageInfo>>,
-    providers: BTreeMap<String, Vec<String>>,
-    pub arch: String,
-}
-
-impl AptCache {
-    pub fn new(arch: &str) -> AptCache {
-        AptCache {
-            arch: arch.to_string(),
-            ..Default::default()
-        }
-    }
-}
-
-impl Catalog for AptCache {
-    fn info(&mut self, name: &str) -> Result<Option<PackageInfo>, AptError> {
-        if let Some(i) = self.info.get(name) {
-            return Ok(i.clone());
-        }
-        let out = Command::new("apt-cache")
-            .args([
-                "show",
-                "--no-all-versions",
-                "--",
-                &format!("{name}:{}", self.arch),
-            ])
-            .output()
-            .map_err(|e| AptError::Run(e.to_string()))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let out = if out.status.success() && !text.trim().is_empty() {
-            out
-        } else {
-            // packages of architecture `all`
-            Command::new("apt-cache")
-                .args(["show", "--no-all-versions", "--", name])
-                .output()
-                .map_err(|e| AptError::Run(e.to_string()))?
-        };
-        let text = String::from_utf8_lossy(&out.stdout);
-        let info = if out.status.success() && text.contains("Package:") {
-            let mut i = PackageInfo::default();
-            for line in text.lines() {
-                if let Some(v) = line
-                    .strip_prefix("Pre-Depends:")
-                    .or_else(|| line.strip_prefix("Depends:"))
-                {
-                    i.depends.extend(parse_depends(v));
-                } else if let Some(v) = line.strip_prefix("Provides:") {
-                    i.provides.extend(parse_depends(v).into_iter().flatten());
-                } else if line.is_empty() {
-                    break;
-                }
-            }
-            Some(i)
-        } else {
-            None
-        };
-        self.info.insert(name.to_string(), info.clone());
-        Ok(info)
-    }
-
-    fn providers(&mut self, name: &str) -> Result<Vec<String>, AptError> {
-        if let Some(p) = self.providers.get(name) {
-            return Ok(p.clone());
-        }
-        let out = Command::new("apt-cache")
-            .args(["showpkg", "--", name])
-            .output()
-            .map_err(|e| AptError::Run(e.to_string()))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut list = Vec::new();
-        if let Some(rest) = text.split("Reverse Provides:").nth(1) {
-            for line in rest.lines() {
-                if let Some(p) = line.split_whitespace().next() {
-                    let p = p.split(':').next().unwrap_or(p).to_string();
-                    if !list.contains(&p) {
-                        list.push(p);
-                    }
-                }
-            }
-        }
-        self.providers.insert(name.to_string(), list.clone());
-        Ok(list)
-    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub struct Options<'a> {
     pub offline: bool,
     pub mirror: Option<&'a Path>,
     pub jobs: usize,
+    /// Where Debian packages are downloaded from.
+    pub debian_mirrors: &'a crate::debian::Mirrors,
 }
 
 /// A built layer as recorded in the layer cache.
@@ -523,6 +525,7 @@ fn read_record(cache: &Cache, key: &str) -> Option<LayerRecord> {
 pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) -> Result<Built> {
     let lock_path = crate::lock::lock_path(&def.path);
     let dl = |what: &str, n: u64, t: Option<u64>| rep.download(what, n, t);
+    let archive = crate::debian::Archive::of(def);
     let sources = Sources {
         cache: opts.cache,
         offline: opts.offline,
@@ -530,6 +533,8 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
         progress: &dl,
         locked: &lock.artifacts,
         definition: &def.path,
+        archive: archive.as_ref(),
+        debian_mirrors: opts.debian_mirrors,
     };
     let base = load_base(def, opts.cache)?;
     let all = lock.for_definition(def, &lock_path)?;
@@ -945,10 +950,10 @@ fn base_layer_skeleton(
     digest: &str,
 ) -> Result<(u64, Skeleton)> {
     let rec_path = cache.layer_record(&format!("base-{}", digest.trim_start_matches("sha256:")));
-    if let Ok(bytes) = std::fs::read(&rec_path) {
-        if let Ok(v) = serde_json::from_slice::<(u64, Skeleton)>(&bytes) {
-            return Ok(v);
-        }
+    if let Ok(bytes) = std::fs::read(&rec_path)
+        && let Ok(v) = serde_json::from_slice::<(u64, Skeleton)>(&bytes)
+    {
+        return Ok(v);
     }
     let r = oci::open_layer(blob, media_type)?;
     let mut counted = CountingReader { inner: r, n: 0 };

@@ -42,16 +42,15 @@ pub fn gather(tree: &Tree, elf: bool, jars: bool) -> LayerFacts {
             continue;
         }
         let Data::Path(p) = data else { continue };
-        if elf {
-            if let Some(n) = read_elf(p) {
-                f.elf.insert(path.clone(), n);
-                continue;
-            }
+        if elf && let Some(n) = read_elf(p) {
+            f.elf.insert(path.clone(), n);
+            continue;
         }
-        if jars && path.ends_with(".jar") {
-            if let Some(cp) = read_class_path(p) {
-                f.jars.insert(path.clone(), cp);
-            }
+        if jars
+            && path.ends_with(".jar")
+            && let Some(cp) = read_class_path(p)
+        {
+            f.jars.insert(path.clone(), cp);
         }
     }
     f

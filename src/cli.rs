@@ -21,12 +21,12 @@ pub struct Cli {
 pub enum Command {
     /// Pin every input of an image definition (sha256, size) in its image.lock
     #[command(
-        after_help = "Examples:\n  ferry lock images/spark/image.toml\n  ferry lock images/spark/image.toml --update numpy\n  ferry lock images/spark/image.toml --check   # exit 1 if the lock is out of date"
+        after_help = "Examples:\n  ferry lock images/spark/image.toml\n  ferry lock images/spark/image.toml --update numpy\n  ferry lock images/spark/image.toml --check   # exit 1 if the lock is out of date\n  ferry lock images/spark/image.toml --update --debian-mirror http://mirror.example/debian --debian-mirror http://mirror.example/debian-security\n\nDebian packages are resolved on the indexes of the suites the definition's `[debian]` table names, read from the mirrors (--debian-mirror, FERRY_DEBIAN_MIRROR, else this machine's apt sources); each InRelease must be signed by a key of the archive keyring."
     )]
     Lock(LockArgs),
     /// Build an OCI image layout (and optionally a docker-archive) from a definition and its lock
     #[command(
-        after_help = "Examples:\n  ferry build                      # the built-in default image (Spark, ZooKeeper, Python)\n  ferry build images/busybox/image.toml\n  ferry build images/busybox/image.toml --out out/busybox --docker-archive out/busybox.tar\n  ferry build images/busybox/image.toml --offline --mirror bundle/"
+        after_help = "Examples:\n  ferry build                      # the built-in default image (Spark, ZooKeeper, Python)\n  ferry build images/busybox/image.toml\n  ferry build images/busybox/image.toml --out out/busybox --docker-archive out/busybox.tar\n  ferry build images/busybox/image.toml --offline --mirror bundle/\n  FERRY_DEBIAN_MIRROR=\"http://snapshot.example/archive/debian/20250520T000000Z\" ferry build   # pins that left the archive\n\nDebian packages are downloaded from the mirrors (--debian-mirror, FERRY_DEBIAN_MIRROR, else this machine's apt sources), each checked against its locked sha256; no apt-get runs."
     )]
     Build(BuildArgs),
     /// Check every digest, size, diff_id and media type of an OCI image layout
@@ -162,6 +162,22 @@ pub struct CacheArgs {
     pub cache: Option<PathBuf>,
 }
 
+/// Where Debian packages are downloaded from: configuration of the build
+/// machine, never part of a definition or a lock.
+#[derive(Args, Debug)]
+pub struct DebianArgs {
+    /// A Debian mirror's base URL (repeat it, or list several in
+    /// FERRY_DEBIAN_MIRROR separated by spaces; tried in order, e.g. the
+    /// archive, its security archive, a snapshot) [default: the Debian URIs
+    /// of this machine's apt sources]
+    #[arg(
+        long = "debian-mirror",
+        env = "FERRY_DEBIAN_MIRROR",
+        value_name = "URL"
+    )]
+    pub debian_mirror: Vec<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct LockArgs {
     /// The image definition (image.toml)
@@ -172,6 +188,8 @@ pub struct LockArgs {
     /// Do not write: exit 1 if the lock is missing or out of date
     #[arg(long, conflicts_with = "update")]
     pub check: bool,
+    #[command(flatten)]
+    pub debian: DebianArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -198,6 +216,8 @@ pub struct BuildArgs {
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub debian: DebianArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -230,6 +250,8 @@ pub struct VendorArgs {
     /// Another bundle to take inputs from
     #[arg(long, value_name = "BUNDLE")]
     pub mirror: Option<PathBuf>,
+    #[command(flatten)]
+    pub debian: DebianArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
 }

@@ -1,5 +1,6 @@
 //! The one clock of a build: the `created` time, read once and passed down,
-//! and the RFC 3339 conversions it needs. Nothing here reads the wall clock.
+//! and the RFC 3339 (and Debian Release RFC 2822) conversions it needs.
+//! Nothing here reads the wall clock.
 
 /// Days since 1970-01-01 for a civil date (proleptic Gregorian).
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
@@ -42,6 +43,32 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     u64::try_from(secs).ok()
 }
 
+/// Parses the RFC 2822 UTC date a Debian `Release` file writes
+/// (`Sat, 11 Jul 2026 10:16:37 UTC`, the weekday optional, `UTC`, `GMT`,
+/// `Z` or `+0000`) into seconds since the epoch.
+pub fn parse_rfc2822(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let s = s.split_once(", ").map_or(s, |(_, rest)| rest);
+    let mut it = s.split_ascii_whitespace();
+    let d: u32 = it.next()?.parse().ok()?;
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mon = it.next()?;
+    let mo = MONTHS.iter().position(|m| *m == mon)? as u32 + 1;
+    let y: u32 = it.next()?.parse().ok()?;
+    let mut hms = it.next()?.split(':').map(|p| p.parse::<u32>().ok());
+    let (h, mi, se) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some() || !matches!(it.next(), Some("UTC" | "GMT" | "Z" | "+0000")) {
+        return None;
+    }
+    if it.next().is_some() || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let secs = days_from_civil(y as i64, mo, d) * 86_400 + (h * 3600 + mi * 60 + se) as i64;
+    u64::try_from(secs).ok()
+}
+
 /// Formats seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn format_rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
@@ -58,6 +85,15 @@ pub fn format_rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_release_dates() {
+        let t = parse_rfc2822("Sat, 11 Jul 2026 10:16:37 UTC").unwrap();
+        assert_eq!(format_rfc3339(t), "2026-07-11T10:16:37Z");
+        assert_eq!(parse_rfc2822("11 Jul 2026 10:16:37 +0000"), Some(t));
+        assert_eq!(parse_rfc2822("Sat, 11 Jul 2026 10:16:37 +0200"), None);
+        assert_eq!(parse_rfc2822("Sat, 11 Foo 2026 10:16:37 UTC"), None);
+    }
 
     #[test]
     fn round_trips() {

@@ -1,6 +1,6 @@
 //! The content-addressed download cache and the ways an input gets into it:
-//! a `ferry vendor` bundle (folder or .tar), an http(s) or file URL, Debian's
-//! `apt-get download`, or `pip download`. Every byte is hashed while it
+//! a `ferry vendor` bundle (folder or .tar), an http(s) or file URL, a
+//! Debian mirror (see `crate::debian`), or `pip download`. Every byte is hashed while it
 //! streams and checked against the lock before it is renamed into the cache.
 //! Registries are reached only through their ordinary clients, so no host
 //! name lives here.
@@ -53,6 +53,8 @@ pub enum FetchError {
         what: String,
         reason: String,
     },
+    #[error(transparent)]
+    Debian(Box<crate::debian::DebianError>),
     #[error("`{}`", path.display())]
     Io {
         path: PathBuf,
@@ -271,6 +273,21 @@ pub fn open_url(url: &str, definition: &Path) -> Result<(Box<dyn Read>, Option<u
         let len = f.metadata().ok().map(|m| m.len());
         return Ok((Box::new(BufReader::new(f)), len));
     }
+    match http_get(url)? {
+        Some((r, len)) => Ok((r, len)),
+        None => Err(FetchError::Http {
+            url: url.to_string(),
+            reason: "server answered 404 Not Found".into(),
+        }),
+    }
+}
+
+/// A reader that may cross to another thread (a pool file downloads on one).
+pub type SendRead = Box<dyn Read + Send>;
+
+/// GETs an http(s) URL, retrying transport errors and server errors; `None`
+/// when the server answers 404 or 410 (a mirror without the file).
+fn http_get(url: &str) -> Result<Option<(SendRead, Option<u64>)>, FetchError> {
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(20))
         .timeout(None)
@@ -288,8 +305,9 @@ pub fn open_url(url: &str, definition: &Path) -> Result<(Box<dyn Read>, Option<u
         match client.get(url).send() {
             Ok(resp) if resp.status().is_success() => {
                 let len = resp.content_length();
-                return Ok((Box::new(resp), len));
+                return Ok(Some((Box::new(resp), len)));
             }
+            Ok(resp) if matches!(resp.status().as_u16(), 404 | 410) => return Ok(None),
             Ok(resp) if resp.status().is_server_error() => {
                 last = format!("server answered {}", resp.status())
             }
@@ -308,6 +326,52 @@ pub fn open_url(url: &str, definition: &Path) -> Result<(Box<dyn Read>, Option<u
     })
 }
 
+/// Opens a file of a configured mirror (http, https or file): `None` when
+/// the mirror does not have it. A mirror is the user's configuration, not a
+/// definition's, so a `file://` mirror may lie anywhere; its files must
+/// still be regular files.
+pub fn open_optional(url: &str) -> Result<Option<(SendRead, Option<u64>)>, FetchError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        return match crate::fsutil::open_regular(Path::new(path)) {
+            Ok(f) => {
+                let len = f.metadata().ok().map(|m| m.len());
+                Ok(Some((Box::new(BufReader::new(f)), len)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FetchError::Http {
+                url: url.to_string(),
+                reason: e.to_string(),
+            }),
+        };
+    }
+    http_get(url)
+}
+
+/// Streams `r` into the cache, which must give exactly `size` bytes hashing
+/// to `sha256` (`what`, a URL say, is named when it does not); returns the
+/// cached file.
+pub fn fetch_verified(
+    cache: &Cache,
+    r: &mut dyn Read,
+    label: &str,
+    what: &str,
+    size: u64,
+    sha256: &str,
+    progress: Progress,
+) -> Result<PathBuf, FetchError> {
+    let expect = Expect { size, what };
+    let (tmp, sha, _) = stream_to_temp(cache, r, label, None, Some(expect), progress)?;
+    if sha != sha256 {
+        return Err(FetchError::Mismatch {
+            file: what.to_string(),
+            name: label.to_string(),
+            expected: sha256.to_string(),
+            found: sha,
+        });
+    }
+    commit(cache, tmp, &sha)
+}
+
 /// Where inputs may come from besides the network.
 pub struct Sources<'a> {
     pub cache: &'a Cache,
@@ -318,62 +382,62 @@ pub struct Sources<'a> {
     pub locked: &'a [Artifact],
     /// The definition file, under whose folder `file://` URLs must lie.
     pub definition: &'a Path,
+    /// The definition's Debian archive and the mirrors serving it.
+    pub archive: Option<&'a crate::debian::Archive>,
+    pub debian_mirrors: &'a crate::debian::Mirrors,
 }
 
 impl Sources<'_> {
     /// Fetches every Debian package of `artifacts` that is neither in the
-    /// cache nor in the mirror with one `apt-get download` call (one call per
-    /// package costs about a second each), verifying each against the lock.
+    /// cache nor in the mirror from the Debian mirrors, several at once,
+    /// verifying each against the lock.
     pub fn prefetch_debs(&self, artifacts: &[&Artifact]) -> Result<(), FetchError> {
         if self.offline {
             return Ok(());
         }
-        let mut missing: Vec<&Artifact> = Vec::new();
+        let mut missing: Vec<Artifact> = Vec::new();
         for a in artifacts.iter().filter(|a| a.kind == ArtifactKind::Deb) {
-            if self.cache.download(&a.sha256).exists()
+            if self.cache.cached_download(&a.sha256, a.size).is_some()
                 || missing.iter().any(|m| m.sha256 == a.sha256)
             {
                 continue;
             }
-            if let Some(m) = self.mirror {
-                if self.take_from_mirror(m, a)?.is_some() {
-                    continue;
-                }
+            if let Some(m) = self.mirror
+                && self.take_from_mirror(m, a)?.is_some()
+            {
+                continue;
             }
-            missing.push(a);
+            missing.push((*a).clone());
         }
-        if missing.is_empty() {
+        self.download_debs(missing)
+    }
+
+    /// Downloads `debs` from the Debian mirrors; a lock written before ferry
+    /// read the archive has no pool paths, which the indexes then give.
+    fn download_debs(&self, mut debs: Vec<Artifact>) -> Result<(), FetchError> {
+        if debs.is_empty() {
             return Ok(());
         }
-        let specs: Vec<String> = missing
-            .iter()
-            .map(|a| format!("{}:{}={}", a.name, a.arch, a.version).replace(":all=", "="))
-            .collect();
-        let (debs, _guard) = apt_download_many(self.cache, &specs)?;
-        for file in debs {
-            let mut f = File::open(&file).map_err(io_err(&file))?;
-            let label = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let (tmp, sha, _) =
-                stream_to_temp(self.cache, &mut f, &label, None, None, self.progress)?;
-            match missing.iter().find(|a| a.sha256 == sha) {
-                Some(_) => {
-                    commit(self.cache, tmp, &sha)?;
-                }
-                None => {
-                    let a = missing.iter().find(|a| a.file == label).copied();
-                    return Err(FetchError::Mismatch {
-                        file: label,
-                        name: a.map(|a| a.name.clone()).unwrap_or_default(),
-                        expected: a.map(|a| a.sha256.clone()).unwrap_or_default(),
-                        found: sha,
-                    });
-                }
-            }
+        let debian = |e: crate::debian::DebianError| FetchError::Debian(Box::new(e));
+        if debs.iter().any(|a| a.path.is_empty()) {
+            let archive = self.archive.ok_or_else(|| FetchError::Tool {
+                tool: "the lock".into(),
+                what: self.definition.display().to_string(),
+                reason: "its debs have no archive path and the definition has no `[debian]` table"
+                    .into(),
+            })?;
+            crate::debian::fill_paths(
+                &mut debs,
+                archive,
+                self.debian_mirrors,
+                self.cache,
+                self.progress,
+            )
+            .map_err(debian)?;
         }
-        Ok(())
+        let refs: Vec<&Artifact> = debs.iter().collect();
+        crate::debian::download(&refs, self.debian_mirrors, self.cache, self.progress)
+            .map_err(debian)
     }
 
     /// Makes sure the locked artifact is in the cache and returns its path.
@@ -381,10 +445,10 @@ impl Sources<'_> {
         if let Some(path) = self.cache.cached_download(&a.sha256, a.size) {
             return Ok(path);
         }
-        if let Some(m) = self.mirror {
-            if let Some(p) = self.take_from_mirror(m, a)? {
-                return Ok(p);
-            }
+        if let Some(m) = self.mirror
+            && let Some(p) = self.take_from_mirror(m, a)?
+        {
+            return Ok(p);
         }
         if self.offline {
             return Err(FetchError::Offline {
@@ -411,11 +475,15 @@ impl Sources<'_> {
                 )?
             }
             ArtifactKind::Deb => {
-                let (file, _guard) = apt_download(
-                    self.cache,
-                    &format!("{}:{}={}", a.name, a.arch, a.version).replace(":all=", "="),
-                )?;
-                self.stream_file(&file, a)?
+                self.download_debs(vec![a.clone()])?;
+                return self
+                    .cache
+                    .cached_download(&a.sha256, a.size)
+                    .ok_or_else(|| FetchError::Offline {
+                        file: a.file.clone(),
+                        sha256: a.sha256.clone(),
+                        mirror: false,
+                    });
             }
             ArtifactKind::Pypi => {
                 let file = pip_download(self.cache, PipWant::Locked(a), src, Some(&a.file))?;
@@ -526,81 +594,6 @@ impl Sources<'_> {
     }
 }
 
-/// Runs `apt-get download SPEC` in a temp folder; returns the .deb and the folder guard.
-pub fn apt_download(cache: &Cache, spec: &str) -> Result<(PathBuf, tempfile::TempDir), FetchError> {
-    let (mut debs, dir) = apt_download_many(cache, &[spec.to_string()])?;
-    Ok((debs.remove(0), dir))
-}
-
-/// Runs one `apt-get download` for several packages; returns the .debs
-/// (sorted by file name) and the folder guard.
-pub fn apt_download_many(
-    cache: &Cache,
-    specs: &[String],
-) -> Result<(Vec<PathBuf>, tempfile::TempDir), FetchError> {
-    let spec = specs.join(" ");
-    let base = cache.tmp()?;
-    let dir = tempfile::Builder::new()
-        .prefix("apt-")
-        .tempdir_in(&base)
-        .map_err(io_err(&base))?;
-    let out = Command::new("apt-get")
-        .args(["download", "-q", "-o", "APT::Sandbox::User=root", "--"])
-        .args(specs)
-        .current_dir(dir.path())
-        .output()
-        .map_err(|e| FetchError::Tool {
-            tool: "apt-get download".into(),
-            what: spec.clone(),
-            reason: format!("{e} (is this a Debian or Ubuntu machine?)"),
-        })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let line = err
-            .lines()
-            .filter(|l| l.starts_with("E:"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let hint = if line.contains("Can't find a source") || line.contains("Version") {
-            " (this version is no longer served by the configured Debian archive: use a snapshot mirror in apt's sources, a `ferry vendor` bundle, or `ferry lock --update`)"
-        } else if line.contains("Unable to locate") {
-            " (run `apt-get update`?)"
-        } else {
-            ""
-        };
-        return Err(FetchError::Tool {
-            tool: "apt-get download".into(),
-            what: spec,
-            reason: format!(
-                "{}{hint}",
-                if line.is_empty() {
-                    err.trim().to_string()
-                } else {
-                    line
-                }
-            ),
-        });
-    }
-    let mut debs: Vec<PathBuf> = std::fs::read_dir(dir.path())
-        .map_err(io_err(dir.path()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
-        .collect();
-    debs.sort();
-    if debs.len() != specs.len() {
-        return Err(FetchError::Tool {
-            tool: "apt-get download".into(),
-            what: spec,
-            reason: format!(
-                "{} .deb files were written for {} packages",
-                debs.len(),
-                specs.len()
-            ),
-        });
-    }
-    Ok((debs, dir))
-}
-
 /// What `pip download` is asked for.
 pub enum PipWant<'a> {
     /// At lock time: a requirement as the definition writes it. pip may run
@@ -672,10 +665,10 @@ pub fn pip_download(
         .filter(|p| p.file_name().is_some_and(|n| n != "requirements.txt"))
         .collect();
     files.sort();
-    if let Some(w) = want_file {
-        if let Some(f) = files.iter().find(|f| f.file_name().is_some_and(|n| n == w)) {
-            return Ok(f.clone());
-        }
+    if let Some(w) = want_file
+        && let Some(f) = files.iter().find(|f| f.file_name().is_some_and(|n| n == w))
+    {
+        return Ok(f.clone());
     }
     files.into_iter().next().ok_or_else(|| FetchError::Tool {
         tool: "pip download".into(),
@@ -846,10 +839,14 @@ mod tests {
             version: String::new(),
             arch: String::new(),
             file: "x.tgz".into(),
+            path: String::new(),
             size,
             sha256: sha256.into(),
         }
     }
+
+    static NO_MIRRORS: std::sync::LazyLock<crate::debian::Mirrors> =
+        std::sync::LazyLock::new(|| crate::debian::Mirrors::new(&[]));
 
     fn sources<'a>(
         cache: &'a Cache,
@@ -863,6 +860,8 @@ mod tests {
             progress: &|_: &str, _: u64, _: Option<u64>| {},
             locked,
             definition: Path::new("image.toml"),
+            archive: None,
+            debian_mirrors: &NO_MIRRORS,
         }
     }
 

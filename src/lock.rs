@@ -59,6 +59,10 @@ pub struct Artifact {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub arch: String,
     pub file: String,
+    /// A Debian package's file in the archive (`pool/...`), from the index:
+    /// where a build downloads it from any mirror.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
     pub size: u64,
     pub sha256: String,
 }
@@ -68,7 +72,7 @@ pub struct Artifact {
 pub struct Lock {
     pub version: u32,
     /// The Debian packages a `closure = true` source resolved to.
-    #[serde(default, rename = "closure")]
+    #[serde(default, rename = "closure", skip_serializing_if = "Vec::is_empty")]
     pub closures: Vec<Closure>,
     #[serde(default, rename = "artifact")]
     pub artifacts: Vec<Artifact>,
@@ -192,6 +196,14 @@ impl Lock {
                     }
                     if !is_deb_arch(&a.arch) {
                         return Err(bad(what, "arch", &a.arch, "a Debian architecture"));
+                    }
+                    if !a.path.is_empty() && !is_pool_path(&a.path) {
+                        return Err(bad(
+                            what,
+                            "path",
+                            &a.path,
+                            "a file under the archive's `pool/` (no `..`, no empty segment)",
+                        ));
                     }
                 }
                 ArtifactKind::Pypi => {
@@ -433,6 +445,24 @@ pub fn is_deb_version(v: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b".+~:-".contains(&c))
 }
 
+/// A file of a Debian archive's pool as an index names it
+/// (`pool/main/g/glibc/libc6_2.36-9+deb12u14_amd64.deb`): it becomes part
+/// of a URL and never a local path, and still has no `.` or `..` segment,
+/// no empty one, and only the characters Debian's file names use.
+pub fn is_pool_path(p: &str) -> bool {
+    p.len() <= 512
+        && p.starts_with("pool/")
+        && p.ends_with(".deb")
+        && p.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"._+~-".contains(&c))
+        })
+}
+
 /// A Debian architecture (`amd64`, `arm64`, `all`, ...).
 pub fn is_deb_arch(a: &str) -> bool {
     let b = a.as_bytes();
@@ -553,6 +583,7 @@ mod tests {
                 String::new()
             },
             file: format!("{name}-{version}"),
+            path: String::new(),
             size: 1,
             sha256: "0".repeat(64),
         }
@@ -605,6 +636,12 @@ mod tests {
         read_hostile("deb", "version", "-oAPT::Sandbox::User=root");
         read_hostile("deb", "version", "1.0\n2");
         read_hostile("deb", "arch", "amd64 -o");
+        // a pool path becomes part of a mirror URL
+        read_hostile("deb", "path", "pool/../../etc/shadow.deb");
+        read_hostile("deb", "path", "/etc/tini.deb");
+        read_hostile("deb", "path", "pool/main/t/tini/tini.deb?x=1");
+        read_hostile("deb", "path", "pool//tini.deb");
+        read_hostile("deb", "path", "pool/main/t/tini/tini.deb\nHost: x");
         read_hostile("pypi", "name", "--index-url=http://evil/");
         read_hostile("pypi", "name", "x; os_name == 'posix'");
         read_hostile("pypi", "version", "1.0 --hash=sha256:00");

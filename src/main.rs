@@ -12,6 +12,7 @@ mod cli;
 mod clock;
 mod cluster;
 mod commands;
+mod debian;
 mod default_image;
 mod fetch;
 mod fsutil;

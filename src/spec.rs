@@ -40,12 +40,32 @@ pub struct ImageSpec {
     pub architecture: Option<String>,
     #[serde(default)]
     pub base: Base,
+    /// Where `deb` sources come from; needed when any source has `deb`.
+    pub debian: Option<DebianSpec>,
     #[serde(default)]
     pub config: ImageConfig,
     #[serde(default)]
     pub check: Checks,
     #[serde(default, rename = "layer")]
     pub layers: Vec<LayerSpec>,
+}
+
+/// `[debian]`: the Debian suites, components and architecture the
+/// definition's packages are resolved in. The mirror serving them is the
+/// build machine's configuration, never part of the definition or the lock.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebianSpec {
+    /// In order of preference among equal versions: `["bookworm", "bookworm-updates", "bookworm-security"]`.
+    pub suites: Vec<String>,
+    /// Default `["main"]`.
+    #[serde(default)]
+    pub components: Vec<String>,
+    /// Default: the image's architecture.
+    pub architecture: Option<String>,
+    /// An OpenPGP keyring (binary or armored) relative to the definition;
+    /// default the `debian-archive-keyring` package's.
+    pub keyring: Option<String>,
 }
 
 /// `created` as an RFC 3339 UTC time (`2024-01-01T00:00:00Z`) or seconds since the epoch.
@@ -419,6 +439,7 @@ impl Definition {
                 s.tag
             ));
         }
+        check_debian(s)?;
         let mut names = std::collections::BTreeSet::new();
         for (i, layer) in s.layers.iter().enumerate() {
             let at = format!("layer[{i}] (`{}`)", layer.name);
@@ -452,15 +473,14 @@ impl Definition {
                         return Err(format!("{at}: `sha256 = \"{h}\"` is not 64 hex digits"));
                     }
                 }
-                if let Some(u) = &src.url {
-                    if !(u.starts_with("https://")
+                if let Some(u) = &src.url
+                    && !(u.starts_with("https://")
                         || u.starts_with("http://")
                         || u.starts_with("file://"))
-                    {
-                        return Err(format!(
-                            "{at}: `url = \"{u}\"`: only https://, http:// and file:// are supported"
-                        ));
-                    }
+                {
+                    return Err(format!(
+                        "{at}: `url = \"{u}\"`: only https://, http:// and file:// are supported"
+                    ));
                 }
                 if let Some(m) = &src.mode {
                     parse_mode(m).ok_or_else(|| format!("{at}: `mode = \"{m}\"` is not octal"))?;
@@ -547,6 +567,58 @@ impl Definition {
 
 /// A `nix` source expands into several image layers, so its `[[layer]]`
 /// holds that one source and nothing else for those layers to mix with.
+/// A suite or component name: it becomes part of a mirror URL.
+fn is_archive_word(w: &str) -> bool {
+    !w.is_empty()
+        && w.len() <= 64
+        && w.as_bytes()[0].is_ascii_alphanumeric()
+        && w.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+}
+
+/// `[debian]` is there when a source has `deb`, and every name in it is one.
+fn check_debian(s: &ImageSpec) -> Result<(), String> {
+    let uses_deb = s
+        .layers
+        .iter()
+        .flat_map(|l| &l.sources)
+        .any(|x| !x.deb.is_empty());
+    let Some(d) = &s.debian else {
+        if uses_deb {
+            return Err("a source has `deb` but there is no `[debian]` table naming where Debian packages come from: add `[debian]` with `suites = [\"bookworm\", \"bookworm-updates\", \"bookworm-security\"]` (and `components`, default `[\"main\"]`)".into());
+        }
+        return Ok(());
+    };
+    if d.suites.is_empty() || d.suites.len() > 16 {
+        return Err("`debian.suites`: name one to 16 suites".into());
+    }
+    if d.components.len() > 16 {
+        return Err("`debian.components`: at most 16".into());
+    }
+    for w in d.suites.iter().chain(&d.components) {
+        if !is_archive_word(w) {
+            return Err(format!(
+                "`[debian]`: `{}` is not a suite or component name (letters, digits, `.`, `_`, `-`)",
+                w.escape_debug()
+            ));
+        }
+    }
+    if let Some(a) = &d.architecture
+        && (!crate::lock::is_deb_arch(a) || a == "all")
+    {
+        return Err(format!(
+            "`debian.architecture = \"{}\"` is not a Debian architecture",
+            a.escape_debug()
+        ));
+    }
+    if let Some(k) = &d.keyring
+        && (k.is_empty() || k.chars().any(char::is_control))
+    {
+        return Err("`debian.keyring`: name a keyring file".into());
+    }
+    Ok(())
+}
+
 fn check_nix_source(layer: &LayerSpec, src: &SourceSpec) -> Result<(), String> {
     if src.kind() != SourceKind::Nix {
         if src.max_layers.is_some() {
@@ -622,10 +694,10 @@ fn check_package_requests(src: &SourceSpec) -> Result<(), String> {
             ));
         }
     }
-    if let Some(a) = &src.arch {
-        if !is_deb_arch(a) {
-            return Err(format!("`arch = {a:?}` is not a Debian architecture"));
-        }
+    if let Some(a) = &src.arch
+        && !is_deb_arch(a)
+    {
+        return Err(format!("`arch = {a:?}` is not a Debian architecture"));
     }
     for p in &src.pypi {
         let (name, version) = crate::lock::split_req(p, "==");

@@ -49,6 +49,7 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
         offline: a.offline,
         mirror: a.mirror.as_deref(),
         jobs,
+        debian_mirrors: &crate::debian::Mirrors::new(&a.debian.debian_mirror),
     };
     let built = build::build(&def, &lock, &opts, &term)?;
     let short = def

@@ -86,10 +86,10 @@ pub fn target_of(plan: &Plan, h: &HostPlan, ssh: &SshArgs) -> Result<Target, Pus
 /// The SSH options for one host: its own key first, then the command line's.
 pub fn host_options(h: &HostPlan, ssh: &SshArgs) -> SshOptions {
     let mut o = ssh_options(ssh.clone());
-    if let Some(k) = &h.key {
-        if ssh.identity.is_none() {
-            o.identities.insert(0, expand_home(k));
-        }
+    if let Some(k) = &h.key
+        && ssh.identity.is_none()
+    {
+        o.identities.insert(0, expand_home(k));
     }
     o
 }

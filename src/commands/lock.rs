@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 
 use super::{Term, human};
-use crate::apt::{self, AptCache};
+use crate::apt;
 use crate::cache_lock::{self, Mode};
 use crate::cli::LockArgs;
+use crate::debian::{self, Archive, Index, Mirrors};
 use crate::fetch::{self, Cache};
-use crate::inputs::{deb, nix};
+use crate::inputs::nix;
 use crate::lock::{Artifact, ArtifactKind, Closure, Lock, NixClosure, lock_path, split_req};
 use crate::spec::{Definition, SourceKind, SourceSpec, url_file_name};
 
@@ -81,6 +82,13 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
         nix: Vec::new(),
     };
     let old = old.unwrap_or_default();
+    let mut debian = Debian {
+        archive: Archive::of(&def),
+        mirrors: Mirrors::new(&a.debian.debian_mirror),
+        cache: &cache,
+        term: &term,
+        indexes: Default::default(),
+    };
     // Debian packages earlier sources already bring: closures leave them out
     let mut installed: BTreeSet<String> = BTreeSet::new();
     for layer in &def.spec.layers {
@@ -110,7 +118,7 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
             } else {
                 old.resolve(&layer.name, src)
             };
-            let arts = match kept {
+            let arts: Vec<Artifact> = match kept {
                 Ok(arts) => {
                     if src.closure {
                         new.closures.extend(
@@ -120,16 +128,20 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
                                 .cloned(),
                         );
                     }
-                    arts.into_iter().cloned().collect()
+                    let mut arts: Vec<Artifact> = arts.into_iter().cloned().collect();
+                    debian
+                        .add_paths(src, &mut arts)
+                        .with_context(|| format!("locking layer `{}`", layer.name))?;
+                    arts
                 }
                 Err(_) if src.closure => {
                     let (closure, arts) =
-                        resolve_closure(&cache, &layer.name, src, &term, &old, wanted, &installed)
+                        resolve_closure(&mut debian, &layer.name, src, &old, wanted, &installed)
                             .with_context(|| format!("locking layer `{}`", layer.name))?;
                     new.closures.push(closure);
                     arts
                 }
-                Err(_) => resolve(&cache, &def.path, src, &term)
+                Err(_) => resolve(&cache, &mut debian, &def.path, src, &term)
                     .with_context(|| format!("locking layer `{}`", layer.name))?,
             };
             installed.extend(
@@ -239,52 +251,126 @@ fn source_names(src: &SourceSpec) -> Vec<String> {
     v
 }
 
-/// Resolves a `closure = true` deb source: its packages' closure, less what
-/// is `installed` already, each package pinned (reusing the old lock's pins
-/// unless `fresh`).
+/// The definition's Debian indexes, read once per architecture when a
+/// source first needs them.
+struct Debian<'a> {
+    archive: Option<Archive>,
+    mirrors: Mirrors,
+    cache: &'a Cache,
+    term: &'a Term,
+    indexes: std::collections::BTreeMap<String, Index>,
+}
+
+impl Debian<'_> {
+    /// The architecture a source's packages are for.
+    fn arch(&self, src: &SourceSpec) -> String {
+        src.arch
+            .clone()
+            .or_else(|| self.archive.as_ref().map(|a| a.arch.clone()))
+            .unwrap_or_else(|| "amd64".into())
+    }
+
+    fn index(&mut self, arch: &str) -> Result<&mut Index> {
+        if !self.indexes.contains_key(arch) {
+            let Some(archive) = &self.archive else {
+                bail!("a source has `deb` but the definition has no `[debian]` table");
+            };
+            let term = self.term;
+            let progress = |w: &str, n: u64, t: Option<u64>| term.download(w, n, t);
+            let ix = debian::load_index(archive, arch, &self.mirrors, self.cache, &progress)?;
+            term.line(&format!(
+                "read the Debian indexes of {} ({} packages for {arch}, signed by the keys of `{}`)",
+                archive.suites.join(", "),
+                ix.len(),
+                archive.keyring.display()
+            ));
+            self.indexes.insert(arch.to_string(), ix);
+        }
+        Ok(self.indexes.get_mut(arch).expect("just inserted"))
+    }
+
+    /// Gives kept deb pins without an archive path (a lock from before ferry
+    /// read the archive) theirs, found in the index by sha256; a pin the
+    /// index no longer lists keeps none, and a build then says so.
+    fn add_paths(&mut self, src: &SourceSpec, arts: &mut [Artifact]) -> Result<()> {
+        if !arts
+            .iter()
+            .any(|a| a.kind == ArtifactKind::Deb && a.path.is_empty())
+        {
+            return Ok(());
+        }
+        let arch = self.arch(src);
+        let term = self.term;
+        let ix = self.index(&arch)?;
+        for a in arts
+            .iter_mut()
+            .filter(|a| a.kind == ArtifactKind::Deb && a.path.is_empty())
+        {
+            match ix.by_sha256(&a.name, &a.sha256) {
+                Some(r) => a.path = r.filename.clone(),
+                None => term.line(&format!(
+                    "warning: deb `{}` {} is no longer in the indexes: its pin is kept without an archive path",
+                    a.name, a.version
+                )),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves a `closure = true` deb source on the index: its packages'
+/// closure, less what is `installed` already, each package pinned (reusing
+/// the old lock's pins unless `fresh`).
 fn resolve_closure(
-    cache: &Cache,
+    debian: &mut Debian,
     layer: &str,
     src: &SourceSpec,
-    term: &Term,
     old: &Lock,
     fresh: bool,
     installed: &BTreeSet<String>,
 ) -> Result<(Closure, Vec<Artifact>)> {
-    let arch = src.arch.as_deref().unwrap_or("amd64");
+    let arch = debian.arch(src);
     let names: Vec<String> = src
         .deb
         .iter()
         .map(|d| split_req(d, "=").0.to_string())
         .collect();
-    let mut apt = AptCache::new(arch);
-    let packages = apt::closure(&mut apt, &names, installed, &src.exclude_packages)?;
+    let term = debian.term;
+    let ix = debian.index(&arch)?;
+    let packages = apt::closure(ix, &names, installed, &src.exclude_packages)?;
     term.line(&format!(
         "layer `{layer}`: {} Debian packages in the closure of {}",
         packages.len(),
         names.join(", ")
     ));
     let mut arts = Vec::new();
-    let mut fetch = Vec::new();
+    let mut pinned_now = 0;
     for p in &packages {
-        let pinned = old.artifacts.iter().find(|a| {
+        let kept = old.artifacts.iter().find(|a| {
             a.kind == ArtifactKind::Deb && &a.name == p && (a.arch == arch || a.arch == "all")
         });
-        match pinned {
-            Some(a) if !fresh => arts.push(a.clone()),
-            _ => fetch.push(format!("{p}:{arch}")),
+        match kept {
+            Some(a) if !fresh => {
+                let mut a = a.clone();
+                if a.path.is_empty()
+                    && let Some(r) = ix.by_sha256(&a.name, &a.sha256)
+                {
+                    a.path = r.filename.clone();
+                }
+                arts.push(a);
+            }
+            _ => {
+                let r = ix
+                    .candidate(p)
+                    .ok_or_else(|| anyhow::anyhow!("Debian package `{p}` has no candidate"))?;
+                arts.push(debian::pin(r));
+                pinned_now += 1;
+            }
         }
     }
-    if !fetch.is_empty() {
-        // one apt-get call for the lot: much faster than one per package
-        let (debs, _guard) = fetch::apt_download_many(cache, &fetch)?;
-        let progress = |w: &str, n: u64, t: Option<u64>| term.download(w, n, t);
-        for file in debs {
-            arts.push(pin_deb(cache, &file, &progress)?);
-        }
+    if pinned_now > 0 {
         term.line(&format!(
-            "layer `{layer}`: pinned {} Debian packages",
-            fetch.len()
+            "layer `{layer}`: pinned {pinned_now} Debian packages"
         ));
     }
     Ok((
@@ -297,28 +383,9 @@ fn resolve_closure(
     ))
 }
 
-/// Reads a downloaded .deb's control fields and puts it into the cache.
-fn pin_deb(cache: &Cache, file: &std::path::Path, progress: fetch::Progress) -> Result<Artifact> {
-    let file_name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let c = deb::control_of(file, &file_name)?;
-    let mut f = std::fs::File::open(file)?;
-    let (_, sha256, size) = fetch::cache_reader(cache, &mut f, &file_name, None, progress)?;
-    Ok(Artifact {
-        kind: ArtifactKind::Deb,
-        name: c.package,
-        version: c.version,
-        arch: c.arch,
-        file: file_name,
-        size,
-        sha256,
-    })
-}
-
 fn resolve(
     cache: &Cache,
+    debian: &mut Debian,
     def: &std::path::Path,
     src: &SourceSpec,
     term: &Term,
@@ -331,15 +398,15 @@ fn resolve(
             let file = url_file_name(url);
             let (mut r, len) = fetch::open_url(url, def)?;
             let (_, sha, size) = fetch::cache_reader(cache, &mut r, &file, len, &progress)?;
-            if let Some(want) = &src.sha256 {
-                if !want.eq_ignore_ascii_case(&sha) {
-                    bail!(fetch::FetchError::Mismatch {
-                        file,
-                        name: src.display_name(),
-                        expected: want.to_lowercase(),
-                        found: sha
-                    });
-                }
+            if let Some(want) = &src.sha256
+                && !want.eq_ignore_ascii_case(&sha)
+            {
+                bail!(fetch::FetchError::Mismatch {
+                    file,
+                    name: src.display_name(),
+                    expected: want.to_lowercase(),
+                    found: sha
+                });
             }
             term.line(&format!(
                 "locked {file} ({}) sha256 {}",
@@ -352,28 +419,37 @@ fn resolve(
                 version: String::new(),
                 arch: String::new(),
                 file,
+                path: String::new(),
                 size,
                 sha256: sha,
             }])
         }
         SourceKind::Deb => {
-            let arch = src.arch.as_deref().unwrap_or("amd64");
+            let arch = debian.arch(src);
+            let suites = debian
+                .archive
+                .as_ref()
+                .map(|a| a.suites.join(", "))
+                .unwrap_or_default();
+            let ix = debian.index(&arch)?;
             let mut out = Vec::new();
             for d in &src.deb {
                 let (name, version) = split_req(d, "=");
-                let spec = match version {
-                    Some(v) => format!("{name}:{arch}={v}"),
-                    None => format!("{name}:{arch}"),
-                };
-                let (file, _guard) = fetch::apt_download(cache, &spec).or_else(|e| {
-                    // packages of architecture `all` are not found under `name:amd64`
-                    let plain = match version {
-                        Some(v) => format!("{name}={v}"),
-                        None => name.to_string(),
-                    };
-                    fetch::apt_download(cache, &plain).map_err(|_| e)
+                let r = match version {
+                    Some(v) => ix.exact(name, v),
+                    None => ix.candidate(name),
+                }
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "Debian package `{d}` is not in {suites} for {arch}: check the name{}",
+                        if version.is_some() {
+                            " and the version"
+                        } else {
+                            ""
+                        }
+                    )
                 })?;
-                let a = pin_deb(cache, &file, &progress)?;
+                let a = debian::pin(r);
                 term.line(&format!(
                     "locked {} {} ({})",
                     a.name,
@@ -410,6 +486,7 @@ fn resolve(
                     version,
                     arch: String::new(),
                     file: file_name,
+                    path: String::new(),
                     size,
                     sha256: sha,
                 });

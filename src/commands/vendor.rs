@@ -20,6 +20,8 @@ pub fn run(a: VendorArgs) -> Result<ExitCode> {
     let (def, lock) = super::definition_and_lock(a.definition, &cache, &term)?;
     let lp = lock_path(&def.path);
     let progress = |w: &str, n: u64, t: Option<u64>| term.download(w, n, t);
+    let archive = crate::debian::Archive::of(&def);
+    let mirrors = crate::debian::Mirrors::new(&a.debian.debian_mirror);
     let sources = Sources {
         cache: &cache,
         offline: a.offline,
@@ -27,7 +29,12 @@ pub fn run(a: VendorArgs) -> Result<ExitCode> {
         progress: &progress,
         locked: &lock.artifacts,
         definition: &def.path,
+        archive: archive.as_ref(),
+        debian_mirrors: &mirrors,
     };
+    // the Debian packages first, several at once
+    let all = lock.for_definition(&def, &lp)?;
+    sources.prefetch_debs(&all.iter().collect::<Vec<_>>())?;
     let mut files = Vec::new();
     for layer in &def.spec.layers {
         for src in &layer.sources {

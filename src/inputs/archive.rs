@@ -227,10 +227,8 @@ impl<R: Read> TarGuard<R> {
                 self.header_at
             )));
         }
-        if !extension {
-            if let Some(p) = self.pax_size.take() {
-                size = p;
-            }
+        if !extension && let Some(p) = self.pax_size.take() {
+            size = p;
         }
         let padded = size
             .checked_add(511)

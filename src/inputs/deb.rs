@@ -127,21 +127,6 @@ pub fn add_deb(
     control.ok_or_else(|| not_a_deb(src, "no control.tar member"))
 }
 
-/// Reads only the control fields of a .deb (for `ferry lock`).
-pub fn control_of(file: &Path, source: &str) -> Result<Control, InputError> {
-    let mut control = None;
-    for_each_member(file, source, |name, member| {
-        match name.strip_prefix("control.tar") {
-            Some(ext) => {
-                control = Some(control_member(name, ext, member, source)?);
-                Ok(false)
-            }
-            None => Ok(true),
-        }
-    })?;
-    control.ok_or_else(|| not_a_deb(source, "no control.tar member"))
-}
-
 fn tar_format(ext: &str) -> Option<Format> {
     match ext {
         "" => Some(Format::Tar),

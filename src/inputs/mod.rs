@@ -437,13 +437,15 @@ impl Tree {
             };
         }
         self.ensure_parents(&resolved, origin)?;
-        if let Some(old) = self.entries.get(&resolved) {
-            if matches!(old.kind, Kind::Dir) && !is_dir && self.has_children(&resolved) {
-                return Err(InputError::refused(
-                    origin,
-                    format!("would replace the non-empty folder `/{resolved}` with a non-folder"),
-                ));
-            }
+        if let Some(old) = self.entries.get(&resolved)
+            && matches!(old.kind, Kind::Dir)
+            && !is_dir
+            && self.has_children(&resolved)
+        {
+            return Err(InputError::refused(
+                origin,
+                format!("would replace the non-empty folder `/{resolved}` with a non-folder"),
+            ));
         }
         self.put(resolved, entry, origin)
     }
