@@ -288,6 +288,16 @@ pub type SendRead = Box<dyn Read + Send>;
 /// GETs an http(s) URL, retrying transport errors and server errors; `None`
 /// when the server answers 404 or 410 (a mirror without the file).
 fn http_get(url: &str) -> Result<Option<(SendRead, Option<u64>)>, FetchError> {
+    Ok(http_request(url, None)?.map(|resp| {
+        let len = resp.content_length();
+        (Box::new(resp) as SendRead, len)
+    }))
+}
+
+fn http_request(
+    url: &str,
+    accept: Option<&str>,
+) -> Result<Option<reqwest::blocking::Response>, FetchError> {
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(20))
         .timeout(None)
@@ -302,11 +312,12 @@ fn http_get(url: &str) -> Result<Option<(SendRead, Option<u64>)>, FetchError> {
         if attempt > 0 {
             std::thread::sleep(std::time::Duration::from_millis(500 << attempt));
         }
-        match client.get(url).send() {
-            Ok(resp) if resp.status().is_success() => {
-                let len = resp.content_length();
-                return Ok(Some((Box::new(resp), len)));
-            }
+        let mut req = client.get(url);
+        if let Some(a) = accept {
+            req = req.header(reqwest::header::ACCEPT, a);
+        }
+        match req.send() {
+            Ok(resp) if resp.status().is_success() => return Ok(Some(resp)),
             Ok(resp) if matches!(resp.status().as_u16(), 404 | 410) => return Ok(None),
             Ok(resp) if resp.status().is_server_error() => {
                 last = format!("server answered {}", resp.status())
@@ -324,6 +335,34 @@ fn http_get(url: &str) -> Result<Option<(SendRead, Option<u64>)>, FetchError> {
         url: url.to_string(),
         reason: format!("{last} (after 4 attempts)"),
     })
+}
+
+/// GETs a web page asking for `accept`; `None` on 404. The flag says
+/// whether the server answered JSON.
+pub fn open_page(url: &str, accept: &str) -> Result<Option<(SendRead, bool)>, FetchError> {
+    Ok(http_request(url, Some(accept))?.map(|resp| {
+        let json = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("json"));
+        (Box::new(resp) as SendRead, json)
+    }))
+}
+
+/// Resolves a link of the page at `base` (which may be relative).
+pub fn join_url(base: &str, link: &str) -> Result<String, FetchError> {
+    let bad = |reason: String| FetchError::Http {
+        url: link.to_string(),
+        reason,
+    };
+    let u = reqwest::Url::parse(base)
+        .and_then(|b| b.join(link))
+        .map_err(|e| bad(e.to_string()))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(bad("a package index links to http(s) files only".into()));
+    }
+    Ok(u.to_string())
 }
 
 /// Opens a file of a configured mirror (http, https or file): `None` when
@@ -486,6 +525,11 @@ impl Sources<'_> {
                     });
             }
             ArtifactKind::Pypi => {
+                // from the index pip uses, by ferry itself; pip only when
+                // the index does not list the file (a find-links folder)
+                if let Some(p) = crate::pypi::fetch(a, self.cache, self.progress)? {
+                    return Ok(p);
+                }
                 let file = pip_download(self.cache, PipWant::Locked(a), src, Some(&a.file))?;
                 self.stream_file(&file, a)?
             }

@@ -23,6 +23,7 @@ mod lock;
 mod objstore;
 mod oci;
 mod push;
+mod pypi;
 mod script;
 mod spec;
 
