@@ -674,9 +674,9 @@ pub fn parse_mode(s: &str) -> Option<u32> {
     (v <= 0o7777).then_some(v)
 }
 
-/// `deb` and `pypi` requests reach `apt-get`/`apt-cache` and `pip` at lock
-/// time: each must be a package name (and version) by its grammar, never
-/// anything a tool could read as an option.
+/// `deb` and `pypi` requests are looked up in the Debian index and reach
+/// `pip` at lock time: each must be a package name (and version) by its
+/// grammar, never anything a tool could read as an option.
 fn check_package_requests(src: &SourceSpec) -> Result<(), String> {
     use crate::lock::{is_deb_arch, is_deb_name, is_deb_version, is_pypi_name, is_pypi_version};
     for d in &src.deb {
@@ -748,6 +748,29 @@ mod tests {
             .to_string();
         assert!(err.contains("not supported yet"), "{err}");
         assert!(err.contains("docker_archive"), "{err}");
+    }
+
+    #[test]
+    fn debian_sources_need_a_debian_table_of_plain_names() {
+        let layer = "[[layer]]\nname = \"a\"\n[[layer.source]]\ndeb = [\"tini\"]\n";
+        let err = parse(&format!("name = \"x\"\ntag = \"1\"\n{layer}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`[debian]`") && err.contains("suites"), "{err}");
+        let ok = format!("name = \"x\"\ntag = \"1\"\n[debian]\nsuites = [\"bookworm\"]\n{layer}");
+        assert!(parse(&ok).is_ok());
+        for bad in ["../x", "a/b", "", "bookworm?x=1", "-o"] {
+            let text = format!(
+                "name = \"x\"\ntag = \"1\"\n[debian]\nsuites = [{}]\n{layer}",
+                toml::Value::String(bad.into())
+            );
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains("image.toml"), "{bad}: {err}");
+        }
+        let arch = format!(
+            "name = \"x\"\ntag = \"1\"\n[debian]\nsuites = [\"b\"]\narchitecture = \"all\"\n{layer}"
+        );
+        assert!(parse(&arch).is_err());
     }
 
     #[test]
