@@ -134,6 +134,10 @@ pub fn fetch(
     progress: Progress,
 ) -> Result<Option<std::path::PathBuf>, FetchError> {
     let index = index_url()?;
+    if !(index.starts_with("https://") || index.starts_with("http://")) {
+        // a local index (file://) is pip's to read
+        return Ok(None);
+    }
     let page_url = format!("{}/{}/", index.trim_end_matches('/'), normalize(&a.name));
     let Some((r, json)) = fetch::open_page(
         &page_url,
