@@ -51,7 +51,7 @@ for r in $(seq "$rounds"); do
   FERRY_CACHE="$work/cache" "$ferry" lock "$work/def/image.toml" --update $names 2>"$work/ferry.log"
   t1=$(now)
   rm -rf "$work/apt" && mkdir -p "$work/apt/lists/partial" "$work/apt/cache/archives/partial" "$work/apt/dl"
-  opts=(-o "Dir::State::Lists=$work/apt/lists" -o "Dir::Cache=$work/apt/cache" -qq)
+  opts=(-o "Dir::State::Lists=$work/apt/lists" -o "Dir::Cache=$work/apt/cache" -o APT::Sandbox::User=root -qq)
   t2=$(now)
   apt-get "${opts[@]}" update
   (cd "$work/apt/dl" && xargs apt-get "${opts[@]}" download <"$work/specs") 2>"$work/apt.log" || {
