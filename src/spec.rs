@@ -756,7 +756,10 @@ mod tests {
         let err = parse(&format!("name = \"x\"\ntag = \"1\"\n{layer}"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`[debian]`") && err.contains("suites"), "{err}");
+        assert!(
+            err.contains("`[debian]`") && err.contains("suites"),
+            "{err}"
+        );
         let ok = format!("name = \"x\"\ntag = \"1\"\n[debian]\nsuites = [\"bookworm\"]\n{layer}");
         assert!(parse(&ok).is_ok());
         for bad in ["../x", "a/b", "", "bookworm?x=1", "-o"] {

@@ -479,3 +479,35 @@ pub fn pin(r: &packages::Record) -> Artifact {
         sha256: r.sha256.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_machine_without_debian_sources_is_told_what_to_set() {
+        let root = tempfile::tempdir().unwrap();
+        let m = Mirrors {
+            given: vec![],
+            root: root.path().to_path_buf(),
+        };
+        let err = m.urls().unwrap_err().to_string();
+        assert!(
+            err.contains("--debian-mirror") && err.contains("FERRY_DEBIAN_MIRROR"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1);
+    }
+
+    #[test]
+    fn given_mirrors_are_split_trimmed_and_checked() {
+        let m = Mirrors::new(&["http://a.test/debian/ http://b.test/debian-security".into()]);
+        assert_eq!(
+            m.urls().unwrap(),
+            vec!["http://a.test/debian", "http://b.test/debian-security"]
+        );
+        for bad in ["ftp://a.test/debian", "a.test/debian"] {
+            assert!(Mirrors::new(&[bad.into()]).urls().is_err(), "{bad}");
+        }
+    }
+}
