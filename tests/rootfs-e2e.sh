@@ -19,6 +19,7 @@
 #
 #   bash tests/rootfs-e2e.sh                 # bookworm trixie
 #   bash tests/rootfs-e2e.sh trixie
+#   bash tests/rootfs-e2e.sh --sources trixie  # only print its apt sources
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -79,6 +80,16 @@ debian_uri() {
   done < <(apt_entries)
 }
 
+# Sets `main` and `security`: the Debian mirror and its security archive.
+mirrors() {
+  main=${FERRY_TEST_DEBIAN_MIRROR:-$(debian_uri main)}
+  security=${FERRY_TEST_DEBIAN_SECURITY:-$(debian_uri security)}
+  if [ -z "$main" ]; then
+    echo "error: no Debian entry in this machine's apt sources: set FERRY_TEST_DEBIAN_MIRROR (and FERRY_TEST_DEBIAN_SECURITY) to a Debian mirror's URI" >&2
+    exit 1
+  fi
+}
+
 # --- running something inside a rootfs --------------------------------------
 # The mounts live in a mount namespace of their own, so they end with the
 # command, whatever happens to it or to this script.
@@ -114,22 +125,31 @@ candidate() {
   in_root "$1" apt-cache policy "$2" | awk '$1 == "Candidate:" && $2 != "(none)" { print $2 }'
 }
 
+# The deb822 apt sources a fresh install of suite $1 has: $1 and $1-updates
+# from mirror $2, $1-security from mirror $3 (left out when $3 is empty).
+debian_sources() {
+  local suite=$1 main=$2 security=$3
+  printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$main" "$suite" "$suite"
+  if [ -n "$security" ]; then
+    printf '\nTypes: deb\nURIs: %s\nSuites: %s-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$security" "$suite"
+  else
+    echo "NOTICE: no -security entry in this machine's apt sources: the $suite rootfs has no $suite-security" >&2
+  fi
+}
+
 # --- one suite --------------------------------------------------------------
 one_suite() {
-  local suite=$1 main security
-  main=${FERRY_TEST_DEBIAN_MIRROR:-$(debian_uri main)}
-  security=${FERRY_TEST_DEBIAN_SECURITY:-$(debian_uri security)}
-  if [ -z "$main" ]; then
-    echo "error: no Debian entry in this machine's apt sources: set FERRY_TEST_DEBIAN_MIRROR (and FERRY_TEST_DEBIAN_SECURITY) to a Debian mirror's URI" >&2
-    return 1
-  fi
+  local suite=$1
+  mirrors
   mkdir -p "$cache"
-  # global: the EXIT trap runs after this function has returned
+  local tmp
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/ferry-rootfs-$suite.XXXXXX")
   # the mounts are gone with their namespace; --one-file-system guards the
   # host's /dev and /sys even so. A tarball being written is removed: only
-  # a complete one is renamed into the cache.
-  trap 'rm -rf --one-file-system "$tmp"; rm -f "$cache/.$suite.tar.$$" "$cache/.$suite-deps.tar.$$"' EXIT
+  # a complete one is renamed into the cache. (The trap runs after this
+  # function has returned: the paths are expanded now.)
+  # shellcheck disable=SC2064
+  trap "$(printf 'rm -rf --one-file-system %q; rm -f %q %q' "$tmp" "$cache/.$suite.tar.$$" "$cache/.$suite-deps.tar.$$")" EXIT
   local root=$tmp/root
   mkdir "$root"
   local t
@@ -152,23 +172,7 @@ one_suite() {
 
   # the sources a fresh install of the release has, and ferry's run-time needs
   local sources
-  sources="Types: deb
-URIs: $main
-Suites: $suite $suite-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-"
-  if [ -n "$security" ]; then
-    sources+="
-Types: deb
-URIs: $security
-Suites: $suite-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-"
-  else
-    echo "NOTICE: no -security entry in this machine's apt sources: the $suite rootfs has no $suite-security" >&2
-  fi
+  sources=$(debian_sources "$suite" "$main" "$security")
   # the packages holding the shared libraries ferry links, as this machine
   # names them (the rootfs may name them otherwise: libssl3 is libssl3t64
   # from trixie on)
@@ -185,7 +189,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
   local deps=$cache/$suite-deps-$key.tar
   if [ ! -f "$deps" ]; then
     tar --numeric-owner --xattrs -C "$root" -xpf "$base"
-    printf '%s' "$sources" >"$root/etc/apt/sources.list.d/debian.sources"
+    printf '%s\n' "$sources" >"$root/etc/apt/sources.list.d/debian.sources"
     rm -f "$root/etc/apt/sources.list"
     host_config "$root"
     t=$SECONDS
@@ -269,6 +273,12 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 if [ "${1:-}" = "--one" ]; then
   one_suite "$2"
+  exit
+fi
+# tests/fresh-demo.sh writes the same sources into its machine
+if [ "${1:-}" = "--sources" ]; then
+  mirrors
+  debian_sources "$2" "$main" "$security"
   exit
 fi
 
