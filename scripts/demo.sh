@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: from a fresh Debian/Ubuntu machine to a Spark
-# job's answer. Installs Docker when missing, builds ferry, builds the
+# job's answer. Installs what is missing with apt (a C toolchain,
+# pkg-config, OpenSSL's headers, CA certificates, Docker, python3 with pip,
+# setuptools and wheel, Debian's archive keyring), builds ferry, builds the
 # built-in default image (Spark 3.5.3, ZooKeeper 3.8, Python 3.11 with numpy
 # and pandas) from its pinned inputs, loads it into Docker, starts a local
 # cluster with `ferry up --local` (ZooKeeper, a master in ZooKeeper recovery
@@ -22,11 +24,44 @@ if ! command -v cargo >/dev/null; then
   echo "error: cargo is not installed: install Rust (\`apt-get install cargo\`, or rustup) and run this again" >&2
   exit 1
 fi
-if ! command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; then
-  echo "== installing docker.io"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq docker.io >/dev/null
+
+# --- what building and running ferry needs ----------------------------------
+# Debian's package names, and what each is for on a machine without apt
+need=() what=()
+# shellcheck disable=SC2206 # $1 is one or more package names
+want() { need+=($1); what+=("$2"); }
+command -v cc >/dev/null || want build-essential "a C toolchain (cc)"
+command -v pkg-config >/dev/null || want pkg-config "pkg-config"
+[ -f /usr/include/openssl/ssl.h ] || pkg-config --exists openssl 2>/dev/null || want libssl-dev "OpenSSL's headers"
+[ -f /etc/ssl/certs/ca-certificates.crt ] || want ca-certificates "CA certificates"
+command -v dockerd >/dev/null || docker info >/dev/null 2>&1 || want docker.io "Docker"
+# a locked sdist (pyspark) is prepared with this machine's own setuptools and
+# wheel, never ones from the index at build time: Debian's python3 gets
+# Debian's packages, another python3 first on the PATH gets them from pip
+py=$(command -v python3 || true)
+if [ -z "$py" ] || [ "$py" = /usr/bin/python3 ]; then
+  if ! python3 -c 'import setuptools, wheel, pip' 2>/dev/null; then
+    want "python3-setuptools python3-wheel python3-pip" "python3 with setuptools, wheel and pip"
+  fi
 fi
+# ferry checks the Debian archive's signatures against it
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || want debian-archive-keyring "Debian's archive keyring (/usr/share/keyrings/debian-archive-keyring.gpg)"
+if [ ${#need[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null; then
+    printf -v list '%s, ' "${what[@]}"
+    echo "error: install ${list%, } with this machine's package manager, then run this again" >&2
+    exit 1
+  fi
+  echo "== installing ${need[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! python3 -c 'import setuptools, wheel' 2>/dev/null; then
+  echo "== installing setuptools and wheel for $(command -v python3)"
+  python3 -m pip install --quiet setuptools wheel 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages setuptools wheel
+fi
+
 if ! docker info >/dev/null 2>&1; then
   echo "== starting dockerd"
   if command -v systemctl >/dev/null && as_root systemctl start docker 2>/dev/null; then :; else
@@ -34,20 +69,6 @@ if ! docker info >/dev/null 2>&1; then
   fi
   for _ in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "error: dockerd did not start: see /var/log/ferry-dockerd.log" >&2; exit 1; }
-fi
-# a locked sdist (pyspark) is prepared with this machine's own setuptools and
-# wheel, never ones from the index at build time: Debian's python3 gets
-# Debian's packages, another python3 first on the PATH gets them from pip
-if ! python3 -c 'import setuptools, wheel' 2>/dev/null; then
-  if [ "$(command -v python3)" = /usr/bin/python3 ]; then
-    echo "== installing python3-setuptools python3-wheel"
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-setuptools python3-wheel >/dev/null
-  else
-    echo "== installing setuptools and wheel for $(command -v python3)"
-    python3 -m pip install --quiet setuptools wheel 2>/dev/null ||
-      python3 -m pip install --quiet --break-system-packages setuptools wheel
-  fi
 fi
 
 echo "== building ferry"
@@ -57,18 +78,21 @@ ferry=target/release/ferry
 mkdir -p out
 echo "== building the default image (first time: downloads about 450 MB of pinned inputs into ~/.cache/ferry)"
 if ! $ferry build --out out/spark --docker-archive out/spark.tar 2>out/.demo-build.log; then
-  cat out/.demo-build.log >&2
-  if grep -q "failed for\|cannot download\|no longer served" out/.demo-build.log; then
-    echo "NOTICE: a pinned input is no longer served upstream; re-locking a copy into your cache and building that (the committed lock is unchanged)" >&2
-    work="${XDG_CACHE_HOME:-$HOME/.cache}/ferry/demo-relock"
-    rm -rf "$work" && mkdir -p "$work" && cp -r images/spark "$work/"
-    $ferry lock "$work/spark/image.toml" --update
-    $ferry build "$work/spark/image.toml" --out out/spark --docker-archive out/spark.tar
+  # ferry names every input it could not fetch on one line: show its start
+  tail -n 5 out/.demo-build.log | cut -c1-600 >&2
+  if grep -q "failed for\|cannot download\|no longer served\|was not found" out/.demo-build.log; then
+    # never a silent re-lock: the image would no longer be images/spark/image.digest
+    echo "error: the committed pins of images/spark cannot be fetched (full log: out/.demo-build.log): point ferry at a snapshot of the Debian archive that still serves them (\`FERRY_DEBIAN_MIRROR=URL bash scripts/demo.sh\`), or re-lock with \`$ferry lock images/spark/image.toml --update\`, which changes the image (it is then not images/spark/image.digest)" >&2
   else
-    exit 1
+    echo "error: building the default image failed (full log: out/.demo-build.log)" >&2
   fi
-else
-  tail -1 out/.demo-build.log
+  exit 1
+fi
+tail -1 out/.demo-build.log
+built=$($ferry inspect out/spark --json | sed -n 's/^ *"manifest_digest": "\(sha256:[0-9a-f]*\)".*/\1/p')
+expected=$(cat images/spark/image.digest)
+if [ "$built" != "$expected" ]; then
+  echo "warning: the default image built to $built, but images/spark/image.digest is $expected" >&2
 fi
 docker load -i out/spark.tar
 

@@ -7,7 +7,9 @@
 # (scripts/demo.sh: a local cluster and the sample job), the end-to-end
 # tests (the SSH push and launch tests on three namespaced hosts it starts
 # and stops, then the object-storage tests against a SeaweedFS server on
-# the same kind of hosts), and the Nix packaging checks.
+# the same kind of hosts), the default image's digest from an empty cache
+# on fresh Debian 12 and 13 rootfs (tests/rootfs-e2e.sh), and the Nix
+# packaging checks.
 # Downloads are cached in ~/.cache/ferry: a second run downloads nothing.
 #
 #   bash tests/run.sh            # everything
@@ -101,6 +103,8 @@ if ! target/debug/ferry build "$spark_def" --out "$state/spark" --docker-archive
     export FERRY_SPARK_FRESH=1
     target/debug/ferry lock "$spark_def" --update
     target/debug/ferry build "$spark_def" --out "$state/spark" --docker-archive "$state/spark.tar"
+    fresh=$(target/debug/ferry inspect "$state/spark" --json | sed -n 's/^ *"manifest_digest": "\(sha256:[0-9a-f]*\)".*/\1/p')
+    echo "NOTICE: the fresh lock builds to $fresh; the committed lock of images/spark builds to $(cat images/spark/image.digest)" >&2
   else
     exit 1
   fi
@@ -132,6 +136,12 @@ bash tests/push-e2e.sh
 
 say "end-to-end object-storage tests (SeaweedFS and namespaced hosts)"
 bash tests/s3-e2e.sh
+
+# the default image's digest on other Debian releases than this machine's:
+# minbase bookworm and trixie rootfs (cached in ~/.cache/ferry-tests), an
+# empty FERRY_CACHE, the binary cargo built above
+say "the default image from an empty cache on Debian 12 and 13 (tests/rootfs-e2e.sh)"
+bash tests/rootfs-e2e.sh bookworm trixie
 
 if [ $quick = 0 ]; then
   say "nix packaging checks"
