@@ -2,7 +2,7 @@
 # The README's first command: from a fresh Debian/Ubuntu machine to a Spark
 # job's answer. Installs what is missing with apt (a C toolchain,
 # pkg-config, OpenSSL's headers, CA certificates, Docker, python3 with pip,
-# setuptools and wheel, Debian's archive keyring), builds ferry, builds the
+# Debian's archive keyring), builds ferry, builds the
 # built-in default image (Spark 3.5.3, ZooKeeper 3.8, Python 3.11 with numpy
 # and pandas) from its pinned inputs, loads it into Docker, starts a local
 # cluster with `ferry up --local` (ZooKeeper, a master in ZooKeeper recovery
@@ -35,14 +35,10 @@ command -v pkg-config >/dev/null || want pkg-config "pkg-config"
 [ -f /usr/include/openssl/ssl.h ] || pkg-config --exists openssl 2>/dev/null || want libssl-dev "OpenSSL's headers"
 [ -f /etc/ssl/certs/ca-certificates.crt ] || want ca-certificates "CA certificates"
 command -v dockerd >/dev/null || docker info >/dev/null 2>&1 || want docker.io "Docker"
-# a locked sdist (pyspark) is prepared with this machine's own setuptools and
-# wheel, never ones from the index at build time: Debian's python3 gets
-# Debian's packages, another python3 first on the PATH gets them from pip
-py=$(command -v python3 || true)
-if [ -z "$py" ] || [ "$py" = /usr/bin/python3 ]; then
-  if ! python3 -c 'import setuptools, wheel, pip' 2>/dev/null; then
-    want "python3-setuptools python3-wheel python3-pip" "python3 with setuptools, wheel and pip"
-  fi
+# ferry fetches the pinned PyPI files itself, from the index pip is
+# configured with: it asks python3's pip which one (and `ferry lock` runs pip)
+if ! python3 -c 'import pip' 2>/dev/null; then
+  want "python3 python3-pip" "python3 with pip"
 fi
 # ferry checks the Debian archive's signatures against it
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || want debian-archive-keyring "Debian's archive keyring (/usr/share/keyrings/debian-archive-keyring.gpg)"
@@ -55,11 +51,6 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-if ! python3 -c 'import setuptools, wheel' 2>/dev/null; then
-  echo "== installing setuptools and wheel for $(command -v python3)"
-  python3 -m pip install --quiet setuptools wheel 2>/dev/null ||
-    python3 -m pip install --quiet --break-system-packages setuptools wheel
 fi
 
 if ! docker info >/dev/null 2>&1; then

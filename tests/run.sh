@@ -44,6 +44,11 @@ command -v skopeo >/dev/null || missing+=(skopeo)
 command -v umoci >/dev/null || missing+=(umoci)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v xz >/dev/null || missing+=(xz-utils)
+# tests/debian.rs: a Debian archive of its own, signed with a key made there
+command -v gpg >/dev/null || missing+=(gpg)
+command -v dpkg-deb >/dev/null || missing+=(dpkg)
+# tests/rootfs-e2e.sh: minbase Debian 12 and 13 rootfs
+command -v debootstrap >/dev/null || missing+=(debootstrap)
 # src/push/ssh.rs: a login shell that is not POSIX (fish, tcsh) must be caught
 command -v fish >/dev/null || missing+=(fish)
 command -v tcsh >/dev/null || missing+=(tcsh)
