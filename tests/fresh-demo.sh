@@ -54,6 +54,8 @@ cleanup() {
     local deadline=$((SECONDS + 30))
     while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
   fi
+  # what dockerd leaves mounted (its network namespace file), deepest first
+  findmnt -rn -o TARGET | grep "^$state/" | sort -r | xargs -r umount -l 2>/dev/null || true
   rm -rf --one-file-system "$state"
 }
 trap cleanup EXIT
@@ -74,9 +76,10 @@ fi
 if [ -f /etc/pip.conf ]; then cp /etc/pip.conf "$stage/etc/pip.conf"; fi
 # the container shares this machine's network namespace: its dockerd must
 # not add a bridge or iptables rules to it (the demo's containers use the
-# host network anyway)
+# host network anyway); it shares this machine's cgroup hierarchy too (see
+# below), so its containers' cgroups go under a parent of their own
 mkdir -p "$stage/etc/docker"
-echo '{"bridge": "none", "iptables": false, "ip6tables": false}' >"$stage/etc/docker/daemon.json"
+echo '{"bridge": "none", "iptables": false, "ip6tables": false, "cgroup-parent": "ferry-fresh-demo"}' >"$stage/etc/docker/daemon.json"
 # rustup's default toolchain only, and no crate cache
 rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
@@ -114,10 +117,13 @@ start=$SECONDS
 rc=0
 # the flags a dockerd inside a container needs on this kind of machine
 # (--privileged is refused: CAP_SYS_RESOURCE is not in the bounding set);
-# /var/lib/docker on a volume, not on the container's own overlay
+# /var/lib/docker on a volume, not on the container's own overlay; the
+# cgroup hierarchy writable (it is read-only in a container that is not
+# privileged, and runc inside fails to make its containers' cgroups)
 docker run --name "$container" --network host \
   --cap-add ALL --cap-drop SYS_RESOURCE --security-opt seccomp=unconfined \
-  --mount type=volume,dst=/var/lib/docker "${envs[@]}" "$image" \
+  --mount type=volume,dst=/var/lib/docker -v /sys/fs/cgroup:/sys/fs/cgroup \
+  "${envs[@]}" "$image" \
   bash -c 'cd /root/ferry && rc=0 && bash scripts/demo.sh || rc=$?; bash scripts/demo.sh --down || true; exit $rc' || rc=$?
 took=$((SECONDS - start))
 if [ $rc = 0 ]; then
