@@ -35,6 +35,8 @@ command -v pkg-config >/dev/null || want pkg-config "pkg-config"
 [ -f /usr/include/openssl/ssl.h ] || pkg-config --exists openssl 2>/dev/null || want libssl-dev "OpenSSL's headers"
 [ -f /etc/ssl/certs/ca-certificates.crt ] || want ca-certificates "CA certificates"
 command -v dockerd >/dev/null || docker info >/dev/null 2>&1 || want docker.io "Docker"
+# Debian 13's docker.io leaves its client to docker-cli (a recommends)
+command -v docker >/dev/null || want docker-cli "Docker's client"
 # ferry fetches the pinned PyPI files itself, from the index pip is
 # configured with: it asks python3's pip which one (and `ferry lock` runs pip)
 if ! python3 -c 'import pip' 2>/dev/null; then
@@ -48,8 +50,15 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "error: install ${list%, } with this machine's package manager, then run this again" >&2
     exit 1
   fi
-  echo "== installing ${need[*]}"
   as_root apt-get update -qq
+  # Debian 12 has no docker-cli: its docker.io holds the client
+  if [[ " ${need[*]} " == *" docker-cli "* ]] && ! apt-cache show docker-cli >/dev/null 2>&1; then
+    kept=()
+    for p in "${need[@]}"; do [ "$p" = docker-cli ] || kept+=("$p"); done
+    need=("${kept[@]}")
+    [[ " ${need[*]} " == *" docker.io "* ]] || need+=(docker.io)
+  fi
+  echo "== installing ${need[*]}"
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
