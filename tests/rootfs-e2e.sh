@@ -295,6 +295,14 @@ if ! command -v debootstrap >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
 fi
+# one run at a time: a second one would extract, replace and remove the
+# same cached tarballs (CI and a developer on one machine)
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+if ! flock -n 9; then
+  echo "== waiting for another tests/rootfs-e2e.sh run (lock: $cache/.lock, at most 1 hour)"
+  flock -w 3600 9 || { echo "error: another tests/rootfs-e2e.sh run held $cache/.lock for an hour" >&2; exit 1; }
+fi
 suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=(bookworm trixie)
 failed=()
