@@ -19,8 +19,8 @@ use crate::script::Script;
 use std::time::{Duration, Instant};
 
 use super::file::LOGIN_CONFIG;
+use super::fleet::Fleet;
 use super::hosts::ClusterHost;
-use super::launch::Fleet;
 use super::plan::{JaasSection, Plan, Role, ZK_SECRET_IN, ZK_SERVER_JAAS};
 
 /// Where the masters' leader latch lives, and how to reach it.

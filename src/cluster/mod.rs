@@ -4,6 +4,7 @@
 
 pub mod envcfg;
 pub mod file;
+pub mod fleet;
 pub mod handover;
 pub mod hosts;
 pub mod launch;
