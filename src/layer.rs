@@ -17,7 +17,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use sha2::{Digest, Sha256};
 
 use crate::inputs::{Data, Kind, Tree};
-use crate::spec::Compression;
+use crate::image::spec::Compression;
 
 /// Bytes of uncompressed tar per independently compressed chunk.
 pub const CHUNK: usize = 4 << 20;

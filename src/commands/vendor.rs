@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::{Term, human};
-use crate::cache_lock::{self, Mode};
+use crate::cache::lock::{self, Mode};
 use crate::cli::VendorArgs;
-use crate::fetch::{Cache, Sources};
+use crate::cache::fetch::{Cache, Sources};
 use crate::layer::{self, TarHeader};
-use crate::lock::{LockError, lock_path};
+use crate::image::lock::{LockError, lock_path};
 
 pub fn run(a: VendorArgs) -> Result<ExitCode> {
     let term = Term::new(false);

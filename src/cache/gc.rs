@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::fetch::Cache;
+use crate::cache::fetch::Cache;
 use crate::fsutil::{escape_name, unescape_name, write_atomic};
 use crate::grammar::is_hex64;
 

@@ -12,8 +12,8 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::lock::{Artifact, ArtifactKind};
-use crate::spec::SourceSpec;
+use crate::image::lock::{Artifact, ArtifactKind};
+use crate::image::spec::SourceSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {

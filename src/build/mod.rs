@@ -4,6 +4,8 @@
 //! recipe, inputs and lower layers are unchanged come from the layer cache
 //! without any compression.
 
+pub mod check;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,16 +13,16 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
-use crate::check::{self, ImageView, LayerFacts};
+use crate::build::check::{self, ImageView, LayerFacts};
 use crate::clock::format_rfc3339;
-use crate::fetch::{Cache, Sources};
+use crate::cache::fetch::{Cache, Sources};
 use crate::inputs::archive::{self, Format, Placement, Stage};
 use crate::inputs::nix::{self, StorePath};
 use crate::inputs::{Data, Entry, Kind, Origin, Skeleton, Tree, deb, local, wheel};
 use crate::layer::{self, BlobInfo, Pool};
-use crate::lock::{Artifact, Lock};
+use crate::image::lock::{Artifact, Lock};
 use crate::oci::{self, Blob, BlobSource, Image};
-use crate::spec::{
+use crate::image::spec::{
     BaseImage, Compression, DEFAULT_NIX_MAX_LAYERS, Definition, LayerSpec, SourceKind, parse_mode,
 };
 
@@ -523,7 +525,7 @@ fn read_record(cache: &Cache, key: &str) -> Option<LayerRecord> {
 
 /// Builds the image described by `def` with `lock`.
 pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) -> Result<Built> {
-    let lock_path = crate::lock::lock_path(&def.path);
+    let lock_path = crate::image::lock::lock_path(&def.path);
     let dl = |what: &str, n: u64, t: Option<u64>| rep.download(what, n, t);
     let archive = crate::debian::Archive::of(def);
     let sources = Sources {
