@@ -16,8 +16,8 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use crate::inputs::{Data, Kind, Tree};
 use crate::image::spec::Compression;
+use crate::inputs::{Data, Kind, Tree};
 
 /// Bytes of uncompressed tar per independently compressed chunk.
 pub const CHUNK: usize = 4 << 20;

@@ -10,6 +10,7 @@ mod clock;
 mod cluster;
 mod commands;
 mod debian;
+mod digest;
 mod fsutil;
 mod grammar;
 mod image;

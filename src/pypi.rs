@@ -12,7 +12,8 @@
 use std::io::Read;
 use std::sync::OnceLock;
 
-use crate::cache::fetch::{self, Cache, FetchError, Progress};
+use crate::cache::fetch;
+use crate::cache::{Cache, FetchError, Progress};
 use crate::image::lock::Artifact;
 
 /// The most a project page may hold (numpy's JSON page is a few MB).

@@ -13,18 +13,21 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
-use crate::build::check::{self, ImageView, LayerFacts};
+use crate::build::check::{ImageView, LayerFacts};
+use crate::cache::Cache;
+use crate::cache::layers::{LayerRecord, read_record};
+use crate::cache::sources::Sources;
 use crate::clock::format_rfc3339;
-use crate::cache::fetch::{Cache, Sources};
-use crate::inputs::archive::{self, Format, Placement, Stage};
-use crate::inputs::nix::{self, StorePath};
-use crate::inputs::{Data, Entry, Kind, Origin, Skeleton, Tree, deb, local, wheel};
-use crate::layer::{self, BlobInfo, Pool};
+use crate::image::lock::StorePath;
 use crate::image::lock::{Artifact, Lock};
-use crate::oci::{self, Blob, BlobSource, Image};
 use crate::image::spec::{
     BaseImage, Compression, DEFAULT_NIX_MAX_LAYERS, Definition, LayerSpec, SourceKind, parse_mode,
 };
+use crate::inputs::archive::{self, Format, Placement, Stage};
+use crate::inputs::nix;
+use crate::inputs::{Data, Entry, Kind, Origin, Skeleton, Tree, deb, local, wheel};
+use crate::layer::{self, BlobInfo, Pool};
+use crate::oci::{self, Blob, BlobSource, Image};
 
 /// Bump when the bytes a layer is written as change for the same inputs.
 pub const LAYER_FORMAT: u32 = 1;
@@ -43,17 +46,6 @@ pub struct Options<'a> {
     pub jobs: usize,
     /// Where Debian packages are downloaded from.
     pub debian_mirrors: &'a crate::debian::Mirrors,
-}
-
-/// A built layer as recorded in the layer cache.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct LayerRecord {
-    pub name: String,
-    pub blob: BlobInfo,
-    pub media_type: String,
-    pub skeleton: Skeleton,
-    #[serde(default)]
-    pub facts: LayerFacts,
 }
 
 /// One layer of the finished image.
@@ -419,7 +411,8 @@ fn assemble(
                         };
                         let (name, version) =
                             wheel::add_wheel(&mut tree, stage, &file, &a.file, &target)?;
-                        if wheel::normalize_name(&name) != wheel::normalize_name(&a.name)
+                        if crate::grammar::normalize_name(&name)
+                            != crate::grammar::normalize_name(&a.name)
                             || version != a.version
                         {
                             bail!(
@@ -513,14 +506,6 @@ fn passwd_files(spec: &LayerSpec) -> (String, String) {
     }
     let join = |m: BTreeMap<u32, String>| m.into_values().map(|l| l + "\n").collect::<String>();
     (join(users), join(groups))
-}
-
-/// A layer record whose blob is still what ferry wrote (see [`Cache::cached_blob`]).
-fn read_record(cache: &Cache, key: &str) -> Option<LayerRecord> {
-    let bytes = std::fs::read(cache.layer_record(key)).ok()?;
-    let rec: LayerRecord = serde_json::from_slice(&bytes).ok()?;
-    cache.cached_blob(&rec.blob.digest, rec.blob.size)?;
-    Some(rec)
 }
 
 /// Builds the image described by `def` with `lock`.

@@ -42,9 +42,11 @@ impl ImageFacts {
             .find(|(n, _)| *n == "image.toml")
             .expect("image.toml is embedded");
         let text = std::str::from_utf8(text).expect("utf-8");
-        let def =
-            crate::image::spec::Definition::parse(std::path::Path::new("images/spark/image.toml"), text)
-                .expect("the embedded definition parses (a unit test builds it)");
+        let def = crate::image::spec::Definition::parse(
+            std::path::Path::new("images/spark/image.toml"),
+            text,
+        )
+        .expect("the embedded definition parses (a unit test builds it)");
         ImageFacts {
             reference: format!("{}:{}", def.spec.name, def.spec.tag),
             digest: crate::image::default_image::expected_digest().to_string(),

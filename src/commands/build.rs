@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::{Term, human};
 use crate::build::{self, Reporter};
+use crate::cache::Cache;
 use crate::cache::lock::{Mode, lock};
 use crate::cli::BuildArgs;
-use crate::cache::fetch::Cache;
 use crate::layer::BlobInfo;
 use crate::oci;
 

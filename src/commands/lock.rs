@@ -6,14 +6,15 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 
 use super::{Term, human};
-use crate::image::apt;
-use crate::cache::lock::{self, Mode};
+use crate::cache::lock::{self as cache_lock, Mode};
+use crate::cache::{Cache, fetch};
 use crate::cli::LockArgs;
 use crate::debian::{self, Archive, Index, Mirrors};
-use crate::cache::fetch::{self, Cache};
-use crate::inputs::nix;
-use crate::image::lock::{Artifact, ArtifactKind, Closure, Lock, NixClosure, lock_path, split_req};
+use crate::grammar::split_req;
+use crate::image::apt;
+use crate::image::lock::{Artifact, ArtifactKind, Closure, Lock, NixClosure, lock_path};
 use crate::image::spec::{Definition, SourceKind, SourceSpec, url_file_name};
+use crate::inputs::nix;
 
 pub fn run(a: LockArgs) -> Result<ExitCode> {
     let term = Term::new(a.check);
@@ -401,7 +402,7 @@ fn resolve(
             if let Some(want) = &src.sha256
                 && !want.eq_ignore_ascii_case(&sha)
             {
-                bail!(fetch::FetchError::Mismatch {
+                bail!(crate::cache::FetchError::Mismatch {
                     file,
                     name: src.display_name(),
                     expected: want.to_lowercase(),

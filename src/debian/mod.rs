@@ -18,7 +18,8 @@ pub mod version;
 use std::io::{BufReader, Read};
 use std::path::PathBuf;
 
-use crate::cache::fetch::{self, Cache, FetchError, Progress};
+use crate::cache::fetch;
+use crate::cache::{Cache, FetchError, Progress};
 use crate::image::lock::Artifact;
 use crate::image::spec::Definition;
 pub use packages::Index;

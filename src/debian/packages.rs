@@ -128,19 +128,19 @@ fn finish(rec: &mut Record, what: &str, lineno: usize) -> Result<(), String> {
             rec.package
         )
     };
-    if !lock::is_deb_name(&rec.package) {
+    if !crate::grammar::is_deb_name(&rec.package) {
         return Err(format!(
             "{what}:{lineno}: a bad package name `{}`",
             rec.package.escape_debug()
         ));
     }
-    if !lock::is_deb_version(&rec.version) {
+    if !crate::grammar::is_deb_version(&rec.version) {
         return Err(at(format!(
             "a bad Version `{}`",
             rec.version.escape_debug()
         )));
     }
-    if !lock::is_deb_arch(&rec.arch) {
+    if !crate::grammar::is_deb_arch(&rec.arch) {
         return Err(at(format!(
             "a bad Architecture `{}`",
             rec.arch.escape_debug()

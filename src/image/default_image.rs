@@ -9,8 +9,14 @@ use sha2::{Digest, Sha256};
 
 /// Every file of `images/spark`, by its path inside that folder.
 pub const FILES: &[(&str, &[u8])] = &[
-    ("image.toml", include_bytes!("../../images/spark/image.toml")),
-    ("image.lock", include_bytes!("../../images/spark/image.lock")),
+    (
+        "image.toml",
+        include_bytes!("../../images/spark/image.toml"),
+    ),
+    (
+        "image.lock",
+        include_bytes!("../../images/spark/image.lock"),
+    ),
     (
         "image.digest",
         include_bytes!("../../images/spark/image.digest"),

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::inputs::nix::StorePath;
-use crate::inputs::wheel::normalize_name;
+use crate::grammar::{
+    is_deb_arch, is_deb_name, is_deb_version, is_pypi_name, is_pypi_version, normalize_name,
+    split_req,
+};
 use crate::image::spec::{Definition, SourceKind, SourceSpec, url_file_name};
 
 pub const LOCK_VERSION: u32 = 1;
@@ -241,14 +243,10 @@ impl Lock {
         for c in &self.nix {
             let what = || format!("nix closure of layer `{}`", c.layer.escape_debug());
             for p in &c.paths {
-                if !crate::inputs::nix::is_store_path(&p.path) {
+                if !is_store_path(&p.path) {
                     return Err(bad(what(), "path", &p.path, "a Nix store path"));
                 }
-                if let Some(r) = p
-                    .references
-                    .iter()
-                    .find(|r| !crate::inputs::nix::is_store_path(r))
-                {
+                if let Some(r) = p.references.iter().find(|r| !is_store_path(r)) {
                     return Err(bad(what(), "references", r, "a Nix store path"));
                 }
                 if !is_nar_hash(&p.nar_hash) {
@@ -415,36 +413,6 @@ pub fn is_file_name(f: &str) -> bool {
         && !f.chars().any(char::is_control)
 }
 
-/// A Debian package name (policy 5.6.1): `[a-z0-9][a-z0-9+.-]+`.
-pub fn is_deb_name(n: &str) -> bool {
-    let b = n.as_bytes();
-    b.len() >= 2
-        && b.len() <= 255
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"+.-".contains(c))
-}
-
-/// A Debian version (policy 5.6.12): `[epoch:]upstream[-revision]`, the
-/// epoch digits, the upstream part starting with a digit, the whole made of
-/// `[A-Za-z0-9.+~:-]`.
-pub fn is_deb_version(v: &str) -> bool {
-    let upstream = match v.split_once(':') {
-        Some((epoch, rest)) => {
-            if epoch.is_empty() || !epoch.bytes().all(|c| c.is_ascii_digit()) {
-                return false;
-            }
-            rest
-        }
-        None => v,
-    };
-    v.len() <= 255
-        && upstream.bytes().next().is_some_and(|c| c.is_ascii_digit())
-        && upstream
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b".+~:-".contains(&c))
-}
-
 /// A file of a Debian archive's pool as an index names it
 /// (`pool/main/g/glibc/libc6_2.36-9+deb12u14_amd64.deb`): it becomes part
 /// of a URL and never a local path, and still has no `.` or `..` segment,
@@ -463,90 +431,6 @@ pub fn is_pool_path(p: &str) -> bool {
         })
 }
 
-/// A Debian architecture (`amd64`, `arm64`, `all`, ...).
-pub fn is_deb_arch(a: &str) -> bool {
-    let b = a.as_bytes();
-    !b.is_empty()
-        && b.len() <= 32
-        && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-}
-
-/// A PyPI project name (PEP 508): ASCII letters and digits, with `.`, `_`
-/// and `-` only between them.
-pub fn is_pypi_name(n: &str) -> bool {
-    let b = n.as_bytes();
-    !b.is_empty()
-        && b.len() <= 255
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
-}
-
-/// A PyPI version in PEP 440's normalised form:
-/// `[N!]N(.N)*[{a|b|rc}N][.postN][.devN][+local]`.
-pub fn is_pypi_version(v: &str) -> bool {
-    fn digits(s: &[u8], i: &mut usize) -> bool {
-        let start = *i;
-        while *i < s.len() && s[*i].is_ascii_digit() {
-            *i += 1;
-        }
-        *i > start
-    }
-    fn word(s: &[u8], i: &mut usize, w: &[u8]) -> bool {
-        if s[*i..].starts_with(w) {
-            *i += w.len();
-            true
-        } else {
-            false
-        }
-    }
-    let lower = v.to_ascii_lowercase();
-    let s = lower.as_bytes();
-    if s.len() > 128 {
-        return false;
-    }
-    let mut i = 0;
-    if !digits(s, &mut i) {
-        return false;
-    }
-    if word(s, &mut i, b"!") && !digits(s, &mut i) {
-        return false;
-    }
-    while i < s.len() && s[i] == b'.' && s.get(i + 1).is_some_and(u8::is_ascii_digit) {
-        i += 1;
-        digits(s, &mut i);
-    }
-    if (word(s, &mut i, b"rc") || word(s, &mut i, b"a") || word(s, &mut i, b"b"))
-        && !digits(s, &mut i)
-    {
-        return false;
-    }
-    if word(s, &mut i, b".post") && !digits(s, &mut i) {
-        return false;
-    }
-    if word(s, &mut i, b".dev") && !digits(s, &mut i) {
-        return false;
-    }
-    if word(s, &mut i, b"+") {
-        let local = &s[i..];
-        if local.is_empty()
-            || local.starts_with(b".")
-            || local.ends_with(b".")
-            || local.windows(2).any(|w| w == b"..")
-            || !local
-                .iter()
-                .all(|c| c.is_ascii_alphanumeric() || *c == b'.')
-        {
-            return false;
-        }
-        i = s.len();
-    }
-    i == s.len()
-}
-
 /// A narHash as Nix prints it: `sha256-<base64>` (or the older `sha256:<base32>`).
 fn is_nar_hash(h: &str) -> bool {
     let body = h
@@ -560,11 +444,45 @@ fn is_nar_hash(h: &str) -> bool {
     })
 }
 
-/// Splits `name=version` (or `name==version`) into its parts.
-pub fn split_req<'a>(s: &'a str, sep: &str) -> (&'a str, Option<&'a str>) {
-    match s.split_once(sep) {
-        Some((n, v)) => (n.trim(), Some(v.trim())),
-        None => (s.trim(), None),
+/// One store path of a closure, as `nix path-info --json` describes it and
+/// the lock records it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorePath {
+    pub path: String,
+    /// The hash of the path's NAR serialisation, as Nix prints it (`sha256-...`).
+    pub nar_hash: String,
+    pub nar_size: u64,
+    /// Other store paths this one refers to (self references left out), sorted.
+    #[serde(default)]
+    pub references: Vec<String>,
+}
+
+/// A store path: `/nix/store/<32 base-32 characters>-<name>`, the name made
+/// of the characters Nix allows (and not starting with `.`).
+pub fn is_store_path(p: &str) -> bool {
+    let Some(base) = p.strip_prefix("/nix/store/") else {
+        return false;
+    };
+    let Some((hash, name)) = base.split_once('-') else {
+        return false;
+    };
+    hash.len() == 32
+        && hash
+            .bytes()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        && !name.is_empty()
+        && name.len() <= 211
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c))
+}
+
+impl StorePath {
+    /// `<hash>-<name>`, the path's own folder name in the store.
+    pub fn base_name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
     }
 }
 
@@ -774,10 +692,10 @@ mod tests {
         ] {
             assert!(is_pypi_name(n), "{n}");
         }
-        assert!(crate::inputs::nix::is_store_path(
+        assert!(is_store_path(
             "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello-2.12.1"
         ));
-        assert!(!crate::inputs::nix::is_store_path("/nix/store/../../etc"));
+        assert!(!is_store_path("/nix/store/../../etc"));
     }
 
     #[test]

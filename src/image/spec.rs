@@ -604,7 +604,7 @@ fn check_debian(s: &ImageSpec) -> Result<(), String> {
         }
     }
     if let Some(a) = &d.architecture
-        && (!crate::image::lock::is_deb_arch(a) || a == "all")
+        && (!crate::grammar::is_deb_arch(a) || a == "all")
     {
         return Err(format!(
             "`debian.architecture = \"{}\"` is not a Debian architecture",
@@ -678,9 +678,9 @@ pub fn parse_mode(s: &str) -> Option<u32> {
 /// `pip` at lock time: each must be a package name (and version) by its
 /// grammar, never anything a tool could read as an option.
 fn check_package_requests(src: &SourceSpec) -> Result<(), String> {
-    use crate::image::lock::{is_deb_arch, is_deb_name, is_deb_version, is_pypi_name, is_pypi_version};
+    use crate::grammar::{is_deb_arch, is_deb_name, is_deb_version, is_pypi_name, is_pypi_version};
     for d in &src.deb {
-        let (name, version) = crate::image::lock::split_req(d, "=");
+        let (name, version) = crate::grammar::split_req(d, "=");
         if !is_deb_name(name) || version.is_some_and(|v| !is_deb_version(v)) {
             return Err(format!(
                 "`deb` entry {d:?} is not a Debian package name, optionally `=VERSION`"
@@ -700,7 +700,7 @@ fn check_package_requests(src: &SourceSpec) -> Result<(), String> {
         return Err(format!("`arch = {a:?}` is not a Debian architecture"));
     }
     for p in &src.pypi {
-        let (name, version) = crate::image::lock::split_req(p, "==");
+        let (name, version) = crate::grammar::split_req(p, "==");
         if !is_pypi_name(name) || version.is_some_and(|v| !is_pypi_version(v)) {
             return Err(format!(
                 "`pypi` entry {p:?} is not a PyPI project name, optionally `==VERSION`"

@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Data, Entry, InputError, Kind, Origin, Tree};
+use crate::image::lock::StorePath;
 
 /// Where store paths live, in the image as on the build machine.
 pub const STORE_DIR: &str = "/nix/store";
@@ -42,48 +42,6 @@ pub enum NixError {
     Derivation { drv: String },
     #[error("the closure has a reference cycle through `{path}`, which Nix never makes")]
     Cycle { path: String },
-}
-
-/// One store path of a closure, as `nix path-info --json` describes it and
-/// the lock records it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorePath {
-    pub path: String,
-    /// The hash of the path's NAR serialisation, as Nix prints it (`sha256-...`).
-    pub nar_hash: String,
-    pub nar_size: u64,
-    /// Other store paths this one refers to (self references left out), sorted.
-    #[serde(default)]
-    pub references: Vec<String>,
-}
-
-/// A store path: `/nix/store/<32 base-32 characters>-<name>`, the name made
-/// of the characters Nix allows (and not starting with `.`).
-pub fn is_store_path(p: &str) -> bool {
-    let Some(base) = p.strip_prefix("/nix/store/") else {
-        return false;
-    };
-    let Some((hash, name)) = base.split_once('-') else {
-        return false;
-    };
-    hash.len() == 32
-        && hash
-            .bytes()
-            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
-        && !name.is_empty()
-        && name.len() <= 211
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c))
-}
-
-impl StorePath {
-    /// `<hash>-<name>`, the path's own folder name in the store.
-    pub fn base_name(&self) -> &str {
-        self.path.rsplit('/').next().unwrap_or(&self.path)
-    }
 }
 
 /// Reads the closure of a `nix` source's `items` (store paths or
