@@ -41,10 +41,10 @@ pub enum InputError {
 }
 
 impl InputError {
-    pub fn refused(origin: &Origin, reason: impl Into<String>) -> Self {
+    pub fn refused(origin: &Origin, reason: impl std::fmt::Display) -> Self {
         InputError::Refused {
             origin: origin.clone(),
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -128,21 +128,41 @@ impl Limits {
     };
 
     /// Whether one more name of `len` bytes fits beside `count` names of `bytes` bytes.
-    pub fn check(&self, count: usize, bytes: usize, len: usize) -> Result<(), String> {
+    pub fn check(&self, count: usize, bytes: usize, len: usize) -> Result<(), LimitFault> {
         if count >= self.entries {
-            return Err(format!(
-                "the layer holds more than {} entries (the limit)",
-                self.entries
-            ));
+            return Err(LimitFault::Entries {
+                limit: self.entries,
+            });
         }
         if bytes.saturating_add(len) > self.path_bytes {
-            return Err(format!(
-                "the layer's path names exceed {} bytes (the limit)",
-                self.path_bytes
-            ));
+            return Err(LimitFault::PathBytes {
+                limit: self.path_bytes,
+            });
         }
         Ok(())
     }
+}
+
+/// A layer past one of its [`Limits`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitFault {
+    #[error("the layer holds more than {limit} entries (the limit)")]
+    Entries { limit: usize },
+    #[error("the layer's path names exceed {limit} bytes (the limit)")]
+    PathBytes { limit: usize },
+}
+
+/// Why a path from an archive or a definition is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathFault {
+    #[error("path is longer than {max} bytes")]
+    TooLong { max: usize },
+    #[error("path contains a NUL byte")]
+    Nul,
+    #[error("path has a `..` component")]
+    DotDot,
+    #[error("path is deeper than {max} folders")]
+    TooDeep { max: usize },
 }
 const MAX_LINK_HOPS: usize = 40;
 
@@ -159,29 +179,29 @@ pub struct Tree {
 
 /// Splits a path from an archive or a definition into clean components.
 /// `..` is refused rather than resolved: no honest archive needs it.
-pub fn clean_components(path: &str) -> Result<Vec<&str>, String> {
+pub fn clean_components(path: &str) -> Result<Vec<&str>, PathFault> {
     if path.len() > MAX_PATH {
-        return Err(format!("path is longer than {MAX_PATH} bytes"));
+        return Err(PathFault::TooLong { max: MAX_PATH });
     }
     if path.contains('\0') {
-        return Err("path contains a NUL byte".into());
+        return Err(PathFault::Nul);
     }
     let mut out = Vec::new();
     for c in path.split('/') {
         match c {
             "" | "." => {}
-            ".." => return Err("path has a `..` component".into()),
+            ".." => return Err(PathFault::DotDot),
             c => out.push(c),
         }
     }
     if out.len() > MAX_DEPTH {
-        return Err(format!("path is deeper than {MAX_DEPTH} folders"));
+        return Err(PathFault::TooDeep { max: MAX_DEPTH });
     }
     Ok(out)
 }
 
 /// Joins `dest` and a relative path into an image path (no leading slash).
-pub fn image_path(dest: &str, rel: &str) -> Result<String, String> {
+pub fn image_path(dest: &str, rel: &str) -> Result<String, PathFault> {
     let mut parts = clean_components(dest)?;
     parts.extend(clean_components(rel)?);
     Ok(parts.join("/"))

@@ -299,7 +299,12 @@ impl Store {
     }
 
     /// The body of a successful XML answer, refused beyond [`LISTING_LIMIT`].
-    pub(super) fn answer_text(&self, what: &str, key: &str, r: Response) -> Result<String, ObjError> {
+    pub(super) fn answer_text(
+        &self,
+        what: &str,
+        key: &str,
+        r: Response,
+    ) -> Result<String, ObjError> {
         let body = read_at_most(r, LISTING_LIMIT).map_err(|e| ObjError::Connect {
             endpoint: self.endpoint(),
             what: what.into(),
