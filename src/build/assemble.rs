@@ -87,13 +87,7 @@ pub(super) fn assemble(
             let mtime = tree.created();
             tree.insert(
                 &d.path,
-                Entry {
-                    kind: Kind::Dir,
-                    mode: mode_of(&d.mode, 0o755),
-                    uid: own.0,
-                    gid: own.1,
-                    mtime,
-                },
+                Entry::new(Kind::Dir, mode_of(&d.mode, 0o755), own.0, own.1, mtime),
                 &declared,
             )?;
         }
@@ -105,13 +99,7 @@ pub(super) fn assemble(
         let mtime = tree.created();
         tree.insert(
             &l.path,
-            Entry {
-                kind: Kind::Symlink(l.target.clone()),
-                mode: 0o777,
-                uid: 0,
-                gid: 0,
-                mtime,
-            },
+            Entry::root_owned(Kind::Symlink(l.target.clone()), 0o777, mtime),
             &declared,
         )?;
     }
@@ -161,17 +149,15 @@ pub(super) fn assemble(
                     };
                     tree.insert(
                         &target,
-                        Entry {
-                            kind: Kind::File {
+                        Entry::root_owned(
+                            Kind::File {
                                 data: Data::Path(data),
                                 size: a.size,
                                 group,
                             },
-                            mode: mode_of(&src.mode, 0o644),
-                            uid: 0,
-                            gid: 0,
+                            mode_of(&src.mode, 0o644),
                             mtime,
-                        },
+                        ),
                         &origin,
                     )?;
                 } else if fmt == Format::Deb {

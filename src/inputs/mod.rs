@@ -86,6 +86,23 @@ pub struct Entry {
     pub mtime: u64,
 }
 
+impl Entry {
+    pub fn new(kind: Kind, mode: u32, uid: u32, gid: u32, mtime: u64) -> Entry {
+        Entry {
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime,
+        }
+    }
+
+    /// An entry owned by root (uid and gid 0).
+    pub fn root_owned(kind: Kind, mode: u32, mtime: u64) -> Entry {
+        Entry::new(kind, mode, 0, 0, mtime)
+    }
+}
+
 /// What a layer leaves behind for the layers above it: its directories (so an
 /// upper layer's implicit parents keep their owner and mode) and symlinks (so
 /// a path beneath them resolves as the runtime would).
@@ -403,13 +420,7 @@ impl Tree {
                     let mtime = self.created;
                     self.put(
                         parent.to_string(),
-                        Entry {
-                            kind: Kind::Dir,
-                            mode,
-                            uid,
-                            gid,
-                            mtime,
-                        },
+                        Entry::new(Kind::Dir, mode, uid, gid, mtime),
                         origin,
                     )?;
                 }
@@ -516,13 +527,7 @@ impl Tree {
         };
         self.insert(
             path,
-            Entry {
-                kind: Kind::File { data, size, group },
-                mode,
-                uid,
-                gid,
-                mtime,
-            },
+            Entry::new(Kind::File { data, size, group }, mode, uid, gid, mtime),
             origin,
         )
     }

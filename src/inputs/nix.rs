@@ -314,7 +314,7 @@ pub fn add_store_paths(tree: &mut Tree, paths: &[&StorePath]) -> Result<(), Inpu
             entry: format!("/{dir}"),
         };
         let mtime = tree.created();
-        tree.insert(dir, entry(Kind::Dir, 0o755, mtime), &origin)?;
+        tree.insert(dir, Entry::root_owned(Kind::Dir, 0o755, mtime), &origin)?;
     }
     for p in paths {
         let store_path = Path::new(&p.path);
@@ -337,16 +337,6 @@ pub fn add_store_paths(tree: &mut Tree, paths: &[&StorePath]) -> Result<(), Inpu
     Ok(())
 }
 
-fn entry(kind: Kind, mode: u32, mtime: u64) -> Entry {
-    Entry {
-        kind,
-        mode,
-        uid: 0,
-        gid: 0,
-        mtime,
-    }
-}
-
 fn add_one(tree: &mut Tree, p: &Path, target: &str, source: &str) -> Result<(), InputError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::symlink_metadata(p).map_err(|e| InputError::io(p, e))?;
@@ -357,7 +347,7 @@ fn add_one(tree: &mut Tree, p: &Path, target: &str, source: &str) -> Result<(), 
     let mtime = tree.created();
     let ft = meta.file_type();
     if ft.is_dir() {
-        tree.insert(target, entry(Kind::Dir, 0o555, mtime), &origin)?;
+        tree.insert(target, Entry::root_owned(Kind::Dir, 0o555, mtime), &origin)?;
         let names = super::sorted_names(p)?;
         for name in names {
             let child = format!("{target}/{}", name.to_string_lossy());
@@ -367,7 +357,7 @@ fn add_one(tree: &mut Tree, p: &Path, target: &str, source: &str) -> Result<(), 
     } else if ft.is_symlink() {
         let t = std::fs::read_link(p).map_err(|e| InputError::io(p, e))?;
         let kind = Kind::Symlink(t.to_string_lossy().into_owned());
-        tree.insert(target, entry(kind, 0o777, mtime), &origin)
+        tree.insert(target, Entry::root_owned(kind, 0o777, mtime), &origin)
     } else if ft.is_file() {
         let group = tree.new_group();
         let kind = Kind::File {
@@ -380,7 +370,7 @@ fn add_one(tree: &mut Tree, p: &Path, target: &str, source: &str) -> Result<(), 
         } else {
             0o444
         };
-        tree.insert(target, entry(kind, mode, mtime), &origin)
+        tree.insert(target, Entry::root_owned(kind, mode, mtime), &origin)
     } else {
         Err(InputError::refused(
             &origin,

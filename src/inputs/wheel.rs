@@ -210,17 +210,15 @@ fn insert_bytes(
     let mtime = tree.created();
     tree.insert(
         path,
-        Entry {
-            kind: Kind::File {
+        Entry::root_owned(
+            Kind::File {
                 data: Data::Bytes(bytes),
                 size,
                 group,
             },
             mode,
-            uid: 0,
-            gid: 0,
             mtime,
-        },
+        ),
         origin,
     )
 }
