@@ -1,6 +1,13 @@
 //! OCI image layouts and docker-archives: writing them atomically from built
 //! blobs, and reading them back (as a base image, for `verify` and for
 //! `inspect`). JSON blobs are written canonically: compact, keys sorted.
+//!
+//! The index, manifest and config are built as `serde_json` values, not as
+//! `oci-spec` types: their canonical bytes are the image digest (the
+//! committed `images/spark/image.digest` pins it), and `oci-spec`'s types
+//! drop the keys they do not model (a base image's Docker config keeps
+//! them), write some empty fields and leave out others by their own rules.
+//! Byte identity through them could not be shown, so the values stay.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};

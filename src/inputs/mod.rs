@@ -582,6 +582,12 @@ pub fn glob_match_or_parent(pattern: &str, path: &str) -> bool {
 
 /// Matches an image path against a glob: `*` and `?` within one segment,
 /// `**` across any number of segments. Leading slashes are ignored.
+///
+/// Hand-written rather than `globset`: this is the grammar definitions are
+/// written in, and globset's differs from it (`[...]` classes, `{a,b}`
+/// alternatives and `\` escapes, where these match literally; `dir/**`
+/// not matching `dir` itself, where this does), so a definition that
+/// builds today would select other files.
 pub fn glob_match(pattern: &str, path: &str) -> bool {
     let pat: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();

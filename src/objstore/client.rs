@@ -2,6 +2,14 @@
 //! and presigned GET URLs, each request signed (see `sign`) and retried on
 //! transport and server errors; the XML of the answers read here. No error
 //! carries a URL with a query.
+//!
+//! The XML is read by a small tag finder, not an XML crate (quick-xml was
+//! weighed): S3-compatible services put a bare `&` or an unknown entity in
+//! their error messages, and an error body is cut at 64 KiB; a strict parser
+//! refuses both and would lose the `Code` and `Message` the finder still
+//! reads. The answers ferry reads are flat lists of leaf elements, and the
+//! finder gives a compound element's inner XML, which `parse_uploads` and
+//! `parse_parts` read again.
 
 use super::*;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
