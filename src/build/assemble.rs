@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::{Result, anyhow, bail};
+use super::error::{BuildError, Result};
 
 use crate::cache::sources::Sources;
 use crate::image::lock::Lock;
@@ -22,8 +22,9 @@ pub(super) fn owner(def: &Definition, s: &str) -> Result<(u32, u32)> {
     };
     let (uid, primary) = match u.parse::<u32>() {
         Ok(n) => (n, n),
-        Err(_) => *users.get(u).ok_or_else(|| {
-            anyhow!("owner `{s}`: no user `{u}` is declared (add a `[[layer.user]]`)")
+        Err(_) => *users.get(u).ok_or_else(|| BuildError::NoUser {
+            owner: s.to_string(),
+            user: u.to_string(),
         })?,
     };
     let gid = match g {
@@ -33,7 +34,10 @@ pub(super) fn owner(def: &Definition, s: &str) -> Result<(u32, u32)> {
             Err(_) => *groups
                 .get(g)
                 .or_else(|| users.get(g).map(|x| &x.1))
-                .ok_or_else(|| anyhow!("owner `{s}`: no group `{g}` is declared"))?,
+                .ok_or_else(|| BuildError::NoGroup {
+                    owner: s.to_string(),
+                    group: g.to_string(),
+                })?,
         },
     };
     Ok((uid, gid))
@@ -105,15 +109,15 @@ pub(super) fn assemble(
     }
     for src in &spec.sources {
         let dest = src.dest.clone().unwrap_or_else(|| "/".into());
-        let artifacts = lock.resolve(&spec.name, src).map_err(|what| {
-            anyhow!(
-                "the lock has no entry for {what}: run `ferry lock {}`",
-                def.path.display()
-            )
-        })?;
+        let artifacts = lock
+            .resolve(&spec.name, src)
+            .map_err(|what| BuildError::NotLocked {
+                what: what.to_string(),
+                definition: def.path.clone(),
+            })?;
         match src.kind() {
             SourceKind::Nix => {
-                bail!("a layer with a `nix` source is cut into store path layers before assembly")
+                return Err(BuildError::NixInAssembly);
             }
             SourceKind::Path => {
                 let p = def.dir.join(src.path.as_deref().unwrap_or_default());
@@ -176,14 +180,13 @@ pub(super) fn assemble(
                     };
                     let c = deb::add_deb(&mut tree, stage, &file, &place)?;
                     if c.package != a.name || c.version != a.version {
-                        bail!(
-                            "`{}` is not what the lock says: it holds {} {} instead of {} {}",
-                            a.file,
-                            c.package,
-                            c.version,
-                            a.name,
-                            a.version
-                        );
+                        return Err(BuildError::WrongPackage {
+                            file: a.file.clone(),
+                            found_name: c.package,
+                            found_version: c.version,
+                            name: a.name.clone(),
+                            version: a.version.clone(),
+                        });
                     }
                 }
             }
@@ -208,12 +211,13 @@ pub(super) fn assemble(
                             != crate::grammar::normalize_name(&a.name)
                             || version != a.version
                         {
-                            bail!(
-                                "`{}` is not what the lock says: it holds {name} {version} instead of {} {}",
-                                a.file,
-                                a.name,
-                                a.version
-                            );
+                            return Err(BuildError::WrongPackage {
+                                file: a.file.clone(),
+                                found_name: name,
+                                found_version: version,
+                                name: a.name.clone(),
+                                version: a.version.clone(),
+                            });
                         }
                     } else {
                         let place = Placement {
@@ -262,12 +266,11 @@ pub(super) fn assemble(
         let own = m.owner.as_deref().map(|o| owner(def, o)).transpose()?;
         let n = tree.set_meta(&m.pattern, m.mode.as_deref().and_then(parse_mode), own);
         if n == 0 {
-            bail!(
-                "{}: layer `{}`: mode pattern `{}` matches nothing in the layer",
-                def.path.display(),
-                spec.name,
-                m.pattern
-            );
+            return Err(BuildError::ModeMatchesNothing {
+                definition: def.path.clone(),
+                layer: spec.name.clone(),
+                pattern: m.pattern.clone(),
+            });
         }
     }
     Ok(tree)

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
+use super::error::{BuildError, Context, Result};
 use serde_json::{Value, json};
 
 use super::BuiltLayer;
@@ -60,12 +60,13 @@ pub(super) fn load_base(def: &Definition, cache: &Cache) -> Result<Base> {
             .with_context(|| format!("`{}`", src.display()))?;
             let (digest, size) = oci::digest_file(&tmp)?;
             if digest != l.digest || size != l.size {
-                bail!(
-                    "base layer `{}`: digest mismatch (the manifest says {} of {} bytes, found {digest} of {size})",
-                    src.display(),
-                    l.digest,
-                    l.size
-                );
+                return Err(BuildError::BaseDigest {
+                    blob: src.clone(),
+                    expected: l.digest.clone(),
+                    expected_size: l.size,
+                    found: digest,
+                    size,
+                });
             }
             std::fs::create_dir_all(dest.parent().expect("parent"))?;
             crate::fsutil::readable(&tmp)?;
@@ -77,7 +78,7 @@ pub(super) fn load_base(def: &Definition, cache: &Cache) -> Result<Base> {
         let diff_id = diff_ids
             .get(i)
             .cloned()
-            .ok_or_else(|| anyhow!("base config lacks diff_id {i}"))?;
+            .ok_or(BuildError::NoDiffId { index: i })?;
         let (size, sk) = base_layer_skeleton(cache, &dest, &l.media_type, &l.digest)?;
         skeleton.extend(&sk);
         let mut annotations = BTreeMap::new();
@@ -166,7 +167,11 @@ pub(super) fn skeleton_of(
                 let len = name.len() + e.link_name_bytes().map_or(0, |t| t.len());
                 limits
                     .check(sk.dirs.len() + sk.symlinks.len(), path_bytes, len)
-                    .map_err(|m| anyhow!("{}: entry `{name}`: {m}", what()))?;
+                    .map_err(|m| BuildError::BaseEntry {
+                        what: what(),
+                        name: name.clone(),
+                        reason: m.to_string(),
+                    })?;
                 path_bytes += len;
             }
             match h.entry_type() {
@@ -183,11 +188,14 @@ pub(super) fn skeleton_of(
                 tar::EntryType::Symlink => {
                     if let Some(t) = e.link_name_bytes() {
                         if t.len() > crate::inputs::MAX_PATH {
-                            bail!(
-                                "{}: entry `{name}`: symlink target is longer than {} bytes",
-                                what(),
-                                crate::inputs::MAX_PATH
-                            );
+                            return Err(BuildError::BaseEntry {
+                                what: what(),
+                                name,
+                                reason: format!(
+                                    "symlink target is longer than {} bytes",
+                                    crate::inputs::MAX_PATH
+                                ),
+                            });
                         }
                         sk.symlinks
                             .insert(name, String::from_utf8_lossy(&t).into_owned());
@@ -235,8 +243,11 @@ pub(super) fn unpack_docker_archive(path: &Path, cache: &Cache) -> Result<tempfi
         if e.header().entry_type() != tar::EntryType::Regular {
             continue;
         }
-        let parts = crate::inputs::clean_components(&name)
-            .map_err(|r| anyhow!("base image `{}`: entry `{name}`: {r}", path.display()))?;
+        let parts = crate::inputs::clean_components(&name).map_err(|r| BuildError::BaseEntry {
+            what: format!("base image `{}`", path.display()),
+            name: name.clone(),
+            reason: r.to_string(),
+        })?;
         let dest = dir.path().join(parts.join("/"));
         std::fs::create_dir_all(dest.parent().expect("parent"))?;
         let mut out = std::fs::File::create(&dest)?;
@@ -256,11 +267,8 @@ pub(super) fn unpack_docker_archive(path: &Path, cache: &Cache) -> Result<tempfi
         })?,
     )?;
     let m = &manifest[0];
-    let cfg_name = m["Config"].as_str().ok_or_else(|| {
-        anyhow!(
-            "base image `{}`: manifest.json has no Config",
-            path.display()
-        )
+    let cfg_name = m["Config"].as_str().ok_or_else(|| BuildError::NoConfig {
+        archive: path.to_path_buf(),
     })?;
     // manifest.json is archive data: its names may only pick members this
     // archive holds (as extracted above), never a path of the build machine
@@ -271,10 +279,11 @@ pub(super) fn unpack_docker_archive(path: &Path, cache: &Cache) -> Result<tempfi
             .map(|p| p.join("/"));
         match clean {
             Some(c) if names.contains(&c) => Ok(dir.path().join(c)),
-            _ => bail!(
-                "base image `{}`: manifest.json `{field}` names `{n}`, which is not a regular member of the archive (names must be relative, without `..`)",
-                path.display()
-            ),
+            _ => Err(BuildError::BadMember {
+                archive: path.to_path_buf(),
+                field: field.to_string(),
+                name: n.to_string(),
+            }),
         }
     };
     let cfg_bytes = std::fs::read(member("Config", cfg_name)?)?;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use super::error::{Context, Result};
 use serde_json::json;
 
 use super::LAYER_FORMAT;

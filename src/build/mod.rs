@@ -13,12 +13,13 @@ mod assemble;
 mod base;
 pub mod check;
 mod config;
+pub mod error;
 mod keys;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
+use error::{BuildError, Context, Result};
 use serde_json::json;
 
 use crate::build::check::{ImageView, LayerFacts};
@@ -108,14 +109,13 @@ fn plan_units<'a>(def: &'a Definition, lock: &'a Lock) -> Result<Vec<Unit<'a>>> 
             units.push(Unit::Layer(spec));
             continue;
         };
-        let closure = lock.nix_closure(&spec.name, src).ok_or_else(|| {
-            anyhow!(
-                "the lock has no closure for nix `{}` in layer `{}`: run `ferry lock {}`",
-                src.nix.join(", "),
-                spec.name,
-                def.path.display()
-            )
-        })?;
+        let closure = lock
+            .nix_closure(&spec.name, src)
+            .ok_or_else(|| BuildError::NoClosure {
+                items: src.nix.join(", "),
+                layer: spec.name.clone(),
+                definition: def.path.clone(),
+            })?;
         locked.extend(&closure.paths);
         let fresh: Vec<&StorePath> = closure
             .paths
@@ -175,7 +175,9 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
                         .iter()
                         .map(|s| {
                             lock.resolve(&spec.name, s)
-                                .map_err(|w| anyhow!("the lock has no entry for {w}"))
+                                .map_err(|w| BuildError::NoEntry {
+                                    what: w.to_string(),
+                                })
                         })
                         .collect::<Result<Vec<_>>>()?
                         .into_iter()
@@ -206,7 +208,7 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
                     let mut tree = Tree::new(def.created, Skeleton::default());
                     nix::add_store_paths(&mut tree, paths)
                         .map(|()| tree)
-                        .map_err(anyhow::Error::from)
+                        .map_err(BuildError::from)
                 }
             }
             .with_context(|| format!("layer `{}`", unit.name()))?;
@@ -217,7 +219,7 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
             // at most two layers are written at once: they share the pool, and each holds its tree
             while running.len() >= 2 {
                 let (j, h) = running.pop_front().expect("non-empty");
-                results[j] = Some(h.join().map_err(|_| anyhow!("layer writer panicked"))??);
+                results[j] = Some(h.join().map_err(|_| BuildError::WriterPanicked)??);
             }
             let pool = &pool;
             let cache = opts.cache;
@@ -256,7 +258,7 @@ pub fn build(def: &Definition, lock: &Lock, opts: &Options, rep: &dyn Reporter) 
             ));
         }
         for (j, h) in running {
-            results[j] = Some(h.join().map_err(|_| anyhow!("layer writer panicked"))??);
+            results[j] = Some(h.join().map_err(|_| BuildError::WriterPanicked)??);
         }
         Ok(())
     })?;
@@ -350,10 +352,12 @@ fn check_image(def: &Definition, layers: &[BuiltLayer], skeleton: &Skeleton) -> 
         } else {
             String::new()
         };
-        bail!(
-            "{}: image check: `{file}` needs {what}, which is not in the image{more}: add the package that has it, exclude the file, or list it in `check.ignore`",
-            def.path.display()
-        );
+        return Err(BuildError::ImageCheck {
+            definition: def.path.clone(),
+            file: file.clone(),
+            what: what.clone(),
+            more,
+        });
     }
     Ok(())
 }
