@@ -1,9 +1,8 @@
-//! How bytes get into the cache, hashed while they stream: //! an http(s) or file URL, a page
-//! of an index, or `pip download`; `sources` chooses among them and the
-//! mirrors. Every byte is hashed while it
-//! streams and checked against the lock before it is renamed into the cache.
-//! Registries are reached only through their ordinary clients, so no host
-//! name lives here.
+//! How bytes get into the cache: from an http(s) or file URL, a page of an
+//! index, or `pip download`, each hashed while it streams and checked
+//! against the lock before it is renamed into the cache; `sources` chooses
+//! among them and the mirrors. Registries are reached only through their
+//! ordinary clients, so no host name lives here.
 
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
