@@ -439,7 +439,7 @@ impl Definition {
                 s.tag
             ));
         }
-        check_debian(s)?;
+        check_debian(s).map_err(|f| f.to_string())?;
         let mut names = std::collections::BTreeSet::new();
         for (i, layer) in s.layers.iter().enumerate() {
             let at = format!("layer[{i}] (`{}`)", layer.name);
@@ -576,8 +576,48 @@ fn is_archive_word(w: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
 }
 
+/// What is wrong with a part of a definition, in the words the definition's
+/// error then carries (`SpecError::Invalid`'s message).
+#[derive(Debug, thiserror::Error)]
+enum Fault {
+    #[error(
+        "a source has `deb` but there is no `[debian]` table naming where Debian packages come from: add `[debian]` with `suites = [\"bookworm\", \"bookworm-updates\", \"bookworm-security\"]` (and `components`, default `[\"main\"]`)"
+    )]
+    NoDebianTable,
+    #[error("`debian.suites`: name one to 16 suites")]
+    SuiteCount,
+    #[error("`debian.components`: at most 16")]
+    ComponentCount,
+    #[error("`[debian]`: `{}` is not a suite or component name (letters, digits, `.`, `_`, `-`)", word.escape_debug())]
+    ArchiveWord { word: String },
+    #[error("`debian.architecture = \"{}\"` is not a Debian architecture", arch.escape_debug())]
+    DebianArchitecture { arch: String },
+    #[error("`debian.keyring`: name a keyring file")]
+    Keyring,
+    #[error("`max_layers` goes with `nix`")]
+    MaxLayersWithoutNix,
+    #[error(
+        "a layer with a `nix` source holds nothing else (it becomes one image layer per store path): put the other items in a `[[layer]]` of their own"
+    )]
+    NixNotAlone,
+    #[error("`{key}` does not go with `nix`: store paths always land at their own /nix/store path")]
+    KeyWithNix { key: &'static str },
+    #[error("`max_layers = 0`: a closure needs at least one layer")]
+    NoLayers,
+    #[error("`nix` entry `{entry}` is not a store path or an installable")]
+    NixEntry { entry: String },
+    #[error("`deb` entry {entry:?} is not a Debian package name, optionally `=VERSION`")]
+    DebEntry { entry: String },
+    #[error("`exclude_packages` entry {entry:?} is not a Debian package name")]
+    ExcludeEntry { entry: String },
+    #[error("`arch = {arch:?}` is not a Debian architecture")]
+    SourceArch { arch: String },
+    #[error("`pypi` entry {entry:?} is not a PyPI project name, optionally `==VERSION`")]
+    PypiEntry { entry: String },
+}
+
 /// `[debian]` is there when a source has `deb`, and every name in it is one.
-fn check_debian(s: &ImageSpec) -> Result<(), String> {
+fn check_debian(s: &ImageSpec) -> Result<(), Fault> {
     let uses_deb = s
         .layers
         .iter()
@@ -585,44 +625,38 @@ fn check_debian(s: &ImageSpec) -> Result<(), String> {
         .any(|x| !x.deb.is_empty());
     let Some(d) = &s.debian else {
         if uses_deb {
-            return Err("a source has `deb` but there is no `[debian]` table naming where Debian packages come from: add `[debian]` with `suites = [\"bookworm\", \"bookworm-updates\", \"bookworm-security\"]` (and `components`, default `[\"main\"]`)".into());
+            return Err(Fault::NoDebianTable);
         }
         return Ok(());
     };
     if d.suites.is_empty() || d.suites.len() > 16 {
-        return Err("`debian.suites`: name one to 16 suites".into());
+        return Err(Fault::SuiteCount);
     }
     if d.components.len() > 16 {
-        return Err("`debian.components`: at most 16".into());
+        return Err(Fault::ComponentCount);
     }
     for w in d.suites.iter().chain(&d.components) {
         if !is_archive_word(w) {
-            return Err(format!(
-                "`[debian]`: `{}` is not a suite or component name (letters, digits, `.`, `_`, `-`)",
-                w.escape_debug()
-            ));
+            return Err(Fault::ArchiveWord { word: w.clone() });
         }
     }
     if let Some(a) = &d.architecture
         && (!crate::grammar::is_deb_arch(a) || a == "all")
     {
-        return Err(format!(
-            "`debian.architecture = \"{}\"` is not a Debian architecture",
-            a.escape_debug()
-        ));
+        return Err(Fault::DebianArchitecture { arch: a.clone() });
     }
     if let Some(k) = &d.keyring
         && (k.is_empty() || k.chars().any(char::is_control))
     {
-        return Err("`debian.keyring`: name a keyring file".into());
+        return Err(Fault::Keyring);
     }
     Ok(())
 }
 
-fn check_nix_source(layer: &LayerSpec, src: &SourceSpec) -> Result<(), String> {
+fn check_nix_source(layer: &LayerSpec, src: &SourceSpec) -> Result<(), Fault> {
     if src.kind() != SourceKind::Nix {
         if src.max_layers.is_some() {
-            return Err("`max_layers` goes with `nix`".into());
+            return Err(Fault::MaxLayersWithoutNix);
         }
         return Ok(());
     }
@@ -634,10 +668,7 @@ fn check_nix_source(layer: &LayerSpec, src: &SourceSpec) -> Result<(), String> {
         && layer.users.is_empty()
         && layer.groups.is_empty();
     if !alone {
-        return Err(
-            "a layer with a `nix` source holds nothing else (it becomes one image layer per store path): put the other items in a `[[layer]]` of their own"
-                .into(),
-        );
+        return Err(Fault::NixNotAlone);
     }
     let unused = [
         ("dest", src.dest.is_some()),
@@ -647,18 +678,14 @@ fn check_nix_source(layer: &LayerSpec, src: &SourceSpec) -> Result<(), String> {
         ("unpack", src.unpack.is_some()),
     ];
     if let Some((key, _)) = unused.iter().find(|(_, set)| *set) {
-        return Err(format!(
-            "`{key}` does not go with `nix`: store paths always land at their own /nix/store path"
-        ));
+        return Err(Fault::KeyWithNix { key });
     }
     if src.max_layers == Some(0) {
-        return Err("`max_layers = 0`: a closure needs at least one layer".into());
+        return Err(Fault::NoLayers);
     }
     for n in &src.nix {
         if n.is_empty() || n.contains(char::is_whitespace) {
-            return Err(format!(
-                "`nix` entry `{n}` is not a store path or an installable"
-            ));
+            return Err(Fault::NixEntry { entry: n.clone() });
         }
     }
     Ok(())
@@ -677,34 +704,28 @@ pub fn parse_mode(s: &str) -> Option<u32> {
 /// `deb` and `pypi` requests are looked up in the Debian index and reach
 /// `pip` at lock time: each must be a package name (and version) by its
 /// grammar, never anything a tool could read as an option.
-fn check_package_requests(src: &SourceSpec) -> Result<(), String> {
+fn check_package_requests(src: &SourceSpec) -> Result<(), Fault> {
     use crate::grammar::{is_deb_arch, is_deb_name, is_deb_version, is_pypi_name, is_pypi_version};
     for d in &src.deb {
         let (name, version) = crate::grammar::split_req(d, "=");
         if !is_deb_name(name) || version.is_some_and(|v| !is_deb_version(v)) {
-            return Err(format!(
-                "`deb` entry {d:?} is not a Debian package name, optionally `=VERSION`"
-            ));
+            return Err(Fault::DebEntry { entry: d.clone() });
         }
     }
     for p in &src.exclude_packages {
         if !is_deb_name(p) {
-            return Err(format!(
-                "`exclude_packages` entry {p:?} is not a Debian package name"
-            ));
+            return Err(Fault::ExcludeEntry { entry: p.clone() });
         }
     }
     if let Some(a) = &src.arch
         && !is_deb_arch(a)
     {
-        return Err(format!("`arch = {a:?}` is not a Debian architecture"));
+        return Err(Fault::SourceArch { arch: a.clone() });
     }
     for p in &src.pypi {
         let (name, version) = crate::grammar::split_req(p, "==");
         if !is_pypi_name(name) || version.is_some_and(|v| !is_pypi_version(v)) {
-            return Err(format!(
-                "`pypi` entry {p:?} is not a PyPI project name, optionally `==VERSION`"
-            ));
+            return Err(Fault::PypiEntry { entry: p.clone() });
         }
     }
     Ok(())
