@@ -415,17 +415,20 @@ impl Definition {
             base,
             created,
         };
-        def.check().map_err(invalid)?;
+        def.check().map_err(|f| invalid(f.to_string()))?;
         Ok(def)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Fault> {
+        let at_ = |at: &str, fault: Fault| Fault::At {
+            at: at.to_string(),
+            fault: Box::new(fault),
+        };
         let s = &self.spec;
         if s.name.is_empty() || !s.name.chars().all(valid_name_char) {
-            return Err(format!(
-                "`name = \"{}\"`: use lower-case letters, digits, `.`, `_`, `-` and `/`",
-                s.name
-            ));
+            return Err(Fault::Name {
+                name: s.name.clone(),
+            });
         }
         if s.tag.is_empty()
             || s.tag.len() > 128
@@ -434,17 +437,19 @@ impl Definition {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         {
-            return Err(format!(
-                "`tag = \"{}\"`: use letters, digits, `.`, `_` and `-` (at most 128)",
-                s.tag
-            ));
+            return Err(Fault::Tag { tag: s.tag.clone() });
         }
-        check_debian(s).map_err(|f| f.to_string())?;
+        check_debian(s)?;
         let mut names = std::collections::BTreeSet::new();
         for (i, layer) in s.layers.iter().enumerate() {
             let at = format!("layer[{i}] (`{}`)", layer.name);
             if !names.insert(layer.name.clone()) {
-                return Err(format!("{at}: two layers are named `{}`", layer.name));
+                return Err(at_(
+                    &at,
+                    Fault::DuplicateLayer {
+                        name: layer.name.clone(),
+                    },
+                ));
             }
             for (j, src) in layer.sources.iter().enumerate() {
                 let at = format!("{at}.source[{j}]");
@@ -459,18 +464,16 @@ impl Definition {
                 .filter(|b| **b)
                 .count();
                 if set != 1 {
-                    return Err(format!(
-                        "{at}: set exactly one of `url`, `path`, `deb`, `pypi`, `nix`"
-                    ));
+                    return Err(at_(&at, Fault::SourceKinds));
                 }
-                check_nix_source(layer, src).map_err(|m| format!("{at}: {m}"))?;
-                check_package_requests(src).map_err(|m| format!("{at}: {m}"))?;
+                check_nix_source(layer, src).map_err(|f| at_(&at, f))?;
+                check_package_requests(src).map_err(|f| at_(&at, f))?;
                 if let Some(h) = &src.sha256 {
                     if src.url.is_none() {
-                        return Err(format!("{at}: `sha256` goes with `url`"));
+                        return Err(at_(&at, Fault::ShaWithoutUrl));
                     }
                     if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
-                        return Err(format!("{at}: `sha256 = \"{h}\"` is not 64 hex digits"));
+                        return Err(at_(&at, Fault::BadSha { sha: h.clone() }));
                     }
                 }
                 if let Some(u) = &src.url
@@ -478,53 +481,54 @@ impl Definition {
                         || u.starts_with("http://")
                         || u.starts_with("file://"))
                 {
-                    return Err(format!(
-                        "{at}: `url = \"{u}\"`: only https://, http:// and file:// are supported"
-                    ));
+                    return Err(at_(&at, Fault::UrlScheme { url: u.clone() }));
                 }
                 if let Some(m) = &src.mode {
-                    parse_mode(m).ok_or_else(|| format!("{at}: `mode = \"{m}\"` is not octal"))?;
+                    parse_mode(m).ok_or_else(|| at_(&at, Fault::Mode { mode: m.clone() }))?;
                 }
                 if (src.closure || !src.exclude_packages.is_empty())
                     && src.kind() != SourceKind::Deb
                 {
-                    return Err(format!(
-                        "{at}: `closure` and `exclude_packages` go with `deb`"
-                    ));
+                    return Err(at_(&at, Fault::ClosureWithoutDeb));
                 }
                 for d in &src.deb {
                     if d.is_empty() || d.contains(char::is_whitespace) {
-                        return Err(format!(
-                            "{at}: `deb` entry `{d}` is not `name` or `name=version`"
-                        ));
+                        return Err(at_(&at, Fault::DebRequest { entry: d.clone() }));
                     }
                 }
                 for p in &src.pypi {
                     if p.is_empty() || p.contains(char::is_whitespace) {
-                        return Err(format!(
-                            "{at}: `pypi` entry `{p}` is not `name` or `name==version`"
-                        ));
+                        return Err(at_(&at, Fault::PypiRequest { entry: p.clone() }));
                     }
                 }
             }
             for f in &layer.files {
                 if let Some(m) = &f.mode {
                     parse_mode(m).ok_or_else(|| {
-                        format!("{at}: file `{}`: `mode = \"{m}\"` is not octal", f.path)
+                        at_(
+                            &format!("{at}: file `{}`", f.path),
+                            Fault::Mode { mode: m.clone() },
+                        )
                     })?;
                 }
             }
             for d in &layer.dirs {
                 if let Some(m) = &d.mode {
                     parse_mode(m).ok_or_else(|| {
-                        format!("{at}: dir `{}`: `mode = \"{m}\"` is not octal", d.path)
+                        at_(
+                            &format!("{at}: dir `{}`", d.path),
+                            Fault::Mode { mode: m.clone() },
+                        )
                     })?;
                 }
             }
             for m in &layer.modes {
                 if let Some(v) = &m.mode {
                     parse_mode(v).ok_or_else(|| {
-                        format!("{at}: mode `{}`: `mode = \"{v}\"` is not octal", m.pattern)
+                        at_(
+                            &format!("{at}: mode `{}`", m.pattern),
+                            Fault::Mode { mode: v.clone() },
+                        )
                     })?;
                 }
             }
@@ -532,9 +536,7 @@ impl Definition {
         for p in &s.config.exposed_ports {
             let (num, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
             if num.parse::<u16>().is_err() || !matches!(proto, "tcp" | "udp" | "sctp") {
-                return Err(format!(
-                    "`config.exposed_ports`: `{p}` is not like `7077/tcp`"
-                ));
+                return Err(Fault::ExposedPort { port: p.clone() });
             }
         }
         Ok(())
@@ -580,6 +582,33 @@ fn is_archive_word(w: &str) -> bool {
 /// error then carries (`SpecError::Invalid`'s message).
 #[derive(Debug, thiserror::Error)]
 enum Fault {
+    /// A fault of one part of the definition, named by `at` (`layer[0] (`x`)`).
+    #[error("{at}: {fault}")]
+    At { at: String, fault: Box<Fault> },
+    #[error("`name = \"{name}\"`: use lower-case letters, digits, `.`, `_`, `-` and `/`")]
+    Name { name: String },
+    #[error("`tag = \"{tag}\"`: use letters, digits, `.`, `_` and `-` (at most 128)")]
+    Tag { tag: String },
+    #[error("two layers are named `{name}`")]
+    DuplicateLayer { name: String },
+    #[error("set exactly one of `url`, `path`, `deb`, `pypi`, `nix`")]
+    SourceKinds,
+    #[error("`sha256` goes with `url`")]
+    ShaWithoutUrl,
+    #[error("`sha256 = \"{sha}\"` is not 64 hex digits")]
+    BadSha { sha: String },
+    #[error("`url = \"{url}\"`: only https://, http:// and file:// are supported")]
+    UrlScheme { url: String },
+    #[error("`mode = \"{mode}\"` is not octal")]
+    Mode { mode: String },
+    #[error("`closure` and `exclude_packages` go with `deb`")]
+    ClosureWithoutDeb,
+    #[error("`deb` entry `{entry}` is not `name` or `name=version`")]
+    DebRequest { entry: String },
+    #[error("`pypi` entry `{entry}` is not `name` or `name==version`")]
+    PypiRequest { entry: String },
+    #[error("`config.exposed_ports`: `{port}` is not like `7077/tcp`")]
+    ExposedPort { port: String },
     #[error(
         "a source has `deb` but there is no `[debian]` table naming where Debian packages come from: add `[debian]` with `suites = [\"bookworm\", \"bookworm-updates\", \"bookworm-security\"]` (and `components`, default `[\"main\"]`)"
     )]
