@@ -1,6 +1,7 @@
 //! Grammars for the values that come from outside and reach hosts, paths
 //! or tools: user names, paths, command lines, host addresses, ZooKeeper
-//! paths, cluster names, image references, digests and the keys and values of config
+//! paths, cluster names, image references, digests, Debian and PyPI names and
+//! versions (and PEP 503 name normalisation), and the keys and values of config
 //! files. The cluster file, the plan (image labels), pushes and pulls (a
 //! host's answers) and the lock all check against these, so one value is
 //! held to one grammar wherever it is read.
@@ -11,7 +12,8 @@
 //! reads it, against the narrowest grammar that fits what it names; each
 //! check here says what is wrong in words the caller puts after the value
 //! (`` `x` is not a user name (...) ``). Nothing here knows where a value
-//! came from: the callers name the label or field.
+//! came from: the callers name the label or field. It depends on no other
+//! module of ferry.
 
 /// The longest path (Linux's `PATH_MAX`) and user name (`useradd`'s limit)
 /// ferry accepts.
@@ -300,9 +302,156 @@ pub fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
+/// A Debian package name (policy 5.6.1): `[a-z0-9][a-z0-9+.-]+`.
+pub fn is_deb_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    b.len() >= 2
+        && b.len() <= 255
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"+.-".contains(c))
+}
+
+/// A Debian version (policy 5.6.12): `[epoch:]upstream[-revision]`, the
+/// epoch digits, the upstream part starting with a digit, the whole made of
+/// `[A-Za-z0-9.+~:-]`.
+pub fn is_deb_version(v: &str) -> bool {
+    let upstream = match v.split_once(':') {
+        Some((epoch, rest)) => {
+            if epoch.is_empty() || !epoch.bytes().all(|c| c.is_ascii_digit()) {
+                return false;
+            }
+            rest
+        }
+        None => v,
+    };
+    v.len() <= 255
+        && upstream.bytes().next().is_some_and(|c| c.is_ascii_digit())
+        && upstream
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b".+~:-".contains(&c))
+}
+
+/// A Debian architecture (`amd64`, `arm64`, `all`, ...).
+pub fn is_deb_arch(a: &str) -> bool {
+    let b = a.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// A PyPI project name (PEP 508): ASCII letters and digits, with `.`, `_`
+/// and `-` only between them.
+pub fn is_pypi_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && b.len() <= 255
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+}
+
+/// A PyPI version in PEP 440's normalised form:
+/// `[N!]N(.N)*[{a|b|rc}N][.postN][.devN][+local]`.
+pub fn is_pypi_version(v: &str) -> bool {
+    fn digits(s: &[u8], i: &mut usize) -> bool {
+        let start = *i;
+        while *i < s.len() && s[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > start
+    }
+    fn word(s: &[u8], i: &mut usize, w: &[u8]) -> bool {
+        if s[*i..].starts_with(w) {
+            *i += w.len();
+            true
+        } else {
+            false
+        }
+    }
+    let lower = v.to_ascii_lowercase();
+    let s = lower.as_bytes();
+    if s.len() > 128 {
+        return false;
+    }
+    let mut i = 0;
+    if !digits(s, &mut i) {
+        return false;
+    }
+    if word(s, &mut i, b"!") && !digits(s, &mut i) {
+        return false;
+    }
+    while i < s.len() && s[i] == b'.' && s.get(i + 1).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+        digits(s, &mut i);
+    }
+    if (word(s, &mut i, b"rc") || word(s, &mut i, b"a") || word(s, &mut i, b"b"))
+        && !digits(s, &mut i)
+    {
+        return false;
+    }
+    if word(s, &mut i, b".post") && !digits(s, &mut i) {
+        return false;
+    }
+    if word(s, &mut i, b".dev") && !digits(s, &mut i) {
+        return false;
+    }
+    if word(s, &mut i, b"+") {
+        let local = &s[i..];
+        if local.is_empty()
+            || local.starts_with(b".")
+            || local.ends_with(b".")
+            || local.windows(2).any(|w| w == b"..")
+            || !local
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'.')
+        {
+            return false;
+        }
+        i = s.len();
+    }
+    i == s.len()
+}
+
+/// Splits `name=version` (or `name==version`) into its parts.
+pub fn split_req<'a>(s: &'a str, sep: &str) -> (&'a str, Option<&'a str>) {
+    match s.split_once(sep) {
+        Some((n, v)) => (n.trim(), Some(v.trim())),
+        None => (s.trim(), None),
+    }
+}
+
+/// PEP 503 normalisation, for comparing distribution names.
+pub fn normalize_name(n: &str) -> String {
+    let mut out = String::new();
+    let mut sep = false;
+    for c in n.chars() {
+        if c == '-' || c == '_' || c == '.' {
+            sep = true;
+        } else {
+            if sep && !out.is_empty() {
+                out.push('-');
+            }
+            sep = false;
+            out.extend(c.to_lowercase());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_normalise() {
+        assert_eq!(normalize_name("Py4J"), "py4j");
+        assert_eq!(normalize_name("typing_extensions"), "typing-extensions");
+        assert_eq!(normalize_name("a.-_b"), "a-b");
+    }
 
     #[test]
     fn users() {

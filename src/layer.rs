@@ -6,6 +6,13 @@
 //! are the same whatever the number of threads, and memory stays flat: a
 //! fixed number of chunks is in flight across the whole build, however many
 //! layers are written at once.
+//!
+//! The tar writer is hand-written, not the `tar` crate's `Builder`: the bytes
+//! of every header are part of the layer digest, and the writer fixes each
+//! field (ustar magic, zero uid/gid names, PAX records only where a name
+//! needs one, clamped times), while `Builder` chooses GNU or ustar headers,
+//! long-name extensions and metadata from the host file on its own and
+//! may change them between versions, changing every digest.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
@@ -16,8 +23,8 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use sha2::{Digest, Sha256};
 
+use crate::image::spec::Compression;
 use crate::inputs::{Data, Kind, Tree};
-use crate::spec::Compression;
 
 /// Bytes of uncompressed tar per independently compressed chunk.
 pub const CHUNK: usize = 4 << 20;

@@ -3,29 +3,24 @@
 //! `main` only parses arguments, runs the command and turns an error into one
 //! line on stderr and an exit code.
 
-mod apt;
 mod build;
-mod cache_gc;
-mod cache_lock;
-mod check;
+mod cache;
 mod cli;
 mod clock;
 mod cluster;
 mod commands;
 mod debian;
-mod default_image;
-mod fetch;
+mod digest;
 mod fsutil;
 mod grammar;
+mod image;
 mod inputs;
 mod layer;
-mod lock;
 mod objstore;
 mod oci;
 mod push;
 mod pypi;
 mod script;
-mod spec;
 
 use std::process::ExitCode;
 

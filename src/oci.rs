@@ -1,6 +1,13 @@
 //! OCI image layouts and docker-archives: writing them atomically from built
 //! blobs, and reading them back (as a base image, for `verify` and for
 //! `inspect`). JSON blobs are written canonically: compact, keys sorted.
+//!
+//! The index, manifest and config are built as `serde_json` values, not as
+//! `oci-spec` types: their canonical bytes are the image digest (the
+//! committed `images/spark/image.digest` pins it), and `oci-spec`'s types
+//! drop the keys they do not model (a base image's Docker config keeps
+//! them), write some empty fields and leave out others by their own rules.
+//! Byte identity through them could not be shown, so the values stay.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -37,15 +44,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OciError + '_ {
     }
 }
 
-/// Serialises JSON canonically: serde_json's map is a BTreeMap (the
-/// `preserve_order` feature is never enabled), so keys come out sorted.
-pub fn canonical(v: &Value) -> Vec<u8> {
-    serde_json::to_vec(v).expect("JSON values serialise")
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub use crate::digest::{canonical, sha256_hex};
 
 /// A blob of the image and where its bytes are.
 #[derive(Debug, Clone)]
@@ -522,7 +521,7 @@ pub fn open_layer(path: &Path, media_type: &str) -> Result<Box<dyn Read>, OciErr
 /// Hashes a file: (sha256:<hex>, size).
 pub fn digest_file(path: &Path) -> Result<(String, u64), OciError> {
     let mut f = open_blob(path)?;
-    let mut h = crate::fetch::HashWriter(Sha256::new());
+    let mut h = crate::digest::HashWriter(Sha256::new());
     let n = std::io::copy(&mut f, &mut h).map_err(io_err(path))?;
     Ok((format!("sha256:{}", hex::encode(h.0.finalize())), n))
 }
@@ -569,7 +568,7 @@ pub fn verify(dir: &Path, progress: &dyn Fn(usize, usize)) -> Result<LayoutImage
             )));
         }
         let mut r = open_layer(&p, &l.media_type)?;
-        let mut h = crate::fetch::HashWriter(Sha256::new());
+        let mut h = crate::digest::HashWriter(Sha256::new());
         std::io::copy(&mut r, &mut h).map_err(|e| bad(format!("cannot decompress: {e}")))?;
         let found = format!("sha256:{}", hex::encode(h.0.finalize()));
         if &found != want {

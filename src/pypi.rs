@@ -12,8 +12,9 @@
 use std::io::Read;
 use std::sync::OnceLock;
 
-use crate::fetch::{self, Cache, FetchError, Progress};
-use crate::lock::Artifact;
+use crate::cache::fetch;
+use crate::cache::{Cache, FetchError, Progress};
+use crate::image::lock::Artifact;
 
 /// The most a project page may hold (numpy's JSON page is a few MB).
 const MAX_PAGE: u64 = 64 << 20;

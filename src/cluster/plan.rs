@@ -37,18 +37,20 @@ impl ImageFacts {
     /// The built-in default image (`ferry build` with no argument), from
     /// the definition and digest compiled into ferry.
     pub fn builtin() -> ImageFacts {
-        let (_, text) = crate::default_image::FILES
+        let (_, text) = crate::image::default_image::FILES
             .iter()
             .find(|(n, _)| *n == "image.toml")
             .expect("image.toml is embedded");
         let text = std::str::from_utf8(text).expect("utf-8");
-        let def =
-            crate::spec::Definition::parse(std::path::Path::new("images/spark/image.toml"), text)
-                .expect("the embedded definition parses (a unit test builds it)");
+        let def = crate::image::spec::Definition::parse(
+            std::path::Path::new("images/spark/image.toml"),
+            text,
+        )
+        .expect("the embedded definition parses (a unit test builds it)");
         ImageFacts {
             reference: format!("{}:{}", def.spec.name, def.spec.tag),
-            digest: crate::default_image::expected_digest().to_string(),
-            config_digest: crate::default_image::expected_config_digest().to_string(),
+            digest: crate::image::default_image::expected_digest().to_string(),
+            config_digest: crate::image::default_image::expected_config_digest().to_string(),
             labels: def.spec.config.labels,
         }
     }

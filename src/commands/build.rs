@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::{Term, human};
 use crate::build::{self, Reporter};
-use crate::cache_lock::{Mode, lock};
+use crate::cache::Cache;
+use crate::cache::lock::{Mode, lock};
 use crate::cli::BuildArgs;
-use crate::fetch::Cache;
 use crate::layer::BlobInfo;
 use crate::oci;
 
@@ -67,7 +67,7 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
         .iter()
         .map(|l| l.blob.digest.as_str())
         .collect();
-    crate::cache_gc::record_build(
+    crate::cache::gc::record_build(
         &cache,
         &def.spec.name,
         &built.image.manifest_digest,
@@ -79,12 +79,12 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
             .with_context(|| format!("writing the docker-archive `{}`", tar.display()))?;
     }
     let total: u64 = built.layers.iter().map(|l| l.blob.size).sum();
-    if built_in && built.image.manifest_digest != crate::default_image::expected_digest() {
+    if built_in && built.image.manifest_digest != crate::image::default_image::expected_digest() {
         // same definition and lock, other bytes: say so loudly, it is a bug or a tampered input
         eprintln!(
             "warning: the built-in image built to {}, but this ferry was released with {}: please report it",
             built.image.manifest_digest,
-            crate::default_image::expected_digest()
+            crate::image::default_image::expected_digest()
         );
     }
     if a.json {

@@ -9,10 +9,10 @@ use serde_json::json;
 
 use super::human;
 use super::push::{jump_label, ssh_options, targets};
-use crate::cache_gc;
-use crate::cache_lock::{self, Mode};
+use crate::cache::Cache;
+use crate::cache::gc as cache_gc;
+use crate::cache::lock::{self as cache_lock, Mode};
 use crate::cli::GcArgs;
-use crate::fetch::Cache;
 use crate::push::gc::{self, Record};
 
 fn image_json(r: &Record) -> serde_json::Value {

@@ -6,14 +6,15 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 
 use super::{Term, human};
-use crate::apt;
-use crate::cache_lock::{self, Mode};
+use crate::cache::lock::{self as cache_lock, Mode};
+use crate::cache::{Cache, fetch};
 use crate::cli::LockArgs;
 use crate::debian::{self, Archive, Index, Mirrors};
-use crate::fetch::{self, Cache};
+use crate::grammar::split_req;
+use crate::image::apt;
+use crate::image::lock::{Artifact, ArtifactKind, Closure, Lock, NixClosure, lock_path};
+use crate::image::spec::{Definition, SourceKind, SourceSpec, url_file_name};
 use crate::inputs::nix;
-use crate::lock::{Artifact, ArtifactKind, Closure, Lock, NixClosure, lock_path, split_req};
-use crate::spec::{Definition, SourceKind, SourceSpec, url_file_name};
 
 pub fn run(a: LockArgs) -> Result<ExitCode> {
     let term = Term::new(a.check);
@@ -76,7 +77,7 @@ pub fn run(a: LockArgs) -> Result<ExitCode> {
     let named: BTreeSet<String> = a.update.clone().unwrap_or_default().into_iter().collect();
     let mut matched = BTreeSet::new();
     let mut new = Lock {
-        version: crate::lock::LOCK_VERSION,
+        version: crate::image::lock::LOCK_VERSION,
         closures: Vec::new(),
         artifacts: Vec::new(),
         nix: Vec::new(),
@@ -401,7 +402,7 @@ fn resolve(
             if let Some(want) = &src.sha256
                 && !want.eq_ignore_ascii_case(&sha)
             {
-                bail!(fetch::FetchError::Mismatch {
+                bail!(crate::cache::FetchError::Mismatch {
                     file,
                     name: src.display_name(),
                     expected: want.to_lowercase(),

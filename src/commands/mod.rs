@@ -47,14 +47,14 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 /// The definition given, or the built-in default image written into the cache.
 pub fn definition_or_default(
     given: Option<std::path::PathBuf>,
-    cache: &crate::fetch::Cache,
+    cache: &crate::cache::Cache,
     term: &Term,
 ) -> anyhow::Result<std::path::PathBuf> {
     use anyhow::Context;
     match given {
         Some(p) => Ok(p),
         None => {
-            let p = crate::default_image::materialize(&cache.root).with_context(|| {
+            let p = crate::image::default_image::materialize(&cache.root).with_context(|| {
                 format!(
                     "writing the built-in definition into `{}`",
                     cache.root.display()
@@ -72,14 +72,16 @@ pub fn definition_or_default(
 /// The definition (given or built in) and its lock, which must exist.
 pub fn definition_and_lock(
     given: Option<std::path::PathBuf>,
-    cache: &crate::fetch::Cache,
+    cache: &crate::cache::Cache,
     term: &Term,
-) -> anyhow::Result<(crate::spec::Definition, crate::lock::Lock)> {
-    let def = crate::spec::Definition::load(&definition_or_default(given, cache, term)?)?;
-    let lp = crate::lock::lock_path(&def.path);
-    let lock = crate::lock::Lock::read(&lp)?.ok_or_else(|| crate::lock::LockError::Missing {
-        path: lp.clone(),
-        def: def.path.clone(),
+) -> anyhow::Result<(crate::image::spec::Definition, crate::image::lock::Lock)> {
+    let def = crate::image::spec::Definition::load(&definition_or_default(given, cache, term)?)?;
+    let lp = crate::image::lock::lock_path(&def.path);
+    let lock = crate::image::lock::Lock::read(&lp)?.ok_or_else(|| {
+        crate::image::lock::LockError::Missing {
+            path: lp.clone(),
+            def: def.path.clone(),
+        }
     })?;
     Ok((def, lock))
 }

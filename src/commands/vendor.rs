@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::{Term, human};
-use crate::cache_lock::{self, Mode};
+use crate::cache::Cache;
+use crate::cache::lock::{self as cache_lock, Mode};
+use crate::cache::sources::Sources;
 use crate::cli::VendorArgs;
-use crate::fetch::{Cache, Sources};
+use crate::image::lock::{LockError, lock_path};
 use crate::layer::{self, TarHeader};
-use crate::lock::{LockError, lock_path};
 
 pub fn run(a: VendorArgs) -> Result<ExitCode> {
     let term = Term::new(false);

@@ -18,9 +18,10 @@ pub mod version;
 use std::io::{BufReader, Read};
 use std::path::PathBuf;
 
-use crate::fetch::{self, Cache, FetchError, Progress};
-use crate::lock::Artifact;
-use crate::spec::Definition;
+use crate::cache::fetch;
+use crate::cache::{Cache, FetchError, Progress};
+use crate::image::lock::Artifact;
+use crate::image::spec::Definition;
 pub use packages::Index;
 
 /// The keyring `debian-archive-keyring` installs, used when the definition names none.
@@ -428,7 +429,7 @@ pub fn fill_paths(
 ) -> Result<usize, DebianError> {
     let mut arches: Vec<String> = arts
         .iter()
-        .filter(|a| a.kind == crate::lock::ArtifactKind::Deb && a.path.is_empty())
+        .filter(|a| a.kind == crate::image::lock::ArtifactKind::Deb && a.path.is_empty())
         .map(|a| {
             if a.arch == "all" {
                 archive.arch.clone()
@@ -443,7 +444,7 @@ pub fn fill_paths(
     for arch in arches {
         let ix = load_index(archive, &arch, mirrors, cache, progress)?;
         for a in arts.iter_mut().filter(|a| {
-            a.kind == crate::lock::ArtifactKind::Deb
+            a.kind == crate::image::lock::ArtifactKind::Deb
                 && a.path.is_empty()
                 && (a.arch == arch || a.arch == "all")
         }) {
@@ -465,7 +466,7 @@ pub fn fill_paths(
 /// Turns an index record into a lock artifact.
 pub fn pin(r: &packages::Record) -> Artifact {
     Artifact {
-        kind: crate::lock::ArtifactKind::Deb,
+        kind: crate::image::lock::ArtifactKind::Deb,
         name: r.package.clone(),
         version: r.version.clone(),
         arch: r.arch.clone(),

@@ -1,6 +1,6 @@
 //! A `Packages` index, read as a stream of deb822 stanzas with only the
 //! fields the resolver and the lock use kept, and the catalogue the
-//! closure resolver in `crate::apt` asks: a package's candidate is its
+//! closure resolver in `crate::image::apt` asks: a package's candidate is its
 //! highest version for the architecture (or `all`) among every suite, as
 //! apt chooses when every suite has the same priority.
 
@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 
 use super::version;
-use crate::apt::{AptError, Catalog, PackageInfo, parse_depends};
-use crate::lock;
+use crate::image::apt::{AptError, Catalog, PackageInfo, parse_depends};
+use crate::image::lock;
 
 /// The longest line an index may have (a `Description` line is far shorter).
 const MAX_LINE: usize = 1 << 20;
@@ -128,19 +128,19 @@ fn finish(rec: &mut Record, what: &str, lineno: usize) -> Result<(), String> {
             rec.package
         )
     };
-    if !lock::is_deb_name(&rec.package) {
+    if !crate::grammar::is_deb_name(&rec.package) {
         return Err(format!(
             "{what}:{lineno}: a bad package name `{}`",
             rec.package.escape_debug()
         ));
     }
-    if !lock::is_deb_version(&rec.version) {
+    if !crate::grammar::is_deb_version(&rec.version) {
         return Err(at(format!(
             "a bad Version `{}`",
             rec.version.escape_debug()
         )));
     }
-    if !lock::is_deb_arch(&rec.arch) {
+    if !crate::grammar::is_deb_arch(&rec.arch) {
         return Err(at(format!(
             "a bad Architecture `{}`",
             rec.arch.escape_debug()

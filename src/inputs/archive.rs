@@ -405,8 +405,8 @@ pub fn add_tar(
                 let group = tree.new_group();
                 tree.insert(
                     &path,
-                    Entry {
-                        kind: Kind::File {
+                    Entry::new(
+                        Kind::File {
                             data: Data::Path(data),
                             size,
                             group,
@@ -415,22 +415,12 @@ pub fn add_tar(
                         uid,
                         gid,
                         mtime,
-                    },
+                    ),
                     &origin,
                 )?;
             }
             T::Directory => {
-                tree.insert(
-                    &path,
-                    Entry {
-                        kind: Kind::Dir,
-                        mode,
-                        uid,
-                        gid,
-                        mtime,
-                    },
-                    &origin,
-                )?;
+                tree.insert(&path, Entry::new(Kind::Dir, mode, uid, gid, mtime), &origin)?;
             }
             T::Symlink => {
                 let target = entry
@@ -442,13 +432,7 @@ pub fn add_tar(
                 }
                 tree.insert(
                     &path,
-                    Entry {
-                        kind: Kind::Symlink(target),
-                        mode: 0o777,
-                        uid,
-                        gid,
-                        mtime,
-                    },
+                    Entry::new(Kind::Symlink(target), 0o777, uid, gid, mtime),
                     &origin,
                 )?;
             }
@@ -522,17 +506,7 @@ pub fn add_zip_entry(
 ) -> Result<(), InputError> {
     let mtime = tree.created();
     match kind {
-        ZipKind::Dir => tree.insert(
-            path,
-            Entry {
-                kind: Kind::Dir,
-                mode,
-                uid: 0,
-                gid: 0,
-                mtime,
-            },
-            origin,
-        ),
+        ZipKind::Dir => tree.insert(path, Entry::root_owned(Kind::Dir, mode, mtime), origin),
         ZipKind::Symlink => {
             let mut target = String::new();
             reader
@@ -544,13 +518,7 @@ pub fn add_zip_entry(
             }
             tree.insert(
                 path,
-                Entry {
-                    kind: Kind::Symlink(target),
-                    mode: 0o777,
-                    uid: 0,
-                    gid: 0,
-                    mtime,
-                },
+                Entry::root_owned(Kind::Symlink(target), 0o777, mtime),
                 origin,
             )
         }
@@ -559,17 +527,15 @@ pub fn add_zip_entry(
             let group = tree.new_group();
             tree.insert(
                 path,
-                Entry {
-                    kind: Kind::File {
+                Entry::root_owned(
+                    Kind::File {
                         data: Data::Path(data),
                         size,
                         group,
                     },
                     mode,
-                    uid: 0,
-                    gid: 0,
                     mtime,
-                },
+                ),
                 origin,
             )
         }

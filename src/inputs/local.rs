@@ -97,15 +97,5 @@ fn add_one(
         Kind::Symlink(_) => 0o777,
         Kind::File { .. } => mode.unwrap_or_else(|| git_mode(meta.permissions().mode())),
     };
-    tree.insert(
-        target,
-        Entry {
-            kind,
-            mode,
-            uid: 0,
-            gid: 0,
-            mtime,
-        },
-        &origin,
-    )
+    tree.insert(target, Entry::root_owned(kind, mode, mtime), &origin)
 }

@@ -41,10 +41,10 @@ pub enum InputError {
 }
 
 impl InputError {
-    pub fn refused(origin: &Origin, reason: impl Into<String>) -> Self {
+    pub fn refused(origin: &Origin, reason: impl std::fmt::Display) -> Self {
         InputError::Refused {
             origin: origin.clone(),
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -84,6 +84,23 @@ pub struct Entry {
     pub uid: u32,
     pub gid: u32,
     pub mtime: u64,
+}
+
+impl Entry {
+    pub fn new(kind: Kind, mode: u32, uid: u32, gid: u32, mtime: u64) -> Entry {
+        Entry {
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime,
+        }
+    }
+
+    /// An entry owned by root (uid and gid 0).
+    pub fn root_owned(kind: Kind, mode: u32, mtime: u64) -> Entry {
+        Entry::new(kind, mode, 0, 0, mtime)
+    }
 }
 
 /// What a layer leaves behind for the layers above it: its directories (so an
@@ -128,21 +145,41 @@ impl Limits {
     };
 
     /// Whether one more name of `len` bytes fits beside `count` names of `bytes` bytes.
-    pub fn check(&self, count: usize, bytes: usize, len: usize) -> Result<(), String> {
+    pub fn check(&self, count: usize, bytes: usize, len: usize) -> Result<(), LimitFault> {
         if count >= self.entries {
-            return Err(format!(
-                "the layer holds more than {} entries (the limit)",
-                self.entries
-            ));
+            return Err(LimitFault::Entries {
+                limit: self.entries,
+            });
         }
         if bytes.saturating_add(len) > self.path_bytes {
-            return Err(format!(
-                "the layer's path names exceed {} bytes (the limit)",
-                self.path_bytes
-            ));
+            return Err(LimitFault::PathBytes {
+                limit: self.path_bytes,
+            });
         }
         Ok(())
     }
+}
+
+/// A layer past one of its [`Limits`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitFault {
+    #[error("the layer holds more than {limit} entries (the limit)")]
+    Entries { limit: usize },
+    #[error("the layer's path names exceed {limit} bytes (the limit)")]
+    PathBytes { limit: usize },
+}
+
+/// Why a path from an archive or a definition is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathFault {
+    #[error("path is longer than {max} bytes")]
+    TooLong { max: usize },
+    #[error("path contains a NUL byte")]
+    Nul,
+    #[error("path has a `..` component")]
+    DotDot,
+    #[error("path is deeper than {max} folders")]
+    TooDeep { max: usize },
 }
 const MAX_LINK_HOPS: usize = 40;
 
@@ -159,29 +196,29 @@ pub struct Tree {
 
 /// Splits a path from an archive or a definition into clean components.
 /// `..` is refused rather than resolved: no honest archive needs it.
-pub fn clean_components(path: &str) -> Result<Vec<&str>, String> {
+pub fn clean_components(path: &str) -> Result<Vec<&str>, PathFault> {
     if path.len() > MAX_PATH {
-        return Err(format!("path is longer than {MAX_PATH} bytes"));
+        return Err(PathFault::TooLong { max: MAX_PATH });
     }
     if path.contains('\0') {
-        return Err("path contains a NUL byte".into());
+        return Err(PathFault::Nul);
     }
     let mut out = Vec::new();
     for c in path.split('/') {
         match c {
             "" | "." => {}
-            ".." => return Err("path has a `..` component".into()),
+            ".." => return Err(PathFault::DotDot),
             c => out.push(c),
         }
     }
     if out.len() > MAX_DEPTH {
-        return Err(format!("path is deeper than {MAX_DEPTH} folders"));
+        return Err(PathFault::TooDeep { max: MAX_DEPTH });
     }
     Ok(out)
 }
 
 /// Joins `dest` and a relative path into an image path (no leading slash).
-pub fn image_path(dest: &str, rel: &str) -> Result<String, String> {
+pub fn image_path(dest: &str, rel: &str) -> Result<String, PathFault> {
     let mut parts = clean_components(dest)?;
     parts.extend(clean_components(rel)?);
     Ok(parts.join("/"))
@@ -383,13 +420,7 @@ impl Tree {
                     let mtime = self.created;
                     self.put(
                         parent.to_string(),
-                        Entry {
-                            kind: Kind::Dir,
-                            mode,
-                            uid,
-                            gid,
-                            mtime,
-                        },
+                        Entry::new(Kind::Dir, mode, uid, gid, mtime),
                         origin,
                     )?;
                 }
@@ -496,13 +527,7 @@ impl Tree {
         };
         self.insert(
             path,
-            Entry {
-                kind: Kind::File { data, size, group },
-                mode,
-                uid,
-                gid,
-                mtime,
-            },
+            Entry::new(Kind::File { data, size, group }, mode, uid, gid, mtime),
             origin,
         )
     }
@@ -557,6 +582,12 @@ pub fn glob_match_or_parent(pattern: &str, path: &str) -> bool {
 
 /// Matches an image path against a glob: `*` and `?` within one segment,
 /// `**` across any number of segments. Leading slashes are ignored.
+///
+/// Hand-written rather than `globset`: this is the grammar definitions are
+/// written in, and globset's differs from it (`[...]` classes, `{a,b}`
+/// alternatives and `\` escapes, where these match literally; `dir/**`
+/// not matching `dir` itself, where this does), so a definition that
+/// builds today would select other files.
 pub fn glob_match(pattern: &str, path: &str) -> bool {
     let pat: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();

@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Data, Entry, InputError, Kind, Origin, Tree};
+use crate::image::lock::StorePath;
 
 /// Where store paths live, in the image as on the build machine.
 pub const STORE_DIR: &str = "/nix/store";
@@ -42,48 +42,6 @@ pub enum NixError {
     Derivation { drv: String },
     #[error("the closure has a reference cycle through `{path}`, which Nix never makes")]
     Cycle { path: String },
-}
-
-/// One store path of a closure, as `nix path-info --json` describes it and
-/// the lock records it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorePath {
-    pub path: String,
-    /// The hash of the path's NAR serialisation, as Nix prints it (`sha256-...`).
-    pub nar_hash: String,
-    pub nar_size: u64,
-    /// Other store paths this one refers to (self references left out), sorted.
-    #[serde(default)]
-    pub references: Vec<String>,
-}
-
-/// A store path: `/nix/store/<32 base-32 characters>-<name>`, the name made
-/// of the characters Nix allows (and not starting with `.`).
-pub fn is_store_path(p: &str) -> bool {
-    let Some(base) = p.strip_prefix("/nix/store/") else {
-        return false;
-    };
-    let Some((hash, name)) = base.split_once('-') else {
-        return false;
-    };
-    hash.len() == 32
-        && hash
-            .bytes()
-            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
-        && !name.is_empty()
-        && name.len() <= 211
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c))
-}
-
-impl StorePath {
-    /// `<hash>-<name>`, the path's own folder name in the store.
-    pub fn base_name(&self) -> &str {
-        self.path.rsplit('/').next().unwrap_or(&self.path)
-    }
 }
 
 /// Reads the closure of a `nix` source's `items` (store paths or
@@ -356,7 +314,7 @@ pub fn add_store_paths(tree: &mut Tree, paths: &[&StorePath]) -> Result<(), Inpu
             entry: format!("/{dir}"),
         };
         let mtime = tree.created();
-        tree.insert(dir, entry(Kind::Dir, 0o755, mtime), &origin)?;
+        tree.insert(dir, Entry::root_owned(Kind::Dir, 0o755, mtime), &origin)?;
     }
     for p in paths {
         let store_path = Path::new(&p.path);
@@ -379,16 +337,6 @@ pub fn add_store_paths(tree: &mut Tree, paths: &[&StorePath]) -> Result<(), Inpu
     Ok(())
 }
 
-fn entry(kind: Kind, mode: u32, mtime: u64) -> Entry {
-    Entry {
-        kind,
-        mode,
-        uid: 0,
-        gid: 0,
-        mtime,
-    }
-}
-
 fn add_one(tree: &mut Tree, p: &Path, target: &str, source: &str) -> Result<(), InputError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::symlink_metadata(p).map_err(|e| InputError::io(p, e))?;
@@ -399,7 +347,7 @@ fn add_one(tree: &mut Tree, p: &Path, target: &str, source: &str) -> Result<(), 
     let mtime = tree.created();
     let ft = meta.file_type();
     if ft.is_dir() {
-        tree.insert(target, entry(Kind::Dir, 0o555, mtime), &origin)?;
+        tree.insert(target, Entry::root_owned(Kind::Dir, 0o555, mtime), &origin)?;
         let names = super::sorted_names(p)?;
         for name in names {
             let child = format!("{target}/{}", name.to_string_lossy());
@@ -409,7 +357,7 @@ fn add_one(tree: &mut Tree, p: &Path, target: &str, source: &str) -> Result<(), 
     } else if ft.is_symlink() {
         let t = std::fs::read_link(p).map_err(|e| InputError::io(p, e))?;
         let kind = Kind::Symlink(t.to_string_lossy().into_owned());
-        tree.insert(target, entry(kind, 0o777, mtime), &origin)
+        tree.insert(target, Entry::root_owned(kind, 0o777, mtime), &origin)
     } else if ft.is_file() {
         let group = tree.new_group();
         let kind = Kind::File {
@@ -422,7 +370,7 @@ fn add_one(tree: &mut Tree, p: &Path, target: &str, source: &str) -> Result<(), 
         } else {
             0o444
         };
-        tree.insert(target, entry(kind, mode, mtime), &origin)
+        tree.insert(target, Entry::root_owned(kind, mode, mtime), &origin)
     } else {
         Err(InputError::refused(
             &origin,

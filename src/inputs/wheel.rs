@@ -17,24 +17,6 @@ pub struct WheelTarget {
     pub python: String,
 }
 
-/// PEP 503 normalisation, for comparing distribution names.
-pub fn normalize_name(n: &str) -> String {
-    let mut out = String::new();
-    let mut sep = false;
-    for c in n.chars() {
-        if c == '-' || c == '_' || c == '.' {
-            sep = true;
-        } else {
-            if sep && !out.is_empty() {
-                out.push('-');
-            }
-            sep = false;
-            out.extend(c.to_lowercase());
-        }
-    }
-    out
-}
-
 /// Console and GUI scripts a wheel may declare: each becomes a generated
 /// file held in memory.
 pub const MAX_WHEEL_SCRIPTS: usize = 10_000;
@@ -228,17 +210,15 @@ fn insert_bytes(
     let mtime = tree.created();
     tree.insert(
         path,
-        Entry {
-            kind: Kind::File {
+        Entry::root_owned(
+            Kind::File {
                 data: Data::Bytes(bytes),
                 size,
                 group,
             },
             mode,
-            uid: 0,
-            gid: 0,
             mtime,
-        },
+        ),
         origin,
     )
 }
@@ -358,13 +338,6 @@ mod tests {
                 ..
             }
         ));
-    }
-
-    #[test]
-    fn names_normalise() {
-        assert_eq!(normalize_name("Py4J"), "py4j");
-        assert_eq!(normalize_name("typing_extensions"), "typing-extensions");
-        assert_eq!(normalize_name("a.-_b"), "a-b");
     }
 
     #[test]

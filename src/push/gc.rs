@@ -26,7 +26,7 @@ use super::{
     BadValue, LockMode, PushError, Target, check_hex, check_reference, check_store, each_host,
     lock_store,
 };
-use crate::cache_gc::keep_newest;
+use crate::cache::gc::keep_newest;
 use crate::fsutil::{escape_name, unescape_name};
 use crate::grammar::is_hex64;
 

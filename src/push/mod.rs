@@ -1482,7 +1482,7 @@ fn upload_verdicts(out: &str) -> BTreeMap<&str, i32> {
 /// Hashes the local file of `s`: an error when it does not match its name
 /// and size (or cannot be read), `Ok` when it does.
 fn check_local(s: &Send) -> Result<(), PushError> {
-    let (found, size) = crate::fetch::hash_file(&s.path).map_err(|source| PushError::Local {
+    let (found, size) = crate::digest::hash_file(&s.path).map_err(|source| PushError::Local {
         path: s.path.clone(),
         source,
     })?;

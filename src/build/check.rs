@@ -9,26 +9,8 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::cache::layers::{ElfNeeds, LayerFacts};
 use crate::inputs::{Data, Kind, Tree, glob_match, resolve_in_root};
-
-/// What one layer tells the image checks.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerFacts {
-    /// Every regular file (hard links included).
-    pub files: BTreeSet<String>,
-    /// ELF files with their DT_NEEDED and RUNPATH/RPATH entries.
-    pub elf: BTreeMap<String, ElfNeeds>,
-    /// Jars with their manifest Class-Path entries.
-    pub jars: BTreeMap<String, Vec<String>>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ElfNeeds {
-    pub needed: Vec<String>,
-    pub runpath: Vec<String>,
-}
 
 /// Gathers the facts of a layer's tree.
 pub fn gather(tree: &Tree, elf: bool, jars: bool) -> LayerFacts {

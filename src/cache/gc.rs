@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::fetch::Cache;
+use crate::cache::Cache;
 use crate::fsutil::{escape_name, unescape_name, write_atomic};
 use crate::grammar::is_hex64;
 
@@ -225,7 +225,7 @@ pub fn gc(cache: &Cache, keep: usize, dry_run: bool) -> Result<Outcome, CacheGcE
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
-        let Ok(rec) = serde_json::from_slice::<crate::build::LayerRecord>(&bytes) else {
+        let Ok(rec) = serde_json::from_slice::<super::layers::LayerRecord>(&bytes) else {
             continue;
         };
         if plan

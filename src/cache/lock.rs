@@ -5,10 +5,10 @@
 //! --local`, which deletes, holds it exclusively, so it never removes a blob
 //! a build has found present and not yet recorded. The kernel drops the
 //! lock when the process ends, however it ends. This module owns only the
-//! lock; what is in the cache is fetch.rs's and cache_gc.rs's. Two sharers
-//! never clobber each other: every temp name in the cache is made by
-//! `tempfile` (unique per process) and every final name is content-addressed
-//! or written by rename.
+//! lock; what is in the cache is the rest of `cache`'s (`fetch`,
+//! `sources`, `gc`). Two sharers never clobber each other: every temp name
+//! in the cache is made by `tempfile` (unique per process) and every final
+//! name is content-addressed or written by rename.
 
 use std::fs::File;
 

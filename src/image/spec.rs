@@ -415,17 +415,20 @@ impl Definition {
             base,
             created,
         };
-        def.check().map_err(invalid)?;
+        def.check().map_err(|f| invalid(f.to_string()))?;
         Ok(def)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Fault> {
+        let at_ = |at: &str, fault: Fault| Fault::At {
+            at: at.to_string(),
+            fault: Box::new(fault),
+        };
         let s = &self.spec;
         if s.name.is_empty() || !s.name.chars().all(valid_name_char) {
-            return Err(format!(
-                "`name = \"{}\"`: use lower-case letters, digits, `.`, `_`, `-` and `/`",
-                s.name
-            ));
+            return Err(Fault::Name {
+                name: s.name.clone(),
+            });
         }
         if s.tag.is_empty()
             || s.tag.len() > 128
@@ -434,17 +437,19 @@ impl Definition {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         {
-            return Err(format!(
-                "`tag = \"{}\"`: use letters, digits, `.`, `_` and `-` (at most 128)",
-                s.tag
-            ));
+            return Err(Fault::Tag { tag: s.tag.clone() });
         }
         check_debian(s)?;
         let mut names = std::collections::BTreeSet::new();
         for (i, layer) in s.layers.iter().enumerate() {
             let at = format!("layer[{i}] (`{}`)", layer.name);
             if !names.insert(layer.name.clone()) {
-                return Err(format!("{at}: two layers are named `{}`", layer.name));
+                return Err(at_(
+                    &at,
+                    Fault::DuplicateLayer {
+                        name: layer.name.clone(),
+                    },
+                ));
             }
             for (j, src) in layer.sources.iter().enumerate() {
                 let at = format!("{at}.source[{j}]");
@@ -459,18 +464,16 @@ impl Definition {
                 .filter(|b| **b)
                 .count();
                 if set != 1 {
-                    return Err(format!(
-                        "{at}: set exactly one of `url`, `path`, `deb`, `pypi`, `nix`"
-                    ));
+                    return Err(at_(&at, Fault::SourceKinds));
                 }
-                check_nix_source(layer, src).map_err(|m| format!("{at}: {m}"))?;
-                check_package_requests(src).map_err(|m| format!("{at}: {m}"))?;
+                check_nix_source(layer, src).map_err(|f| at_(&at, f))?;
+                check_package_requests(src).map_err(|f| at_(&at, f))?;
                 if let Some(h) = &src.sha256 {
                     if src.url.is_none() {
-                        return Err(format!("{at}: `sha256` goes with `url`"));
+                        return Err(at_(&at, Fault::ShaWithoutUrl));
                     }
                     if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
-                        return Err(format!("{at}: `sha256 = \"{h}\"` is not 64 hex digits"));
+                        return Err(at_(&at, Fault::BadSha { sha: h.clone() }));
                     }
                 }
                 if let Some(u) = &src.url
@@ -478,53 +481,54 @@ impl Definition {
                         || u.starts_with("http://")
                         || u.starts_with("file://"))
                 {
-                    return Err(format!(
-                        "{at}: `url = \"{u}\"`: only https://, http:// and file:// are supported"
-                    ));
+                    return Err(at_(&at, Fault::UrlScheme { url: u.clone() }));
                 }
                 if let Some(m) = &src.mode {
-                    parse_mode(m).ok_or_else(|| format!("{at}: `mode = \"{m}\"` is not octal"))?;
+                    parse_mode(m).ok_or_else(|| at_(&at, Fault::Mode { mode: m.clone() }))?;
                 }
                 if (src.closure || !src.exclude_packages.is_empty())
                     && src.kind() != SourceKind::Deb
                 {
-                    return Err(format!(
-                        "{at}: `closure` and `exclude_packages` go with `deb`"
-                    ));
+                    return Err(at_(&at, Fault::ClosureWithoutDeb));
                 }
                 for d in &src.deb {
                     if d.is_empty() || d.contains(char::is_whitespace) {
-                        return Err(format!(
-                            "{at}: `deb` entry `{d}` is not `name` or `name=version`"
-                        ));
+                        return Err(at_(&at, Fault::DebRequest { entry: d.clone() }));
                     }
                 }
                 for p in &src.pypi {
                     if p.is_empty() || p.contains(char::is_whitespace) {
-                        return Err(format!(
-                            "{at}: `pypi` entry `{p}` is not `name` or `name==version`"
-                        ));
+                        return Err(at_(&at, Fault::PypiRequest { entry: p.clone() }));
                     }
                 }
             }
             for f in &layer.files {
                 if let Some(m) = &f.mode {
                     parse_mode(m).ok_or_else(|| {
-                        format!("{at}: file `{}`: `mode = \"{m}\"` is not octal", f.path)
+                        at_(
+                            &format!("{at}: file `{}`", f.path),
+                            Fault::Mode { mode: m.clone() },
+                        )
                     })?;
                 }
             }
             for d in &layer.dirs {
                 if let Some(m) = &d.mode {
                     parse_mode(m).ok_or_else(|| {
-                        format!("{at}: dir `{}`: `mode = \"{m}\"` is not octal", d.path)
+                        at_(
+                            &format!("{at}: dir `{}`", d.path),
+                            Fault::Mode { mode: m.clone() },
+                        )
                     })?;
                 }
             }
             for m in &layer.modes {
                 if let Some(v) = &m.mode {
                     parse_mode(v).ok_or_else(|| {
-                        format!("{at}: mode `{}`: `mode = \"{v}\"` is not octal", m.pattern)
+                        at_(
+                            &format!("{at}: mode `{}`", m.pattern),
+                            Fault::Mode { mode: v.clone() },
+                        )
                     })?;
                 }
             }
@@ -532,9 +536,7 @@ impl Definition {
         for p in &s.config.exposed_ports {
             let (num, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
             if num.parse::<u16>().is_err() || !matches!(proto, "tcp" | "udp" | "sctp") {
-                return Err(format!(
-                    "`config.exposed_ports`: `{p}` is not like `7077/tcp`"
-                ));
+                return Err(Fault::ExposedPort { port: p.clone() });
             }
         }
         Ok(())
@@ -576,8 +578,75 @@ fn is_archive_word(w: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
 }
 
+/// What is wrong with a part of a definition, in the words the definition's
+/// error then carries (`SpecError::Invalid`'s message).
+#[derive(Debug, thiserror::Error)]
+enum Fault {
+    /// A fault of one part of the definition, named by `at` (`layer[0] (`x`)`).
+    #[error("{at}: {fault}")]
+    At { at: String, fault: Box<Fault> },
+    #[error("`name = \"{name}\"`: use lower-case letters, digits, `.`, `_`, `-` and `/`")]
+    Name { name: String },
+    #[error("`tag = \"{tag}\"`: use letters, digits, `.`, `_` and `-` (at most 128)")]
+    Tag { tag: String },
+    #[error("two layers are named `{name}`")]
+    DuplicateLayer { name: String },
+    #[error("set exactly one of `url`, `path`, `deb`, `pypi`, `nix`")]
+    SourceKinds,
+    #[error("`sha256` goes with `url`")]
+    ShaWithoutUrl,
+    #[error("`sha256 = \"{sha}\"` is not 64 hex digits")]
+    BadSha { sha: String },
+    #[error("`url = \"{url}\"`: only https://, http:// and file:// are supported")]
+    UrlScheme { url: String },
+    #[error("`mode = \"{mode}\"` is not octal")]
+    Mode { mode: String },
+    #[error("`closure` and `exclude_packages` go with `deb`")]
+    ClosureWithoutDeb,
+    #[error("`deb` entry `{entry}` is not `name` or `name=version`")]
+    DebRequest { entry: String },
+    #[error("`pypi` entry `{entry}` is not `name` or `name==version`")]
+    PypiRequest { entry: String },
+    #[error("`config.exposed_ports`: `{port}` is not like `7077/tcp`")]
+    ExposedPort { port: String },
+    #[error(
+        "a source has `deb` but there is no `[debian]` table naming where Debian packages come from: add `[debian]` with `suites = [\"bookworm\", \"bookworm-updates\", \"bookworm-security\"]` (and `components`, default `[\"main\"]`)"
+    )]
+    NoDebianTable,
+    #[error("`debian.suites`: name one to 16 suites")]
+    SuiteCount,
+    #[error("`debian.components`: at most 16")]
+    ComponentCount,
+    #[error("`[debian]`: `{}` is not a suite or component name (letters, digits, `.`, `_`, `-`)", word.escape_debug())]
+    ArchiveWord { word: String },
+    #[error("`debian.architecture = \"{}\"` is not a Debian architecture", arch.escape_debug())]
+    DebianArchitecture { arch: String },
+    #[error("`debian.keyring`: name a keyring file")]
+    Keyring,
+    #[error("`max_layers` goes with `nix`")]
+    MaxLayersWithoutNix,
+    #[error(
+        "a layer with a `nix` source holds nothing else (it becomes one image layer per store path): put the other items in a `[[layer]]` of their own"
+    )]
+    NixNotAlone,
+    #[error("`{key}` does not go with `nix`: store paths always land at their own /nix/store path")]
+    KeyWithNix { key: &'static str },
+    #[error("`max_layers = 0`: a closure needs at least one layer")]
+    NoLayers,
+    #[error("`nix` entry `{entry}` is not a store path or an installable")]
+    NixEntry { entry: String },
+    #[error("`deb` entry {entry:?} is not a Debian package name, optionally `=VERSION`")]
+    DebEntry { entry: String },
+    #[error("`exclude_packages` entry {entry:?} is not a Debian package name")]
+    ExcludeEntry { entry: String },
+    #[error("`arch = {arch:?}` is not a Debian architecture")]
+    SourceArch { arch: String },
+    #[error("`pypi` entry {entry:?} is not a PyPI project name, optionally `==VERSION`")]
+    PypiEntry { entry: String },
+}
+
 /// `[debian]` is there when a source has `deb`, and every name in it is one.
-fn check_debian(s: &ImageSpec) -> Result<(), String> {
+fn check_debian(s: &ImageSpec) -> Result<(), Fault> {
     let uses_deb = s
         .layers
         .iter()
@@ -585,44 +654,38 @@ fn check_debian(s: &ImageSpec) -> Result<(), String> {
         .any(|x| !x.deb.is_empty());
     let Some(d) = &s.debian else {
         if uses_deb {
-            return Err("a source has `deb` but there is no `[debian]` table naming where Debian packages come from: add `[debian]` with `suites = [\"bookworm\", \"bookworm-updates\", \"bookworm-security\"]` (and `components`, default `[\"main\"]`)".into());
+            return Err(Fault::NoDebianTable);
         }
         return Ok(());
     };
     if d.suites.is_empty() || d.suites.len() > 16 {
-        return Err("`debian.suites`: name one to 16 suites".into());
+        return Err(Fault::SuiteCount);
     }
     if d.components.len() > 16 {
-        return Err("`debian.components`: at most 16".into());
+        return Err(Fault::ComponentCount);
     }
     for w in d.suites.iter().chain(&d.components) {
         if !is_archive_word(w) {
-            return Err(format!(
-                "`[debian]`: `{}` is not a suite or component name (letters, digits, `.`, `_`, `-`)",
-                w.escape_debug()
-            ));
+            return Err(Fault::ArchiveWord { word: w.clone() });
         }
     }
     if let Some(a) = &d.architecture
-        && (!crate::lock::is_deb_arch(a) || a == "all")
+        && (!crate::grammar::is_deb_arch(a) || a == "all")
     {
-        return Err(format!(
-            "`debian.architecture = \"{}\"` is not a Debian architecture",
-            a.escape_debug()
-        ));
+        return Err(Fault::DebianArchitecture { arch: a.clone() });
     }
     if let Some(k) = &d.keyring
         && (k.is_empty() || k.chars().any(char::is_control))
     {
-        return Err("`debian.keyring`: name a keyring file".into());
+        return Err(Fault::Keyring);
     }
     Ok(())
 }
 
-fn check_nix_source(layer: &LayerSpec, src: &SourceSpec) -> Result<(), String> {
+fn check_nix_source(layer: &LayerSpec, src: &SourceSpec) -> Result<(), Fault> {
     if src.kind() != SourceKind::Nix {
         if src.max_layers.is_some() {
-            return Err("`max_layers` goes with `nix`".into());
+            return Err(Fault::MaxLayersWithoutNix);
         }
         return Ok(());
     }
@@ -634,10 +697,7 @@ fn check_nix_source(layer: &LayerSpec, src: &SourceSpec) -> Result<(), String> {
         && layer.users.is_empty()
         && layer.groups.is_empty();
     if !alone {
-        return Err(
-            "a layer with a `nix` source holds nothing else (it becomes one image layer per store path): put the other items in a `[[layer]]` of their own"
-                .into(),
-        );
+        return Err(Fault::NixNotAlone);
     }
     let unused = [
         ("dest", src.dest.is_some()),
@@ -647,18 +707,14 @@ fn check_nix_source(layer: &LayerSpec, src: &SourceSpec) -> Result<(), String> {
         ("unpack", src.unpack.is_some()),
     ];
     if let Some((key, _)) = unused.iter().find(|(_, set)| *set) {
-        return Err(format!(
-            "`{key}` does not go with `nix`: store paths always land at their own /nix/store path"
-        ));
+        return Err(Fault::KeyWithNix { key });
     }
     if src.max_layers == Some(0) {
-        return Err("`max_layers = 0`: a closure needs at least one layer".into());
+        return Err(Fault::NoLayers);
     }
     for n in &src.nix {
         if n.is_empty() || n.contains(char::is_whitespace) {
-            return Err(format!(
-                "`nix` entry `{n}` is not a store path or an installable"
-            ));
+            return Err(Fault::NixEntry { entry: n.clone() });
         }
     }
     Ok(())
@@ -677,34 +733,28 @@ pub fn parse_mode(s: &str) -> Option<u32> {
 /// `deb` and `pypi` requests are looked up in the Debian index and reach
 /// `pip` at lock time: each must be a package name (and version) by its
 /// grammar, never anything a tool could read as an option.
-fn check_package_requests(src: &SourceSpec) -> Result<(), String> {
-    use crate::lock::{is_deb_arch, is_deb_name, is_deb_version, is_pypi_name, is_pypi_version};
+fn check_package_requests(src: &SourceSpec) -> Result<(), Fault> {
+    use crate::grammar::{is_deb_arch, is_deb_name, is_deb_version, is_pypi_name, is_pypi_version};
     for d in &src.deb {
-        let (name, version) = crate::lock::split_req(d, "=");
+        let (name, version) = crate::grammar::split_req(d, "=");
         if !is_deb_name(name) || version.is_some_and(|v| !is_deb_version(v)) {
-            return Err(format!(
-                "`deb` entry {d:?} is not a Debian package name, optionally `=VERSION`"
-            ));
+            return Err(Fault::DebEntry { entry: d.clone() });
         }
     }
     for p in &src.exclude_packages {
         if !is_deb_name(p) {
-            return Err(format!(
-                "`exclude_packages` entry {p:?} is not a Debian package name"
-            ));
+            return Err(Fault::ExcludeEntry { entry: p.clone() });
         }
     }
     if let Some(a) = &src.arch
         && !is_deb_arch(a)
     {
-        return Err(format!("`arch = {a:?}` is not a Debian architecture"));
+        return Err(Fault::SourceArch { arch: a.clone() });
     }
     for p in &src.pypi {
-        let (name, version) = crate::lock::split_req(p, "==");
+        let (name, version) = crate::grammar::split_req(p, "==");
         if !is_pypi_name(name) || version.is_some_and(|v| !is_pypi_version(v)) {
-            return Err(format!(
-                "`pypi` entry {p:?} is not a PyPI project name, optionally `==VERSION`"
-            ));
+            return Err(Fault::PypiEntry { entry: p.clone() });
         }
     }
     Ok(())

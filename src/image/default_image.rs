@@ -9,35 +9,41 @@ use sha2::{Digest, Sha256};
 
 /// Every file of `images/spark`, by its path inside that folder.
 pub const FILES: &[(&str, &[u8])] = &[
-    ("image.toml", include_bytes!("../images/spark/image.toml")),
-    ("image.lock", include_bytes!("../images/spark/image.lock")),
+    (
+        "image.toml",
+        include_bytes!("../../images/spark/image.toml"),
+    ),
+    (
+        "image.lock",
+        include_bytes!("../../images/spark/image.lock"),
+    ),
     (
         "image.digest",
-        include_bytes!("../images/spark/image.digest"),
+        include_bytes!("../../images/spark/image.digest"),
     ),
     (
         "config.digest",
-        include_bytes!("../images/spark/config.digest"),
+        include_bytes!("../../images/spark/config.digest"),
     ),
     (
         "files/etc/zookeeper/conf/environment",
-        include_bytes!("../images/spark/files/etc/zookeeper/conf/environment"),
+        include_bytes!("../../images/spark/files/etc/zookeeper/conf/environment"),
     ),
     (
         "files/etc/zookeeper/conf/zoo.cfg",
-        include_bytes!("../images/spark/files/etc/zookeeper/conf/zoo.cfg"),
+        include_bytes!("../../images/spark/files/etc/zookeeper/conf/zoo.cfg"),
     ),
     (
         "files/opt/ferry/jobs/sample.py",
-        include_bytes!("../images/spark/files/opt/ferry/jobs/sample.py"),
+        include_bytes!("../../images/spark/files/opt/ferry/jobs/sample.py"),
     ),
     (
         "files/opt/spark/conf/log4j2.properties",
-        include_bytes!("../images/spark/files/opt/spark/conf/log4j2.properties"),
+        include_bytes!("../../images/spark/files/opt/spark/conf/log4j2.properties"),
     ),
     (
         "files/usr/share/zookeeper/bin/zkEnv.sh",
-        include_bytes!("../images/spark/files/usr/share/zookeeper/bin/zkEnv.sh"),
+        include_bytes!("../../images/spark/files/usr/share/zookeeper/bin/zkEnv.sh"),
     ),
 ];
 
@@ -138,7 +144,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let def = materialize(dir.path()).unwrap();
         assert_eq!(materialize(dir.path()).unwrap(), def);
-        let d = crate::spec::Definition::load(&def).unwrap();
+        let d = crate::image::spec::Definition::load(&def).unwrap();
         assert_eq!(d.spec.name, "ferry/spark");
     }
 }
