@@ -24,8 +24,8 @@ mod objstore;
 mod oci;
 mod push;
 mod pypi;
-mod script;
 mod spec;
+mod ssh;
 
 use std::process::ExitCode;
 

@@ -7,9 +7,9 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::push::ssh::{Remote, STDOUT_LIMIT, SshOptions, stderr_tail};
+use crate::ssh::{Remote, STDOUT_LIMIT, SshOptions, stderr_tail};
 use crate::push::{PushError, Target};
-use crate::script::Script;
+use crate::ssh::Script;
 
 pub trait ClusterHost: Send + Sync {
     /// Runs `script` under `sh` with `stdin`; its stdout, or a one-line

@@ -14,7 +14,7 @@ use crate::cluster::hosts::{ClusterHost, LocalHost, SshHost};
 use crate::cluster::launch;
 use crate::cluster::plan::{self, HostPlan, ImageFacts, Plan};
 use crate::fsutil;
-use crate::push::ssh::SshOptions;
+use crate::ssh::SshOptions;
 use crate::push::{PushError, Target};
 
 pub struct Loaded {

@@ -11,7 +11,7 @@
 //! image is then loaded and recorded exactly as an SSH push does, so a pulled
 //! image and a pushed one are alike on the host.
 
-use crate::script::Script;
+use crate::ssh::Script;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::{ObjError, Store};
 use crate::grammar::is_hex64;
 use crate::oci::sha256_hex;
-use crate::push::ssh::Remote;
+use crate::ssh::Remote;
 use crate::push::{
     self, BadValue, Event, HostState, HostStats, LocalBlob, PushError, PushImage, Reporter, Send,
     Target, check_hex, check_image, check_store, gc,
@@ -532,7 +532,7 @@ mod tests {
 
     #[test]
     fn hostile_values_never_reach_the_fetch_script() {
-        for v in crate::script::tests::HOSTILE {
+        for v in crate::ssh::script::tests::HOSTILE {
             assert!(fetch_script(v, &"a".repeat(64), 1).is_err(), "{v:?}");
             assert!(fetch_script("/s", v, 1).is_err(), "{v:?}");
             let url = format!("http://h/b/k?X-Amz-Signature={v}");

@@ -16,12 +16,12 @@
 //! for their whole run): a blob a push in flight found present is never
 //! removed under it. A dry run holds it shared, so it can run beside pushes.
 
-use crate::script::Script;
+use crate::ssh::Script;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::ssh::{Remote, SshOptions};
+use crate::ssh::{Remote, SshOptions};
 use super::{
     BadValue, LockMode, PushError, Target, check_hex, check_reference, check_store, each_host,
     lock_store,

@@ -21,10 +21,8 @@
 //! one; each blob is written under its own lock (see [`upload_script`]).
 
 pub mod gc;
-pub mod known_hosts;
-pub mod ssh;
 
-use crate::script::Script;
+use crate::ssh::Script;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -37,7 +35,7 @@ use serde_json::json;
 
 use crate::grammar::is_hex64;
 use crate::oci::{self, LayoutImage};
-use ssh::{Remote, Running, SshOptions};
+use crate::ssh::{Remote, Running, SshOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
@@ -2174,7 +2172,7 @@ pub(crate) mod tests {
     fn hostile_values_in_push_scripts_run_nothing() {
         let bin = stand_ins();
         let d = "d".repeat(64);
-        for v in crate::script::tests::HOSTILE {
+        for v in crate::ssh::script::tests::HOSTILE {
             let case = format!("value {v:?}");
             let dir = tempfile::tempdir().unwrap();
             let store = dir.path().join("store");

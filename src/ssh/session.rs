@@ -20,8 +20,8 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use ssh2::{BlockDirections, Channel, HashType, MethodType, Session};
 
 use super::known_hosts::{self, KnownHosts, Verdict};
-use super::{PushError, Target};
-use crate::script::Script;
+use crate::push::{PushError, Target};
+use super::script::Script;
 
 pub struct SshOptions {
     /// Private keys to try, in order, after ssh-agent's (missing files are skipped).
@@ -823,7 +823,7 @@ const SUDO_MARK: &str = "--ferry-sudo--";
 /// login shell), or with `sudo` as root, never prompting (`-n`). `sudo`
 /// drops the environment, so `DOCKER_HOST` is passed on when the login sets
 /// it: the script then talks to the Docker the user would.
-pub fn command_line(script: &Script, sudo: bool) -> Result<String, crate::script::NulInValue> {
+pub fn command_line(script: &Script, sudo: bool) -> Result<String, crate::ssh::script::NulInValue> {
     let sh = script.command_line()?;
     if !sudo {
         return Ok(sh);

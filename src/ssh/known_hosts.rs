@@ -461,7 +461,7 @@ mod sshd_tests {
     use std::time::{Duration, Instant};
 
     use super::KnownHosts;
-    use crate::push::ssh::{Remote, SshOptions};
+    use crate::ssh::{Remote, SshOptions};
     use crate::push::{PushError, Target};
 
     /// Kills the sshd when the test ends, also when it panics.
