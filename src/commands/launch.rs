@@ -14,8 +14,9 @@ use crate::cluster::hosts::{ClusterHost, LocalHost, SshHost};
 use crate::cluster::launch;
 use crate::cluster::plan::{self, HostPlan, ImageFacts, Plan};
 use crate::fsutil;
+use crate::push::PushError;
 use crate::ssh::SshOptions;
-use crate::push::{PushError, Target};
+use crate::ssh::Target;
 
 pub struct Loaded {
     pub plan: Plan,

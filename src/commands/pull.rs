@@ -20,7 +20,8 @@ use crate::objstore::pull::{self, HostOutcome, PullError};
 use crate::objstore::upload::{self, Event};
 use crate::objstore::{self, Location, Settings, Store, Style};
 use crate::oci;
-use crate::push::{self, PushImage, Target};
+use crate::push::{self, PushImage};
+use crate::ssh::Target;
 
 /// Where a cluster file's `[object_store]` says the bucket is served (its
 /// `url_style` was checked when the file was read).

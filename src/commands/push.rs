@@ -14,9 +14,10 @@ use super::{Term, human};
 use crate::cli::{PushArgs, RuntimeArg, SshArgs};
 use crate::objstore::Location;
 use crate::oci;
+use crate::push::{self, Event, HostOutcome, PushImage, Reporter};
+use crate::ssh::Target;
 use crate::ssh::known_hosts::KnownHosts;
 use crate::ssh::{SshOptions, default_identities};
-use crate::push::{self, Event, HostOutcome, PushImage, Reporter, Target};
 
 /// Per host: when sending started, bytes of finished blobs, when the last line was printed.
 #[derive(Default)]

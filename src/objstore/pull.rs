@@ -22,11 +22,11 @@ use serde_json::Value;
 use super::{ObjError, Store};
 use crate::grammar::is_hex64;
 use crate::oci::sha256_hex;
-use crate::ssh::Remote;
 use crate::push::{
     self, BadValue, Event, HostState, HostStats, LocalBlob, PushError, PushImage, Reporter, Send,
-    Target, check_hex, check_image, check_store, gc,
+    check_hex, check_image, check_store, gc,
 };
+use crate::ssh::{Remote, SshError, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -55,6 +55,13 @@ pub enum PullError {
     },
     #[error("`{host}` has neither curl nor wget; install one of them there")]
     NoFetcher { host: String },
+}
+
+/// A transport error is the host's, as an SSH push reports it.
+impl From<SshError> for PullError {
+    fn from(e: SshError) -> PullError {
+        PullError::Host(e.into())
+    }
 }
 
 /// The most an index, manifest or config may weigh.
@@ -451,7 +458,7 @@ fn fetch(
     );
     let out = match result {
         Ok(out) => out,
-        Err(PushError::Remote { status, stderr, .. }) => {
+        Err(SshError::Remote { status, stderr, .. }) => {
             return Err(match status {
                 push::EXIT_DIGEST => PullError::Tampered {
                     host: label,

@@ -21,14 +21,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::ssh::{Remote, SshOptions};
 use super::{
-    BadValue, LockMode, PushError, Target, check_hex, check_reference, check_store, each_host,
-    lock_store,
+    BadValue, LockMode, PushError, check_hex, check_reference, check_store, each_host, lock_store,
 };
 use crate::cache_gc::keep_newest;
 use crate::fsutil::{escape_name, unescape_name};
 use crate::grammar::is_hex64;
+use crate::ssh::{Remote, SshError, SshOptions, Target};
 
 /// A blob no record names is kept this long after it was written: a push may
 /// be under way and not have recorded its image yet.
@@ -356,6 +355,13 @@ pub enum HostGcError {
         #[source]
         source: GcError,
     },
+}
+
+/// A transport error is the host's, as a push reports it.
+impl From<SshError> for HostGcError {
+    fn from(e: SshError) -> HostGcError {
+        HostGcError::Push(e.into())
+    }
 }
 
 /// The result of gc on one host.

@@ -35,119 +35,17 @@ use serde_json::json;
 
 use crate::grammar::is_hex64;
 use crate::oci::{self, LayoutImage};
-use crate::ssh::{Remote, Running, SshOptions};
+use crate::ssh::{Remote, Running, SshError, SshOptions, Target, TargetError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    #[error("`{target}` is not an ssh address: {message}; write it as `ssh://user@host[:port]`")]
-    BadTarget { target: String, message: String },
+    #[error(transparent)]
+    Target(#[from] TargetError),
     #[error(
         "the layout `{}` names no image (no `io.containerd.image.name` annotation in index.json); pass `--tag name:tag`",
         path.display()
     )]
     NoReference { path: PathBuf },
-    #[error(
-        "cannot connect to `{host}`: {source}; check that sshd runs there and that the address and port are right"
-    )]
-    Connect {
-        host: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "connecting to `{host}` timed out after {secs}s; check the address, or raise --connect-timeout"
-    )]
-    ConnectTimeout { host: String, secs: u64 },
-    #[error(
-        "the host key of `{host}` ({fingerprint}) is not in `{}`; check the fingerprint on the host (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`) and add it, or pass --accept-new-host-keys to trust it on first use",
-        known_hosts.display()
-    )]
-    UnknownHostKey {
-        host: String,
-        fingerprint: String,
-        known_hosts: PathBuf,
-    },
-    #[error(
-        "the host key of `{host}` ({fingerprint}) does not match `{}:{line}`: the connection may be intercepted, or the host was reinstalled; nothing was sent. If the new key is right, remove the old one with `ssh-keygen -f {} -R '{entry}'`",
-        known_hosts.display(), known_hosts.display()
-    )]
-    HostKeyMismatch {
-        host: String,
-        entry: String,
-        fingerprint: String,
-        known_hosts: PathBuf,
-        /// The first line with another key for the host.
-        line: usize,
-    },
-    #[error(
-        "the host key of `{host}` ({fingerprint}) is revoked in `{}:{line}`; nothing was sent. Ask the host's administrator for its new key",
-        known_hosts.display()
-    )]
-    HostKeyRevoked {
-        host: String,
-        fingerprint: String,
-        known_hosts: PathBuf,
-        line: usize,
-    },
-    #[error(
-        "`{host}` is known only through a `@cert-authority` line (`{}:{line}`): certificate host keys are not supported yet; add the host's own key to known_hosts",
-        known_hosts.display()
-    )]
-    HostCertificate {
-        host: String,
-        known_hosts: PathBuf,
-        line: usize,
-    },
-    #[error("cannot read `{}`", path.display())]
-    KnownHostsRead {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot record the host key of `{host}` in `{}`", path.display())]
-    KnownHostsWrite {
-        host: String,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "cannot log in to `{host}` as `{user}` (tried: {tried}); load a key into ssh-agent, pass --identity FILE, or set FERRY_SSH_PASSWORD"
-    )]
-    Auth {
-        host: String,
-        user: String,
-        tried: String,
-    },
-    #[error("ssh to `{host}` failed while {what}: {source}")]
-    Ssh {
-        host: String,
-        what: String,
-        #[source]
-        source: ssh2::Error,
-    },
-    #[error("ssh to `{host}` failed while {what}: {source}")]
-    Channel {
-        host: String,
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "`{host}` made no progress for {secs}s while {what}; check the host, or raise --command-timeout"
-    )]
-    Timeout {
-        host: String,
-        what: String,
-        secs: u64,
-    },
-    #[error("on `{host}`, {what} failed (exit status {status}): {stderr}")]
-    Remote {
-        host: String,
-        what: String,
-        status: i32,
-        stderr: String,
-    },
     #[error(
         "`{runtime}` is not installed on `{host}` (or not on the PATH of its ssh user); install it there and push again"
     )]
@@ -169,29 +67,6 @@ pub enum PushError {
         expected: String,
         found: String,
     },
-    #[error("cannot reach `{host}` via `{via}`: {source}")]
-    Jump {
-        host: String,
-        via: String,
-        #[source]
-        source: Box<PushError>,
-    },
-    #[error(
-        "on `{host}`, `sudo -n` refused `{user}` (it wants a password, or `{user}` may not use sudo); ferry runs its scripts as root with `sudo -n`: allow it without a password there (`echo '{user} ALL=(root) NOPASSWD: ALL' > /etc/sudoers.d/ferry`), or pass --no-sudo when `{user}` is in the docker group and can write the store"
-    )]
-    SudoRefused { host: String, user: String },
-    #[error(
-        "`sudo` is not installed on `{host}`, and `{user}` is not root; install sudo there, log in as root, or pass --no-sudo when `{user}` is in the docker group and can write the store"
-    )]
-    NoSudo { host: String, user: String },
-    #[error(
-        "the login shell of `{user}` on `{host}` does not read POSIX quoting (a test value came back as {got:?}): ferry passes every value quoted for `sh`, and another shell (fish, csh) could read a value as code; make that user's login shell /bin/sh or bash (`chsh -s /bin/bash {user}`)"
-    )]
-    LoginShell {
-        host: String,
-        user: String,
-        got: String,
-    },
     #[error("cannot read `{}`", path.display())]
     Local {
         path: PathBuf,
@@ -203,15 +78,6 @@ pub enum PushError {
         path.display()
     )]
     LocalCorrupt { path: PathBuf, found: String },
-    #[error(
-        "on `{host}`, {what} sent more than {limit} bytes on {stream}; nothing more was read (a damaged or hostile host?)"
-    )]
-    TooMuchOutput {
-        host: String,
-        what: String,
-        stream: &'static str,
-        limit: u64,
-    },
     #[error(
         "`flock` is not on `{host}`; install it there (Debian: `util-linux`; busybox has it too): ferry locks the host's store so that pushes and `ferry gc` never remove each other's files"
     )]
@@ -229,122 +95,8 @@ pub enum PushError {
         #[source]
         source: BadValue,
     },
-}
-
-/// A host as written on the command line: `ssh://user@host[:port]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub user: String,
-    pub host: String,
-    pub port: u16,
-    /// The host to tunnel through, as OpenSSH's ProxyJump does (it may have
-    /// a jump of its own). This host's name is resolved, and its key
-    /// checked, as written here: the jump host only forwards the bytes.
-    pub jump: Option<Box<Target>>,
-    /// Run scripts as root with `sudo -n`; [`Target::new`] turns it on for
-    /// every user but root.
-    pub sudo: bool,
-}
-
-impl Target {
-    /// A host reached directly, with sudo when `user` is not root.
-    pub fn new(user: &str, host: &str, port: u16) -> Target {
-        Target {
-            user: user.to_string(),
-            host: host.to_string(),
-            port,
-            jump: None,
-            sudo: user != "root",
-        }
-    }
-
-    /// Parses a jump as OpenSSH's `-J` takes it: `[ssh://][user@]host[:port]`,
-    /// or several separated by commas, the first hop first. The result is the
-    /// last hop, reached through the ones before it.
-    pub fn parse_jump(s: &str, default_user: &str) -> Result<Target, PushError> {
-        let mut via: Option<Box<Target>> = None;
-        for hop in s.split(',') {
-            let url = if hop.starts_with("ssh://") {
-                hop.to_string()
-            } else {
-                format!("ssh://{hop}")
-            };
-            let mut t = Target::parse(&url, default_user).map_err(|e| match e {
-                PushError::BadTarget { message, .. } => PushError::BadTarget {
-                    target: s.to_string(),
-                    message,
-                },
-                e => e,
-            })?;
-            t.jump = via;
-            via = Some(Box::new(t));
-        }
-        Ok(*via.expect("split yields at least one hop"))
-    }
-
-    /// Parses `ssh://[user@]host[:port]`; IPv6 addresses go in brackets.
-    pub fn parse(s: &str, default_user: &str) -> Result<Target, PushError> {
-        let bad = |m: &str| PushError::BadTarget {
-            target: s.to_string(),
-            message: m.to_string(),
-        };
-        let rest = s
-            .strip_prefix("ssh://")
-            .ok_or_else(|| bad("it does not start with `ssh://`"))?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains('/') {
-            return Err(bad("it has a path; only `user@host:port` is allowed"));
-        }
-        let (user, hostport) = match rest.rsplit_once('@') {
-            Some((u, h)) if !u.is_empty() => (u.to_string(), h),
-            Some(_) => return Err(bad("the user before `@` is empty")),
-            None => (default_user.to_string(), rest),
-        };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(|| bad("`[` without `]`"))?;
-            (h, after.strip_prefix(':'))
-        } else {
-            match hostport.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (hostport, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("the host is empty"));
-        }
-        let port = match port {
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| bad("the port is not a number from 1 to 65535"))?,
-            None => 22,
-        };
-        Ok(Target::new(&user, host, port))
-    }
-
-    /// How messages name the host: `user@host`, with `:port` when not 22.
-    pub fn label(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == 22 {
-            format!("{}@{host}", self.user)
-        } else {
-            format!("{}@{host}:{}", self.user, self.port)
-        }
-    }
-
-    /// The name known_hosts files use: `host`, or `[host]:port` when not 22.
-    pub fn known_hosts_entry(&self) -> String {
-        if self.port == 22 {
-            self.host.clone()
-        } else {
-            format!("[{}]:{}", self.host, self.port)
-        }
-    }
+    #[error(transparent)]
+    Transport(#[from] SshError),
 }
 
 /// One blob of the image on the local disk.
@@ -816,11 +568,11 @@ pub fn lock_store<'r>(
     }
     running.feed(&mut |_| Ok(()));
     Err(match running.finish(&[]) {
-        Err(PushError::Remote {
+        Err(SshError::Remote {
             status: EXIT_NO_FLOCK,
             ..
         }) => PushError::NoFlock { host: label },
-        Err(PushError::Remote {
+        Err(SshError::Remote {
             status: EXIT_LOCKED,
             ..
         }) => PushError::StoreBusy {
@@ -832,11 +584,13 @@ pub fn lock_store<'r>(
             },
             next,
         },
-        Err(e) => e,
-        Ok(_) => remote.io_error(
-            "locking the store",
-            std::io::Error::other("the lock script ended without the lock"),
-        ),
+        Err(e) => e.into(),
+        Ok(_) => remote
+            .io_error(
+                "locking the store",
+                std::io::Error::other("the lock script ended without the lock"),
+            )
+            .into(),
     })
 }
 
@@ -844,7 +598,8 @@ impl StoreLock<'_> {
     /// Ends the lock's channel: the host's `cat` sees the end of its stdin.
     pub fn release(mut self) -> Result<(), PushError> {
         self.running.feed(&mut |_| Ok(()));
-        self.running.finish(&[0]).map(drop)
+        self.running.finish(&[0]).map(drop)?;
+        Ok(())
     }
 }
 
@@ -1321,12 +1076,14 @@ fn send<'r, 's>(
 ) -> Result<Upload<'r, 's>, PushError> {
     let label = remote.label();
     let mut bytes = vec![0u64; sends.len()];
-    let mut feed = |w: &mut dyn Write| -> Result<(), PushError> {
+    let mut feed = |w: &mut dyn Write| -> Result<(), SshError> {
         let mut buf = vec![0u8; 1 << 20];
         for (&(s, offset), done) in sends.iter().zip(bytes.iter_mut()) {
-            let local = |source| PushError::Local {
-                path: s.path.clone(),
-                source,
+            let local = |source| {
+                SshError::Feed(Box::new(PushError::Local {
+                    path: s.path.clone(),
+                    source,
+                }))
             };
             let total = s.size - offset;
             let mut f = File::open(&s.path).map_err(local)?;
@@ -1353,7 +1110,7 @@ fn send<'r, 's>(
                 );
             }
             if *done < total {
-                check_local(s)?;
+                check_local(s).map_err(|e| SshError::Feed(Box::new(e)))?;
                 // it matched when read again: it changed while being sent
                 return Err(local(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -1396,20 +1153,21 @@ fn stored(
     let what = running.what().to_string();
     let out = match running.finish(&[0]) {
         Ok(out) => String::from_utf8_lossy(&out).into_owned(),
-        Err(PushError::Remote {
+        Err(SshError::Remote {
             host,
             what,
             status: EXIT_SHORT,
             stderr,
         }) => {
-            return Err(PushError::Remote {
+            return Err(SshError::Remote {
                 host,
                 what,
                 status: EXIT_SHORT,
                 stderr: format!("{stderr}; the transfer was cut: push again to resume it"),
-            });
+            }
+            .into());
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(fed(e)),
     };
     let verdicts = upload_verdicts(&out);
     for (&(s, offset), mut sent) in sends.iter().zip(bytes) {
@@ -1432,7 +1190,7 @@ fn stored(
                 }
                 let again = send(remote, store, vec![(s, 0)], reporter, stats)?;
                 sent += again.bytes[0];
-                let out = again.running.finish(&[0])?;
+                let out = again.running.finish(&[0]).map_err(fed)?;
                 if upload_verdicts(&String::from_utf8_lossy(&out)).get(s.hex.as_str()) != Some(&0) {
                     return Err(PushError::UploadCorrupt {
                         host: remote.label(),
@@ -1441,7 +1199,7 @@ fn stored(
                 }
             }
             other => {
-                return Err(PushError::Remote {
+                return Err(SshError::Remote {
                     host: remote.label(),
                     what,
                     status: other.copied().unwrap_or(-1),
@@ -1452,7 +1210,8 @@ fn stored(
                         ),
                         _ => format!("no verdict on sha256:{}", &s.hex[..12]),
                     },
-                });
+                }
+                .into());
             }
         }
         stats.blobs_sent += 1;
@@ -1467,6 +1226,18 @@ fn stored(
         );
     }
     Ok(())
+}
+
+/// An upload's transport error as the push reports it: a local blob that
+/// failed while it was fed to the host is the push's own error again.
+fn fed(e: SshError) -> PushError {
+    match e {
+        SshError::Feed(cause) => match cause.downcast::<PushError>() {
+            Ok(e) => *e,
+            Err(cause) => SshError::Feed(cause).into(),
+        },
+        e => e.into(),
+    }
 }
 
 /// The `<code> <hex>` lines of [`upload_script`]: hex → code.
@@ -1513,41 +1284,6 @@ pub(crate) mod tests {
             layers: vec![blob('a', 1000), blob('b', 2000), blob('a', 1000)],
             manifest: blob('d', 50),
             diff_ids: vec!["sha256:1".into(), "sha256:2".into(), "sha256:3".into()],
-        }
-    }
-
-    #[test]
-    fn targets_parse_with_user_port_and_ipv6() {
-        let t = Target::parse("ssh://spark@10.0.0.5:2222", "root").unwrap();
-        assert_eq!(
-            (t.user.as_str(), t.host.as_str(), t.port),
-            ("spark", "10.0.0.5", 2222)
-        );
-        assert_eq!(t.label(), "spark@10.0.0.5:2222");
-        assert_eq!(t.known_hosts_entry(), "[10.0.0.5]:2222");
-        let t = Target::parse("ssh://node1", "root").unwrap();
-        assert_eq!(
-            (t.user.as_str(), t.port, t.label()),
-            ("root", 22, "root@node1".to_string())
-        );
-        assert_eq!(t.known_hosts_entry(), "node1");
-        let t = Target::parse("ssh://me@[fe80::1]:23/", "root").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("fe80::1", 23));
-        assert_eq!(t.label(), "me@[fe80::1]:23");
-        for bad in [
-            "node1",
-            "ssh://",
-            "ssh://@h",
-            "ssh://h:0",
-            "ssh://h:x",
-            "ssh://h/path",
-            "ssh://[::1",
-        ] {
-            let e = Target::parse(bad, "root").unwrap_err().to_string();
-            assert!(
-                e.contains(&format!("`{bad}`")) && e.contains("ssh://user@host[:port]"),
-                "{e}"
-            );
         }
     }
 

@@ -461,8 +461,9 @@ mod sshd_tests {
     use std::time::{Duration, Instant};
 
     use super::KnownHosts;
+    use crate::ssh::SshError;
+    use crate::ssh::Target;
     use crate::ssh::{Remote, SshOptions};
-    use crate::push::{PushError, Target};
 
     /// Kills the sshd when the test ends, also when it panics.
     struct Sshd {
@@ -494,13 +495,13 @@ mod sshd_tests {
             format!("[127.0.0.1]:{}", self.port)
         }
 
-        fn connect(&self, known_hosts: &str) -> Result<Remote, PushError> {
+        fn connect(&self, known_hosts: &str) -> Result<Remote, SshError> {
             std::fs::write(self.path("known_hosts"), known_hosts).unwrap();
             self.connect_as_is(false)
         }
 
         /// Connects with the known_hosts file as it is.
-        fn connect_as_is(&self, accept_new_host_keys: bool) -> Result<Remote, PushError> {
+        fn connect_as_is(&self, accept_new_host_keys: bool) -> Result<Remote, SshError> {
             let kh = self.path("known_hosts");
             let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
             let t = Target::new(&user, "127.0.0.1", self.port);
@@ -591,7 +592,7 @@ mod sshd_tests {
             .connect(&format!("{} {}\n", s.entry(), s.host_key("ed25519")))
             .err()
             .expect("a fish login shell is refused");
-        assert!(matches!(e, PushError::LoginShell { .. }), "{e}");
+        assert!(matches!(e, SshError::LoginShell { .. }), "{e}");
         assert!(e.to_string().contains("chsh -s /bin/bash"), "{e}");
     }
 
@@ -664,7 +665,7 @@ mod sshd_tests {
             .connect("")
             .err()
             .expect("unknown without --accept-new-host-keys");
-        assert!(matches!(err, PushError::UnknownHostKey { .. }), "{err}");
+        assert!(matches!(err, SshError::UnknownHostKey { .. }), "{err}");
         s.connect_as_is(true).unwrap();
         let text = std::fs::read_to_string(s.path("known_hosts")).unwrap();
         assert!(text.starts_with(&s.entry()), "{text}");
@@ -681,7 +682,7 @@ mod sshd_tests {
             .err()
             .expect("another key is refused");
         assert!(
-            matches!(err, PushError::HostKeyMismatch { line: 2, .. }),
+            matches!(err, SshError::HostKeyMismatch { line: 2, .. }),
             "{err}"
         );
         assert!(err.to_string().contains("known_hosts:2`"), "{err}");
