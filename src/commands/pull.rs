@@ -22,6 +22,7 @@ use crate::objstore::{self, Location, Settings, Store, Style};
 use crate::oci;
 use crate::push::{self, PushImage};
 use crate::ssh::Target;
+use crate::ssh::target::{ClusterHost, cluster_target, expand_home};
 
 /// Where a cluster file's `[object_store]` says the bucket is served (its
 /// `url_style` was checked when the file was read).
@@ -237,44 +238,35 @@ struct FromCluster {
     store: crate::cluster::file::ObjectStore,
 }
 
-/// The hosts of a cluster file as SSH targets, the key files, the bucket and its service.
+/// The hosts of a cluster file as SSH targets (as the plan reaches them:
+/// [`cluster_target`]), the key files, the bucket and its service.
 fn cluster_hosts(path: &Path) -> Result<FromCluster> {
     let file = ClusterFile::load(path)?;
     let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
-    let user = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "root".into());
     let mut keys = Vec::new();
-    let mut targets = Vec::new();
     for h in &file.hosts {
         if let Some(k) = &h.ssh.key {
-            let k = match k.strip_prefix("~") {
-                Ok(rest) => home.join(rest),
-                Err(_) => k.clone(),
-            };
+            let k = expand_home(k, &home);
             if !keys.contains(&k) {
                 keys.push(k);
             }
         }
-        let mut t = Target::new(
-            h.ssh.user.as_deref().unwrap_or(&user),
-            &h.address,
-            h.ssh.port.unwrap_or(22),
-        );
-        if let Some(j) = &h.ssh.jump {
-            // a host of the cluster by name, or `user@host[:port]`
-            t.jump = Some(Box::new(match file.host(j) {
-                Some(b) => Target::new(
-                    b.ssh.user.as_deref().unwrap_or(&user),
-                    &b.address,
-                    b.ssh.port.unwrap_or(22),
-                ),
-                None => Target::parse_jump(j, &user)?,
-            }));
-        }
-        targets.push(t);
     }
+    let hosts: Vec<ClusterHost> = file
+        .hosts
+        .iter()
+        .map(|h| ClusterHost {
+            name: h.name.get_ref(),
+            address: &h.address,
+            user: h.ssh.user.as_deref(),
+            port: h.ssh.port,
+            jump: h.ssh.jump.as_deref(),
+        })
+        .collect();
+    let targets = hosts
+        .iter()
+        .map(|h| cluster_target(h, &hosts))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(FromCluster {
         targets,
         keys,

@@ -3,6 +3,8 @@
 //! cluster file's host. It owns the parsing and the names messages and
 //! known_hosts give a host; it does not connect (see [`super::session`]).
 
+use std::path::{Path, PathBuf};
+
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error("`{target}` is not an ssh address: {message}; write it as `ssh://user@host[:port]`")]
@@ -124,6 +126,57 @@ impl Target {
     }
 }
 
+/// The user a cluster file's host logs in as when its `[hosts.ssh]` names
+/// none: a plan's hosts are `root@…` too.
+pub const CLUSTER_DEFAULT_USER: &str = "root";
+
+/// A host as a cluster file writes it: its name, its address and the
+/// `[hosts.ssh]` fields that say how to log in.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterHost<'a> {
+    pub name: &'a str,
+    pub address: &'a str,
+    pub user: Option<&'a str>,
+    pub port: Option<u16>,
+    /// Another host of the cluster by name, or `[user@]host[:port]`.
+    pub jump: Option<&'a str>,
+}
+
+impl ClusterHost<'_> {
+    /// The host reached directly: its user (else [`CLUSTER_DEFAULT_USER`]),
+    /// its address and its port (else 22).
+    fn direct(&self) -> Target {
+        Target::new(
+            self.user.unwrap_or(CLUSTER_DEFAULT_USER),
+            self.address,
+            self.port.unwrap_or(22),
+        )
+    }
+}
+
+/// The one mapping from a cluster file's host to where ferry logs in. A
+/// jump that names another host of the cluster (in `hosts`) goes through
+/// that host as it is reached directly (its own jump is not followed);
+/// any other jump is parsed as `-J` takes it, with the same default user.
+pub fn cluster_target(host: &ClusterHost, hosts: &[ClusterHost]) -> Result<Target, TargetError> {
+    let mut t = host.direct();
+    if let Some(j) = host.jump {
+        t.jump = Some(Box::new(match hosts.iter().find(|o| o.name == j) {
+            Some(o) => o.direct(),
+            None => Target::parse_jump(j, CLUSTER_DEFAULT_USER)?,
+        }));
+    }
+    Ok(t)
+}
+
+/// A `~` first in a path (a cluster file's key) is the operator's `home`.
+pub fn expand_home(path: &Path, home: &Path) -> PathBuf {
+    match path.strip_prefix("~") {
+        Ok(rest) => home.join(rest),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +213,62 @@ mod tests {
                 e.contains(&format!("`{bad}`")) && e.contains("ssh://user@host[:port]"),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn cluster_hosts_default_to_root_and_jump_by_name() {
+        let bastion = ClusterHost {
+            name: "gw",
+            address: "10.0.0.1",
+            user: Some("ops"),
+            port: Some(2200),
+            jump: Some("elsewhere"),
+        };
+        let node = ClusterHost {
+            name: "n1",
+            address: "10.0.0.5",
+            user: None,
+            port: None,
+            jump: Some("gw"),
+        };
+        let hosts = [bastion, node];
+        let t = cluster_target(&node, &hosts).unwrap();
+        assert_eq!((t.label(), t.sudo), ("root@10.0.0.5".to_string(), false));
+        let j = t.jump.unwrap();
+        assert_eq!(j.label(), "ops@10.0.0.1:2200");
+        assert!(
+            j.jump.is_none(),
+            "a named jump host's own jump is not followed"
+        );
+        let far = ClusterHost {
+            jump: Some("a@h1,h2:23"),
+            user: Some("spark"),
+            ..node
+        };
+        let t = cluster_target(&far, &hosts).unwrap();
+        assert!(t.sudo);
+        let j = t.jump.unwrap();
+        assert_eq!(j.label(), "root@h2:23");
+        assert_eq!(j.jump.unwrap().label(), "a@h1");
+        let bad = ClusterHost {
+            jump: Some("ssh://"),
+            ..node
+        };
+        assert!(cluster_target(&bad, &hosts).is_err());
+    }
+
+    #[test]
+    fn home_is_expanded_once() {
+        let home = Path::new("/home/op");
+        for (p, want) in [
+            ("~/.ssh/id", "/home/op/.ssh/id"),
+            ("~", "/home/op"),
+            ("/keys/id", "/keys/id"),
+            ("~other/id", "~other/id"),
+            ("keys/~/id", "keys/~/id"),
+        ] {
+            assert_eq!(expand_home(Path::new(p), home), PathBuf::from(want), "{p}");
         }
     }
 }
