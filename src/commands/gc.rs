@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::human;
-use super::push::{jump_label, ssh_options, targets};
+use super::shared::{jump_label, ssh_options, targets};
 use crate::cache_gc;
 use crate::cache_lock::{self, Mode};
 use crate::cli::GcArgs;

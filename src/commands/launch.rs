@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::push::ssh_options;
+use super::shared::ssh_options;
 use crate::cli::SshArgs;
 use crate::cluster::file::ClusterFile;
 use crate::cluster::fleet::Fleet;
