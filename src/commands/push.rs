@@ -22,17 +22,22 @@ use crate::objstore::upload::{self, Event};
 use crate::oci;
 use crate::push::{self, PushImage};
 
-pub fn run(a: PushArgs) -> Result<ExitCode> {
-    if a.cluster.is_some() || a.hosts.iter().any(|h| Location::is_bucket_url(h)) {
-        return push_to_bucket(a);
-    }
+/// The image of the layout the command names.
+fn layout_image(a: &PushArgs) -> Result<PushImage> {
     let layout = oci::open_layout(&a.layout).with_context(|| {
         format!(
             "opening the layout `{}`; build it with `ferry build`",
             a.layout.display()
         )
     })?;
-    let image = PushImage::from_layout(&layout, a.tag.as_deref())?;
+    Ok(PushImage::from_layout(&layout, a.tag.as_deref())?)
+}
+
+pub fn run(a: PushArgs) -> Result<ExitCode> {
+    if a.cluster.is_some() || a.hosts.iter().any(|h| Location::is_bucket_url(h)) {
+        return push_to_bucket(a);
+    }
+    let image = layout_image(&a)?;
     let targets = targets(&a.hosts, &a.ssh)?;
     let opts = push::Options {
         store: a.store,
@@ -209,13 +214,7 @@ fn push_to_bucket(a: PushArgs) -> Result<ExitCode> {
                 .unwrap_or("s3://bucket/prefix")
         ),
     };
-    let layout = oci::open_layout(&a.layout).with_context(|| {
-        format!(
-            "opening the layout `{}`; build it with `ferry build`",
-            a.layout.display()
-        )
-    })?;
-    let image = PushImage::from_layout(&layout, a.tag.as_deref())?;
+    let image = layout_image(&a)?;
     let store = open_store(&destination, &a.bucket, &cluster_store)?;
     let progress = UploadProgress {
         term: Term::new(false),
