@@ -554,7 +554,8 @@ mod tests {
         use crate::push::tests::{hold, release, sh_run, stand_ins};
         let bin = stand_ins();
         let st = store.to_str().unwrap();
-        let lock = hold(&crate::push::store_lock_script(st, LockMode::Exclusive, 0).unwrap())?;
+        let lock =
+            hold(&crate::push::scripts::store_lock_script(st, LockMode::Exclusive, 0).unwrap())?;
         let (code, out) = sh_run(&list_script(st).unwrap(), store, bin.path(), b"");
         if code != Some(0) {
             return Err(code);
@@ -588,7 +589,8 @@ mod tests {
         assert!(old.success());
         // the push holds the store for its whole run
         let push = crate::push::tests::hold(
-            &crate::push::store_lock_script(store.to_str().unwrap(), LockMode::Shared, 0).unwrap(),
+            &crate::push::scripts::store_lock_script(store.to_str().unwrap(), LockMode::Shared, 0)
+                .unwrap(),
         )
         .unwrap();
         let bin = crate::push::tests::stand_ins();
@@ -602,7 +604,10 @@ mod tests {
         assert!(crate::push::HostState::parse(&out).blobs.contains_key(&x));
         let refused = gc_here(&store);
         assert!(blobs.join(&x).exists(), "gc removed a blob the push listed");
-        assert_eq!(refused.unwrap_err(), Some(crate::push::EXIT_LOCKED));
+        assert_eq!(
+            refused.unwrap_err(),
+            Some(crate::push::scripts::EXIT_LOCKED)
+        );
         crate::push::tests::release(push);
         // with the push over, the old blob goes
         assert!(gc_here(&store).unwrap().remove.contains_key(&x));
