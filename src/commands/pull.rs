@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::shared::{
     FromCluster, Progress, cluster_hosts, open_store, print_hosts, result_text, ssh_options,
-    targets,
+    targets, unpigz_hint,
 };
 use crate::cli::PullArgs;
 use crate::objstore::Location;
@@ -103,6 +103,7 @@ pub fn run(a: PullArgs) -> Result<ExitCode> {
                 .collect(),
         );
     }
+    unpigz_hint(outcomes.iter().map(|o| (&o.target, &o.stats)));
     if failed > 0 {
         eprintln!(
             "error: {failed} of {} host(s) failed (see above); {}",

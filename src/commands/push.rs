@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::shared::{
-    Progress, jump_label, open_store, print_hosts, result_text, ssh_options, targets,
+    Progress, jump_label, open_store, print_hosts, result_text, ssh_options, targets, unpigz_hint,
 };
 use super::{Term, human};
 use crate::cli::{PushArgs, RuntimeArg};
@@ -93,17 +93,7 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
                 .collect(),
         );
     }
-    let slow: Vec<String> = outcomes
-        .iter()
-        .filter(|o| o.stats.loaded_without_unpigz)
-        .map(|o| format!("`{}`", o.target.label()))
-        .collect();
-    if !slow.is_empty() {
-        eprintln!(
-            "hint: `unpigz` is not on the PATH of {}: Docker unpacks gzip layers with it when it is there (`docker load` took 25% less time with it in ferry's benchmark); install the `pigz` package there",
-            slow.join(", ")
-        );
-    }
+    unpigz_hint(outcomes.iter().map(|o| (&o.target, &o.stats)));
     if failed > 0 {
         eprintln!(
             "error: {failed} of {} host(s) failed (see above); fix them and run the same `ferry push` again: it sends only what is missing",

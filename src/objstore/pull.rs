@@ -2,17 +2,16 @@
 //! controller's uplink carries only small requests.
 //!
 //! The controller reads the image's index, manifest and config from the
-//! bucket (checking their digests), then for each host lists its store over
-//! SSH, plans with the same rules as an SSH push ([`crate::push::plan`]), and
-//! has the host download each missing blob with curl or wget from a
+//! bucket (checking their digests), then delivers to each host through the
+//! same per-host flow as an SSH push ([`crate::push::deliver_host`]), with
+//! the bucket as the blob source: the host downloads each missing blob with curl or wget from a
 //! presigned GET URL valid for minutes. The URL goes on the command's stdin,
 //! never in its arguments (where `ps` shows it), and no key reaches a host.
 //! The host checks the blob's sha256 before renaming it into its store; the
-//! image is then loaded and recorded exactly as an SSH push does, so a pulled
-//! image and a pushed one are alike on the host.
+//! image is then loaded, its id checked and recorded by that same flow, so
+//! a pulled image and a pushed one are alike on the host.
 
 use crate::ssh::Script;
-use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -23,8 +22,8 @@ use super::{ObjError, Store};
 use crate::grammar::is_hex64;
 use crate::oci::sha256_hex;
 use crate::push::{
-    self, BadValue, Event, HostState, HostStats, LocalBlob, PushError, PushImage, Reporter, Send,
-    check_hex, check_image, check_store, gc,
+    self, BadValue, BlobSource, Event, HostState, HostStats, LocalBlob, Plan, PushError, PushImage,
+    Reporter, Send, check_hex, check_store,
 };
 use crate::ssh::{Remote, SshError, Target};
 
@@ -328,6 +327,38 @@ pub fn pull_all(
         .collect()
 }
 
+/// A pull's source: the bucket, each blob fetched by the host itself.
+struct FromBucket<'s> {
+    store: &'s Store,
+    url_expiry: u64,
+}
+
+impl BlobSource for FromBucket<'_> {
+    type Error = PullError;
+
+    fn when_busy(&self) -> &'static str {
+        "nothing was fetched; pull again when gc has ended"
+    }
+
+    fn store_blobs(
+        &self,
+        remote: &Remote,
+        store: &str,
+        plan: &Plan,
+        _state: &HostState,
+        reporter: &dyn Reporter,
+        stats: &mut HostStats,
+    ) -> Result<(), PullError> {
+        for s in &plan.sends {
+            stats.bytes_sent += fetch(remote, self.store, store, s, self.url_expiry, reporter)?;
+            stats.blobs_sent += 1;
+            stats.resumed += usize::from(s.offset > 0);
+            stats.replaced += usize::from(s.replace);
+        }
+        Ok(())
+    }
+}
+
 /// Has one host fetch what it lacks from the bucket, then load the image.
 pub fn pull_host(
     target: &Target,
@@ -337,97 +368,11 @@ pub fn pull_host(
     reporter: &dyn Reporter,
     stats: &mut HostStats,
 ) -> Result<(), PullError> {
-    let label = target.label();
-    let dir = &opts.push.store;
-    check_image(dir, image).map_err(|e| e.on(&label))?;
-    let remote = Remote::connect(target, &opts.push.ssh)?;
-    reporter.event(&label, Event::Connected);
-    // as a push does: gc waits until the image is recorded
-    let lock = push::lock_store(
-        &remote,
-        dir,
-        push::LockMode::Shared,
-        push::PUSH_LOCK_WAIT_SECS,
-        "nothing was fetched; pull again when gc has ended",
-    )?;
-    let out = remote.run_ok(
-        "listing the store",
-        &push::list_script(dir, &image.reference, opts.push.runtime).map_err(|e| e.on(&label))?,
-        &[],
-    )?;
-    let state = HostState::parse(&String::from_utf8_lossy(&out));
-    if !state.has_docker {
-        return Err(PushError::NoRuntime {
-            host: label,
-            runtime: opts.push.runtime.command(),
-        }
-        .into());
-    }
-    let check = push::to_verify(image, &state, opts.push.verify, opts.push.runtime);
-    let bad = if check.is_empty() {
-        BTreeSet::new()
-    } else {
-        let (verify, names) = push::verify_script(dir, &check).map_err(|e| e.on(&label))?;
-        let what = "hashing stored blobs";
-        let out = remote.run_checked(
-            what,
-            &verify,
-            &mut |w| w.write_all(&names).map_err(|e| remote.io_error(what, e)),
-            &[0, 1],
-        )?;
-        push::bad_blobs(&String::from_utf8_lossy(&out), &check)
+    let source = FromBucket {
+        store,
+        url_expiry: opts.url_expiry,
     };
-    if !bad.is_empty() {
-        reporter.event(&label, Event::Corrupt { hexes: &bad });
-    }
-    let plan = push::plan(image, &state, &bad);
-    reporter.event(&label, Event::Planned(&plan));
-    for s in &plan.sends {
-        stats.bytes_sent += fetch(&remote, store, dir, s, opts.url_expiry, reporter)?;
-        stats.blobs_sent += 1;
-        stats.resumed += usize::from(s.offset > 0);
-        stats.replaced += usize::from(s.replace);
-    }
-    if plan.load {
-        reporter.event(&label, Event::Loading);
-        let out = remote.run_ok(
-            "loading the image into docker",
-            &push::load_script(
-                dir,
-                image,
-                state.present_prefix(&image.diff_ids),
-                opts.push.runtime,
-            )
-            .map_err(|e| e.on(&label))?,
-            &push::docker_manifest(image),
-        )?;
-        let found = String::from_utf8_lossy(&out).trim().to_string();
-        if found != image.config_id() {
-            return Err(PushError::LoadMismatch {
-                host: label,
-                reference: image.reference.clone(),
-                expected: image.config_id(),
-                found,
-            }
-            .into());
-        }
-        stats.loaded = true;
-    }
-    remote.run_ok(
-        "recording the image",
-        &gc::record_script(dir, &image.reference, &image.manifest.hex).map_err(|e| e.on(&label))?,
-        &[],
-    )?;
-    lock.release()?;
-    reporter.event(
-        &label,
-        if plan.load {
-            Event::Loaded
-        } else {
-            Event::UpToDate
-        },
-    );
-    Ok(())
+    push::deliver_host(&source, target, image, &opts.push, reporter, stats)
 }
 
 /// Has the host fetch one blob; returns the bytes that came over the network.

@@ -595,8 +595,12 @@ mod tests {
         .unwrap();
         let bin = crate::push::tests::stand_ins();
         let (_, out) = crate::push::tests::sh_run(
-            &crate::push::list_script(store.to_str().unwrap(), "a:b", crate::push::Runtime::Docker)
-                .unwrap(),
+            &crate::push::scripts::list_script(
+                store.to_str().unwrap(),
+                "a:b",
+                crate::push::Runtime::Docker,
+            )
+            .unwrap(),
             dir.path(),
             bin.path(),
             b"",

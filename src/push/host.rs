@@ -126,26 +126,50 @@ pub fn push_all(
     })
 }
 
-/// Pushes the image to one host and loads it into its Docker.
-pub fn push_host(
+/// Where the blobs a host lacks come from: an SSH push sends them from the
+/// local layout ([`push_host`]); a pull has the host fetch them from a
+/// bucket (`objstore::pull`). The rest of a delivery to one host is
+/// [`deliver_host`], the same whatever the source.
+pub trait BlobSource {
+    type Error: From<PushError> + From<SshError>;
+    /// Ends the message when gc holds the store: what was not done, what to do.
+    fn when_busy(&self) -> &'static str;
+    /// Stores in the host's `store` every blob that `plan` sends.
+    fn store_blobs(
+        &self,
+        remote: &Remote,
+        store: &str,
+        plan: &Plan,
+        state: &HostState,
+        reporter: &dyn Reporter,
+        stats: &mut HostStats,
+    ) -> Result<(), Self::Error>;
+}
+
+/// Delivers the image to one host from `source`: connect, lock the store,
+/// list it, hash what must be checked, plan, store the missing blobs, load
+/// the image into the runtime when it lacks it, check the loaded id, record
+/// the image for gc and release the lock.
+pub fn deliver_host<S: BlobSource>(
+    source: &S,
     target: &Target,
     image: &PushImage,
     opts: &Options,
     reporter: &dyn Reporter,
     stats: &mut HostStats,
-) -> Result<(), PushError> {
+) -> Result<(), S::Error> {
     let label = target.label();
     check_image(&opts.store, image).map_err(|e| e.on(&label))?;
     let remote = Remote::connect(target, &opts.ssh)?;
     reporter.event(&label, Event::Connected);
     // held from the listing to the record, so gc cannot remove a blob
-    // this push found present and did not send
+    // this delivery found present and did not store
     let lock = lock_store(
         &remote,
         &opts.store,
         LockMode::Shared,
         PUSH_LOCK_WAIT_SECS,
-        "nothing was sent; push again when gc has ended",
+        source.when_busy(),
     )?;
     let out = remote.run_ok(
         "listing the store",
@@ -157,7 +181,8 @@ pub fn push_host(
         return Err(PushError::NoRuntime {
             host: label,
             runtime: opts.runtime.command(),
-        });
+        }
+        .into());
     }
     let check = to_verify(image, &state, opts.verify, opts.runtime);
     let bad = if check.is_empty() {
@@ -178,25 +203,7 @@ pub fn push_host(
     }
     let plan = plan(image, &state, &bad);
     reporter.event(&label, Event::Planned(&plan));
-    // all blobs through one upload script when the host's `head -c` allows
-    // it, else one script per blob with a few running at once
-    let per_run = if state.exact_head {
-        plan.sends.len().max(1)
-    } else {
-        1
-    };
-    let mut in_flight = VecDeque::new();
-    for run in plan.sends.chunks(per_run) {
-        if in_flight.len() == UPLOADS_IN_FLIGHT {
-            let oldest = in_flight.pop_front().expect("uploads in flight");
-            stored(&remote, &opts.store, oldest, reporter, stats)?;
-        }
-        let run = run.iter().map(|s| (s, s.offset)).collect();
-        in_flight.push_back(send(&remote, &opts.store, run, reporter, stats)?);
-    }
-    while let Some(upload) = in_flight.pop_front() {
-        stored(&remote, &opts.store, upload, reporter, stats)?;
-    }
+    source.store_blobs(&remote, &opts.store, &plan, &state, reporter, stats)?;
     if !plan.load {
         record(&remote, &opts.store, image)?;
         lock.release()?;
@@ -224,7 +231,8 @@ pub fn push_host(
             reference: image.reference.clone(),
             expected: image.config_id(),
             found,
-        });
+        }
+        .into());
     }
     stats.loaded = true;
     stats.loaded_without_unpigz = opts.runtime == Runtime::Docker && !state.has_unpigz;
@@ -232,6 +240,60 @@ pub fn push_host(
     lock.release()?;
     reporter.event(&label, Event::Loaded);
     Ok(())
+}
+
+/// The SSH push's source: the blobs' files in the local layout, streamed
+/// to the host.
+struct FromLayout;
+
+impl BlobSource for FromLayout {
+    type Error = PushError;
+
+    fn when_busy(&self) -> &'static str {
+        "nothing was sent; push again when gc has ended"
+    }
+
+    /// All blobs through one upload script when the host's `head -c`
+    /// allows it, else one script per blob with a few running at once.
+    fn store_blobs(
+        &self,
+        remote: &Remote,
+        store: &str,
+        plan: &Plan,
+        state: &HostState,
+        reporter: &dyn Reporter,
+        stats: &mut HostStats,
+    ) -> Result<(), PushError> {
+        let per_run = if state.exact_head {
+            plan.sends.len().max(1)
+        } else {
+            1
+        };
+        let mut in_flight = VecDeque::new();
+        for run in plan.sends.chunks(per_run) {
+            if in_flight.len() == UPLOADS_IN_FLIGHT {
+                let oldest = in_flight.pop_front().expect("uploads in flight");
+                stored(remote, store, oldest, reporter, stats)?;
+            }
+            let run = run.iter().map(|s| (s, s.offset)).collect();
+            in_flight.push_back(send(remote, store, run, reporter, stats)?);
+        }
+        while let Some(upload) = in_flight.pop_front() {
+            stored(remote, store, upload, reporter, stats)?;
+        }
+        Ok(())
+    }
+}
+
+/// Pushes the image to one host and loads it into its Docker.
+pub fn push_host(
+    target: &Target,
+    image: &PushImage,
+    opts: &Options,
+    reporter: &dyn Reporter,
+    stats: &mut HostStats,
+) -> Result<(), PushError> {
+    deliver_host(&FromLayout, target, image, opts, reporter, stats)
 }
 
 /// Tells the host's store that this image is the newest of its name, for `ferry gc`.

@@ -17,7 +17,7 @@
 //!
 //! Every script is constant text and every value (the store path, the image
 //! reference, blob names) a positional parameter, checked against its
-//! grammar first ([`check_image`]). Pushes, pulls and gc share a store
+//! grammar first ([`check::check_image`]). Pushes, pulls and gc share a store
 //! through `flock` ([`lock_store`]): a push holds `$STORE/lock` shared from
 //! its listing to its record, through a channel of its own, so two pushes
 //! run side by side while gc, which takes it exclusively, never runs during
@@ -36,15 +36,14 @@ use std::path::PathBuf;
 
 use crate::ssh::{SshError, TargetError};
 
-pub use check::{BadValue, check_hex, check_image, check_reference, check_store};
-pub use host::{Event, HostStats, Options, Reporter, each_host, push_all, push_host};
-pub use image::{LocalBlob, PushImage, docker_manifest};
-pub use plan::{HostState, Runtime, Send, plan, to_verify};
-pub(crate) use scripts::{BLOB_LOCK, SUM256};
-pub use scripts::{
-    EXIT_DIGEST, EXIT_NO_HASHER, LockMode, PUSH_LOCK_WAIT_SECS, bad_blobs, list_script,
-    load_script, lock_store, verify_script,
+pub use check::{BadValue, check_hex, check_reference, check_store};
+pub use host::{
+    BlobSource, Event, HostStats, Options, Reporter, deliver_host, each_host, push_all, push_host,
 };
+pub use image::{LocalBlob, PushImage};
+pub use plan::{HostState, Plan, Runtime, Send};
+pub(crate) use scripts::{BLOB_LOCK, SUM256};
+pub use scripts::{EXIT_DIGEST, EXIT_NO_HASHER, LockMode, lock_store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
