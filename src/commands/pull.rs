@@ -9,8 +9,8 @@ use anyhow::{Result, bail};
 use serde_json::json;
 
 use super::shared::{
-    FromCluster, Progress, cluster_hosts, open_store, print_hosts, result_text, ssh_options,
-    targets, unpigz_hint,
+    FromCluster, Progress, cluster_hosts, open_store, print_hosts, ssh_options, targets,
+    unpigz_hint,
 };
 use crate::cli::PullArgs;
 use crate::objstore::Location;
@@ -92,14 +92,7 @@ pub fn run(a: PullArgs) -> Result<ExitCode> {
         print_hosts(
             outcomes
                 .iter()
-                .map(|o| {
-                    (
-                        &o.target,
-                        &o.stats,
-                        o.seconds,
-                        result_text(&o.result, o.stats.loaded),
-                    )
-                })
+                .map(|o| (&o.target, &o.stats, o.seconds, &o.result))
                 .collect(),
         );
     }

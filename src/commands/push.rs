@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::shared::{
-    Progress, jump_label, open_store, print_hosts, result_text, ssh_options, targets, unpigz_hint,
+    Progress, jump_label, open_store, print_hosts, ssh_options, targets, unpigz_hint,
 };
 use super::{Term, human};
 use crate::cli::{PushArgs, RuntimeArg};
@@ -82,14 +82,7 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
         print_hosts(
             outcomes
                 .iter()
-                .map(|o| {
-                    (
-                        &o.target,
-                        &o.stats,
-                        o.seconds,
-                        result_text(&o.result, o.stats.loaded),
-                    )
-                })
+                .map(|o| (&o.target, &o.stats, o.seconds, &o.result))
                 .collect(),
         );
     }

@@ -127,7 +127,9 @@ impl Reporter for Progress {
 
 /// The summary table of `push` and `pull`: host, blobs and bytes moved,
 /// seconds, result.
-pub(super) fn print_hosts(rows: Vec<(&Target, &push::HostStats, f64, String)>) {
+pub(super) fn print_hosts<E: std::fmt::Display>(
+    rows: Vec<(&Target, &push::HostStats, f64, &std::result::Result<(), E>)>,
+) {
     let w = rows
         .iter()
         .map(|(t, ..)| t.label().len())
@@ -139,6 +141,7 @@ pub(super) fn print_hosts(rows: Vec<(&Target, &push::HostStats, f64, String)>) {
         "HOST", "BLOBS", "BYTES", "SECONDS"
     );
     for (t, stats, seconds, result) in rows {
+        let result = result_text(result, stats.loaded);
         println!(
             "{:<w$}  {:>5}  {:>9}  {seconds:>7.1}  {result}",
             t.label(),
@@ -238,10 +241,7 @@ pub(super) fn unpigz_hint<'a>(hosts: impl Iterator<Item = (&'a Target, &'a push:
 }
 
 /// A host's result in the summary table of `push` and `pull`.
-pub(super) fn result_text<E: std::fmt::Display>(
-    result: &std::result::Result<(), E>,
-    loaded: bool,
-) -> String {
+fn result_text<E: std::fmt::Display>(result: &std::result::Result<(), E>, loaded: bool) -> String {
     match result {
         Ok(()) if loaded => "ok, loaded".into(),
         Ok(()) => "ok, up to date".into(),
