@@ -7,7 +7,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::push::PushError;
+use crate::deliver::PushError;
 use crate::ssh::Script;
 use crate::ssh::Target;
 use crate::ssh::{Remote, STDOUT_LIMIT, SshOptions, stderr_tail};

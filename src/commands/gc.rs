@@ -12,8 +12,8 @@ use super::shared::{jump_label, ssh_options, targets};
 use crate::cache_gc;
 use crate::cache_lock::{self, Mode};
 use crate::cli::GcArgs;
+use crate::deliver::gc::{self, Record};
 use crate::fetch::Cache;
-use crate::push::gc::{self, Record};
 
 fn image_json(r: &Record) -> serde_json::Value {
     json!({"name": r.name, "manifest": format!("sha256:{}", r.manifest)})

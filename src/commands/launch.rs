@@ -13,8 +13,8 @@ use crate::cluster::fleet::Fleet;
 use crate::cluster::hosts::{ClusterHost, LocalHost, SshHost};
 use crate::cluster::launch;
 use crate::cluster::plan::{self, HostPlan, ImageFacts, Plan};
+use crate::deliver::PushError;
 use crate::fsutil;
-use crate::push::PushError;
 use crate::ssh::SshOptions;
 use crate::ssh::Target;
 

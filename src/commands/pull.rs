@@ -13,9 +13,9 @@ use super::shared::{
     unpigz_hint,
 };
 use crate::cli::PullArgs;
+use crate::deliver;
 use crate::objstore::Location;
 use crate::objstore::pull::{self, PullError};
-use crate::push;
 
 /// `ferry pull s3://bucket/prefix HOST...`.
 pub fn run(a: PullArgs) -> Result<ExitCode> {
@@ -46,8 +46,8 @@ pub fn run(a: PullArgs) -> Result<ExitCode> {
         ssh.identities.splice(0..0, cluster_keys);
     }
     let opts = pull::Options {
-        push: push::Options {
-            runtime: push::Runtime::Docker,
+        push: deliver::Options {
+            runtime: deliver::Runtime::Docker,
             store: a.store,
             parallel: usize::from(a.parallel),
             verify: a.verify,

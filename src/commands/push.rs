@@ -17,10 +17,10 @@ use super::shared::{
 use super::{Term, human};
 use crate::cli::{PushArgs, RuntimeArg};
 use crate::cluster::file::{ClusterFile, ObjectStore};
+use crate::deliver::{self, PushImage};
 use crate::objstore::Location;
 use crate::objstore::upload::{self, Event};
 use crate::oci;
-use crate::push::{self, PushImage};
 
 /// The image of the layout the command names.
 fn layout_image(a: &PushArgs) -> Result<PushImage> {
@@ -39,13 +39,13 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
     }
     let image = layout_image(&a)?;
     let targets = targets(&a.hosts, &a.ssh)?;
-    let opts = push::Options {
+    let opts = deliver::Options {
         store: a.store,
         parallel: usize::from(a.parallel),
         verify: a.verify,
         runtime: match a.runtime {
-            RuntimeArg::Docker => push::Runtime::Docker,
-            RuntimeArg::Podman => push::Runtime::Podman,
+            RuntimeArg::Docker => deliver::Runtime::Docker,
+            RuntimeArg::Podman => deliver::Runtime::Podman,
         },
         ssh: ssh_options(a.ssh),
     };
@@ -56,7 +56,7 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
         image.config_id(),
         targets.len()
     ));
-    let outcomes = push::push_all(&targets, &image, &opts, &progress);
+    let outcomes = deliver::push_all(&targets, &image, &opts, &progress);
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
 
     if a.json {

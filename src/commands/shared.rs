@@ -14,8 +14,8 @@ use anyhow::{Result, bail};
 use super::{Term, human};
 use crate::cli::{BucketArgs, SshArgs};
 use crate::cluster::file::{ClusterFile, ObjectStore};
+use crate::deliver::{self, Event, Reporter};
 use crate::objstore::{self, Settings, Store, Style};
-use crate::push::{self, Event, Reporter};
 use crate::ssh::known_hosts::KnownHosts;
 use crate::ssh::target::{ClusterHost, cluster_target, expand_home};
 use crate::ssh::{SshOptions, Target, default_identities};
@@ -128,7 +128,12 @@ impl Reporter for Progress {
 /// The summary table of `push` and `pull`: host, blobs and bytes moved,
 /// seconds, result.
 pub(super) fn print_hosts<E: std::fmt::Display>(
-    rows: Vec<(&Target, &push::HostStats, f64, &std::result::Result<(), E>)>,
+    rows: Vec<(
+        &Target,
+        &deliver::HostStats,
+        f64,
+        &std::result::Result<(), E>,
+    )>,
 ) {
     let w = rows
         .iter()
@@ -227,7 +232,7 @@ pub(super) fn jump_label(t: &Target) -> Option<String> {
 }
 
 /// The hosts that loaded the image without `unpigz`, named once after the table.
-pub(super) fn unpigz_hint<'a>(hosts: impl Iterator<Item = (&'a Target, &'a push::HostStats)>) {
+pub(super) fn unpigz_hint<'a>(hosts: impl Iterator<Item = (&'a Target, &'a deliver::HostStats)>) {
     let slow: Vec<String> = hosts
         .filter(|(_, stats)| stats.loaded_without_unpigz)
         .map(|(t, _)| format!("`{}`", t.label()))

@@ -14,9 +14,9 @@ use crate::cli::UpArgs;
 use crate::cluster::hosts::ClusterHost;
 use crate::cluster::launch::{self, ImageFound};
 use crate::cluster::plan::{Gate, HostPlan};
+use crate::deliver::{self as push, Event, HostStats, PushImage, Reporter};
 use crate::objstore::{self, Location, pull};
 use crate::oci;
-use crate::push::{self, Event, HostStats, PushImage, Reporter};
 
 /// Push progress as a few lines per host.
 struct PushLines<'a> {

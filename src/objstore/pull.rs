@@ -3,7 +3,7 @@
 //!
 //! The controller reads the image's index, manifest and config from the
 //! bucket (checking their digests), then delivers to each host through the
-//! same per-host flow as an SSH push ([`crate::push::deliver_host`]), with
+//! same per-host flow as an SSH push ([`crate::deliver::deliver_host`]), with
 //! the bucket as the blob source: the host downloads each missing blob with curl or wget from a
 //! presigned GET URL valid for minutes. The URL goes on the command's stdin,
 //! never in its arguments (where `ps` shows it), and no key reaches a host.
@@ -19,12 +19,12 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::{ObjError, Store};
-use crate::grammar::is_hex64;
-use crate::oci::sha256_hex;
-use crate::push::{
+use crate::deliver::{
     self, BadValue, BlobSource, Event, HostState, HostStats, LocalBlob, Plan, PushError, PushImage,
     Reporter, Send, check_hex, check_store,
 };
+use crate::grammar::is_hex64;
+use crate::oci::sha256_hex;
 use crate::ssh::{Remote, SshError, Target};
 
 #[derive(Debug, thiserror::Error)]
@@ -171,8 +171,8 @@ const EXIT_FETCH: i32 = 7;
 const EXIT_TOO_BIG: i32 = 9;
 
 /// `$1` the store, `$2` the blob's hex, `$3` its size; the URL on stdin.
-/// The exit statuses 2, 4 ([`push::EXIT_DIGEST`]), 6 ([`EXIT_NO_FETCHER`]),
-/// 7 ([`EXIT_FETCH`]), 8 ([`push::EXIT_NO_HASHER`]) and 9
+/// The exit statuses 2, 4 ([`deliver::EXIT_DIGEST`]), 6 ([`EXIT_NO_FETCHER`]),
+/// 7 ([`EXIT_FETCH`]), 8 ([`deliver::EXIT_NO_HASHER`]) and 9
 /// ([`EXIT_TOO_BIG`]) are written as numbers (a test checks them).
 ///
 /// The download goes through `head -c`, asking for one byte more than the
@@ -230,7 +230,7 @@ echo "fetched $((size - from))""#;
 /// Downloads one blob into `<hex>.part` (continuing a cut download with
 /// curl), checks its sha256 (with `openssl`, else `sha256sum`, as the SSH
 /// push does) and renames it; prints `fetched <bytes>`, the bytes that came
-/// over the network. It holds the blob's lock ([`push::BLOB_LOCK`]) as an
+/// over the network. It holds the blob's lock ([`deliver::BLOB_LOCK`]) as an
 /// upload does; when a push or another pull holds it, it downloads into a
 /// file of its own in `$S/tmp` instead. The URL is the first line of stdin
 /// and reaches curl/wget through a pipe from the shell's `printf` builtin:
@@ -238,8 +238,8 @@ echo "fetched $((size - from))""#;
 pub fn fetch_script(store: &str, hex: &str, size: u64) -> Result<Script, BadValue> {
     check_store(store)?;
     check_hex("blob digest", hex)?;
-    Ok(Script::new(push::SUM256)
-        .then(push::BLOB_LOCK)
+    Ok(Script::new(deliver::SUM256)
+        .then(deliver::BLOB_LOCK)
         .then(FETCH)
         .arg(store)
         .arg(hex)
@@ -277,7 +277,7 @@ fn fetched(stdout: &str) -> Option<u64> {
 }
 
 pub struct Options {
-    pub push: push::Options,
+    pub push: deliver::Options,
     /// Seconds each presigned URL is valid.
     pub url_expiry: u64,
 }
@@ -372,7 +372,7 @@ pub fn pull_host(
         store,
         url_expiry: opts.url_expiry,
     };
-    push::deliver_host(&source, target, image, &opts.push, reporter, stats)
+    deliver::deliver_host(&source, target, image, &opts.push, reporter, stats)
 }
 
 /// Has the host fetch one blob; returns the bytes that came over the network.
@@ -405,11 +405,11 @@ fn fetch(
         Ok(out) => out,
         Err(SshError::Remote { status, stderr, .. }) => {
             return Err(match status {
-                push::EXIT_DIGEST => PullError::Tampered {
+                deliver::EXIT_DIGEST => PullError::Tampered {
                     host: label,
                     object,
                 },
-                push::EXIT_NO_HASHER => PushError::NoHasher { host: label }.into(),
+                deliver::EXIT_NO_HASHER => PushError::NoHasher { host: label }.into(),
                 EXIT_NO_FETCHER => PullError::NoFetcher { host: label },
                 EXIT_TOO_BIG => PullError::TooBig {
                     host: label,
@@ -470,10 +470,10 @@ mod tests {
         );
         // the blob's lock is the upload's, not a copy of it
         assert_eq!(s.text().matches("blob_lock()").count(), 1);
-        assert!(s.text().contains(push::BLOB_LOCK));
+        assert!(s.text().contains(deliver::BLOB_LOCK));
         for code in [
-            push::EXIT_DIGEST,
-            push::EXIT_NO_HASHER,
+            deliver::EXIT_DIGEST,
+            deliver::EXIT_NO_HASHER,
             EXIT_FETCH,
             EXIT_NO_FETCHER,
             EXIT_TOO_BIG,
@@ -679,7 +679,7 @@ mod tests {
             let other = "0".repeat(64);
             assert_eq!(
                 run_fetch(&tools, &store, &other, size, &url).0,
-                Some(push::EXIT_DIGEST),
+                Some(deliver::EXIT_DIGEST),
                 "{case}"
             );
             let left: Vec<_> = std::fs::read_dir(&blobs)
@@ -775,7 +775,7 @@ mod tests {
         let url = serve(body.clone());
         assert_eq!(
             run_fetch(&tools, &store, &hex, body.len() as u64, &url).0,
-            Some(push::EXIT_NO_HASHER)
+            Some(deliver::EXIT_NO_HASHER)
         );
         assert!(!store.join("blobs/sha256").join(&hex).exists());
         let e = PullError::from(PushError::NoHasher {

@@ -1,19 +1,21 @@
-//! Pushing an image into hosts' Docker over SSH, sending only what they lack.
+//! Delivering an image into hosts' Docker, storing only what they lack.
 //!
 //! Each host keeps a content-addressed store (`<store>/blobs/sha256/<hex>`).
-//! A push lists the store in one round trip, plans which blobs to send (pure:
-//! [`plan`]), streams each missing blob into `<hex>.part` (appending when an
-//! earlier transfer was cut), has the host check its sha256 before renaming,
-//! and finally has the host assemble a docker-archive from the stored blobs
-//! and pipe it into `docker load`, so nothing is sent twice. Hosts run in
+//! A delivery lists the store in one round trip, plans which blobs to store
+//! (pure: [`plan`]), has each missing one stored from a blob source (an SSH
+//! push streams it into `<hex>.part`, appending when an earlier transfer was
+//! cut, [`ssh`]; a pull has the host fetch it from a bucket,
+//! `objstore::pull`), has the host check its sha256 before renaming, and
+//! finally has the host assemble a docker-archive from the stored blobs and
+//! pipe it into `docker load`, so nothing is sent twice. Hosts run in
 //! parallel; one failing does not stop the others.
 //!
 //! This module owns the store layout, the plan and the shell run on hosts
 //! (the image in [`image`], the plan in [`plan`], value checks in [`check`],
-//! the host scripts in [`scripts`], the per-host flow in [`host`]); the SSH
-//! session is in [`crate::ssh`]. It reports through [`Reporter`] and never
-//! prints. Each push records the image on the host, so [`gc`] knows what to
-//! keep.
+//! the host scripts in [`scripts`], the one per-host flow in [`host`], the
+//! SSH source in [`ssh`]); the SSH session is in [`crate::ssh`]. It reports
+//! through [`Reporter`] and never prints. Each delivery records the image on
+//! the host, so [`gc`] knows what to keep.
 //!
 //! Every script is constant text and every value (the store path, the image
 //! reference, blob names) a positional parameter, checked against its
@@ -29,6 +31,7 @@ mod host;
 mod image;
 mod plan;
 mod scripts;
+mod ssh;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -37,13 +40,12 @@ use std::path::PathBuf;
 use crate::ssh::{SshError, TargetError};
 
 pub use check::{BadValue, check_hex, check_reference, check_store};
-pub use host::{
-    BlobSource, Event, HostStats, Options, Reporter, deliver_host, each_host, push_all, push_host,
-};
+pub use host::{BlobSource, Event, HostStats, Options, Reporter, deliver_host, each_host};
 pub use image::{LocalBlob, PushImage};
 pub use plan::{HostState, Plan, Runtime, Send};
 pub(crate) use scripts::{BLOB_LOCK, SUM256};
 pub use scripts::{EXIT_DIGEST, EXIT_NO_HASHER, LockMode, lock_store};
+pub use ssh::{push_all, push_host};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {

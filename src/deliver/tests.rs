@@ -1,5 +1,5 @@
 use super::*;
-use super::{check::*, host::*, image::*, plan::*, scripts::*};
+use super::{check::*, image::*, plan::*, scripts::*, ssh::*};
 use crate::ssh::Script;
 use serde_json::json;
 use sha2::{Digest, Sha256};
