@@ -9,8 +9,7 @@ use anyhow::{Result, bail};
 use serde_json::json;
 
 use super::shared::{
-    FromCluster, Progress, cluster_hosts, open_store, print_hosts, ssh_options, targets,
-    unpigz_hint,
+    FromCluster, Progress, cluster_hosts, open_store, ssh_options, summary, targets,
 };
 use crate::cli::PullArgs;
 use crate::deliver;
@@ -69,8 +68,8 @@ pub fn run(a: PullArgs) -> Result<ExitCode> {
         .iter()
         .any(|o| matches!(o.result, Err(PullError::Tampered { .. })));
 
-    if a.json {
-        let v = json!({
+    let json = a.json.then(|| {
+        json!({
             "reference": image.reference,
             "config_digest": image.config_id(),
             "bucket": store.loc.object_url(""),
@@ -86,17 +85,13 @@ pub fn run(a: PullArgs) -> Result<ExitCode> {
                 "loaded": o.stats.loaded,
                 "seconds": (o.seconds * 1000.0).round() / 1000.0,
             })).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        print_hosts(
-            outcomes
-                .iter()
-                .map(|o| (&o.target, &o.stats, o.seconds, &o.result))
-                .collect(),
-        );
-    }
-    unpigz_hint(outcomes.iter().map(|o| (&o.target, &o.stats)));
+        })
+    });
+    let rows: Vec<_> = outcomes
+        .iter()
+        .map(|o| (&o.target, &o.stats, o.seconds, &o.result))
+        .collect();
+    summary(json, &rows)?;
     if failed > 0 {
         eprintln!(
             "error: {failed} of {} host(s) failed (see above); {}",

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use super::shared::{
-    Progress, jump_label, open_store, print_hosts, ssh_options, targets, unpigz_hint,
-};
+use super::shared::{Progress, jump_label, open_store, ssh_options, summary, targets};
 use super::{Term, human};
 use crate::cli::{PushArgs, RuntimeArg};
 use crate::cluster::file::{ClusterFile, ObjectStore};
@@ -59,8 +57,8 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
     let outcomes = deliver::push_all(&targets, &image, &opts, &progress);
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
 
-    if a.json {
-        let v = json!({
+    let json = a.json.then(|| {
+        json!({
             "reference": image.reference,
             "config_digest": image.config_id(),
             "ok": failed == 0,
@@ -76,17 +74,13 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
                 "loaded": o.stats.loaded,
                 "seconds": (o.seconds * 1000.0).round() / 1000.0,
             })).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        print_hosts(
-            outcomes
-                .iter()
-                .map(|o| (&o.target, &o.stats, o.seconds, &o.result))
-                .collect(),
-        );
-    }
-    unpigz_hint(outcomes.iter().map(|o| (&o.target, &o.stats)));
+        })
+    });
+    let rows: Vec<_> = outcomes
+        .iter()
+        .map(|o| (&o.target, &o.stats, o.seconds, &o.result))
+        .collect();
+    summary(json, &rows)?;
     if failed > 0 {
         eprintln!(
             "error: {failed} of {} host(s) failed (see above); fix them and run the same `ferry push` again: it sends only what is missing",

@@ -127,14 +127,7 @@ impl Reporter for Progress {
 
 /// The summary table of `push` and `pull`: host, blobs and bytes moved,
 /// seconds, result.
-pub(super) fn print_hosts<E: std::fmt::Display>(
-    rows: Vec<(
-        &Target,
-        &deliver::HostStats,
-        f64,
-        &std::result::Result<(), E>,
-    )>,
-) {
+fn print_hosts<E: std::fmt::Display>(rows: &[Row<'_, E>]) {
     let w = rows
         .iter()
         .map(|(t, ..)| t.label().len())
@@ -145,7 +138,7 @@ pub(super) fn print_hosts<E: std::fmt::Display>(
         "{:<w$}  {:>5}  {:>9}  {:>7}  RESULT",
         "HOST", "BLOBS", "BYTES", "SECONDS"
     );
-    for (t, stats, seconds, result) in rows {
+    for &(t, stats, seconds, result) in rows {
         let result = result_text(result, stats.loaded);
         println!(
             "{:<w$}  {:>5}  {:>9}  {seconds:>7.1}  {result}",
@@ -231,8 +224,30 @@ pub(super) fn jump_label(t: &Target) -> Option<String> {
     t.jump.as_ref().map(|j| j.label())
 }
 
+/// One host's outcome as the end of `push` and `pull` reports it.
+pub(super) type Row<'a, E> = (
+    &'a Target,
+    &'a deliver::HostStats,
+    f64,
+    &'a std::result::Result<(), E>,
+);
+
+/// The end of `push` and `pull` over hosts: the JSON document when one was
+/// asked for, else the summary table; then the unpigz hint.
+pub(super) fn summary<E: std::fmt::Display>(
+    json: Option<serde_json::Value>,
+    rows: &[Row<'_, E>],
+) -> Result<()> {
+    match json {
+        Some(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+        None => print_hosts(rows),
+    }
+    unpigz_hint(rows.iter().map(|&(t, stats, ..)| (t, stats)));
+    Ok(())
+}
+
 /// The hosts that loaded the image without `unpigz`, named once after the table.
-pub(super) fn unpigz_hint<'a>(hosts: impl Iterator<Item = (&'a Target, &'a deliver::HostStats)>) {
+fn unpigz_hint<'a>(hosts: impl Iterator<Item = (&'a Target, &'a deliver::HostStats)>) {
     let slow: Vec<String> = hosts
         .filter(|(_, stats)| stats.loaded_without_unpigz)
         .map(|(t, _)| format!("`{}`", t.label()))
