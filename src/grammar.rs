@@ -7,7 +7,7 @@
 //! held to one grammar wherever it is read.
 //!
 //! A value from an image label, a cluster file or a host reaches host
-//! scripts (as data: see `crate::script`) and config files the daemons read
+//! scripts (as data: see `crate::ssh::script`) and config files the daemons read
 //! (as text, where a newline starts a new setting). So it is checked where ferry
 //! reads it, against the narrowest grammar that fits what it names; each
 //! check here says what is wrong in words the caller puts after the value

@@ -10,6 +10,7 @@ mod clock;
 mod cluster;
 mod commands;
 mod debian;
+mod deliver;
 mod digest;
 mod fsutil;
 mod grammar;
@@ -18,9 +19,8 @@ mod inputs;
 mod layer;
 mod objstore;
 mod oci;
-mod push;
 mod pypi;
-mod script;
+mod ssh;
 
 use std::process::ExitCode;
 

@@ -15,7 +15,7 @@
 //! The ZooKeeper command-line client in a ZooKeeper container does the
 //! work: the cluster's own client, on the cluster's own network.
 
-use crate::script::Script;
+use crate::ssh::Script;
 use std::time::{Duration, Instant};
 
 use super::file::LOGIN_CONFIG;
@@ -395,7 +395,7 @@ pub fn release_if_restarted(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::script::tests::HOSTILE;
+    use crate::ssh::script::tests::HOSTILE;
 
     /// Runs `script` as an SSH server would (`sh -c LINE`), in a scratch
     /// folder, with a stand-in `docker` first on the PATH that writes each

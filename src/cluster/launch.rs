@@ -10,7 +10,7 @@
 //! (`/var/lib/ferry/<cluster>/made`, where no container reaches), so `down
 //! --purge` removes what ferry made and keeps what was there before.
 //!
-//! Every script run on a host is constant text (see [`crate::script`]):
+//! Every script run on a host is constant text (see [`crate::ssh::script`]):
 //! names, paths, image references and labels reach it as positional
 //! parameters. Writes as root into folders a container can write never
 //! follow a link: files are staged in a folder of root's alone and renamed
@@ -20,7 +20,7 @@
 //! set aside (the rest go on) and reported; gates then wait only on the
 //! hosts still standing.
 
-use crate::script::Script;
+use crate::ssh::Script;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -991,7 +991,7 @@ fn gate_logs(logs: Vec<(String, String)>) -> String {
                 from += 1;
             }
             let cut = if from > 0 { "…" } else { "" };
-            format!("{h}:\n{cut}{}", crate::push::ssh::shown(&l[from..]))
+            format!("{h}:\n{cut}{}", crate::ssh::shown(&l[from..]))
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -2615,7 +2615,7 @@ mod tests {
     #[test]
     fn hostile_labels_and_image_references_run_nothing_in_the_up_script() {
         let docker_fails = "#!/bin/sh\nexit 1\n";
-        let values: Vec<&str> = crate::script::tests::HOSTILE
+        let values: Vec<&str> = crate::ssh::script::tests::HOSTILE
             .iter()
             .copied()
             .chain([SED_E])
@@ -3015,7 +3015,7 @@ mod tests {
     /// nothing runs, and no file is made or removed but the plan's.
     #[test]
     fn hostile_values_reach_every_launch_script_as_data() {
-        let values: Vec<&str> = crate::script::tests::HOSTILE
+        let values: Vec<&str> = crate::ssh::script::tests::HOSTILE
             .iter()
             .copied()
             .chain([SED_E])

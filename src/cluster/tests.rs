@@ -1222,7 +1222,7 @@ fn each_string_field_refuses_a_hostile_value_by_name_or_plans_it() {
         // the template itself is a good cluster file
         let good = text_with("\"x\"");
         assert_ne!(good, HA, "{field}: the template does not set the field");
-        for v in crate::script::tests::HOSTILE {
+        for v in crate::ssh::script::tests::HOSTILE {
             let q = basic_string(v);
             let text = text_with(&q);
             match ClusterFile::parse(&text, Path::new("cluster.toml")) {
@@ -1256,7 +1256,7 @@ fn each_label_refuses_a_hostile_value_by_name_or_plans_it() {
         "ferry.zookeeper.start",
         "ferry.sample-job",
     ] {
-        for v in crate::script::tests::HOSTILE {
+        for v in crate::ssh::script::tests::HOSTILE {
             let mut f = facts();
             f.labels.insert(label.to_string(), v.to_string());
             let e = plan::plan(&parse(HA), &f)

@@ -8,12 +8,12 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::human;
-use super::push::{jump_label, ssh_options, targets};
+use super::shared::{jump_label, ssh_options, targets};
 use crate::cache::Cache;
 use crate::cache::gc as cache_gc;
 use crate::cache::lock::{self as cache_lock, Mode};
 use crate::cli::GcArgs;
-use crate::push::gc::{self, Record};
+use crate::deliver::gc::{self, Record};
 
 fn image_json(r: &Record) -> serde_json::Value {
     json!({"name": r.name, "manifest": format!("sha256:{}", r.manifest)})

@@ -6,16 +6,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::push::ssh_options;
+use super::shared::ssh_options;
 use crate::cli::SshArgs;
 use crate::cluster::file::ClusterFile;
 use crate::cluster::fleet::Fleet;
 use crate::cluster::hosts::{ClusterHost, LocalHost, SshHost};
 use crate::cluster::launch;
 use crate::cluster::plan::{self, HostPlan, ImageFacts, Plan};
+use crate::deliver::PushError;
 use crate::fsutil;
-use crate::push::ssh::SshOptions;
-use crate::push::{PushError, Target};
+use crate::ssh::SshOptions;
+use crate::ssh::Target;
 
 pub struct Loaded {
     pub plan: Plan,

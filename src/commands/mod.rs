@@ -13,6 +13,7 @@ mod plan;
 mod pull;
 mod push;
 mod scale;
+mod shared;
 mod status;
 mod submit;
 mod up;

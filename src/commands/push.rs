@@ -1,8 +1,9 @@
 //! `ferry push`: an OCI layout → the Docker of hosts over SSH, with progress
-//! lines per host and a summary table (or JSON) at the end.
+//! lines per host and a summary table (or JSON) at the end; or, given a
+//! bucket (`s3://…`, or a cluster file's), the image into the bucket, with a
+//! line per object and a summary. Credentials are read here and handed on;
+//! nothing printed carries them.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -10,262 +11,54 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
+use super::shared::{Progress, jump_label, open_store, ssh_options, summary, targets};
 use super::{Term, human};
-use crate::cli::{PushArgs, RuntimeArg, SshArgs};
+use crate::cli::{PushArgs, RuntimeArg};
+use crate::cluster::file::{ClusterFile, ObjectStore};
+use crate::deliver::{self, PushImage};
 use crate::objstore::Location;
+use crate::objstore::upload::{self, Event};
 use crate::oci;
-use crate::push::known_hosts::KnownHosts;
-use crate::push::ssh::{SshOptions, default_identities};
-use crate::push::{self, Event, HostOutcome, PushImage, Reporter, Target};
 
-/// Per host: when sending started, bytes of finished blobs, when the last line was printed.
-#[derive(Default)]
-struct HostProgress {
-    started: Option<Instant>,
-    finished_bytes: u64,
-    last_line: Option<Instant>,
-}
-
-pub(super) struct Progress {
-    pub(super) term: Term,
-    hosts: Mutex<HashMap<String, HostProgress>>,
-}
-
-impl Progress {
-    pub(super) fn new() -> Progress {
-        Progress {
-            term: Term::new(false),
-            hosts: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-fn rate(bytes: u64, since: Option<Instant>) -> String {
-    let secs = since
-        .map(|t| t.elapsed().as_secs_f64())
-        .unwrap_or(0.0)
-        .max(1e-3);
-    format!("{}/s", human((bytes as f64 / secs) as u64))
-}
-
-impl Reporter for Progress {
-    fn event(&self, host: &str, event: Event<'_>) {
-        let mut hosts = self.hosts.lock().expect("progress lock");
-        let p = hosts.entry(host.to_string()).or_default();
-        let line = match event {
-            Event::Connected => format!("{host}: connected"),
-            Event::Corrupt { hexes } => format!(
-                "{host}: {} stored blob(s) do not match their digest and will be replaced: {}",
-                hexes.len(),
-                hexes
-                    .iter()
-                    .map(|h| format!("sha256:{}", &h[..12]))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Event::Planned(plan) => {
-                p.started = Some(Instant::now());
-                let resumed = plan.sends.iter().filter(|s| s.offset > 0).count();
-                let docker = if plan.load {
-                    ""
-                } else {
-                    "; docker has the image"
-                };
-                if plan.sends.is_empty() {
-                    format!("{host}: all {} blob(s) present{docker}", plan.present)
-                } else {
-                    format!(
-                        "{host}: {} blob(s) present, sending {} ({}){}{docker}",
-                        plan.present,
-                        plan.sends.len(),
-                        human(plan.bytes()),
-                        if resumed > 0 {
-                            format!(", resuming {resumed}")
-                        } else {
-                            String::new()
-                        },
-                    )
-                }
-            }
-            Event::Sending { hex, done, total } => {
-                if p.last_line
-                    .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-                    || done == total
-                {
-                    return;
-                }
-                p.last_line = Some(Instant::now());
-                let all = p.finished_bytes + done;
-                format!(
-                    "{host}: sha256:{} {} / {}, {}",
-                    &hex[..12],
-                    human(done),
-                    human(total),
-                    rate(all, p.started)
-                )
-            }
-            Event::Sent { hex, bytes } => {
-                p.finished_bytes += bytes;
-                format!(
-                    "{host}: sha256:{} stored ({}), {} in all at {}",
-                    &hex[..12],
-                    human(bytes),
-                    human(p.finished_bytes),
-                    rate(p.finished_bytes, p.started)
-                )
-            }
-            Event::Loading => format!("{host}: loading into docker"),
-            Event::Loaded => format!("{host}: loaded"),
-            Event::UpToDate => format!("{host}: up to date"),
-        };
-        drop(hosts);
-        self.term.line(&line);
-    }
-}
-
-/// The summary table of `push` and `pull`: host, blobs and bytes moved,
-/// seconds, result.
-pub(super) fn print_hosts(rows: Vec<(&Target, &push::HostStats, f64, String)>) {
-    let w = rows
-        .iter()
-        .map(|(t, ..)| t.label().len())
-        .max()
-        .unwrap_or(0)
-        .max(4);
-    println!(
-        "{:<w$}  {:>5}  {:>9}  {:>7}  RESULT",
-        "HOST", "BLOBS", "BYTES", "SECONDS"
-    );
-    for (t, stats, seconds, result) in rows {
-        println!(
-            "{:<w$}  {:>5}  {:>9}  {seconds:>7.1}  {result}",
-            t.label(),
-            stats.blobs_sent,
-            human(stats.bytes_sent),
-        );
-    }
-}
-
-fn result_text(o: &HostOutcome) -> String {
-    match &o.result {
-        Ok(()) if o.stats.loaded => "ok, loaded".into(),
-        Ok(()) => "ok, up to date".into(),
-        Err(e) => format!("error: {e}"),
-    }
-}
-
-/// known_hosts files whose skipped lines were shown: once per run, not per host.
-static KNOWN_HOSTS_WARNED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-/// Shows the lines of `path` that connections will skip (once per file).
-fn warn_known_hosts(path: &Path) {
-    let mut warned = KNOWN_HOSTS_WARNED.lock().unwrap_or_else(|p| p.into_inner());
-    if warned.iter().any(|p| p == path) {
-        return;
-    }
-    warned.push(path.to_path_buf());
-    // a file that cannot be read fails the connection, with its own message
-    if let Ok(kh) = KnownHosts::read(path) {
-        for w in &kh.warnings {
-            eprintln!("warning: {w}");
-        }
-    }
-}
-
-/// The SSH options of the command line, with the user's defaults filled in.
-pub(super) fn ssh_options(a: SshArgs) -> SshOptions {
-    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
-    let known_hosts = a
-        .known_hosts
-        .unwrap_or_else(|| home.join(".ssh/known_hosts"));
-    warn_known_hosts(&known_hosts);
-    SshOptions {
-        identities: a
-            .identity
-            .map(|p| vec![p])
-            .unwrap_or_else(|| default_identities(&home)),
-        known_hosts,
-        accept_new_host_keys: a.accept_new_host_keys,
-        connect_timeout: Duration::from_secs(a.connect_timeout),
-        command_timeout: Duration::from_secs(a.command_timeout),
-        password: std::env::var("FERRY_SSH_PASSWORD").ok(),
-        passphrase: std::env::var("FERRY_SSH_PASSPHRASE").ok(),
-    }
-}
-
-/// Parses the hosts, each named once, with the jump host and sudo choice
-/// of the command line.
-pub(super) fn targets(hosts: &[String], ssh: &SshArgs) -> Result<Vec<Target>> {
-    let user = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "root".into());
-    let jump = ssh
-        .jump
-        .as_deref()
-        .map(|j| Target::parse_jump(j, &user))
-        .transpose()?;
-    let mut targets = hosts
-        .iter()
-        .map(|h| Target::parse(h, &user))
-        .collect::<Result<Vec<_>, _>>()?;
-    for t in &mut targets {
-        t.jump = jump.clone().map(Box::new);
-        t.sudo &= !ssh.no_sudo;
-    }
-    for (i, t) in targets.iter().enumerate() {
-        if targets[..i].contains(t) {
-            bail!(
-                "the host `{}` is given twice; name each host once",
-                t.label()
-            );
-        }
-    }
-    Ok(targets)
-}
-
-/// How JSON names the jump host a target is reached through.
-pub(super) fn jump_label(t: &Target) -> Option<String> {
-    t.jump.as_ref().map(|j| j.label())
-}
-
-pub fn run(a: PushArgs) -> Result<ExitCode> {
-    if a.cluster.is_some() || a.hosts.iter().any(|h| Location::is_bucket_url(h)) {
-        return super::pull::push_to_bucket(a);
-    }
+/// The image of the layout the command names.
+fn layout_image(a: &PushArgs) -> Result<PushImage> {
     let layout = oci::open_layout(&a.layout).with_context(|| {
         format!(
             "opening the layout `{}`; build it with `ferry build`",
             a.layout.display()
         )
     })?;
-    let image = PushImage::from_layout(&layout, a.tag.as_deref())?;
+    Ok(PushImage::from_layout(&layout, a.tag.as_deref())?)
+}
+
+pub fn run(a: PushArgs) -> Result<ExitCode> {
+    if a.cluster.is_some() || a.hosts.iter().any(|h| Location::is_bucket_url(h)) {
+        return push_to_bucket(a);
+    }
+    let image = layout_image(&a)?;
     let targets = targets(&a.hosts, &a.ssh)?;
-    let opts = push::Options {
+    let opts = deliver::Options {
         store: a.store,
         parallel: usize::from(a.parallel),
         verify: a.verify,
         runtime: match a.runtime {
-            RuntimeArg::Docker => push::Runtime::Docker,
-            RuntimeArg::Podman => push::Runtime::Podman,
+            RuntimeArg::Docker => deliver::Runtime::Docker,
+            RuntimeArg::Podman => deliver::Runtime::Podman,
         },
         ssh: ssh_options(a.ssh),
     };
-    let progress = Progress {
-        term: Term::new(false),
-        hosts: Mutex::new(HashMap::new()),
-    };
+    let progress = Progress::new();
     progress.term.line(&format!(
         "pushing {} ({}) to {} host(s)",
         image.reference,
         image.config_id(),
         targets.len()
     ));
-    let outcomes = push::push_all(&targets, &image, &opts, &progress);
+    let outcomes = deliver::push_all(&targets, &image, &opts, &progress);
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
 
-    if a.json {
-        let v = json!({
+    let json = a.json.then(|| {
+        json!({
             "reference": image.reference,
             "config_digest": image.config_id(),
             "ok": failed == 0,
@@ -281,33 +74,183 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
                 "loaded": o.stats.loaded,
                 "seconds": (o.seconds * 1000.0).round() / 1000.0,
             })).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        print_hosts(
-            outcomes
-                .iter()
-                .map(|o| (&o.target, &o.stats, o.seconds, result_text(o)))
-                .collect(),
-        );
-    }
-    let slow: Vec<String> = outcomes
+        })
+    });
+    let rows: Vec<_> = outcomes
         .iter()
-        .filter(|o| o.stats.loaded_without_unpigz)
-        .map(|o| format!("`{}`", o.target.label()))
+        .map(|o| (&o.target, &o.stats, o.seconds, &o.result))
         .collect();
-    if !slow.is_empty() {
-        eprintln!(
-            "hint: `unpigz` is not on the PATH of {}: Docker unpacks gzip layers with it when it is there (`docker load` took 25% less time with it in ferry's benchmark); install the `pigz` package there",
-            slow.join(", ")
-        );
-    }
+    summary(json, &rows)?;
     if failed > 0 {
         eprintln!(
             "error: {failed} of {} host(s) failed (see above); fix them and run the same `ferry push` again: it sends only what is missing",
             outcomes.len()
         );
         return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct UploadProgress {
+    term: Term,
+    /// When the current object started, and when its last line was printed.
+    times: Mutex<(Instant, Instant)>,
+}
+
+fn short(name: &str) -> String {
+    match name.strip_prefix("blobs/sha256/") {
+        Some(hex) => format!("sha256:{}", &hex[..12.min(hex.len())]),
+        None => name.to_string(),
+    }
+}
+
+impl upload::Reporter for UploadProgress {
+    fn event(&self, e: Event<'_>) {
+        let mut t = self.times.lock().expect("progress lock");
+        let line = match e {
+            Event::Present { name, size } => {
+                format!("{}: in the bucket already ({})", short(name), human(size))
+            }
+            Event::Start {
+                name,
+                size,
+                parts,
+                reused,
+            } => {
+                *t = (Instant::now(), Instant::now());
+                if parts > 1 {
+                    format!(
+                        "{}: sending {} in {parts} parts{}",
+                        short(name),
+                        human(size),
+                        if reused > 0 {
+                            format!(", resuming: {reused} part(s) in the bucket already")
+                        } else {
+                            String::new()
+                        }
+                    )
+                } else {
+                    format!("{}: sending {}", short(name), human(size))
+                }
+            }
+            Event::Differs { name, part } => format!(
+                "{}: part {part} in the bucket holds other bytes (its ETag is not their MD5); sending it again",
+                short(name)
+            ),
+            Event::Progress { name, sent, total } => {
+                if t.1.elapsed() < Duration::from_secs(1) || sent == total {
+                    return;
+                }
+                t.1 = Instant::now();
+                format!(
+                    "{}: {} / {}, {}/s",
+                    short(name),
+                    human(sent),
+                    human(total),
+                    human((sent as f64 / t.0.elapsed().as_secs_f64().max(1e-3)) as u64)
+                )
+            }
+            Event::Done { name, sent } => format!(
+                "{}: stored ({} sent, {}/s)",
+                short(name),
+                human(sent),
+                human((sent as f64 / t.0.elapsed().as_secs_f64().max(1e-3)) as u64)
+            ),
+        };
+        drop(t);
+        self.term.line(&line);
+    }
+}
+
+/// `ferry push LAYOUT s3://bucket/prefix`, or `ferry push LAYOUT --cluster
+/// FILE` (the bucket of its `delivery`, the service of its `[object_store]`).
+fn push_to_bucket(a: PushArgs) -> Result<ExitCode> {
+    let (delivery, cluster_store) = match &a.cluster {
+        Some(path) => {
+            let file = ClusterFile::load(path)?;
+            (file.delivery.get_ref().clone(), file.object_store)
+        }
+        None => (String::new(), ObjectStore::default()),
+    };
+    let destination = match (a.hosts.as_slice(), &a.cluster) {
+        ([], Some(_)) if Location::is_bucket_url(&delivery) => delivery,
+        ([], Some(path)) => bail!(
+            "the cluster file `{}` delivers over `{delivery}`, not from a bucket: name the bucket (`ferry push LAYOUT s3://bucket/prefix --cluster FILE`), or let `ferry up` push the image to the hosts",
+            path.display()
+        ),
+        ([one], _) if Location::is_bucket_url(one) => one.clone(),
+        (_, Some(_)) if !a.hosts.iter().any(|h| Location::is_bucket_url(h)) => bail!(
+            "`ferry push --cluster` sends to the cluster's bucket; drop the hosts, or drop --cluster to push to hosts over SSH"
+        ),
+        _ => bail!(
+            "`ferry push` takes either hosts or one bucket; push to the bucket, then run `ferry pull {} HOST...`",
+            a.hosts
+                .iter()
+                .find(|h| Location::is_bucket_url(h))
+                .map(String::as_str)
+                .unwrap_or("s3://bucket/prefix")
+        ),
+    };
+    let image = layout_image(&a)?;
+    let store = open_store(&destination, &a.bucket, &cluster_store)?;
+    let progress = UploadProgress {
+        term: Term::new(false),
+        times: Mutex::new((Instant::now(), Instant::now())),
+    };
+    let target = store.loc.object_url("");
+    progress.term.line(&format!(
+        "pushing {} ({}) to {target} at {}",
+        image.reference,
+        image.config_id(),
+        store.endpoint()
+    ));
+    let t0 = Instant::now();
+    let opts = upload::Options {
+        part_size: a.part_size << 20,
+        parallel: usize::from(a.parts_parallel),
+    };
+    let result = upload::push_image(&store, &a.layout, &image, &opts, &progress);
+    let seconds = t0.elapsed().as_secs_f64();
+    let stats = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if a.json {
+                let v = json!({"reference": image.reference, "bucket": target, "ok": false, "error": e.to_string()});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            return Err(e.into());
+        }
+    };
+    if a.json {
+        let v = json!({
+            "reference": image.reference,
+            "config_digest": image.config_id(),
+            "bucket": target,
+            "endpoint": store.endpoint(),
+            "ok": true,
+            "objects_sent": stats.objects_sent,
+            "objects_present": stats.objects_present,
+            "bytes_sent": stats.bytes_sent,
+            "parts_sent": stats.parts_sent,
+            "parts_reused": stats.parts_reused,
+            "resumed": stats.resumed,
+            "seconds": (seconds * 1000.0).round() / 1000.0,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let w = target.len().max(6);
+        println!(
+            "{:<w$}  {:>4}  {:>7}  {:>9}  {:>5}  {:>6}  {:>7}",
+            "BUCKET", "SENT", "PRESENT", "BYTES", "PARTS", "REUSED", "SECONDS"
+        );
+        println!(
+            "{target:<w$}  {:>4}  {:>7}  {:>9}  {:>5}  {:>6}  {seconds:>7.1}",
+            stats.objects_sent,
+            stats.objects_present,
+            human(stats.bytes_sent),
+            stats.parts_sent,
+            stats.parts_reused
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@
 //! masters, in a throwaway container on a master's host; the driver's output
 //! streams to this terminal.
 
-use crate::script::Script;
+use crate::ssh::Script;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

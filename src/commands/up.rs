@@ -14,9 +14,9 @@ use crate::cli::UpArgs;
 use crate::cluster::hosts::ClusterHost;
 use crate::cluster::launch::{self, ImageFound};
 use crate::cluster::plan::{Gate, HostPlan};
+use crate::deliver::{self as push, Event, HostStats, PushImage, Reporter};
 use crate::objstore::{self, Location, pull};
 use crate::oci;
-use crate::push::{self, Event, HostStats, PushImage, Reporter};
 
 /// Push progress as a few lines per host.
 struct PushLines<'a> {
@@ -72,7 +72,7 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
     // how the image gets to the hosts: pushed from the layout over SSH,
     // pulled by each host from the bucket, or only checked for
     let bucket = if !t.local && Location::is_bucket_url(&plan.delivery) {
-        let settings = super::pull::cluster_settings(&loaded.object_store);
+        let settings = super::shared::cluster_settings(&loaded.object_store);
         let store = objstore::open(&plan.delivery, settings, a.credentials_file.as_deref())?;
         let image = pull::read_image(&store, None)?;
         if format!("sha256:{}", image.manifest.hex) != plan.image.digest {

@@ -2,17 +2,16 @@
 //! controller's uplink carries only small requests.
 //!
 //! The controller reads the image's index, manifest and config from the
-//! bucket (checking their digests), then for each host lists its store over
-//! SSH, plans with the same rules as an SSH push ([`crate::push::plan`]), and
-//! has the host download each missing blob with curl or wget from a
+//! bucket (checking their digests), then delivers to each host through the
+//! same per-host flow as an SSH push ([`crate::deliver::deliver_host`]), with
+//! the bucket as the blob source: the host downloads each missing blob with curl or wget from a
 //! presigned GET URL valid for minutes. The URL goes on the command's stdin,
 //! never in its arguments (where `ps` shows it), and no key reaches a host.
 //! The host checks the blob's sha256 before renaming it into its store; the
-//! image is then loaded and recorded exactly as an SSH push does, so a pulled
-//! image and a pushed one are alike on the host.
+//! image is then loaded, its id checked and recorded by that same flow, so
+//! a pulled image and a pushed one are alike on the host.
 
-use crate::script::Script;
-use std::collections::BTreeSet;
+use crate::ssh::Script;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -20,13 +19,13 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::{ObjError, Store};
+use crate::deliver::{
+    self, BadValue, BlobSource, Event, HostState, HostStats, LocalBlob, Plan, PushError, PushImage,
+    Reporter, Send, check_hex, check_store,
+};
 use crate::grammar::is_hex64;
 use crate::oci::sha256_hex;
-use crate::push::ssh::Remote;
-use crate::push::{
-    self, BadValue, Event, HostState, HostStats, LocalBlob, PushError, PushImage, Reporter, Send,
-    Target, check_hex, check_image, check_store, gc,
-};
+use crate::ssh::{Remote, SshError, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -55,6 +54,13 @@ pub enum PullError {
     },
     #[error("`{host}` has neither curl nor wget; install one of them there")]
     NoFetcher { host: String },
+}
+
+/// A transport error is the host's, as an SSH push reports it.
+impl From<SshError> for PullError {
+    fn from(e: SshError) -> PullError {
+        PullError::Host(e.into())
+    }
 }
 
 /// The most an index, manifest or config may weigh.
@@ -165,8 +171,8 @@ const EXIT_FETCH: i32 = 7;
 const EXIT_TOO_BIG: i32 = 9;
 
 /// `$1` the store, `$2` the blob's hex, `$3` its size; the URL on stdin.
-/// The exit statuses 2, 4 ([`push::EXIT_DIGEST`]), 6 ([`EXIT_NO_FETCHER`]),
-/// 7 ([`EXIT_FETCH`]), 8 ([`push::EXIT_NO_HASHER`]) and 9
+/// The exit statuses 2, 4 ([`deliver::EXIT_DIGEST`]), 6 ([`EXIT_NO_FETCHER`]),
+/// 7 ([`EXIT_FETCH`]), 8 ([`deliver::EXIT_NO_HASHER`]) and 9
 /// ([`EXIT_TOO_BIG`]) are written as numbers (a test checks them).
 ///
 /// The download goes through `head -c`, asking for one byte more than the
@@ -224,7 +230,7 @@ echo "fetched $((size - from))""#;
 /// Downloads one blob into `<hex>.part` (continuing a cut download with
 /// curl), checks its sha256 (with `openssl`, else `sha256sum`, as the SSH
 /// push does) and renames it; prints `fetched <bytes>`, the bytes that came
-/// over the network. It holds the blob's lock ([`push::BLOB_LOCK`]) as an
+/// over the network. It holds the blob's lock ([`deliver::BLOB_LOCK`]) as an
 /// upload does; when a push or another pull holds it, it downloads into a
 /// file of its own in `$S/tmp` instead. The URL is the first line of stdin
 /// and reaches curl/wget through a pipe from the shell's `printf` builtin:
@@ -232,8 +238,8 @@ echo "fetched $((size - from))""#;
 pub fn fetch_script(store: &str, hex: &str, size: u64) -> Result<Script, BadValue> {
     check_store(store)?;
     check_hex("blob digest", hex)?;
-    Ok(Script::new(push::SUM256)
-        .then(push::BLOB_LOCK)
+    Ok(Script::new(deliver::SUM256)
+        .then(deliver::BLOB_LOCK)
         .then(FETCH)
         .arg(store)
         .arg(hex)
@@ -271,7 +277,7 @@ fn fetched(stdout: &str) -> Option<u64> {
 }
 
 pub struct Options {
-    pub push: push::Options,
+    pub push: deliver::Options,
     /// Seconds each presigned URL is valid.
     pub url_expiry: u64,
 }
@@ -321,6 +327,38 @@ pub fn pull_all(
         .collect()
 }
 
+/// A pull's source: the bucket, each blob fetched by the host itself.
+struct FromBucket<'s> {
+    store: &'s Store,
+    url_expiry: u64,
+}
+
+impl BlobSource for FromBucket<'_> {
+    type Error = PullError;
+
+    fn when_busy(&self) -> &'static str {
+        "nothing was fetched; pull again when gc has ended"
+    }
+
+    fn store_blobs(
+        &self,
+        remote: &Remote,
+        store: &str,
+        plan: &Plan,
+        _state: &HostState,
+        reporter: &dyn Reporter,
+        stats: &mut HostStats,
+    ) -> Result<(), PullError> {
+        for s in &plan.sends {
+            stats.bytes_sent += fetch(remote, self.store, store, s, self.url_expiry, reporter)?;
+            stats.blobs_sent += 1;
+            stats.resumed += usize::from(s.offset > 0);
+            stats.replaced += usize::from(s.replace);
+        }
+        Ok(())
+    }
+}
+
 /// Has one host fetch what it lacks from the bucket, then load the image.
 pub fn pull_host(
     target: &Target,
@@ -330,97 +368,11 @@ pub fn pull_host(
     reporter: &dyn Reporter,
     stats: &mut HostStats,
 ) -> Result<(), PullError> {
-    let label = target.label();
-    let dir = &opts.push.store;
-    check_image(dir, image).map_err(|e| e.on(&label))?;
-    let remote = Remote::connect(target, &opts.push.ssh)?;
-    reporter.event(&label, Event::Connected);
-    // as a push does: gc waits until the image is recorded
-    let lock = push::lock_store(
-        &remote,
-        dir,
-        push::LockMode::Shared,
-        push::PUSH_LOCK_WAIT_SECS,
-        "nothing was fetched; pull again when gc has ended",
-    )?;
-    let out = remote.run_ok(
-        "listing the store",
-        &push::list_script(dir, &image.reference, opts.push.runtime).map_err(|e| e.on(&label))?,
-        &[],
-    )?;
-    let state = HostState::parse(&String::from_utf8_lossy(&out));
-    if !state.has_docker {
-        return Err(PushError::NoRuntime {
-            host: label,
-            runtime: opts.push.runtime.command(),
-        }
-        .into());
-    }
-    let check = push::to_verify(image, &state, opts.push.verify, opts.push.runtime);
-    let bad = if check.is_empty() {
-        BTreeSet::new()
-    } else {
-        let (verify, names) = push::verify_script(dir, &check).map_err(|e| e.on(&label))?;
-        let what = "hashing stored blobs";
-        let out = remote.run_checked(
-            what,
-            &verify,
-            &mut |w| w.write_all(&names).map_err(|e| remote.io_error(what, e)),
-            &[0, 1],
-        )?;
-        push::bad_blobs(&String::from_utf8_lossy(&out), &check)
+    let source = FromBucket {
+        store,
+        url_expiry: opts.url_expiry,
     };
-    if !bad.is_empty() {
-        reporter.event(&label, Event::Corrupt { hexes: &bad });
-    }
-    let plan = push::plan(image, &state, &bad);
-    reporter.event(&label, Event::Planned(&plan));
-    for s in &plan.sends {
-        stats.bytes_sent += fetch(&remote, store, dir, s, opts.url_expiry, reporter)?;
-        stats.blobs_sent += 1;
-        stats.resumed += usize::from(s.offset > 0);
-        stats.replaced += usize::from(s.replace);
-    }
-    if plan.load {
-        reporter.event(&label, Event::Loading);
-        let out = remote.run_ok(
-            "loading the image into docker",
-            &push::load_script(
-                dir,
-                image,
-                state.present_prefix(&image.diff_ids),
-                opts.push.runtime,
-            )
-            .map_err(|e| e.on(&label))?,
-            &push::docker_manifest(image),
-        )?;
-        let found = String::from_utf8_lossy(&out).trim().to_string();
-        if found != image.config_id() {
-            return Err(PushError::LoadMismatch {
-                host: label,
-                reference: image.reference.clone(),
-                expected: image.config_id(),
-                found,
-            }
-            .into());
-        }
-        stats.loaded = true;
-    }
-    remote.run_ok(
-        "recording the image",
-        &gc::record_script(dir, &image.reference, &image.manifest.hex).map_err(|e| e.on(&label))?,
-        &[],
-    )?;
-    lock.release()?;
-    reporter.event(
-        &label,
-        if plan.load {
-            Event::Loaded
-        } else {
-            Event::UpToDate
-        },
-    );
-    Ok(())
+    deliver::deliver_host(&source, target, image, &opts.push, reporter, stats)
 }
 
 /// Has the host fetch one blob; returns the bytes that came over the network.
@@ -451,13 +403,13 @@ fn fetch(
     );
     let out = match result {
         Ok(out) => out,
-        Err(PushError::Remote { status, stderr, .. }) => {
+        Err(SshError::Remote { status, stderr, .. }) => {
             return Err(match status {
-                push::EXIT_DIGEST => PullError::Tampered {
+                deliver::EXIT_DIGEST => PullError::Tampered {
                     host: label,
                     object,
                 },
-                push::EXIT_NO_HASHER => PushError::NoHasher { host: label }.into(),
+                deliver::EXIT_NO_HASHER => PushError::NoHasher { host: label }.into(),
                 EXIT_NO_FETCHER => PullError::NoFetcher { host: label },
                 EXIT_TOO_BIG => PullError::TooBig {
                     host: label,
@@ -518,10 +470,10 @@ mod tests {
         );
         // the blob's lock is the upload's, not a copy of it
         assert_eq!(s.text().matches("blob_lock()").count(), 1);
-        assert!(s.text().contains(push::BLOB_LOCK));
+        assert!(s.text().contains(deliver::BLOB_LOCK));
         for code in [
-            push::EXIT_DIGEST,
-            push::EXIT_NO_HASHER,
+            deliver::EXIT_DIGEST,
+            deliver::EXIT_NO_HASHER,
             EXIT_FETCH,
             EXIT_NO_FETCHER,
             EXIT_TOO_BIG,
@@ -532,7 +484,7 @@ mod tests {
 
     #[test]
     fn hostile_values_never_reach_the_fetch_script() {
-        for v in crate::script::tests::HOSTILE {
+        for v in crate::ssh::script::tests::HOSTILE {
             assert!(fetch_script(v, &"a".repeat(64), 1).is_err(), "{v:?}");
             assert!(fetch_script("/s", v, 1).is_err(), "{v:?}");
             let url = format!("http://h/b/k?X-Amz-Signature={v}");
@@ -727,7 +679,7 @@ mod tests {
             let other = "0".repeat(64);
             assert_eq!(
                 run_fetch(&tools, &store, &other, size, &url).0,
-                Some(push::EXIT_DIGEST),
+                Some(deliver::EXIT_DIGEST),
                 "{case}"
             );
             let left: Vec<_> = std::fs::read_dir(&blobs)
@@ -823,7 +775,7 @@ mod tests {
         let url = serve(body.clone());
         assert_eq!(
             run_fetch(&tools, &store, &hex, body.len() as u64, &url).0,
-            Some(push::EXIT_NO_HASHER)
+            Some(deliver::EXIT_NO_HASHER)
         );
         assert!(!store.join("blobs/sha256").join(&hex).exists());
         let e = PullError::from(PushError::NoHasher {

@@ -22,7 +22,7 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 
 use super::{Body, ObjError, Part, Store};
-use crate::push::{LocalBlob, PushImage};
+use crate::deliver::{LocalBlob, PushImage};
 
 /// What an upload reports while it runs.
 #[derive(Debug, Clone)]

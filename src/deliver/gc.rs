@@ -16,19 +16,18 @@
 //! for their whole run): a blob a push in flight found present is never
 //! removed under it. A dry run holds it shared, so it can run beside pushes.
 
-use crate::script::Script;
+use crate::ssh::Script;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::ssh::{Remote, SshOptions};
 use super::{
-    BadValue, LockMode, PushError, Target, check_hex, check_reference, check_store, each_host,
-    lock_store,
+    BadValue, LockMode, PushError, check_hex, check_reference, check_store, each_host, lock_store,
 };
 use crate::cache::gc::keep_newest;
 use crate::fsutil::{escape_name, unescape_name};
 use crate::grammar::is_hex64;
+use crate::ssh::{Remote, SshError, SshOptions, Target};
 
 /// A blob no record names is kept this long after it was written: a push may
 /// be under way and not have recorded its image yet.
@@ -358,6 +357,13 @@ pub enum HostGcError {
     },
 }
 
+/// A transport error is the host's, as a push reports it.
+impl From<SshError> for HostGcError {
+    fn from(e: SshError) -> HostGcError {
+        HostGcError::Push(e.into())
+    }
+}
+
 /// The result of gc on one host.
 pub struct HostOutcome {
     pub target: Target,
@@ -545,10 +551,11 @@ mod tests {
     /// listing, the plan and the removal. `Err` with the exit status when a
     /// step refused.
     fn gc_here(store: &std::path::Path) -> Result<Plan, Option<i32>> {
-        use crate::push::tests::{hold, release, sh_run, stand_ins};
+        use crate::deliver::tests::{hold, release, sh_run, stand_ins};
         let bin = stand_ins();
         let st = store.to_str().unwrap();
-        let lock = hold(&crate::push::store_lock_script(st, LockMode::Exclusive, 0).unwrap())?;
+        let lock =
+            hold(&crate::deliver::scripts::store_lock_script(st, LockMode::Exclusive, 0).unwrap())?;
         let (code, out) = sh_run(&list_script(st).unwrap(), store, bin.path(), b"");
         if code != Some(0) {
             return Err(code);
@@ -581,23 +588,39 @@ mod tests {
             .unwrap();
         assert!(old.success());
         // the push holds the store for its whole run
-        let push = crate::push::tests::hold(
-            &crate::push::store_lock_script(store.to_str().unwrap(), LockMode::Shared, 0).unwrap(),
+        let push = crate::deliver::tests::hold(
+            &crate::deliver::scripts::store_lock_script(
+                store.to_str().unwrap(),
+                LockMode::Shared,
+                0,
+            )
+            .unwrap(),
         )
         .unwrap();
-        let bin = crate::push::tests::stand_ins();
-        let (_, out) = crate::push::tests::sh_run(
-            &crate::push::list_script(store.to_str().unwrap(), "a:b", crate::push::Runtime::Docker)
-                .unwrap(),
+        let bin = crate::deliver::tests::stand_ins();
+        let (_, out) = crate::deliver::tests::sh_run(
+            &crate::deliver::scripts::list_script(
+                store.to_str().unwrap(),
+                "a:b",
+                crate::deliver::Runtime::Docker,
+            )
+            .unwrap(),
             dir.path(),
             bin.path(),
             b"",
         );
-        assert!(crate::push::HostState::parse(&out).blobs.contains_key(&x));
+        assert!(
+            crate::deliver::HostState::parse(&out)
+                .blobs
+                .contains_key(&x)
+        );
         let refused = gc_here(&store);
         assert!(blobs.join(&x).exists(), "gc removed a blob the push listed");
-        assert_eq!(refused.unwrap_err(), Some(crate::push::EXIT_LOCKED));
-        crate::push::tests::release(push);
+        assert_eq!(
+            refused.unwrap_err(),
+            Some(crate::deliver::scripts::EXIT_LOCKED)
+        );
+        crate::deliver::tests::release(push);
         // with the push over, the old blob goes
         assert!(gc_here(&store).unwrap().remove.contains_key(&x));
         assert!(!blobs.join(&x).exists());
@@ -635,11 +658,11 @@ mod tests {
         let (s, files) = remove_script(store.to_str().unwrap(), &p).unwrap();
         let line = s.command_line().unwrap();
         assert!(line.len() < 100 << 10, "{} bytes", line.len());
-        let bin = crate::push::tests::stand_ins();
-        let (code, _) = crate::push::tests::sh_run(&s, &store, bin.path(), &files);
+        let bin = crate::deliver::tests::stand_ins();
+        let (code, _) = crate::deliver::tests::sh_run(&s, &store, bin.path(), &files);
         assert_eq!(code, Some(0));
         assert_eq!(
-            crate::push::tests::tree(&store),
+            crate::deliver::tests::tree(&store),
             ["blobs", "blobs/sha256", "locks", "images"]
                 .iter()
                 .map(std::path::PathBuf::from)

@@ -9,19 +9,20 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use rustix::event::{PollFd, PollFlags, Timespec, poll};
-use ssh2::{BlockDirections, Channel, HashType, MethodType, Session};
+use ssh2::{Channel, HashType, MethodType, Session};
 
+use super::SshError;
 use super::known_hosts::{self, KnownHosts, Verdict};
-use super::{PushError, Target};
-use crate::script::Script;
+use super::output::{ANSWER_LIMIT, ReadError, STDOUT_LIMIT, read_answer, read_stderr, read_stdout};
+use super::script::Script;
+use super::target::Target;
+use super::tunnel::{Hop, Tunnel};
 
 pub struct SshOptions {
     /// Private keys to try, in order, after ssh-agent's (missing files are skipped).
@@ -58,21 +59,13 @@ pub struct Remote {
     command_timeout: Duration,
 }
 
-/// A logged-in session, and what keeps its transport alive.
-struct Hop {
-    sess: Session,
-    /// A duplicate of the session's socket, to wait on when it is a jump host.
-    fd: OwnedFd,
-    tunnel: Option<Tunnel>,
-}
-
 /// Connects to `t` over TCP, or through a channel of its jump host, and logs in.
-fn open(t: &Target, o: &SshOptions) -> Result<Hop, PushError> {
+fn open(t: &Target, o: &SshOptions) -> Result<Hop, SshError> {
     let Some(jump) = &t.jump else {
         let tcp = tcp_connect(t, o)?;
         let fd = tcp
             .try_clone()
-            .map_err(|source| PushError::Connect {
+            .map_err(|source| SshError::Connect {
                 host: t.label(),
                 source,
             })?
@@ -84,7 +77,7 @@ fn open(t: &Target, o: &SshOptions) -> Result<Hop, PushError> {
             tunnel: None,
         });
     };
-    let via = |source| PushError::Jump {
+    let via = |source| SshError::Jump {
         host: t.label(),
         via: jump.label(),
         source: Box::new(source),
@@ -96,7 +89,7 @@ fn open(t: &Target, o: &SshOptions) -> Result<Hop, PushError> {
         .channel_direct_tcpip(&t.host, t.port, None)
         .map_err(|e| via(ssh_error(&jump.label(), &what, e, o.connect_timeout)))?;
     let local = |source| {
-        via(PushError::Channel {
+        via(SshError::Channel {
             host: jump.label(),
             what: what.clone(),
             source,
@@ -114,9 +107,9 @@ fn open(t: &Target, o: &SshOptions) -> Result<Hop, PushError> {
     })
 }
 
-fn tcp_connect(t: &Target, o: &SshOptions) -> Result<TcpStream, PushError> {
+fn tcp_connect(t: &Target, o: &SshOptions) -> Result<TcpStream, SshError> {
     let label = t.label();
-    let connect_err = |source| PushError::Connect {
+    let connect_err = |source| SshError::Connect {
         host: label.clone(),
         source,
     };
@@ -135,7 +128,7 @@ fn tcp_connect(t: &Target, o: &SshOptions) -> Result<TcpStream, PushError> {
         }
     }
     if last.kind() == ErrorKind::TimedOut {
-        return Err(PushError::ConnectTimeout {
+        return Err(SshError::ConnectTimeout {
             host: label,
             secs: secs(o.connect_timeout),
         });
@@ -144,14 +137,14 @@ fn tcp_connect(t: &Target, o: &SshOptions) -> Result<TcpStream, PushError> {
 }
 
 /// An ssh2 error while connecting, telling a timeout apart.
-fn ssh_error(host: &str, what: &str, e: ssh2::Error, timeout: Duration) -> PushError {
+fn ssh_error(host: &str, what: &str, e: ssh2::Error, timeout: Duration) -> SshError {
     if is_timeout(&e) {
-        PushError::ConnectTimeout {
+        SshError::ConnectTimeout {
             host: host.to_string(),
             secs: secs(timeout),
         }
     } else {
-        PushError::Ssh {
+        SshError::Ssh {
             host: host.to_string(),
             what: what.to_string(),
             source: e,
@@ -161,10 +154,10 @@ fn ssh_error(host: &str, what: &str, e: ssh2::Error, timeout: Duration) -> PushE
 
 /// The handshake, the host key check and the login over `stream`; the
 /// session keeps the connect timeout.
-fn login(stream: impl AsRawFd + 'static, t: &Target, o: &SshOptions) -> Result<Session, PushError> {
+fn login(stream: impl AsRawFd + 'static, t: &Target, o: &SshOptions) -> Result<Session, SshError> {
     let label = t.label();
     let ssh_err = |what: &str, e| ssh_error(&label, what, e, o.connect_timeout);
-    let known = KnownHosts::read(&o.known_hosts).map_err(|source| PushError::KnownHostsRead {
+    let known = KnownHosts::read(&o.known_hosts).map_err(|source| SshError::KnownHostsRead {
         path: o.known_hosts.clone(),
         source,
     })?;
@@ -188,162 +181,13 @@ fn login(stream: impl AsRawFd + 'static, t: &Target, o: &SshOptions) -> Result<S
     check_host_key(&sess, t, o, &known)?;
     authenticate(&sess, t, o).map_err(|e| match e {
         Err(e) => ssh_err("logging in", e),
-        Ok(tried) => PushError::Auth {
+        Ok(tried) => SshError::Auth {
             host: label.clone(),
             user: t.user.clone(),
             tried,
         },
     })?;
     Ok(sess)
-}
-
-/// Carries the bytes of an inner SSH session through a `direct-tcpip`
-/// channel of the jump host's session, as `ssh -W` does for ProxyJump.
-/// libssh2 wants a file descriptor for the inner session, so it gets one end
-/// of a socket pair, and a thread copies between the other end and the
-/// channel. The jump host's session is non-blocking and used by that thread
-/// alone (a blocking read would hold the session's lock against the writes).
-struct Tunnel {
-    stop: Arc<AtomicBool>,
-    pump: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Tunnel {
-    fn start(bastion: Hop, channel: Channel, sock: UnixStream) -> std::io::Result<Tunnel> {
-        sock.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let pump = std::thread::Builder::new()
-            .name("ssh-jump".into())
-            .spawn(move || pump(bastion, channel, sock, &flag))?;
-        Ok(Tunnel {
-            stop,
-            pump: Some(pump),
-        })
-    }
-}
-
-impl Drop for Tunnel {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(p) = self.pump.take() {
-            let _ = p.join();
-        }
-    }
-}
-
-/// Bytes read from one side and not yet written to the other.
-struct Pending {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl Pending {
-    fn new() -> Pending {
-        Pending {
-            buf: vec![0; 256 << 10],
-            start: 0,
-            end: 0,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    /// Reads into the empty buffer; `Ok(false)` at the end of the stream.
-    fn fill(&mut self, r: &mut impl Read) -> std::io::Result<bool> {
-        let n = r.read(&mut self.buf)?;
-        (self.start, self.end) = (0, n);
-        Ok(n > 0)
-    }
-
-    fn drain(&mut self, w: &mut impl Write) -> std::io::Result<()> {
-        self.start += w.write(&self.buf[self.start..self.end])?;
-        Ok(())
-    }
-}
-
-/// Moves bytes both ways until either side ends or the tunnel is dropped.
-/// Any error ends it: the inner session then sees its socket close.
-fn pump(bastion: Hop, mut ch: Channel, mut sock: UnixStream, stop: &AtomicBool) {
-    bastion.sess.set_blocking(false);
-    let would_block = |e: &std::io::Error| e.kind() == ErrorKind::WouldBlock;
-    let (mut up, mut down) = (Pending::new(), Pending::new());
-    let mut channel_ended = false;
-    let mut idle = 0;
-    while !stop.load(Ordering::SeqCst) {
-        let before = (up.start, up.end, down.start, down.end);
-        // the inner session's bytes towards the host
-        if up.is_empty() {
-            match up.fill(&mut sock) {
-                Ok(true) => {}
-                Ok(false) => break, // the inner session is gone
-                Err(e) if would_block(&e) => {}
-                Err(_) => break,
-            }
-        }
-        if !up.is_empty() {
-            match up.drain(&mut ch) {
-                Err(e) if !would_block(&e) => break,
-                _ => {}
-            }
-        }
-        // and the host's answers back
-        if down.is_empty() && !channel_ended {
-            match down.fill(&mut ch) {
-                Ok(true) => {}
-                Ok(false) => channel_ended = true,
-                Err(e) if would_block(&e) => {}
-                Err(_) => break,
-            }
-        }
-        if !down.is_empty() {
-            match down.drain(&mut sock) {
-                Err(e) if !would_block(&e) => break,
-                _ => {}
-            }
-        }
-        if channel_ended && down.is_empty() {
-            break;
-        }
-        if before != (up.start, up.end, down.start, down.end) {
-            idle = 0;
-            continue;
-        }
-        // libssh2 may have buffered a packet while a call would have
-        // blocked: one more round before waiting in poll
-        idle += 1;
-        if idle < 2 {
-            continue;
-        }
-        let mut remote = PollFlags::IN;
-        if matches!(
-            bastion.sess.block_directions(),
-            BlockDirections::Outbound | BlockDirections::Both
-        ) {
-            remote |= PollFlags::OUT;
-        }
-        let mut local = PollFlags::empty();
-        if up.is_empty() {
-            local |= PollFlags::IN;
-        }
-        if !down.is_empty() {
-            local |= PollFlags::OUT;
-        }
-        let mut fds = [PollFd::new(&bastion.fd, remote), PollFd::new(&sock, local)];
-        // the timeout only bounds how long dropping the tunnel waits
-        let tick = Timespec {
-            tv_sec: 0,
-            tv_nsec: 200_000_000,
-        };
-        match poll(&mut fds, Some(&tick)) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(_) => break,
-        }
-    }
-    let _ = ch.close();
 }
 
 fn secs(d: Duration) -> u64 {
@@ -372,7 +216,7 @@ fn fingerprint(hash: &[u8]) -> String {
 
 impl Remote {
     /// Logs in to `t`, through its jump hosts when it has them.
-    pub fn connect(t: &Target, o: &SshOptions) -> Result<Remote, PushError> {
+    pub fn connect(t: &Target, o: &SshOptions) -> Result<Remote, SshError> {
         let hop = open(t, o)?;
         hop.sess
             .set_timeout(o.command_timeout.as_millis().min(u128::from(u32::MAX)) as u32);
@@ -396,7 +240,7 @@ impl Remote {
     /// itself, and a host whose login shell mangles it is refused. (Only
     /// the login shell parses the line: behind `sudo`, `sh -c` gets its
     /// arguments as they are.)
-    fn check_login_shell(&self) -> Result<(), PushError> {
+    fn check_login_shell(&self) -> Result<(), SshError> {
         let what = "checking the login shell";
         let line = Script::new(SHELL_PROBE)
             .arg(SHELL_PROBE_VALUE)
@@ -417,7 +261,7 @@ impl Remote {
         if login_shell_reads_posix_quotes(&out) {
             Ok(())
         } else {
-            Err(PushError::LoginShell {
+            Err(SshError::LoginShell {
                 host: self.label.clone(),
                 user: self.user.clone(),
                 got: String::from_utf8_lossy(&out).into_owned(),
@@ -430,15 +274,15 @@ impl Remote {
     }
 
     /// Names a failed read or write on a channel, telling a timeout apart.
-    pub fn io_error(&self, what: &str, e: std::io::Error) -> PushError {
+    pub fn io_error(&self, what: &str, e: std::io::Error) -> SshError {
         if e.kind() == ErrorKind::TimedOut || e.kind() == ErrorKind::WouldBlock {
-            PushError::Timeout {
+            SshError::Timeout {
                 host: self.label.clone(),
                 what: what.to_string(),
                 secs: secs(self.command_timeout),
             }
         } else {
-            PushError::Channel {
+            SshError::Channel {
                 host: self.label.clone(),
                 what: what.to_string(),
                 source: e,
@@ -446,15 +290,15 @@ impl Remote {
         }
     }
 
-    fn ssh_error(&self, what: &str, e: ssh2::Error) -> PushError {
+    fn ssh_error(&self, what: &str, e: ssh2::Error) -> SshError {
         if is_timeout(&e) {
-            PushError::Timeout {
+            SshError::Timeout {
                 host: self.label.clone(),
                 what: what.to_string(),
                 secs: secs(self.command_timeout),
             }
         } else {
-            PushError::Ssh {
+            SshError::Ssh {
                 host: self.label.clone(),
                 what: what.to_string(),
                 source: e,
@@ -463,8 +307,8 @@ impl Remote {
     }
 
     /// The command line for `script` on this host, or why it cannot be run.
-    fn line(&self, what: &str, script: &Script) -> Result<String, PushError> {
-        command_line(script, self.sudo).map_err(|e| PushError::Remote {
+    fn line(&self, what: &str, script: &Script) -> Result<String, SshError> {
+        command_line(script, self.sudo).map_err(|e| SshError::Remote {
             host: self.label.clone(),
             what: what.to_string(),
             status: -1,
@@ -473,7 +317,7 @@ impl Remote {
     }
 
     /// Runs `script` with `stdin` and returns its stdout; any exit status but 0 is an error.
-    pub fn run_ok(&self, what: &str, script: &Script, stdin: &[u8]) -> Result<Vec<u8>, PushError> {
+    pub fn run_ok(&self, what: &str, script: &Script, stdin: &[u8]) -> Result<Vec<u8>, SshError> {
         let mut feed = |w: &mut dyn Write| w.write_all(stdin).map_err(|e| self.io_error(what, e));
         self.run_checked(what, script, &mut feed, &[0])
     }
@@ -484,9 +328,9 @@ impl Remote {
         &self,
         what: &str,
         script: &Script,
-        feed: &mut dyn FnMut(&mut dyn Write) -> Result<(), PushError>,
+        feed: &mut dyn FnMut(&mut dyn Write) -> Result<(), SshError>,
         ok: &[i32],
-    ) -> Result<Vec<u8>, PushError> {
+    ) -> Result<Vec<u8>, SshError> {
         let mut running = self.start(what, script)?;
         running.feed(feed);
         running.finish(ok)
@@ -496,7 +340,7 @@ impl Remote {
     /// still be starting. Several may run at a time on one session (sshd
     /// allows 10 by default), so the round trips and shell start-up of one
     /// overlap with the bytes of another.
-    pub fn start(&self, what: &str, script: &Script) -> Result<Running<'_>, PushError> {
+    pub fn start(&self, what: &str, script: &Script) -> Result<Running<'_>, SshError> {
         let line = self.line(what, script)?;
         let mut ch = self
             .sess
@@ -517,7 +361,7 @@ pub struct Running<'a> {
     remote: &'a Remote,
     ch: Channel,
     what: String,
-    fed: Result<(), PushError>,
+    fed: Result<(), SshError>,
 }
 
 impl Running<'_> {
@@ -531,7 +375,7 @@ impl Running<'_> {
     /// says why), with stdin still open. Other lines are progress (they keep
     /// the command timeout from firing) and are dropped; no more than
     /// `limit` bytes are read.
-    pub fn wait_for_line(&mut self, mark: &str, limit: usize) -> Result<bool, PushError> {
+    pub fn wait_for_line(&mut self, mark: &str, limit: usize) -> Result<bool, SshError> {
         let mut seen = Vec::new();
         let mut buf = [0u8; 512];
         loop {
@@ -547,7 +391,7 @@ impl Running<'_> {
                 return Ok(true);
             }
             if seen.len() > limit {
-                return Err(PushError::TooMuchOutput {
+                return Err(SshError::TooMuchOutput {
                     host: self.remote.label.clone(),
                     what: self.what.clone(),
                     stream: "stdout",
@@ -560,7 +404,7 @@ impl Running<'_> {
     /// Lets `feed` write the script's stdin, then closes it. A failed write
     /// is kept for [`Running::finish`]: the script may have exited early,
     /// and its status says more.
-    pub fn feed(&mut self, feed: &mut dyn FnMut(&mut dyn Write) -> Result<(), PushError>) {
+    pub fn feed(&mut self, feed: &mut dyn FnMut(&mut dyn Write) -> Result<(), SshError>) {
         self.fed = feed(&mut self.ch);
         let _ = self.ch.send_eof();
     }
@@ -568,7 +412,7 @@ impl Running<'_> {
     /// Waits for the script to end and returns its stdout when the exit
     /// status is one of `ok`. A local file that could not be read is the
     /// error whatever the script said, as it is the cause.
-    pub fn finish(self, ok: &[i32]) -> Result<Vec<u8>, PushError> {
+    pub fn finish(self, ok: &[i32]) -> Result<Vec<u8>, SshError> {
         let Running {
             remote,
             mut ch,
@@ -580,7 +424,7 @@ impl Running<'_> {
             Ok(out) => (Ok(()), out),
             Err(ReadError::Io(e)) => (Err(e), Vec::new()),
             Err(ReadError::TooLong) => {
-                return Err(PushError::TooMuchOutput {
+                return Err(SshError::TooMuchOutput {
                     host: remote.label.clone(),
                     what: what.to_string(),
                     stream: "stdout",
@@ -592,24 +436,24 @@ impl Running<'_> {
         let closed = ch.wait_close();
         let status = ch.exit_status().ok().filter(|_| closed.is_ok());
         match (status, fed) {
-            (_, Err(e @ (PushError::Local { .. } | PushError::LocalCorrupt { .. }))) => Err(e),
+            (_, Err(e @ SshError::Feed(_))) => Err(e),
             (Some(s), Ok(())) if ok.contains(&s) => {
                 read.map_err(|e| remote.io_error(what, e))?;
                 Ok(stdout)
             }
             (Some(s), _) if remote.sudo && stderr.contains(SUDO_MARK) && s == EXIT_SUDO_REFUSED => {
-                Err(PushError::SudoRefused {
+                Err(SshError::SudoRefused {
                     host: remote.label.clone(),
                     user: remote.user.clone(),
                 })
             }
             (Some(s), _) if remote.sudo && stderr.contains(SUDO_MARK) && s == EXIT_NO_SUDO => {
-                Err(PushError::NoSudo {
+                Err(SshError::NoSudo {
                     host: remote.label.clone(),
                     user: remote.user.clone(),
                 })
             }
-            (Some(s), _) if !ok.contains(&s) => Err(PushError::Remote {
+            (Some(s), _) if !ok.contains(&s) => Err(SshError::Remote {
                 host: remote.label.clone(),
                 what: what.to_string(),
                 status: s,
@@ -639,7 +483,7 @@ impl Remote {
         script: &Script,
         stdin: &[u8],
         out: &mut dyn Write,
-    ) -> Result<i32, PushError> {
+    ) -> Result<i32, SshError> {
         let line = self.line(what, script)?;
         let mut ch = self
             .sess
@@ -683,7 +527,7 @@ impl Remote {
         port: u16,
         request: &[u8],
         timeout: Duration,
-    ) -> Result<Vec<u8>, PushError> {
+    ) -> Result<Vec<u8>, SshError> {
         let what = format!("connecting from the host to {host}:{port}");
         self.sess
             .set_timeout(timeout.as_millis().min(u128::from(u32::MAX)) as u32);
@@ -695,7 +539,7 @@ impl Remote {
             ch.write_all(request).map_err(|e| self.io_error(&what, e))?;
             let answer = read_answer(&mut ch).map_err(|e| match e {
                 ReadError::Io(e) => self.io_error(&what, e),
-                ReadError::TooLong => PushError::TooMuchOutput {
+                ReadError::TooLong => SshError::TooMuchOutput {
                     host: self.label.clone(),
                     what: what.clone(),
                     stream: "the connection",
@@ -709,97 +553,6 @@ impl Remote {
             .set_timeout(self.command_timeout.as_millis().min(u128::from(u32::MAX)) as u32);
         result
     }
-}
-
-/// The most a script's stdout may send. The largest legitimate output is
-/// a store's listing: a `stat` line (about 80 bytes) per blob and a JSON
-/// line of diff_ids (72 bytes a layer) per image the runtime has; ten
-/// thousand blobs and a thousand images of fifty layers make about 4 MiB.
-pub const STDOUT_LIMIT: u64 = 16 << 20;
-/// How much of a script's stderr a message shows: its end, where the error is.
-pub const STDERR_KEEP: usize = 64 << 10;
-/// The most stderr read before giving up on its end.
-pub const STDERR_LIMIT: u64 = 16 << 20;
-/// The most a health probe's answer may weigh (ZooKeeper's `srvr`, a
-/// Spark master's JSON: a few KiB).
-pub const ANSWER_LIMIT: u64 = 1 << 20;
-
-/// Why a read from a host stopped.
-#[derive(Debug)]
-enum ReadError {
-    Io(std::io::Error),
-    TooLong,
-}
-
-/// Reads `r` to its end, or refuses once it passes `limit` bytes (having
-/// read one more).
-fn read_capped(r: &mut impl Read, limit: u64) -> Result<Vec<u8>, ReadError> {
-    let mut out = Vec::new();
-    r.take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(ReadError::Io)?;
-    if out.len() as u64 > limit {
-        return Err(ReadError::TooLong);
-    }
-    Ok(out)
-}
-
-/// Text from a host (a script's message, a container's log) as the
-/// operator's terminal may show it: control characters but newlines and
-/// tabs escaped, so a host's bytes cannot drive the terminal.
-pub fn shown(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let plain = !c.is_control() || c == '\n' || c == '\t';
-            let shown: Vec<char> = if plain {
-                vec![c]
-            } else {
-                c.escape_default().collect()
-            };
-            shown
-        })
-        .collect()
-}
-
-/// A script's stdout, up to [`STDOUT_LIMIT`].
-fn read_stdout(r: &mut impl Read) -> Result<Vec<u8>, ReadError> {
-    read_capped(r, STDOUT_LIMIT)
-}
-
-/// The end of a script's stderr, for a message: its last [`STDERR_KEEP`]
-/// bytes of the first [`STDERR_LIMIT`], with control characters but
-/// newlines and tabs shown escaped (a host's bytes must not drive the
-/// terminal). A read error ends it: the status says more.
-fn read_stderr(r: &mut impl Read) -> String {
-    stderr_tail(&mut r.take(STDERR_LIMIT))
-}
-
-/// The last [`STDERR_KEEP`] bytes of everything `r` gives, shown with
-/// [`shown`] (`…` first when more came). Reads to the end, holding at
-/// most twice [`STDERR_KEEP`]: the SSH side bounds `r` first, `--local`
-/// reads a pipe whole so the script never blocks on it.
-pub fn stderr_tail(r: &mut impl Read) -> String {
-    let mut kept: Vec<u8> = Vec::new();
-    let mut dropped = false;
-    let mut buf = [0u8; 16 << 10];
-    while let Ok(n @ 1..) = r.read(&mut buf) {
-        kept.extend_from_slice(&buf[..n]);
-        if kept.len() > 2 * STDERR_KEEP {
-            kept.drain(..kept.len() - STDERR_KEEP);
-            dropped = true;
-        }
-    }
-    if kept.len() > STDERR_KEEP {
-        kept.drain(..kept.len() - STDERR_KEEP);
-        dropped = true;
-    }
-    let text = shown(&String::from_utf8_lossy(&kept));
-    if dropped { format!("…{text}") } else { text }
-}
-
-/// A probe's answer, up to the server's close, and no more than [`ANSWER_LIMIT`].
-fn read_answer(r: &mut impl Read) -> Result<Vec<u8>, ReadError> {
-    read_capped(r, ANSWER_LIMIT)
 }
 
 /// Prints its one value as it arrived.
@@ -823,7 +576,7 @@ const SUDO_MARK: &str = "--ferry-sudo--";
 /// login shell), or with `sudo` as root, never prompting (`-n`). `sudo`
 /// drops the environment, so `DOCKER_HOST` is passed on when the login sets
 /// it: the script then talks to the Docker the user would.
-pub fn command_line(script: &Script, sudo: bool) -> Result<String, crate::script::NulInValue> {
+pub fn command_line(script: &Script, sudo: bool) -> Result<String, crate::ssh::script::NulInValue> {
     let sh = script.command_line()?;
     if !sudo {
         return Ok(sh);
@@ -842,9 +595,9 @@ fn check_host_key(
     t: &Target,
     o: &SshOptions,
     known: &KnownHosts,
-) -> Result<(), PushError> {
+) -> Result<(), SshError> {
     let label = t.label();
-    let (key, _) = sess.host_key().ok_or_else(|| PushError::Ssh {
+    let (key, _) = sess.host_key().ok_or_else(|| SshError::Ssh {
         host: label.clone(),
         what: "reading the host key".into(),
         source: ssh2::Error::unknown(),
@@ -853,25 +606,25 @@ fn check_host_key(
     let entry = t.known_hosts_entry();
     match known.check(&entry, key) {
         Verdict::Known => Ok(()),
-        Verdict::Revoked { line } => Err(PushError::HostKeyRevoked {
+        Verdict::Revoked { line } => Err(SshError::HostKeyRevoked {
             host: label,
             fingerprint: fp,
             known_hosts: o.known_hosts.clone(),
             line,
         }),
-        Verdict::CertAuthority { line } => Err(PushError::HostCertificate {
+        Verdict::CertAuthority { line } => Err(SshError::HostCertificate {
             host: label,
             known_hosts: o.known_hosts.clone(),
             line,
         }),
-        Verdict::Mismatch { line } => Err(PushError::HostKeyMismatch {
+        Verdict::Mismatch { line } => Err(SshError::HostKeyMismatch {
             host: label,
             entry,
             fingerprint: fp,
             known_hosts: o.known_hosts.clone(),
             line,
         }),
-        Verdict::Unknown if !o.accept_new_host_keys => Err(PushError::UnknownHostKey {
+        Verdict::Unknown if !o.accept_new_host_keys => Err(SshError::UnknownHostKey {
             host: label,
             fingerprint: fp,
             known_hosts: o.known_hosts.clone(),
@@ -879,13 +632,13 @@ fn check_host_key(
         Verdict::Unknown => {
             let line =
                 known_hosts::line_for(&entry, key, "added by ferry push").ok_or_else(|| {
-                    PushError::Ssh {
+                    SshError::Ssh {
                         host: label.clone(),
                         what: "reading the host key".into(),
                         source: ssh2::Error::unknown(),
                     }
                 })?;
-            append_known_host(&o.known_hosts, &line).map_err(|source| PushError::KnownHostsWrite {
+            append_known_host(&o.known_hosts, &line).map_err(|source| SshError::KnownHostsWrite {
                 host: label,
                 path: o.known_hosts.clone(),
                 source,
@@ -1045,33 +798,6 @@ mod tests {
             run(refuse, None),
             (Some(EXIT_SUDO_REFUSED), String::new(), SUDO_MARK.into())
         );
-    }
-
-    /// Stand-ins for a host that sends too much: more stdout than a script
-    /// may, a flood of stderr, an endless probe answer.
-    #[test]
-    fn reads_from_a_host_are_bounded() {
-        let mut big = std::io::repeat(b'x').take(STDOUT_LIMIT + 1);
-        assert!(matches!(read_stdout(&mut big), Err(ReadError::TooLong)));
-        let mut fits = std::io::repeat(b'x').take(STDOUT_LIMIT);
-        assert_eq!(read_stdout(&mut fits).unwrap().len() as u64, STDOUT_LIMIT);
-        // stderr keeps its end, where the error is
-        let mut flood = std::io::repeat(b'e')
-            .take(4 << 20)
-            .chain(&b"\nthe real error\n"[..]);
-        let tail = read_stderr(&mut flood);
-        assert!(tail.len() <= STDERR_KEEP + 64, "{}", tail.len());
-        assert!(tail.trim_end().ends_with("the real error"), "{tail:.40}");
-        // and stops reading when a host never stops
-        let mut endless = std::io::repeat(b'e').take(STDERR_LIMIT * 2);
-        let tail = read_stderr(&mut endless);
-        assert!(tail.len() <= STDERR_KEEP + 64);
-        assert_eq!(endless.limit(), STDERR_LIMIT, "read no more than the limit");
-        let mut answer = std::io::repeat(b'a').take(ANSWER_LIMIT + 1);
-        assert!(matches!(read_answer(&mut answer), Err(ReadError::TooLong)));
-        // a host's control characters do not reach the terminal
-        let mut esc = &b"bad \x1b[2J\x07thing\n"[..];
-        assert_eq!(read_stderr(&mut esc), "bad \\u{1b}[2J\\u{7}thing\n");
     }
 
     #[test]

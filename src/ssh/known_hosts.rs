@@ -141,7 +141,7 @@ impl KnownHosts {
             }
             match parse_line(text, i + 1) {
                 Ok(e) => kh.entries.push(e),
-                Err(reason) => kh.warnings.push(skip(reason)),
+                Err(reason) => kh.warnings.push(skip(reason.to_string())),
             }
         }
         kh
@@ -210,27 +210,61 @@ fn blob_type(key: &[u8]) -> Option<String> {
     (!name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic())).then(|| name.to_string())
 }
 
-fn parse_line(text: &str, line: usize) -> Result<Entry, String> {
+/// Why a line of known_hosts is skipped.
+#[derive(Debug, thiserror::Error)]
+enum BadLine {
+    #[error("unknown marker `{0}`")]
+    Marker(String),
+    #[error("no host names after the marker")]
+    NoNames,
+    #[error("no key type")]
+    NoKeyType,
+    #[error("no key")]
+    NoKey,
+    #[error("the `{0}` key is not valid base64")]
+    NotBase64(String),
+    #[error("the `{0}` key is not an SSH key")]
+    NotSshKey(String),
+    #[error("the key is `{found}`, not `{declared}`")]
+    KeyType { found: String, declared: String },
+    #[error("a hashed name without its hash")]
+    HashMissing,
+    #[error("a hashed name with a bad salt")]
+    BadSalt,
+    #[error("a hashed name with a bad hash")]
+    BadHash,
+    #[error("a hashed name whose salt or hash is not 20 bytes")]
+    HashSize,
+    #[error("a hashed name of an unknown kind (only `|1|` is known)")]
+    HashKind,
+    #[error("an empty host pattern")]
+    EmptyPattern,
+}
+
+fn parse_line(text: &str, line: usize) -> Result<Entry, BadLine> {
     let mut fields = text.split_ascii_whitespace();
     let mut first = fields.next().unwrap_or_default();
     let marker = match first {
         "@revoked" => Marker::Revoked,
         "@cert-authority" => Marker::CertAuthority,
-        m if m.starts_with('@') => return Err(format!("unknown marker `{m}`")),
+        m if m.starts_with('@') => return Err(BadLine::Marker(m.to_string())),
         _ => Marker::Plain,
     };
     if marker != Marker::Plain {
-        first = fields.next().ok_or("no host names after the marker")?;
+        first = fields.next().ok_or(BadLine::NoNames)?;
     }
     let names = parse_names(first)?;
-    let declared = fields.next().ok_or("no key type")?;
-    let encoded = fields.next().ok_or("no key")?;
+    let declared = fields.next().ok_or(BadLine::NoKeyType)?;
+    let encoded = fields.next().ok_or(BadLine::NoKey)?;
     let key = B64
         .decode(encoded)
-        .map_err(|_| format!("the `{declared}` key is not valid base64"))?;
-    let key_type = blob_type(&key).ok_or(format!("the `{declared}` key is not an SSH key"))?;
+        .map_err(|_| BadLine::NotBase64(declared.to_string()))?;
+    let key_type = blob_type(&key).ok_or_else(|| BadLine::NotSshKey(declared.to_string()))?;
     if key_type != declared {
-        return Err(format!("the key is `{key_type}`, not `{declared}`"));
+        return Err(BadLine::KeyType {
+            found: key_type,
+            declared: declared.to_string(),
+        });
     }
     Ok(Entry {
         line,
@@ -241,28 +275,22 @@ fn parse_line(text: &str, line: usize) -> Result<Entry, String> {
     })
 }
 
-fn parse_names(field: &str) -> Result<Names, String> {
+fn parse_names(field: &str) -> Result<Names, BadLine> {
     if let Some(rest) = field.strip_prefix("|1|") {
-        let (salt, hash) = rest
-            .split_once('|')
-            .ok_or("a hashed name without its hash")?;
-        let salt = B64
-            .decode(salt)
-            .map_err(|_| "a hashed name with a bad salt")?;
-        let hash = B64
-            .decode(hash)
-            .map_err(|_| "a hashed name with a bad hash")?;
+        let (salt, hash) = rest.split_once('|').ok_or(BadLine::HashMissing)?;
+        let salt = B64.decode(salt).map_err(|_| BadLine::BadSalt)?;
+        let hash = B64.decode(hash).map_err(|_| BadLine::BadHash)?;
         if salt.len() != 20 || hash.len() != 20 {
-            return Err("a hashed name whose salt or hash is not 20 bytes".into());
+            return Err(BadLine::HashSize);
         }
         return Ok(Names::Hashed { salt, hash });
     }
     if field.starts_with('|') {
-        return Err("a hashed name of an unknown kind (only `|1|` is known)".into());
+        return Err(BadLine::HashKind);
     }
     let patterns: Vec<String> = field.split(',').map(str::to_ascii_lowercase).collect();
     if patterns.iter().any(|p| p.is_empty() || p == "!") {
-        return Err("an empty host pattern".into());
+        return Err(BadLine::EmptyPattern);
     }
     Ok(Names::Patterns(patterns))
 }
@@ -461,8 +489,9 @@ mod sshd_tests {
     use std::time::{Duration, Instant};
 
     use super::KnownHosts;
-    use crate::push::ssh::{Remote, SshOptions};
-    use crate::push::{PushError, Target};
+    use crate::ssh::SshError;
+    use crate::ssh::Target;
+    use crate::ssh::{Remote, SshOptions};
 
     /// Kills the sshd when the test ends, also when it panics.
     struct Sshd {
@@ -494,13 +523,13 @@ mod sshd_tests {
             format!("[127.0.0.1]:{}", self.port)
         }
 
-        fn connect(&self, known_hosts: &str) -> Result<Remote, PushError> {
+        fn connect(&self, known_hosts: &str) -> Result<Remote, SshError> {
             std::fs::write(self.path("known_hosts"), known_hosts).unwrap();
             self.connect_as_is(false)
         }
 
         /// Connects with the known_hosts file as it is.
-        fn connect_as_is(&self, accept_new_host_keys: bool) -> Result<Remote, PushError> {
+        fn connect_as_is(&self, accept_new_host_keys: bool) -> Result<Remote, SshError> {
             let kh = self.path("known_hosts");
             let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
             let t = Target::new(&user, "127.0.0.1", self.port);
@@ -591,7 +620,7 @@ mod sshd_tests {
             .connect(&format!("{} {}\n", s.entry(), s.host_key("ed25519")))
             .err()
             .expect("a fish login shell is refused");
-        assert!(matches!(e, PushError::LoginShell { .. }), "{e}");
+        assert!(matches!(e, SshError::LoginShell { .. }), "{e}");
         assert!(e.to_string().contains("chsh -s /bin/bash"), "{e}");
     }
 
@@ -664,7 +693,7 @@ mod sshd_tests {
             .connect("")
             .err()
             .expect("unknown without --accept-new-host-keys");
-        assert!(matches!(err, PushError::UnknownHostKey { .. }), "{err}");
+        assert!(matches!(err, SshError::UnknownHostKey { .. }), "{err}");
         s.connect_as_is(true).unwrap();
         let text = std::fs::read_to_string(s.path("known_hosts")).unwrap();
         assert!(text.starts_with(&s.entry()), "{text}");
@@ -681,7 +710,7 @@ mod sshd_tests {
             .err()
             .expect("another key is refused");
         assert!(
-            matches!(err, PushError::HostKeyMismatch { line: 2, .. }),
+            matches!(err, SshError::HostKeyMismatch { line: 2, .. }),
             "{err}"
         );
         assert!(err.to_string().contains("known_hosts:2`"), "{err}");
