@@ -20,6 +20,7 @@ mod layer;
 mod objstore;
 mod oci;
 mod pypi;
+mod sources;
 mod ssh;
 
 use std::process::ExitCode;

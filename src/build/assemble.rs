@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use super::error::{BuildError, Result};
 
-use crate::cache::sources::Sources;
 use crate::image::lock::Lock;
 use crate::image::spec::{Definition, LayerSpec, SourceKind, parse_mode};
 use crate::inputs::archive::{self, Format, Placement, Stage};
 use crate::inputs::{Data, Entry, Kind, Origin, Skeleton, Tree, deb, local, wheel};
+use crate::sources::Sources;
 
 pub(super) fn owner(def: &Definition, s: &str) -> Result<(u32, u32)> {
     let users = def.users();

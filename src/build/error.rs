@@ -91,7 +91,7 @@ pub enum BuildError {
     #[error(transparent)]
     Fetch(#[from] crate::cache::FetchError),
     #[error(transparent)]
-    Source(#[from] crate::cache::sources::SourceError),
+    Source(#[from] crate::sources::SourceError),
     #[error(transparent)]
     Oci(#[from] crate::oci::OciError),
     #[error(transparent)]

@@ -15,16 +15,16 @@ use crate::image::lock::Artifact;
 use crate::image::spec::SourceSpec;
 
 /// What a stream must hold: exactly the locked size, named in errors as `what`.
-pub(super) struct Expect<'a> {
-    pub(super) size: u64,
-    pub(super) what: &'a str,
+pub(crate) struct Expect<'a> {
+    pub(crate) size: u64,
+    pub(crate) what: &'a str,
 }
 
 /// Hashes a reader into a temp file in the cache; returns (temp path, sha256,
 /// size). With `expect`, no more than its size and one byte is ever read (an
 /// endless stream cannot fill the disk before the hash check), and any other
 /// length is an error.
-pub(super) fn stream_to_temp(
+pub(crate) fn stream_to_temp(
     cache: &Cache,
     r: &mut dyn Read,
     label: &str,
@@ -89,7 +89,7 @@ pub(super) fn stream_to_temp(
 }
 
 /// Moves a verified temp file into the cache under its sha256.
-pub(super) fn commit(
+pub(crate) fn commit(
     cache: &Cache,
     tmp: tempfile::TempPath,
     sha256: &str,

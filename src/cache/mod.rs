@@ -1,7 +1,7 @@
 //! The local cache (`<cache>/`): the folder and its content-addressed
 //! downloads and blobs, each kept with a fingerprint so a file edited in
 //! place is never reused (this file); how a download gets into it
-//! (`fetch`) and where a locked input comes from (`sources`); the layer
+//! (`fetch`; where a locked input comes from is `crate::sources`); the layer
 //! cache's records (`layers`); collecting its garbage (`gc`); and the
 //! advisory lock that keeps a collection from racing a build (`lock`). It
 //! knows nothing of how layers or images are built.
@@ -10,7 +10,6 @@ pub mod fetch;
 pub mod gc;
 pub mod layers;
 pub mod lock;
-pub mod sources;
 
 use std::path::{Path, PathBuf};
 

@@ -9,10 +9,10 @@ use anyhow::{Context, Result};
 use super::{Term, human};
 use crate::cache::Cache;
 use crate::cache::lock::{self as cache_lock, Mode};
-use crate::cache::sources::Sources;
 use crate::cli::VendorArgs;
 use crate::image::lock::{LockError, lock_path};
 use crate::layer::{self, TarHeader};
+use crate::sources::Sources;
 
 pub fn run(a: VendorArgs) -> Result<ExitCode> {
     let term = Term::new(false);

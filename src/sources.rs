@@ -1,14 +1,16 @@
 //! Where a locked input comes from: the cache, a `ferry vendor` bundle
 //! (folder or .tar), its URL, the Debian mirrors (through `crate::debian`),
 //! PyPI (through `crate::pypi`) or `pip download`. Every byte is checked
-//! against the lock before it is renamed into the cache.
+//! against the lock before it is renamed into the cache. It sits above
+//! `crate::cache`, `crate::debian` and `crate::pypi`, which all use the
+//! cache, so none of them reaches back up.
 
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use super::fetch::{Expect, PipWant, commit, open_url, pip_download, stream_to_temp};
-use super::{Cache, FetchError, Progress, io_err};
+use crate::cache::fetch::{Expect, PipWant, commit, open_url, pip_download, stream_to_temp};
+use crate::cache::{Cache, FetchError, Progress, io_err};
 use crate::debian::DebianError;
 use crate::image::lock::{Artifact, ArtifactKind};
 use crate::image::spec::SourceSpec;
