@@ -1,6 +1,6 @@
 //! The plan's hosts as one fleet: each host's session (if it could be
 //! reached) and the first failure seen on it, so a host that fails is set
-//! aside and the rest go on. Shared by `launch` and `handover`; it runs no
+//! aside and the rest go on. Shared by `launch` and its `handover`; it runs no
 //! step of its own and must not reach into either.
 
 use std::sync::Mutex;

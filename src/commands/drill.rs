@@ -18,7 +18,7 @@ pub fn failover(a: FailoverArgs) -> Result<ExitCode> {
     for (h, why) in fleet.failures() {
         term.line(&format!("{h}: unreachable: {why}"));
     }
-    let r = launch::drill_failover(&fleet, a.kill, Duration::from_secs(a.deadline), &|s| {
+    let r = launch::drill::failover(&fleet, a.kill, Duration::from_secs(a.deadline), &|s| {
         term.line(s)
     })?;
     if a.json {

@@ -27,7 +27,7 @@ pub fn run(a: ScaleArgs) -> Result<ExitCode> {
     if let Some(host) = &a.remove_worker {
         let loaded = load(Some(&a.cluster), a.image.as_deref(), false)?;
         let fleet = connect(&loaded.plan, &a.ssh, false);
-        launch::remove_worker(&fleet, host, Duration::from_secs(a.drain_secs), &|s| {
+        launch::scale::remove_worker(&fleet, host, Duration::from_secs(a.drain_secs), &|s| {
             term.line(s)
         })?;
     }

@@ -62,7 +62,7 @@ pub fn run(a: SubmitArgs) -> Result<ExitCode> {
             .unwrap_or(0)
     );
     remove_on_interrupt(plan, hp, &a.ssh, a.local, &driver)?;
-    let code = launch::submit(
+    let code = launch::submit::run(
         plan,
         hp,
         conn,

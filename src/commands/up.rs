@@ -12,7 +12,7 @@ use super::Term;
 use super::launch::{connect, host_options, load, target_of};
 use crate::cli::UpArgs;
 use crate::cluster::hosts::ClusterHost;
-use crate::cluster::launch::{self, ImageFound};
+use crate::cluster::launch::{self, up::ImageFound};
 use crate::cluster::plan::{Gate, HostPlan};
 use crate::objstore::{self, Location, pull};
 use crate::oci;
@@ -56,7 +56,7 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
         term.line(&format!("{h}: FAILED: {why}"));
     }
     if a.dry_run {
-        for l in launch::dry_run(&fleet) {
+        for l in launch::up::dry_run(&fleet) {
             println!("{l}");
         }
         println!(
@@ -105,10 +105,10 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
         let reference = &plan.image.reference;
         let out = c.run(
             "looking for the image",
-            &launch::image_id_script(reference),
+            &launch::up::image_id_script(reference),
             &[],
         )?;
-        match launch::image_found(&plan.image, &out) {
+        match launch::up::image_found(&plan.image, &out) {
             ImageFound::Planned => Ok("the image is in docker".to_string()),
             ImageFound::Missing if t.local => Err(format!(
                 "image {reference} is not in docker here; build and load it: ferry build --docker-archive out/spark.tar && docker load -i out/spark.tar"
@@ -192,7 +192,7 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
             .insert(hp.name.clone(), st);
         r.map(|()| what).map_err(|e| e.to_string())
     };
-    let result = launch::up(&fleet, &deliver, &|s| term.line(s));
+    let result = launch::up::run(&fleet, &deliver, &|s| term.line(s));
     let seconds = start.elapsed().as_secs_f64();
     let failures = fleet.failures();
     let ui = plan

@@ -18,10 +18,10 @@
 use crate::script::Script;
 use std::time::{Duration, Instant};
 
-use super::file::LOGIN_CONFIG;
-use super::fleet::Fleet;
-use super::hosts::ClusterHost;
-use super::plan::{JaasSection, Plan, Role, ZK_SECRET_IN, ZK_SERVER_JAAS};
+use crate::cluster::file::LOGIN_CONFIG;
+use crate::cluster::fleet::Fleet;
+use crate::cluster::hosts::ClusterHost;
+use crate::cluster::plan::{JaasSection, Plan, Role, ZK_SECRET_IN, ZK_SERVER_JAAS};
 
 /// Where the masters' leader latch lives, and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
