@@ -132,22 +132,7 @@ pub fn host<'f>(
     fleet: &'f Fleet,
     name: &str,
 ) -> Result<(&'f HostPlan, &'f dyn ClusterHost), anyhow::Error> {
-    let hp = fleet
-        .plan
-        .hosts
-        .iter()
-        .find(|h| h.name == name || h.address == name)
-        .ok_or_else(|| launch::LaunchError::UnknownHost {
-            cluster: fleet.plan.cluster.clone(),
-            host: name.into(),
-            known: fleet
-                .plan
-                .hosts
-                .iter()
-                .map(|h| h.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+    let hp = launch::named_host(fleet.plan, name)?;
     let conn = fleet.ok(&hp.name).with_context(|| {
         let why = fleet
             .failures()

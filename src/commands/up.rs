@@ -39,6 +39,20 @@ impl Reporter for PushLines<'_> {
     }
 }
 
+/// What a delivery did on a host: `how`, with the blobs it sent, or that
+/// the image was there already.
+fn delivered(st: &HostStats, how: &str) -> String {
+    if st.blobs_sent > 0 || st.loaded {
+        format!(
+            "{how} ({} blobs, {})",
+            st.blobs_sent,
+            super::human(st.bytes_sent)
+        )
+    } else {
+        "the image is in docker".into()
+    }
+}
+
 pub fn run(a: UpArgs) -> Result<ExitCode> {
     let t = &a.target;
     let loaded = load(t.cluster.as_deref(), t.image.as_deref(), t.local)?;
@@ -148,15 +162,7 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
             let mut st = HostStats::default();
             pull::pull_host(&target, image, store, &opts, &reporter, &mut st)
                 .map_err(|e| e.to_string())?;
-            return Ok(if st.blobs_sent > 0 || st.loaded {
-                format!(
-                    "image pulled from the bucket ({} blobs, {})",
-                    st.blobs_sent,
-                    super::human(st.bytes_sent)
-                )
-            } else {
-                "the image is in docker".into()
-            });
+            return Ok(delivered(&st, "image pulled from the bucket"));
         }
         let Some(image) = &image else {
             if !t.local && plan.delivery != "ssh" {
@@ -177,15 +183,7 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
         };
         let mut st = HostStats::default();
         let r = push::push_host(&target, image, &opts, &reporter, &mut st);
-        let what = if st.blobs_sent > 0 || st.loaded {
-            format!(
-                "image delivered ({} blobs, {})",
-                st.blobs_sent,
-                super::human(st.bytes_sent)
-            )
-        } else {
-            "the image is in docker".into()
-        };
+        let what = delivered(&st, "image delivered");
         stats
             .lock()
             .expect("stats lock")

@@ -4,7 +4,7 @@ use crate::script::Script;
 use std::io::Write;
 
 use super::scripts::LOGS_SH;
-use super::{LaunchError, role_name};
+use super::{LaunchError, named_host, role_name};
 use crate::cluster::hosts::ClusterHost;
 use crate::cluster::plan::{Container, Plan};
 
@@ -14,20 +14,7 @@ pub fn container_of<'p>(
     host: &str,
     role: &str,
 ) -> Result<&'p Container, LaunchError> {
-    let hp = plan
-        .hosts
-        .iter()
-        .find(|h| h.name == host || h.address == host)
-        .ok_or_else(|| LaunchError::UnknownHost {
-            cluster: plan.cluster.clone(),
-            host: host.into(),
-            known: plan
-                .hosts
-                .iter()
-                .map(|h| h.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+    let hp = named_host(plan, host)?;
     hp.containers
         .iter()
         .find(|c| role_name(c.role) == role)

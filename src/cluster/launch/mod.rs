@@ -97,6 +97,23 @@ fn role_of(action: Action) -> Option<Role> {
     }
 }
 
+/// The planned host named `name` (by its name or its address).
+pub fn named_host<'p>(plan: &'p Plan, name: &str) -> Result<&'p HostPlan, LaunchError> {
+    plan.hosts
+        .iter()
+        .find(|h| h.name == name || h.address == name)
+        .ok_or_else(|| LaunchError::UnknownHost {
+            cluster: plan.cluster.clone(),
+            host: name.into(),
+            known: plan
+                .hosts
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
 fn plan_host<'p>(plan: &'p Plan, name: &str) -> &'p HostPlan {
     plan.hosts
         .iter()
