@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::launch::{connect, load};
+use super::cluster_access::{connect, load};
 use crate::cli::DownArgs;
 use crate::cluster::launch;
 

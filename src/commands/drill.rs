@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::Term;
-use super::launch::{connect, load};
+use super::cluster_access::{connect, load};
 use crate::cli::FailoverArgs;
 use crate::cluster::launch;
 

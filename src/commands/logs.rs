@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::launch::{connect, host, load};
+use super::cluster_access::{connect, host, load};
 use crate::cli::LogsArgs;
 use crate::cluster::launch;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::Term;
-use super::launch::{connect, load};
+use super::cluster_access::{self, connect, load};
 use crate::cli::{ClusterArgs, ScaleArgs, UpArgs};
 use crate::cluster::{file, launch};
 use crate::fsutil;
@@ -45,7 +45,7 @@ pub fn run(a: ScaleArgs) -> Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    super::up::run(UpArgs {
+    cluster_access::up(UpArgs {
         target: ClusterArgs {
             cluster: Some(a.cluster),
             local: false,

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::launch::{connect, load};
+use super::cluster_access::{connect, load};
 use crate::cli::StatusArgs;
 use crate::cluster::launch;
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 
-use super::launch::{connect, host_options, load, target_of};
+use super::cluster_access::{connect, host_options, load, target_of};
 use crate::cli::{SshArgs, SubmitArgs};
 use crate::cluster::hosts::{ClusterHost, LocalHost, SshHost};
 use crate::cluster::launch;
