@@ -22,7 +22,8 @@ pub fn run(a: ScaleArgs) -> Result<ExitCode> {
         cores: a.cores,
         memory: a.memory.clone(),
     };
-    let edited = file::edit_workers(&text, &a.cluster, add, &size, a.remove_worker.as_deref())?;
+    let edited =
+        file::edit::edit_workers(&text, &a.cluster, add, &size, a.remove_worker.as_deref())?;
     let term = Term::new(false);
     if let Some(host) = &a.remove_worker {
         let loaded = load(Some(&a.cluster), a.image.as_deref(), false)?;
