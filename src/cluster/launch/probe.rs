@@ -53,31 +53,65 @@ pub(super) fn registered_workers(json: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// Why a daemon gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ProbeError {
+    /// No host of the fleet could reach the address (the last one's why).
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("no `Mode:` in the answer ({answer})")]
+    NoMode { answer: String },
+    #[error("bad URL `{url}`")]
+    BadUrl { url: String },
+    #[error("{url}: not an HTTP answer")]
+    NotHttp { url: String },
+    #[error("{url}: {status}")]
+    Status { url: String, status: String },
+    #[error("{url}: {source}")]
+    Json {
+        url: String,
+        source: serde_json::Error,
+    },
+}
+
 /// ZooKeeper's `Mode:` from its `srvr` answer.
-pub(super) fn srvr_mode(fleet: &Fleet, addr: &str, port: u16) -> Result<String, String> {
-    let out = fleet.exchange(addr, port, b"srvr")?;
+pub(super) fn srvr_mode(fleet: &Fleet, addr: &str, port: u16) -> Result<String, ProbeError> {
+    let out = fleet
+        .exchange(addr, port, b"srvr")
+        .map_err(ProbeError::Unreachable)?;
     let out = String::from_utf8_lossy(&out);
     out.lines()
         .find_map(|l| l.strip_prefix("Mode: "))
         .map(|m| m.trim().to_string())
-        .ok_or_else(|| format!("no `Mode:` in the answer ({})", out.trim()))
+        .ok_or_else(|| ProbeError::NoMode {
+            answer: out.trim().to_string(),
+        })
 }
 
 /// GETs a URL over HTTP/1.0 through the fleet and parses its JSON body.
-pub(super) fn get_json(fleet: &Fleet, url: &str) -> Result<serde_json::Value, String> {
-    let (addr, port, path) = split_url(url).ok_or(format!("bad URL `{url}`"))?;
+pub(super) fn get_json(fleet: &Fleet, url: &str) -> Result<serde_json::Value, ProbeError> {
+    let (addr, port, path) =
+        split_url(url).ok_or_else(|| ProbeError::BadUrl { url: url.into() })?;
     let req =
         format!("GET {path} HTTP/1.0\r\nHost: {addr}:{port}\r\nAccept: application/json\r\n\r\n");
-    let answer = fleet.exchange(&addr, port, req.as_bytes())?;
+    let answer = fleet
+        .exchange(&addr, port, req.as_bytes())
+        .map_err(ProbeError::Unreachable)?;
     let text = String::from_utf8_lossy(&answer);
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{url}: not an HTTP answer"))?;
+        .ok_or_else(|| ProbeError::NotHttp { url: url.into() })?;
     let status = head.lines().next().unwrap_or("");
     if !status.contains(" 200") {
-        return Err(format!("{url}: {status}"));
+        return Err(ProbeError::Status {
+            url: url.into(),
+            status: status.into(),
+        });
     }
-    serde_json::from_str(body).map_err(|e| format!("{url}: {e}"))
+    serde_json::from_str(body).map_err(|source| ProbeError::Json {
+        url: url.into(),
+        source,
+    })
 }
 
 pub(super) fn alive_masters(
