@@ -818,6 +818,17 @@ type Case = (
     Box<dyn Fn(&str, &std::path::Path) -> (Script, Vec<u8>, Vec<String>, bool)>,
 );
 
+/// A case of the up script whose plan `edit` changes with the value.
+fn up_edit(name: &'static str, reaches_docker: bool, edit: fn(&mut Plan, &str)) -> Case {
+    (
+        name,
+        Box::new(move |v, t| {
+            let (s, tar, p) = up_case(t, false, &|p| edit(p, v));
+            (s, tar, p, reaches_docker)
+        }),
+    )
+}
+
 fn state_of(t: &std::path::Path) -> String {
     t.join("state").display().to_string()
 }
@@ -886,34 +897,20 @@ fn cases() -> Vec<Case> {
         c
     };
     let mut cases: Vec<Case> = vec![
-        (
-            "up: image reference",
-            Box::new(|v, t| {
-                let (s, tar, p) = up_case(t, false, &|p| p.image.reference = v.into());
-                (s, tar, p, true)
-            }),
-        ),
-        (
+        up_edit("up: image reference", true, |p, v| {
+            p.image.reference = v.into()
+        }),
+        up_edit(
             "up: a folder's owner (an image's user label)",
-            Box::new(|v, t| {
-                let (s, tar, p) = up_case(t, false, &|p| p.hosts[0].dirs[0].owner = v.into());
-                (s, tar, p, false)
-            }),
+            false,
+            |p, v| p.hosts[0].dirs[0].owner = v.into(),
         ),
-        (
-            "up: a folder's mode",
-            Box::new(|v, t| {
-                let (s, tar, p) = up_case(t, false, &|p| p.hosts[0].dirs[0].mode = v.into());
-                (s, tar, p, false)
-            }),
-        ),
-        (
-            "up: a file's mode",
-            Box::new(|v, t| {
-                let (s, tar, p) = up_case(t, false, &|p| p.hosts[0].files[0].mode = v.into());
-                (s, tar, p, false)
-            }),
-        ),
+        up_edit("up: a folder's mode", false, |p, v| {
+            p.hosts[0].dirs[0].mode = v.into()
+        }),
+        up_edit("up: a file's mode", false, |p, v| {
+            p.hosts[0].files[0].mode = v.into()
+        }),
         (
             "up: a folder's and its file's path",
             Box::new(|v, t| {
@@ -925,13 +922,7 @@ fn cases() -> Vec<Case> {
                 (s, tar, p, false)
             }),
         ),
-        (
-            "up: the cluster's name",
-            Box::new(|v, t| {
-                let (s, tar, p) = up_case(t, false, &|p| p.cluster = v.into());
-                (s, tar, p, false)
-            }),
-        ),
+        up_edit("up: the cluster's name", false, |p, v| p.cluster = v.into()),
         (
             "up: the secret's path and mode",
             Box::new(|v, t| {
