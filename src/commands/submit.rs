@@ -190,6 +190,7 @@ fn remove_on_interrupt(
                 &Script::new(r#"docker rm -f -- "$1" >/dev/null"#).arg(&driver),
                 &[],
             )
+            .map_err(String::from)
         });
         if let Err(why) = removed {
             eprintln!(

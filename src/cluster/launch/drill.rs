@@ -81,10 +81,10 @@ pub fn failover(
     if kill {
         let script = Script::new(KILL_SH).arg(name);
         conn.run("killing the leading master", &script, &[])
-            .map_err(LaunchError::Host)?;
+            .map_err(|e| LaunchError::Host(e.to_string()))?;
     } else {
-        let what =
-            handover::stop_leader(fleet, &lh.name, &lc.name, noted).map_err(LaunchError::Host)?;
+        let what = handover::stop_leader(fleet, &lh.name, &lc.name, noted)
+            .map_err(|e| LaunchError::Host(e.to_string()))?;
         p(&format!("{}: {} {what}", lh.name, lc.name));
     }
     let too_late = |what: &str| {
@@ -129,7 +129,7 @@ pub fn failover(
             &Script::new(START_SH).arg(name),
             &[],
         )
-        .map_err(LaunchError::Host)?;
+        .map_err(|e| LaunchError::Host(e.to_string()))?;
     }
     let t_back = loop {
         if get_json(fleet, &lurl).is_ok_and(|j| j["status"] == "STANDBY") {

@@ -39,5 +39,5 @@ pub fn run(
         .arg(&c.name)
         .arg(if follow { "1" } else { "0" });
     conn.stream("reading logs", &script, &[], out)
-        .map_err(LaunchError::Host)
+        .map_err(|e| LaunchError::Host(e.to_string()))
 }

@@ -54,7 +54,7 @@ pub fn remove_worker(
             &Script::new(DECOMMISSION_SH).arg(name),
             &[],
         )
-        .map_err(LaunchError::Host)?;
+        .map_err(|e| LaunchError::Host(e.to_string()))?;
     let mut left = 0;
     if running.trim() == "yes" {
         p(&format!("{host}: decommissioning {}", c.name));
@@ -83,7 +83,7 @@ pub fn remove_worker(
         &Script::new(REMOVE_SH).arg(name),
         &[],
     )
-    .map_err(LaunchError::Host)?;
+    .map_err(|e| LaunchError::Host(e.to_string()))?;
     p(&format!("{host}: removed {}", c.name));
     Ok(left)
 }

@@ -37,7 +37,7 @@ pub fn run(
         args,
     );
     conn.stream("running spark-submit", &script, local.unwrap_or(&[]), out)
-        .map_err(LaunchError::Host)
+        .map_err(|e| LaunchError::Host(e.to_string()))
 }
 
 /// The script [`submit`] runs (see [`SUBMIT_SH`]); with `local`, the job

@@ -8,6 +8,7 @@ use super::plan_host;
 use super::probe::{ELECTED, master_in, srvr_mode};
 use super::scripts::SURVEY_SH;
 use crate::cluster::fleet::Fleet;
+use crate::cluster::hosts::HostError;
 use crate::cluster::plan::{Container, Role};
 
 /// What a start step finds a planned container to need.
@@ -38,35 +39,36 @@ pub fn survey(fleet: &Fleet, hosts: &[String], role: Role) -> Vec<Survey> {
             let mine: Vec<&Container> = hp.containers.iter().filter(|c| c.role == role).collect();
             let script = Script::new(SURVEY_SH).args(mine.iter().map(|c| &c.name));
             let out = c.run("looking at the containers", &script, &[])?;
-            Ok(mine
-                .iter()
-                .map(|ct| {
-                    let line = out
-                        .lines()
-                        .find(|l| l.split(' ').next() == Some(ct.name.as_str()))
-                        .unwrap_or("");
-                    let f: Vec<&str> = line.split(' ').collect();
-                    let want = &ct.labels["ferry.spec"];
-                    let need = match (f.get(1).copied(), f.get(2).copied()) {
-                        (Some("missing") | None, _) => Need::Create,
-                        (Some(spec), Some(run)) if spec == want => {
-                            if run == "true" {
-                                Need::Nothing
-                            } else {
-                                Need::Start
+            Ok::<_, HostError>(
+                mine.iter()
+                    .map(|ct| {
+                        let line = out
+                            .lines()
+                            .find(|l| l.split(' ').next() == Some(ct.name.as_str()))
+                            .unwrap_or("");
+                        let f: Vec<&str> = line.split(' ').collect();
+                        let want = &ct.labels["ferry.spec"];
+                        let need = match (f.get(1).copied(), f.get(2).copied()) {
+                            (Some("missing") | None, _) => Need::Create,
+                            (Some(spec), Some(run)) if spec == want => {
+                                if run == "true" {
+                                    Need::Nothing
+                                } else {
+                                    Need::Start
+                                }
                             }
+                            (_, run) => Need::Replace {
+                                running: run == Some("true"),
+                            },
+                        };
+                        Survey {
+                            host: hp.name.clone(),
+                            container: ct.name.clone(),
+                            need,
                         }
-                        (_, run) => Need::Replace {
-                            running: run == Some("true"),
-                        },
-                    };
-                    Survey {
-                        host: hp.name.clone(),
-                        container: ct.name.clone(),
-                        need,
-                    }
-                })
-                .collect::<Vec<_>>())
+                    })
+                    .collect::<Vec<_>>(),
+            )
         })
         .into_iter()
         .flat_map(|(_, v)| v)

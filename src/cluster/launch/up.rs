@@ -13,7 +13,7 @@ use super::scripts::{ENSURE_SH, MK_SH, READ_SH, RECORDS_SH, UP_FILES_HEAD, UP_FI
 use super::survey::{Need, rolling_order, split_serving};
 use super::{LaunchError, STATE_ROOT, in_own_folders, plan_host, role_name, role_of};
 use crate::cluster::fleet::Fleet;
-use crate::cluster::hosts::ClusterHost;
+use crate::cluster::hosts::{ClusterHost, HostError};
 use crate::cluster::plan::{
     Action, Container, Gate, HostPlan, ImageRef, JaasSection, Plan, Role, SECRET_VAR,
 };
@@ -102,7 +102,7 @@ fn start_role(
                     &[],
                 )?;
             }
-            Ok(out)
+            Ok::<_, HostError>(out)
         })
     };
     let show = |done: Vec<(String, String)>| {
