@@ -147,7 +147,7 @@ fn start_role(
             let noted = handover::note_leader(fleet, Duration::from_secs(30));
             match handover::stop_leader(fleet, &s.host, &s.container, noted) {
                 Ok(what) => p(&format!("{}: the leading master {what}", s.host)),
-                Err(why) => fleet.fail(&s.host, why),
+                Err(why) => fleet.fail(&s.host, why.to_string()),
             }
         }
         let watched = (role == Role::Zookeeper)
