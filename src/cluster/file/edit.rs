@@ -3,12 +3,15 @@
 
 use std::path::Path;
 
+use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, value};
+
 use super::{At, ClusterError, ClusterFile, WorkerSize};
 
 /// The cluster file's text with `host` added to (or removed from)
-/// `spark.workers.hosts`, everything else as it was written; a host that is
-/// not a `[[host]]` yet is appended as one when `address` is given. The
-/// result is checked like any cluster file.
+/// `spark.workers.hosts`, everything else as it was written (comments and
+/// layout too: the edit goes through `toml_edit`, which keeps them); a host
+/// that is not a `[[host]]` yet is appended as one when `address` is given.
+/// The result is checked like any cluster file.
 pub fn edit_workers(
     text: &str,
     path: &Path,
@@ -19,7 +22,7 @@ pub fn edit_workers(
     let file = ClusterFile::parse(text, path)?;
     let at = At { text, path };
     let hosts = &file.spark.workers.hosts;
-    let mut out = text.to_string();
+    let mut doc: DocumentMut = text.parse().expect("the file parsed as TOML above");
     if let Some((host, address)) = add {
         if hosts.iter().any(|h| h.get_ref() == host) {
             return Err(at.err(
@@ -28,106 +31,117 @@ pub fn edit_workers(
                 format!("`{host}` is a worker already"),
             ));
         }
-        let last = hosts.last().expect("checked: at least one worker");
-        let added = format!(", {}", toml_string(host));
-        out.insert_str(last.span().end, &added);
-        // a span of `text`, where it is in `out` now
-        let (at_end, by) = (last.span().end, added.len());
-        let shift = |r: std::ops::Range<usize>| {
-            if r.start >= at_end {
-                r.start + by..r.end + by
-            } else {
-                r
-            }
-        };
-        if file.host(host).is_none() {
-            let Some(address) = address else {
-                return Err(at.err(
-                    None,
-                    "host",
-                    format!(
-                        "`{host}` is not a [[host]] of the cluster; give its address with --address"
-                    ),
-                ));
-            };
-            if !out.ends_with('\n') {
-                out.push('\n');
-            }
-            out.push_str(&format!(
-                "\n[[host]]\nname = {}\naddress = {}\n",
-                toml_string(host),
-                toml_string(address)
-            ));
-            if let Some(t) = size_table(size) {
-                out.push_str(&format!("worker = {t}\n"));
-            }
-        } else if let Some(t) = size_table(size) {
-            let h = file.host(host).expect("checked above");
-            match &h.worker {
-                Some(old) if text[old.span()].starts_with('{') => {
-                    out.replace_range(shift(old.span()), &t);
-                }
-                Some(old) => {
-                    return Err(at.spanned(
-                        old,
-                        &format!("host `{host}`.worker"),
-                        "is not an inline table (`worker = { cores = 2 }`); change its size by hand".into(),
+        workers(&mut doc).push(host);
+        let planned = file.hosts.iter().position(|h| h.name.get_ref() == host);
+        match planned {
+            None => {
+                let Some(address) = address else {
+                    return Err(at.err(
+                        None,
+                        "host",
+                        format!(
+                            "`{host}` is not a [[host]] of the cluster; give its address with --address"
+                        ),
                     ));
+                };
+                let mut t = Table::new();
+                t.insert("name", value(host));
+                t.insert("address", value(address));
+                if let Some(w) = size_table(size) {
+                    t.insert("worker", value(w));
                 }
-                None => {
-                    let name_end = shift(h.name.span()).end;
-                    let line_end = out[name_end..]
-                        .find('\n')
-                        .map_or(out.len(), |i| name_end + i);
-                    out.insert_str(line_end, &format!("\nworker = {t}"));
+                // after everything, a blank line before it
+                t.set_position(Some(isize::MAX));
+                t.decor_mut().set_prefix("\n");
+                host_tables(&mut doc, &at)?.push(t);
+            }
+            Some(i) => {
+                if let Some(w) = size_table(size) {
+                    if let Some(old) = &file.hosts[i].worker
+                        && !text[old.span()].starts_with('{')
+                    {
+                        return Err(at.spanned(
+                            old,
+                            &format!("host `{host}`.worker"),
+                            "is not an inline table (`worker = { cores = 2 }`); change its size by hand".into(),
+                        ));
+                    }
+                    let tables = host_tables(&mut doc, &at)?;
+                    let t = tables.get_mut(i).expect("a [[host]] of the file");
+                    let new = !t.contains_key("worker");
+                    t["worker"] = value(w);
+                    if new {
+                        // its line goes under the host's name
+                        let mut order: Vec<String> = t
+                            .iter()
+                            .map(|(k, _)| k.to_string())
+                            .filter(|k| k != "worker")
+                            .collect();
+                        let after = order.iter().position(|k| k == "name").map_or(0, |n| n + 1);
+                        order.insert(after, "worker".into());
+                        let rank = |k: &str| order.iter().position(|o| o == k);
+                        t.sort_values_by(|a, _, b, _| rank(a.get()).cmp(&rank(b.get())));
+                    }
                 }
             }
         }
     }
     if let Some(host) = remove {
-        let Some(h) = hosts.iter().find(|h| h.get_ref() == host) else {
+        let Some(i) = hosts.iter().position(|h| h.get_ref() == host) else {
             return Err(at.err(
                 Some(hosts[0].span().start),
                 "spark.workers.hosts",
                 format!("`{host}` is not a worker"),
             ));
         };
-        let (s, e) = (h.span().start, h.span().end);
-        let after = &out[e..];
-        let trimmed = after.trim_start();
-        let (start, end) = if let Some(rest) = trimmed.strip_prefix(',') {
-            // `"a", "b"`: take the element, its comma and the space after
-            let rest_ws = rest.len() - rest.trim_start().len();
-            (s, e + (after.len() - trimmed.len()) + 1 + rest_ws)
-        } else {
-            // the last element: take the comma before it
-            let before = out[..s].trim_end();
-            match before.strip_suffix(',') {
-                Some(b) => (b.len(), e),
-                None => (s, e),
-            }
-        };
-        out.replace_range(start..end, "");
+        let list = workers(&mut doc);
+        let gone = list.remove(i);
+        // the next one takes the place (and the spacing) of the first
+        if i == 0
+            && let Some(first) = list.get_mut(0)
+            && let Some(prefix) = gone.decor().prefix()
+        {
+            first.decor_mut().set_prefix(prefix.clone());
+        }
     }
+    let out = doc.to_string();
     ClusterFile::parse(&out, path)?;
     Ok(out)
 }
 
-/// `{ cores = 4, memory = "8g" }`, with what is given; `None` if nothing is.
-fn size_table(size: &WorkerSize) -> Option<String> {
-    let mut parts = Vec::new();
-    if let Some(c) = size.cores {
-        parts.push(format!("cores = {c}"));
-    }
-    if let Some(m) = &size.memory {
-        parts.push(format!("memory = {}", toml_string(m)));
-    }
-    (!parts.is_empty()).then(|| format!("{{ {} }}", parts.join(", ")))
+/// `spark.workers.hosts` of a file that was checked.
+fn workers(doc: &mut DocumentMut) -> &mut Array {
+    doc["spark"]["workers"]["hosts"]
+        .as_array_mut()
+        .expect("checked: spark.workers.hosts is a list")
 }
 
-/// A TOML basic string.
-fn toml_string(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+/// The file's `[[host]]` tables.
+fn host_tables<'d>(
+    doc: &'d mut DocumentMut,
+    at: &At,
+) -> Result<&'d mut ArrayOfTables, ClusterError> {
+    doc.get_mut("host")
+        .and_then(Item::as_array_of_tables_mut)
+        .ok_or_else(|| {
+            at.err(
+                None,
+                "host",
+                "the hosts are not written as `[[host]]` tables: add the worker by hand".into(),
+            )
+        })
+}
+
+/// `{ cores = 4, memory = "8g" }`, with what is given; `None` if nothing is.
+fn size_table(size: &WorkerSize) -> Option<InlineTable> {
+    let mut t = InlineTable::new();
+    if let Some(c) = size.cores {
+        t.insert("cores", i64::from(c).into());
+    }
+    if let Some(m) = &size.memory {
+        t.insert("memory", m.as_str().into());
+    }
+    (!t.is_empty()).then_some(t)
 }
 
 #[cfg(test)]
@@ -179,6 +193,41 @@ mod edit_tests {
         )
         .unwrap();
         assert!(back.contains("hosts = [\"b\", \"a\"]"), "{back}");
+    }
+
+    /// Comments on their own lines, at the end of lines and inside the
+    /// edited table all stay where they were.
+    #[test]
+    fn comments_survive_an_edit() {
+        let text = TEXT
+            .replace(
+                "[[host]]\nname = \"b\"\n",
+                "# the second host\n[[host]]\nname = \"b\" # by name\n",
+            )
+            .replace(
+                "[spark.workers]\n",
+                "[spark.workers] # who works\n# keep two\n",
+            );
+        let size = WorkerSize {
+            cores: Some(3),
+            memory: None,
+        };
+        let removed = edit_workers(&text, Path::new("c.toml"), None, &size, Some("b")).unwrap();
+        let back = edit_workers(
+            &removed,
+            Path::new("c.toml"),
+            Some(("b", None)),
+            &size,
+            None,
+        )
+        .unwrap();
+        for comment in [
+            "name = \"c\" # the cluster\n",
+            "# the second host\n[[host]]\nname = \"b\" # by name\nworker = { cores = 3 }\n",
+            "[spark.workers] # who works\n# keep two\nhosts = [\"a\", \"b\"]  # two for now\n",
+        ] {
+            assert!(back.contains(comment), "{comment:?} in:\n{back}");
+        }
     }
 
     #[test]
