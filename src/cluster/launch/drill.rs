@@ -93,32 +93,28 @@ pub fn failover(
             deadline.as_secs()
         ))
     };
-    let (new_url, t_leader) = loop {
-        if let Some(u) = ms
-            .iter()
-            .filter(|(_, _, u)| *u != lurl)
-            .find_map(|(_, _, u)| alive(u).map(|_| u.clone()))
-        {
-            break (u, t0.elapsed().as_secs_f64());
-        }
-        if t0.elapsed() > deadline {
-            return Err(too_late("no standby became ALIVE"));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let (new_url, t_leader) = poll(
+        t0,
+        deadline,
+        || too_late("no standby became ALIVE"),
+        || {
+            ms.iter()
+                .filter(|(_, _, u)| *u != lurl)
+                .find_map(|(_, _, u)| alive(u).map(|_| u.clone()))
+        },
+    )?;
     p(&format!("{new_url} is ALIVE after {t_leader:.1}s"));
-    let t_workers = loop {
-        let back = alive(&new_url)
-            .map(|j| registered_workers(&j))
-            .unwrap_or_default();
-        if workers.iter().all(|w| back.contains(w)) {
-            break t0.elapsed().as_secs_f64();
-        }
-        if t0.elapsed() > deadline {
-            return Err(too_late("the workers did not all re-register"));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let ((), t_workers) = poll(
+        t0,
+        deadline,
+        || too_late("the workers did not all re-register"),
+        || {
+            let back = alive(&new_url)
+                .map(|j| registered_workers(&j))
+                .unwrap_or_default();
+            workers.iter().all(|w| back.contains(w)).then_some(())
+        },
+    )?;
     p(&format!(
         "{} workers re-registered after {t_workers:.1}s",
         workers.len()
@@ -131,15 +127,16 @@ pub fn failover(
         )
         .map_err(|e| LaunchError::Host(e.to_string()))?;
     }
-    let t_back = loop {
-        if get_json(fleet, &lurl).is_ok_and(|j| j["status"] == "STANDBY") {
-            break t0.elapsed().as_secs_f64();
-        }
-        if t0.elapsed() > deadline * 2 {
-            return Err(too_late("the old leader did not come back as a standby"));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let ((), t_back) = poll(
+        t0,
+        deadline * 2,
+        || too_late("the old leader did not come back as a standby"),
+        || {
+            get_json(fleet, &lurl)
+                .is_ok_and(|j| j["status"] == "STANDBY")
+                .then_some(())
+        },
+    )?;
     p(&format!(
         "{}: {} is back as a standby after {t_back:.1}s",
         lh.name, lc.name
@@ -158,4 +155,23 @@ pub fn failover(
         workers: workers.len(),
         seconds_old_back: t_back,
     })
+}
+
+/// Looks every 250 ms until `look` finds something, and returns it with
+/// the seconds since `t0`; `too_late()` once `limit` has passed.
+fn poll<T>(
+    t0: Instant,
+    limit: Duration,
+    too_late: impl FnOnce() -> LaunchError,
+    mut look: impl FnMut() -> Option<T>,
+) -> Result<(T, f64), LaunchError> {
+    loop {
+        if let Some(v) = look() {
+            return Ok((v, t0.elapsed().as_secs_f64()));
+        }
+        if t0.elapsed() > limit {
+            return Err(too_late());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
