@@ -19,6 +19,13 @@
 //! a stopped one is started, a changed one is replaced. A host that fails is
 //! set aside (the rest go on) and reported; gates then wait only on the
 //! hosts still standing.
+//!
+//! One file per thing done: `up` (the steps, the files and containers it
+//! puts in place), `survey` (what each container needs), `gate` (waiting on
+//! a step), `probe` (asking the daemons), `handover` (a planned failover),
+//! `status`, `logs`, `submit`, `scale`, `drill`, `down`; `scripts` holds the
+//! constant scripts they run. This file: the launcher's error and what
+//! they all share.
 
 pub mod down;
 pub mod drill;

@@ -1,3 +1,6 @@
+//! The launcher's scripts run by a real `sh` against stand-in tools:
+//! hostile values stay data, and folders are made, kept and purged as planned.
+
 use super::down::remove_script;
 use super::gate::*;
 use super::probe::*;
