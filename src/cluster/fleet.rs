@@ -1,6 +1,6 @@
 //! The plan's hosts as one fleet: each host's session (if it could be
 //! reached) and the first failure seen on it, so a host that fails is set
-//! aside and the rest go on. Shared by `launch` and `handover`; it runs no
+//! aside and the rest go on. Shared by `launch` and its `handover`; it runs no
 //! step of its own and must not reach into either.
 
 use std::sync::Mutex;
@@ -80,10 +80,10 @@ impl<'a> Fleet<'a> {
 
     /// Runs `f` on each named host still standing, all at once; a host whose
     /// `f` fails is set aside with the error.
-    pub fn each<T: Send>(
+    pub fn each<T: Send, E: Into<String>>(
         &self,
         names: &[String],
-        f: &(dyn Fn(&HostPlan, &dyn ClusterHost) -> Result<T, String> + Sync),
+        f: &(dyn Fn(&HostPlan, &dyn ClusterHost) -> Result<T, E> + Sync),
     ) -> Vec<(String, T)> {
         let out = Mutex::new(Vec::new());
         std::thread::scope(|s| {
@@ -94,7 +94,7 @@ impl<'a> Fleet<'a> {
                 let out = &out;
                 s.spawn(move || match f(hp, conn) {
                     Ok(v) => out.lock().expect("results lock").push((hp.name.clone(), v)),
-                    Err(why) => self.fail(&hp.name, why),
+                    Err(why) => self.fail(&hp.name, why.into()),
                 });
             }
         });
@@ -116,7 +116,7 @@ impl<'a> Fleet<'a> {
                 match c.exchange(addr, port, request) {
                     Ok(a) => return Ok(a),
                     Err(e) => {
-                        last = e;
+                        last = e.to_string();
                         // the host itself answered for its own address
                         if Some(i) == own {
                             return Err(last);

@@ -578,7 +578,7 @@ fn docker_run_args_follow_the_plan() {
         .iter()
         .find(|c| c.role == plan::Role::Worker)
         .unwrap();
-    let args = super::launch::run_args(worker).join(" ");
+    let args = super::launch::up::run_args(worker).join(" ");
     assert!(
         args.starts_with(
             "run --detach --name ferry-local-worker --network host --restart unless-stopped --user spark --label ferry.cluster=local"

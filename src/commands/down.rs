@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::launch::{connect, load};
+use super::cluster_access::{connect, load};
 use crate::cli::DownArgs;
 use crate::cluster::launch;
 
@@ -14,7 +14,7 @@ pub fn run(a: DownArgs) -> Result<ExitCode> {
     let t = &a.target;
     let loaded = load(t.cluster.as_deref(), t.image.as_deref(), t.local)?;
     let fleet = connect(&loaded.plan, &t.ssh, t.local);
-    let done = launch::down(&fleet, a.purge);
+    let done = launch::down::run(&fleet, a.purge);
     let mut any = false;
     for (host, d) in &done {
         if !d.removed.is_empty() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::Term;
-use super::launch::{connect, load};
+use super::cluster_access::{connect, load};
 use crate::cli::FailoverArgs;
 use crate::cluster::launch;
 
@@ -18,7 +18,7 @@ pub fn failover(a: FailoverArgs) -> Result<ExitCode> {
     for (h, why) in fleet.failures() {
         term.line(&format!("{h}: unreachable: {why}"));
     }
-    let r = launch::drill_failover(&fleet, a.kill, Duration::from_secs(a.deadline), &|s| {
+    let r = launch::drill::failover(&fleet, a.kill, Duration::from_secs(a.deadline), &|s| {
         term.line(s)
     })?;
     if a.json {

@@ -2,11 +2,11 @@
 //! modules and the terminal. No core logic lives here.
 
 mod build;
+mod cluster_access;
 mod down;
 mod drill;
 mod gc;
 mod inspect;
-mod launch;
 mod lock;
 mod logs;
 mod plan;

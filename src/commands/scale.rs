@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::Term;
-use super::launch::{connect, load};
+use super::cluster_access::{self, connect, load};
 use crate::cli::{ClusterArgs, ScaleArgs, UpArgs};
 use crate::cluster::{file, launch};
 use crate::fsutil;
@@ -22,12 +22,13 @@ pub fn run(a: ScaleArgs) -> Result<ExitCode> {
         cores: a.cores,
         memory: a.memory.clone(),
     };
-    let edited = file::edit_workers(&text, &a.cluster, add, &size, a.remove_worker.as_deref())?;
+    let edited =
+        file::edit::edit_workers(&text, &a.cluster, add, &size, a.remove_worker.as_deref())?;
     let term = Term::new(false);
     if let Some(host) = &a.remove_worker {
         let loaded = load(Some(&a.cluster), a.image.as_deref(), false)?;
         let fleet = connect(&loaded.plan, &a.ssh, false);
-        launch::remove_worker(&fleet, host, Duration::from_secs(a.drain_secs), &|s| {
+        launch::scale::remove_worker(&fleet, host, Duration::from_secs(a.drain_secs), &|s| {
             term.line(s)
         })?;
     }
@@ -45,7 +46,7 @@ pub fn run(a: ScaleArgs) -> Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    super::up::run(UpArgs {
+    cluster_access::up(UpArgs {
         target: ClusterArgs {
             cluster: Some(a.cluster),
             local: false,

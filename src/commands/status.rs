@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::launch::{connect, load};
+use super::cluster_access::{connect, load};
 use crate::cli::StatusArgs;
 use crate::cluster::launch;
 
@@ -12,7 +12,7 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
     let t = &a.target;
     let loaded = load(t.cluster.as_deref(), t.image.as_deref(), t.local)?;
     let fleet = connect(&loaded.plan, &t.ssh, t.local);
-    let st = launch::status(&fleet);
+    let st = launch::status::run(&fleet);
     let healthy = st.unreachable.is_empty()
         && st.leader.is_some()
         && st.workers_registered == st.workers_planned
@@ -25,7 +25,7 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
         v["healthy"] = healthy.into();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        let w = |f: &dyn Fn(&launch::ContainerStatus) -> usize, min: usize| {
+        let w = |f: &dyn Fn(&launch::status::ContainerStatus) -> usize, min: usize| {
             st.containers.iter().map(f).max().unwrap_or(0).max(min)
         };
         let (wh, wr, wc) = (

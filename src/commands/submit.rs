@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 
-use super::launch::{connect, host_options, load, target_of};
+use super::cluster_access::{connect, host_options, load, target_of};
 use crate::cli::{SshArgs, SubmitArgs};
 use crate::cluster::hosts::{ClusterHost, LocalHost, SshHost};
 use crate::cluster::launch;
@@ -62,7 +62,7 @@ pub fn run(a: SubmitArgs) -> Result<ExitCode> {
             .unwrap_or(0)
     );
     remove_on_interrupt(plan, hp, &a.ssh, a.local, &driver)?;
-    let code = launch::submit(
+    let code = launch::submit::run(
         plan,
         hp,
         conn,
@@ -190,6 +190,7 @@ fn remove_on_interrupt(
                 &Script::new(r#"docker rm -f -- "$1" >/dev/null"#).arg(&driver),
                 &[],
             )
+            .map_err(String::from)
         });
         if let Err(why) = removed {
             eprintln!(

@@ -18,10 +18,24 @@
 use crate::ssh::Script;
 use std::time::{Duration, Instant};
 
-use super::file::LOGIN_CONFIG;
-use super::fleet::Fleet;
-use super::hosts::ClusterHost;
-use super::plan::{JaasSection, Plan, Role, ZK_SECRET_IN, ZK_SERVER_JAAS};
+use crate::cluster::file::LOGIN_CONFIG;
+use crate::cluster::fleet::Fleet;
+use crate::cluster::hosts::{ClusterHost, HostError};
+use crate::cluster::plan::{JaasSection, Plan, Role, ZK_SECRET_IN, ZK_SERVER_JAAS};
+
+/// Why a handover step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoverError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("host `{host}` cannot be reached")]
+    Unreachable { host: String },
+    /// zkCli's answer to a delete it refused.
+    #[error("deleting the leader's latch node `{node}`: {answer}")]
+    Delete { node: String, answer: String },
+    #[error("deleting `{state}`: {answer}")]
+    ClearState { state: String, answer: String },
+}
 
 /// Where the masters' leader latch lives, and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +97,7 @@ pub fn latch(plan: &Plan) -> Option<Latch> {
 }
 
 /// The latch's nodes, the leader's first (by their sequence numbers).
-pub fn nodes(conn: &dyn ClusterHost, l: &Latch) -> Result<Vec<String>, String> {
+pub fn nodes(conn: &dyn ClusterHost, l: &Latch) -> Result<Vec<String>, HostError> {
     let out = conn.run(
         "listing the masters' leader latch",
         &cli(l, "ls", &l.path),
@@ -93,7 +107,7 @@ pub fn nodes(conn: &dyn ClusterHost, l: &Latch) -> Result<Vec<String>, String> {
 }
 
 /// Deletes one node; one that is gone already (its session expired) is fine.
-pub fn delete(conn: &dyn ClusterHost, l: &Latch, node: &str) -> Result<(), String> {
+pub fn delete(conn: &dyn ClusterHost, l: &Latch, node: &str) -> Result<(), HandoverError> {
     let out = conn.run(
         "handing the masters' leadership over",
         &cli(l, "delete", &format!("{}/{node}", l.path)),
@@ -106,10 +120,10 @@ pub fn delete(conn: &dyn ClusterHost, l: &Latch, node: &str) -> Result<(), Strin
     {
         Ok(())
     } else {
-        Err(format!(
-            "deleting the leader's latch node `{node}`: {}",
-            out.trim()
-        ))
+        Err(HandoverError::Delete {
+            node: node.into(),
+            answer: out.trim().into(),
+        })
     }
 }
 
@@ -183,7 +197,7 @@ fn ls_names(out: &str) -> Vec<String> {
 /// dead to answer before it is ALIVE; a cluster that was cut off at once
 /// (a power cut, a killed Docker daemon) left exactly that. The masters
 /// create the folder again when they start. Returns what it did.
-pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
+pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, HandoverError> {
     let Some(latch) = latch(fleet.plan) else {
         return Ok(None);
     };
@@ -200,7 +214,9 @@ pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
     }
     let conn = fleet
         .ok(&latch.host)
-        .ok_or_else(|| format!("host `{}` cannot be reached", latch.host))?;
+        .ok_or_else(|| HandoverError::Unreachable {
+            host: latch.host.clone(),
+        })?;
     let state = format!("{dir}/master_status");
     let out = conn.run(
         "reading the masters' recovery state",
@@ -217,7 +233,10 @@ pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, String> {
         &[],
     )?;
     if out.contains("Exception") || out.contains("Insufficient permission") {
-        return Err(format!("deleting `{state}`: {}", out.trim()));
+        return Err(HandoverError::ClearState {
+            state,
+            answer: out.trim().into(),
+        });
     }
     let count = |prefix: &str| entries.iter().filter(|e| e.starts_with(prefix)).count();
     Ok(Some(format!(
@@ -299,10 +318,10 @@ pub fn stop_leader(
     host: &str,
     container: &str,
     noted: Option<Noted>,
-) -> Result<String, String> {
+) -> Result<String, HandoverError> {
     let conn = fleet
         .ok(host)
-        .ok_or_else(|| format!("host `{host}` cannot be reached"))?;
+        .ok_or_else(|| HandoverError::Unreachable { host: host.into() })?;
     let t0 = std::time::Instant::now();
     conn.run("stopping the leading master", &stop(container), &[])?;
     let stopped = t0.elapsed().as_secs_f64();
