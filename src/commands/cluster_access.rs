@@ -15,7 +15,7 @@ use serde_json::json;
 use super::Term;
 use super::shared::ssh_options;
 use crate::cli::{SshArgs, UpArgs};
-use crate::cluster::file::ClusterFile;
+use crate::cluster::file::{ClusterFile, DEFAULT_IMAGE};
 use crate::cluster::fleet::Fleet;
 use crate::cluster::hosts::{ClusterHost, LocalHost, SshHost};
 use crate::cluster::launch::{self, up::ImageFound};
@@ -24,6 +24,7 @@ use crate::deliver::{self as push, Event, HostStats, PushError, PushImage, Repor
 use crate::fsutil;
 use crate::objstore::{self, Location, pull};
 use crate::oci;
+use crate::ssh::target::{self, CLUSTER_DEFAULT_USER};
 use crate::ssh::{SshOptions, Target};
 
 pub struct Loaded {
@@ -52,7 +53,7 @@ pub fn load(cluster: Option<&Path>, image: Option<&Path>, local: bool) -> Result
         (None, Some(p)) => Some(base.join(p)),
         (None, None) => None,
     };
-    let facts = super::plan::image_facts(&file, image, &base)?;
+    let facts = image_facts(&file, image, &base)?;
     let plan = plan::plan(&file, &facts)?;
     if local {
         launch::check_local(&plan)?;
@@ -65,13 +66,28 @@ pub fn load(cluster: Option<&Path>, image: Option<&Path>, local: bool) -> Result
     })
 }
 
-/// A `~/` at the start of a path is the operator's home.
-fn expand_home(p: &str) -> PathBuf {
-    match p.strip_prefix("~/") {
-        Some(rest) => {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(rest)
-        }
-        None => PathBuf::from(p),
+/// `--image`, else the cluster file's layout (relative to the file), else the
+/// built-in image when the file names it or no image at all.
+pub fn image_facts(file: &ClusterFile, given: Option<&Path>, base: &Path) -> Result<ImageFacts> {
+    let layout = match (given, &file.image.layout) {
+        (Some(p), _) => Some(p.to_path_buf()),
+        (None, Some(p)) => Some(base.join(p)),
+        (None, None) => None,
+    };
+    if let Some(dir) = layout {
+        let img = oci::open_layout(&dir).with_context(|| {
+            format!(
+                "reading the image layout `{}` (build it with `ferry build`)",
+                dir.display()
+            )
+        })?;
+        return Ok(ImageFacts::from_layout(&img));
+    }
+    match file.image.reference.as_deref() {
+        None | Some(DEFAULT_IMAGE) => Ok(ImageFacts::builtin()),
+        Some(other) => bail!(
+            "image `{other}` is a reference ferry cannot read labels from; pass its layout with `--image DIR` or set `image.layout`"
+        ),
     }
 }
 
@@ -79,15 +95,15 @@ fn expand_home(p: &str) -> PathBuf {
 /// jump host (a host of the cluster by name, or `user@host[:port]`), and
 /// sudo for a login user other than root unless `--no-sudo`.
 pub fn target_of(plan: &Plan, h: &HostPlan, ssh: &SshArgs) -> Result<Target, PushError> {
-    let mut t = Target::parse(&format!("ssh://{}", h.ssh), "root")?;
+    let mut t = Target::parse(&format!("ssh://{}", h.ssh), CLUSTER_DEFAULT_USER)?;
     if let Some(j) = &h.jump {
         let hop = match plan.hosts.iter().find(|o| o.name == *j) {
-            Some(o) => Target::parse(&format!("ssh://{}", o.ssh), "root")?,
-            None => Target::parse_jump(j, "root")?,
+            Some(o) => Target::parse(&format!("ssh://{}", o.ssh), CLUSTER_DEFAULT_USER)?,
+            None => Target::parse_jump(j, CLUSTER_DEFAULT_USER)?,
         };
         t.jump = Some(Box::new(hop));
     } else if let Some(j) = &ssh.jump {
-        t.jump = Some(Box::new(Target::parse_jump(j, "root")?));
+        t.jump = Some(Box::new(Target::parse_jump(j, CLUSTER_DEFAULT_USER)?));
     }
     t.sudo &= !ssh.no_sudo;
     Ok(t)
@@ -99,7 +115,9 @@ pub fn host_options(h: &HostPlan, ssh: &SshArgs) -> SshOptions {
     if let Some(k) = &h.key
         && ssh.identity.is_none()
     {
-        o.identities.insert(0, expand_home(k));
+        let home = crate::ssh::target::operator_home();
+        o.identities
+            .insert(0, target::expand_home(Path::new(k), &home));
     }
     o
 }

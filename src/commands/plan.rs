@@ -1,16 +1,17 @@
 //! `ferry plan`: read a cluster file (or import a flat config), find the
 //! image's digest and labels, and print the plan as text or JSON.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
+use super::cluster_access::image_facts;
 use crate::cli::PlanArgs;
 use crate::cluster::envcfg;
-use crate::cluster::file::{ClusterFile, DEFAULT_IMAGE};
-use crate::cluster::plan::{self, ImageFacts};
-use crate::{fsutil, oci};
+use crate::cluster::file::ClusterFile;
+use crate::cluster::plan;
+use crate::fsutil;
 
 pub fn run(a: PlanArgs) -> Result<ExitCode> {
     let (file, base) = match (&a.cluster, &a.from_env_cfg) {
@@ -43,29 +44,4 @@ pub fn run(a: PlanArgs) -> Result<ExitCode> {
         print!("{}", plan.to_text());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `--image`, else the cluster file's layout (relative to the file), else the
-/// built-in image when the file names it or no image at all.
-pub fn image_facts(file: &ClusterFile, given: Option<&Path>, base: &Path) -> Result<ImageFacts> {
-    let layout = match (given, &file.image.layout) {
-        (Some(p), _) => Some(p.to_path_buf()),
-        (None, Some(p)) => Some(base.join(p)),
-        (None, None) => None,
-    };
-    if let Some(dir) = layout {
-        let img = oci::open_layout(&dir).with_context(|| {
-            format!(
-                "reading the image layout `{}` (build it with `ferry build`)",
-                dir.display()
-            )
-        })?;
-        return Ok(ImageFacts::from_layout(&img));
-    }
-    match file.image.reference.as_deref() {
-        None | Some(DEFAULT_IMAGE) => Ok(ImageFacts::builtin()),
-        Some(other) => bail!(
-            "image `{other}` is a reference ferry cannot read labels from; pass its layout with `--image DIR` or set `image.layout`"
-        ),
-    }
 }

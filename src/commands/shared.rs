@@ -169,7 +169,7 @@ fn warn_known_hosts(path: &Path) {
 
 /// The SSH options of the command line, with the user's defaults filled in.
 pub(super) fn ssh_options(a: SshArgs) -> SshOptions {
-    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
+    let home = crate::ssh::target::operator_home();
     let known_hosts = a
         .known_hosts
         .unwrap_or_else(|| home.join(".ssh/known_hosts"));
@@ -317,7 +317,7 @@ pub(super) struct FromCluster {
 /// [`cluster_target`]), the key files, the bucket and its service.
 pub(super) fn cluster_hosts(path: &Path) -> Result<FromCluster> {
     let file = ClusterFile::load(path)?;
-    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
+    let home = crate::ssh::target::operator_home();
     let mut keys = Vec::new();
     for h in &file.hosts {
         if let Some(k) = &h.ssh.key {

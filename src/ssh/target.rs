@@ -169,6 +169,11 @@ pub fn cluster_target(host: &ClusterHost, hosts: &[ClusterHost]) -> Result<Targe
     Ok(t)
 }
 
+/// The operator's home folder: `$HOME`, else `/root`.
+pub fn operator_home() -> PathBuf {
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+}
+
 /// A `~` first in a path (a cluster file's key) is the operator's `home`.
 pub fn expand_home(path: &Path, home: &Path) -> PathBuf {
     match path.strip_prefix("~") {

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::file::ClusterFile;
 use crate::grammar;
+use crate::ssh::target::CLUSTER_DEFAULT_USER;
 
 mod roles;
 mod text;
@@ -495,7 +496,7 @@ fn check_image(image: &ImageFacts, labels: &Labels) -> Result<(), PlanError> {
 fn host_plans(file: &ClusterFile) -> BTreeMap<String, HostPlan> {
     let mut hosts: BTreeMap<String, HostPlan> = BTreeMap::new();
     for h in &file.hosts {
-        let user = h.ssh.user.clone().unwrap_or_else(|| "root".into());
+        let user = h.ssh.user.as_deref().unwrap_or(CLUSTER_DEFAULT_USER);
         let port = h.ssh.port.unwrap_or(22);
         hosts.insert(
             h.name.get_ref().clone(),
