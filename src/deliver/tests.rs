@@ -306,8 +306,7 @@ fn the_upload_script_resumes_and_keeps_only_what_matches() {
     // fails (a stand-in first on the PATH)
     let stub = tempfile::tempdir().unwrap();
     let broken = stub.path().join("openssl");
-    std::fs::write(&broken, "#!/bin/sh\nexit 1\n").unwrap();
-    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    crate::ssh::script::tests::write_stand_in(&broken, "#!/bin/sh\nexit 1\n");
     let system_path = std::env::var("PATH").unwrap_or_default();
     let no_openssl = format!("{}:{system_path}", stub.path().display());
     for path in [system_path.as_str(), no_openssl.as_str()] {
@@ -473,12 +472,7 @@ fn the_list_script_tells_whether_head_reads_exactly() {
     // a `head` that reads ahead, as busybox's does
     let stub = dir.path().join("bin");
     std::fs::create_dir_all(&stub).unwrap();
-    std::fs::write(stub.join("head"), "#!/bin/sh\ncat >/dev/null\n").unwrap();
-    std::fs::set_permissions(
-        stub.join("head"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    crate::ssh::script::tests::write_stand_in(&stub.join("head"), "#!/bin/sh\ncat >/dev/null\n");
     assert!(!list(&format!("{}:{system_path}", stub.display())));
 }
 
@@ -599,12 +593,10 @@ pub(crate) fn stand_ins() -> tempfile::TempDir {
     let bin = tempfile::tempdir().unwrap();
     for rt in ["docker", "podman"] {
         let p = bin.path().join(rt);
-        std::fs::write(
+        crate::ssh::script::tests::write_stand_in(
             &p,
             "#!/bin/sh\n[ \"$2\" != load ] || cat >/dev/null\nexit 0\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        );
     }
     bin
 }

@@ -113,7 +113,30 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use std::process::Command;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// Writes an executable stand-in (a fake `docker`, `sudo`, `openssl`)
+    /// for a test. A child process writes it, so this process never holds
+    /// the file open for writing: the unit tests run on many threads, and a
+    /// write descriptor inherited by another test's child between its fork
+    /// and its exec makes running the stand-in fail with ETXTBSY ("text file
+    /// busy"), after which sh takes the next one on the PATH, the real one.
+    pub fn write_stand_in(path: &std::path::Path, body: &str) {
+        let mut child = Command::new("sh")
+            .args(["-c", "cat >\"$1\" && chmod 755 \"$1\"", "sh"])
+            .arg(path)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "writing {path:?}");
+    }
 
     /// Values a hostile label, cluster file or host might send.
     pub const HOSTILE: &[&str] = &[

@@ -768,9 +768,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = |sudo: &str, docker_host: Option<&str>| {
             let fake = dir.path().join("sudo");
-            std::fs::write(&fake, sudo).unwrap();
-            std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .unwrap();
+            crate::ssh::script::tests::write_stand_in(&fake, sudo);
             let mut cmd = std::process::Command::new("sh");
             cmd.arg("-c")
                 .arg(command_line(&Script::new("echo \"[$DOCKER_HOST]\"; exit 3"), true).unwrap())

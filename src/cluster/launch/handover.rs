@@ -426,14 +426,10 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         let docker = bin.path().join("docker");
         let calls = bin.path().join("calls");
-        std::fs::write(
+        crate::ssh::script::tests::write_stand_in(
             &docker,
             "#!/bin/sh\n{ printf '%s\\0' \"$@\"; printf '\\001'; } >>\"$DOCKER_CALLS\"\n",
-        )
-        .unwrap();
-        let mut perms = std::fs::metadata(&docker).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(&docker, perms).unwrap();
+        );
         let path = format!(
             "{}:{}",
             bin.path().display(),

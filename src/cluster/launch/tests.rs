@@ -209,9 +209,7 @@ fn image_ids() -> (String, String) {
 }
 
 fn stand_in(bin: &std::path::Path, name: &str, body: &str) {
-    let f = bin.join(name);
-    std::fs::write(&f, body).unwrap();
-    set_mode(&f, 0o755);
+    crate::ssh::script::tests::write_stand_in(&bin.join(name), body);
 }
 
 fn run_sh_with(
