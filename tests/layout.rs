@@ -249,15 +249,13 @@ fn edges() -> Vec<(Module, Module, PathBuf, usize)> {
                 }
                 None => (*n, line.clone()),
             };
-            if text.trim_start().starts_with("use ")
-                || text.trim_start().starts_with("pub use ")
-                || text.trim_start().starts_with("pub(crate) use ")
-                || text.trim_start().starts_with("pub(super) use ")
-            {
-                if !text.trim_end().ends_with(';') {
-                    pending = Some((at, text));
-                    continue;
-                }
+            let t = text.trim_start();
+            let is_use = ["use ", "pub use ", "pub(crate) use ", "pub(super) use "]
+                .iter()
+                .any(|p| t.starts_with(p));
+            if is_use && !text.trim_end().ends_with(';') {
+                pending = Some((at, text));
+                continue;
             }
             for r in references(&text, &s.module) {
                 if let Some(m) = module_of(&r, &modules)
