@@ -49,7 +49,7 @@ command -v gpg >/dev/null || missing+=(gpg)
 command -v dpkg-deb >/dev/null || missing+=(dpkg)
 # tests/rootfs-e2e.sh: minbase Debian 12 and 13 rootfs
 command -v debootstrap >/dev/null || missing+=(debootstrap)
-# src/push/ssh.rs: a login shell that is not POSIX (fish, tcsh) must be caught
+# src/ssh/session.rs: a login shell that is not POSIX (fish, tcsh) must be caught
 command -v fish >/dev/null || missing+=(fish)
 command -v tcsh >/dev/null || missing+=(tcsh)
 command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
