@@ -152,6 +152,11 @@ fn cli(l: &Latch, verb: &'static str, node: &str) -> Script {
         .arg(node)
 }
 
+/// `zkCli.sh ls NODE` for a node that may not be there yet.
+fn listing(l: &Latch, node: &str) -> Script {
+    cli(l, "ls", node)
+}
+
 /// The node names of a `ls` answer (`[a, b]`, possibly amid other output),
 /// lowest sequence number first.
 fn parse_ls(out: &str) -> Vec<String> {
@@ -220,7 +225,7 @@ pub fn clear_stale_recovery(fleet: &Fleet) -> Result<Option<String>, HandoverErr
     let state = format!("{dir}/master_status");
     let out = conn.run(
         "reading the masters' recovery state",
-        &cli(&latch, "ls", &state),
+        &listing(&latch, &state),
         &[],
     )?;
     let entries = ls_names(&out);
@@ -592,5 +597,45 @@ mod tests {
         );
         assert!(parse_ls("[]").is_empty());
         assert!(parse_ls("Node does not exist: /spark/leader_election").is_empty());
+    }
+
+    /// Runs `script` with a stand-in `docker` whose text is `docker`: its
+    /// exit status and stdout.
+    fn with_docker(script: &Script, docker: &str) -> (i32, String) {
+        let bin = tempfile::tempdir().unwrap();
+        crate::ssh::script::tests::write_stand_in(&bin.path().join("docker"), docker);
+        let path = format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script.command_line().unwrap())
+            .current_dir(bin.path())
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    #[test]
+    fn a_recovery_state_not_yet_written_lists_as_nothing() {
+        // a fresh ensemble: zkCli says so on stderr and exits 1
+        let l = latch_with("c");
+        let missing = "#!/bin/sh\necho 'Node does not exist: /sparkc/master_status' >&2\nexit 1\n";
+        let (code, out) = with_docker(&listing(&l, "/sparkc/master_status"), missing);
+        assert_eq!((code, out.as_str()), (0, ""));
+        // any other failure is still one
+        let refused = "#!/bin/sh\necho 'KeeperErrorCode = ConnectionLoss' >&2\nexit 1\n";
+        let (code, _) = with_docker(&listing(&l, "/sparkc/master_status"), refused);
+        assert_ne!(code, 0);
+        // an answer passes through, without the client's log on stderr
+        let listed = "#!/bin/sh\necho 'log line' >&2\necho '[worker_w-1, app_a-2]'\n";
+        let (code, out) = with_docker(&listing(&l, "/sparkc/master_status"), listed);
+        assert_eq!((code, out.as_str()), (0, "[worker_w-1, app_a-2]\n"));
     }
 }
