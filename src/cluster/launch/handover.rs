@@ -139,22 +139,48 @@ exec docker exec "$@" 2>/dev/null"#;
 
 /// `zkCli.sh VERB NODE` in the latch's ZooKeeper container.
 fn cli(l: &Latch, verb: &'static str, node: &str) -> Script {
-    let login = l
-        .login
-        .as_ref()
-        .map_or(String::new(), |f| format!("-D{LOGIN_CONFIG}={f}"));
     Script::new(ZK_CLI)
         .arg(&l.container)
         .arg(&l.cli)
         .arg(&l.server)
-        .arg(login)
+        .arg(login_flag(l))
         .arg(verb)
         .arg(node)
 }
 
+/// The JVM flag that points the client at its JAAS file, or nothing.
+fn login_flag(l: &Latch) -> String {
+    l.login
+        .as_ref()
+        .map_or(String::new(), |f| format!("-D{LOGIN_CONFIG}={f}"))
+}
+
+/// `ZK_CLI` for `ls` of a node that may not be there yet (a fresh
+/// ensemble has no recovery state): zkCli's "Node does not exist" on
+/// stderr is an empty answer; any other failure stays one. The client's
+/// stderr is only searched for a constant string (`grep -F`), never run.
+const ZK_LS: &str = r#"set -eu
+container=$1 cli=$2 server=$3 login=$4 node=$5
+set -- -- "$container" timeout 30 "$cli" -server "$server" ls "$node"
+if [ -n "$login" ]; then set -- "--env=CLIENT_JVMFLAGS=$login" "$@"; fi
+status=0
+# the answer goes to fd 3 (stdout), the client's log into `errs`
+exec 3>&1
+errs=$(docker exec "$@" 2>&1 >&3 3>&-) || status=$?
+exec 3>&-
+if [ "$status" != 0 ]; then
+  if printf '%s' "$errs" | grep -qF 'Node does not exist'; then exit 0; fi
+  exit "$status"
+fi"#;
+
 /// `zkCli.sh ls NODE` for a node that may not be there yet.
 fn listing(l: &Latch, node: &str) -> Script {
-    cli(l, "ls", node)
+    Script::new(ZK_LS)
+        .arg(&l.container)
+        .arg(&l.cli)
+        .arg(&l.server)
+        .arg(login_flag(l))
+        .arg(node)
 }
 
 /// The node names of a `ls` answer (`[a, b]`, possibly amid other output),
@@ -507,6 +533,23 @@ mod tests {
                     "-server",
                     &l.server,
                     "delete",
+                    &node,
+                ]],
+            );
+            carried(
+                listing(&l, &node),
+                v,
+                &[vec![
+                    "exec",
+                    &env,
+                    "--",
+                    &l.container,
+                    "timeout",
+                    "30",
+                    &l.cli,
+                    "-server",
+                    &l.server,
+                    "ls",
                     &node,
                 ]],
             );
