@@ -235,18 +235,44 @@ while [ $# -gt 0 ]; do
 done
 "#;
 
-/// `NAME SPEC RUN-ARG...`: brings the container to its planned spec (its
-/// `ferry.spec` label), printing one line: unchanged, started, or replaced;
-/// `docker` gets the run arguments as they are.
+/// `NAME SPEC N PORT... RUN-ARG...`: brings the container to its planned
+/// spec (its `ferry.spec` label), printing one line: unchanged, started, or
+/// replaced; `docker` gets the run arguments as they are. Before it starts
+/// the container (created, restarted or replaced), none of its N planned
+/// host ports may be listened on (the host's /proc/net/tcp and tcp6): a
+/// port held by another program, or by another cluster on the same host,
+/// would answer the gates in this container's place. The ports are
+/// checked to be digits before they are used.
 pub(super) const ENSURE_SH: &str = r#"set -u
-name=$1 want=$2
-shift 2
+name=$1 want=$2 n=$3
+shift 3
+ports=
+while [ "$n" -gt 0 ]; do
+  case $1 in ''|*[!0-9]*) echo "ensure: a port is not a number" >&2; exit 2 ;; esac
+  ports="$ports $1"
+  shift
+  n=$((n - 1))
+done
+free() {
+  for port in $ports; do
+    hex=$(printf '%04X' "$port")
+    for table in /proc/net/tcp /proc/net/tcp6; do
+      [ -r "$table" ] || continue
+      while read -r _ local _ st _; do
+        if [ "$st" = 0A ] && [ "${local##*:}" = "$hex" ]; then
+          printf 'port %s is already in use on this host (by another program or another cluster, not by %s): free it, or give this cluster other ports\n' "$port" "$name" >&2
+          return 1
+        fi
+      done < "$table"
+    done
+  done
+}
 found=$(docker container inspect --format '{{index .Config.Labels "ferry.spec"}} {{.State.Running}}' -- "$name" 2>/dev/null) || found=
 case $found in
   "$want true") printf '%s is up to date\n' "$name" ;;
-  "$want false") docker start -- "$name" >/dev/null || exit 1; printf '%s was stopped: started it\n' "$name" ;;
-  "") docker "$@" >/dev/null || exit 1; printf 'started %s\n' "$name" ;;
-  *) docker stop --time 30 -- "$name" >/dev/null 2>&1; docker rm --force -- "$name" >/dev/null && docker "$@" >/dev/null || exit 1; printf '%s: spec changed, replaced it\n' "$name" ;;
+  "$want false") free || exit 1; docker start -- "$name" >/dev/null || exit 1; printf '%s was stopped: started it\n' "$name" ;;
+  "") free || exit 1; docker "$@" >/dev/null || exit 1; printf 'started %s\n' "$name" ;;
+  *) docker stop --time 30 -- "$name" >/dev/null 2>&1; docker rm --force -- "$name" >/dev/null && free && docker "$@" >/dev/null || exit 1; printf '%s: spec changed, replaced it\n' "$name" ;;
 esac"#;
 
 /// `TAIL NAME...`: the last lines of each container's log.

@@ -882,6 +882,8 @@ fn cases() -> Vec<Case> {
     let container = |v: &str| {
         let plan = ha_with_work_dir();
         let mut c = plan.hosts[3].containers[0].clone();
+        // (ports are numbers ferry writes; the test's machine may use them)
+        c.ports.clear();
         c.name = v.into();
         c.image = v.into();
         c.user = v.into();
@@ -1085,4 +1087,36 @@ fn memory_sizes_in_mib() {
     assert_eq!(mib("1t"), Some(1024 * 1024));
     assert_eq!(mib("100"), None);
     assert_eq!(mib(""), None);
+}
+
+/// A docker that has no container yet (inspect fails) and notes each run.
+const NOTING_DOCKER: &str = "#!/bin/sh\ncase $1 in\n  container) exit 1 ;;\n  run) echo run >> \"${0%/*}/runs\" ;;\nesac\nexit 0\n";
+
+#[test]
+fn a_container_is_not_started_on_a_port_another_program_listens_on() {
+    let t = tempfile::tempdir().unwrap();
+    let bin = t.path().join("bin");
+    let plan = ha_with_work_dir();
+    let mut c = plan.hosts[3].containers[0].clone();
+    // a port someone else holds (this test), on IPv4 and IPv6 tables alike
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    c.ports = vec![super::super::plan::Port {
+        port,
+        purpose: "test".into(),
+    }];
+    let line = ensure_script(&c).command_line().unwrap();
+    let (code, _, err) = run_sh_with(&line, b"", &bin, NOTING_DOCKER);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("port {port} is already in use on this host")),
+        "{err}"
+    );
+    assert!(!bin.join("runs").exists(), "docker run ran");
+    // once it is free, the container starts
+    drop(taken);
+    let (code, out, err) = run_sh_with(&line, b"", &bin, NOTING_DOCKER);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("started "), "{out}");
+    assert!(bin.join("runs").exists());
 }

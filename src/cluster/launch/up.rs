@@ -424,5 +424,7 @@ pub fn ensure_script(c: &Container) -> Script {
     Script::new(ENSURE_SH)
         .arg(&c.name)
         .arg(&c.labels["ferry.spec"])
+        .arg(c.ports.len().to_string())
+        .args(c.ports.iter().map(|p| p.port.to_string()))
         .args(run_args(c))
 }
