@@ -440,7 +440,9 @@ fn changing_a_late_layer_leaves_the_lower_layers_alone() {
 
 /// `ferry up --local` on a one-host cluster: gates pass, the sample job
 /// answers through `ferry submit`, a second `up` keeps every container, and
-/// `ferry down` removes them. Uses the host's ports 2181, 7077/8080, 7078/8081.
+/// `ferry down` removes them. Uses ports the system gives as free, not the
+/// defaults: the README's demo cluster may still hold those (the README
+/// leaves it running), and a cluster on its ports would be refused.
 #[test]
 fn up_local_runs_the_sample_job_and_a_second_up_changes_nothing() {
     let Some(img) = image("up --local") else {
@@ -450,10 +452,20 @@ fn up_local_runs_the_sample_job_and_a_second_up_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().display().to_string();
     let cluster = tmp.path().join("cluster.toml");
+    // seven ports free now, held together so they differ
+    let held: Vec<std::net::TcpListener> = (0..7)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let p: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    drop(held);
     std::fs::write(
         &cluster,
         format!(
-            "name = \"ferry-e2e\"\n[[host]]\nname = \"here\"\naddress = \"127.0.0.1\"\n[zookeeper]\nhosts = [\"here\"]\ndata_dir = \"{data}/zk\"\n[spark.masters]\nhosts = [\"here\"]\n[spark.workers]\nhosts = [\"here\"]\nwork_dir = \"{data}/work\"\n"
+            "name = \"ferry-e2e\"\n[[host]]\nname = \"here\"\naddress = \"127.0.0.1\"\n[zookeeper]\nhosts = [\"here\"]\ndata_dir = \"{data}/zk\"\nclient_port = {}\npeer_port = {}\nelection_port = {}\n[spark.masters]\nhosts = [\"here\"]\nport = {}\nui_port = {}\n[spark.workers]\nhosts = [\"here\"]\nwork_dir = \"{data}/work\"\nport = {}\nui_port = {}\n",
+            p[0], p[1], p[2], p[3], p[4], p[5], p[6]
         ),
     )
     .unwrap();
