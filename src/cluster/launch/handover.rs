@@ -447,33 +447,47 @@ mod tests {
     use super::*;
     use crate::ssh::script::tests::HOSTILE;
 
+    /// Runs `script` as an SSH server would (`sh -c LINE`) in `dir`, with
+    /// a stand-in `docker` (the text `docker`) first on the PATH and
+    /// `DOCKER_CALLS` naming `calls`.
+    fn with_docker(
+        script: &Script,
+        docker: &str,
+        dir: &std::path::Path,
+        calls: &std::path::Path,
+    ) -> std::process::Output {
+        let bin = tempfile::tempdir().unwrap();
+        crate::ssh::script::tests::write_stand_in(&bin.path().join("docker"), docker);
+        let path = format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script.command_line().unwrap())
+            .current_dir(dir)
+            .env("PATH", path)
+            .env("DOCKER_CALLS", calls)
+            .output()
+            .unwrap()
+    }
+
     /// Runs `script` as an SSH server would (`sh -c LINE`), in a scratch
     /// folder, with a stand-in `docker` first on the PATH that writes each
     /// argument it gets NUL-terminated, and each call's end as `\x01`, to
     /// a file outside that folder (the scripts send docker's stdout away).
     /// Returns every call's arguments, and whether the folder stayed empty.
     fn docker_calls(script: &Script) -> (Vec<Vec<String>>, bool) {
-        let bin = tempfile::tempdir().unwrap();
         let scratch = tempfile::tempdir().unwrap();
-        let docker = bin.path().join("docker");
-        let calls = bin.path().join("calls");
-        crate::ssh::script::tests::write_stand_in(
-            &docker,
+        let log = tempfile::tempdir().unwrap();
+        let calls = log.path().join("calls");
+        let out = with_docker(
+            script,
             "#!/bin/sh\n{ printf '%s\\0' \"$@\"; printf '\\001'; } >>\"$DOCKER_CALLS\"\n",
+            scratch.path(),
+            &calls,
         );
-        let path = format!(
-            "{}:{}",
-            bin.path().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script.command_line().unwrap())
-            .current_dir(scratch.path())
-            .env("PATH", path)
-            .env("DOCKER_CALLS", &calls)
-            .output()
-            .unwrap();
         assert!(out.status.success(), "{script:?}: {out:?}");
         let text = std::fs::read_to_string(&calls).unwrap_or_default();
         let calls = text
@@ -642,43 +656,33 @@ mod tests {
         assert!(parse_ls("Node does not exist: /spark/leader_election").is_empty());
     }
 
-    /// Runs `script` with a stand-in `docker` whose text is `docker`: its
-    /// exit status and stdout.
-    fn with_docker(script: &Script, docker: &str) -> (i32, String) {
-        let bin = tempfile::tempdir().unwrap();
-        crate::ssh::script::tests::write_stand_in(&bin.path().join("docker"), docker);
-        let path = format!(
-            "{}:{}",
-            bin.path().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script.command_line().unwrap())
-            .current_dir(bin.path())
-            .env("PATH", path)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    }
-
     #[test]
     fn a_recovery_state_not_yet_written_lists_as_nothing() {
         // a fresh ensemble: zkCli says so on stderr and exits 1
         let l = latch_with("c");
+        let dir = tempfile::tempdir().unwrap();
+        let run = |docker: &str| {
+            let out = with_docker(
+                &listing(&l, "/sparkc/master_status"),
+                docker,
+                dir.path(),
+                &dir.path().join("calls"),
+            );
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
         let missing = "#!/bin/sh\necho 'Node does not exist: /sparkc/master_status' >&2\nexit 1\n";
-        let (code, out) = with_docker(&listing(&l, "/sparkc/master_status"), missing);
+        let (code, out) = run(missing);
         assert_eq!((code, out.as_str()), (0, ""));
         // any other failure is still one
         let refused = "#!/bin/sh\necho 'KeeperErrorCode = ConnectionLoss' >&2\nexit 1\n";
-        let (code, _) = with_docker(&listing(&l, "/sparkc/master_status"), refused);
+        let (code, _) = run(refused);
         assert_ne!(code, 0);
         // an answer passes through, without the client's log on stderr
         let listed = "#!/bin/sh\necho 'log line' >&2\necho '[worker_w-1, app_a-2]'\n";
-        let (code, out) = with_docker(&listing(&l, "/sparkc/master_status"), listed);
+        let (code, out) = run(listed);
         assert_eq!((code, out.as_str()), (0, "[worker_w-1, app_a-2]\n"));
     }
 }
